@@ -1,0 +1,28 @@
+"""``supportrl <command> [hydra overrides]``: dispatch to ``experiments.<command>``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from experiments import COMMANDS
+
+USAGE = f"usage: supportrl <command> [hydra overrides]\ncommands: {', '.join(COMMANDS)}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(f"experiments.{command}")
+    sys.argv = [f"supportrl-{command}", *rest]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

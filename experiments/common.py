@@ -1,0 +1,129 @@
+"""What every command shares: config -> library objects, run directory, result.json, errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from envs.rewards import RewardSpec
+from simulators.logs import LoggedConversations, LoggedDecisions, load_conversations, load_decisions
+from simulators.synthetic import SyntheticWorld, WorldConfig
+
+CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "configs")
+"""The Hydra config directory (``configs/`` at the repository root)."""
+
+
+class UserError(ValueError):
+    """A mistake in the user's command or config (not in the data)."""
+
+
+def run_dir() -> Path:
+    """This run's Hydra output directory."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn user mistakes (ValueError, FileNotFoundError) into a one-line error and exit 2.
+
+    The run directory is removed so a failed command leaves no half-written outputs.
+    Set ``SUPPORTRL_DEBUG=1`` to get the traceback instead.
+    """
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except (ValueError, FileNotFoundError) as exc:
+            if os.environ.get("SUPPORTRL_DEBUG"):
+                raise
+            out = run_dir()
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def to_plain(value: Any) -> Any:
+    """A config node as plain Python containers."""
+    if isinstance(value, DictConfig) or OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def reward_from_cfg(cfg: DictConfig) -> RewardSpec:
+    """The reward spec of Hydra group ``reward/``."""
+    params = dict(to_plain(cfg.reward))
+    return RewardSpec(**params)
+
+
+def world_from_cfg(cfg: DictConfig) -> SyntheticWorld:
+    """The ground-truth world of Hydra group ``simulator/`` (kind ``synthetic``)."""
+    params = dict(to_plain(cfg.simulator))
+    kind = params.pop("kind", "synthetic")
+    if kind != "synthetic":
+        raise UserError(f"simulator={kind}: this command needs the synthetic world (simulator=synthetic)")
+    return SyntheticWorld(config=WorldConfig(**params))
+
+
+def load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
+    """Load the logs named by the ``data`` group (conversations or generic bandit feedback)."""
+    data = cfg.data
+    if data.kind == "conversations":
+        if data.turns is None:
+            raise UserError("data.turns is required: data.turns=PATH (CSV, Parquet file or directory)")
+        return load_conversations(
+            data.turns,
+            customers=data.customers,
+            categorical=to_plain(data.categorical),
+            numeric=to_plain(data.numeric),
+            actions=to_plain(data.actions),
+        )
+    if data.kind == "bandit":
+        if data.path is None:
+            raise UserError("data.path is required with data=bandit: data.path=PATH")
+        return load_decisions(
+            data.path,
+            action_col=data.action_col,
+            reward_col=data.reward_col,
+            propensity_col=data.propensity_col,
+            context=to_plain(data.context),
+            categorical=to_plain(data.categorical),
+            numeric=to_plain(data.numeric),
+            actions=to_plain(data.actions),
+        )
+    raise UserError(f"data.kind={data.kind!r}: expected 'conversations' or 'bandit'")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write JSON atomically (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finish(result: dict[str, Any], summary: str) -> dict[str, Any]:
+    """Write ``result.json``, print ``run_dir: PATH`` and the one-line summary (last line)."""
+    out = run_dir()
+    write_json(out / "result.json", result)
+    print(f"run_dir: {out}")
+    print(summary)
+    return result

@@ -1,0 +1,55 @@
+"""``supportrl validate``: check logs against schema v1 and print a summary.
+
+Exit code 0 when valid; non-zero with the reasons (file, column, first rows) when not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments.common import CONFIG_PATH, finish, load_data, user_errors
+from simulators.logs import LoggedConversations
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A readable block of the summary's counts."""
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{key:<{width}}  {value}")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+@user_errors
+def main(cfg: DictConfig) -> dict[str, Any]:
+    data = load_data(cfg)
+    summary = data.summary()
+    inferred = cfg.data.categorical is None and cfg.data.numeric is None
+    print_summary(summary)
+    if inferred:
+        print(
+            f"features inferred from dtypes: categorical={list(data.categorical)} "
+            f"numeric={list(data.numeric)} (declare with data.categorical=[..] data.numeric=[..])"
+        )
+    if isinstance(data, LoggedConversations):
+        line = (
+            f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
+            f"{summary['missing_propensity']} missing propensities, "
+            f"{summary['missing_csat']} missing CSAT"
+        )
+    else:
+        line = (
+            f"valid: {summary['decisions']} decisions, {len(data.actions)} actions, "
+            f"{summary['missing_propensity']} missing propensities"
+        )
+    return finish({"valid": True, "summary": summary}, line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,739 @@
+"""Logged support data, schema v1: loading, validation and the typed arrays the rest uses.
+
+Two kinds of log (DESIGN.md section 3):
+
+* **conversations**: a *turns* table (one row per bot decision) and optionally a
+  *customers* table joined on ``customer_id``, loaded into :class:`LoggedConversations`;
+* **generic logged bandit feedback**: one row per decision with named action, reward,
+  propensity and context columns, loaded into :class:`LoggedDecisions`.
+
+Both loaders read CSV, a Parquet file, or a directory of Parquet parts, validate every
+rule of the schema with vectorised checks, and raise :class:`LogValidationError` naming
+the file, the column and the first offending rows (0-based data rows of that file; for
+CSV the line number is row + 2). Nothing is dropped or repaired silently. Rows may come in
+any order: they are sorted by (``conversation_id``, ``turn``) on load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from envs.features import NO_PREVIOUS_ACTION
+from envs.rewards import CONTINUE, OUTCOMES
+
+SCHEMA_VERSION = 1
+
+DEFAULT_ACTIONS: tuple[str, ...] = (
+    "empathize",
+    "direct_answer",
+    "faq_link",
+    "clarify",
+    "offer_credit",
+    "escalate_human",
+)
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "conversation_id",
+    "turn",
+    "intent",
+    "sentiment",
+    "action",
+    "outcome",
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "propensity",
+    "csat",
+    "handle_time_s",
+    "timestamp",
+)
+RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+DERIVED_STATE: tuple[str, ...] = ("turn", "previous_action")
+"""State variables every policy sees besides the logged columns."""
+
+_SHOW_ROWS = 5
+
+
+class LogValidationError(ValueError):
+    """Logged data breaks schema v1; the message names the file, column and rows."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A raw table and where its rows came from (for error messages)."""
+
+    frame: pd.DataFrame
+    path: Path
+    parts: tuple[tuple[Path, int], ...]  # (file, number of rows), in row order
+
+    def where(self, rows: np.ndarray, column: str | None = None) -> str:
+        """Readable location of (global, 0-based) ``rows``: file, column and first rows."""
+        rows = np.asarray(rows)
+        shown = rows[:_SHOW_ROWS]
+        starts = np.cumsum([0] + [n for _, n in self.parts])
+        locs = []
+        for row in shown.tolist():
+            part = int(np.searchsorted(starts, row, side="right") - 1)
+            file, local = self.parts[part][0], row - starts[part]
+            locs.append((file, local))
+        files = sorted({str(f) for f, _ in locs})
+        if len(files) == 1:
+            rows_text = ", ".join(str(local) for _, local in locs)
+        else:
+            rows_text = ", ".join(f"{f.name}:{local}" for f, local in locs)
+        more = f" (and {len(rows) - len(shown)} more)" if len(rows) > len(shown) else ""
+        col = f", column {column!r}" if column else ""
+        return f"{files[0] if len(files) == 1 else self.path}{col}, row(s) {rows_text}{more}"
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except pd.errors.EmptyDataError as exc:
+        raise LogValidationError(f"{path}: file is empty") from exc
+    except Exception as exc:  # pyarrow/csv parser errors have many types
+        raise LogValidationError(f"{path}: cannot read file ({type(exc).__name__}: {exc})") from exc
+    raise LogValidationError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
+
+
+def read_table(path: str | Path) -> _Table:
+    """Read a CSV file, a Parquet file, or a directory of Parquet parts (sorted by name)."""
+    path = Path(path)
+    if not path.exists():
+        raise LogValidationError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq"))
+        if not files:
+            raise LogValidationError(f"{path}: directory holds no .parquet files")
+        frames = [_read_one(f) for f in files]
+        columns = [tuple(f.columns) for f in frames]
+        for f, cols in zip(files, columns, strict=True):
+            if set(cols) != set(columns[0]):
+                raise LogValidationError(
+                    f"{f}: columns {sorted(cols)} differ from {files[0].name}'s {sorted(columns[0])}"
+                )
+        frame = pd.concat(frames, ignore_index=True)
+        parts = tuple((f, len(fr)) for f, fr in zip(files, frames, strict=True))
+    else:
+        frame = _read_one(path).reset_index(drop=True)
+        parts = ((path, len(frame)),)
+    if len(frame) == 0:
+        raise LogValidationError(f"{path}: no rows")
+    return _Table(frame=frame, path=path, parts=parts)
+
+
+# --------------------------------------------------------------------------- column checks
+
+
+def _require_columns(table: _Table, columns: Sequence[str], what: str = "required") -> None:
+    missing = [c for c in columns if c not in table.frame.columns]
+    if missing:
+        raise LogValidationError(
+            f"{table.path}: missing {what} column(s) {missing}; found {list(table.frame.columns)}"
+        )
+
+
+def _no_nulls(table: _Table, column: str) -> None:
+    nulls = np.flatnonzero(table.frame[column].isna().to_numpy())
+    if len(nulls):
+        raise LogValidationError(f"{table.where(nulls, column)}: missing value(s)")
+
+
+def _strings(table: _Table, column: str) -> np.ndarray:
+    """A non-null column as a numpy unicode array (numbers are taken in their string form)."""
+    _no_nulls(table, column)
+    return table.frame[column].astype(str).to_numpy(dtype=str)
+
+
+def _numbers(table: _Table, column: str, *, allow_missing: bool) -> np.ndarray:
+    """A column as float64; non-numeric entries are a 'wrong type' error."""
+    series = table.frame[column]
+    if pd.api.types.is_bool_dtype(series):
+        raise LogValidationError(f"{table.path}, column {column!r}: expected numbers, got booleans")
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    was_null = series.isna().to_numpy()
+    wrong = np.flatnonzero(np.isnan(values) & ~was_null)
+    if len(wrong):
+        examples = [repr(v) for v in series.iloc[wrong[:_SHOW_ROWS]].tolist()]
+        raise LogValidationError(
+            f"{table.where(wrong, column)}: expected numbers, got {', '.join(examples)}"
+        )
+    if not allow_missing:
+        _no_nulls(table, column)
+    inf = np.flatnonzero(np.isinf(values))
+    if len(inf):
+        raise LogValidationError(f"{table.where(inf, column)}: infinite value(s)")
+    return values
+
+
+def _check_range(
+    table: _Table, column: str, values: np.ndarray, bad: np.ndarray, rule: str
+) -> None:
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        shown = ", ".join(f"{v:g}" for v in values[rows[:_SHOW_ROWS]])
+        raise LogValidationError(f"{table.where(rows, column)}: values must be {rule}, got {shown}")
+
+
+def _check_labels(
+    table: _Table, column: str, values: np.ndarray, allowed: Sequence[str], what: str
+) -> np.ndarray:
+    """Codes of ``values`` in ``allowed``; unknown labels are an error."""
+    allowed_arr = np.asarray(allowed, dtype=str)
+    order = np.argsort(allowed_arr)
+    pos = np.minimum(np.searchsorted(allowed_arr[order], values), len(allowed) - 1)
+    codes = order[pos]
+    bad = np.flatnonzero(allowed_arr[codes] != values)
+    if len(bad):
+        unknown = sorted(set(values[bad].tolist()))[:_SHOW_ROWS]
+        raise LogValidationError(
+            f"{table.where(bad, column)}: unknown {what} {unknown}; expected one of {list(allowed)}"
+        )
+    return codes.astype(np.int64)
+
+
+def _infer_features(
+    dtypes: Mapping[str, Any],
+    categorical: Sequence[str] | None,
+    numeric: Sequence[str] | None,
+    path: Path,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split the extra columns (name -> dtype) into categorical and numeric features.
+
+    Declared lists are checked against the data; otherwise numbers are numeric and
+    everything else (strings, booleans) categorical.
+    """
+    columns = list(dtypes)
+    if categorical is not None or numeric is not None:
+        categorical, numeric = tuple(categorical or ()), tuple(numeric or ())
+        both = sorted(set(categorical) & set(numeric))
+        if both:
+            raise LogValidationError(f"data config: column(s) {both} declared both categorical and numeric")
+        reserved = sorted((set(categorical) | set(numeric)) & RESERVED_COLUMNS)
+        if reserved:
+            raise LogValidationError(f"data config: {reserved} are schema columns, not context features")
+        missing = [c for c in categorical + numeric if c not in dtypes]
+        if missing:
+            raise LogValidationError(
+                f"{path}: declared feature column(s) {missing} not found; extra columns are {columns}"
+            )
+        undeclared = [c for c in columns if c not in categorical + numeric]
+        if undeclared:
+            raise LogValidationError(
+                f"{path}: column(s) {undeclared} are neither schema columns nor declared features; "
+                "declare them in data.categorical / data.numeric"
+            )
+        return categorical, numeric
+    cat, num = [], []
+    for c, dtype in dtypes.items():
+        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            num.append(c)
+        else:
+            cat.append(c)
+    return tuple(cat), tuple(num)
+
+
+def _feature_arrays(
+    table: _Table, categorical: Sequence[str], numeric: Sequence[str]
+) -> dict[str, np.ndarray]:
+    features: dict[str, np.ndarray] = {}
+    for c in categorical:
+        features[c] = _strings(table, c)
+    for c in numeric:
+        features[c] = _numbers(table, c, allow_missing=False)
+    return features
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+@dataclass(frozen=True)
+class LoggedConversations:
+    """Validated support conversations as per-turn arrays plus conversation offsets.
+
+    Turns are sorted by conversation, then turn; conversation ``c`` is rows
+    ``offsets[c]:offsets[c + 1]``. Every per-turn array has shape (n_turns,).
+    """
+
+    actions: tuple[str, ...]
+    """Action catalogue; ``action`` holds indices into it."""
+    conversation_id: np.ndarray
+    """(n_conversations,) str."""
+    offsets: np.ndarray
+    """(n_conversations + 1,) int64."""
+    turn: np.ndarray
+    """(n_turns,) int64, 0, 1, ... within each conversation."""
+    intent: np.ndarray
+    """(n_turns,) str."""
+    sentiment: np.ndarray
+    """(n_turns,) float64 in [-1, 1]."""
+    action: np.ndarray
+    """(n_turns,) int64 index into ``actions``."""
+    outcome: np.ndarray
+    """(n_turns,) int64 index into ``envs.rewards.OUTCOMES``."""
+    propensity: np.ndarray
+    """(n_turns,) float64 in (0, 1]; NaN where not logged."""
+    csat: np.ndarray
+    """(n_turns,) float64 in [1, 5]; NaN where missing (always NaN before the last turn)."""
+    handle_time_s: np.ndarray
+    """(n_turns,) float64 seconds; NaN where missing."""
+    features: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Context feature -> (n_turns,) array (str for categorical, float64 for numeric)."""
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    customer_id: np.ndarray | None = None
+    """(n_turns,) str, when logged."""
+    timestamp: np.ndarray | None = None
+    """(n_turns,) datetime64[ns], when logged."""
+    source: str = ""
+    """Where the data came from (for messages and reports)."""
+
+    @property
+    def n_turns(self) -> int:
+        return len(self.turn)
+
+    @property
+    def n_conversations(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Turns per conversation, shape (n_conversations,)."""
+        return np.diff(self.offsets)
+
+    @property
+    def conversation_index(self) -> np.ndarray:
+        """Conversation of each turn, shape (n_turns,)."""
+        return np.repeat(np.arange(self.n_conversations), self.lengths)
+
+    @property
+    def is_last(self) -> np.ndarray:
+        """Whether each turn is its conversation's last row, shape (n_turns,) bool."""
+        last = np.zeros(self.n_turns, dtype=bool)
+        last[self.offsets[1:] - 1] = True
+        return last
+
+    @property
+    def previous_action(self) -> np.ndarray:
+        """Previous action label of each turn (``"none"`` at turn 0), shape (n_turns,) str."""
+        labels = np.asarray((NO_PREVIOUS_ACTION, *self.actions), dtype=str)
+        prev = np.empty(self.n_turns, dtype=np.int64)
+        prev[1:] = self.action[:-1] + 1
+        prev[self.turn == 0] = 0
+        return labels[prev]
+
+    @property
+    def has_propensity(self) -> bool:
+        """True when every turn has a logged propensity."""
+        return bool(np.isfinite(self.propensity).all())
+
+    def states(self) -> dict[str, np.ndarray]:
+        """The raw named state of every turn: what a policy sees at decision time."""
+        states = {
+            "turn": self.turn,
+            "previous_action": self.previous_action,
+            "intent": self.intent,
+            "sentiment": self.sentiment,
+        }
+        states.update(self.features)
+        return states
+
+    def select(self, conversations: np.ndarray) -> LoggedConversations:
+        """The subset of conversations given by index array or boolean mask (kept in order)."""
+        conversations = np.asarray(conversations)
+        if conversations.dtype == bool:
+            conversations = np.flatnonzero(conversations)
+        lengths = self.lengths[conversations]
+        starts = self.offsets[conversations]
+        rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return LoggedConversations(
+            actions=self.actions,
+            conversation_id=self.conversation_id[conversations],
+            offsets=offsets,
+            turn=self.turn[rows],
+            intent=self.intent[rows],
+            sentiment=self.sentiment[rows],
+            action=self.action[rows],
+            outcome=self.outcome[rows],
+            propensity=self.propensity[rows],
+            csat=self.csat[rows],
+            handle_time_s=self.handle_time_s[rows],
+            features={k: v[rows] for k, v in self.features.items()},
+            categorical=self.categorical,
+            numeric=self.numeric,
+            customer_id=take(self.customer_id),
+            timestamp=take(self.timestamp),
+            source=self.source,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """The turns as a schema-v1 DataFrame (context features joined in)."""
+        columns: dict[str, Any] = {
+            "conversation_id": np.repeat(self.conversation_id, self.lengths),
+            "turn": self.turn,
+        }
+        if self.customer_id is not None:
+            columns["customer_id"] = self.customer_id
+        columns.update(
+            intent=self.intent,
+            sentiment=self.sentiment,
+            action=np.asarray(self.actions, dtype=str)[self.action],
+            propensity=self.propensity,
+            outcome=np.asarray(OUTCOMES, dtype=str)[self.outcome],
+            csat=self.csat,
+            handle_time_s=self.handle_time_s,
+        )
+        if self.timestamp is not None:
+            columns["timestamp"] = self.timestamp
+        columns.update(self.features)
+        frame = pd.DataFrame(columns)
+        for name in ("conversation_id", "customer_id", "intent", "action", "outcome", *self.categorical):
+            if name in frame:
+                frame[name] = frame[name].astype(object)
+        return frame
+
+    def summary(self) -> dict[str, Any]:
+        """Counts a person checks first: sizes, actions, outcomes and what is missing."""
+        last = self.is_last
+        outcome_counts = np.bincount(self.outcome[last], minlength=len(OUTCOMES))
+        outcomes = {o: int(c) for o, c in zip(OUTCOMES, outcome_counts, strict=True)}
+        outcomes["censored"] = outcomes.pop("continue")
+        return {
+            "source": self.source,
+            "conversations": self.n_conversations,
+            "turns": self.n_turns,
+            "mean_turns": round(float(self.lengths.mean()), 3),
+            "actions": {
+                a: int(c)
+                for a, c in zip(
+                    self.actions, np.bincount(self.action, minlength=len(self.actions)), strict=True
+                )
+            },
+            "outcomes": outcomes,
+            "intents": {
+                str(k): int(v) for k, v in zip(*np.unique(self.intent, return_counts=True), strict=True)
+            },
+            "missing_propensity": int(np.isnan(self.propensity).sum()),
+            "missing_csat": int(np.isnan(self.csat[last]).sum()),
+            "missing_handle_time": int(np.isnan(self.handle_time_s).sum()),
+            "categorical": list(self.categorical),
+            "numeric": list(self.numeric),
+        }
+
+
+def load_conversations(
+    turns: str | Path,
+    *,
+    customers: str | Path | None = None,
+    categorical: Sequence[str] | None = None,
+    numeric: Sequence[str] | None = None,
+    actions: Sequence[str] = DEFAULT_ACTIONS,
+) -> LoggedConversations:
+    """Load and validate schema-v1 conversation logs.
+
+    Args:
+        turns: CSV file, Parquet file or directory of Parquet parts.
+        customers: optional customers table joined on ``customer_id``; its other columns
+            become context features.
+        categorical, numeric: context feature columns. When both are None, every
+            non-schema column is a feature, numeric if its dtype is numeric, else
+            categorical. When either is given, every extra column must be declared.
+        actions: the action catalogue.
+
+    Raises:
+        LogValidationError: on any schema violation, naming file, column and rows.
+    """
+    actions = tuple(actions)
+    if len(set(actions)) != len(actions) or not actions:
+        raise LogValidationError(f"actions: catalogue must be non-empty and unique, got {list(actions)}")
+    table = read_table(turns)
+    frame = table.frame
+    _require_columns(table, REQUIRED_COLUMNS)
+    if customers is not None:
+        _require_columns(table, ["customer_id"], "join")
+
+    conversation = _strings(table, "conversation_id")
+    turn_f = _numbers(table, "turn", allow_missing=False)
+    _check_range(table, "turn", turn_f, (turn_f < 0) | (turn_f != np.round(turn_f)), "integers >= 0")
+    turn = turn_f.astype(np.int64)
+    intent = _strings(table, "intent")
+    sentiment = _numbers(table, "sentiment", allow_missing=False)
+    _check_range(table, "sentiment", sentiment, (sentiment < -1) | (sentiment > 1), "in [-1, 1]")
+    action = _check_labels(table, "action", _strings(table, "action"), actions, "action(s)")
+    outcome = _check_labels(table, "outcome", _strings(table, "outcome"), OUTCOMES, "outcome(s)")
+    n = len(frame)
+    nan = np.full(n, np.nan)
+    if "propensity" in frame:
+        propensity = _numbers(table, "propensity", allow_missing=True)
+        _check_range(table, "propensity", propensity, (propensity <= 0) | (propensity > 1), "in (0, 1]")
+    else:
+        propensity = nan.copy()
+    if "csat" in frame:
+        csat = _numbers(table, "csat", allow_missing=True)
+        _check_range(table, "csat", csat, (csat < 1) | (csat > 5), "in [1, 5]")
+    else:
+        csat = nan.copy()
+    if "handle_time_s" in frame:
+        handle = _numbers(table, "handle_time_s", allow_missing=True)
+        _check_range(table, "handle_time_s", handle, handle < 0, ">= 0")
+    else:
+        handle = nan.copy()
+    timestamp = None
+    if "timestamp" in frame:
+        parsed = pd.to_datetime(frame["timestamp"], errors="coerce")
+        wrong = np.flatnonzero(parsed.isna().to_numpy() & frame["timestamp"].notna().to_numpy())
+        if len(wrong):
+            raise LogValidationError(f"{table.where(wrong, 'timestamp')}: not a date-time")
+        timestamp = parsed.to_numpy(dtype="datetime64[ns]")
+    customer_id = _strings(table, "customer_id") if "customer_id" in frame else None
+
+    # Sort rows by (conversation, turn); row numbers in messages stay those of the file.
+    conv_codes, conv_ids = pd.factorize(conversation, sort=True)
+    order = np.lexsort((turn, conv_codes))
+    codes = conv_codes[order]
+    turn_sorted = turn[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    offsets = np.r_[starts, n].astype(np.int64)
+    first = np.zeros(n, dtype=bool)
+    first[starts] = True
+    last = np.zeros(n, dtype=bool)
+    last[offsets[1:] - 1] = True
+
+    same_conv_prev = ~first
+    dup = np.zeros(n, dtype=bool)
+    dup[1:] = same_conv_prev[1:] & (turn_sorted[1:] == turn_sorted[:-1])
+    if dup.any():
+        rows = np.sort(order[np.flatnonzero(dup)])
+        raise LogValidationError(f"{table.where(rows, 'turn')}: duplicate turn within a conversation")
+    gap = np.zeros(n, dtype=bool)
+    gap[first] = turn_sorted[first] != 0
+    gap[1:] |= same_conv_prev[1:] & (turn_sorted[1:] != turn_sorted[:-1] + 1)
+    if gap.any():
+        rows = np.sort(order[np.flatnonzero(gap)])
+        raise LogValidationError(
+            f"{table.where(rows, 'turn')}: turns must be 0, 1, 2, ... without gaps in each conversation"
+        )
+    early_end = (outcome[order] != CONTINUE) & ~last
+    if early_end.any():
+        rows = np.sort(order[np.flatnonzero(early_end)])
+        raise LogValidationError(
+            f"{table.where(rows, 'outcome')}: terminal outcome before the conversation's last row"
+        )
+    early_csat = ~np.isnan(csat[order]) & ~last
+    if early_csat.any():
+        rows = np.sort(order[np.flatnonzero(early_csat)])
+        raise LogValidationError(
+            f"{table.where(rows, 'csat')}: csat is only allowed on a conversation's last row"
+        )
+    if customer_id is not None:
+        per_conv = pd.Series(customer_id[order]).groupby(codes).nunique().to_numpy()
+        split = np.flatnonzero(per_conv > 1)
+        if len(split):
+            rows = np.sort(order[np.isin(codes, split)])
+            raise LogValidationError(
+                f"{table.where(rows, 'customer_id')}: a conversation has several customer_ids"
+            )
+
+    extra = [c for c in frame.columns if c not in RESERVED_COLUMNS]
+    dtypes: dict[str, Any] = {c: frame[c].dtype for c in extra}
+    cust_table = None
+    if customers is not None:
+        cust_table = read_table(customers)
+        _require_columns(cust_table, ["customer_id"])
+        cust_extra = [c for c in cust_table.frame.columns if c != "customer_id"]
+        clash = sorted(set(cust_extra) & set(frame.columns))
+        if clash:
+            raise LogValidationError(f"{cust_table.path}: column(s) {clash} also in the turns table")
+        dtypes.update({c: cust_table.frame[c].dtype for c in cust_extra})
+    cat_all, num_all = _infer_features(dtypes, categorical, numeric, table.path)
+    turn_cat = tuple(c for c in cat_all if c in extra)
+    turn_num = tuple(c for c in num_all if c in extra)
+    cust_cat = tuple(c for c in cat_all if c not in extra)
+    cust_num = tuple(c for c in num_all if c not in extra)
+    features = _feature_arrays(table, turn_cat, turn_num)
+    if cust_table is not None:
+        cust_ids = _strings(cust_table, "customer_id")
+        uniq, counts = np.unique(cust_ids, return_counts=True)
+        if (counts > 1).any():
+            dup_rows = np.flatnonzero(np.isin(cust_ids, uniq[counts > 1]))
+            raise LogValidationError(f"{cust_table.where(dup_rows, 'customer_id')}: duplicate customer_id")
+        cust_order = np.argsort(cust_ids)
+        sorted_ids = cust_ids[cust_order]
+        pos = np.minimum(np.searchsorted(sorted_ids, customer_id), len(sorted_ids) - 1)
+        unknown = np.flatnonzero(sorted_ids[pos] != customer_id)
+        if len(unknown):
+            raise LogValidationError(
+                f"{table.where(unknown, 'customer_id')}: customer_id not in customers table "
+                f"{cust_table.path} ({sorted(set(customer_id[unknown].tolist()))[:_SHOW_ROWS]})"
+            )
+        cust_features = _feature_arrays(cust_table, cust_cat, cust_num)
+        for name, values in cust_features.items():
+            features[name] = values[cust_order[pos]]
+
+    return LoggedConversations(
+        actions=actions,
+        conversation_id=np.asarray(conv_ids, dtype=str),
+        offsets=offsets,
+        turn=turn_sorted,
+        intent=intent[order],
+        sentiment=sentiment[order],
+        action=action[order],
+        outcome=outcome[order],
+        propensity=propensity[order],
+        csat=csat[order],
+        handle_time_s=handle[order],
+        features={name: values[order] for name, values in features.items()},
+        categorical=turn_cat + cust_cat,
+        numeric=turn_num + cust_num,
+        customer_id=None if customer_id is None else customer_id[order],
+        timestamp=None if timestamp is None else timestamp[order],
+        source=str(turns),
+    )
+
+
+def write_conversations(logs: LoggedConversations, path: str | Path) -> Path:
+    """Write the turns as one schema-v1 Parquet file (atomically: temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    logs.to_frame().to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- bandit feedback
+
+
+@dataclass(frozen=True)
+class LoggedDecisions:
+    """Generic logged bandit feedback: one row per decision.
+
+    Actions are labelled by their string form (integer action 14 is ``"14"``), sorted
+    numerically when every label is a number, else alphabetically.
+    """
+
+    actions: tuple[str, ...]
+    action: np.ndarray
+    """(n,) int64 index into ``actions``."""
+    reward: np.ndarray
+    """(n,) float64."""
+    propensity: np.ndarray
+    """(n,) float64 in (0, 1]; NaN when the data has no propensity column."""
+    context: Mapping[str, np.ndarray] = field(default_factory=dict)
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.action)
+
+    @property
+    def has_propensity(self) -> bool:
+        return bool(np.isfinite(self.propensity).all())
+
+    def states(self) -> dict[str, np.ndarray]:
+        return dict(self.context)
+
+    def summary(self) -> dict[str, Any]:
+        counts = np.bincount(self.action, minlength=len(self.actions))
+        return {
+            "source": self.source,
+            "decisions": self.n_rounds,
+            "actions": {a: int(c) for a, c in zip(self.actions, counts, strict=True)},
+            "mean_reward": float(self.reward.mean()),
+            "missing_propensity": int(np.isnan(self.propensity).sum()),
+            "categorical": list(self.categorical),
+            "numeric": list(self.numeric),
+        }
+
+
+def _action_labels(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    """String labels of an action column and its sorted catalogue."""
+    labels = values.astype(str).to_numpy(dtype=str)
+    uniq = np.unique(labels)
+    numeric = pd.to_numeric(pd.Series(uniq), errors="coerce")
+    if numeric.notna().all():
+        uniq = uniq[np.argsort(numeric.to_numpy(), kind="stable")]
+    return labels, tuple(uniq.tolist())
+
+
+def load_decisions(
+    path: str | Path,
+    *,
+    action_col: str = "action",
+    reward_col: str = "reward",
+    propensity_col: str | None = "propensity",
+    context: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
+    numeric: Sequence[str] | None = None,
+    actions: Sequence[str] | None = None,
+) -> LoggedDecisions:
+    """Load generic logged bandit feedback.
+
+    ``context`` names the context columns (default: every other column);
+    ``categorical``/``numeric`` split them (default: by dtype). ``actions`` fixes the
+    catalogue (default: the labels present, see :class:`LoggedDecisions`).
+    """
+    table = read_table(path)
+    frame = table.frame
+    _require_columns(table, [action_col, reward_col])
+    if propensity_col is not None and propensity_col not in frame:
+        raise LogValidationError(
+            f"{table.path}: propensity column {propensity_col!r} not found; found {list(frame.columns)} "
+            "(set data.propensity_col=null when the logs have none)"
+        )
+    _no_nulls(table, action_col)
+    labels, present = _action_labels(frame[action_col])
+    catalogue = tuple(str(a) for a in actions) if actions is not None else present
+    action = _check_labels(table, action_col, labels, catalogue, "action(s)")
+    reward = _numbers(table, reward_col, allow_missing=False)
+    if propensity_col is not None:
+        propensity = _numbers(table, propensity_col, allow_missing=False)
+        _check_range(
+            table, propensity_col, propensity, (propensity <= 0) | (propensity > 1), "in (0, 1]"
+        )
+    else:
+        propensity = np.full(len(frame), np.nan)
+    used = {action_col, reward_col, propensity_col}
+    if context is None:
+        context = [c for c in frame.columns if c not in used]
+    else:
+        _require_columns(table, list(context), "context")
+    if categorical is None and numeric is None:
+        cat, num = _infer_features({c: frame[c].dtype for c in context}, None, None, table.path)
+    else:
+        cat, num = tuple(categorical or ()), tuple(numeric or ())
+        undeclared = [c for c in context if c not in cat + num]
+        if undeclared:
+            raise LogValidationError(
+                f"{table.path}: context column(s) {undeclared} not declared categorical or numeric"
+            )
+    return LoggedDecisions(
+        actions=catalogue,
+        action=action,
+        reward=reward,
+        propensity=propensity,
+        context=_feature_arrays(table, cat, num),
+        categorical=cat,
+        numeric=num,
+        source=str(path),
+    )
