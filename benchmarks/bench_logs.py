@@ -1,0 +1,59 @@
+"""Generate 100,000 conversations, then load + validate them; anchor: pandas.read_parquet.
+
+    python -m benchmarks.bench_logs [--conversations 100000] [--repeats 3]
+
+Prints rows/s for ``load_conversations`` (read + every schema-v1 check + sort + customers
+join) beside a bare ``pandas.read_parquet`` of the same files in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from simulators.logs import load_conversations
+from simulators.synthetic import generate_logs
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        generated = generate_logs(args.conversations, seed=0)
+        simulate_s = time.perf_counter() - start
+        turns, customers = generated.write(Path(tmp) / "data")
+        generate_s = time.perf_counter() - start
+        rows = generated.logs.n_turns
+
+        ours = best_of(args.repeats, lambda: load_conversations(turns, customers=customers))
+        anchor = best_of(
+            args.repeats, lambda: (pd.read_parquet(turns), pd.read_parquet(customers))
+        )
+
+    print(f"logs: {args.conversations} conversations, {rows} turn rows")
+    print(f"generate (simulate + write Parquet): {generate_s:.2f} s (simulate {simulate_s:.2f} s)")
+    print(f"{'':<34}{'seconds':>10}{'rows/s':>14}")
+    print(f"{'load_conversations (validated)':<34}{ours:>10.3f}{rows / ours:>14,.0f}")
+    print(f"{'pandas.read_parquet (anchor)':<34}{anchor:>10.3f}{rows / anchor:>14,.0f}")
+    print(f"ratio ours/anchor time: {ours / anchor:.1f}x (validation costs this much over a bare read)")
+
+
+if __name__ == "__main__":
+    main()

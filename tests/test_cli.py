@@ -1,0 +1,93 @@
+"""Command-line contract (DESIGN.md section 7): exit codes, run_dir, result.json, no leftovers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tests.test_logs import base_frame
+
+
+def supportrl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "experiments.cli", *args, f"paths.output_dir={tmp_path / 'outputs'}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def run_dir_of(proc: subprocess.CompletedProcess[str]) -> Path:
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("run_dir: ")]
+    assert len(lines) == 1, proc.stdout
+    return Path(lines[0].removeprefix("run_dir: "))
+
+
+def test_generate_then_validate(tmp_path: Path) -> None:
+    gen = supportrl(tmp_path, "generate", "generate.n_conversations=200", "seed=3")
+    assert gen.returncode == 0, gen.stderr
+    result = json.loads((run_dir_of(gen) / "result.json").read_text())
+    assert result["conversations"] == 200
+    assert gen.stdout.strip().splitlines()[-1].startswith("generated 200 conversations")
+    val = supportrl(
+        tmp_path, "validate", f"data.turns={result['turns']}", f"data.customers={result['customers']}"
+    )
+    assert val.returncode == 0, val.stderr
+    summary = json.loads((run_dir_of(val) / "result.json").read_text())["summary"]
+    assert summary["conversations"] == 200
+    assert val.stdout.strip().splitlines()[-1].startswith("valid: 200 conversations")
+    assert "features inferred from dtypes" in val.stdout
+
+
+def test_validate_bad_data_exits_nonzero_and_writes_nothing(tmp_path: Path) -> None:
+    frame = base_frame()
+    frame.loc[3, "sentiment"] = 4.0
+    turns = tmp_path / "bad.csv"
+    frame.to_csv(turns, index=False)
+    proc = supportrl(tmp_path, "validate", f"data.turns={turns}")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"error: {turns}, column 'sentiment', row(s) 3: values must be in [-1, 1], got 4" in proc.stderr
+    leftovers = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_validate_without_data_is_a_clear_error(tmp_path: Path) -> None:
+    proc = supportrl(tmp_path, "validate")
+    assert proc.returncode == 2 and "data.turns is required" in proc.stderr
+
+
+def test_validate_bandit_feedback(tmp_path: Path) -> None:
+    path = tmp_path / "bandit.csv"
+    pd.DataFrame({"item": [3, 1, 3], "click": [1, 0, 1], "ps": [0.2, 0.5, 0.2], "age": [1.0, 2.0, 3.0]}).to_csv(
+        path, index=False
+    )
+    proc = supportrl(
+        tmp_path,
+        "validate",
+        "data=bandit",
+        f"data.path={path}",
+        "data.action_col=item",
+        "data.reward_col=click",
+        "data.propensity_col=ps",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "valid: 3 decisions, 2 actions, 0 missing propensities"
+
+
+def test_unknown_command(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "fly"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "unknown command 'fly'" in proc.stderr
+
+
+def test_pipeline_small(tmp_path: Path) -> None:
+    proc = supportrl(
+        tmp_path, "pipeline", "pipeline.n_conversations=300", "pipeline.true_value_conversations=500"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run_dir_of(proc) / "result.json").read_text())
+    assert result["summary"]["conversations"] == 300
+    assert set(result["true_values"]) >= {"logging", "uniform"}
+    assert proc.stdout.strip().splitlines()[-1].startswith("pipeline: 300 conversations")
