@@ -221,10 +221,14 @@ def _infer_features(
         categorical, numeric = tuple(categorical or ()), tuple(numeric or ())
         both = sorted(set(categorical) & set(numeric))
         if both:
-            raise LogValidationError(f"data config: column(s) {both} declared both categorical and numeric")
+            raise LogValidationError(
+                f"data config: column(s) {both} declared both categorical and numeric"
+            )
         reserved = sorted((set(categorical) | set(numeric)) & RESERVED_COLUMNS)
         if reserved:
-            raise LogValidationError(f"data config: {reserved} are schema columns, not context features")
+            raise LogValidationError(
+                f"data config: {reserved} are schema columns, not context features"
+            )
         missing = [c for c in categorical + numeric if c not in dtypes]
         if missing:
             raise LogValidationError(
@@ -405,7 +409,14 @@ class LoggedConversations:
             columns["timestamp"] = self.timestamp
         columns.update(self.features)
         frame = pd.DataFrame(columns)
-        for name in ("conversation_id", "customer_id", "intent", "action", "outcome", *self.categorical):
+        for name in (
+            "conversation_id",
+            "customer_id",
+            "intent",
+            "action",
+            "outcome",
+            *self.categorical,
+        ):
             if name in frame:
                 frame[name] = frame[name].astype(object)
         return frame
@@ -429,7 +440,8 @@ class LoggedConversations:
             },
             "outcomes": outcomes,
             "intents": {
-                str(k): int(v) for k, v in zip(*np.unique(self.intent, return_counts=True), strict=True)
+                str(k): int(v)
+                for k, v in zip(*np.unique(self.intent, return_counts=True), strict=True)
             },
             "missing_propensity": int(np.isnan(self.propensity).sum()),
             "missing_csat": int(np.isnan(self.csat[last]).sum()),
@@ -463,7 +475,9 @@ def load_conversations(
     """
     actions = tuple(actions)
     if len(set(actions)) != len(actions) or not actions:
-        raise LogValidationError(f"actions: catalogue must be non-empty and unique, got {list(actions)}")
+        raise LogValidationError(
+            f"actions: catalogue must be non-empty and unique, got {list(actions)}"
+        )
     table = read_table(turns)
     frame = table.frame
     _require_columns(table, REQUIRED_COLUMNS)
@@ -472,7 +486,9 @@ def load_conversations(
 
     conversation = _strings(table, "conversation_id")
     turn_f = _numbers(table, "turn", allow_missing=False)
-    _check_range(table, "turn", turn_f, (turn_f < 0) | (turn_f != np.round(turn_f)), "integers >= 0")
+    _check_range(
+        table, "turn", turn_f, (turn_f < 0) | (turn_f != np.round(turn_f)), "integers >= 0"
+    )
     turn = turn_f.astype(np.int64)
     intent = _strings(table, "intent")
     sentiment = _numbers(table, "sentiment", allow_missing=False)
@@ -483,7 +499,9 @@ def load_conversations(
     nan = np.full(n, np.nan)
     if "propensity" in frame:
         propensity = _numbers(table, "propensity", allow_missing=True)
-        _check_range(table, "propensity", propensity, (propensity <= 0) | (propensity > 1), "in (0, 1]")
+        _check_range(
+            table, "propensity", propensity, (propensity <= 0) | (propensity > 1), "in (0, 1]"
+        )
     else:
         propensity = nan.copy()
     if "csat" in frame:
@@ -522,7 +540,9 @@ def load_conversations(
     dup[1:] = same_conv_prev[1:] & (turn_sorted[1:] == turn_sorted[:-1])
     if dup.any():
         rows = np.sort(order[np.flatnonzero(dup)])
-        raise LogValidationError(f"{table.where(rows, 'turn')}: duplicate turn within a conversation")
+        raise LogValidationError(
+            f"{table.where(rows, 'turn')}: duplicate turn within a conversation"
+        )
     gap = np.zeros(n, dtype=bool)
     gap[first] = turn_sorted[first] != 0
     gap[1:] |= same_conv_prev[1:] & (turn_sorted[1:] != turn_sorted[:-1] + 1)
@@ -561,7 +581,9 @@ def load_conversations(
         cust_extra = [c for c in cust_table.frame.columns if c != "customer_id"]
         clash = sorted(set(cust_extra) & set(frame.columns))
         if clash:
-            raise LogValidationError(f"{cust_table.path}: column(s) {clash} also in the turns table")
+            raise LogValidationError(
+                f"{cust_table.path}: column(s) {clash} also in the turns table"
+            )
         dtypes.update({c: cust_table.frame[c].dtype for c in cust_extra})
     cat_all, num_all = _infer_features(dtypes, categorical, numeric, table.path)
     turn_cat = tuple(c for c in cat_all if c in extra)
@@ -574,7 +596,9 @@ def load_conversations(
         uniq, counts = np.unique(cust_ids, return_counts=True)
         if (counts > 1).any():
             dup_rows = np.flatnonzero(np.isin(cust_ids, uniq[counts > 1]))
-            raise LogValidationError(f"{cust_table.where(dup_rows, 'customer_id')}: duplicate customer_id")
+            raise LogValidationError(
+                f"{cust_table.where(dup_rows, 'customer_id')}: duplicate customer_id"
+            )
         cust_order = np.argsort(cust_ids)
         sorted_ids = cust_ids[cust_order]
         pos = np.minimum(np.searchsorted(sorted_ids, customer_id), len(sorted_ids) - 1)

@@ -24,18 +24,19 @@ hands over to a human at turn 0.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from agents.base import BasePolicy, Policy, States, epsilon_mix, sample_actions
-from envs.features import NO_PREVIOUS_ACTION
+from agents.base import BasePolicy, Policy, States, sample_actions
+from envs.features import NO_PREVIOUS_ACTION, FeatureSpec
 from envs.rewards import ABANDONED, CONTINUE, ESCALATED, OUTCOMES, RESOLVED, RewardSpec
+from simulators.base import CustomerModel, Transition
 from simulators.logs import DEFAULT_ACTIONS, LoggedConversations
 
 INTENTS: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancel")
@@ -98,7 +99,9 @@ class WorldConfig:
         if self.logging_temperature <= 0:
             raise ValueError(f"logging_temperature must be > 0, got {self.logging_temperature}")
         if not 0 <= self.unknown_intent_rate < 1:
-            raise ValueError(f"unknown_intent_rate must be in [0, 1), got {self.unknown_intent_rate}")
+            raise ValueError(
+                f"unknown_intent_rate must be in [0, 1), got {self.unknown_intent_rate}"
+            )
         if not 0 < self.csat_response_rate <= 1:
             raise ValueError(f"csat_response_rate must be in (0, 1], got {self.csat_response_rate}")
         if self.max_turns < 1:
@@ -126,17 +129,6 @@ class WorldState:
         return WorldState(**{k: v[rows] for k, v in self.__dict__.items()})
 
 
-@dataclass(frozen=True)
-class Transition:
-    """What happened after one action in each of ``n`` conversations (arrays of shape (n,))."""
-
-    outcome: np.ndarray
-    handle_time_s: np.ndarray
-    csat: np.ndarray
-    """True CSAT in [1, 5] on terminal turns, NaN otherwise."""
-    next_state: WorldState
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -156,7 +148,35 @@ class SyntheticWorld:
 
     def __post_init__(self) -> None:
         if self.actions != DEFAULT_ACTIONS:
-            raise ValueError(f"the synthetic world knows the default catalogue {DEFAULT_ACTIONS} only")
+            raise ValueError(
+                f"the synthetic world knows the default catalogue {DEFAULT_ACTIONS} only"
+            )
+
+    @property
+    def max_turns(self) -> int:
+        return self.config.max_turns
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        """Observation encoding with the world's known levels and typical scales."""
+        return FeatureSpec(
+            categorical={
+                "intent": DETECTED_INTENTS,
+                "previous_action": (NO_PREVIOUS_ACTION, *self.actions),
+                "tier": TIERS,
+                "channel": CHANNELS,
+            },
+            numeric={
+                "turn": (0.0, float(self.config.max_turns)),
+                "sentiment": (0.0, 1.0),
+                "tenure_months": (30.0, 30.0),
+                "prior_contacts_30d": (0.7, 1.0),
+            },
+        )
+
+    def action_mask(self, state: WorldState) -> np.ndarray:
+        """Every action is possible in the real world, shape (n, n_actions)."""
+        return np.ones((len(state.turn), len(self.actions)), dtype=bool)
 
     # ------------------------------------------------------------------ customers
 
@@ -281,7 +301,9 @@ class SyntheticWorld:
         repeated = (action == state.previous_action) & (action == EMPATHIZE)
         sentiment = np.clip(
             state.sentiment
-            + _SENTIMENT_DELTA[action] * (1.0 + 0.5 * (state.sentiment < 0)) * (1.0 - 0.8 * repeated)
+            + _SENTIMENT_DELTA[action]
+            * (1.0 + 0.5 * (state.sentiment < 0))
+            * (1.0 - 0.8 * repeated)
             - 0.07
             - 0.05 * state.complexity
             + noise,
@@ -365,8 +387,12 @@ class LoggingPolicy(BasePolicy):
         scores[:, DIRECT_ANSWER] = 1.0 - 0.9 * c - 1.0 * (intent == UNKNOWN_INTENT)
         scores[:, FAQ_LINK] = 0.2 + 1.0 * np.isin(intent, ["account", "shipping"]) - 0.5 * c
         scores[:, CLARIFY] = -0.8 + 2.2 * (intent == UNKNOWN_INTENT) - 1.0 * (prev == "clarify")
-        scores[:, OFFER_CREDIT] = -1.2 + 1.4 * ((intent == "billing") & (s < 0)) + 0.5 * (tier == "enterprise")
-        scores[:, ESCALATE_HUMAN] = -1.6 + 0.35 * t + 1.5 * c + 0.4 * (tier == "enterprise") - 0.8 * s
+        scores[:, OFFER_CREDIT] = (
+            -1.2 + 1.4 * ((intent == "billing") & (s < 0)) + 0.5 * (tier == "enterprise")
+        )
+        scores[:, ESCALATE_HUMAN] = (
+            -1.6 + 0.35 * t + 1.5 * c + 0.4 * (tier == "enterprise") - 0.8 * s
+        )
         allowed = self.allowed(states)
         scores = np.where(allowed, scores / self.config.logging_temperature, -np.inf)
         probs = _softmax(scores)
@@ -395,9 +421,16 @@ class Rollout:
     """True CSAT on terminal turns, NaN elsewhere."""
     conversation: np.ndarray
     """Conversation index of each turn."""
+    penalty: np.ndarray
+    """Pessimism penalty per turn (0 for the ground-truth world)."""
 
-    def returns(self, reward: RewardSpec, actions: tuple[str, ...]) -> np.ndarray:
-        """Undiscounted return of every conversation under ``reward``, shape (n_conversations,)."""
+    def returns(
+        self, reward: RewardSpec, actions: tuple[str, ...], *, penalized: bool = False
+    ) -> np.ndarray:
+        """Undiscounted return of every conversation under ``reward``, shape (n_conversations,).
+
+        With ``penalized`` the model's pessimism penalty is subtracted.
+        """
         r = reward.rewards(
             actions=self.action,
             outcomes=self.outcome,
@@ -405,11 +438,13 @@ class Rollout:
             csat=self.csat,
             catalogue=actions,
         )
+        if penalized:
+            r = r - self.penalty
         return np.bincount(self.conversation, weights=r, minlength=len(self.offsets) - 1)
 
 
 def rollout(
-    world: SyntheticWorld,
+    world: CustomerModel,
     policy: Policy,
     n: int,
     rng: np.random.Generator,
@@ -419,19 +454,23 @@ def rollout(
 ) -> Rollout:
     """Simulate ``n`` conversations under ``policy``, all turns of all conversations batched.
 
-    The policy sees the observable named state only, unless it declares
-    ``sees_hidden_state = True`` (the logging policy).
+    Works on any :class:`~simulators.base.CustomerModel`. The policy sees the observable
+    named state only, unless it declares ``sees_hidden_state = True`` (the logging policy).
+    Recorded states include the model's hidden variables.
     """
     max_turns = max_turns or world.config.max_turns
     hidden = bool(getattr(policy, "sees_hidden_state", False))
-    state = world.initial_state(n, rng, customers)
+    if customers is not None:
+        state = world.initial_state(n, rng, customers=customers)
+    else:
+        state = world.initial_state(n, rng)
     active = np.arange(n)
     chunks: list[dict[str, Any]] = []
     for _ in range(max_turns):
         if len(active) == 0:
             break
         obs = world.observe(state, hidden=True)
-        view = obs if hidden else {k: v for k, v in obs.items() if k not in HIDDEN_STATE}
+        view = obs if hidden else world.observe(state)
         probs = policy.action_probs(view)
         action = sample_actions(probs, rng)
         tr = world.step(state, action, rng)
@@ -444,6 +483,7 @@ def rollout(
                 "outcome": tr.outcome,
                 "handle_time_s": tr.handle_time_s,
                 "csat": tr.csat,
+                "penalty": tr.penalty if tr.penalty is not None else np.zeros(len(action)),
             }
         )
         going = tr.outcome == CONTINUE
@@ -459,7 +499,9 @@ def rollout(
     def cat(key: str) -> np.ndarray:
         return np.concatenate([c[key] for c in chunks])[order]
 
-    states = {k: np.concatenate([c["states"][k] for c in chunks])[order] for k in chunks[0]["states"]}
+    states = {
+        k: np.concatenate([c["states"][k] for c in chunks])[order] for k in chunks[0]["states"]
+    }
     return Rollout(
         offsets=offsets,
         states=states,
@@ -469,6 +511,7 @@ def rollout(
         handle_time_s=cat("handle_time_s"),
         csat=cat("csat"),
         conversation=conversation[order],
+        penalty=cat("penalty"),
     )
 
 
@@ -481,20 +524,28 @@ class TrueValue:
     n_conversations: int
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"value": self.value, "std_err": self.std_err, "n_conversations": self.n_conversations}
+        return {
+            "value": self.value,
+            "std_err": self.std_err,
+            "n_conversations": self.n_conversations,
+        }
 
 
 def true_value(
     policy: Policy,
     n: int = 100_000,
     *,
-    world: SyntheticWorld | None = None,
+    world: CustomerModel | None = None,
     reward: RewardSpec | None = None,
     seed: int = 0,
 ) -> TrueValue:
-    """Value of ``policy`` (expected conversation return under ``reward``), by vectorised Monte Carlo."""
+    """Value of ``policy`` (expected conversation return under ``reward``), by vectorised Monte Carlo.
+
+    ``world`` may be any customer model: with a fitted simulator this is the *simulated*
+    value of the policy.
+    """
     world = world or SyntheticWorld()
-    reward = reward or RewardSpec(max_turns=world.config.max_turns)
+    reward = reward or RewardSpec(max_turns=world.max_turns)
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     ro = rollout(world, policy, n, np.random.default_rng(seed), max_turns=reward.max_turns)
@@ -632,7 +683,6 @@ __all__ = [
     "Rollout",
     "SyntheticWorld",
     "TrueValue",
-    "Transition",
     "WorldConfig",
     "WorldState",
     "generate_logs",

@@ -1,0 +1,68 @@
+"""The customer-model protocol: what the env and rollouts need from any simulator.
+
+The ground-truth world (:mod:`simulators.synthetic`) and the models fitted from logs
+(:mod:`simulators.fitted`) implement it, so agents train on either and the fidelity
+report compares them policy by policy.
+
+A model keeps the state of ``n`` conversations in an object of its own (``state``) that
+only it reads; everything outside sees the raw named state from :meth:`observe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from envs.features import FeatureSpec
+
+
+class ModelState(Protocol):
+    """Opaque state of ``n`` conversations in progress."""
+
+    def take(self, rows: np.ndarray) -> ModelState:
+        """The conversations at ``rows`` (index array), in that order."""
+        ...
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What happened after one action in each of ``n`` conversations (arrays of shape (n,))."""
+
+    outcome: np.ndarray
+    """Outcome code into ``envs.rewards.OUTCOMES``."""
+    handle_time_s: np.ndarray
+    """Seconds the turn took."""
+    csat: np.ndarray
+    """CSAT in [1, 5] on terminal turns (the model's full CSAT, never missing), NaN otherwise."""
+    next_state: Any
+    """The model's state after the action (meaningful for ``outcome == continue`` rows)."""
+    penalty: np.ndarray | None = None
+    """Pessimism penalty to subtract from the reward (fitted models), shape (n,), or None."""
+
+
+@runtime_checkable
+class CustomerModel(Protocol):
+    """A simulator of customers answering the bot's actions."""
+
+    actions: tuple[str, ...]
+    max_turns: int
+    feature_spec: FeatureSpec
+    """Encoding of :meth:`observe` output into observations."""
+
+    def initial_state(self, n: int, rng: np.random.Generator) -> Any:
+        """Start ``n`` conversations."""
+        ...
+
+    def observe(self, state: Any, *, hidden: bool = False) -> dict[str, np.ndarray]:
+        """Raw named state of each conversation (plus hidden variables when ``hidden``)."""
+        ...
+
+    def step(self, state: Any, action: np.ndarray, rng: np.random.Generator) -> Transition:
+        """Apply ``action`` (indices, shape (n,)) to ``n`` conversations."""
+        ...
+
+    def action_mask(self, state: Any) -> np.ndarray:
+        """Actions allowed in each state, shape (n, n_actions) bool (support masks)."""
+        ...
