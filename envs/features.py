@@ -33,9 +33,7 @@ class FeatureSpec:
     """Categorical state variable -> its levels, in one-hot order."""
     numeric: Mapping[str, tuple[float, float]]
     """Numeric state variable -> (center, scale)."""
-    _sorted: dict[str, tuple[np.ndarray, np.ndarray]] = field(
-        init=False, repr=False, compare=False
-    )
+    _sorted: dict[str, tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         sorted_levels = {}
@@ -136,7 +134,9 @@ def build_feature_spec(
     """
     levels = dict(levels or {})
     cat: dict[str, tuple[str, ...]] = {
-        "intent": tuple(levels.get("intent") or sorted(set(np.asarray(states["intent"]).astype(str)))),
+        "intent": tuple(
+            levels.get("intent") or sorted(set(np.asarray(states["intent"]).astype(str)))
+        ),
         "previous_action": (NO_PREVIOUS_ACTION, *actions),
     }
     for name in categorical:

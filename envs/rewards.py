@@ -48,7 +48,9 @@ class RewardSpec:
 
     def __post_init__(self) -> None:
         if self.version != REWARD_VERSION:
-            raise ValueError(f"reward version {self.version} unsupported; this is v{REWARD_VERSION}")
+            raise ValueError(
+                f"reward version {self.version} unsupported; this is v{REWARD_VERSION}"
+            )
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
         for name in ("per_turn", "per_minute", "resolved", "escalated", "abandoned", "csat_weight"):
@@ -60,7 +62,9 @@ class RewardSpec:
         """Cost of each catalogue action, shape (n_actions,); unknown names raise ValueError."""
         unknown = sorted(set(self.action_costs) - set(actions))
         if unknown:
-            raise ValueError(f"reward.action_costs: unknown action(s) {unknown}; catalogue is {list(actions)}")
+            raise ValueError(
+                f"reward.action_costs: unknown action(s) {unknown}; catalogue is {list(actions)}"
+            )
         return np.array([float(self.action_costs.get(a, 0.0)) for a in actions])
 
     def terminal_vector(self) -> np.ndarray:
@@ -96,8 +100,30 @@ class RewardSpec:
             raise ValueError(
                 f"csat: {int(missing_csat.sum())} terminal turn(s) without CSAT; impute first"
             )
+        return self.turn_rewards(
+            actions=np.asarray(actions),
+            outcomes=outcomes,
+            handle_time_s=handle_time_s,
+            csat=csat,
+            action_costs=self.action_cost_vector(catalogue),
+        )
+
+    def turn_rewards(
+        self,
+        *,
+        actions: np.ndarray,
+        outcomes: np.ndarray,
+        handle_time_s: np.ndarray,
+        csat: np.ndarray,
+        action_costs: np.ndarray,
+    ) -> np.ndarray:
+        """The reward v1 formula on complete arrays, shape (n,); no missing-value checks.
+
+        ``action_costs`` is :meth:`action_cost_vector` (precomputed by hot loops such as
+        the env). CSAT is read on terminal turns only.
+        """
+        terminal = outcomes != CONTINUE
         r = self.per_turn + self.per_minute * handle_time_s / 60.0
-        r = r + self.action_cost_vector(catalogue)[actions]
-        r = r + self.terminal_vector()[outcomes]
-        csat_term = np.where(terminal, self.csat_weight * (np.nan_to_num(csat, nan=3.0) - 3.0) / 2.0, 0.0)
+        r = r + action_costs[actions] + self.terminal_vector()[outcomes]
+        csat_term = self.csat_weight * (np.where(terminal, csat, 3.0) - 3.0) / 2.0
         return r + csat_term

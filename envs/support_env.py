@@ -1,0 +1,172 @@
+"""SupportEnv: one episode is one support conversation, on any customer model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.features import FeatureSpec
+from envs.rewards import CONTINUE, OUTCOMES, RewardSpec
+from simulators.base import CustomerModel
+
+NUMERIC_BOUND = 1e6
+
+
+def observation_bounds(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Box bounds of encoded observations: one-hot columns in [0, 1], numerics in +-1e6.
+
+    Numerics are centred and scaled, so the (finite) numeric bound is never reached in
+    practice; it only keeps the space finite.
+    """
+    n_onehot = sum(len(levels) for levels in spec.categorical.values())
+    low = np.concatenate([np.zeros(n_onehot), np.full(len(spec.numeric), -NUMERIC_BOUND)])
+    high = np.concatenate([np.ones(n_onehot), np.full(len(spec.numeric), NUMERIC_BOUND)])
+    return low.astype(np.float32), high.astype(np.float32)
+
+
+def encode_states(model: CustomerModel, state: Any) -> np.ndarray:
+    """Observations of ``n`` conversations, float32 (n, dim); uses the model's fast path if any."""
+    fast = getattr(model, "observation", None)
+    if fast is not None:
+        return fast(state)
+    return model.feature_spec.encode(model.observe(state))
+
+
+class SupportEnv(gym.Env[np.ndarray, np.int64]):
+    """A customer-support conversation as a Gymnasium environment.
+
+    ## Description
+
+    The agent is the support bot. Each step it picks a response strategy; the customer
+    model answers with an outcome (the conversation goes on, is resolved, is escalated to
+    a human, or the customer abandons), a new sentiment, a handle time and, at the end, a
+    CSAT score. The customer model is the ground-truth synthetic world by default, or a
+    simulator fitted from logs (``simulators.fitted``).
+
+    ## Action Space
+
+    ``Discrete(n_actions)``: an index into the action catalogue, by default
+    ``empathize, direct_answer, faq_link, clarify, offer_credit, escalate_human``.
+
+    ## Observation Space
+
+    A flat float32 ``Box`` built by the model's :class:`~envs.features.FeatureSpec`
+    (``info["feature_names"]`` on reset names every column):
+
+    | columns | variable | encoding |
+    |---|---|---|
+    | one-hot block | ``intent`` | detected intent (``other`` when unknown) |
+    | one-hot block | ``previous_action`` | ``none`` at turn 0, else the last action |
+    | one-hot blocks | categorical context (``tier``, ``channel``) | one column per level |
+    | 1 | ``turn`` | turn / max_turns |
+    | 1 | ``sentiment`` | in [-1, 1] |
+    | 1 each | numeric context (``tenure_months``, ``prior_contacts_30d``) | (x - center) / scale |
+
+    ## Rewards
+
+    Reward contract v1 (:class:`~envs.rewards.RewardSpec`): a per-turn cost, a handle-time
+    cost, action costs (``offer_credit``), the terminal reward of the outcome and a CSAT
+    term on the terminal turn. A fitted simulator's pessimism penalty is subtracted
+    (``penalized=True``).
+
+    ## Starting State
+
+    A new conversation drawn by the customer model (a new customer, intent and sentiment).
+
+    ## Episode End
+
+    Terminated when the outcome is ``resolved``, ``escalated`` or ``abandoned``; truncated
+    after ``max_turns`` decisions.
+
+    ## Arguments
+
+    ``model`` (a :class:`~simulators.base.CustomerModel`; default the synthetic world),
+    ``reward`` (a RewardSpec; default reward v1), ``max_turns`` (default the reward's),
+    ``penalized`` (subtract the model's pessimism penalty, default True).
+
+    ``info`` carries ``state`` (the raw named state: what a `Policy` reads),
+    ``action_mask`` (bool, actions the model supports in this state), and after a step
+    ``outcome``, ``handle_time_s`` and ``csat`` (None before the terminal turn).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        model: CustomerModel | None = None,
+        reward: RewardSpec | None = None,
+        max_turns: int | None = None,
+        penalized: bool = True,
+    ) -> None:
+        if model is None:
+            from simulators.synthetic import SyntheticWorld
+
+            model = SyntheticWorld()
+        self.model = model
+        self.reward = reward or RewardSpec()
+        self.max_turns = int(max_turns or self.reward.max_turns)
+        if self.max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
+        self.penalized = penalized
+        self.actions = tuple(model.actions)
+        self._costs = self.reward.action_cost_vector(self.actions)
+        low, high = observation_bounds(model.feature_spec)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Discrete(len(self.actions))
+        self._state: Any = None
+        self._turn = 0
+
+    def _info(self) -> dict[str, Any]:
+        raw = self.model.observe(self._state)
+        return {
+            "state": {k: v[0].item() for k, v in raw.items()},
+            "action_mask": self.model.action_mask(self._state)[0],
+        }
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._state = self.model.initial_state(1, self.np_random)
+        self._turn = 0
+        info = self._info()
+        info["feature_names"] = self.model.feature_spec.names
+        return encode_states(self.model, self._state)[0], info
+
+    def step(
+        self, action: int | np.integer
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(int(action)):
+            raise ValueError(f"action must be in [0, {self.action_space.n}), got {action!r}")
+        a = np.array([int(action)])
+        tr = self.model.step(self._state, a, self.np_random)
+        outcome = int(tr.outcome[0])
+        reward = self.reward.turn_rewards(
+            actions=a,
+            outcomes=tr.outcome,
+            handle_time_s=tr.handle_time_s,
+            csat=tr.csat,
+            action_costs=self._costs,
+        )[0]
+        terminated = outcome != CONTINUE
+        if self.penalized and tr.penalty is not None:
+            reward -= float(tr.penalty[0])
+        self._state = tr.next_state
+        self._turn += 1
+        truncated = not terminated and self._turn >= self.max_turns
+        info = self._info()
+        info.update(
+            outcome=OUTCOMES[outcome],
+            handle_time_s=float(tr.handle_time_s[0]),
+            csat=float(tr.csat[0]) if terminated else None,
+        )
+        return encode_states(self.model, self._state)[0], float(reward), terminated, truncated, info

@@ -1,0 +1,125 @@
+"""SupportEnv and SupportVectorEnv: Gymnasium contract, determinism, single/vector agreement."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers SupportEnv-v0)
+from envs import ENV_ID, SupportEnv, SupportVectorEnv
+from envs.rewards import RewardSpec
+
+
+def test_check_env_passes() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no checker warnings either
+        check_env(gym.make(ENV_ID).unwrapped)
+
+
+def test_make_and_make_vec_use_our_classes() -> None:
+    assert isinstance(gym.make(ENV_ID).unwrapped, SupportEnv)
+    vec = gym.make_vec(ENV_ID, num_envs=8)
+    assert isinstance(vec, SupportVectorEnv) and vec.num_envs == 8
+
+
+def rollout_single(seed: int, steps: int) -> list[tuple]:
+    env = gym.make(ENV_ID)
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    trace = []
+    for _ in range(steps):
+        action = int(rng.integers(6))
+        obs, reward, terminated, truncated, info = env.step(action)
+        trace.append((obs.tobytes(), reward, terminated, truncated, info["outcome"]))
+        if terminated or truncated:
+            obs, info = env.reset()
+    return trace
+
+
+def test_same_seed_same_rollout() -> None:
+    assert rollout_single(3, 200) == rollout_single(3, 200)
+    assert rollout_single(3, 200) != rollout_single(4, 200)
+
+
+def test_info_carries_raw_state_and_mask() -> None:
+    env = SupportEnv()
+    obs, info = env.reset(seed=0)
+    assert info["state"]["turn"] == 0 and info["state"]["previous_action"] == "none"
+    assert info["action_mask"].shape == (6,) and info["action_mask"].all()
+    assert len(info["feature_names"]) == obs.shape[0]
+    _, _, terminated, _, info = env.step(3)  # clarify never resolves
+    assert info["state"]["previous_action"] == "clarify" or terminated
+
+
+def test_truncation_at_max_turns() -> None:
+    env = SupportEnv(reward=RewardSpec(max_turns=2))
+    env.reset(seed=1)
+    for _ in range(2):
+        _, _, terminated, truncated, _ = env.step(3)
+        if terminated:
+            pytest.skip("customer left before the cut-off")
+    assert truncated
+
+
+def test_bad_action_is_a_clear_error() -> None:
+    env = SupportEnv()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action must be in \[0, 6\)"):
+        env.step(9)
+
+
+def episode_returns_vector(n_episodes: int, seed: int) -> np.ndarray:
+    vec = SupportVectorEnv(num_envs=256)
+    vec.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    running = np.zeros(vec.num_envs)
+    returns: list[float] = []
+    while len(returns) < n_episodes:
+        _, r, term, trunc, _ = vec.step(rng.integers(0, 6, vec.num_envs))
+        running += r
+        done = term | trunc
+        returns.extend(running[done].tolist())
+        running[done] = 0.0
+    return np.array(returns[:n_episodes])
+
+
+def episode_returns_single(n_episodes: int, seed: int) -> np.ndarray:
+    env = SupportEnv()
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    returns, total = [], 0.0
+    while len(returns) < n_episodes:
+        _, r, term, trunc, _ = env.step(int(rng.integers(6)))
+        total += r
+        if term or trunc:
+            returns.append(total)
+            total = 0.0
+            env.reset()
+    return np.array(returns)
+
+
+def test_vector_and_single_agree_in_distribution() -> None:
+    single = episode_returns_single(1500, seed=1)
+    vector = episode_returns_vector(6000, seed=2)
+    se = np.sqrt(single.var() / len(single) + vector.var() / len(vector))
+    assert abs(single.mean() - vector.mean()) < 4 * se
+    # episode lengths agree too: share of one-turn conversations
+    assert abs(np.mean(single < -0.5) - np.mean(vector < -0.5)) < 0.05
+
+
+def test_vector_autoreset_same_step() -> None:
+    vec = SupportVectorEnv(num_envs=64)
+    obs, infos = vec.reset(seed=0)
+    for _ in range(20):
+        obs, _, term, trunc, infos = vec.step(np.full(64, 5))  # escalate ends most conversations
+        if (term | trunc).any():
+            break
+    done = term | trunc
+    assert infos["_final_obs"].tolist() == done.tolist()
+    turn_col = list(vec.model.feature_spec.names).index("turn")
+    assert (obs[done, turn_col] == 0).all()  # already the next conversation
+    assert infos["action_mask"].shape == (64, 6)
