@@ -22,6 +22,18 @@ CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "configs")
 """The Hydra config directory (``configs/`` at the repository root)."""
 
 
+REPO_ROOT = Path(CONFIG_PATH).parent
+
+
+def resolve_shipped(path: str | Path) -> Path:
+    """A path as given, or relative to the repository when it names a shipped file (configs/...)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    shipped = REPO_ROOT / path
+    return shipped if shipped.exists() else path
+
+
 class UserError(ValueError):
     """A mistake in the user's command or config (not in the data)."""
 
@@ -71,7 +83,9 @@ def world_from_cfg(cfg: DictConfig) -> SyntheticWorld:
     params = dict(to_plain(cfg.simulator))
     kind = params.pop("kind", "synthetic")
     if kind != "synthetic":
-        raise UserError(f"simulator={kind}: this command needs the synthetic world (simulator=synthetic)")
+        raise UserError(
+            f"simulator={kind}: this command needs the synthetic world (simulator=synthetic)"
+        )
     return SyntheticWorld(config=WorldConfig(**params))
 
 
@@ -80,7 +94,9 @@ def load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
     data = cfg.data
     if data.kind == "conversations":
         if data.turns is None:
-            raise UserError("data.turns is required: data.turns=PATH (CSV, Parquet file or directory)")
+            raise UserError(
+                "data.turns is required: data.turns=PATH (CSV, Parquet file or directory)"
+            )
         return load_conversations(
             data.turns,
             customers=data.customers,

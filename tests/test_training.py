@@ -1,0 +1,112 @@
+"""Online bandit training in the support env: reward-to-go, smoke runs, learning beats baselines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.bandits import load_bandit, make_bandit
+from agents.base import UniformPolicy
+from agents.training import reward_to_go, train_bandit
+from envs.rewards import RewardSpec
+from simulators.synthetic import SyntheticWorld, true_value
+
+
+def test_reward_to_go_by_hand() -> None:
+    r = np.array([1.0, 2.0, 3.0, 10.0, 20.0])
+    offsets = np.array([0, 3, 5])
+    np.testing.assert_allclose(reward_to_go(r, offsets), [6.0, 5.0, 3.0, 30.0, 20.0])
+
+
+@pytest.mark.parametrize("mode", ["immediate", "return"])
+def test_train_bandit_smoke_and_determinism(mode: str) -> None:
+    world = SyntheticWorld()
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        agent = make_bandit("linucb", world.actions, world.feature_spec, seed=0, alpha=0.5)
+        result = train_bandit(
+            agent,
+            world,
+            RewardSpec(),
+            total_steps=1500,
+            conversations_per_round=100,
+            reward_mode=mode,
+            seed=3,
+            best_value=0.0,
+            progress=False,
+        )
+        assert result.env_steps >= 1500 and result.curve.cumulative_regret is not None
+        probs = agent.action_probs(world.observe(world.initial_state(50, np.random.default_rng(0))))
+        return result.curve.episodic_return, probs
+
+    a, b = run(), run()
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_train_rejects_bad_reward_mode() -> None:
+    world = SyntheticWorld()
+    agent = make_bandit("ucb1", world.actions, seed=0)
+    with pytest.raises(ValueError, match="reward_mode must be one of"):
+        train_bandit(
+            agent, world, RewardSpec(), total_steps=10, reward_mode="future", progress=False
+        )
+
+
+def test_train_command_writes_contract_result(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.cli",
+        "train",
+        "agent=lints",
+        "train.total_steps=2000",
+        "train.eval_conversations=500",
+        "logger.progress=false",
+        f"paths.output_dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(
+        next(line for line in proc.stdout.splitlines() if line.startswith("run_dir: "))[9:]
+    )
+    result = json.loads((run_dir / "result.json").read_text())
+    assert {"agent", "backend", "env_steps", "wall_s", "sps", "final_return", "checkpoint"} <= set(
+        result
+    )
+    assert result["agent"] == "lints" and result["env_steps"] >= 2000
+    assert (run_dir / "metrics.csv").read_text().startswith("env_steps,charts/episodic_return")
+    assert (run_dir / "learning_curve.png").stat().st_size > 0
+    agent = load_bandit(result["checkpoint"])
+    assert agent.actions == SyntheticWorld().actions
+
+
+def test_train_rejects_rule_policy_agent(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.cli",
+        "train",
+        "agent=rules_production",
+        f"paths.output_dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "is a rule policy; there is nothing to train" in proc.stderr
+
+
+@pytest.mark.slow
+def test_linucb_beats_uniform_and_logging_policy() -> None:
+    world = SyntheticWorld()
+    agent = make_bandit("linucb", world.actions, world.feature_spec, seed=0, alpha=0.5)
+    train_bandit(agent, world, RewardSpec(), total_steps=100_000, seed=0, progress=False)
+    learned = true_value(agent, 20_000, world=world, seed=11)
+    uniform = true_value(UniformPolicy(world.actions), 20_000, world=world, seed=11)
+    logging = true_value(world.logging_policy, 20_000, world=world, seed=11)
+    margin = 3 * np.hypot(learned.std_err, logging.std_err)
+    assert learned.value > uniform.value + margin
+    assert learned.value > logging.value + margin
