@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 NO_PREVIOUS_ACTION = "none"
+_SMALL_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class FeatureSpec:
             if not np.isfinite(scale) or scale <= 0:
                 raise ValueError(f"numeric[{name!r}]: scale must be finite and > 0, got {scale}")
         object.__setattr__(self, "_sorted", sorted_levels)
+        index = {
+            name: {lv: i for i, lv in enumerate(levels)}
+            for name, levels in self.categorical.items()
+        }
+        object.__setattr__(self, "_index", index)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -65,6 +71,12 @@ class FeatureSpec:
 
     def level_codes(self, name: str, values: np.ndarray) -> np.ndarray:
         """Index of each value among ``categorical[name]``; unknown values raise ValueError."""
+        if len(values) <= _SMALL_BATCH:  # a dict lookup beats array searching for a few rows
+            index = self._index[name]
+            try:
+                return np.array([index[str(v)] for v in values], dtype=np.int64)
+            except KeyError:
+                pass  # fall through to the vectorised path for the error message
         sorted_levels, order = self._sorted[name]
         values = np.asarray(values).astype(str)
         pos = np.searchsorted(sorted_levels, values)

@@ -24,6 +24,7 @@ hands over to a human at turn 0.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ class SyntheticWorld:
     def max_turns(self) -> int:
         return self.config.max_turns
 
-    @property
+    @functools.cached_property
     def feature_spec(self) -> FeatureSpec:
         """Observation encoding with the world's known levels and typical scales."""
         return FeatureSpec(
@@ -173,6 +174,26 @@ class SyntheticWorld:
                 "prior_contacts_30d": (0.7, 1.0),
             },
         )
+
+    def observation(self, state: WorldState) -> np.ndarray:
+        """``feature_spec.encode(observe(state))`` computed from codes directly, float32 (n, dim)."""
+        n = len(state.turn)
+        out = np.zeros((n, self.feature_spec.dim), dtype=np.float32)
+        rows = np.arange(n)
+        col = 0
+        for codes, width in (
+            (state.intent, len(DETECTED_INTENTS)),
+            (state.previous_action + 1, len(self.actions) + 1),
+            (state.tier, len(TIERS)),
+            (state.channel, len(CHANNELS)),
+        ):
+            out[rows, col + codes] = 1.0
+            col += width
+        out[:, col] = state.turn / self.config.max_turns
+        out[:, col + 1] = state.sentiment
+        out[:, col + 2] = (state.tenure_months - 30.0) / 30.0
+        out[:, col + 3] = state.prior_contacts_30d - 0.7
+        return out
 
     def action_mask(self, state: WorldState) -> np.ndarray:
         """Every action is possible in the real world, shape (n, n_actions)."""
@@ -423,6 +444,13 @@ class Rollout:
     """Conversation index of each turn."""
     penalty: np.ndarray
     """Pessimism penalty per turn (0 for the ground-truth world)."""
+    hidden: tuple[str, ...] = ()
+    """Names in ``states`` that policies do not see (the model's hidden variables)."""
+
+    @property
+    def observed_states(self) -> dict[str, np.ndarray]:
+        """``states`` without the hidden variables: what a policy saw at each turn."""
+        return {k: v for k, v in self.states.items() if k not in self.hidden}
 
     def returns(
         self, reward: RewardSpec, actions: tuple[str, ...], *, penalized: bool = False
@@ -459,18 +487,21 @@ def rollout(
     Recorded states include the model's hidden variables.
     """
     max_turns = max_turns or world.config.max_turns
-    hidden = bool(getattr(policy, "sees_hidden_state", False))
+    sees_hidden = bool(getattr(policy, "sees_hidden_state", False))
     if customers is not None:
         state = world.initial_state(n, rng, customers=customers)
     else:
         state = world.initial_state(n, rng)
     active = np.arange(n)
     chunks: list[dict[str, Any]] = []
+    hidden_names: tuple[str, ...] = ()
     for _ in range(max_turns):
         if len(active) == 0:
             break
         obs = world.observe(state, hidden=True)
-        view = obs if hidden else world.observe(state)
+        if not chunks:  # the model's hidden variables: what observe() leaves out
+            hidden_names = tuple(k for k in obs if k not in world.observe(state))
+        view = obs if sees_hidden else {k: v for k, v in obs.items() if k not in hidden_names}
         probs = policy.action_probs(view)
         action = sample_actions(probs, rng)
         tr = world.step(state, action, rng)
@@ -512,6 +543,7 @@ def rollout(
         csat=cat("csat"),
         conversation=conversation[order],
         penalty=cat("penalty"),
+        hidden=hidden_names,
     )
 
 

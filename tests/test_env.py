@@ -123,3 +123,15 @@ def test_vector_autoreset_same_step() -> None:
     turn_col = list(vec.model.feature_spec.names).index("turn")
     assert (obs[done, turn_col] == 0).all()  # already the next conversation
     assert infos["action_mask"].shape == (64, 6)
+
+
+def test_world_fast_observation_matches_feature_spec() -> None:
+    from simulators.synthetic import SyntheticWorld
+
+    world = SyntheticWorld()
+    state = world.initial_state(300, np.random.default_rng(0))
+    tr = world.step(state, np.random.default_rng(1).integers(0, 6, 300), np.random.default_rng(2))
+    for s in (state, tr.next_state):
+        np.testing.assert_allclose(
+            world.observation(s), world.feature_spec.encode(world.observe(s)), atol=1e-6
+        )

@@ -1,0 +1,162 @@
+"""CSAT at the end of a conversation, fitted when CSAT is missing not at random.
+
+Surveys are answered more often by very happy or very unhappy customers (DESIGN.md
+section 10), so the CSAT of respondents is not the CSAT of everyone, even given the
+state. Treating a missing CSAT as neutral, or fitting on respondents only, biases values.
+
+Model (``method="selection"``, the default): a *self-masking selection model*
+
+    P(csat = k | x)           = softmax(psi(x) @ coef)_k        k = 1..5
+    P(answered | csat = k, x) = g_k                             (depends on the score only)
+
+fitted by maximum likelihood with EM over the unobserved scores of non-respondents:
+E-step ``P(k | x, missing) ∝ P(k | x) (1 - g_k)``; M-step refits the multinomial on
+soft labels (observed: the score, missing: the posterior) and sets ``g_k`` to the
+weighted share of conversations at score ``k`` that answered. The assumption that the
+answer probability depends on the score and not on the state given the score is what
+identifies the model (the state shifts the CSAT distribution, the response rate moves
+with it only through ``g``); it holds in the synthetic world by construction and is
+checked there. ``method="respondents"`` fits on answered surveys only (correct when
+answering depends on the state only, MAR), and is the fallback when no survey is missing.
+
+Scores are on 1..5; a fractional score (e.g. 4.5) is split between its neighbours so the
+mean is kept. :meth:`CsatModel.imputed` gives the posterior mean of a missing score,
+``sum_k k P(k|x)(1-g_k) / sum_k P(k|x)(1-g_k)``: what OPE uses for missing CSAT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.rewards import CONTINUE, OUTCOMES
+from simulators.fitted_glm import SoftmaxFit, fit_softmax
+
+CSAT_LEVELS = np.arange(1.0, 6.0)
+"""The CSAT scores the model distributes over, shape (5,)."""
+CSAT_METHODS: tuple[str, ...] = ("selection", "respondents")
+
+
+def csat_design(
+    phi: np.ndarray,
+    sentiment: np.ndarray,
+    action: np.ndarray,
+    outcome: np.ndarray,
+    n_actions: int,
+) -> np.ndarray:
+    """CSAT design rows ``psi``, shape (n, p + n_actions + 6).
+
+    Columns: ``phi`` (the state at the last decision, shape (n, p)), one-hot action,
+    one-hot terminal outcome (resolved, escalated, abandoned) and outcome x sentiment.
+    ``sentiment`` (n,) is the sentiment at the last decision; ``outcome`` (n,) codes.
+    """
+    n = phi.shape[0]
+    a = np.zeros((n, n_actions))
+    a[np.arange(n), action] = 1.0
+    o = np.zeros((n, len(OUTCOMES) - 1))
+    terminal = outcome != CONTINUE
+    o[np.flatnonzero(terminal), outcome[terminal] - 1] = 1.0
+    return np.concatenate([phi, a, o, o * sentiment[:, None]], axis=1)
+
+
+def csat_soft_labels(csat: np.ndarray) -> np.ndarray:
+    """Scores in [1, 5] as probabilities over :data:`CSAT_LEVELS`, shape (n, 5); NaN rows are 0."""
+    y = np.clip(np.nan_to_num(csat, nan=3.0), 1.0, 5.0)
+    lo = np.floor(y).astype(np.int64)
+    frac = y - lo
+    hi = np.minimum(lo + 1, 5)
+    out = np.zeros((len(y), 5))
+    rows = np.arange(len(y))
+    out[rows, lo - 1] += 1.0 - frac
+    out[rows, hi - 1] += frac
+    out[np.isnan(csat)] = 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class CsatModel:
+    """CSAT distribution given the final state, action and outcome, plus the response model."""
+
+    fit: SoftmaxFit
+    response: np.ndarray
+    """(5,) estimated P(survey answered | csat = k)."""
+    method: str
+    em_iterations: int = 0
+
+    def probs(self, psi: np.ndarray) -> np.ndarray:
+        """P(csat = k | x) for everyone (respondents or not), shape (n, 5)."""
+        return self.fit.probs(psi)
+
+    def posterior_missing(self, psi: np.ndarray) -> np.ndarray:
+        """P(csat = k | x, survey not answered), shape (n, 5)."""
+        p = self.probs(psi) * (1.0 - self.response)[None, :]
+        total = p.sum(axis=1, keepdims=True)
+        return np.where(total > 0, p / np.maximum(total, 1e-300), self.probs(psi))
+
+    def imputed(self, psi: np.ndarray) -> np.ndarray:
+        """Expected CSAT of a non-respondent, shape (n,)."""
+        return self.posterior_missing(psi) @ CSAT_LEVELS
+
+    def expected(self, psi: np.ndarray) -> np.ndarray:
+        """Expected CSAT of everyone, shape (n,)."""
+        return self.probs(psi) @ CSAT_LEVELS
+
+
+def fit_csat(
+    psi: np.ndarray,
+    csat: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    method: str = "selection",
+    l2: float = 1.0,
+    max_iter: int = 300,
+    em_iter: int = 100,
+    tol: float = 1e-5,
+) -> CsatModel:
+    """Fit :class:`CsatModel` on terminal rows.
+
+    Args:
+        psi: CSAT design rows of the terminal turns, shape (n, q).
+        csat: logged CSAT of those turns, NaN where the survey was not answered, shape (n,).
+        weights: row weights (e.g. stabilised inverse propensities), shape (n,).
+        method: ``"selection"`` (EM, MNAR) or ``"respondents"`` (MAR).
+        l2: prior precision of the coefficients (intercept unpenalised).
+        em_iter, tol: EM iterations and stopping tolerance on ``g``.
+    """
+    if method not in CSAT_METHODS:
+        raise ValueError(f"csat_missing must be one of {CSAT_METHODS}, got {method!r}")
+    n = len(csat)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    observed = ~np.isnan(csat)
+    labels = csat_soft_labels(csat)
+    if not observed.any():
+        # Nothing to learn from: a flat distribution; the caller records a warning.
+        fit = SoftmaxFit(coef=np.zeros((1, psi.shape[1], 4)), converged=True, iterations=0)
+        return CsatModel(fit=fit, response=np.zeros(5), method="none")
+    rate = float(w[observed].sum() / w.sum())
+    fit = fit_softmax(
+        psi[observed], labels[observed], weights=w[observed], l2=l2, max_iter=max_iter
+    )
+    if method == "respondents" or observed.all():
+        return CsatModel(fit=fit, response=np.full(5, rate), method="respondents")
+
+    g = np.full(5, rate)
+    targets = labels.copy()
+    iterations = 0
+    for iterations in range(1, em_iter + 1):
+        p = fit.probs(psi[~observed]) * (1.0 - g)[None, :]
+        targets[~observed] = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+        fit = fit_softmax(psi, targets, weights=w, l2=l2, max_iter=50, init=fit)
+        answered = (w[observed, None] * labels[observed]).sum(axis=0)
+        everyone = (w[:, None] * targets).sum(axis=0)
+        # A pseudo-count at the overall rate keeps g defined for scores nobody gave.
+        g_new = np.clip((answered + rate) / (everyone + 1.0), 1e-3, 1.0)
+        done = float(np.abs(g_new - g).max()) < tol
+        g = g_new
+        if done:
+            break
+    p = fit.probs(psi[~observed]) * (1.0 - g)[None, :]
+    targets[~observed] = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+    fit = fit_softmax(psi, targets, weights=w, l2=l2, max_iter=max_iter, init=fit)
+    return CsatModel(fit=fit, response=g, method="selection", em_iterations=iterations)
