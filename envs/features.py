@@ -136,27 +136,28 @@ def build_feature_spec(
     numeric: Sequence[str] = (),
     max_turns: int = 10,
     levels: Mapping[str, Sequence[str]] | None = None,
+    conversation: bool = True,
 ) -> FeatureSpec:
     """Fit a :class:`FeatureSpec` to a state batch.
 
     ``intent`` and ``previous_action`` are always categorical, ``turn`` and ``sentiment``
     always numeric; ``categorical``/``numeric`` name the context features. Levels come
     from the data (sorted) unless given in ``levels``; numeric features are standardised
-    by their mean and standard deviation (scale 1 when constant).
+    by their mean and standard deviation (scale 1 when constant). With
+    ``conversation=False`` (generic bandit feedback) only the named features are encoded.
     """
     levels = dict(levels or {})
-    cat: dict[str, tuple[str, ...]] = {
-        "intent": tuple(
+    cat: dict[str, tuple[str, ...]] = {}
+    num: dict[str, tuple[float, float]] = {}
+    if conversation:
+        cat["intent"] = tuple(
             levels.get("intent") or sorted(set(np.asarray(states["intent"]).astype(str)))
-        ),
-        "previous_action": (NO_PREVIOUS_ACTION, *actions),
-    }
+        )
+        cat["previous_action"] = (NO_PREVIOUS_ACTION, *actions)
+        num["turn"] = (0.0, float(max_turns))
+        num["sentiment"] = (0.0, 1.0)
     for name in categorical:
         cat[name] = tuple(levels.get(name) or sorted(set(np.asarray(states[name]).astype(str))))
-    num: dict[str, tuple[float, float]] = {
-        "turn": (0.0, float(max_turns)),
-        "sentiment": (0.0, 1.0),
-    }
     for name in numeric:
         values = np.asarray(states[name], dtype=np.float64)
         std = float(values.std()) if len(values) else 0.0

@@ -304,6 +304,8 @@ class LoggedConversations:
     """(n_turns,) datetime64[ns], when logged."""
     source: str = ""
     """Where the data came from (for messages and reports)."""
+    source_row: np.ndarray | None = None
+    """(n_turns,) 0-based row of each turn in the source table (rows are sorted on load)."""
 
     @property
     def n_turns(self) -> int:
@@ -386,6 +388,7 @@ class LoggedConversations:
             customer_id=take(self.customer_id),
             timestamp=take(self.timestamp),
             source=self.source,
+            source_row=take(self.source_row),
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -630,6 +633,7 @@ def load_conversations(
         customer_id=None if customer_id is None else customer_id[order],
         timestamp=None if timestamp is None else timestamp[order],
         source=str(turns),
+        source_row=order.astype(np.int64),
     )
 
 

@@ -1,0 +1,49 @@
+"""Load any saved policy from a path: rule YAML files and agent checkpoints alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from agents.base import Policy
+
+
+def policy_name(path: str | Path) -> str:
+    """Policies are named by their YAML file's stem, or their checkpoint directory's name."""
+    path = Path(path)
+    if path.is_dir() and path.name in ("checkpoint", "policy") and path.parent.name:
+        return path.parent.name
+    return path.stem
+
+
+def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:
+    """A policy from ``path``: a rule-policy YAML file (DESIGN.md section 5) or a checkpoint
+    directory written by ``supportrl train`` (bandits; DQN when available).
+
+    Nothing named in the file is imported or executed; the kind of checkpoint is looked up
+    in fixed registries.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such policy file or checkpoint directory")
+    if path.is_file():
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            raise ValueError(f"{path}: a policy file must be a rule-policy .yaml")
+        from agents.rules import load_rule_policy
+
+        return load_rule_policy(path, actions)
+    if (path / "bandit.json").exists():
+        from agents.bandits import load_bandit
+
+        policy = load_bandit(path)
+    elif (path / "q_policy.json").exists() or (path / "dqn.json").exists():
+        from agents.dqn import load_q_policy  # type: ignore[attr-defined]
+
+        policy = load_q_policy(path)
+    else:
+        raise ValueError(f"{path}: not a checkpoint directory (no bandit.json or DQN checkpoint)")
+    if tuple(policy.actions) != tuple(actions):
+        raise ValueError(
+            f"{path}: the policy's actions {list(policy.actions)} differ from the data's {list(actions)}"
+        )
+    return policy

@@ -1,0 +1,392 @@
+"""Off-policy evaluation of policies on logs: from logged data to estimates with intervals.
+
+:func:`prepare_conversations` turns schema-v1 logs into what the estimators need
+(per-turn reward v1, propensities, encoded features), imputing what is missing and
+counting it. :func:`evaluate_conversations` then runs, for every candidate policy,
+
+* the **conversation-level** estimators (``pdis wpdis seq_dr wdr fqe``): the value is
+  the expected conversation return under reward v1;
+* the **per-decision** estimators (``dm ips snips dr sndr switch_dr dr_os``) on the
+  turns with their immediate reward: the value is the expected reward of one decision.
+
+Intervals are percentile bootstraps over conversations (never over turns, which are
+dependent within a conversation). :func:`evaluate_decisions` does the per-decision part
+for generic logged bandit feedback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from agents.base import Policy
+from envs.features import FeatureSpec, build_feature_spec
+from envs.rewards import CONTINUE, RewardSpec
+from ope import make_estimator
+from ope.data import BanditFeedback, SequentialFeedback
+from ope.diagnostics import effective_sample_size, support_warning, weight_statistics
+from ope.estimators import check_target_probs
+from ope.models import (
+    balancing_weights,
+    cross_fit_propensity,
+    cross_fit_reward,
+    fitted_q_evaluation,
+)
+from simulators.logs import LoggedConversations, LoggedDecisions
+
+DECISION_ESTIMATORS: tuple[str, ...] = ("dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os")
+CONVERSATION_ESTIMATORS: tuple[str, ...] = ("pdis", "wpdis", "seq_dr", "wdr", "fqe")
+
+CsatImputer = Callable[[LoggedConversations], tuple[np.ndarray, int]]
+"""Returns (csat with every terminal row filled, number of rows imputed)."""
+
+
+@dataclass(frozen=True)
+class PreparedConversations:
+    """Logged conversations ready for the estimators."""
+
+    logs: LoggedConversations
+    reward: np.ndarray
+    """(n_turns,) reward v1 of each turn, after imputation."""
+    propensity: np.ndarray
+    """(n_turns,) logged propensities, or estimated ones (see ``propensity_estimated``)."""
+    x: np.ndarray
+    """(n_turns, d) encoded states for the reward / Q / propensity models."""
+    feature_spec: FeatureSpec
+    propensity_estimated: bool
+    notes: list[str] = field(default_factory=list)
+    """What was imputed or estimated, in words, for the report."""
+
+
+def _impute_handle_time(logs: LoggedConversations) -> tuple[np.ndarray, int]:
+    """Missing handle times get the median of the same action's observed ones."""
+    handle = logs.handle_time_s.copy()
+    missing = np.isnan(handle)
+    if not missing.any():
+        return handle, 0
+    overall = float(np.nanmedian(handle)) if (~missing).any() else 0.0
+    for a in np.unique(logs.action[missing]):
+        seen = handle[(logs.action == a) & ~missing]
+        handle[missing & (logs.action == a)] = np.median(seen) if len(seen) else overall
+    return handle, int(missing.sum())
+
+
+def prepare_conversations(
+    logs: LoggedConversations,
+    reward: RewardSpec,
+    *,
+    csat_imputer: CsatImputer | None = None,
+    feature_spec: FeatureSpec | None = None,
+    seed: int = 0,
+) -> PreparedConversations:
+    """Rewards, propensities and features of every logged turn.
+
+    Missing CSAT on terminal rows is imputed by ``csat_imputer`` (the fitted CSAT model)
+    and never silently counted as neutral; without an imputer and with missing CSAT, a
+    ValueError says so. Missing propensities are estimated by a cross-fitted multinomial
+    logit on the state features, and the notes say so.
+    """
+    notes: list[str] = []
+    terminal = logs.outcome != CONTINUE
+    csat = logs.csat
+    missing_csat = int((terminal & np.isnan(csat)).sum())
+    if missing_csat and reward.csat_weight != 0:
+        if csat_imputer is None:
+            raise ValueError(
+                f"csat: {missing_csat} terminal turn(s) lack CSAT and no CSAT model was given to impute them"
+            )
+        csat, n_imputed = csat_imputer(logs)
+        notes.append(
+            f"imputed CSAT on {n_imputed} of {int(terminal.sum())} terminal turns with the fitted CSAT model"
+        )
+    handle, n_handle = _impute_handle_time(logs)
+    if n_handle:
+        notes.append(f"imputed handle_time_s on {n_handle} turns with the per-action median")
+    r = reward.rewards(
+        actions=logs.action,
+        outcomes=logs.outcome,
+        handle_time_s=handle,
+        csat=csat,
+        catalogue=logs.actions,
+    )
+    states = logs.states()
+    spec = feature_spec or build_feature_spec(
+        states,
+        actions=logs.actions,
+        categorical=logs.categorical,
+        numeric=logs.numeric,
+        max_turns=reward.max_turns,
+    )
+    x = spec.encode(states).astype(np.float64)
+    estimated = not logs.has_propensity
+    propensity = logs.propensity
+    if estimated:
+        fitted = cross_fit_propensity(
+            x, logs.action, len(logs.actions), groups=logs.conversation_index, seed=seed
+        )
+        missing = np.isnan(propensity)
+        propensity = np.where(missing, fitted, propensity)
+        notes.append(
+            f"propensity: {int(missing.sum())} of {logs.n_turns} turns had none; estimated by a "
+            "cross-fitted multinomial logit on the state features"
+        )
+    return PreparedConversations(
+        logs=logs,
+        reward=r,
+        propensity=propensity,
+        x=x,
+        feature_spec=spec,
+        propensity_estimated=estimated,
+        notes=notes,
+    )
+
+
+def target_probs_of(
+    policy: Policy, states: Mapping[str, np.ndarray], actions: Sequence[str]
+) -> np.ndarray:
+    """A policy's action probabilities on logged states, columns in the logs' catalogue order."""
+    check = getattr(policy, "check_variables", None)
+    if check is not None:
+        check(states.keys())
+    if tuple(policy.actions) != tuple(actions):
+        missing = sorted(set(policy.actions) - set(actions))
+        if missing:
+            raise ValueError(
+                f"policy actions {missing} are not in the logs' catalogue {list(actions)}"
+            )
+        probs = policy.action_probs(states)
+        out = np.zeros((len(probs), len(actions)))
+        for j, a in enumerate(policy.actions):
+            out[:, list(actions).index(a)] = probs[:, j]
+        return out
+    return policy.action_probs(states)
+
+
+def _row(interval: Any) -> dict[str, float]:
+    return {
+        "estimate": float(interval.estimate),
+        "ci_low": float(interval.ci_low),
+        "ci_high": float(interval.ci_high),
+    }
+
+
+def evaluate_conversations(
+    prepared: PreparedConversations,
+    target_probs: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    conversation_estimators: Sequence[str] = CONVERSATION_ESTIMATORS,
+    decision_estimators: Sequence[str] = DECISION_ESTIMATORS,
+    estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every estimator for one policy: ``{"conversation": {EST: row}, "decision": {...}, ...}``.
+
+    ``target_probs`` has shape (n_turns, n_actions) in the logs' turn order. Rows are
+    ``{"estimate", "ci_low", "ci_high"}``; diagnostics give the effective sample size of
+    the per-decision and the whole-conversation weights and support warnings.
+    """
+    logs = prepared.logs
+    n_actions = len(logs.actions)
+    check_target_probs(target_probs, logs.n_turns, n_actions)
+    params = {k: dict(v) for k, v in (estimator_params or {}).items()}
+    groups = logs.conversation_index
+    out: dict[str, Any] = {"conversation": {}, "decision": {}}
+
+    seq = SequentialFeedback(
+        action=logs.action,
+        reward=prepared.reward,
+        propensity=prepared.propensity,
+        offsets=logs.offsets,
+        n_actions=n_actions,
+    )
+    balance = balancing_weights(prepared.propensity, logs.action, n_actions)
+    q_hat = fitted_q_evaluation(
+        prepared.x, logs.action, prepared.reward, logs.offsets, target_probs, sample_weight=balance
+    )
+    for name in conversation_estimators:
+        if name == "fqe":
+            v0 = (target_probs * q_hat).sum(axis=1)[logs.offsets[:-1]]
+            out["conversation"]["fqe"] = _bootstrap_mean(v0, n_bootstrap, alpha, seed)
+            continue
+        est = make_estimator(name, **params.get(name, {}))
+        out["conversation"][name] = _row(
+            est.interval(seq, target_probs, q_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed)
+        )
+
+    bandit = BanditFeedback(
+        action=logs.action,
+        reward=prepared.reward,
+        propensity=prepared.propensity,
+        n_actions=n_actions,
+        group=groups,
+    )
+    reward_hat = cross_fit_reward(
+        prepared.x,
+        logs.action,
+        prepared.reward,
+        n_actions,
+        groups=groups,
+        seed=seed,
+        sample_weight=balance,
+    )
+    for name in decision_estimators:
+        est = make_estimator(name, **params.get(name, {}))
+        out["decision"][name] = _row(
+            est.interval(
+                bandit, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
+            )
+        )
+
+    w = target_probs[np.arange(logs.n_turns), logs.action] / prepared.propensity
+    log_w = np.log(np.maximum(w, 1e-300))
+    conv_w = np.exp(np.add.reduceat(log_w, logs.offsets[:-1])) * (
+        np.minimum.reduceat(w, logs.offsets[:-1]) > 0
+    )
+    out["diagnostics"] = {
+        "ess_decision": float(effective_sample_size(w)),
+        "ess_conversation": float(effective_sample_size(conv_w)),
+        "n_turns": logs.n_turns,
+        "n_conversations": logs.n_conversations,
+        "weights": weight_statistics(w).as_dict()
+        if hasattr(weight_statistics(w), "as_dict")
+        else {},
+        "warnings": support_warning(
+            target_probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
+        ),
+    }
+    return out
+
+
+def _weight_summary(w: np.ndarray) -> dict[str, Any]:
+    stats = weight_statistics(w)
+    return {
+        "mean": stats.mean,
+        "max": stats.max,
+        "share_zero": stats.share_zero,
+        "quantiles": {str(q): v for q, v in stats.quantiles.items()},
+    }
+
+
+def _bootstrap_mean(
+    values: np.ndarray, n_bootstrap: int, alpha: float, seed: int
+) -> dict[str, float]:
+    """Percentile bootstrap of a mean over independent units (conversations)."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    means = np.empty(n_bootstrap)
+    chunk = max(1, 2_000_000 // max(n, 1))
+    for start in range(0, n_bootstrap, chunk):
+        b = min(chunk, n_bootstrap - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)
+        means[start : start + b] = counts @ values / n
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return {"estimate": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi)}
+
+
+def evaluate_decisions(
+    data: LoggedDecisions,
+    target_probs: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    estimators: Sequence[str] = DECISION_ESTIMATORS,
+    estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Per-decision estimators on generic logged bandit feedback (same row layout as above)."""
+    n_actions = len(data.actions)
+    check_target_probs(target_probs, data.n_rounds, n_actions)
+    params = {k: dict(v) for k, v in (estimator_params or {}).items()}
+    notes = []
+    spec = build_feature_spec(
+        data.context,
+        actions=data.actions,
+        categorical=data.categorical,
+        numeric=data.numeric,
+        conversation=False,
+    )
+    x = (
+        spec.encode(data.context).astype(np.float64)
+        if spec.variables
+        else np.zeros((data.n_rounds, 0))
+    )
+    propensity = data.propensity
+    if not data.has_propensity:
+        propensity = cross_fit_propensity(x, data.action, n_actions, seed=seed)
+        notes.append(
+            "propensity: none logged; estimated by a cross-fitted multinomial logit on the context"
+        )
+    feedback = BanditFeedback(
+        action=data.action, reward=data.reward, propensity=propensity, n_actions=n_actions
+    )
+    reward_hat = cross_fit_reward(x, data.action, data.reward, n_actions, seed=seed)
+    out: dict[str, Any] = {"decision": {}}
+    for name in estimators:
+        est = make_estimator(name, **params.get(name, {}))
+        out["decision"][name] = _row(
+            est.interval(
+                feedback, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
+            )
+        )
+    w = target_probs[np.arange(data.n_rounds), data.action] / propensity
+    out["diagnostics"] = {
+        "ess_decision": float(effective_sample_size(w)),
+        "n_decisions": data.n_rounds,
+        "weights": _weight_summary(w),
+        "warnings": support_warning(
+            target_probs, np.bincount(data.action, minlength=n_actions), action_names=data.actions
+        ),
+    }
+    out["notes"] = notes
+    return out
+
+
+def load_target_probs(path: str | Path, actions: Sequence[str], n_rows: int) -> np.ndarray:
+    """Per-row action probabilities from a CSV/Parquet file, shape (n_rows, n_actions).
+
+    One column per action label (matched by string form, so action ``14`` matches a
+    column named ``14``), one row per logged row in the logs' file order; every row
+    non-negative and summing to 1.
+    """
+    from simulators.logs import LogValidationError, read_table
+
+    try:
+        table = read_table(path)
+    except LogValidationError as exc:
+        raise ValueError(f"target_probs: {exc}") from exc
+    frame = table.frame
+    columns = {str(c): c for c in frame.columns}
+    missing = [a for a in actions if a not in columns]
+    extra = sorted(set(columns) - set(actions))
+    if missing or extra:
+        raise ValueError(
+            f"{path}: target_probs columns must be the action labels {list(actions)}; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    if len(frame) != n_rows:
+        raise ValueError(f"{path}: target_probs has {len(frame)} rows; the logs have {n_rows}")
+    probs = (
+        frame[[columns[a] for a in actions]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    )
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{path}: target_probs rows {bad[:5].tolist()} hold non-numbers or blanks")
+    negative = np.flatnonzero((probs < 0).any(axis=1))
+    if len(negative):
+        raise ValueError(
+            f"{path}: target_probs rows {negative[:5].tolist()} have negative probabilities"
+        )
+    off = np.flatnonzero(np.abs(probs.sum(axis=1) - 1.0) > 1e-6)
+    if len(off):
+        sums = ", ".join(f"{v:.4g}" for v in probs[off[:5]].sum(axis=1))
+        raise ValueError(
+            f"{path}: target_probs rows {off[:5].tolist()} do not sum to 1 (sums {sums})"
+        )
+    return probs
