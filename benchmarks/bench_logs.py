@@ -43,16 +43,16 @@ def main() -> None:
         rows = generated.logs.n_turns
 
         ours = best_of(args.repeats, lambda: load_conversations(turns, customers=customers))
-        anchor = best_of(
-            args.repeats, lambda: (pd.read_parquet(turns), pd.read_parquet(customers))
-        )
+        anchor = best_of(args.repeats, lambda: (pd.read_parquet(turns), pd.read_parquet(customers)))
 
     print(f"logs: {args.conversations} conversations, {rows} turn rows")
     print(f"generate (simulate + write Parquet): {generate_s:.2f} s (simulate {simulate_s:.2f} s)")
     print(f"{'':<34}{'seconds':>10}{'rows/s':>14}")
     print(f"{'load_conversations (validated)':<34}{ours:>10.3f}{rows / ours:>14,.0f}")
     print(f"{'pandas.read_parquet (anchor)':<34}{anchor:>10.3f}{rows / anchor:>14,.0f}")
-    print(f"ratio ours/anchor time: {ours / anchor:.1f}x (validation costs this much over a bare read)")
+    print(
+        f"ratio ours/anchor time: {ours / anchor:.1f}x (validation costs this much over a bare read)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ def small_generated() -> GeneratedLogs:
 
 
 @pytest.fixture(scope="session")
-def small_log_files(small_generated: GeneratedLogs, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def small_log_files(
+    small_generated: GeneratedLogs, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
     """(turns.parquet, customers.parquet) of 300 generated conversations."""
     return small_generated.write(tmp_path_factory.mktemp("logs") / "data")

@@ -13,7 +13,13 @@ from tests.test_logs import base_frame
 
 
 def supportrl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "experiments.cli", *args, f"paths.output_dir={tmp_path / 'outputs'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.cli",
+        *args,
+        f"paths.output_dir={tmp_path / 'outputs'}",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -30,7 +36,10 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert result["conversations"] == 200
     assert gen.stdout.strip().splitlines()[-1].startswith("generated 200 conversations")
     val = supportrl(
-        tmp_path, "validate", f"data.turns={result['turns']}", f"data.customers={result['customers']}"
+        tmp_path,
+        "validate",
+        f"data.turns={result['turns']}",
+        f"data.customers={result['customers']}",
     )
     assert val.returncode == 0, val.stderr
     summary = json.loads((run_dir_of(val) / "result.json").read_text())["summary"]
@@ -47,7 +56,10 @@ def test_validate_bad_data_exits_nonzero_and_writes_nothing(tmp_path: Path) -> N
     proc = supportrl(tmp_path, "validate", f"data.turns={turns}")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert f"error: {turns}, column 'sentiment', row(s) 3: values must be in [-1, 1], got 4" in proc.stderr
+    assert (
+        f"error: {turns}, column 'sentiment', row(s) 3: values must be in [-1, 1], got 4"
+        in proc.stderr
+    )
     leftovers = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
     assert leftovers == []
 
@@ -59,9 +71,9 @@ def test_validate_without_data_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_validate_bandit_feedback(tmp_path: Path) -> None:
     path = tmp_path / "bandit.csv"
-    pd.DataFrame({"item": [3, 1, 3], "click": [1, 0, 1], "ps": [0.2, 0.5, 0.2], "age": [1.0, 2.0, 3.0]}).to_csv(
-        path, index=False
-    )
+    pd.DataFrame(
+        {"item": [3, 1, 3], "click": [1, 0, 1], "ps": [0.2, 0.5, 0.2], "age": [1.0, 2.0, 3.0]}
+    ).to_csv(path, index=False)
     proc = supportrl(
         tmp_path,
         "validate",
@@ -72,7 +84,10 @@ def test_validate_bandit_feedback(tmp_path: Path) -> None:
         "data.propensity_col=ps",
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "valid: 3 decisions, 2 actions, 0 missing propensities"
+    assert (
+        proc.stdout.strip().splitlines()[-1]
+        == "valid: 3 decisions, 2 actions, 0 missing propensities"
+    )
 
 
 def test_unknown_command(tmp_path: Path) -> None:
@@ -84,7 +99,10 @@ def test_unknown_command(tmp_path: Path) -> None:
 
 def test_pipeline_small(tmp_path: Path) -> None:
     proc = supportrl(
-        tmp_path, "pipeline", "pipeline.n_conversations=300", "pipeline.true_value_conversations=500"
+        tmp_path,
+        "pipeline",
+        "pipeline.n_conversations=300",
+        "pipeline.true_value_conversations=500",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((run_dir_of(proc) / "result.json").read_text())

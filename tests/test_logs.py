@@ -66,28 +66,61 @@ def drop(column: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
 BAD_TURNS = [
     (drop("intent"), r"missing required column\(s\) \['intent'\]"),
     (drop("outcome"), r"missing required column\(s\) \['outcome'\]"),
-    (with_value("sentiment", 1, "very sad"), r"column 'sentiment', row\(s\) 1: expected numbers, got 'very sad'"),
+    (
+        with_value("sentiment", 1, "very sad"),
+        r"column 'sentiment', row\(s\) 1: expected numbers, got 'very sad'",
+    ),
     (with_value("turn", 2, "two"), r"column 'turn', row\(s\) 2: expected numbers"),
     (with_value("turn", 2, 1.5), r"column 'turn', row\(s\) 2: values must be integers >= 0"),
-    (with_value("sentiment", 3, 1.5), r"column 'sentiment', row\(s\) 3: values must be in \[-1, 1\], got 1.5"),
+    (
+        with_value("sentiment", 3, 1.5),
+        r"column 'sentiment', row\(s\) 3: values must be in \[-1, 1\], got 1.5",
+    ),
     (with_value("sentiment", 0, np.nan), r"column 'sentiment', row\(s\) 0: missing value"),
-    (with_value("propensity", 4, 0.0), r"column 'propensity', row\(s\) 4: values must be in \(0, 1\]"),
-    (with_value("propensity", 1, 1.2), r"column 'propensity', row\(s\) 1: values must be in \(0, 1\]"),
-    (with_value("action", 1, "dance"), r"column 'action', row\(s\) 1: unknown action\(s\) \['dance'\]"),
-    (with_value("outcome", 4, "happy"), r"column 'outcome', row\(s\) 4: unknown outcome\(s\) \['happy'\]"),
+    (
+        with_value("propensity", 4, 0.0),
+        r"column 'propensity', row\(s\) 4: values must be in \(0, 1\]",
+    ),
+    (
+        with_value("propensity", 1, 1.2),
+        r"column 'propensity', row\(s\) 1: values must be in \(0, 1\]",
+    ),
+    (
+        with_value("action", 1, "dance"),
+        r"column 'action', row\(s\) 1: unknown action\(s\) \['dance'\]",
+    ),
+    (
+        with_value("outcome", 4, "happy"),
+        r"column 'outcome', row\(s\) 4: unknown outcome\(s\) \['happy'\]",
+    ),
     (with_value("turn", 2, 3), r"column 'turn', row\(s\) 2: turns must be 0, 1, 2"),
     (with_value("turn", 4, 3), r"column 'turn', row\(s\) 4: turns must be 0, 1, 2"),
     (with_value("turn", 1, 0), r"column 'turn', row\(s\) 1: duplicate turn"),
-    (with_value("outcome", 0, "resolved"), r"column 'outcome', row\(s\) 0: terminal outcome before"),
+    (
+        with_value("outcome", 0, "resolved"),
+        r"column 'outcome', row\(s\) 0: terminal outcome before",
+    ),
     (with_value("csat", 2, 6.0), r"column 'csat', row\(s\) 2: values must be in \[1, 5\]"),
-    (with_value("csat", 0, 4.0), r"column 'csat', row\(s\) 0: csat is only allowed on a conversation's last row"),
-    (with_value("handle_time_s", 3, -1.0), r"column 'handle_time_s', row\(s\) 3: values must be >= 0"),
+    (
+        with_value("csat", 0, 4.0),
+        r"column 'csat', row\(s\) 0: csat is only allowed on a conversation's last row",
+    ),
+    (
+        with_value("handle_time_s", 3, -1.0),
+        r"column 'handle_time_s', row\(s\) 3: values must be >= 0",
+    ),
     (
         lambda df: with_value("customer_id", 4, "u9")(with_value("customer_id", 3, "u9")(df)),
         r"column 'customer_id', row\(s\) 3, 4: customer_id not in customers table",
     ),
-    (with_value("customer_id", 1, "u2"), r"column 'customer_id', row\(s\) 0, 1, 2: a conversation has several"),
-    (with_value("conversation_id", 1, np.nan), r"column 'conversation_id', row\(s\) 1: missing value"),
+    (
+        with_value("customer_id", 1, "u2"),
+        r"column 'customer_id', row\(s\) 0, 1, 2: a conversation has several",
+    ),
+    (
+        with_value("conversation_id", 1, np.nan),
+        r"column 'conversation_id', row\(s\) 1: missing value",
+    ),
 ]
 
 
@@ -150,8 +183,12 @@ def test_customers_table_errors(tmp_path: Path) -> None:
     turns = tmp_path / "t.csv"
     base_frame().to_csv(turns, index=False)
     dup = tmp_path / "dup.csv"
-    pd.DataFrame({"customer_id": ["u1", "u1", "u2"], "tier": ["a", "b", "c"]}).to_csv(dup, index=False)
-    with pytest.raises(LogValidationError, match=r"dup.csv, column 'customer_id', row\(s\) 0, 1: duplicate"):
+    pd.DataFrame({"customer_id": ["u1", "u1", "u2"], "tier": ["a", "b", "c"]}).to_csv(
+        dup, index=False
+    )
+    with pytest.raises(
+        LogValidationError, match=r"dup.csv, column 'customer_id', row\(s\) 0, 1: duplicate"
+    ):
         load_conversations(turns, customers=dup)
     no_id = tmp_path / "no_id.csv"
     pd.DataFrame({"tier": ["a"]}).to_csv(no_id, index=False)
@@ -174,9 +211,13 @@ def test_rows_in_any_order_and_extra_columns(tmp_path: Path) -> None:
 def test_declared_features_must_exist_and_cover_extra_columns(tmp_path: Path) -> None:
     turns = tmp_path / "t.csv"
     base_frame().to_csv(turns, index=False)
-    with pytest.raises(LogValidationError, match=r"declared feature column\(s\) \['plan'\] not found"):
+    with pytest.raises(
+        LogValidationError, match=r"declared feature column\(s\) \['plan'\] not found"
+    ):
         load_conversations(turns, categorical=["channel", "plan"], numeric=["prior_contacts_30d"])
-    with pytest.raises(LogValidationError, match=r"\['prior_contacts_30d'\] are neither schema columns"):
+    with pytest.raises(
+        LogValidationError, match=r"\['prior_contacts_30d'\] are neither schema columns"
+    ):
         load_conversations(turns, categorical=["channel"])
     logs = load_conversations(turns, categorical=["channel", "prior_contacts_30d"], numeric=[])
     assert logs.features["prior_contacts_30d"].dtype.kind == "U"
@@ -190,7 +231,9 @@ def test_parquet_directory_names_the_part(tmp_path: Path) -> None:
     bad = frame.iloc[3:].copy()
     bad.loc[4, "sentiment"] = 2.0
     bad.to_parquet(parts / "part-001.parquet", index=False)
-    with pytest.raises(LogValidationError, match=r"part-001.parquet, column 'sentiment', row\(s\) 1"):
+    with pytest.raises(
+        LogValidationError, match=r"part-001.parquet, column 'sentiment', row\(s\) 1"
+    ):
         load_conversations(parts)
     frame.iloc[3:].to_parquet(parts / "part-001.parquet", index=False)
     assert load_conversations(parts).n_turns == 5
@@ -207,7 +250,9 @@ def test_generated_logs_round_trip_through_files(small_generated, small_log_file
     assert set(loaded.numeric) == {"tenure_months", "prior_contacts_30d"}
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     n=st.integers(min_value=1, max_value=60),
     seed=st.integers(min_value=0, max_value=10_000),
@@ -225,7 +270,9 @@ def test_property_write_load_round_trip(tmp_path_factory, n: int, seed: int, fmt
         np.testing.assert_array_equal(getattr(loaded, name), getattr(logs, name), err_msg=name)
     np.testing.assert_array_equal(loaded.conversation_id, logs.conversation_id)
     for name in ("sentiment", "propensity", "csat", "handle_time_s"):
-        np.testing.assert_allclose(getattr(loaded, name), getattr(logs, name), rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(loaded, name), getattr(logs, name), rtol=1e-12, err_msg=name
+        )
     for name, values in logs.features.items():
         np.testing.assert_array_equal(loaded.features[name], values, err_msg=name)
     assert (loaded.timestamp == logs.timestamp).all()
@@ -237,7 +284,9 @@ def test_select_keeps_conversations(small_generated) -> None:
     assert sub.n_conversations == 3
     for k, c in enumerate([2, 5, 7]):
         rows = slice(logs.offsets[c], logs.offsets[c + 1])
-        np.testing.assert_array_equal(sub.action[sub.offsets[k] : sub.offsets[k + 1]], logs.action[rows])
+        np.testing.assert_array_equal(
+            sub.action[sub.offsets[k] : sub.offsets[k + 1]], logs.action[rows]
+        )
 
 
 def test_load_bandit_feedback(tmp_path: Path) -> None:
@@ -263,6 +312,10 @@ def test_load_bandit_feedback(tmp_path: Path) -> None:
 
 def test_bandit_feedback_bad_propensity(tmp_path: Path) -> None:
     path = tmp_path / "bandit.csv"
-    pd.DataFrame({"action": [0, 1], "reward": [1.0, 0.0], "propensity": [0.5, 0.0]}).to_csv(path, index=False)
-    with pytest.raises(LogValidationError, match=r"column 'propensity', row\(s\) 1: values must be in \(0, 1\]"):
+    pd.DataFrame({"action": [0, 1], "reward": [1.0, 0.0], "propensity": [0.5, 0.0]}).to_csv(
+        path, index=False
+    )
+    with pytest.raises(
+        LogValidationError, match=r"column 'propensity', row\(s\) 1: values must be in \(0, 1\]"
+    ):
         load_decisions(path)

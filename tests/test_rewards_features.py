@@ -12,7 +12,9 @@ from simulators.logs import DEFAULT_ACTIONS
 
 def test_reward_v1_hand_computed() -> None:
     spec = RewardSpec()
-    actions = np.array([DEFAULT_ACTIONS.index(a) for a in ["empathize", "offer_credit", "direct_answer"]])
+    actions = np.array(
+        [DEFAULT_ACTIONS.index(a) for a in ["empathize", "offer_credit", "direct_answer"]]
+    )
     outcomes = np.array([OUTCOMES.index(o) for o in ["continue", "continue", "resolved"]])
     r = spec.rewards(
         actions=actions,
@@ -68,17 +70,24 @@ def test_feature_spec_encodes_and_round_trips() -> None:
         "tier": np.array(["pro", "free"]),
         "tenure_months": np.array([10.0, 30.0]),
     }
-    spec = build_feature_spec(states, actions=DEFAULT_ACTIONS, categorical=["tier"], numeric=["tenure_months"])
+    spec = build_feature_spec(
+        states, actions=DEFAULT_ACTIONS, categorical=["tier"], numeric=["tenure_months"]
+    )
     x = spec.encode(states)
     assert x.shape == (2, spec.dim) and x.dtype == np.float32
     names = spec.names
-    assert x[0, names.index("intent=billing")] == 1 and x[1, names.index("previous_action=clarify")] == 1
+    assert (
+        x[0, names.index("intent=billing")] == 1
+        and x[1, names.index("previous_action=clarify")] == 1
+    )
     np.testing.assert_allclose(x[:, names.index("tenure_months")], [-1.0, 1.0])
     np.testing.assert_allclose(x[:, names.index("turn")], [0.0, 0.2])
     again = FeatureSpec.from_dict(spec.to_dict())
     np.testing.assert_array_equal(again.encode(states), x)
     bad = dict(states, tier=np.array(["pro", "platinum"]))
-    with pytest.raises(ValueError, match=r"state variable 'tier': unknown value\(s\) \['platinum'\]"):
+    with pytest.raises(
+        ValueError, match=r"state variable 'tier': unknown value\(s\) \['platinum'\]"
+    ):
         spec.encode(bad)
     with pytest.raises(ValueError, match=r"missing state variable\(s\) \['tier'\]"):
         spec.encode({k: v for k, v in states.items() if k != "tier"})

@@ -54,7 +54,9 @@ def test_support_gaps_remove_actions() -> None:
     free = logs.features["tier"] == "free"
     assert not (free & (logs.action == OFFER_CREDIT)).any()
     assert not ((logs.turn == 0) & (logs.action == DEFAULT_ACTIONS.index("escalate_human"))).any()
-    no_gaps = generate_logs(3000, seed=1, world=SyntheticWorld(WorldConfig(support_gaps=False))).logs
+    no_gaps = generate_logs(
+        3000, seed=1, world=SyntheticWorld(WorldConfig(support_gaps=False))
+    ).logs
     assert ((no_gaps.features["tier"] == "free") & (no_gaps.action == OFFER_CREDIT)).any()
 
 
@@ -90,7 +92,13 @@ def test_true_value_is_deterministic_and_orders_obvious_policies() -> None:
 
 def test_rollout_respects_max_turns() -> None:
     world = SyntheticWorld()
-    ro = rollout(world, ConstantPolicy(DEFAULT_ACTIONS, "clarify"), 200, np.random.default_rng(0), max_turns=3)
+    ro = rollout(
+        world,
+        ConstantPolicy(DEFAULT_ACTIONS, "clarify"),
+        200,
+        np.random.default_rng(0),
+        max_turns=3,
+    )
     assert np.diff(ro.offsets).max() <= 3
     assert (ro.states["turn"] < 3).all()
 
