@@ -36,12 +36,12 @@ def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:
         from agents.bandits import load_bandit
 
         policy = load_bandit(path)
-    elif (path / "q_policy.json").exists() or (path / "dqn.json").exists():
-        from agents.dqn import load_q_policy  # type: ignore[attr-defined]
+    elif (path / "policy.json").exists():
+        from agents.dqn import load_q_policy
 
         policy = load_q_policy(path)
     else:
-        raise ValueError(f"{path}: not a checkpoint directory (no bandit.json or DQN checkpoint)")
+        raise ValueError(f"{path}: not a checkpoint directory (no bandit.json or policy.json)")
     if tuple(policy.actions) != tuple(actions):
         raise ValueError(
             f"{path}: the policy's actions {list(policy.actions)} differ from the data's {list(actions)}"

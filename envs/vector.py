@@ -35,8 +35,8 @@ class SupportVectorEnv(VectorEnv):
     Autoreset is *same-step* (``metadata["autoreset_mode"]``): when a conversation ends,
     the returned observation is already the next conversation's first one, and the last
     observation of the finished one is in ``infos["final_obs"]`` (rows flagged by
-    ``infos["_final_obs"]``). ``infos["action_mask"]`` (num_envs, n_actions) is always
-    there; ``infos["outcome"]`` holds the outcome codes of the step.
+    ``infos["_final_obs"]``, their action masks in ``infos["final_action_mask"]``).
+    ``infos["action_mask"]`` (num_envs, n_actions) is always there; ``infos["outcome"]`` holds the outcome codes of the step.
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -88,7 +88,9 @@ class SupportVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
+        # a copy: the model keeps the actions as the next state's previous action, and the
+        # autoreset below overwrites rows of that state
+        actions = np.array(actions, dtype=np.int64).reshape(self.num_envs)
         if ((actions < 0) | (actions >= len(self.actions))).any():
             raise ValueError(f"actions must be in [0, {len(self.actions)})")
         tr = self.model.step(self._state, actions, self._rng)
@@ -114,6 +116,7 @@ class SupportVectorEnv(VectorEnv):
             flags = np.zeros(self.num_envs, dtype=bool)
             flags[done] = True
             infos["final_obs"], infos["_final_obs"] = final_obs, flags
+            infos["final_action_mask"] = self.model.action_mask(self._state)
             fresh = self.model.initial_state(len(done), self._rng)
             assign_rows(self._state, done, fresh)
             self._turns[done] = 0

@@ -1,15 +1,23 @@
-"""``supportrl train agent=<kind>``: train an agent online in SupportEnv.
+"""``supportrl train agent=<kind> [backend=native|rllib]``: train an agent online in SupportEnv.
 
 The ``env/`` group picks the customer model (the synthetic world, or a fitted simulator
 with ``env=fitted env.path=DIR``); the ``agent/`` group picks the agent and its
-hyperparameters. Writes the checkpoint (plain arrays + JSON), ``metrics.csv``
-(``charts/episodic_return``, ``charts/cumulative_regret``), ``learning_curve.png`` and
-``result.json`` = ``{"agent", "backend", "env_steps", "wall_s", "sps", "final_return",
-"checkpoint", ...}``.
+hyperparameters. Bandits train natively; ``agent=dqn`` trains with the native torch
+learner (``backend=native``) or with RLlib (``backend=rllib``, on this machine or on the
+cluster at ``ray.address``), both from the same ``configs/agent/dqn.yaml``.
+
+Writes the checkpoint (plain arrays + JSON), ``metrics.csv`` (fixed metric names:
+``charts/episodic_return`` and, for bandits, ``charts/cumulative_regret``; for DQN
+``losses/td_loss``, ``losses/q_values``, ``charts/epsilon``, ``charts/SPS``), TensorBoard
+event files (DQN), ``learning_curve.png`` and ``result.json`` = ``{"agent", "backend",
+"env_steps", "wall_s", "sps", "final_return", "checkpoint", ...}``; with the synthetic
+world also the best known policy (rule panel and logging policy) and its true value.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,9 @@ from experiments.common import (
 )
 from simulators.base import CustomerModel
 from simulators.synthetic import SyntheticWorld, true_value
+
+BACKENDS = ("native", "rllib")
+TRAINABLE = (*sorted(BANDITS), "dqn")
 
 
 def model_from_cfg(cfg: DictConfig) -> CustomerModel:
@@ -70,23 +81,31 @@ def best_known_value(world: SyntheticWorld, cfg: DictConfig) -> tuple[str, float
     return best, values[best]
 
 
-def write_metrics(out: Path, curve: LearningCurve) -> None:
-    """``metrics.csv`` with fixed metric names, and ``learning_curve.png``."""
+def curve_columns(curve: LearningCurve) -> dict[str, np.ndarray]:
+    """A bandit learning curve as metric columns (``env_steps`` first)."""
+    columns = {"env_steps": curve.env_steps, "charts/episodic_return": curve.episodic_return}
+    if curve.cumulative_regret is not None:
+        columns["charts/cumulative_regret"] = curve.cumulative_regret
+    return columns
+
+
+def write_metrics(out: Path, columns: Mapping[str, np.ndarray] | LearningCurve) -> None:
+    """``metrics.csv`` with fixed metric names (``env_steps`` first), and ``learning_curve.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = {"env_steps": curve.env_steps, "charts/episodic_return": curve.episodic_return}
-    if curve.cumulative_regret is not None:
-        columns["charts/cumulative_regret"] = curve.cumulative_regret
+    if isinstance(columns, LearningCurve):
+        columns = curve_columns(columns)
     header = ",".join(columns)
-    rows = np.column_stack(list(columns.values()))
+    rows = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
     np.savetxt(out / "metrics.csv", rows, delimiter=",", header=header, comments="", fmt="%.6g")
-    n_plots = len(columns) - 1
-    fig, axes = plt.subplots(1, n_plots, figsize=(5 * n_plots, 3.5), squeeze=False)
-    for ax, (name, values) in zip(axes[0], list(columns.items())[1:], strict=True):
-        ax.plot(curve.env_steps, values)
+    steps = columns["env_steps"]
+    metrics = [(k, v) for k, v in columns.items() if k != "env_steps"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    for ax, (name, values) in zip(axes[0], metrics, strict=True):
+        ax.plot(steps, values)
         ax.set_xlabel("env steps (decisions)")
         ax.set_title(name)
     fig.tight_layout()
@@ -94,16 +113,11 @@ def write_metrics(out: Path, curve: LearningCurve) -> None:
     plt.close(fig)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
-def main(cfg: DictConfig) -> dict[str, Any]:
-    out = run_dir()
-    params = dict(to_plain(cfg.agent))
-    if "_target_" in params:
-        raise UserError(f"agent: {params['_target_']} is a rule policy; there is nothing to train")
-    kind = params.pop("kind", None)
-    if kind not in BANDITS:
-        raise UserError(f"agent.kind={kind!r}: trainable agents are {sorted(BANDITS)}")
+def train_bandit_command(
+    cfg: DictConfig, out: Path, kind: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    if str(cfg.backend) != "native":
+        raise UserError(f"backend={cfg.backend}: bandits train natively only (backend=native)")
     model = model_from_cfg(cfg)
     reward = reward_from_cfg(cfg)
     seed = int(cfg.seed)
@@ -125,7 +139,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         progress=bool(cfg.logger.progress),
     )
     checkpoint = agent.save(out / "checkpoint")
-    write_metrics(out, result.curve)
+    write_metrics(out, curve_columns(result.curve))
     final = true_value(
         agent, int(cfg.train.eval_conversations), world=model, reward=reward, seed=seed + 1
     )
@@ -152,6 +166,137 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         f"train {kind}: {result.env_steps} steps in {result.wall_s:.1f} s "
         f"({result.sps:,.0f} steps/s), final return {final.value:+.4f}",
     )
+
+
+def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from tensorboardX import SummaryWriter
+
+    from agents.dqn import DQNConfig, DQNLearner
+    from envs import SupportVectorEnv
+
+    backend = str(cfg.backend)
+    if backend not in BACKENDS:
+        raise UserError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
+    config = DQNConfig.from_dict(params)
+    model = model_from_cfg(cfg)
+    reward = reward_from_cfg(cfg)
+    seed = int(cfg.seed)
+    penalized = bool(cfg.env.get("penalized", True))
+    torch.set_num_threads(int(cfg.train.torch_threads))
+
+    best_name, best_value = (None, None)
+    if isinstance(model, SyntheticWorld):
+        best_name, best_value = best_known_value(model, cfg)
+        print(f"best known policy: {best_name} (true value {best_value:+.4f})")
+
+    progress = bool(cfg.logger.progress)
+    extra: dict[str, Any] = {}
+    with SummaryWriter(logdir=str(out)) as writer:
+        if backend == "native":
+            env = SupportVectorEnv(config.num_envs, model=model, reward=reward, penalized=penalized)
+            if cfg.train.resume:
+                # The checkpoint's hyperparameters, trained on up to agent.total_steps.
+                learner = DQNLearner.load(resolve_shipped(str(cfg.train.resume)), env)
+                learner.config = dataclasses.replace(learner.config, total_steps=config.total_steps)
+                config = learner.config
+                extra["resumed_from"] = str(cfg.train.resume)
+                extra["resumed_at_env_steps"] = learner.env_steps
+                if learner.env_steps >= config.total_steps:
+                    raise UserError(
+                        f"train.resume: the checkpoint is at {learner.env_steps} env steps; "
+                        f"set agent.total_steps above that (now {config.total_steps})"
+                    )
+            else:
+                learner = DQNLearner(config=config, env=env, seed=seed)
+            result = learner.train(progress=progress, writer=writer)
+            checkpoint = learner.save(
+                out / "checkpoint", include_replay=bool(cfg.train.save_replay)
+            )
+            policy = learner.policy
+            env_steps, wall_s, sps, updates = (
+                result.env_steps,
+                result.wall_s,
+                result.sps,
+                result.updates,
+            )
+            extra["episodes"] = result.episodes
+            columns = result.curve
+        else:
+            from agents.rllib import support_env_config, train_rllib
+
+            if cfg.train.resume:
+                raise UserError("train.resume: resuming is supported with backend=native only")
+            if isinstance(model, SyntheticWorld):
+                env_config = support_env_config(
+                    world=model.config, reward=reward, penalized=penalized
+                )
+            else:
+                env_config = support_env_config(
+                    model_path=str(Path(str(cfg.env.path)).resolve()),
+                    reward=reward,
+                    penalized=penalized,
+                )
+            rl = train_rllib(
+                config,
+                env_config=env_config,
+                actions=model.actions,
+                feature_spec=model.feature_spec,
+                seed=seed,
+                address=cfg.ray.address,
+                num_cpus=cfg.ray.num_cpus,
+                num_env_runners=int(cfg.ray.num_env_runners),
+                progress=progress,
+            )
+            policy = rl.policy.to_q_policy()
+            checkpoint = policy.save(out / "checkpoint")
+            env_steps, wall_s, sps, updates = rl.env_steps, rl.wall_s, rl.sps, rl.updates
+            columns = rl.curve
+            for i, step in enumerate(columns["env_steps"]):
+                for name, values in columns.items():
+                    if name != "env_steps" and np.isfinite(values[i]):
+                        writer.add_scalar(name, float(values[i]), int(step))
+            extra["ray_address"] = cfg.ray.address
+    write_metrics(out, columns)
+    final = true_value(
+        policy, int(cfg.train.eval_conversations), world=model, reward=reward, seed=seed + 1
+    )
+    summary: dict[str, Any] = {
+        "agent": "dqn",
+        "backend": backend,
+        "env_steps": int(env_steps),
+        "wall_s": round(wall_s, 3),
+        "sps": round(sps, 1),
+        "final_return": final.value,
+        "final_return_std_err": final.std_err,
+        "checkpoint": str(checkpoint),
+        "env": str(cfg.env.model),
+        "updates": int(updates),
+        "updates_per_env_step": config.updates_per_env_step,
+        **extra,
+    }
+    if best_value is not None:
+        summary.update(best_known_policy=best_name, best_known_value=best_value)
+    return finish(
+        summary,
+        f"train dqn ({backend}): {env_steps} steps in {wall_s:.1f} s "
+        f"({sps:,.0f} steps/s), final return {final.value:+.4f}",
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+@user_errors
+def main(cfg: DictConfig) -> dict[str, Any]:
+    out = run_dir()
+    params = dict(to_plain(cfg.agent))
+    if "_target_" in params:
+        raise UserError(f"agent: {params['_target_']} is a rule policy; there is nothing to train")
+    kind = params.pop("kind", None)
+    if kind == "dqn":
+        return train_dqn_command(cfg, out, params)
+    if kind not in BANDITS:
+        raise UserError(f"agent.kind={kind!r}: trainable agents are {list(TRAINABLE)}")
+    return train_bandit_command(cfg, out, kind, params)
 
 
 if __name__ == "__main__":

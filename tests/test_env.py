@@ -135,3 +135,12 @@ def test_world_fast_observation_matches_feature_spec() -> None:
         np.testing.assert_allclose(
             world.observation(s), world.feature_spec.encode(world.observe(s)), atol=1e-6
         )
+
+
+def test_vector_step_leaves_the_callers_actions_alone() -> None:
+    vec = SupportVectorEnv(num_envs=32)
+    vec.reset(seed=0)
+    actions = np.full(32, 5)
+    for _ in range(5):
+        vec.step(actions)
+    assert (actions == 5).all()

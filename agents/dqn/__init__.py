@@ -1,0 +1,36 @@
+"""DQN for support conversations: native torch learner, exportable Q-policy, plain-file checkpoints.
+
+* :class:`DQNConfig` -- hyperparameters (one config for the native and the RLlib backend);
+* :class:`QNetwork` -- MLP with an optional dueling head;
+* :class:`QPolicy` -- feature spec + network: the :class:`~agents.base.Policy` that gets
+  exported; :func:`load_q_policy` reads one back;
+* :class:`DQNLearner` -- collects from :class:`~envs.SupportVectorEnv`, owns replay, target
+  network and optimizer; ``update()`` returns :class:`UpdateStats`; ``train()`` returns
+  :class:`DQNTrainResult`; ``save``/``load`` checkpoint it (optionally with the replay);
+* :class:`ReplayBuffer`, :func:`n_step_returns`, :func:`dqn_targets`, :func:`td_loss` -- the pieces, exposed
+  for tests and reuse.
+"""
+
+from agents.dqn.config import DQNConfig, UpdateStats
+from agents.dqn.learner import METRICS, DQNLearner, DQNTrainResult, dqn_targets, td_loss
+from agents.dqn.network import QNetwork, build_q_network
+from agents.dqn.policy import QPolicy, load_q_policy
+from agents.dqn.replay import ReplayBuffer, ReplaySample, SumTree, n_step_returns
+
+__all__ = [
+    "METRICS",
+    "DQNConfig",
+    "DQNLearner",
+    "DQNTrainResult",
+    "QNetwork",
+    "QPolicy",
+    "ReplayBuffer",
+    "ReplaySample",
+    "SumTree",
+    "UpdateStats",
+    "build_q_network",
+    "dqn_targets",
+    "load_q_policy",
+    "n_step_returns",
+    "td_loss",
+]

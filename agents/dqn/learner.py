@@ -1,0 +1,480 @@
+"""DQNLearner: collects from the vector env, owns replay, target network and optimizer, and updates.
+
+Read top to bottom: :func:`dqn_targets` (Double DQN, masked), then :class:`DQNLearner`
+with ``_act`` (epsilon-greedy on the batch of conversations), ``update`` (one gradient
+step on a replay batch: n-step targets, Huber loss, importance weights, gradient
+clipping, priority update), ``train`` (the collection loop with metrics), and the
+checkpoint methods.
+
+Algorithm: DQN (Mnih et al. 2015) with Double DQN targets (van Hasselt et al. 2016), a
+dueling head (Wang et al. 2016), n-step returns and proportional prioritized replay
+(Schaul et al. 2016), as in Rainbow (Hessel et al. 2018) without the distributional and
+noisy parts. Episodes end with termination (resolved, escalated, abandoned: no
+bootstrap) or truncation at ``max_turns`` (bootstrap from the env's ``final_obs`` unless
+``bootstrap_on_truncation`` is off).
+
+Metrics (fixed names): ``charts/episodic_return`` (mean return of the conversations that
+ended since the last row), ``losses/td_loss``, ``losses/q_values``, ``charts/epsilon``,
+``charts/SPS`` (env steps per second of training, callbacks excluded).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from agents.dqn.config import DQNConfig, UpdateStats
+from agents.dqn.network import build_q_network
+from agents.dqn.policy import (
+    QPolicy,
+    load_module_arrays,
+    load_q_policy,
+    module_arrays,
+    read_json,
+    read_npz,
+    write_npz,
+    write_text,
+)
+from agents.dqn.replay import ReplayBuffer
+from envs.features import FeatureSpec
+
+FORMAT = "supportrl.dqn_learner"
+FORMAT_VERSION = 1
+LEARNER_JSON = "learner.json"
+LEARNER_NPZ = "learner.npz"
+REPLAY_NPZ = "replay.npz"
+
+METRICS: tuple[str, ...] = (
+    "charts/episodic_return",
+    "losses/td_loss",
+    "losses/q_values",
+    "charts/epsilon",
+    "charts/SPS",
+)
+"""Metric names of every learning-curve row, besides ``env_steps``."""
+
+
+class ScalarWriter(Protocol):
+    """What the training loop needs from a TensorBoard ``SummaryWriter``."""
+
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> Any: ...
+
+
+def dqn_targets(
+    q_next_target: torch.Tensor,
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    next_mask: torch.Tensor,
+    q_next_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """n-step Q-learning targets ``returns + discounts * Q_target(s', a*)``, shape (B,).
+
+    ``a*`` is the argmax over the allowed actions (``next_mask``, bool (B, n_actions)) of
+    ``q_next_online`` (Double DQN) or, when it is None, of ``q_next_target`` (plain DQN).
+    ``discounts`` is ``gamma**m`` or 0 after a terminal step (then the Q-value is unused).
+    """
+    chooser = q_next_target if q_next_online is None else q_next_online
+    best = chooser.masked_fill(~next_mask, -torch.inf).argmax(dim=1, keepdim=True)
+    return returns + discounts * q_next_target.gather(1, best).squeeze(1)
+
+
+def td_loss(
+    q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, delta: float = 1.0
+) -> torch.Tensor:
+    """Importance-weighted mean Huber loss of the TD errors ``q - targets`` (all shape (B,)).
+
+    ``huber(x) = x**2 / 2`` for ``|x| <= delta``, else ``delta * (|x| - delta / 2)``;
+    ``weights`` None means all 1 (uniform replay).
+    """
+    if weights is None:
+        return F.huber_loss(q, targets, delta=delta)
+    return (weights * F.huber_loss(q, targets, reduction="none", delta=delta)).mean()
+
+
+@dataclass(frozen=True)
+class DQNTrainResult:
+    """What one :meth:`DQNLearner.train` call did."""
+
+    env_steps: int
+    """Env steps (decisions) collected in this call."""
+    total_env_steps: int
+    """Env steps of the learner's whole life, after this call."""
+    updates: int
+    """Gradient updates in this call."""
+    episodes: int
+    """Conversations that ended in this call."""
+    wall_s: float
+    """Seconds of training (collection + updates), callbacks excluded."""
+    curve: dict[str, np.ndarray]
+    """``env_steps`` and every name in :data:`METRICS` -> values per logged row."""
+
+    @property
+    def sps(self) -> float:
+        """Env steps per second."""
+        return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+class DQNLearner:
+    """Trains a :class:`QPolicy` online in a same-step-autoreset vector env (SupportVectorEnv).
+
+    The env must return ``infos["action_mask"]`` (num_envs, n_actions) bool, and on steps
+    where conversations end, ``infos["final_obs"]``/``infos["_final_obs"]`` (and, if it has
+    them, ``infos["final_action_mask"]``; otherwise every action counts as allowed in a
+    final observation). All randomness comes from ``seed``: network initialisation,
+    exploration, replay sampling and the env resets at the start of each :meth:`train`.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: DQNConfig,
+        env: Any,
+        seed: int = 0,
+        feature_spec: FeatureSpec | None = None,
+    ) -> None:
+        if not isinstance(config, DQNConfig):
+            raise ValueError(f"config: expected a DQNConfig, got {type(config).__name__}")
+        if getattr(env, "num_envs", None) != config.num_envs:
+            raise ValueError(
+                f"env: has {getattr(env, 'num_envs', None)} envs, config.num_envs is {config.num_envs}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+        self.config = config
+        self.env = env
+        self.seed = int(seed)
+        self.actions = tuple(env.actions)
+        self.feature_spec = feature_spec if feature_spec is not None else env.model.feature_spec
+        obs_dim = int(env.single_observation_space.shape[0])
+        n_actions = int(env.single_action_space.n)
+        arch = (obs_dim, n_actions, config.hidden_sizes, config.dueling)
+        self.network = build_q_network(*arch, seed=self.seed)
+        self.target = copy.deepcopy(self.network).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=True
+        )
+        self.replay = ReplayBuffer(
+            capacity=config.buffer_size,
+            num_envs=config.num_envs,
+            obs_dim=obs_dim,
+            n_actions=n_actions,
+            n_step=config.n_step,
+            gamma=config.gamma,
+            prioritized=config.prioritized,
+            alpha=config.per_alpha,
+            eps=config.per_eps,
+        )
+        if config.learning_starts > self.replay.rows * config.num_envs:
+            raise ValueError(
+                f"learning_starts: {config.learning_starts} exceeds the replay capacity "
+                f"{self.replay.rows * config.num_envs}"
+            )
+        self.policy = QPolicy(
+            actions=self.actions, feature_spec=self.feature_spec, network=self.network
+        )
+        """The greedy policy over the online network (shares its weights)."""
+        self.rng = np.random.default_rng(self.seed)
+        self.env_steps = 0
+        self.updates = 0
+        self._update_credit = 0.0
+        self._last_target_update = 0
+
+    # ------------------------------------------------------------------ acting
+
+    def _act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions over the allowed ones, shape (num_envs,) int64."""
+        with torch.inference_mode():
+            q = self.network(torch.from_numpy(obs)).numpy()
+        greedy = np.where(mask, q, -np.inf).argmax(axis=1)
+        explore = self.rng.random(len(obs)) < epsilon
+        uniform = (self.rng.random(mask.shape) * mask).argmax(axis=1)  # uniform among allowed
+        return np.where(explore, uniform, greedy)
+
+    # ------------------------------------------------------------------ learning
+
+    def update(self) -> UpdateStats:
+        """One gradient step on a replay batch; returns its statistics."""
+        cfg = self.config
+        batch = self.replay.sample(cfg.batch_size, self.rng, beta=cfg.beta(self.env_steps))
+        obs = torch.from_numpy(batch.obs)
+        actions = torch.from_numpy(batch.actions)
+        next_obs = torch.from_numpy(batch.next_obs)
+        weights = torch.from_numpy(batch.weights) if cfg.prioritized else None
+        with torch.inference_mode():
+            targets = dqn_targets(
+                self.target(next_obs),
+                torch.from_numpy(batch.returns),
+                torch.from_numpy(batch.discounts),
+                torch.from_numpy(batch.next_mask),
+                self.network(next_obs) if cfg.double_q else None,
+            )
+        targets = targets.clone()  # a normal tensor again, so autograd may save it
+        q = self.network(obs).gather(1, actions[:, None]).squeeze(1)
+        loss = td_loss(q, targets, weights, cfg.huber_delta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.network.parameters(), cfg.max_grad_norm, foreach=True
+            )
+        else:
+            grad_norm = torch.tensor(float("nan"))
+        self.optimizer.step()
+        td = (q.detach() - targets).abs()
+        self.replay.update_priorities(batch.index, td.numpy())
+        self.updates += 1
+        values = torch.stack(
+            [loss.detach(), q.detach().mean(), targets.mean(), td.mean(), grad_norm]
+        )
+        return UpdateStats(*values.tolist())
+
+    def _sync_target(self) -> None:
+        """target <- tau * online + (1 - tau) * target (an exact copy when tau is 1)."""
+        with torch.no_grad():
+            for t, o in zip(self.target.parameters(), self.network.parameters(), strict=True):
+                if self.config.tau == 1.0:
+                    t.copy_(o)
+                else:
+                    t.lerp_(o, self.config.tau)
+
+    # ------------------------------------------------------------------ training loop
+
+    def train(
+        self,
+        steps: int | None = None,
+        *,
+        progress: bool = True,
+        writer: ScalarWriter | None = None,
+        callback: Callable[[int, QPolicy], None] | None = None,
+        callback_interval: int = 0,
+    ) -> DQNTrainResult:
+        """Collect and learn for ``steps`` more env steps (default: up to config.total_steps).
+
+        Steps come in vector steps of ``num_envs``, so a call may run up to ``num_envs - 1``
+        env steps past ``steps``.
+
+        Every call starts fresh conversations (the env is reset with a seed derived from
+        ``seed`` and the step count), so a run resumed from a checkpoint continues exactly
+        like the run that wrote it. ``callback(env_steps, policy)`` runs every
+        ``callback_interval`` env steps (e.g. an evaluation); its time is not counted in
+        ``wall_s`` and ``charts/SPS``. ``writer`` (a tensorboardX ``SummaryWriter``) gets
+        every metric row.
+        """
+        cfg, n = self.config, self.config.num_envs
+        if steps is None:
+            steps = cfg.total_steps - self.env_steps
+        if steps < 1:
+            raise ValueError(f"steps: must be >= 1, got {steps}")
+        end = self.env_steps + int(steps)
+        self.replay.mark_cut()
+        obs, infos = self.env.reset(seed=self._segment_seed())
+        mask = np.asarray(infos["action_mask"], dtype=bool)
+        episode_return = np.zeros(n)
+        all_allowed = np.ones_like(mask)
+
+        rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
+        window_returns: list[np.ndarray] = []
+        window_stats: list[UpdateStats] = []
+        window_steps, window_time = 0, 0.0
+        start_steps, start_updates, episodes = self.env_steps, self.updates, 0
+        train_time = 0.0
+        bar = tqdm(total=int(steps), desc="train dqn", unit="step", disable=not progress)
+
+        def log_row() -> None:
+            nonlocal window_steps, window_time
+            ended = np.concatenate(window_returns) if window_returns else np.empty(0)
+            row = {
+                "charts/episodic_return": float(ended.mean()) if len(ended) else float("nan"),
+                "losses/td_loss": _mean(s.td_loss for s in window_stats),
+                "losses/q_values": _mean(s.q_mean for s in window_stats),
+                "charts/epsilon": cfg.epsilon(self.env_steps),
+                "charts/SPS": window_steps / window_time if window_time > 0 else float("nan"),
+            }
+            rows["env_steps"].append(self.env_steps)
+            for name, value in row.items():
+                rows[name].append(value)
+                if writer is not None and np.isfinite(value):
+                    writer.add_scalar(name, value, self.env_steps)
+            bar.set_postfix(ret=f"{row['charts/episodic_return']:+.3f}", refresh=False)
+            window_returns.clear()
+            window_stats.clear()
+            window_steps, window_time = 0, 0.0
+
+        tick = time.perf_counter()
+        while self.env_steps < end:
+            actions = self._act(obs, mask, cfg.epsilon(self.env_steps))
+            # A copy: the env may keep (and later overwrite) the array it is given.
+            next_obs, rewards, terminated, truncated, infos = self.env.step(actions.copy())
+            ended = terminated | truncated
+            episode_return += rewards
+            real_next, next_mask = next_obs, infos["action_mask"]
+            if ended.any():
+                # Same-step autoreset: next_obs already starts the next conversation.
+                real_next = np.where(ended[:, None], infos["final_obs"], next_obs)
+                next_mask = np.where(
+                    ended[:, None], infos.get("final_action_mask", all_allowed), next_mask
+                )
+                window_returns.append(episode_return[ended].copy())
+                episodes += int(ended.sum())
+                episode_return[ended] = 0.0
+            terminal = terminated if cfg.bootstrap_on_truncation else ended
+            self.replay.add(obs, actions, rewards, real_next, ended, terminal, next_mask)
+            obs, mask = next_obs, np.asarray(infos["action_mask"], dtype=bool)
+            self.env_steps += n
+
+            if self.replay.filled * n >= cfg.learning_starts and len(self.replay) > 0:
+                self._update_credit += cfg.updates_per_step
+                while self._update_credit >= 1.0:
+                    window_stats.append(self.update())
+                    self._update_credit -= 1.0
+            if self.env_steps - self._last_target_update >= cfg.target_update_interval:
+                self._sync_target()
+                self._last_target_update = self.env_steps
+
+            window_steps += n
+            crossed_log = (
+                self.env_steps // cfg.log_interval > (self.env_steps - n) // cfg.log_interval
+            )
+            crossed_cb = (
+                callback is not None
+                and callback_interval > 0
+                and (
+                    self.env_steps // callback_interval > (self.env_steps - n) // callback_interval
+                )
+            )
+            if crossed_log or crossed_cb or self.env_steps >= end:
+                now = time.perf_counter()
+                train_time += now - tick
+                window_time += now - tick
+                if crossed_log or (self.env_steps >= end and window_steps):
+                    log_row()
+                    bar.update(self.env_steps - start_steps - bar.n)
+                if crossed_cb:
+                    callback(self.env_steps, self.policy)
+                tick = time.perf_counter()
+        bar.update(self.env_steps - start_steps - bar.n)
+        bar.close()
+        return DQNTrainResult(
+            env_steps=self.env_steps - start_steps,
+            total_env_steps=self.env_steps,
+            updates=self.updates - start_updates,
+            episodes=episodes,
+            wall_s=train_time,
+            curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
+        )
+
+    def _segment_seed(self) -> int:
+        """Env reset seed of the training call starting at the current step count."""
+        return int(np.random.SeedSequence([self.seed, self.env_steps]).generate_state(1)[0])
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str | os.PathLike[str], *, include_replay: bool = False) -> Path:
+        """Write a checkpoint directory: the policy files plus learner state (plain arrays + JSON).
+
+        ``policy.json``/``policy.npz`` (:meth:`QPolicy.save`, readable by
+        :func:`~agents.dqn.load_q_policy`), ``learner.json`` (config, counters, generator
+        state, optimizer hyperparameters), ``learner.npz`` (target network, Adam moments)
+        and, with ``include_replay``, ``replay.npz``. No pickle anywhere.
+        """
+        path = Path(path)
+        self.policy.save(path)
+        arrays = module_arrays(self.target, prefix="target.")
+        params = list(self.network.parameters())
+        for i, p in enumerate(params):
+            state = self.optimizer.state.get(p, {})
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                if key in state:
+                    arrays[f"adam.{i}.{key}"] = state[key].detach().cpu().numpy().copy()
+        groups = self.optimizer.state_dict()["param_groups"]
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "update_credit": self._update_credit,
+            "last_target_update": self._last_target_update,
+            "rng_state": self.rng.bit_generator.state,
+            "adam_param_groups": [{k: v for k, v in g.items() if k != "params"} for g in groups],
+            "replay": include_replay,
+        }
+        write_npz(path / LEARNER_NPZ, arrays)
+        if include_replay:
+            write_npz(path / REPLAY_NPZ, self.replay.state_arrays())
+        elif (path / REPLAY_NPZ).exists():
+            (path / REPLAY_NPZ).unlink()
+        write_text(path / LEARNER_JSON, _json_dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], env: Any) -> DQNLearner:
+        """Rebuild a learner from :meth:`save` output, on ``env`` (same spaces and num_envs).
+
+        The replay buffer comes back when it was saved; otherwise it starts empty and
+        updates resume once ``learning_starts`` new env steps are collected.
+        """
+        path = Path(path)
+        meta = read_json(path / LEARNER_JSON)
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path / LEARNER_JSON}: not a {FORMAT} v{FORMAT_VERSION} checkpoint "
+                f"(format {meta.get('format')!r}, version {meta.get('format_version')!r})"
+            )
+        policy = load_q_policy(path)
+        learner = cls(
+            config=DQNConfig.from_dict(meta["config"]),
+            env=env,
+            seed=int(meta["seed"]),
+            feature_spec=policy.feature_spec,
+        )
+        if policy.actions != learner.actions:
+            raise ValueError(
+                f"{path}: actions {policy.actions} differ from the env's {learner.actions}"
+            )
+        learner.network.load_state_dict(policy.network.state_dict())
+        arrays = read_npz(path / LEARNER_NPZ)
+        where = str(path / LEARNER_NPZ)
+        load_module_arrays(learner.target, arrays, where=where, prefix="target.")
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for i, _ in enumerate(learner.network.parameters()):
+            keys = [f"adam.{i}.{k}" for k in ("step", "exp_avg", "exp_avg_sq")]
+            if all(k in arrays for k in keys):
+                state[i] = {
+                    k.rsplit(".", 1)[1]: torch.from_numpy(np.array(arrays[k])) for k in keys
+                }
+        groups = learner.optimizer.state_dict()["param_groups"]
+        for group, saved in zip(groups, meta["adam_param_groups"], strict=True):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        learner.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        learner.env_steps = int(meta["env_steps"])
+        learner.updates = int(meta["updates"])
+        learner._update_credit = float(meta["update_credit"])
+        learner._last_target_update = int(meta["last_target_update"])
+        learner.rng.bit_generator.state = meta["rng_state"]
+        if meta.get("replay"):
+            learner.replay.load_state_arrays(
+                read_npz(path / REPLAY_NPZ), where=str(path / REPLAY_NPZ)
+            )
+        return learner
+
+
+def _mean(values: Any) -> float:
+    arr = np.fromiter(values, dtype=np.float64)
+    return float(arr.mean()) if len(arr) else float("nan")
+
+
+def _json_dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, indent=2) + "\n"
