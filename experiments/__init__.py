@@ -4,4 +4,4 @@ Only this package knows Hydra. Each command is a module with a ``main()``:
 ``supportrl <command> [overrides]`` is ``python -m experiments.<command> [overrides]``.
 """
 
-COMMANDS: tuple[str, ...] = ("validate", "generate", "train", "evaluate", "pipeline")
+COMMANDS: tuple[str, ...] = ("validate", "generate", "fit", "train", "evaluate", "pipeline")

@@ -43,10 +43,10 @@ from simulators.logs import LoggedConversations
 
 
 def csat_imputer(logs: LoggedConversations) -> tuple[np.ndarray, int]:
-    """Impute missing terminal CSAT with the fitted CSAT model of ``simulators.fitted``."""
-    from simulators.fitted import csat_imputation
+    """Impute missing terminal CSAT with the MNAR-corrected CSAT model (``simulators.fitted``)."""
+    from simulators.fitted import impute_csat
 
-    return csat_imputation(logs)
+    return impute_csat(logs)
 
 
 def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:

@@ -249,17 +249,23 @@ def evaluate_conversations(
     conv_w = np.exp(np.add.reduceat(log_w, logs.offsets[:-1])) * (
         np.minimum.reduceat(w, logs.offsets[:-1]) > 0
     )
+    ess_conversation = float(effective_sample_size(conv_w))
+    warnings = support_warning(
+        target_probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
+    )
+    if ess_conversation < max(30.0, 0.01 * logs.n_conversations):
+        warnings.append(
+            f"effective sample size of the conversation weights is {ess_conversation:.0f} of "
+            f"{logs.n_conversations}: importance-weighted conversation estimates rest on few "
+            "conversations; prefer seq_dr / wdr and read their intervals with care"
+        )
     out["diagnostics"] = {
         "ess_decision": float(effective_sample_size(w)),
-        "ess_conversation": float(effective_sample_size(conv_w)),
+        "ess_conversation": ess_conversation,
         "n_turns": logs.n_turns,
         "n_conversations": logs.n_conversations,
-        "weights": weight_statistics(w).as_dict()
-        if hasattr(weight_statistics(w), "as_dict")
-        else {},
-        "warnings": support_warning(
-            target_probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
-        ),
+        "weights": _weight_summary(w),
+        "warnings": warnings,
     }
     return out
 

@@ -1,11 +1,14 @@
-"""An ensemble of K small MLPs for the response model, trained with torch, run with numpy.
+"""An ensemble of K small networks for the response model, trained with torch, run with numpy.
 
-Each member maps ``x = [phi(s), one_hot(action)]`` to seven numbers: the logits of
-resolved / escalated / abandoned against continue, the mean and log-sd of the next
-sentiment, and the mean and log-sd of ``log1p(handle_time_s)`` (standardised). Members
-differ by their initial weights and, with ``bootstrap``, by Poisson(1) weights per
-conversation (a bootstrap over conversations); all K train together in one batched
-network. Their disagreement on the outcome distribution is the model's uncertainty.
+Each member maps a (state, action) pair to seven numbers: the logits of resolved /
+escalated / abandoned against continue, the mean and log-sd of the next sentiment, and
+the mean and log-sd of ``log1p(handle_time_s)`` (standardised). A member is *wide and
+deep*: a linear part on ``phi(s) (x) one_hot(action)`` (the glm family's design, so a
+member can express everything the glm does) plus an MLP on ``[phi(s), one_hot(action)]``
+for the interactions the basis lacks. Members differ by their initial weights and, with
+``bootstrap``, by Poisson(1) weights per conversation (a bootstrap over conversations);
+all K train together in one batched network. Their disagreement on the outcome
+distribution is the model's uncertainty.
 
 Training is deterministic given the seed and ``torch_threads``: initial weights and
 batches come from a numpy generator, and the torch thread count is set for the fit and
@@ -14,13 +17,11 @@ restored afterwards. Weights are kept as numpy arrays, so simulation needs no to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from simulators.fitted_glm import softmax
+from simulators.fitted_glm import softmax, torch_threads
 
 N_OUTPUTS = 7
 _LOG_SD_MIN, _LOG_SD_MAX = -6.0, 2.0
@@ -37,7 +38,9 @@ class EnsembleParams:
     n_layers: int = 2
     """Hidden layers per MLP."""
     epochs: int = 8
-    """Passes over the logged decisions."""
+    """Passes over the logged decisions (more on small logs, see ``min_steps``)."""
+    min_steps: int = 1500
+    """At least this many gradient steps: small logs get more passes."""
     batch_size: int = 1024
     """Decisions per gradient step (shared by all members)."""
     lr: float = 3e-3
@@ -52,30 +55,30 @@ class EnsembleParams:
     """Prior precision of the CSAT model (a GLM shared with the ``glm`` family)."""
 
     def __post_init__(self) -> None:
-        for name in ("n_members", "hidden", "n_layers", "epochs", "batch_size", "torch_threads"):
+        for name in (
+            "n_members",
+            "hidden",
+            "n_layers",
+            "epochs",
+            "min_steps",
+            "batch_size",
+            "torch_threads",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.l2 < 0:
             raise ValueError("lr must be > 0, weight_decay and l2 >= 0")
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` torch intra-op threads, then restore the previous setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass(frozen=True)
 class EnsembleNet:
-    """Weights of K MLPs: ``weights[l]`` (K, d_in, d_out) and ``biases[l]`` (K, d_out)."""
+    """Weights of K members.
 
+    ``linear`` (K, n_actions, p, 7) is the wide part; ``weights[l]`` (K, d_in, d_out) and
+    ``biases[l]`` (K, d_out) the MLP on ``[phi, one_hot(action)]`` (d_in = p + n_actions).
+    """
+
+    linear: np.ndarray
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
     handle_center: float
@@ -83,27 +86,41 @@ class EnsembleNet:
 
     @property
     def n_members(self) -> int:
-        return self.weights[0].shape[0]
+        return self.linear.shape[0]
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Raw outputs of every member, shape (K, n, 7), for inputs ``x`` (n, d_in)."""
-        h = x[None].astype(np.float32)
+    @property
+    def n_actions(self) -> int:
+        return self.linear.shape[1]
+
+    def forward(self, phi: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Raw outputs of every member, shape (K, n, 7), for ``phi`` (n, p) and ``action`` (n,)."""
+        n = len(action)
+        x = np.zeros((n, phi.shape[1] + self.n_actions), dtype=np.float32)
+        x[:, : phi.shape[1]] = phi
+        x[np.arange(n), phi.shape[1] + action] = 1.0
+        h = x[None]
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = np.matmul(h, w) + b[:, None, :]
             if i < last:
                 h = np.maximum(h, 0.0)
-        return h.astype(np.float64)
+        out = h.astype(np.float64)
+        phi32 = phi.astype(np.float32)
+        for a in range(self.n_actions):
+            rows = np.flatnonzero(action == a)
+            if len(rows):
+                out[:, rows] += np.matmul(phi32[rows][None], self.linear[:, a])
+        return out
 
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Ensemble prediction for inputs ``x`` (n, d_in).
+    def predict(self, phi: np.ndarray, action: np.ndarray) -> dict[str, np.ndarray]:
+        """Ensemble prediction for (state, action) pairs: ``phi`` (n, p), ``action`` (n,).
 
         Returns ``outcome_probs`` (n, 4) (mean of the members' distributions),
         ``member_probs`` (K, n, 4), the mixture mean and sd of the next sentiment and of
         ``log1p(handle_time_s)`` (n,) each, and ``uncertainty`` (n,): the square root of
         the summed (over outcomes) variance across members of the outcome probabilities.
         """
-        out = self.forward(x)
+        out = self.forward(phi, action)
         k, n, _ = out.shape
         logits = np.concatenate([np.zeros((k, n, 1)), out[..., :3]], axis=2)
         member = softmax(logits.reshape(k * n, 4)).reshape(k, n, 4)
@@ -141,12 +158,14 @@ def _init_weights(
 
 
 def fit_ensemble(
-    x: np.ndarray,
+    phi: np.ndarray,
+    action: np.ndarray,
     outcome: np.ndarray,
     next_sentiment: np.ndarray,
     log_handle: np.ndarray,
     conversation: np.ndarray,
     *,
+    n_actions: int,
     weights: np.ndarray,
     params: EnsembleParams,
     seed: int,
@@ -154,21 +173,23 @@ def fit_ensemble(
     """Train the ensemble on logged decisions.
 
     Args:
-        x: inputs ``[phi(s), one_hot(action)]``, shape (n, d_in).
+        phi: state design rows, shape (n, p); action: action index per row, (n,).
         outcome: outcome codes, shape (n,).
         next_sentiment: sentiment at the next decision, NaN where there is none, (n,).
         log_handle: ``log1p(handle_time_s)``, NaN where missing, (n,).
         conversation: conversation index of each row (for the bootstrap), (n,).
+        n_actions: size of the action catalogue.
         weights: row weights (e.g. stabilised inverse propensities), (n,).
         params: hyperparameters; seed: drives initial weights, bootstrap and batches.
     """
     import torch
 
     rng = np.random.default_rng(seed)
-    n, d_in = x.shape
+    n, p = phi.shape
     k = params.n_members
-    sizes = [d_in] + [params.hidden] * params.n_layers + [N_OUTPUTS]
+    sizes = [p + n_actions] + [params.hidden] * params.n_layers + [N_OUTPUTS]
     w0, b0 = _init_weights(rng, sizes, k)
+    lin0 = np.zeros((k, n_actions, p, N_OUTPUTS), dtype=np.float32)
     n_conv = int(conversation.max()) + 1 if n else 0
     if params.bootstrap:
         boot = rng.poisson(1.0, size=(k, n_conv)).astype(np.float32)[:, conversation]
@@ -181,32 +202,38 @@ def fit_ensemble(
     h_center = float(log_handle[has_h].mean()) if has_h.any() else 0.0
     h_scale = float(log_handle[has_h].std()) if has_h.sum() > 1 else 1.0
     h_scale = h_scale if h_scale > 0 else 1.0
+    h_std = (np.nan_to_num(log_handle, nan=h_center) - h_center) / h_scale
 
     with torch_threads(params.torch_threads):
-        xt = torch.from_numpy(x.astype(np.float32))
+        phi_t = torch.from_numpy(phi.astype(np.float32))
+        act_t = torch.from_numpy(action.astype(np.int64))
+        eye = torch.eye(n_actions, dtype=torch.float32)
         yt = torch.from_numpy(outcome.astype(np.int64))
         st = torch.from_numpy(np.nan_to_num(next_sentiment).astype(np.float32))
-        ht = torch.from_numpy(
-            ((np.nan_to_num(log_handle, nan=h_center) - h_center) / h_scale).astype(np.float32)
-        )
+        ht = torch.from_numpy(h_std.astype(np.float32))
         ms = torch.from_numpy(has_s.astype(np.float32))
         mh = torch.from_numpy(has_h.astype(np.float32))
         wt = torch.from_numpy(row_w)
+        lin = torch.nn.Parameter(torch.from_numpy(lin0))
         ws = [torch.nn.Parameter(torch.from_numpy(w)) for w in w0]
         bs = [torch.nn.Parameter(torch.from_numpy(b)) for b in b0]
-        opt = torch.optim.AdamW(ws + bs, lr=params.lr, weight_decay=params.weight_decay)
+        opt = torch.optim.AdamW([lin, *ws, *bs], lr=params.lr, weight_decay=params.weight_decay)
         steps_per_epoch = max(1, -(-n // params.batch_size))
-        total = steps_per_epoch * params.epochs
+        epochs = max(params.epochs, -(-params.min_steps // steps_per_epoch))
+        total = steps_per_epoch * epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / total)
-        for _ in range(params.epochs):
+        for _ in range(epochs):
             perm = rng.permutation(n)
             for start in range(0, n, params.batch_size):
                 idx = torch.from_numpy(perm[start : start + params.batch_size])
-                h = xt[idx].unsqueeze(0).expand(k, -1, -1)
+                x_phi, a = phi_t[idx], act_t[idx]
+                h = torch.cat([x_phi, eye[a]], dim=1).unsqueeze(0).expand(k, -1, -1)
                 for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
                     h = torch.baddbmm(b.unsqueeze(1), h, w)
                     if i < len(ws) - 1:
                         h = torch.relu(h)
+                # wide part: phi_i @ linear[k, a_i]  -> (k, batch, 7)
+                h = h + torch.einsum("bp,kbpo->kbo", x_phi, lin[:, a])
                 logits = torch.cat([torch.zeros_like(h[..., :1]), h[..., :3]], dim=2)
                 nll_o = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, 4), yt[idx].repeat(k), reduction="none"
@@ -221,8 +248,13 @@ def fit_ensemble(
                 loss.sum().backward()
                 opt.step()
                 sched.step()
+        linear_out = lin.detach().numpy().copy()
         weights_out = tuple(w.detach().numpy().copy() for w in ws)
         biases_out = tuple(b.detach().numpy().copy() for b in bs)
     return EnsembleNet(
-        weights=weights_out, biases=biases_out, handle_center=h_center, handle_scale=h_scale
+        linear=linear_out,
+        weights=weights_out,
+        biases=biases_out,
+        handle_center=h_center,
+        handle_scale=h_scale,
     )

@@ -78,7 +78,7 @@ class Basis:
     (``none`` first); one-hot of each categorical context feature; ``turn / max_turns``
     and indicators of turns 0..4; ``sentiment`` and hinges ``max(0, sentiment - k)`` for
     k in :data:`SENTIMENT_KNOTS`; each numeric context feature standardised by the
-    feature spec and clipped to +-5.
+    feature spec and clipped to +-5; intent x (turn > 0) and intent x sentiment.
     """
 
     spec: FeatureSpec
@@ -110,6 +110,8 @@ class Basis:
         cols += ["turn"] + [f"turn=={t}" for t in range(self.n_turn_indicators)]
         cols += ["sentiment"] + [f"max(0,sentiment-({k}))" for k in SENTIMENT_KNOTS]
         cols += list(self.context_numeric)
+        cols += [f"intent={level}*turn>0" for level in self.intents]
+        cols += [f"intent={level}*sentiment" for level in self.intents]
         return tuple(cols)
 
     @property

@@ -1,0 +1,244 @@
+"""``supportrl fit``: fit a customer simulator from logs, save it, and report its fidelity.
+
+    supportrl fit data.turns=PATH [data.customers=PATH] simulator=glm|ensemble \\
+        [policies=[FILE.yaml,..]] [seed=N]
+
+The family and its settings come from Hydra group ``simulator/`` (``configs/simulator/
+glm.yaml``, ``ensemble.yaml``). A share ``fit.holdout`` of the conversations (default
+0.2) is held out: the model is fitted on the rest, saved to ``RUN_DIR/simulator/``, and
+scored on the held-out part (:func:`simulators.fidelity.fidelity_report`); plots go to
+``RUN_DIR/plots/``. Each rule policy in ``policies`` gets its value in the simulator.
+
+Without ``data.turns`` the command generates ``generate.n_conversations`` synthetic
+conversations (seed ``seed``) and, since the truth is then known, also compares policy
+values in the simulator with their true values (the ``policies`` given, else the
+deterministic rule files in ``configs/agent/``). With ``simulator=synthetic`` (the shared
+default) the synthetic world's settings drive the generated data and the family is
+``fit.family`` (default ``glm``, settings from its YAML file).
+
+Keys of the ``fit`` section of ``configs/config.yaml``:
+``fit.family``, ``fit.holdout``, ``fit.simulated_conversations`` (Monte Carlo
+conversations per policy in the simulator, default 20000),
+``fit.true_value_conversations`` (in the synthetic world, default 50000), ``fit.plots``.
+
+``result.json``: ``{"simulator": PATH, "family": .., "policies": {NAME:
+{"simulated_value": x, ...}}, "fidelity": {...}, "data": {...}, "warnings": [..]}``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from agents.base import Policy
+from agents.rules import load_rule_policy
+from experiments.common import (
+    CONFIG_PATH,
+    UserError,
+    finish,
+    load_data,
+    reward_from_cfg,
+    run_dir,
+    to_plain,
+    user_errors,
+)
+from simulators.fidelity import fidelity_report, policy_values, summary_lines
+from simulators.fitted import (
+    FAMILIES,
+    FittedCustomerModel,
+    FitWarning,
+    fit_customer_model,
+    fit_settings,
+)
+from simulators.logs import LoggedConversations
+from simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs
+
+DEFAULTS: dict[str, Any] = {
+    "family": "glm",
+    "holdout": 0.2,
+    "simulated_conversations": 20_000,
+    "true_value_conversations": 50_000,
+    "plots": True,
+}
+
+
+def fit_section(cfg: DictConfig) -> dict[str, Any]:
+    """The ``fit`` section with defaults for keys not set."""
+    section = to_plain(OmegaConf.select(cfg, "fit", default=None)) or {}
+    unknown = sorted(set(section) - set(DEFAULTS) - {"world"})
+    if unknown:
+        raise UserError(f"fit: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **section}
+
+
+def model_settings(
+    cfg: DictConfig, settings: dict[str, Any]
+) -> tuple[str, dict[str, Any], WorldConfig]:
+    """(family, fit parameters, synthetic-world config) from the ``simulator`` group."""
+    params = dict(to_plain(cfg.simulator))
+    kind = params.pop("kind", None)
+    if kind == "synthetic":
+        world = WorldConfig(**params)
+        family = str(settings["family"])
+        if family not in FAMILIES:
+            raise UserError(f"fit.family={family!r}: expected one of {list(FAMILIES)}")
+        params = dict(to_plain(OmegaConf.load(Path(CONFIG_PATH) / "simulator" / f"{family}.yaml")))
+        params.pop("kind", None)
+        print(
+            f"simulator=synthetic is the ground-truth world; fitting family {family} "
+            f"(configs/simulator/{family}.yaml); choose with simulator=glm|ensemble"
+        )
+        return family, params, world
+    if kind not in FAMILIES:
+        raise UserError(f"simulator={kind}: fit needs simulator=glm or simulator=ensemble")
+    world = WorldConfig(**(settings.get("world") or {}))
+    return str(kind), params, world
+
+
+def split_conversations(
+    logs: LoggedConversations, holdout: float, seed: int
+) -> tuple[LoggedConversations, LoggedConversations | None]:
+    """(train, held-out) by conversation; held-out is None when ``holdout`` is 0."""
+    if not 0 <= holdout < 1:
+        raise UserError(f"fit.holdout must be in [0, 1), got {holdout}")
+    if holdout == 0 or logs.n_conversations < 2:
+        return logs, None
+    order = np.random.default_rng(seed).permutation(logs.n_conversations)
+    n_test = max(1, int(round(holdout * logs.n_conversations)))
+    test = np.zeros(logs.n_conversations, dtype=bool)
+    test[order[:n_test]] = True
+    return logs.select(~test), logs.select(test)
+
+
+def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Policy]:
+    """Rule policies by file stem."""
+    policies: dict[str, Policy] = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in policies:
+            raise UserError(f"policies: two files named {name!r}; policies are named by file stem")
+        policies[name] = load_rule_policy(path, actions)
+    return policies
+
+
+def default_panel(actions: tuple[str, ...]) -> dict[str, Policy]:
+    """The deterministic rule policies of ``configs/agent/`` (the fidelity panel)."""
+    panel: dict[str, Policy] = {}
+    for path in sorted((Path(CONFIG_PATH) / "agent").glob("rules_*.yaml")):
+        policy = load_rule_policy(path, actions)
+        if policy.epsilon == 0:
+            panel[path.stem] = policy
+    return panel
+
+
+def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
+    """Run the command; returns (result, summary line)."""
+    settings = fit_section(cfg)
+    family, params, world_config = model_settings(cfg, settings)
+    seed = int(cfg.seed)
+    fit_settings(family, seed=seed, **params)  # bad settings fail before any work
+    reward = reward_from_cfg(cfg)
+    world: SyntheticWorld | None = None
+    if cfg.data.kind != "conversations":
+        raise UserError(f"data={cfg.data.kind}: fit needs conversation logs (data.turns=PATH)")
+    if cfg.data.turns is None:
+        world = SyntheticWorld(config=world_config)
+        n = int(cfg.generate.n_conversations)
+        print(f"no data.turns: generating {n} synthetic conversations (seed {seed})")
+        logs = generate_logs(
+            n,
+            seed=seed,
+            world=world,
+            customers_per_conversation=float(cfg.generate.customers_per_conversation),
+        ).logs
+        data = {"source": "synthetic", "conversations": n, "seed": seed}
+    else:
+        loaded = load_data(cfg)
+        assert isinstance(loaded, LoggedConversations)
+        logs = loaded
+        data = {"source": str(cfg.data.turns), "conversations": logs.n_conversations}
+    train, test = split_conversations(logs, float(settings["holdout"]), seed)
+    data.update(
+        train_conversations=train.n_conversations,
+        holdout_conversations=0 if test is None else test.n_conversations,
+    )
+    print(
+        f"fitting {family} on {train.n_conversations} conversations ({train.n_turns} turns); "
+        f"{data['holdout_conversations']} held out"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        model: FittedCustomerModel = fit_customer_model(train, family, seed=seed, **params)
+    for note in model.warnings:
+        print(f"warning: {note}")
+    path = model.save(out / "simulator")
+    print(f"simulator: {path}")
+
+    n_sim = int(settings["simulated_conversations"])
+    requested = load_policies(list(to_plain(cfg.policies) or []), model.actions)
+    panel = requested or (default_panel(model.actions) if world is not None else {})
+    if test is None:
+        print("warning: fit.holdout=0: the fidelity report is in-sample")
+    report = fidelity_report(
+        model,
+        test if test is not None else train,
+        reward=reward,
+        world=world,
+        policies=panel,
+        n_simulated=n_sim,
+        n_true=int(settings["true_value_conversations"]),
+        seed=seed,
+        plots_dir=out / "plots" if settings["plots"] else None,
+    )
+    policies: dict[str, dict[str, float]] = {}
+    if requested:
+        if "panel" in report:
+            for name in requested:
+                policies[name] = dict(report["panel"]["policies"][name])
+        else:
+            values = policy_values(model, requested, n=n_sim, seed=seed + 1, reward=reward)
+            policies = {k: {"simulated_value": v} for k, v in values.items()}
+            if model.config.penalty > 0:
+                pen = policy_values(
+                    model, requested, n=n_sim, seed=seed + 1, reward=reward, penalized=True
+                )
+                for k, v in pen.items():
+                    policies[k]["simulated_penalized"] = v
+    for line in summary_lines(report):
+        print(line)
+    if requested and "panel" not in report:
+        for name, v in policies.items():
+            print(f"  {name:<30} simulated {v['simulated_value']:+.4f}")
+    result = {
+        "simulator": str(path),
+        "family": family,
+        "hyperparameters": model.hyperparameters(),
+        "data": data,
+        "policies": policies,
+        "fidelity": report,
+        "warnings": list(model.warnings),
+    }
+    summary = (
+        f"fit: {family} simulator from {train.n_conversations} conversations -> {path}; "
+        f"held-out log-lik {report['outcome_model']['log_likelihood']:.4f}"
+    )
+    if "panel" in report:
+        m = report["panel"]["metrics"]
+        summary += f"; panel Spearman {m['spearman']:.3f}, MAE {m['mae']:.4f}"
+    return result, summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
+@user_errors
+def main(cfg: DictConfig) -> dict[str, Any]:
+    result, summary = fit(cfg, run_dir())
+    return finish(result, summary)
+
+
+if __name__ == "__main__":
+    main()
