@@ -25,6 +25,9 @@ class ModelState(Protocol):
         """The conversations at ``rows`` (index array), in that order."""
         ...
 
+    # Optional: ``put(rows, new)`` overwrites conversations ``rows`` in place (used by the
+    # vector env's autoreset); without it every attribute must be an array over conversations.
+
 
 @dataclass(frozen=True)
 class Transition:

@@ -58,6 +58,17 @@ class FittedState:
     def __len__(self) -> int:
         return len(self.turn)
 
+    def put(self, rows: np.ndarray, new: FittedState) -> None:
+        """Overwrite the conversations at ``rows`` in place with ``new`` (the vector env's autoreset)."""
+        self.turn[rows] = new.turn
+        self.previous_action[rows] = new.previous_action
+        self.intent[rows] = new.intent
+        self.sentiment[rows] = new.sentiment
+        for name, values in self.categorical.items():
+            values[rows] = new.categorical[name]
+        for name, values in self.numeric.items():
+            values[rows] = new.numeric[name]
+
     def take(self, rows: np.ndarray) -> FittedState:
         """The conversations at ``rows`` (index array), in that order."""
         return FittedState(

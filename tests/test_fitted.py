@@ -379,3 +379,19 @@ def test_fidelity_against_ground_truth(family) -> None:
     truth = {k: v["true_value"] for k, v in report["panel"]["policies"].items()}
     sim = policy_values(naive, policies, n=30_000, seed=1, reward=_reward())
     assert panel_metrics(truth, sim)["mae"] > m["mae"]  # weighting is what removes the bias
+
+
+def test_vector_env_autoresets_on_a_fitted_model() -> None:
+    from envs.vector import SupportVectorEnv
+    from simulators.fitted import fit_customer_model
+    from simulators.synthetic import generate_logs
+
+    model = fit_customer_model(generate_logs(800, seed=3).logs, "glm", seed=0)
+    vec = SupportVectorEnv(num_envs=64, model=model)
+    obs, _ = vec.reset(seed=0)
+    ended = 0
+    for _ in range(12):
+        obs, rewards, term, trunc, infos = vec.step(np.full(64, 5))
+        ended += int((term | trunc).sum())
+        assert np.isfinite(obs).all() and np.isfinite(rewards).all()
+    assert ended > 0
