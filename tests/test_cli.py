@@ -9,24 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.helpers import run_dir_of
+from tests.helpers import supportrl as run_supportrl
 from tests.test_logs import base_frame
 
 
 def supportrl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.cli",
-        *args,
-        f"paths.output_dir={tmp_path / 'outputs'}",
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-
-def run_dir_of(proc: subprocess.CompletedProcess[str]) -> Path:
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("run_dir: ")]
-    assert len(lines) == 1, proc.stdout
-    return Path(lines[0].removeprefix("run_dir: "))
+    return run_supportrl(tmp_path / "outputs", *args)
 
 
 def test_generate_then_validate(tmp_path: Path) -> None:

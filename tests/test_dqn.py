@@ -26,6 +26,7 @@ from agents.dqn import (
 )
 from envs import SupportVectorEnv
 from simulators.synthetic import SyntheticWorld, true_value
+from tests.helpers import run_dir_of
 
 G = 0.5
 
@@ -386,9 +387,7 @@ def test_train_dqn_command_native_smoke(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    run_dir = Path(
-        next(line for line in proc.stdout.splitlines() if line.startswith("run_dir: "))[9:]
-    )
+    run_dir = run_dir_of(proc)
     result = json.loads((run_dir / "result.json").read_text())
     assert {"agent", "backend", "env_steps", "wall_s", "sps", "final_return", "checkpoint"} <= set(
         result
@@ -481,9 +480,7 @@ def test_train_dqn_command_rllib_smoke(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    run_dir = Path(
-        next(line for line in proc.stdout.splitlines() if line.startswith("run_dir: "))[9:]
-    )
+    run_dir = run_dir_of(proc)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["backend"] == "rllib" and result["env_steps"] >= 400
     assert load_q_policy(result["checkpoint"]).actions == SyntheticWorld().actions

@@ -25,6 +25,7 @@ from simulators.fitted import (
 )
 from simulators.logs import LoggedConversations
 from simulators.synthetic import SyntheticWorld, generate_logs, rollout, true_value
+from tests.helpers import run_dir_of
 
 AGENTS = Path(__file__).resolve().parent.parent / "configs" / "agent"
 TINY_ENSEMBLE = {"n_members": 2, "hidden": 16, "epochs": 1, "min_steps": 1, "batch_size": 512}
@@ -341,7 +342,7 @@ def test_fit_command_writes_simulator_and_result(tmp_path) -> None:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    run = Path([x for x in proc.stdout.splitlines() if x.startswith("run_dir: ")][0][9:])
+    run = run_dir_of(proc)
     result = json.loads((run / "result.json").read_text())
     assert set(result["policies"]) == {"rules_always_direct", "rules_production"}
     assert "simulated_value" in result["policies"]["rules_production"]

@@ -24,6 +24,7 @@ from ope.evaluate import (
 )
 from simulators.logs import LoggedConversations, write_conversations
 from simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
+from tests.helpers import run_dir_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,9 +143,7 @@ def test_evaluate_cli_target_probs_follow_file_row_order(tmp_path: Path) -> None
     pd.DataFrame(target, columns=list(logs.actions)).to_csv(tmp_path / "tp.csv", index=False)
     proc = run_cli(tmp_path, f"data.turns={turns}", f"target_probs={tmp_path / 'tp.csv'}")
     assert proc.returncode == 0, proc.stderr
-    run_dir = Path(
-        next(line for line in proc.stdout.splitlines() if line.startswith("run_dir: "))[9:]
-    )
+    run_dir = run_dir_of(proc)
     result = json.loads((run_dir / "result.json").read_text())
     est = result["policies"]["target"]
     assert set(est) == set(CONVERSATION_ESTIMATORS) | set(DECISION_ESTIMATORS)
@@ -154,9 +153,7 @@ def test_evaluate_cli_target_probs_follow_file_row_order(tmp_path: Path) -> None
         "rules:\n  - when: 'intent == \"billing\"'\n    action: offer_credit\ndefault: direct_answer\n"
     )
     proc2 = run_cli(tmp_path, f"data.turns={turns}", f"policies=[{rule}]")
-    run_dir2 = Path(
-        next(line for line in proc2.stdout.splitlines() if line.startswith("run_dir: "))[9:]
-    )
+    run_dir2 = run_dir_of(proc2)
     est2 = json.loads((run_dir2 / "result.json").read_text())["policies"]["billing_credit"]
     for name in ("ips", "snips", "pdis", "wpdis"):
         assert est[name]["estimate"] == pytest.approx(est2[name]["estimate"], abs=1e-12)

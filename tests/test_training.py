@@ -16,6 +16,7 @@ from agents.base import UniformPolicy
 from agents.training import reward_to_go, train_bandit
 from envs.rewards import RewardSpec
 from simulators.synthetic import SyntheticWorld, true_value
+from tests.helpers import run_dir_of
 
 
 def test_reward_to_go_by_hand() -> None:
@@ -73,9 +74,7 @@ def test_train_command_writes_contract_result(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    run_dir = Path(
-        next(line for line in proc.stdout.splitlines() if line.startswith("run_dir: "))[9:]
-    )
+    run_dir = run_dir_of(proc)
     result = json.loads((run_dir / "result.json").read_text())
     assert {"agent", "backend", "env_steps", "wall_s", "sps", "final_return", "checkpoint"} <= set(
         result
@@ -126,9 +125,7 @@ def test_train_offline_from_logs_command(tmp_path: Path, target: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "imputed CSAT" in proc.stdout
-    run_dir = Path(
-        next(line for line in proc.stdout.splitlines() if line.startswith("run_dir: "))[9:]
-    )
+    run_dir = run_dir_of(proc)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["env"] == "logs" and result["offline_target"] == target
     assert result["env_steps"] == len(pd.read_parquet(turns))
