@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from envs.rewards import RewardSpec
 from simulators.logs import LoggedConversations, LoggedDecisions, load_conversations, load_decisions
@@ -43,26 +44,54 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn user mistakes (ValueError, FileNotFoundError) into a one-line error and exit 2.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MissingMandatoryValue)
+"""Exceptions that mean a mistake in the user's data, files, rules or config."""
 
-    The run directory is removed so a failed command leaves no half-written outputs.
-    Set ``SUPPORTRL_DEBUG=1`` to get the traceback instead.
+
+def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn user mistakes (:data:`USER_ERRORS`) into a one-line ``error: ...`` and exit 2.
+
+    What this run wrote is removed, so a failed command leaves no half-written outputs:
+    new entries of the run directory, and the directory itself when it is one of ours
+    (under ``paths.output_dir``). Files that were there before are never touched, even
+    with ``hydra.run.dir=.``. Set ``SUPPORTRL_DEBUG=1`` to get the traceback instead.
     """
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
+        out = run_dir()
+        before = set(out.iterdir()) if out.exists() else set()
         try:
             return task(cfg)
-        except (ValueError, FileNotFoundError) as exc:
+        except USER_ERRORS as exc:
             if os.environ.get("SUPPORTRL_DEBUG"):
                 raise
-            out = run_dir()
-            shutil.rmtree(out, ignore_errors=True)
-            print(f"error: {exc}", file=sys.stderr)
+            remove_run_outputs(out, before, Path(str(cfg.paths.output_dir)))
+            message = str(exc)
+            if isinstance(exc, MissingMandatoryValue):
+                message = f"missing value for {exc.full_key}: set {exc.full_key}=..."
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def remove_run_outputs(out: Path, before: set[Path], output_root: Path) -> None:
+    """Delete what a failed run created in ``out`` (see :func:`user_errors`)."""
+    for path in set(out.iterdir()) - before if out.exists() else ():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    root = output_root.resolve()
+    here = out.resolve()
+    if here == root or root not in here.parents:
+        return  # not a run directory of ours: leave the rest (e.g. Hydra's .hydra/) alone
+    shutil.rmtree(here, ignore_errors=True)
+    parent = here.parent
+    while parent != root and root in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
 
 
 def to_plain(value: Any) -> Any:
@@ -90,7 +119,20 @@ def world_from_cfg(cfg: DictConfig) -> SyntheticWorld:
 
 
 def load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
-    """Load the logs named by the ``data`` group (conversations or generic bandit feedback)."""
+    """Load the logs named by the ``data`` group (conversations or generic bandit feedback).
+
+    Feature columns inferred from dtypes are printed, so a wrong guess is visible.
+    """
+    loaded = _load_data(cfg)
+    if cfg.data.categorical is None and cfg.data.numeric is None:
+        print(
+            f"features inferred from dtypes: categorical={list(loaded.categorical)} "
+            f"numeric={list(loaded.numeric)} (declare with data.categorical=[..] data.numeric=[..])"
+        )
+    return loaded
+
+
+def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
     data = cfg.data
     if data.kind == "conversations":
         if data.turns is None:

@@ -30,13 +30,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> dict[str, Any]:
     data = load_data(cfg)
     summary = data.summary()
-    inferred = cfg.data.categorical is None and cfg.data.numeric is None
     print_summary(summary)
-    if inferred:
-        print(
-            f"features inferred from dtypes: categorical={list(data.categorical)} "
-            f"numeric={list(data.numeric)} (declare with data.categorical=[..] data.numeric=[..])"
-        )
     if isinstance(data, LoggedConversations):
         line = (
             f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "

@@ -250,6 +250,29 @@ def _infer_features(
     return tuple(cat), tuple(num)
 
 
+MAX_INFERRED_LEVELS = 200
+"""An inferred categorical feature with more levels than this is refused (an id or a date?)."""
+
+
+def _check_inferred(table: _Table, categorical: Sequence[str], numeric: Sequence[str]) -> None:
+    """Refuse inferred features that are surely not features: saved indexes, ids, dates."""
+    for c in (*categorical, *numeric):
+        if str(c).startswith("Unnamed: "):
+            raise LogValidationError(
+                f"{table.path}, column {c!r}: looks like a saved DataFrame index, not a feature; "
+                "drop it or declare the features (data.categorical=[..] data.numeric=[..], "
+                "or data.context=[..] for bandit feedback)"
+            )
+    for c in categorical:
+        levels = table.frame[c].nunique()
+        if levels > MAX_INFERRED_LEVELS:
+            raise LogValidationError(
+                f"{table.path}, column {c!r}: {levels} distinct values, too many for a categorical "
+                "feature (an id, a date or free text?); declare the features (data.categorical=[..] "
+                "data.numeric=[..], or data.context=[..] for bandit feedback)"
+            )
+
+
 def _feature_arrays(
     table: _Table, categorical: Sequence[str], numeric: Sequence[str]
 ) -> dict[str, np.ndarray]:
@@ -519,7 +542,7 @@ def load_conversations(
         handle = nan.copy()
     timestamp = None
     if "timestamp" in frame:
-        parsed = pd.to_datetime(frame["timestamp"], errors="coerce")
+        parsed = pd.to_datetime(frame["timestamp"], errors="coerce", format="mixed")
         wrong = np.flatnonzero(parsed.isna().to_numpy() & frame["timestamp"].notna().to_numpy())
         if len(wrong):
             raise LogValidationError(f"{table.where(wrong, 'timestamp')}: not a date-time")
@@ -589,6 +612,10 @@ def load_conversations(
             )
         dtypes.update({c: cust_table.frame[c].dtype for c in cust_extra})
     cat_all, num_all = _infer_features(dtypes, categorical, numeric, table.path)
+    if categorical is None and numeric is None:
+        _check_inferred(
+            table, [c for c in cat_all if c in extra], [c for c in num_all if c in extra]
+        )
     turn_cat = tuple(c for c in cat_all if c in extra)
     turn_num = tuple(c for c in num_all if c in extra)
     cust_cat = tuple(c for c in cat_all if c not in extra)
@@ -746,10 +773,23 @@ def load_decisions(
         context = [c for c in frame.columns if c not in used]
     else:
         _require_columns(table, list(context), "context")
+    context = list(context)
+    clash = sorted(set(context) & {c for c in used if c is not None})
+    if clash:
+        raise LogValidationError(
+            f"{table.path}: context column(s) {clash} are the action, reward or propensity column"
+        )
     if categorical is None and numeric is None:
         cat, num = _infer_features({c: frame[c].dtype for c in context}, None, None, table.path)
+        _check_inferred(table, cat, num)
     else:
         cat, num = tuple(categorical or ()), tuple(numeric or ())
+        outside = [c for c in cat + num if c not in context]
+        if outside:
+            raise LogValidationError(
+                f"{table.path}: declared feature column(s) {outside} are not context columns "
+                f"(context: {context}; columns: {list(frame.columns)})"
+            )
         undeclared = [c for c in context if c not in cat + num]
         if undeclared:
             raise LogValidationError(

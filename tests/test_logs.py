@@ -319,3 +319,50 @@ def test_bandit_feedback_bad_propensity(tmp_path: Path) -> None:
         LogValidationError, match=r"column 'propensity', row\(s\) 1: values must be in \(0, 1\]"
     ):
         load_decisions(path)
+
+
+def test_bandit_feedback_declared_features_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "b.csv"
+    pd.DataFrame(
+        {"a": [0, 1], "r": [1.0, 0.0], "p": [0.5, 0.5], "seg": ["x", "y"], "x1": [0.1, 0.2]}
+    ).to_csv(path, index=False)
+    common = dict(action_col="a", reward_col="r", propensity_col="p")
+    with pytest.raises(LogValidationError, match=r"\['zzz'\] are not context columns"):
+        load_decisions(path, categorical=["seg", "zzz"], numeric=["x1"], **common)
+    with pytest.raises(LogValidationError, match=r"\['r'\] are the action, reward or propensity"):
+        load_decisions(path, context=["seg", "r"], **common)
+    with pytest.raises(LogValidationError, match=r"\['x1'\] are not context columns"):
+        load_decisions(path, context=["seg"], categorical=["seg"], numeric=["x1"], **common)
+
+
+def test_inferred_features_refuse_indexes_and_ids(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.integers(0, 3, 500),
+            "r": rng.random(500),
+            "p": np.full(500, 1 / 3),
+            "event_time": [f"2026-01-01 00:{i // 60:02d}:{i % 60:02d}" for i in range(500)],
+        }
+    )
+    with_index = tmp_path / "with_index.csv"
+    frame.to_csv(with_index)  # pandas writes its index as an unnamed first column
+    with pytest.raises(
+        LogValidationError, match=r"'Unnamed: 0': looks like a saved DataFrame index"
+    ):
+        load_decisions(with_index, action_col="a", reward_col="r", propensity_col="p")
+    ids = tmp_path / "ids.csv"
+    frame.to_csv(ids, index=False)
+    with pytest.raises(LogValidationError, match=r"'event_time': 500 distinct values"):
+        load_decisions(ids, action_col="a", reward_col="r", propensity_col="p")
+    ok = load_decisions(ids, action_col="a", reward_col="r", propensity_col="p", context=[])
+    assert ok.context == {}
+
+
+def test_timestamps_in_mixed_iso_formats(tmp_path: Path) -> None:
+    frame = base_frame()
+    frame["timestamp"] = ["2026-01-01T00:00:00.120"] * 4 + ["2026-01-01 00:30:00"]
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    logs = load_conversations(path)
+    assert str(logs.timestamp[-1]).startswith("2026-01-01T00:30:00")
