@@ -144,6 +144,7 @@ def train_bandit_offline_command(
     prepared = prepare_conversations(data, reward, csat_imputer=impute_csat, seed=seed)
     for note in prepared.notes:
         print(f"note: {note}")
+    data = prepared.logs  # conversations cut at reward.max_turns, as the rewards are
     agent = make_bandit(kind, data.actions, prepared.feature_spec, seed=seed, **params)
     mode = str(cfg.train.reward_mode)
     if mode not in REWARD_MODES:

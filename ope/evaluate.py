@@ -61,14 +61,31 @@ class PreparedConversations:
     propensity_estimated: bool
     notes: list[str] = field(default_factory=list)
     """What was imputed or estimated, in words, for the report."""
+    kept_rows: np.ndarray | None = None
+    """When conversations were cut at ``max_turns``: the kept rows of the original logs."""
+    n_source_turns: int = 0
+    """Turns of the logs as given (target probabilities may be given for all of them)."""
+
+    def target_rows(self, target_probs: np.ndarray) -> np.ndarray:
+        """``target_probs`` for the original logs' turns, restricted to the kept ones."""
+        if self.kept_rows is not None and len(target_probs) == self.n_source_turns:
+            return target_probs[self.kept_rows]
+        return target_probs
 
 
-def _impute_handle_time(logs: LoggedConversations) -> tuple[np.ndarray, int]:
+def _impute_handle_time(logs: LoggedConversations, reward: RewardSpec) -> tuple[np.ndarray, int]:
     """Missing handle times get the median of the same action's observed ones."""
     handle = logs.handle_time_s.copy()
     missing = np.isnan(handle)
     if not missing.any():
         return handle, 0
+    if missing.all():
+        if reward.per_minute != 0:
+            raise ValueError(
+                "handle_time_s: no turn has a handle time, so the per-minute cost of reward v1 "
+                "cannot be computed; set reward.per_minute=0 to evaluate without it"
+            )
+        return np.zeros_like(handle), 0
     overall = float(np.nanmedian(handle)) if (~missing).any() else 0.0
     for a in np.unique(logs.action[missing]):
         seen = handle[(logs.action == a) & ~missing]
@@ -92,6 +109,16 @@ def prepare_conversations(
     logit on the state features, and the notes say so.
     """
     notes: list[str] = []
+    n_source_turns = logs.n_turns
+    kept_rows = None
+    if (logs.lengths > reward.max_turns).any():
+        n_cut = int((logs.lengths > reward.max_turns).sum())
+        logs, kept_rows = logs.truncate(reward.max_turns)
+        notes.append(
+            f"{n_cut} conversations are longer than reward.max_turns={reward.max_turns}: "
+            f"values count their first {reward.max_turns} turns ({n_source_turns - logs.n_turns} "
+            "later turns left out, as the value of a policy is defined)"
+        )
     terminal = logs.outcome != CONTINUE
     csat = logs.csat
     missing_csat = int((terminal & np.isnan(csat)).sum())
@@ -104,7 +131,7 @@ def prepare_conversations(
         notes.append(
             f"imputed CSAT on {n_imputed} of {int(terminal.sum())} terminal turns with the fitted CSAT model"
         )
-    handle, n_handle = _impute_handle_time(logs)
+    handle, n_handle = _impute_handle_time(logs, reward)
     if n_handle:
         notes.append(f"imputed handle_time_s on {n_handle} turns with the per-action median")
     r = reward.rewards(
@@ -143,6 +170,8 @@ def prepare_conversations(
         feature_spec=spec,
         propensity_estimated=estimated,
         notes=notes,
+        kept_rows=kept_rows,
+        n_source_turns=n_source_turns,
     )
 
 
@@ -194,6 +223,7 @@ def evaluate_conversations(
     """
     logs = prepared.logs
     n_actions = len(logs.actions)
+    target_probs = prepared.target_rows(target_probs)
     check_target_probs(target_probs, logs.n_turns, n_actions)
     params = {k: dict(v) for k, v in (estimator_params or {}).items()}
     groups = logs.conversation_index

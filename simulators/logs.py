@@ -414,6 +414,50 @@ class LoggedConversations:
             source_row=take(self.source_row),
         )
 
+    def truncate(self, max_turns: int) -> tuple[LoggedConversations, np.ndarray]:
+        """The first ``max_turns`` turns of every conversation, and the kept row indices.
+
+        A conversation that was longer becomes cut off (censored): its last kept turn gets
+        outcome ``continue`` and no CSAT, as the value of a policy is defined up to
+        ``max_turns`` (DESIGN.md section 4).
+        """
+        if max_turns < 1:
+            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+        kept = np.flatnonzero(self.turn < max_turns)
+        lengths = np.minimum(self.lengths, max_turns)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        cut = np.flatnonzero(self.lengths > max_turns)
+        outcome = self.outcome[kept]
+        csat = self.csat[kept]
+        last_kept = offsets[cut + 1] - 1
+        outcome[last_kept] = CONTINUE
+        csat[last_kept] = np.nan
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[kept]
+
+        truncated = LoggedConversations(
+            actions=self.actions,
+            conversation_id=self.conversation_id,
+            offsets=offsets,
+            turn=self.turn[kept],
+            intent=self.intent[kept],
+            sentiment=self.sentiment[kept],
+            action=self.action[kept],
+            outcome=outcome,
+            propensity=self.propensity[kept],
+            csat=csat,
+            handle_time_s=self.handle_time_s[kept],
+            features={k: v[kept] for k, v in self.features.items()},
+            categorical=self.categorical,
+            numeric=self.numeric,
+            customer_id=take(self.customer_id),
+            timestamp=take(self.timestamp),
+            source=self.source,
+            source_row=take(self.source_row),
+        )
+        return truncated, kept
+
     def to_frame(self) -> pd.DataFrame:
         """The turns as a schema-v1 DataFrame (context features joined in)."""
         columns: dict[str, Any] = {

@@ -203,3 +203,38 @@ def test_doubly_robust_tracks_truth_on_the_synthetic_world() -> None:
     assert len(truth) >= 8
     assert spearmanr(truth, est).statistic >= 0.8
     assert covered >= len(truth) - 1
+
+
+def test_conversations_are_cut_at_max_turns(generated) -> None:
+    logs = generated.logs
+    reward = RewardSpec(max_turns=2)
+    cut, kept = logs.truncate(2)
+    true_csat = np.where(cut.outcome != 0, generated.true_csat[kept], np.nan)
+    prepared = prepare_conversations(logs, reward, csat_imputer=lambda lg: (true_csat, 0))
+    assert prepared.logs.lengths.max() == 2
+    assert any("longer than reward.max_turns=2" in n for n in prepared.notes)
+    # expected: rewards of the first two turns; a cut conversation earns no terminal reward
+    expected = reward.rewards(
+        actions=cut.action,
+        outcomes=cut.outcome,
+        handle_time_s=cut.handle_time_s,
+        csat=true_csat,
+        catalogue=cut.actions,
+    )
+    np.testing.assert_allclose(prepared.reward, expected)
+    assert (cut.outcome[cut.offsets[1:][logs.lengths > 2] - 1] == 0).all()
+    # target probabilities for the original turns are accepted and cut the same way
+    probs = np.zeros((logs.n_turns, 6))
+    probs[np.arange(logs.n_turns), logs.action] = 1.0  # deterministic copy of the log
+    res = evaluate_conversations(prepared, probs, n_bootstrap=20, decision_estimators=())
+    assert np.isfinite(res["conversation"]["pdis"]["estimate"])
+
+
+def test_missing_handle_time_everywhere_is_refused(generated) -> None:
+    logs = generated.logs
+    blank = LoggedConversations(**{**logs.__dict__, "handle_time_s": np.full(logs.n_turns, np.nan)})
+    imputer = truth_imputer(generated.true_csat)
+    with pytest.raises(ValueError, match="no turn has a handle time"):
+        prepare_conversations(blank, RewardSpec(), csat_imputer=imputer)
+    prepared = prepare_conversations(blank, RewardSpec(per_minute=0.0), csat_imputer=imputer)
+    assert np.isfinite(prepared.reward).all()
