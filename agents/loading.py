@@ -9,11 +9,21 @@ from agents.base import Policy
 
 
 def policy_name(path: str | Path) -> str:
-    """Policies are named by their YAML file's stem, or their checkpoint directory's name."""
+    """Policies are named by their YAML file's stem; a checkpoint directory by its agent kind
+    and the directory (``linucb@<run>`` for ``<run>/checkpoint``)."""
     path = Path(path)
-    if path.is_dir() and path.name in ("checkpoint", "policy") and path.parent.name:
-        return path.parent.name
-    return path.stem
+    if not path.is_dir():
+        return path.stem
+    kind = "dqn" if (path / "policy.json").exists() else None
+    if (path / "bandit.json").exists():
+        import json
+
+        try:
+            kind = str(json.loads((path / "bandit.json").read_text()).get("kind", "bandit"))
+        except (OSError, ValueError):
+            kind = "bandit"
+    where = path.parent.name if path.name == "checkpoint" and path.parent.name else path.name
+    return f"{kind}@{where}" if kind else where
 
 
 def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:

@@ -42,6 +42,7 @@ from experiments.common import (
     UserError,
     finish,
     load_data,
+    resolve_shipped,
     reward_from_cfg,
     run_dir,
     to_plain,
@@ -119,10 +120,11 @@ def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Polic
     """Rule policies by file stem."""
     policies: dict[str, Policy] = {}
     for path in paths:
-        name = Path(path).stem
+        resolved = resolve_shipped(path)
+        name = resolved.stem
         if name in policies:
             raise UserError(f"policies: two files named {name!r}; policies are named by file stem")
-        policies[name] = load_rule_policy(path, actions)
+        policies[name] = load_rule_policy(resolved, actions)
     return policies
 
 
@@ -162,6 +164,15 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         assert isinstance(loaded, LoggedConversations)
         logs = loaded
         data = {"source": str(cfg.data.turns), "conversations": logs.n_conversations}
+    # Policies first: a bad rule file should fail before minutes of fitting.
+    requested = load_policies(list(to_plain(cfg.policies) or []), logs.actions)
+    for name, policy in requested.items():
+        check = getattr(policy, "check_variables", None)
+        if check is not None:
+            try:
+                check(logs.states().keys())
+            except ValueError as exc:
+                raise UserError(f"policies: {name}: {exc}") from exc
     train, test = split_conversations(logs, float(settings["holdout"]), seed)
     data.update(
         train_conversations=train.n_conversations,
@@ -180,7 +191,6 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     print(f"simulator: {path}")
 
     n_sim = int(settings["simulated_conversations"])
-    requested = load_policies(list(to_plain(cfg.policies) or []), model.actions)
     panel = requested or (default_panel(model.actions) if world is not None else {})
     if test is None:
         print("warning: fit.holdout=0: the fidelity report is in-sample")

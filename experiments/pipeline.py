@@ -30,6 +30,7 @@ from agents.training import train_bandit
 from envs import SupportVectorEnv
 from experiments.common import (
     CONFIG_PATH,
+    UserError,
     finish,
     resolve_shipped,
     reward_from_cfg,
@@ -71,6 +72,16 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.train.torch_threads))
     progress = bool(cfg.logger.progress)
     timings: dict[str, float] = {}
+    estimator = str(pcfg.selection_estimator)
+    if estimator not in cfg.ope.conversation_estimators:
+        raise UserError(
+            f"pipeline.selection_estimator={estimator!r}: choose one of the conversation-level "
+            f"estimators {list(cfg.ope.conversation_estimators)}"
+        )
+    baselines = {}
+    for path in to_plain(pcfg.baselines) or []:
+        resolved = resolve_shipped(path)
+        baselines[resolved.stem] = load_rule_policy(resolved, world.actions)
 
     t = step(1, f"generate {pcfg.n_conversations} conversations (seed {seed})")
     with open_dict(cfg):
@@ -120,15 +131,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     )
 
     t = step(5, "evaluate candidates off-policy on the logs")
-    candidates: dict[str, Policy] = {"linucb": linucb, "dqn": learner.policy}
-    for path in to_plain(pcfg.baselines):
-        resolved = resolve_shipped(path)
-        candidates[resolved.stem] = load_rule_policy(resolved, logs.actions)
+    candidates: dict[str, Policy] = {"linucb": linucb, "dqn": learner.policy, **baselines}
     prepared = prepare_conversations(logs, reward, csat_imputer=impute_csat, seed=seed)
     for note in prepared.notes:
         print(f"      note: {note}")
     states = logs.states()
-    estimator = str(pcfg.selection_estimator)
     ope: dict[str, dict[str, Any]] = {}
     for name, policy in candidates.items():
         res = evaluate_conversations(

@@ -274,6 +274,10 @@ def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dic
     if backend not in BACKENDS:
         raise UserError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
     config = DQNConfig.from_dict(params)
+    print(
+        f"dqn trains for agent.total_steps={config.total_steps} env steps "
+        "(train.total_steps is the bandits' budget)"
+    )
     model = model_from_cfg(cfg)
     reward = reward_from_cfg(cfg)
     seed = int(cfg.seed)

@@ -182,6 +182,13 @@ def target_probs_of(
     check = getattr(policy, "check_variables", None)
     if check is not None:
         check(states.keys())
+    needed = getattr(getattr(policy, "feature_spec", None), "variables", ())
+    missing = [v for v in needed if v not in states]
+    if missing:
+        raise ValueError(
+            f"policy {getattr(policy, 'name', type(policy).__name__)}: needs state variable(s) "
+            f"{missing} that the logs do not have (they have {sorted(states)})"
+        )
     if tuple(policy.actions) != tuple(actions):
         missing = sorted(set(policy.actions) - set(actions))
         if missing:
