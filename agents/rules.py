@@ -893,3 +893,16 @@ def load_rule_policy(path: str | Path, actions: Sequence[str]) -> RulePolicy:
             f"got {type(data).__name__}"
         )
     return rule_policy_from_dict(data, actions, name=path.stem, source=str(path))
+
+
+def load_rule_panel(directory: str | Path, actions: Sequence[str]) -> dict[str, RulePolicy]:
+    """The deterministic rule policies (``rules_*.yaml`` with epsilon 0) in ``directory``, by stem.
+
+    This is the panel that fidelity, regret and OPE accuracy are measured on.
+    """
+    panel: dict[str, RulePolicy] = {}
+    for path in sorted(Path(directory).glob("rules_*.yaml")):
+        policy = load_rule_policy(path, actions)
+        if policy.epsilon == 0:
+            panel[path.stem] = policy
+    return panel

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from agents.bandits import BANDITS, make_bandit
 from agents.base import UniformPolicy
+from agents.rules import load_rule_panel
 from agents.training import train_bandit
 from envs.rewards import RewardSpec
-from experiments.train import rule_panel
 from simulators.synthetic import SyntheticWorld, true_value
 
 DEFAULTS = {
@@ -43,7 +43,7 @@ def main() -> None:
     baselines = {"uniform": UniformPolicy(world.actions), "logging": world.logging_policy}
     rules = {
         name: true_value(p, args.eval, world=world, seed=1).value
-        for name, p in rule_panel(configs, world.actions).items()
+        for name, p in load_rule_panel(configs, world.actions).items()
     }
     best_rule = max(rules, key=rules.__getitem__)
     rows = {

@@ -51,9 +51,9 @@ import yaml
 
 from agents.bandits import make_bandit
 from agents.dqn import DQNConfig, DQNLearner
+from agents.rules import load_rule_panel
 from agents.training import train_bandit
 from envs import RewardSpec, SupportVectorEnv
-from experiments.train import rule_panel
 from simulators.synthetic import SyntheticWorld, WorldConfig, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
@@ -156,7 +156,7 @@ def main() -> None:
     world = SyntheticWorld()
     rules = {
         name: true_value(p, FINAL_CONVERSATIONS, world=world, seed=7).value
-        for name, p in rule_panel(CONFIGS, world.actions).items()
+        for name, p in load_rule_panel(CONFIGS, world.actions).items()
     }
     best_rule = max(rules, key=rules.__getitem__)
     best = rules[best_rule]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.base import Policy, UniformPolicy
-from agents.rules import load_rule_policy
+from agents.rules import load_rule_panel
 from envs.rewards import RewardSpec
 from simulators.fidelity import panel_metrics, policy_values
 from simulators.fitted import FitWarning, fit_customer_model
@@ -47,11 +47,9 @@ VARIANTS = {
 
 
 def panel(actions: tuple[str, ...]) -> dict[str, Policy]:
-    policies: dict[str, Policy] = {}
-    for path in sorted(AGENTS.glob("rules_*.yaml")):
-        policy = load_rule_policy(path, actions)
-        if policy.epsilon == 0:
-            policies[path.stem.removeprefix("rules_")] = policy
+    policies: dict[str, Policy] = {
+        name.removeprefix("rules_"): p for name, p in load_rule_panel(AGENTS, actions).items()
+    }
     policies["uniform"] = UniformPolicy(actions)
     return policies
 

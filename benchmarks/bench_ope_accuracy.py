@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from agents.rules import load_rule_policy
+from agents.rules import load_rule_panel
 from envs.rewards import RewardSpec
 from ope.evaluate import CONVERSATION_ESTIMATORS, evaluate_conversations, prepare_conversations
 from simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
@@ -48,11 +48,7 @@ def main() -> None:
     start = time.perf_counter()
     for label, config in settings:
         world = SyntheticWorld(config)
-        panel = {}
-        for path in sorted(CONFIGS.glob("rules_*.yaml")):
-            policy = load_rule_policy(path, world.actions)
-            if policy.epsilon == 0:
-                panel[path.stem] = policy
+        panel = load_rule_panel(CONFIGS, world.actions)
         truth = np.array(
             [true_value(p, 30_000, world=world, seed=99).value for p in panel.values()]
         )

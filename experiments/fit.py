@@ -36,7 +36,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from agents.base import Policy
-from agents.rules import load_rule_policy
+from agents.rules import load_rule_panel, load_rule_policy
 from experiments.common import (
     CONFIG_PATH,
     UserError,
@@ -128,16 +128,6 @@ def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Polic
     return policies
 
 
-def default_panel(actions: tuple[str, ...]) -> dict[str, Policy]:
-    """The deterministic rule policies of ``configs/agent/`` (the fidelity panel)."""
-    panel: dict[str, Policy] = {}
-    for path in sorted((Path(CONFIG_PATH) / "agent").glob("rules_*.yaml")):
-        policy = load_rule_policy(path, actions)
-        if policy.epsilon == 0:
-            panel[path.stem] = policy
-    return panel
-
-
 def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     """Run the command; returns (result, summary line)."""
     settings = fit_section(cfg)
@@ -191,7 +181,9 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     print(f"simulator: {path}")
 
     n_sim = int(settings["simulated_conversations"])
-    panel = requested or (default_panel(model.actions) if world is not None else {})
+    panel = requested or (
+        load_rule_panel(Path(CONFIG_PATH) / "agent", model.actions) if world is not None else {}
+    )
     if test is None:
         print("warning: fit.holdout=0: the fidelity report is in-sample")
     report = fidelity_report(

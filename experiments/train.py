@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from agents.bandits import BANDITS, make_bandit
 from agents.base import Policy
-from agents.rules import load_rule_policy
+from agents.rules import load_rule_panel
 from agents.training import REWARD_MODES, LearningCurve, reward_to_go, train_bandit
 from experiments.common import (
     CONFIG_PATH,
@@ -61,21 +61,11 @@ def model_from_cfg(cfg: DictConfig) -> CustomerModel:
     raise UserError(f"env.model={cfg.env.model!r}: expected 'synthetic', 'fitted' or 'logs'")
 
 
-def rule_panel(directory: str | Path, actions: tuple[str, ...]) -> dict[str, Policy]:
-    """Deterministic rule policies (``rules_*.yaml`` with epsilon 0) in ``directory``."""
-    panel = {}
-    for path in sorted(Path(directory).glob("rules_*.yaml")):
-        policy = load_rule_policy(path, actions)
-        if policy.epsilon == 0:
-            panel[path.stem] = policy
-    return panel
-
-
 def best_known_value(world: SyntheticWorld, cfg: DictConfig) -> tuple[str, float]:
     """Best true value among the rule panel and the logging policy (the regret baseline)."""
     reward = reward_from_cfg(cfg)
     candidates: dict[str, Policy] = {"logging": world.logging_policy}
-    candidates.update(rule_panel(resolve_shipped(cfg.train.regret_panel), world.actions))
+    candidates.update(load_rule_panel(resolve_shipped(cfg.train.regret_panel), world.actions))
     values = {
         name: true_value(p, 20_000, world=world, reward=reward, seed=int(cfg.seed) + 7).value
         for name, p in candidates.items()

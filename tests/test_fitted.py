@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents.base import ConstantPolicy, UniformPolicy
-from agents.rules import load_rule_policy
+from agents.rules import load_rule_panel, load_rule_policy
 from envs.rewards import ABANDONED, CONTINUE
 from simulators.base import CustomerModel
 from simulators.fidelity import fidelity_report, panel_metrics, policy_values
@@ -38,11 +38,7 @@ def quiet_fit(logs: LoggedConversations, family: str = "glm", **kwargs) -> Fitte
 
 
 def panel(actions: tuple[str, ...]) -> dict:
-    return {
-        p.stem: load_rule_policy(p, actions)
-        for p in sorted(AGENTS.glob("rules_*.yaml"))
-        if load_rule_policy(p, actions).epsilon == 0
-    }
+    return load_rule_panel(AGENTS, actions)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from agents.base import ConstantPolicy
-from agents.rules import load_rule_policy
+from agents.rules import load_rule_panel
 from envs.rewards import RewardSpec
 from ope.evaluate import (
     CONVERSATION_ESTIMATORS,
@@ -185,10 +185,7 @@ def test_doubly_robust_tracks_truth_on_the_synthetic_world() -> None:
         gen.logs, RewardSpec(), csat_imputer=truth_imputer(gen.true_csat)
     )
     truth, est, covered = [], [], 0
-    for path in sorted((REPO / "configs" / "agent").glob("rules_*.yaml")):
-        policy = load_rule_policy(path, world.actions)
-        if policy.epsilon:
-            continue
+    for policy in load_rule_panel(REPO / "configs" / "agent", world.actions).values():
         row = evaluate_conversations(
             prepared,
             policy.action_probs(gen.logs.states()),
