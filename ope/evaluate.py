@@ -31,6 +31,7 @@ from ope import make_estimator
 from ope.data import BanditFeedback, SequentialFeedback
 from ope.diagnostics import effective_sample_size, support_warning, weight_statistics
 from ope.estimators import check_target_probs
+from ope.intervals import RatioStatistic, bootstrap_interval
 from ope.models import (
     balancing_weights,
     cross_fit_propensity,
@@ -250,7 +251,11 @@ def evaluate_conversations(
     for name in conversation_estimators:
         if name == "fqe":
             v0 = (target_probs * q_hat).sum(axis=1)[logs.offsets[:-1]]
-            out["conversation"]["fqe"] = _bootstrap_mean(v0, n_bootstrap, alpha, seed)
+            out["conversation"]["fqe"] = _row(
+                bootstrap_interval(
+                    RatioStatistic(v0[None, :]), alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
+                )
+            )
             continue
         est = make_estimator(name, **params.get(name, {}))
         out["conversation"][name] = _row(
@@ -315,22 +320,6 @@ def _weight_summary(w: np.ndarray) -> dict[str, Any]:
         "share_zero": stats.share_zero,
         "quantiles": {str(q): v for q, v in stats.quantiles.items()},
     }
-
-
-def _bootstrap_mean(
-    values: np.ndarray, n_bootstrap: int, alpha: float, seed: int
-) -> dict[str, float]:
-    """Percentile bootstrap of a mean over independent units (conversations)."""
-    rng = np.random.default_rng(seed)
-    n = len(values)
-    means = np.empty(n_bootstrap)
-    chunk = max(1, 2_000_000 // max(n, 1))
-    for start in range(0, n_bootstrap, chunk):
-        b = min(chunk, n_bootstrap - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)
-        means[start : start + b] = counts @ values / n
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return {"estimate": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi)}
 
 
 def evaluate_decisions(

@@ -380,6 +380,36 @@ class LoggedConversations:
         states.update(self.features)
         return states
 
+    def _take_rows(
+        self, rows: np.ndarray, offsets: np.ndarray, **replace: Any
+    ) -> LoggedConversations:
+        """The turns at ``rows`` (in order) regrouped by ``offsets``; ``replace`` overrides fields."""
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        fields: dict[str, Any] = {
+            "actions": self.actions,
+            "conversation_id": self.conversation_id,
+            "offsets": offsets,
+            **{
+                name: getattr(self, name)[rows]
+                for name in (
+                    "turn", "intent", "sentiment", "action", "outcome",
+                    "propensity", "csat", "handle_time_s",
+                )
+            },
+            "features": {k: v[rows] for k, v in self.features.items()},
+            "categorical": self.categorical,
+            "numeric": self.numeric,
+            "customer_id": take(self.customer_id),
+            "timestamp": take(self.timestamp),
+            "source": self.source,
+            "source_row": take(self.source_row),
+        }  # fmt: skip
+        fields.update(replace)
+        return LoggedConversations(**fields)
+
     def select(self, conversations: np.ndarray) -> LoggedConversations:
         """The subset of conversations given by index array or boolean mask (kept in order)."""
         conversations = np.asarray(conversations)
@@ -389,30 +419,7 @@ class LoggedConversations:
         starts = self.offsets[conversations]
         rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-        def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[rows]
-
-        return LoggedConversations(
-            actions=self.actions,
-            conversation_id=self.conversation_id[conversations],
-            offsets=offsets,
-            turn=self.turn[rows],
-            intent=self.intent[rows],
-            sentiment=self.sentiment[rows],
-            action=self.action[rows],
-            outcome=self.outcome[rows],
-            propensity=self.propensity[rows],
-            csat=self.csat[rows],
-            handle_time_s=self.handle_time_s[rows],
-            features={k: v[rows] for k, v in self.features.items()},
-            categorical=self.categorical,
-            numeric=self.numeric,
-            customer_id=take(self.customer_id),
-            timestamp=take(self.timestamp),
-            source=self.source,
-            source_row=take(self.source_row),
-        )
+        return self._take_rows(rows, offsets, conversation_id=self.conversation_id[conversations])
 
     def truncate(self, max_turns: int) -> tuple[LoggedConversations, np.ndarray]:
         """The first ``max_turns`` turns of every conversation, and the kept row indices.
@@ -426,37 +433,12 @@ class LoggedConversations:
         kept = np.flatnonzero(self.turn < max_turns)
         lengths = np.minimum(self.lengths, max_turns)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        cut = np.flatnonzero(self.lengths > max_turns)
+        last_kept = offsets[np.flatnonzero(self.lengths > max_turns) + 1] - 1
         outcome = self.outcome[kept]
         csat = self.csat[kept]
-        last_kept = offsets[cut + 1] - 1
         outcome[last_kept] = CONTINUE
         csat[last_kept] = np.nan
-
-        def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[kept]
-
-        truncated = LoggedConversations(
-            actions=self.actions,
-            conversation_id=self.conversation_id,
-            offsets=offsets,
-            turn=self.turn[kept],
-            intent=self.intent[kept],
-            sentiment=self.sentiment[kept],
-            action=self.action[kept],
-            outcome=outcome,
-            propensity=self.propensity[kept],
-            csat=csat,
-            handle_time_s=self.handle_time_s[kept],
-            features={k: v[kept] for k, v in self.features.items()},
-            categorical=self.categorical,
-            numeric=self.numeric,
-            customer_id=take(self.customer_id),
-            timestamp=take(self.timestamp),
-            source=self.source,
-            source_row=take(self.source_row),
-        )
-        return truncated, kept
+        return self._take_rows(kept, offsets, outcome=outcome, csat=csat), kept
 
     def to_frame(self) -> pd.DataFrame:
         """The turns as a schema-v1 DataFrame (context features joined in)."""
