@@ -16,6 +16,7 @@ for generic logged bandit feedback.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,30 @@ class PreparedConversations:
     """When conversations were cut at ``max_turns``: the kept rows of the original logs."""
     n_source_turns: int = 0
     """Turns of the logs as given (target probabilities may be given for all of them)."""
+    seed: int = 0
+    """Seed of the cross-fitting folds."""
+
+    @functools.cached_property
+    def balancing_weights(self) -> np.ndarray:
+        """Stabilised inverse-propensity weights of the turns (policy-independent), shape (n_turns,)."""
+        return balancing_weights(self.propensity, self.logs.action, len(self.logs.actions))
+
+    @functools.cached_property
+    def reward_hat(self) -> np.ndarray:
+        """Cross-fitted immediate-reward predictions for every action, shape (n_turns, n_actions).
+
+        Fitted once per prepared logs (it does not depend on the evaluated policy); folds
+        drawn from ``seed``.
+        """
+        return cross_fit_reward(
+            self.x,
+            self.logs.action,
+            self.reward,
+            len(self.logs.actions),
+            groups=self.logs.conversation_index,
+            seed=self.seed,
+            sample_weight=self.balancing_weights,
+        )
 
     def target_rows(self, target_probs: np.ndarray) -> np.ndarray:
         """``target_probs`` for the original logs' turns, restricted to the kept ones."""
@@ -173,6 +198,7 @@ def prepare_conversations(
         notes=notes,
         kept_rows=kept_rows,
         n_source_turns=n_source_turns,
+        seed=seed,
     )
 
 
@@ -244,7 +270,7 @@ def evaluate_conversations(
         offsets=logs.offsets,
         n_actions=n_actions,
     )
-    balance = balancing_weights(prepared.propensity, logs.action, n_actions)
+    balance = prepared.balancing_weights
     q_hat = fitted_q_evaluation(
         prepared.x, logs.action, prepared.reward, logs.offsets, target_probs, sample_weight=balance
     )
@@ -269,15 +295,7 @@ def evaluate_conversations(
         n_actions=n_actions,
         group=groups,
     )
-    reward_hat = cross_fit_reward(
-        prepared.x,
-        logs.action,
-        prepared.reward,
-        n_actions,
-        groups=groups,
-        seed=seed,
-        sample_weight=balance,
-    )
+    reward_hat = prepared.reward_hat if decision_estimators else None
     for name in decision_estimators:
         est = make_estimator(name, **params.get(name, {}))
         out["decision"][name] = _row(
