@@ -85,7 +85,6 @@ def train_bandit(
     if total_steps < 1 or conversations_per_round < 1:
         raise ValueError("total_steps and conversations_per_round must be >= 1")
     rng = np.random.default_rng(seed)
-    costs = reward.action_cost_vector(model.actions)
     steps, conversations = 0, 0
     env_steps, returns, regret = [], [], []
     regret_sum = 0.0
@@ -95,16 +94,7 @@ def train_bandit(
     )
     while steps < total_steps:
         ro = rollout(model, bandit, conversations_per_round, rng, max_turns=reward.max_turns)
-        r = (
-            reward.turn_rewards(
-                actions=ro.action,
-                outcomes=ro.outcome,
-                handle_time_s=ro.handle_time_s,
-                csat=ro.csat,
-                action_costs=costs,
-            )
-            - ro.penalty
-        )
+        r = ro.rewards(reward, model.actions, penalized=True)
         target = r if reward_mode == "immediate" else reward_to_go(r, ro.offsets)
         bandit.update(ro.observed_states, ro.action, target)
         conv_returns = np.bincount(ro.conversation, weights=r, minlength=conversations_per_round)

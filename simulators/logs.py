@@ -54,8 +54,6 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "timestamp",
 )
 RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-DERIVED_STATE: tuple[str, ...] = ("turn", "previous_action")
-"""State variables every policy sees besides the logged columns."""
 
 _SHOW_ROWS = 5
 

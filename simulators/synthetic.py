@@ -49,7 +49,6 @@ CATEGORICAL_FEATURES: tuple[str, ...] = ("tier", "channel")
 NUMERIC_FEATURES: tuple[str, ...] = ("tenure_months", "prior_contacts_30d")
 CUSTOMER_FEATURES: tuple[str, ...] = ("tier", "tenure_months")
 """Features that belong to the customer (the customers table), not the conversation."""
-HIDDEN_STATE: tuple[str, ...] = ("complexity", "true_intent")
 
 EMPATHIZE, DIRECT_ANSWER, FAQ_LINK, CLARIFY, OFFER_CREDIT, ESCALATE_HUMAN = range(6)
 
@@ -452,10 +451,10 @@ class Rollout:
         """``states`` without the hidden variables: what a policy saw at each turn."""
         return {k: v for k, v in self.states.items() if k not in self.hidden}
 
-    def returns(
+    def rewards(
         self, reward: RewardSpec, actions: tuple[str, ...], *, penalized: bool = False
     ) -> np.ndarray:
-        """Undiscounted return of every conversation under ``reward``, shape (n_conversations,).
+        """Reward of every turn under ``reward``, shape (n_turns,).
 
         With ``penalized`` the model's pessimism penalty is subtracted.
         """
@@ -466,8 +465,13 @@ class Rollout:
             csat=self.csat,
             catalogue=actions,
         )
-        if penalized:
-            r = r - self.penalty
+        return r - self.penalty if penalized else r
+
+    def returns(
+        self, reward: RewardSpec, actions: tuple[str, ...], *, penalized: bool = False
+    ) -> np.ndarray:
+        """Undiscounted return of every conversation, shape (n_conversations,); see :meth:`rewards`."""
+        r = self.rewards(reward, actions, penalized=penalized)
         return np.bincount(self.conversation, weights=r, minlength=len(self.offsets) - 1)
 
 
