@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.base import Policy
+from supportrl.agents.base import Policy
 
 
 def policy_name(path: str | Path) -> str:
@@ -39,15 +39,15 @@ def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:
     if path.is_file():
         if path.suffix.lower() not in (".yaml", ".yml"):
             raise ValueError(f"{path}: a policy file must be a rule-policy .yaml")
-        from agents.rules import load_rule_policy
+        from supportrl.agents.rules import load_rule_policy
 
         return load_rule_policy(path, actions)
     if (path / "bandit.json").exists():
-        from agents.bandits import load_bandit
+        from supportrl.agents.bandits import load_bandit
 
         policy = load_bandit(path)
     elif (path / "policy.json").exists():
-        from agents.dqn import load_q_policy
+        from supportrl.agents.dqn import load_q_policy
 
         policy = load_q_policy(path)
     else:

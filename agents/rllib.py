@@ -40,6 +40,7 @@ even when the window is cut short by the end of the stored data.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -48,14 +49,13 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from agents.base import BasePolicy, States, batch_size
-from agents.dqn.config import DQNConfig
-from agents.dqn.network import QNetwork
-from agents.dqn.policy import QPolicy
-from envs.features import FeatureSpec
-from envs.rewards import RewardSpec
-from simulators.synthetic import WorldConfig
+from supportrl.agents.base import BasePolicy, States, batch_size
+from supportrl.agents.dqn.config import DQNConfig
+from supportrl.agents.dqn.network import QNetwork
+from supportrl.agents.dqn.policy import QPolicy
+from supportrl.envs.features import FeatureSpec
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.synthetic import WorldConfig
 
 ENV_NAME = "SupportEnv-v0"
 """Name under which the env creator is registered in Ray's tune registry."""
@@ -88,15 +88,15 @@ def support_env_config(
 
 def make_support_env(env_config: Mapping[str, Any]) -> Any:
     """Env creator for Ray workers: a :class:`~envs.SupportEnv` from :func:`support_env_config`."""
-    import envs  # noqa: F401  (workers need the registration too)
-    from envs.support_env import SupportEnv
+    import supportrl.envs  # noqa: F401  (workers need the registration too)
+    from supportrl.envs.support_env import SupportEnv
 
     if env_config.get("model_path"):
-        from simulators.fitted import load_customer_model
+        from supportrl.simulators.fitted import load_customer_model
 
         model = load_customer_model(env_config["model_path"])
     else:
-        from simulators.synthetic import SyntheticWorld
+        from supportrl.simulators.synthetic import SyntheticWorld
 
         model = SyntheticWorld(config=WorldConfig(**(env_config.get("world") or {})))
     reward = RewardSpec(**env_config["reward"]) if env_config.get("reward") else RewardSpec()
@@ -213,7 +213,7 @@ class RLModulePolicy(BasePolicy):
         return out["qf_preds"].numpy()
 
     def action_probs(self, states: States) -> np.ndarray:
-        from agents.bandits._base import greedy_probs
+        from supportrl.agents.bandits._base import greedy_probs
 
         batch_size(states)
         return greedy_probs(self.q_values(self.feature_spec.encode(states)).astype(np.float64))
@@ -248,15 +248,28 @@ class RLModulePolicy(BasePolicy):
 
 
 def _package_dirs() -> list[str]:
-    """Source folders the cluster's workers need to build SupportEnv (shipped as py_modules)."""
-    import envs
-    import simulators.synthetic
+    """The ``supportrl`` package, staged as one folder the cluster's workers import.
 
-    return [
-        str(Path(__file__).resolve().parent),  # agents/
-        str(Path(envs.__file__).resolve().parent),
-        str(Path(simulators.synthetic.__file__).resolve().parent),
-    ]
+    The project's top-level folders install as ``supportrl.envs``, ``supportrl.agents``, ...
+    through a package-dir mapping, so no single source folder holds the package; Ray ships
+    ``py_modules`` as folders, hence a staged copy (only the library folders, no Hydra).
+    """
+    import shutil
+    import tempfile
+
+    import supportrl
+
+    staging = Path(tempfile.mkdtemp(prefix="supportrl-py-module-")) / "supportrl"
+    staging.mkdir()
+    shutil.copy2(Path(supportrl.__file__), staging / "__init__.py")
+    for name in ("envs", "agents", "simulators", "ope"):
+        package = importlib.import_module(f"supportrl.{name}")
+        shutil.copytree(
+            Path(package.__file__).resolve().parent,
+            staging / name,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    return [str(staging)]
 
 
 def _linear_layers(module: torch.nn.Module) -> list[torch.nn.Linear]:

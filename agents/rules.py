@@ -48,11 +48,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from agents.base import BasePolicy, States, batch_size, epsilon_mix, one_hot
+from supportrl.agents.base import BasePolicy, States, batch_size, epsilon_mix, one_hot
 
 __all__ = [
     "RULE_POLICY_TARGET",
+    "RULE_POLICY_TARGETS",
     "And",
     "Compare",
     "Const",
@@ -71,8 +71,12 @@ __all__ = [
     "rule_policy_from_dict",
 ]
 
-RULE_POLICY_TARGET = "agents.rules.RulePolicy"
-"""The only ``_target_`` a rule file may name."""
+RULE_POLICY_TARGET = "supportrl.agents.rules.RulePolicy"
+"""The ``_target_`` written into rule files (Hydra can instantiate it where supportrl is installed)."""
+
+RULE_POLICY_TARGETS = frozenset({RULE_POLICY_TARGET, "agents.rules.RulePolicy"})
+"""The only ``_target_`` values a rule file may name: the installed path, and the v1 spelling
+``agents.rules.RulePolicy`` from the rule-policy contract, which stays readable."""
 
 _FILE_KEYS = frozenset({"_target_", "rules", "default", "epsilon"})
 _RULE_KEYS = frozenset({"when", "action"})
@@ -837,7 +841,7 @@ def rule_policy_from_dict(
             f"(optional: '_target_', 'epsilon'), got {type(data).__name__}"
         )
     target = data.get("_target_", RULE_POLICY_TARGET)
-    if target != RULE_POLICY_TARGET:
+    if target not in RULE_POLICY_TARGETS:
         raise ValueError(
             f"{where}: _target_ must be {RULE_POLICY_TARGET!r}, got {target!r}; "
             f"rule files cannot name other classes"

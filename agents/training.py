@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from supportrl.agents.bandits import Bandit
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.base import CustomerModel
+from supportrl.simulators.synthetic import rollout
 from tqdm.auto import tqdm
-
-from agents.bandits import Bandit
-from envs.rewards import RewardSpec
-from simulators.base import CustomerModel
-from simulators.synthetic import rollout
 
 REWARD_MODES = ("immediate", "return")
 

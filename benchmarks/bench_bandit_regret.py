@@ -14,12 +14,12 @@ import argparse
 import time
 from pathlib import Path
 
-from agents.bandits import BANDITS, make_bandit
-from agents.base import UniformPolicy
-from agents.rules import load_rule_panel
-from agents.training import train_bandit
-from envs.rewards import RewardSpec
-from simulators.synthetic import SyntheticWorld, true_value
+from supportrl.agents.bandits import BANDITS, make_bandit
+from supportrl.agents.base import UniformPolicy
+from supportrl.agents.rules import load_rule_panel
+from supportrl.agents.training import train_bandit
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
 DEFAULTS = {
     "epsilon_greedy": {"epsilon": 0.1},

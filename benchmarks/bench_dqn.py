@@ -48,13 +48,12 @@ from typing import Any
 
 import torch
 import yaml
-
-from agents.bandits import make_bandit
-from agents.dqn import DQNConfig, DQNLearner
-from agents.rules import load_rule_panel
-from agents.training import train_bandit
-from envs import RewardSpec, SupportVectorEnv
-from simulators.synthetic import SyntheticWorld, WorldConfig, true_value
+from supportrl.agents.bandits import make_bandit
+from supportrl.agents.dqn import DQNConfig, DQNLearner
+from supportrl.agents.rules import load_rule_panel
+from supportrl.agents.training import train_bandit
+from supportrl.envs import RewardSpec, SupportVectorEnv
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
 EVAL_SEED = 123
@@ -99,8 +98,7 @@ def run_native(config: DQNConfig, world: SyntheticWorld, tracker: Tracker | None
 
 def run_rllib(config: DQNConfig, world: SyntheticWorld, tracker: Tracker | None, interval: int):
     import ray
-
-    from agents.rllib import support_env_config, train_rllib
+    from supportrl.agents.rllib import support_env_config, train_rllib
 
     tick = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)

@@ -14,8 +14,7 @@ import time
 
 import gymnasium as gym
 import numpy as np
-
-import envs  # noqa: F401  (registers SupportEnv-v0)
+import supportrl.envs  # noqa: F401  (registers SupportEnv-v0)
 
 
 def single_sps(env_id: str, steps: int) -> float:

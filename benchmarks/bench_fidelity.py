@@ -27,12 +27,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from agents.base import Policy, UniformPolicy
-from agents.rules import load_rule_panel
-from envs.rewards import RewardSpec
-from simulators.fidelity import panel_metrics, policy_values
-from simulators.fitted import FitWarning, fit_customer_model
-from simulators.synthetic import SyntheticWorld, generate_logs
+from supportrl.agents.base import Policy, UniformPolicy
+from supportrl.agents.rules import load_rule_panel
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.fidelity import panel_metrics, policy_values
+from supportrl.simulators.fitted import FitWarning, fit_customer_model
+from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
 AGENTS = Path(__file__).resolve().parent.parent / "configs" / "agent"
 GOALS = {"spearman": 0.95, "regret_at_1": 0.02, "mae": 0.05}

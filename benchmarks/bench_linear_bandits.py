@@ -36,9 +36,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-from agents.bandits import LinTS, LinUCB
-from envs.features import FeatureSpec
+from supportrl.agents.bandits import LinTS, LinUCB
+from supportrl.envs.features import FeatureSpec
 
 K = 6
 N_FEATURES = 40

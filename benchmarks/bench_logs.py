@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
-from simulators.logs import load_conversations
-from simulators.synthetic import generate_logs
+from supportrl.simulators.logs import load_conversations
+from supportrl.simulators.synthetic import generate_logs
 
 
 def best_of(repeats: int, fn) -> float:

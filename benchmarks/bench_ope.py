@@ -22,9 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-
-from ope import IPS, SNIPS, BanditFeedback, DoublyRobust
-from ope.intervals import default_n_threads
+from supportrl.ope import IPS, SNIPS, BanditFeedback, DoublyRobust
+from supportrl.ope.intervals import default_n_threads
 
 
 def best_of(repeats: int, fn: Callable[[], object]) -> float:

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
-
-from agents.rules import load_rule_panel
-from envs.rewards import RewardSpec
-from ope.evaluate import CONVERSATION_ESTIMATORS, evaluate_conversations, prepare_conversations
-from simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
+from supportrl.agents.rules import load_rule_panel
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope.evaluate import (
+    CONVERSATION_ESTIMATORS,
+    evaluate_conversations,
+    prepare_conversations,
+)
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
 

@@ -1,28 +1,21 @@
 """Environments: SupportEnv (Gymnasium), the batched vector env, reward v1, observation encoding.
 
-Importing this package registers ``SupportEnv-v0``: ``gymnasium.make("SupportEnv-v0")``
-gives one conversation at a time and ``gymnasium.make_vec("SupportEnv-v0", num_envs=N)``
+``import supportrl`` registers ``supportrl/SupportEnv-v0`` (alias ``SupportEnv-v0``):
+``gymnasium.make("supportrl/SupportEnv-v0")``
+gives one conversation at a time and ``gymnasium.make_vec("supportrl/SupportEnv-v0", num_envs=N)``
 the numpy-batched :class:`SupportVectorEnv`.
 """
 
-from gymnasium.envs.registration import register, registry
+from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.rewards import OUTCOMES, RewardSpec
+from supportrl.envs.support_env import SupportEnv
+from supportrl.envs.vector import SupportVectorEnv
 
-from envs.features import FeatureSpec, build_feature_spec
-from envs.rewards import OUTCOMES, RewardSpec
-from envs.support_env import SupportEnv
-from envs.vector import SupportVectorEnv
-
-ENV_ID = "SupportEnv-v0"
-
-if ENV_ID not in registry:
-    register(
-        id=ENV_ID,
-        entry_point="envs.support_env:SupportEnv",
-        vector_entry_point="envs.vector:SupportVectorEnv",
-    )
+from supportrl import ENV_ID, LEGACY_ENV_ID  # importing supportrl registers both ids
 
 __all__ = [
     "ENV_ID",
+    "LEGACY_ENV_ID",
     "OUTCOMES",
     "FeatureSpec",
     "RewardSpec",

@@ -7,10 +7,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-
-from envs.features import FeatureSpec
-from envs.rewards import CONTINUE, OUTCOMES, RewardSpec
-from simulators.base import CustomerModel
+from supportrl.envs.features import FeatureSpec
+from supportrl.envs.rewards import CONTINUE, OUTCOMES, RewardSpec
+from supportrl.simulators.base import CustomerModel
 
 NUMERIC_BOUND = 1e6
 
@@ -106,7 +105,7 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
         penalized: bool = True,
     ) -> None:
         if model is None:
-            from simulators.synthetic import SyntheticWorld
+            from supportrl.simulators.synthetic import SyntheticWorld
 
             model = SyntheticWorld()
         self.model = model

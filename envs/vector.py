@@ -8,10 +8,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-
-from envs.rewards import CONTINUE, RewardSpec
-from envs.support_env import encode_states, observation_bounds
-from simulators.base import CustomerModel
+from supportrl.envs.rewards import CONTINUE, RewardSpec
+from supportrl.envs.support_env import encode_states, observation_bounds
+from supportrl.simulators.base import CustomerModel
 
 
 def assign_rows(state: Any, rows: np.ndarray, new: Any) -> None:
@@ -52,7 +51,7 @@ class SupportVectorEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if model is None:
-            from simulators.synthetic import SyntheticWorld
+            from supportrl.simulators.synthetic import SyntheticWorld
 
             model = SyntheticWorld()
         self.model = model

@@ -1,7 +1,7 @@
 """Hydra entry points: build objects from config, call library code, write outputs.
 
 Only this package knows Hydra. Each command is a module with a ``main()``:
-``supportrl <command> [overrides]`` is ``python -m experiments.<command> [overrides]``.
+``supportrl <command> [overrides]`` is ``python -m supportrl.experiments.<command> [overrides]``.
 """
 
 COMMANDS: tuple[str, ...] = ("validate", "generate", "fit", "train", "evaluate", "pipeline")

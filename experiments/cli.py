@@ -1,11 +1,11 @@
-"""``supportrl <command> [hydra overrides]``: dispatch to ``experiments.<command>``."""
+"""``supportrl <command> [hydra overrides]``: dispatch to ``supportrl.experiments.<command>``."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from experiments import COMMANDS
+from supportrl.experiments import COMMANDS
 
 USAGE = f"usage: supportrl <command> [hydra overrides]\ncommands: {', '.join(COMMANDS)}"
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(f"experiments.{command}")
+    module = importlib.import_module(f"supportrl.experiments.{command}")
     sys.argv = [f"supportrl-{command}", *rest]
     module.main()
 

@@ -14,10 +14,14 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
-
-from envs.rewards import RewardSpec
-from simulators.logs import LoggedConversations, LoggedDecisions, load_conversations, load_decisions
-from simulators.synthetic import SyntheticWorld, WorldConfig
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    LoggedDecisions,
+    load_conversations,
+    load_decisions,
+)
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig
 
 CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "configs")
 """The Hydra config directory (``configs/`` at the repository root)."""

@@ -19,9 +19,8 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-
-from agents.loading import load_policy, policy_name
-from experiments.common import (
+from supportrl.agents.loading import load_policy, policy_name
+from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
     finish,
@@ -32,19 +31,19 @@ from experiments.common import (
     to_plain,
     user_errors,
 )
-from ope.evaluate import (
+from supportrl.ope.evaluate import (
     evaluate_conversations,
     evaluate_decisions,
     load_target_probs,
     prepare_conversations,
     target_probs_of,
 )
-from simulators.logs import LoggedConversations
+from supportrl.simulators.logs import LoggedConversations
 
 
 def csat_imputer(logs: LoggedConversations) -> tuple[np.ndarray, int]:
     """Impute missing terminal CSAT with the MNAR-corrected CSAT model (``simulators.fitted``)."""
-    from simulators.fitted import impute_csat
+    from supportrl.simulators.fitted import impute_csat
 
     return impute_csat(logs)
 

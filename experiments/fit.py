@@ -34,10 +34,9 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-
-from agents.base import Policy
-from agents.rules import load_rule_panel, load_rule_policy
-from experiments.common import (
+from supportrl.agents.base import Policy
+from supportrl.agents.rules import load_rule_panel, load_rule_policy
+from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
     finish,
@@ -48,16 +47,16 @@ from experiments.common import (
     to_plain,
     user_errors,
 )
-from simulators.fidelity import fidelity_report, policy_values, summary_lines
-from simulators.fitted import (
+from supportrl.simulators.fidelity import fidelity_report, policy_values, summary_lines
+from supportrl.simulators.fitted import (
     FAMILIES,
     FittedCustomerModel,
     FitWarning,
     fit_customer_model,
     fit_settings,
 )
-from simulators.logs import LoggedConversations
-from simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs
+from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs
 
 DEFAULTS: dict[str, Any] = {
     "family": "glm",

@@ -12,9 +12,8 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig
-
-from experiments.common import CONFIG_PATH, finish, run_dir, user_errors, world_from_cfg
-from simulators.synthetic import generate_logs
+from supportrl.experiments.common import CONFIG_PATH, finish, run_dir, user_errors, world_from_cfg
+from supportrl.simulators.synthetic import generate_logs
 
 
 def generate(cfg: DictConfig, out: Path) -> dict[str, Any]:

@@ -21,14 +21,13 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
-
-from agents.bandits import make_bandit
-from agents.base import Policy
-from agents.dqn import DQNConfig, DQNLearner
-from agents.rules import load_rule_policy
-from agents.training import train_bandit
-from envs import SupportVectorEnv
-from experiments.common import (
+from supportrl.agents.bandits import make_bandit
+from supportrl.agents.base import Policy
+from supportrl.agents.dqn import DQNConfig, DQNLearner
+from supportrl.agents.rules import load_rule_policy
+from supportrl.agents.training import train_bandit
+from supportrl.envs import SupportVectorEnv
+from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
     finish,
@@ -39,12 +38,12 @@ from experiments.common import (
     user_errors,
     world_from_cfg,
 )
-from experiments.generate import generate
-from experiments.validate import print_summary
-from ope.evaluate import evaluate_conversations, prepare_conversations, target_probs_of
-from simulators.fitted import fit_customer_model, impute_csat
-from simulators.logs import load_conversations
-from simulators.synthetic import true_value
+from supportrl.experiments.generate import generate
+from supportrl.experiments.validate import print_summary
+from supportrl.ope.evaluate import evaluate_conversations, prepare_conversations, target_probs_of
+from supportrl.simulators.fitted import fit_customer_model, impute_csat
+from supportrl.simulators.logs import load_conversations
+from supportrl.simulators.synthetic import true_value
 
 STEPS = 7
 

@@ -24,12 +24,11 @@ from typing import Any
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-
-from agents.bandits import BANDITS, make_bandit
-from agents.base import Policy
-from agents.rules import load_rule_panel
-from agents.training import REWARD_MODES, LearningCurve, reward_to_go, train_bandit
-from experiments.common import (
+from supportrl.agents.bandits import BANDITS, make_bandit
+from supportrl.agents.base import Policy
+from supportrl.agents.rules import load_rule_panel
+from supportrl.agents.training import REWARD_MODES, LearningCurve, reward_to_go, train_bandit
+from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
     finish,
@@ -41,8 +40,8 @@ from experiments.common import (
     user_errors,
     world_from_cfg,
 )
-from simulators.base import CustomerModel
-from simulators.synthetic import SyntheticWorld, true_value
+from supportrl.simulators.base import CustomerModel
+from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
 BACKENDS = ("native", "rllib")
 TRAINABLE = (*sorted(BANDITS), "dqn")
@@ -53,7 +52,7 @@ def model_from_cfg(cfg: DictConfig) -> CustomerModel:
     if cfg.env.model == "synthetic":
         return world_from_cfg(cfg)
     if cfg.env.model == "fitted":
-        from simulators.fitted import load_customer_model
+        from supportrl.simulators.fitted import load_customer_model
 
         return load_customer_model(cfg.env.path)
     if cfg.env.model == "logs":
@@ -119,11 +118,11 @@ def train_bandit_offline_command(
     """
     import time
 
-    from agents.bandits import fit_offline
-    from ope.evaluate import evaluate_conversations, prepare_conversations
-    from ope.models import cross_fit_reward
-    from simulators.fitted import impute_csat
-    from simulators.logs import LoggedConversations
+    from supportrl.agents.bandits import fit_offline
+    from supportrl.ope.evaluate import evaluate_conversations, prepare_conversations
+    from supportrl.ope.models import cross_fit_reward
+    from supportrl.simulators.fitted import impute_csat
+    from supportrl.simulators.logs import LoggedConversations
 
     data = load_data(cfg)
     if not isinstance(data, LoggedConversations):
@@ -255,10 +254,9 @@ def train_bandit_command(
 
 def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dict[str, Any]:
     import torch
+    from supportrl.agents.dqn import DQNConfig, DQNLearner
+    from supportrl.envs import SupportVectorEnv
     from tensorboardX import SummaryWriter
-
-    from agents.dqn import DQNConfig, DQNLearner
-    from envs import SupportVectorEnv
 
     backend = str(cfg.backend)
     if backend not in BACKENDS:
@@ -312,7 +310,7 @@ def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dic
             extra["episodes"] = result.episodes
             columns = result.curve
         else:
-            from agents.rllib import support_env_config, train_rllib
+            from supportrl.agents.rllib import support_env_config, train_rllib
 
             if cfg.train.resume:
                 raise UserError("train.resume: resuming is supported with backend=native only")

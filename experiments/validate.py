@@ -9,9 +9,8 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig
-
-from experiments.common import CONFIG_PATH, finish, load_data, user_errors
-from simulators.logs import LoggedConversations
+from supportrl.experiments.common import CONFIG_PATH, finish, load_data, user_errors
+from supportrl.simulators.logs import LoggedConversations
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ Array-level API: build a :class:`BanditFeedback` (one row per decision) or a
 :class:`SequentialFeedback` (conversations), get the candidate policy's action
 probabilities for the logged states, and call an estimator::
 
-    from ope import make_estimator
+    from supportrl.ope import make_estimator
     dr = make_estimator("dr")
     dr.estimate(feedback, target_probs, reward_hat)
     dr.interval(feedback, target_probs, reward_hat, n_bootstrap=1000, seed=0)
@@ -18,14 +18,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ope.data import BanditFeedback, SequentialFeedback
-from ope.diagnostics import (
+from supportrl.ope.data import BanditFeedback, SequentialFeedback
+from supportrl.ope.diagnostics import (
     WeightStatistics,
     effective_sample_size,
     support_warning,
     weight_statistics,
 )
-from ope.estimators import (
+from supportrl.ope.estimators import (
     IPS,
     SNIPS,
     BanditEstimator,
@@ -38,13 +38,13 @@ from ope.estimators import (
     check_target_probs,
     importance_weights,
 )
-from ope.intervals import (
+from supportrl.ope.intervals import (
     Interval,
     RatioStatistic,
     bootstrap_interval,
     bootstrap_replicates,
 )
-from ope.sequential import (
+from supportrl.ope.sequential import (
     PDIS,
     WPDIS,
     SequentialDR,

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from ope.estimators import check_target_probs
+from supportrl.ope.estimators import check_target_probs
 
 __all__ = ["WeightStatistics", "effective_sample_size", "support_warning", "weight_statistics"]
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
-from ope.data import BanditFeedback
-from ope.intervals import Interval, RatioStatistic, bootstrap_interval
+from supportrl.ope.data import BanditFeedback
+from supportrl.ope.intervals import Interval, RatioStatistic, bootstrap_interval
 
 __all__ = [
     "IPS",

@@ -24,22 +24,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from agents.base import Policy
-from envs.features import FeatureSpec, build_feature_spec
-from envs.rewards import CONTINUE, RewardSpec
-from ope import make_estimator
-from ope.data import BanditFeedback, SequentialFeedback
-from ope.diagnostics import effective_sample_size, support_warning, weight_statistics
-from ope.estimators import check_target_probs
-from ope.intervals import RatioStatistic, bootstrap_interval
-from ope.models import (
+from supportrl.agents.base import Policy
+from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.rewards import CONTINUE, RewardSpec
+from supportrl.ope import make_estimator
+from supportrl.ope.data import BanditFeedback, SequentialFeedback
+from supportrl.ope.diagnostics import effective_sample_size, support_warning, weight_statistics
+from supportrl.ope.estimators import check_target_probs
+from supportrl.ope.intervals import RatioStatistic, bootstrap_interval
+from supportrl.ope.models import (
     balancing_weights,
     cross_fit_propensity,
     cross_fit_reward,
     fitted_q_evaluation,
 )
-from simulators.logs import LoggedConversations, LoggedDecisions
+from supportrl.simulators.logs import LoggedConversations, LoggedDecisions
 
 DECISION_ESTIMATORS: tuple[str, ...] = ("dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os")
 CONVERSATION_ESTIMATORS: tuple[str, ...] = ("pdis", "wpdis", "seq_dr", "wdr", "fqe")
@@ -405,7 +404,7 @@ def load_target_probs(path: str | Path, actions: Sequence[str], n_rows: int) -> 
     column named ``14``), one row per logged row in the logs' file order; every row
     non-negative and summing to 1.
     """
-    from simulators.logs import LogValidationError, read_table
+    from supportrl.simulators.logs import LogValidationError, read_table
 
     try:
         table = read_table(path)

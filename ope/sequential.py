@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
-from ope.data import SequentialFeedback
-from ope.estimators import check_action_values, check_target_probs
-from ope.intervals import Interval, RatioStatistic, bootstrap_interval
+from supportrl.ope.data import SequentialFeedback
+from supportrl.ope.estimators import check_action_values, check_target_probs
+from supportrl.ope.intervals import Interval, RatioStatistic, bootstrap_interval
 
 __all__ = [
     "PDIS",

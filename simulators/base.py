@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-
-from envs.features import FeatureSpec
+from supportrl.envs.features import FeatureSpec
 
 
 class ModelState(Protocol):

@@ -31,14 +31,13 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
-
-from agents.base import Policy
-from envs.rewards import OUTCOMES, RewardSpec
-from simulators.base import CustomerModel
-from simulators.fitted import FittedCustomerModel, fit_behaviour_policy
-from simulators.fitted_csat import CSAT_LEVELS
-from simulators.logs import LoggedConversations
-from simulators.synthetic import rollout
+from supportrl.agents.base import Policy
+from supportrl.envs.rewards import OUTCOMES, RewardSpec
+from supportrl.simulators.base import CustomerModel
+from supportrl.simulators.fitted import FittedCustomerModel, fit_behaviour_policy
+from supportrl.simulators.fitted_csat import CSAT_LEVELS
+from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.synthetic import rollout
 
 CALIBRATION_BINS = 10
 MIN_CELL = 30

@@ -86,21 +86,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.base import BasePolicy, States
-from envs.features import FeatureSpec, build_feature_spec
-from envs.rewards import ABANDONED, CONTINUE, OUTCOMES, REWARD_VERSION
-from simulators.base import Transition
-from simulators.fitted_csat import CSAT_LEVELS, CSAT_METHODS, CsatModel, csat_design, fit_csat
-from simulators.fitted_ensemble import EnsembleNet, EnsembleParams, fit_ensemble
-from simulators.fitted_features import (
+from supportrl.agents.base import BasePolicy, States
+from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.rewards import ABANDONED, CONTINUE, OUTCOMES, REWARD_VERSION
+from supportrl.simulators.base import Transition
+from supportrl.simulators.fitted_csat import (
+    CSAT_LEVELS,
+    CSAT_METHODS,
+    CsatModel,
+    csat_design,
+    fit_csat,
+)
+from supportrl.simulators.fitted_ensemble import EnsembleNet, EnsembleParams, fit_ensemble
+from supportrl.simulators.fitted_features import (
     Basis,
     FittedState,
     effective_support,
     support_counts,
 )
-from simulators.fitted_glm import GaussianFit, SoftmaxFit, fit_gaussian, fit_softmax
-from simulators.logs import SCHEMA_VERSION, LoggedConversations
+from supportrl.simulators.fitted_glm import GaussianFit, SoftmaxFit, fit_gaussian, fit_softmax
+from supportrl.simulators.logs import SCHEMA_VERSION, LoggedConversations
 
 FORMAT = "supportrl.fitted_customer_model"
 FORMAT_VERSION = 1

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from envs.rewards import CONTINUE, OUTCOMES
-from simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
+from supportrl.envs.rewards import CONTINUE, OUTCOMES
+from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
 
 CSAT_LEVELS = np.arange(1.0, 6.0)
 """The CSAT scores the model distributes over, shape (5,)."""

@@ -20,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from simulators.fitted_glm import softmax, torch_threads
+from supportrl.simulators.fitted_glm import softmax, torch_threads
 
 N_OUTPUTS = 7
 _LOG_SD_MIN, _LOG_SD_MAX = -6.0, 2.0

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from envs.features import NO_PREVIOUS_ACTION, FeatureSpec
+from supportrl.envs.features import NO_PREVIOUS_ACTION, FeatureSpec
 
 SENTIMENT_KNOTS: tuple[float, ...] = (-0.6, -0.3, 0.0, 0.3, 0.6)
 """Knots of the hinge functions ``max(0, sentiment - knot)`` in the basis."""

@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from envs.features import NO_PREVIOUS_ACTION
-from envs.rewards import CONTINUE, OUTCOMES
+from supportrl.envs.features import NO_PREVIOUS_ACTION
+from supportrl.envs.rewards import CONTINUE, OUTCOMES
 
 SCHEMA_VERSION = 1
 

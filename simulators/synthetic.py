@@ -33,12 +33,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from agents.base import BasePolicy, Policy, States, sample_actions
-from envs.features import NO_PREVIOUS_ACTION, FeatureSpec
-from envs.rewards import ABANDONED, CONTINUE, ESCALATED, OUTCOMES, RESOLVED, RewardSpec
-from simulators.base import CustomerModel, Transition
-from simulators.logs import DEFAULT_ACTIONS, LoggedConversations
+from supportrl.agents.base import BasePolicy, Policy, States, sample_actions
+from supportrl.envs.features import NO_PREVIOUS_ACTION, FeatureSpec
+from supportrl.envs.rewards import ABANDONED, CONTINUE, ESCALATED, OUTCOMES, RESOLVED, RewardSpec
+from supportrl.simulators.base import CustomerModel, Transition
+from supportrl.simulators.logs import DEFAULT_ACTIONS, LoggedConversations
 
 INTENTS: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancel")
 UNKNOWN_INTENT = "other"

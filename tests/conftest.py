@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from simulators.synthetic import GeneratedLogs, generate_logs
+from supportrl.simulators.synthetic import GeneratedLogs, generate_logs
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,13 @@ def supportrl(
     output_dir: Path, *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``python -m experiments.cli ARGS paths.output_dir=OUTPUT_DIR``, output captured."""
-    cmd = [sys.executable, "-m", "experiments.cli", *args, f"paths.output_dir={output_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "supportrl.experiments.cli",
+        *args,
+        f"paths.output_dir={output_dir}",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agents.bandits import (
+from supportrl.agents.bandits import (
     BANDITS,
     UCB1,
     BernoulliThompson,
@@ -22,8 +21,8 @@ from agents.bandits import (
     load_bandit,
     make_bandit,
 )
-from agents.base import Policy
-from envs.features import FeatureSpec, build_feature_spec
+from supportrl.agents.base import Policy
+from supportrl.envs.features import FeatureSpec, build_feature_spec
 
 ACTIONS = ("empathize", "direct_answer", "faq_link", "clarify", "offer_credit", "escalate_human")
 K = len(ACTIONS)

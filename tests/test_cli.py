@@ -81,7 +81,10 @@ def test_validate_bandit_feedback(tmp_path: Path) -> None:
 
 def test_unknown_command(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cli", "fly"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "supportrl.experiments.cli", "fly"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and "unknown command 'fly'" in proc.stderr
 

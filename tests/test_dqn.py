@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from agents.base import Policy
-from agents.dqn import (
+from supportrl.agents.base import Policy
+from supportrl.agents.dqn import (
     DQNConfig,
     DQNLearner,
     QPolicy,
@@ -24,8 +23,9 @@ from agents.dqn import (
     n_step_returns,
     td_loss,
 )
-from envs import SupportVectorEnv
-from simulators.synthetic import SyntheticWorld, true_value
+from supportrl.envs import SupportVectorEnv
+from supportrl.simulators.synthetic import SyntheticWorld, true_value
+
 from tests.helpers import run_dir_of
 
 G = 0.5
@@ -373,7 +373,7 @@ def test_train_dqn_command_native_smoke(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "supportrl.experiments.cli",
         "train",
         "agent=dqn",
         "backend=native",
@@ -411,8 +411,8 @@ def test_train_dqn_command_native_smoke(tmp_path: Path) -> None:
 
 def test_rllib_config_translates_the_dqn_config() -> None:
     pytest.importorskip("ray.rllib")
-    from agents.rllib import support_env_config, to_rllib_config
-    from simulators.synthetic import WorldConfig
+    from supportrl.agents.rllib import support_env_config, to_rllib_config
+    from supportrl.simulators.synthetic import WorldConfig
 
     config = DQNConfig(num_envs=8, batch_size=64, updates_per_step=2.0, n_step=3, prioritized=True)
     env_config = support_env_config(world=WorldConfig())
@@ -433,9 +433,8 @@ def test_rllib_config_translates_the_dqn_config() -> None:
 @pytest.mark.slow
 def test_rllib_backend_smoke_exposes_a_policy() -> None:
     import ray
-
-    from agents.rllib import support_env_config, train_rllib
-    from simulators.synthetic import WorldConfig
+    from supportrl.agents.rllib import support_env_config, train_rllib
+    from supportrl.simulators.synthetic import WorldConfig
 
     world = SyntheticWorld()
     config = small_config(total_steps=300, learning_starts=100, num_envs=4, n_step=2)
@@ -466,7 +465,7 @@ def test_train_dqn_command_rllib_smoke(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "supportrl.experiments.cli",
         "train",
         "agent=dqn",
         "backend=rllib",

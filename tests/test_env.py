@@ -7,11 +7,10 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import supportrl.envs  # noqa: F401  (registers SupportEnv-v0)
 from gymnasium.utils.env_checker import check_env
-
-import envs  # noqa: F401  (registers SupportEnv-v0)
-from envs import ENV_ID, SupportEnv, SupportVectorEnv
-from envs.rewards import RewardSpec
+from supportrl.envs import ENV_ID, SupportEnv, SupportVectorEnv
+from supportrl.envs.rewards import RewardSpec
 
 
 def test_check_env_passes() -> None:
@@ -126,7 +125,7 @@ def test_vector_autoreset_same_step() -> None:
 
 
 def test_world_fast_observation_matches_feature_spec() -> None:
-    from simulators.synthetic import SyntheticWorld
+    from supportrl.simulators.synthetic import SyntheticWorld
 
     world = SyntheticWorld()
     state = world.initial_state(300, np.random.default_rng(0))

@@ -10,21 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agents.base import ConstantPolicy, UniformPolicy
-from agents.rules import load_rule_panel, load_rule_policy
-from envs.rewards import ABANDONED, CONTINUE
-from simulators.base import CustomerModel
-from simulators.fidelity import fidelity_report, panel_metrics, policy_values
-from simulators.fitted import (
+from supportrl.agents.base import ConstantPolicy, UniformPolicy
+from supportrl.agents.rules import load_rule_panel, load_rule_policy
+from supportrl.envs.rewards import ABANDONED, CONTINUE
+from supportrl.simulators.base import CustomerModel
+from supportrl.simulators.fidelity import fidelity_report, panel_metrics, policy_values
+from supportrl.simulators.fitted import (
     FittedCustomerModel,
     FitWarning,
     fit_customer_model,
     load_customer_model,
     propensity_weights,
 )
-from simulators.logs import LoggedConversations
-from simulators.synthetic import SyntheticWorld, generate_logs, rollout, true_value
+from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.synthetic import SyntheticWorld, generate_logs, rollout, true_value
+
 from tests.helpers import run_dir_of
 
 AGENTS = Path(__file__).resolve().parent.parent / "configs" / "agent"
@@ -121,7 +121,7 @@ def test_save_load_round_trip(name, request, tmp_path) -> None:
 
 
 def _reward():
-    from envs.rewards import RewardSpec
+    from supportrl.envs.rewards import RewardSpec
 
     return RewardSpec()
 
@@ -327,7 +327,7 @@ def test_fit_command_writes_simulator_and_result(tmp_path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.fit",
+        "supportrl.experiments.fit",
         "simulator=glm",
         "generate.n_conversations=1200",
         "fit.simulated_conversations=800",
@@ -379,9 +379,9 @@ def test_fidelity_against_ground_truth(family) -> None:
 
 
 def test_vector_env_autoresets_on_a_fitted_model() -> None:
-    from envs.vector import SupportVectorEnv
-    from simulators.fitted import fit_customer_model
-    from simulators.synthetic import generate_logs
+    from supportrl.envs.vector import SupportVectorEnv
+    from supportrl.simulators.fitted import fit_customer_model
+    from supportrl.simulators.synthetic import generate_logs
 
     model = fit_customer_model(generate_logs(800, seed=3).logs, "glm", seed=0)
     vec = SupportVectorEnv(num_envs=64, model=model)

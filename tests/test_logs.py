@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from simulators.logs import (
+from supportrl.simulators.logs import (
     LogValidationError,
     load_conversations,
     load_decisions,
     write_conversations,
 )
-from simulators.synthetic import generate_logs
+from supportrl.simulators.synthetic import generate_logs
 
 
 def base_frame() -> pd.DataFrame:

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from supportrl.ope import intervals
+from supportrl.ope.data import BanditFeedback, SequentialFeedback
 
-import ope
-from ope import intervals
-from ope.data import BanditFeedback, SequentialFeedback
+from supportrl import ope
 
 BANDIT_NAMES = ["dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os"]
 SEQUENTIAL_NAMES = ["pdis", "wpdis", "seq_dr", "wdr"]

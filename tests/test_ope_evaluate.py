@@ -11,19 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
-
-from agents.base import ConstantPolicy
-from agents.rules import load_rule_panel
-from envs.rewards import RewardSpec
-from ope.evaluate import (
+from supportrl.agents.base import ConstantPolicy
+from supportrl.agents.rules import load_rule_panel
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope.evaluate import (
     CONVERSATION_ESTIMATORS,
     DECISION_ESTIMATORS,
     evaluate_conversations,
     load_target_probs,
     prepare_conversations,
 )
-from simulators.logs import LoggedConversations, write_conversations
-from simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
+from supportrl.simulators.logs import LoggedConversations, write_conversations
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
+
 from tests.helpers import run_dir_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "supportrl.experiments.cli",
         "evaluate",
         *args,
         "ope.n_bootstrap=100",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from envs.features import FeatureSpec, build_feature_spec
-from envs.rewards import OUTCOMES, RewardSpec
-from simulators.logs import DEFAULT_ACTIONS
+from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.rewards import OUTCOMES, RewardSpec
+from supportrl.simulators.logs import DEFAULT_ACTIONS
 
 
 def test_reward_v1_hand_computed() -> None:

@@ -13,9 +13,8 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from agents.base import Policy, one_hot
-from agents.rules import (
+from supportrl.agents.base import Policy, one_hot
+from supportrl.agents.rules import (
     And,
     Compare,
     Const,
@@ -462,7 +461,7 @@ def test_to_dict_round_trip(tmp_path: Path) -> None:
     p = policy([('intent in ["billing"] and turn < 2', "offer_credit")], epsilon=0.25)
     data = p.to_dict()
     assert data == {
-        "_target_": "agents.rules.RulePolicy",
+        "_target_": "supportrl.agents.rules.RulePolicy",
         "rules": [{"when": 'intent in ["billing"] and turn < 2', "action": "offer_credit"}],
         "default": "direct_answer",
         "epsilon": 0.25,
@@ -507,6 +506,11 @@ def test_load_design_example(tmp_path: Path) -> None:
     ]
 
 
+def test_v1_contract_target_is_still_read(tmp_path: Path) -> None:
+    text = "_target_: agents.rules.RulePolicy\nrules: []\ndefault: clarify\n"
+    assert load_rule_policy(write(tmp_path, text), ACTIONS).default == "clarify"
+
+
 def test_load_without_target_and_with_empty_rules(tmp_path: Path) -> None:
     p = load_rule_policy(write(tmp_path, "rules: []\ndefault: clarify\n"), ACTIONS)
     assert names(p.decide(STATES)) == ["clarify"] * 5 and p.epsilon == 0.0
@@ -522,7 +526,7 @@ def test_foreign_target_is_refused_without_being_called(
     path = write(tmp_path, text)
     with pytest.raises(
         ValueError,
-        match=f"{re.escape(str(path))}.*_target_ must be 'agents.rules.RulePolicy', got {re.escape(repr(target))}",
+        match=f"{re.escape(str(path))}.*_target_ must be 'supportrl.agents.rules.RulePolicy', got {re.escape(repr(target))}",
     ):
         load_rule_policy(path, ACTIONS)
     assert calls == []
@@ -597,7 +601,7 @@ def test_shipped_rule_file_loads_and_evaluates(path: Path) -> None:
     p = load_rule_policy(path, ACTIONS)
     assert p.name == path.stem
     assert p.variables <= STATE_VARIABLES
-    assert yaml.safe_load(path.read_text())["_target_"] == "agents.rules.RulePolicy"
+    assert yaml.safe_load(path.read_text())["_target_"] == "supportrl.agents.rules.RulePolicy"
     states = random_states(200)
     probs = p.action_probs(states)
     assert probs.shape == (200, len(ACTIONS))

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agents.base import ConstantPolicy, UniformPolicy
-from simulators.logs import DEFAULT_ACTIONS
-from simulators.synthetic import (
+from supportrl.agents.base import ConstantPolicy, UniformPolicy
+from supportrl.simulators.logs import DEFAULT_ACTIONS
+from supportrl.simulators.synthetic import (
     OFFER_CREDIT,
     SyntheticWorld,
     WorldConfig,

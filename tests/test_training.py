@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from supportrl.agents.bandits import load_bandit, make_bandit
+from supportrl.agents.base import UniformPolicy
+from supportrl.agents.training import reward_to_go, train_bandit
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
-from agents.bandits import load_bandit, make_bandit
-from agents.base import UniformPolicy
-from agents.training import reward_to_go, train_bandit
-from envs.rewards import RewardSpec
-from simulators.synthetic import SyntheticWorld, true_value
 from tests.helpers import run_dir_of
 
 
@@ -64,7 +64,7 @@ def test_train_command_writes_contract_result(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "supportrl.experiments.cli",
         "train",
         "agent=lints",
         "train.total_steps=2000",
@@ -90,7 +90,7 @@ def test_train_rejects_rule_policy_agent(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "supportrl.experiments.cli",
         "train",
         "agent=rules_production",
         f"paths.output_dir={tmp_path}",
@@ -114,11 +114,11 @@ def test_linucb_beats_uniform_and_logging_policy() -> None:
 
 @pytest.mark.parametrize("target", ["ips", "dr"])
 def test_train_offline_from_logs_command(tmp_path: Path, target: str) -> None:
-    from simulators.synthetic import generate_logs
+    from supportrl.simulators.synthetic import generate_logs
 
     turns, customers = generate_logs(600, seed=5).write(tmp_path / "data")
     cmd = [
-        sys.executable, "-m", "experiments.cli", "train", "agent=linucb", "env=logs",
+        sys.executable, "-m", "supportrl.experiments.cli", "train", "agent=linucb", "env=logs",
         f"env.target={target}", f"data.turns={turns}", f"data.customers={customers}",
         "ope.n_bootstrap=50", f"paths.output_dir={tmp_path / 'out'}",
     ]  # fmt: skip
@@ -136,7 +136,7 @@ def test_train_offline_needs_conversation_logs(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "experiments.cli",
+        "supportrl.experiments.cli",
         "train",
         "agent=linucb",
         "env=logs",
@@ -148,10 +148,10 @@ def test_train_offline_needs_conversation_logs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_offline_dr_linucb_beats_the_logging_policy() -> None:
-    from agents.bandits import fit_offline
-    from ope.evaluate import prepare_conversations
-    from ope.models import cross_fit_reward
-    from simulators.synthetic import generate_logs
+    from supportrl.agents.bandits import fit_offline
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.ope.models import cross_fit_reward
+    from supportrl.simulators.synthetic import generate_logs
 
     gen = generate_logs(30_000, seed=2)
     logs = gen.logs

@@ -16,17 +16,22 @@ Build one by name with :func:`make_bandit` (kinds in :data:`BANDITS`), checkpoin
 simulator with :func:`fit_offline`.
 """
 
-from agents.bandits._base import FORMAT_VERSION, Bandit, UpdateStats
-from agents.bandits.linear import LinTS, LinUCB
-from agents.bandits.noncontextual import (
+from supportrl.agents.bandits._base import FORMAT_VERSION, Bandit, UpdateStats
+from supportrl.agents.bandits.linear import LinTS, LinUCB
+from supportrl.agents.bandits.noncontextual import (
     UCB1,
     BernoulliThompson,
     EpsilonGreedy,
     GaussianThompson,
     Softmax,
 )
-from agents.bandits.offline import OfflineFitStats, fit_offline
-from agents.bandits.registry import BANDITS, hyperparameter_names, load_bandit, make_bandit
+from supportrl.agents.bandits.offline import OfflineFitStats, fit_offline
+from supportrl.agents.bandits.registry import (
+    BANDITS,
+    hyperparameter_names,
+    load_bandit,
+    make_bandit,
+)
 
 __all__ = [
     "BANDITS",

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from agents.base import BasePolicy, States, batch_size
-from envs.features import FeatureSpec
+from supportrl.agents.base import BasePolicy, States, batch_size
+from supportrl.envs.features import FeatureSpec
 
 FORMAT = "supportrl.bandit"
 """Value of ``format`` in ``bandit.json``."""

@@ -45,8 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-
-from agents.bandits._base import (
+from supportrl.agents.bandits._base import (
     TIE_RTOL,
     Bandit,
     UpdateStats,
@@ -54,7 +53,7 @@ from agents.bandits._base import (
     check_real,
     greedy_probs,
 )
-from agents.base import States, sample_actions
+from supportrl.agents.base import States, sample_actions
 
 _PENDING_ROWS = 1024
 """Rank-one updates buffered before they are folded into A and b (and A^-1 re-derived)."""

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-
-from agents.bandits._base import Bandit, check_real, check_vector
-from agents.bandits.linear import _LinearBandit
-from agents.base import States, batch_size
+from supportrl.agents.bandits._base import Bandit, check_real, check_vector
+from supportrl.agents.bandits.linear import _LinearBandit
+from supportrl.agents.base import States, batch_size
 
 TARGETS = ("ips", "dr")
 

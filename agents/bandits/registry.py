@@ -12,17 +12,16 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-
-from agents.bandits._base import FORMAT, FORMAT_VERSION, META_FILE, PARAMS_FILE, Bandit
-from agents.bandits.linear import LinTS, LinUCB
-from agents.bandits.noncontextual import (
+from supportrl.agents.bandits._base import FORMAT, FORMAT_VERSION, META_FILE, PARAMS_FILE, Bandit
+from supportrl.agents.bandits.linear import LinTS, LinUCB
+from supportrl.agents.bandits.noncontextual import (
     UCB1,
     BernoulliThompson,
     EpsilonGreedy,
     GaussianThompson,
     Softmax,
 )
-from envs.features import FeatureSpec
+from supportrl.envs.features import FeatureSpec
 
 BANDITS: MappingProxyType[str, type[Bandit]] = MappingProxyType(
     {

@@ -11,11 +11,11 @@
   for tests and reuse.
 """
 
-from agents.dqn.config import DQNConfig, UpdateStats
-from agents.dqn.learner import METRICS, DQNLearner, DQNTrainResult, dqn_targets, td_loss
-from agents.dqn.network import QNetwork, build_q_network
-from agents.dqn.policy import QPolicy, load_q_policy
-from agents.dqn.replay import ReplayBuffer, ReplaySample, SumTree, n_step_returns
+from supportrl.agents.dqn.config import DQNConfig, UpdateStats
+from supportrl.agents.dqn.learner import METRICS, DQNLearner, DQNTrainResult, dqn_targets, td_loss
+from supportrl.agents.dqn.network import QNetwork, build_q_network
+from supportrl.agents.dqn.policy import QPolicy, load_q_policy
+from supportrl.agents.dqn.replay import ReplayBuffer, ReplaySample, SumTree, n_step_returns
 
 __all__ = [
     "METRICS",

@@ -32,11 +32,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from agents.dqn.config import DQNConfig, UpdateStats
-from agents.dqn.network import build_q_network
-from agents.dqn.policy import (
+from supportrl.agents.dqn.config import DQNConfig, UpdateStats
+from supportrl.agents.dqn.network import build_q_network
+from supportrl.agents.dqn.policy import (
     QPolicy,
     load_module_arrays,
     load_q_policy,
@@ -46,8 +44,9 @@ from agents.dqn.policy import (
     write_npz,
     write_text,
 )
-from agents.dqn.replay import ReplayBuffer
-from envs.features import FeatureSpec
+from supportrl.agents.dqn.replay import ReplayBuffer
+from supportrl.envs.features import FeatureSpec
+from tqdm.auto import tqdm
 
 FORMAT = "supportrl.dqn_learner"
 FORMAT_VERSION = 1

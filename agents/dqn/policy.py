@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from agents.bandits._base import greedy_probs
-from agents.base import BasePolicy, States, batch_size, epsilon_mix
-from agents.dqn.network import QNetwork
-from envs.features import FeatureSpec
+from supportrl.agents.bandits._base import greedy_probs
+from supportrl.agents.base import BasePolicy, States, batch_size, epsilon_mix
+from supportrl.agents.dqn.network import QNetwork
+from supportrl.envs.features import FeatureSpec
 
 FORMAT = "supportrl.q_policy"
 """Value of ``format`` in ``policy.json``."""

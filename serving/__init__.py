@@ -1,0 +1,1 @@
+"""Serving: the artifact loader and Predictor (numpy + onnxruntime only)."""

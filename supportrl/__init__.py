@@ -1,0 +1,47 @@
+"""supportrl: reinforcement learning for customer-support chatbots, from logs to a shipped policy.
+
+The project's top-level folders install under this one namespace: ``supportrl.simulators``,
+``supportrl.envs``, ``supportrl.agents``, ``supportrl.ope``, ``supportrl.serving`` and
+``supportrl.experiments`` (the Hydra commands). Importing ``supportrl`` registers the
+environment ids (``gymnasium.make("supportrl/SupportEnv-v0")``; the old id ``SupportEnv-v0``
+stays as an alias) when Gymnasium is installed, and nothing heavier: the subpackages load on
+first use, so ``from supportrl.serving import Predictor`` never pulls torch, Ray or Hydra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+ENV_ID = "supportrl/SupportEnv-v0"
+LEGACY_ENV_ID = "SupportEnv-v0"
+SUBPACKAGES = ("simulators", "envs", "agents", "ope", "serving", "experiments")
+
+
+def _register_env_ids() -> None:
+    """Register the env ids by entry-point strings, so nothing is imported until ``make``."""
+    try:
+        from gymnasium.envs.registration import register, registry
+    except ImportError:  # a serving-only install has no Gymnasium, and needs no env ids
+        return
+    for env_id in (ENV_ID, LEGACY_ENV_ID):
+        if env_id not in registry:
+            register(
+                id=env_id,
+                entry_point="supportrl.envs.support_env:SupportEnv",
+                vector_entry_point="supportrl.envs.vector:SupportVectorEnv",
+            )
+
+
+_register_env_ids()
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"supportrl.{name}")
+    raise AttributeError(f"module 'supportrl' has no attribute {name!r}")
+
+
+__all__ = ["ENV_ID", "LEGACY_ENV_ID", "SUBPACKAGES", "__version__", *SUBPACKAGES]
