@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
+import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +23,8 @@ from supportrl.simulators.logs import (
     load_decisions,
 )
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig
+
+from supportrl.files import CREATED, atomic_write_text
 
 CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "configs")
 """The Hydra config directory (``configs/`` at the repository root)."""
@@ -48,53 +51,170 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MissingMandatoryValue)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, MissingMandatoryValue)
 """Exceptions that mean a mistake in the user's data, files, rules or config."""
 
+LOCK_FILE = ".supportrl.lock"
+"""Held in a run directory while a command writes into it (``pid host``)."""
 
-def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn user mistakes (:data:`USER_ERRORS`) into a one-line ``error: ...`` and exit 2.
+_PROCESS_START = time.time()
+"""When this process started (before Hydra wrote ``.hydra/`` into the run directory)."""
 
-    What this run wrote is removed, so a failed command leaves no half-written outputs:
-    new entries of the run directory, and the directory itself when it is one of ours
-    (under ``paths.output_dir``). Files that were there before are never touched, even
-    with ``hydra.run.dir=.``. Set ``SUPPORTRL_DEBUG=1`` to get the traceback instead.
+
+def output(path: str | Path) -> Path:
+    """``path`` (a file or directory this run is about to write), recorded as this run's own.
+
+    A failed run removes what was recorded, and only that. Raises ``FileExistsError`` when
+    the path already exists and is not this run's: a command never writes into (or
+    deletes) an output it did not create. Claiming the same path again is a no-op.
     """
+    return CREATED.claim(path)
+
+
+def user_errors(
+    task: Callable[[DictConfig], Any] | None = None, *, allow_finished: bool = False
+) -> Any:
+    """Run a command's task: user mistakes exit 2 with one ``error: ...`` line, Ctrl-C exits 130.
+
+    Before the task: the run directory is locked (:data:`LOCK_FILE`; a second live run
+    into it is refused) and, unless ``allow_finished`` (commands that resume, like a
+    sweep), a directory that already holds ``result.json`` is refused. On a user mistake
+    (:data:`USER_ERRORS`) or an interrupt, only the paths this run recorded as it created
+    them (:func:`output`, :data:`supportrl.files.CREATED`) are removed, and the run
+    directory itself only when nothing but this run's Hydra files is left in it: files a
+    user keeps there, or adds while the command runs, are never touched. Set
+    ``SUPPORTRL_DEBUG=1`` to get the traceback instead. Use as ``@user_errors`` or
+    ``@user_errors(allow_finished=True)``.
+    """
+    if task is None:
+        return functools.partial(user_errors, allow_finished=allow_finished)
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
         out = run_dir()
-        before = set(out.iterdir()) if out.exists() else set()
+        try:
+            lock = lock_run_dir(out, allow_finished=allow_finished)
+        except UserError as exc:
+            _fail(str(exc))
         try:
             return task(cfg)
         except USER_ERRORS as exc:
             if os.environ.get("SUPPORTRL_DEBUG"):
                 raise
-            remove_run_outputs(out, before, Path(str(cfg.paths.output_dir)))
+            remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
             message = str(exc)
             if isinstance(exc, MissingMandatoryValue):
                 message = f"missing value for {exc.full_key}: set {exc.full_key}=..."
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
+            _fail(message)
+        except KeyboardInterrupt:
+            remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        finally:
+            lock.unlink(missing_ok=True)
 
     return wrapper
 
 
-def remove_run_outputs(out: Path, before: set[Path], output_root: Path) -> None:
-    """Delete what a failed run created in ``out`` (see :func:`user_errors`)."""
-    for path in set(out.iterdir()) - before if out.exists() else ():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    root = output_root.resolve()
-    here = out.resolve()
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def lock_run_dir(out: Path, *, allow_finished: bool = False) -> Path:
+    """Take the run directory's lock file; returns its path (remove it when done).
+
+    Raises :class:`UserError` when another live process holds the lock, or (unless
+    ``allow_finished``) when ``out`` already holds a finished run's ``result.json``.
+    A lock left by a process that no longer runs is taken over.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_FILE
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise UserError(
+                    f"{out}: another supportrl run (pid {holder}) is writing into this "
+                    f"directory; wait for it or choose another hydra.run.dir"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me + "\n")
+        break
+    else:
+        raise UserError(f"{out}: cannot take the lock {LOCK_FILE}")
+    if not allow_finished and (out / "result.json").exists():
+        lock.unlink(missing_ok=True)
+        raise UserError(
+            f"{out}: already holds a finished run (result.json); choose a new hydra.run.dir"
+        )
+    return lock
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid holding ``lock`` if that process is alive on this host, else None."""
+    try:
+        pid_text, _, host = lock.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        # being written this instant, or garbage: treat a fresh one as held
+        try:
+            young = time.time() - lock.stat().st_mtime < 5
+        except OSError:
+            return None
+        return -1 if young else None
+    if host and host != socket.gethostname():
+        return pid  # another machine's process: cannot check, so respect it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
+    """Delete what a failed run created in ``out`` (see :func:`user_errors`).
+
+    Only recorded paths go (:data:`supportrl.files.CREATED`). Hydra's own files and the
+    run directory go too when nothing else is left, the files were written by this
+    process and the directory lies under ``output_root``; directories are only ever
+    removed with ``rmdir`` (empty), never recursively.
+    """
+    CREATED.remove(within=out)
+    lock.unlink(missing_ok=True)
+    if not out.is_dir():
+        return
+    root, here = output_root.resolve(), out.resolve()
     if here == root or root not in here.parents:
-        return  # not a run directory of ours: leave the rest (e.g. Hydra's .hydra/) alone
-    shutil.rmtree(here, ignore_errors=True)
+        return  # not a run directory of ours: leave Hydra's .hydra/ alone
+    ours = [out / name for name in HYDRA_FILES] + list(out.glob("*.log"))
+    ours = [p for p in ours if p.is_file() and p.stat().st_mtime >= _PROCESS_START - 1]
+    left = {p for p in out.rglob("*") if not p.is_dir()} - set(ours)
+    if left or any(p.is_dir() and p.name != ".hydra" for p in out.iterdir()):
+        return
+    for path in ours:
+        path.unlink(missing_ok=True)
+    for directory in (out / ".hydra", out):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
     parent = here.parent
-    while parent != root and root in parent.parents and not any(parent.iterdir()):
-        parent.rmdir()
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            return
         parent = parent.parent
 
 
@@ -167,11 +287,9 @@ def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write JSON atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
-    return path
+    """Write JSON atomically (a unique temp file, then rename)."""
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write_text(path, text)
 
 
 def _json_default(value: Any) -> Any:
@@ -185,7 +303,7 @@ def _json_default(value: Any) -> Any:
 def finish(result: dict[str, Any], summary: str) -> dict[str, Any]:
     """Write ``result.json``, print ``run_dir: PATH`` and the one-line summary (last line)."""
     out = run_dir()
-    write_json(out / "result.json", result)
+    write_json(output(out / "result.json"), result)
     print(f"run_dir: {out}")
     print(summary)
     return result

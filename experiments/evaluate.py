@@ -25,6 +25,7 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -160,8 +161,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         print(f"note: {note}")
     import pandas as pd
 
-    pd.DataFrame(table).to_csv(out / "estimates.csv", index=False)
-    forest_plot(out / "forest.png", table)
+    pd.DataFrame(table).to_csv(output(out / "estimates.csv"), index=False)
+    forest_plot(output(out / "forest.png"), table)
     headline = "wdr" if isinstance(data, LoggedConversations) else "dr"
     best = max(
         results, key=lambda k: results[k].get(headline, next(iter(results[k].values())))["estimate"]
