@@ -681,7 +681,21 @@ def load_customer_model(path: str | Path) -> FittedCustomerModel:
         raise ValueError(
             f"{npz_path}: parameter shapes do not match the feature spec in {json_path.name}"
         )
+    _check_runs(model, f"{npz_path}: arrays inconsistent with {json_path.name}")
     return model
+
+
+def _check_runs(model: FittedCustomerModel, where: str) -> None:
+    """Step a fixed batch a few turns, every action, so a simulator whose arrays disagree
+    with its metadata (e.g. fewer actions declared than fitted) fails on load, not mid-run."""
+    rng = np.random.default_rng(0)
+    n = 64 * len(model.actions)
+    try:
+        state = model.initial_state(n, rng)
+        for _ in range(3):
+            state = model.step(state, np.arange(n) % len(model.actions), rng).next_state
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError(f"{where} ({brief(str(exc), 160)})") from None
 
 
 def _input_dim(model: FittedCustomerModel) -> int:
