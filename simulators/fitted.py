@@ -106,7 +106,14 @@ from supportrl.simulators.fitted_features import (
 from supportrl.simulators.fitted_glm import GaussianFit, SoftmaxFit, fit_gaussian, fit_softmax
 from supportrl.simulators.logs import SCHEMA_VERSION, LoggedConversations
 
-from supportrl.files import brief, check_complete, read_declared_npz, read_json, write_complete
+from supportrl.files import (
+    brief,
+    check_complete,
+    read_declared_npz,
+    read_json,
+    reports_malformed,
+    write_complete,
+)
 
 FORMAT = "supportrl.fitted_customer_model"
 FORMAT_VERSION = 1
@@ -589,6 +596,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+@reports_malformed(lambda path: Path(path) / JSON_FILE)
 def load_customer_model(path: str | Path) -> FittedCustomerModel:
     """Load a model written by :meth:`FittedCustomerModel.save` (no code runs, no pickle).
 

@@ -26,6 +26,7 @@ whose message starts with the file's path and names the field.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,13 +34,15 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_JSON_BYTES = 64 * 2**20
 """Largest JSON metadata file read (bytes); checkpoints keep arrays in ``.npz``, not JSON."""
@@ -386,6 +389,50 @@ def _check_spec(
     ):
         want = tuple("*" if e is None else e for e in spec.shape)
         raise FileFormatError(f"{path}: array {name!r} has shape {shape}; expected {want}")
+
+
+# --- loaders ----------------------------------------------------------------------------------
+
+_MALFORMED = (
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    TypeError,
+    ZeroDivisionError,
+    RecursionError,
+    ValueError,
+)
+
+
+def reports_malformed(where: Callable[..., Any]) -> Callable[[F], F]:
+    """Decorate a loader so malformed content is a :class:`FileFormatError` naming the file.
+
+    ``where(*args, **kwargs)`` gives the path to name (from the loader's arguments). A
+    ``ValueError`` whose message already names that directory passes unchanged; any other
+    ``KeyError``, ``TypeError``, ``IndexError``, ``OverflowError``, ... raised while
+    building objects from the file becomes ``PATH: malformed content (...)``.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except FileFormatError:
+                raise
+            except _MALFORMED as exc:
+                path = Path(where(*args, **kwargs))
+                message = str(exc)
+                if isinstance(exc, ValueError) and str(path.parent) in message:
+                    raise
+                raise FileFormatError(
+                    f"{path}: malformed content ({type(exc).__name__}: {brief(message, 160)})"
+                ) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 # --- fields of parsed metadata --------------------------------------------------------------

@@ -27,6 +27,7 @@ from supportrl.files import (
     check_complete,
     read_json,
     read_npz,
+    reports_malformed,
     str_list,
 )
 
@@ -92,6 +93,7 @@ def check_size(where: Path, spec: FeatureSpec | None, n_actions: int) -> None:
         )
 
 
+@reports_malformed(lambda path: Path(path) / META_FILE)
 def load_bandit(path: str | os.PathLike[str]) -> Bandit:
     """Rebuild a bandit saved by :meth:`Bandit.save` from directory ``path``.
 

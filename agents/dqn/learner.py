@@ -49,7 +49,7 @@ from supportrl.agents.dqn.replay import ReplayBuffer
 from supportrl.envs.features import FeatureSpec
 from tqdm.auto import tqdm
 
-from supportrl.files import check_complete, write_complete
+from supportrl.files import check_complete, reports_malformed, write_complete
 
 FORMAT = "supportrl.dqn_learner"
 FORMAT_VERSION = 1
@@ -423,6 +423,7 @@ class DQNLearner:
         return path
 
     @classmethod
+    @reports_malformed(lambda cls, path, env: Path(path) / LEARNER_JSON)
     def load(cls, path: str | os.PathLike[str], env: Any) -> DQNLearner:
         """Rebuild a learner from :meth:`save` output, on ``env`` (same spaces and num_envs).
 

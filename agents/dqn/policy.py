@@ -126,6 +126,7 @@ class QPolicy(BasePolicy):
         return path
 
 
+@files.reports_malformed(lambda path: Path(path) / POLICY_JSON)
 def load_q_policy(path: str | os.PathLike[str]) -> QPolicy:
     """Read a :class:`QPolicy` written by :meth:`QPolicy.save` (or a DQN learner checkpoint).
 
