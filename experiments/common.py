@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import socket
 import sys
@@ -19,6 +20,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.simulators.logs import (
     LoggedConversations,
     LoggedDecisions,
+    LogLimits,
     load_conversations,
     load_decisions,
 )
@@ -93,6 +95,7 @@ def user_errors(
     def wrapper(cfg: DictConfig) -> Any:
         out = run_dir()
         try:
+            check_settings(cfg)
             lock = lock_run_dir(out, allow_finished=allow_finished)
         except UserError as exc:
             _fail(str(exc))
@@ -218,6 +221,50 @@ def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
         parent = parent.parent
 
 
+def plot_or_warn(plot: Callable[..., Any], path: Path, *args: Any, **kwargs: Any) -> bool:
+    """Draw a figure to ``path``; a plotting failure is a printed warning, never a failed run.
+
+    Returns whether the figure was written (a partial file is removed).
+    """
+    try:
+        plot(path, *args, **kwargs)
+    except Exception as exc:  # figures are optional outputs: any failure is only a warning
+        Path(path).unlink(missing_ok=True)
+        print(f"warning: {Path(path).name} not written ({type(exc).__name__}: {exc})")
+        return False
+    return True
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Settings every command shares, checked before any work (data loaded, models fitted).
+
+    Raises :class:`UserError` naming the key: ``ope.alpha`` in (0, 1), ``ope.n_bootstrap``
+    an integer >= 1, ``seed`` an integer, and each path setting (``data.turns``,
+    ``data.customers``, ``data.path``) either null or a non-empty path.
+    """
+    alpha = OmegaConf.select(cfg, "ope.alpha", default=None)
+    if alpha is not None and not (_is_number(alpha) and 0 < float(alpha) < 1):
+        raise UserError(f"ope.alpha must be a number in (0, 1) (0.05: a 95% interval), got {alpha}")
+    n_boot = OmegaConf.select(cfg, "ope.n_bootstrap", default=None)
+    if n_boot is not None and not (_is_int(n_boot) and int(n_boot) >= 1):
+        raise UserError(f"ope.n_bootstrap must be an integer >= 1, got {n_boot}")
+    seed = OmegaConf.select(cfg, "seed", default=0)
+    if not _is_int(seed):
+        raise UserError(f"seed must be an integer, got {seed}")
+    for key in ("data.turns", "data.customers", "data.path"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not str(value).strip():
+            raise UserError(f"{key} must be a path (CSV, Parquet file or directory), got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def to_plain(value: Any) -> Any:
     """A config node as plain Python containers."""
     if isinstance(value, DictConfig) or OmegaConf.is_config(value):
@@ -256,8 +303,23 @@ def load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
     return loaded
 
 
+def log_limits(cfg: DictConfig) -> LogLimits:
+    """Label length and level caps from ``data.max_label_length`` / ``data.max_levels``."""
+    defaults = LogLimits()
+    try:
+        return LogLimits(
+            max_label_length=OmegaConf.select(
+                cfg, "data.max_label_length", default=defaults.max_label_length
+            ),
+            max_levels=OmegaConf.select(cfg, "data.max_levels", default=defaults.max_levels),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
     data = cfg.data
+    limits = log_limits(cfg)
     if data.kind == "conversations":
         if data.turns is None:
             raise UserError(
@@ -269,6 +331,7 @@ def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
             categorical=to_plain(data.categorical),
             numeric=to_plain(data.numeric),
             actions=to_plain(data.actions),
+            limits=limits,
         )
     if data.kind == "bandit":
         if data.path is None:
@@ -282,6 +345,7 @@ def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
             categorical=to_plain(data.categorical),
             numeric=to_plain(data.numeric),
             actions=to_plain(data.actions),
+            limits=limits,
         )
     raise UserError(f"data.kind={data.kind!r}: expected 'conversations' or 'bandit'")
 

@@ -26,6 +26,7 @@ from supportrl.experiments.common import (
     finish,
     load_data,
     output,
+    plot_or_warn,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -84,10 +85,14 @@ def forest_plot(path: Path, table: list[dict[str, Any]]) -> None:
     for ax, scope in zip(axes[0], scopes, strict=True):
         rows = [r for r in table if r["scope"] == scope]
         y = np.arange(len(rows))[::-1]
-        est = np.array([r["estimate"] for r in rows])
-        lo = np.array([r["ci_low"] for r in rows])
-        hi = np.array([r["ci_high"] for r in rows])
-        ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", ms=3, capsize=2)
+        est = np.array([r["estimate"] for r in rows], dtype=np.float64)
+        lo = np.array([r["ci_low"] for r in rows], dtype=np.float64)
+        hi = np.array([r["ci_high"] for r in rows], dtype=np.float64)
+        # an estimate a rounding error outside its interval must not break the plot; rows
+        # without an estimate (n/a) are left out
+        shown = np.isfinite(est) & np.isfinite(lo) & np.isfinite(hi)
+        xerr = [np.maximum(est - lo, 0.0)[shown], np.maximum(hi - est, 0.0)[shown]]
+        ax.errorbar(est[shown], y[shown], xerr=xerr, fmt="o", ms=3, capsize=2)
         ax.set_yticks(y, [f"{r['policy']} · {r['estimator']}" for r in rows], fontsize=7)
         ax.set_title(f"{scope}-level value")
         ax.grid(axis="x", alpha=0.3)
@@ -162,7 +167,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     import pandas as pd
 
     pd.DataFrame(table).to_csv(output(out / "estimates.csv"), index=False)
-    forest_plot(output(out / "forest.png"), table)
+    plot_or_warn(forest_plot, output(out / "forest.png"), table)
     headline = "wdr" if isinstance(data, LoggedConversations) else "dr"
     best = max(
         results, key=lambda k: results[k].get(headline, next(iter(results[k].values())))["estimate"]
