@@ -809,7 +809,8 @@ def load_conversations(
         if len(unknown):
             raise LogValidationError(
                 f"{table.where(unknown, 'customer_id')}: customer_id not in customers table "
-                f"{cust_table.path} ({sorted(set(customer_id[unknown].tolist()))[:_SHOW_ROWS]})"
+                f"{cust_table.path} ({len(set(customer_id[unknown].tolist()))} unknown id(s); "
+                "ids are not shown: they are personal data)"
             )
         cust_features = _feature_arrays(cust_table, cust_cat, cust_num)
         for name, values in cust_features.items():
