@@ -101,6 +101,38 @@ def forest_plot(path: Path, table: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def return_range(prepared: Any) -> tuple[float, float]:
+    """(lowest, highest) logged conversation return: what any policy's value lies between
+    on the logs' support (up to sampling)."""
+    offsets = prepared.logs.offsets
+    returns = np.add.reduceat(prepared.reward, offsets[:-1]) if len(prepared.reward) else [0.0]
+    return float(np.min(returns)), float(np.max(returns))
+
+
+def estimate_text(
+    row: dict[str, Any], diag: dict[str, Any], bounds: tuple[float, float] | None
+) -> tuple[str, str]:
+    """(estimate and interval as printed, warning or ""): ``n/a`` with the reason where
+    there is no estimate (0/0: no logged support), and a warning for a conversation-level
+    estimate outside the range of logged returns."""
+    est, lo, hi = row["estimate"], row["ci_low"], row["ci_high"]
+    if not np.isfinite(est):
+        return f"{'n/a':>10}   (no estimate: {row.get('reason', 'undefined, e.g. 0/0')})", ""
+    if diag.get("ess_decision", 1.0) == 0 and row["estimator"] != "dm":
+        why = "no logged support: the target gives zero probability to every logged action"
+        return f"{'n/a':>10}   ({why})", why
+    text = f"{est:>+10.4f}   [{lo:+.4f}, {hi:+.4f}]"
+    if bounds is not None and row["scope"] == "conversation":
+        low, high = bounds
+        slack = 1e-9 + 1e-6 * (high - low)
+        if est < low - slack or est > high + slack:
+            return text + "  (!)", (
+                f"estimate {est:+.4g} lies outside the logged returns [{low:+.4f}, {high:+.4f}]; "
+                "unreliable (extreme importance weights?)"
+            )
+    return text, ""
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -150,11 +182,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     level = int(round(100 * (1 - float(ope.alpha))))
     print(f"{'policy':<28}{'scope':<14}{'estimator':<11}{'estimate':>10}   {level}% interval")
+    bounds = return_range(prepared) if isinstance(data, LoggedConversations) else None
     for row in table:
-        print(
-            f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{row['estimate']:>+10.4f}"
-            f"   [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-        )
+        shown, flag = estimate_text(row, diagnostics[row["policy"]], bounds)
+        print(f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{shown}")
+        if flag:
+            print(f"  warning: {row['policy']} {row['estimator']}: {flag}")
+            notes.append(f"{row['policy']} {row['estimator']}: {flag}")
     for name, diag in diagnostics.items():
         ess = f"ESS per decision {diag['ess_decision']:.0f}"
         if "ess_conversation" in diag:

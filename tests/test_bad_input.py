@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from supportrl.experiments.common import plot_or_warn
-from supportrl.experiments.evaluate import forest_plot
+from supportrl.experiments.evaluate import estimate_text, forest_plot
 from supportrl.simulators.logs import (
     LogLimits,
     LogValidationError,
@@ -219,3 +219,26 @@ def test_a_failing_plot_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "forest.png").exists()
     out = capsys.readouterr().out
     assert re.search(r"warning: forest\.png not written \(ValueError: 'xerr'", out)
+
+
+def _row(est: float, scope: str = "conversation", estimator: str = "pdis") -> dict:
+    return {"policy": "p", "scope": scope, "estimator": estimator, "estimate": est,
+            "ci_low": est - 0.1, "ci_high": est + 0.1}  # fmt: skip
+
+
+def test_zero_over_zero_is_shown_as_na_with_the_reason() -> None:
+    """Reproduction: a target without logged support printed +0.0000 [+0.0000, +0.0000]."""
+    shown, flag = estimate_text(_row(0.0), {"ess_decision": 0.0}, (-1.0, 1.0))
+    assert shown.split()[0] == "n/a" and "no logged support" in shown and flag
+    shown, _ = estimate_text(_row(float("nan")), {"ess_decision": 5.0}, (-1.0, 1.0))
+    assert shown.split()[0] == "n/a" and "no estimate" in shown
+    shown, flag = estimate_text(_row(0.2), {"ess_decision": 5.0}, (-1.0, 1.0))
+    assert shown.strip().startswith("+0.2000") and flag == ""
+
+
+def test_estimates_outside_the_logged_returns_are_flagged() -> None:
+    """Reproduction: pdis -1.5e20 for bounded returns with propensity 1e-6, unflagged."""
+    shown, flag = estimate_text(_row(-1.5e20), {"ess_decision": 3.0}, (-1.6, 1.4))
+    assert shown.endswith("(!)") and "outside the logged returns [-1.6000, +1.4000]" in flag
+    # per-decision estimates are on another scale: not compared with conversation returns
+    assert estimate_text(_row(-5.0, scope="decision"), {"ess_decision": 3.0}, (-1.6, 1.4))[1] == ""
