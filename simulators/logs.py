@@ -95,10 +95,14 @@ class _Table:
     path: Path
     parts: tuple[tuple[Path, int], ...]  # (file, number of rows), in row order
     limits: LogLimits = LogLimits()
+    row_ids: np.ndarray | None = None
+    """When ``frame`` holds a subset of the rows: their global row numbers, shape (len(frame),)."""
 
     def where(self, rows: np.ndarray, column: str | None = None) -> str:
         """Readable location of (global, 0-based) ``rows``: file, column and first rows."""
         rows = np.asarray(rows)
+        if self.row_ids is not None:
+            rows = self.row_ids[rows]
         shown = rows[:_SHOW_ROWS]
         starts = np.cumsum([0] + [n for _, n in self.parts])
         locs = []
@@ -643,7 +647,7 @@ class LoggedConversations:
 
 
 def load_conversations(
-    turns: str | Path,
+    turns: str | Path | _Table,
     *,
     customers: str | Path | None = None,
     categorical: Sequence[str] | None = None,
@@ -671,7 +675,7 @@ def load_conversations(
         raise LogValidationError(
             f"actions: catalogue must be non-empty and unique, got {list(actions)}"
         )
-    table = read_table(turns, limits)
+    table = turns if isinstance(turns, _Table) else read_table(turns, limits)
     frame = table.frame
     _require_columns(table, REQUIRED_COLUMNS)
     if customers is not None:
@@ -833,7 +837,7 @@ def load_conversations(
         numeric=turn_num + cust_num,
         customer_id=None if customer_id is None else customer_id[order],
         timestamp=None if timestamp is None else timestamp[order],
-        source=str(turns),
+        source=str(table.path if isinstance(turns, _Table) else turns),
         source_row=order.astype(np.int64),
     )
 
