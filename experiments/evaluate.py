@@ -40,7 +40,11 @@ from supportrl.ope.evaluate import (
     prepare_conversations,
     target_probs_of,
 )
-from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    all_propensities_one,
+    data_warnings,
+)
 
 
 def csat_imputer(logs: LoggedConversations) -> tuple[np.ndarray, int]:
@@ -151,6 +155,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             data, reward_from_cfg(cfg), csat_imputer=csat_imputer, seed=int(cfg.seed)
         )
         notes.extend(prepared.notes)
+        notes.extend(
+            data_warnings(
+                data.summary(), propensities_all_one=all_propensities_one(data.propensity)
+            )
+        )
         for name, probs in candidates.items():
             res = evaluate_conversations(
                 prepared,

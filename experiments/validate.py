@@ -17,7 +17,11 @@ from supportrl.experiments.common import (
     to_plain,
     user_errors,
 )
-from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    all_propensities_one,
+    data_warnings,
+)
 from supportrl.simulators.logs_bounded import validate_conversations_bounded
 
 
@@ -58,6 +62,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.kind == "conversations" and cfg.data.turns is not None:
         summary = bounded_summary(cfg)
         print_summary(summary)
+        ones = summary.pop("propensities_all_one")
+        summary["warnings"] = data_warnings(summary, propensities_all_one=ones)
+        for note in summary["warnings"]:
+            print(f"warning: {note}")
         line = (
             f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
             f"{summary['missing_propensity']} missing propensities, "
@@ -67,6 +75,12 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     data = load_data(cfg)
     summary = data.summary()
     print_summary(summary)
+    if isinstance(data, LoggedConversations):
+        summary["warnings"] = data_warnings(
+            summary, propensities_all_one=all_propensities_one(data.propensity)
+        )
+        for note in summary["warnings"]:
+            print(f"warning: {note}")
     if isinstance(data, LoggedConversations):
         line = (
             f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "

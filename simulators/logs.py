@@ -842,6 +842,35 @@ def load_conversations(
     )
 
 
+def all_propensities_one(propensity: np.ndarray) -> bool:
+    """Whether every row has a logged propensity and it is exactly 1; ``propensity`` (n,)."""
+    return bool(len(propensity) and not np.isnan(propensity).any() and (propensity == 1).all())
+
+
+def data_warnings(summary: Mapping[str, Any], *, propensities_all_one: bool = False) -> list[str]:
+    """Warnings about logs that are valid but make estimates meaningless or suspect.
+
+    ``summary`` is :meth:`LoggedConversations.summary` (or one merged over passes);
+    ``propensities_all_one`` from :func:`all_propensities_one`.
+    """
+    notes = []
+    conversations = int(summary.get("conversations", 0))
+    censored = int(summary.get("outcomes", {}).get("censored", 0))
+    if conversations and censored == conversations:
+        notes.append(
+            "every conversation is censored (its last row has outcome 'continue'): no "
+            "resolution, escalation or abandonment is logged, so values count only per-turn costs"
+        )
+    used = sum(1 for n in summary.get("actions", {}).values() if n > 0)
+    if propensities_all_one and used > 1:
+        notes.append(
+            f"every logged propensity is 1 but {used} different actions occur: a "
+            "deterministic logger takes one action per state, so the propensities are "
+            "probably wrong (importance weights will be too)"
+        )
+    return notes
+
+
 def write_conversations(logs: LoggedConversations, path: str | Path) -> Path:
     """Write the turns as one schema-v1 Parquet file (atomically: temp file, then rename)."""
     path = Path(path)

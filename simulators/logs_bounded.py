@@ -27,6 +27,7 @@ from supportrl.simulators.logs import (
     LogValidationError,
     _check_parquet_schema,
     _Table,
+    all_propensities_one,
     load_conversations,
 )
 
@@ -121,7 +122,8 @@ def validate_conversations_bounded(
     limits: LogLimits | None = None,
     memory_budget_mb: float = 1024.0,
 ) -> dict[str, Any]:
-    """The summary of :meth:`LoggedConversations.summary` for Parquet logs of any size.
+    """The summary of :meth:`LoggedConversations.summary` for Parquet logs of any size, plus
+    ``passes`` and ``propensities_all_one`` (see :func:`~supportrl.simulators.logs.data_warnings`).
 
     Raises :class:`LogValidationError` with the messages of :func:`load_conversations`
     (file, column, global row numbers), holding about ``memory_budget_mb`` of rows at a
@@ -131,15 +133,18 @@ def validate_conversations_bounded(
     limits = limits or LogLimits()
     root = Path(turns)
     if root.suffix.lower() not in (".parquet", ".pq") and not root.is_dir():
-        return load_conversations(
+        logs = load_conversations(
             turns, customers=customers, categorical=categorical, numeric=numeric,
             actions=actions, limits=limits,
-        ).summary()  # fmt: skip
+        )  # fmt: skip
+        ones = all_propensities_one(logs.propensity)
+        return {**logs.summary(), "passes": 1, "propensities_all_one": ones}
     parts = parquet_parts(root)
     n_rows = sum(n for _, n in parts)
     n_passes = passes_needed(n_rows, memory_budget_mb)
     total: dict[str, Any] | None = None
     levels: dict[str, set[str]] = {}
+    all_one = True
     for k in range(n_passes):
         table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
         if n_passes > 1 and table is None:
@@ -157,6 +162,7 @@ def validate_conversations_bounded(
                     f"{root}, column {name!r}: more than {limits.max_levels} distinct values "
                     f"(set data.max_levels=N to allow more)"
                 )
+        all_one = all_one and all_propensities_one(logs.propensity)
         total = _merge(total, logs.summary())
         del logs, table
     if total is None:
@@ -165,6 +171,7 @@ def validate_conversations_bounded(
         _check_union(root, levels, total)
     total["source"] = str(turns)
     total["passes"] = n_passes
+    total["propensities_all_one"] = all_one
     return total
 
 

@@ -24,7 +24,7 @@ from supportrl.simulators.logs import (
     load_decisions,
 )
 
-from tests.helpers import supportrl
+from tests.helpers import result_of, supportrl
 from tests.test_logs import base_frame
 
 
@@ -242,3 +242,17 @@ def test_estimates_outside_the_logged_returns_are_flagged() -> None:
     assert shown.endswith("(!)") and "outside the logged returns [-1.6000, +1.4000]" in flag
     # per-decision estimates are on another scale: not compared with conversation returns
     assert estimate_text(_row(-5.0, scope="decision"), {"ess_decision": 3.0}, (-1.6, 1.4))[1] == ""
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_censored_logs_and_constant_propensities_are_warned(tmp_path: Path, fmt: str) -> None:
+    """Reproduction: all conversations censored, and propensity 1 on every row while
+    several actions occur, were summarized without a word."""
+    frame = base_frame().assign(outcome="continue", propensity=1.0, csat=np.nan)
+    path = tmp_path / f"turns.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
+    proc = supportrl(tmp_path / "outputs", "validate", f"data.turns={path}")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: every conversation is censored" in proc.stdout
+    assert "warning: every logged propensity is 1 but 5 different actions occur" in proc.stdout
+    assert len(result_of(proc)["summary"]["warnings"]) == 2
