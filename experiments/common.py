@@ -367,7 +367,10 @@ def _json_default(value: Any) -> Any:
 def finish(result: dict[str, Any], summary: str) -> dict[str, Any]:
     """Write ``result.json``, print ``run_dir: PATH`` and the one-line summary (last line)."""
     out = run_dir()
-    write_json(output(out / "result.json"), result)
+    path = out / "result.json"
+    # a resumed run (user_errors(allow_finished=True)) replaces the earlier result in place;
+    # it is not this run's to remove
+    write_json(path if path.exists() else output(path), result)
     print(f"run_dir: {out}")
     print(summary)
     return result

@@ -188,3 +188,16 @@ def test_sigint_exits_130_and_removes_only_its_outputs(tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
     assert (run / "mine.txt").read_text() == "the user's"
     assert sorted(p.name for p in run.iterdir() if _not_hydra(p)) == ["mine.txt"]
+
+
+def test_resuming_commands_may_reuse_a_finished_run_dir(tmp_path: Path) -> None:
+    """A sweep run again in its run dir skips finished trials: user_errors(allow_finished=True)."""
+    from supportrl.experiments.common import UserError
+
+    (tmp_path / "result.json").write_text("{}")
+    with pytest.raises(UserError, match="already holds a finished run"):
+        lock_run_dir(tmp_path)
+    assert not (tmp_path / LOCK_FILE).exists()
+    lock = lock_run_dir(tmp_path, allow_finished=True)
+    assert lock.exists()
+    lock.unlink()
