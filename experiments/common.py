@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from supportrl.envs.rewards import RewardSpec
@@ -117,6 +118,34 @@ def user_errors(
             lock.unlink(missing_ok=True)
 
     return wrapper
+
+
+RESUMABLE_COMMANDS = frozenset({"sweep"})
+"""Commands that run again in a finished run directory on purpose (they skip what is done)."""
+
+
+class RunDirGuard(Callback):
+    """Refuse a finished or locked run directory before Hydra writes ``.hydra/`` into it.
+
+    Registered in ``configs/config.yaml`` (``hydra.callbacks``): Hydra would otherwise
+    overwrite an earlier run's ``.hydra/config.yaml`` before :func:`user_errors` runs.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            out = Path(str(OmegaConf.select(config, "hydra.run.dir"))).absolute()
+            name = str(OmegaConf.select(config, "hydra.job.name", default=""))
+        except Exception:  # an unresolvable dir: Hydra itself reports it
+            return
+        if (out / "result.json").exists() and name not in RESUMABLE_COMMANDS:
+            _fail(f"{out}: already holds a finished run (result.json); choose a new hydra.run.dir")
+        if out.is_dir() and (out / LOCK_FILE).exists():
+            holder = _lock_holder(out / LOCK_FILE)
+            if holder is not None:
+                _fail(
+                    f"{out}: another supportrl run (pid {holder}) is writing into this "
+                    "directory; wait for it or choose another hydra.run.dir"
+                )
 
 
 def _fail(message: str) -> NoReturn:

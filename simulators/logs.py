@@ -27,6 +27,8 @@ import pandas as pd
 from supportrl.envs.features import NO_PREVIOUS_ACTION
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
 
+from supportrl.files import brief
+
 SCHEMA_VERSION = 1
 
 DEFAULT_ACTIONS: tuple[str, ...] = (
@@ -264,7 +266,7 @@ def _numbers(table: _Table, column: str, *, allow_missing: bool) -> np.ndarray:
     was_null = series.isna().to_numpy()
     wrong = np.flatnonzero(np.isnan(values) & ~was_null)
     if len(wrong):
-        examples = [repr(v) for v in series.iloc[wrong[:_SHOW_ROWS]].tolist()]
+        examples = [brief(v) for v in series.iloc[wrong[:_SHOW_ROWS]].tolist()]
         raise LogValidationError(
             f"{table.where(wrong, column)}: expected numbers, got {', '.join(examples)}"
         )

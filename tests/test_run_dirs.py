@@ -53,14 +53,14 @@ def test_a_finished_run_dir_is_refused_and_left_intact(tmp_path: Path) -> None:
     run = outputs / "earlier"
     gen = supportrl(outputs, "generate", "generate.n_conversations=50", f"hydra.run.dir={run}")
     assert gen.returncode == 0, gen.stderr
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and _not_hydra(p)}
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     proc = supportrl(
         outputs, "validate", f"data.turns={_bad_turns(tmp_path)}", f"hydra.run.dir={run}"
     )
     assert proc.returncode == 2
     assert "already holds a finished run (result.json)" in proc.stderr
-    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and _not_hydra(p)}
-    assert after == before
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # the earlier run's .hydra/ included: refused before Hydra writes
 
 
 def test_a_run_dir_held_by_a_live_run_is_refused(tmp_path: Path) -> None:
