@@ -16,10 +16,11 @@ def policy_name(path: str | Path) -> str:
         return path.stem
     kind = "dqn" if (path / "policy.json").exists() else None
     if (path / "bandit.json").exists():
-        import json
+        from supportrl.files import read_json
 
-        try:
-            kind = str(json.loads((path / "bandit.json").read_text()).get("kind", "bandit"))
+        try:  # bounded: the file is checked properly when the policy loads
+            meta = read_json(path / "bandit.json")
+            kind = str(meta.get("kind", "bandit"))[:40] if isinstance(meta, dict) else "bandit"
         except (OSError, ValueError):
             kind = "bandit"
     where = path.parent.name if path.name == "checkpoint" and path.parent.name else path.name

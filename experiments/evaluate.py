@@ -25,6 +25,8 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    output,
+    plot_or_warn,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -38,7 +40,11 @@ from supportrl.ope.evaluate import (
     prepare_conversations,
     target_probs_of,
 )
-from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    all_propensities_one,
+    data_warnings,
+)
 
 
 def csat_imputer(logs: LoggedConversations) -> tuple[np.ndarray, int]:
@@ -83,16 +89,52 @@ def forest_plot(path: Path, table: list[dict[str, Any]]) -> None:
     for ax, scope in zip(axes[0], scopes, strict=True):
         rows = [r for r in table if r["scope"] == scope]
         y = np.arange(len(rows))[::-1]
-        est = np.array([r["estimate"] for r in rows])
-        lo = np.array([r["ci_low"] for r in rows])
-        hi = np.array([r["ci_high"] for r in rows])
-        ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", ms=3, capsize=2)
+        est = np.array([r["estimate"] for r in rows], dtype=np.float64)
+        lo = np.array([r["ci_low"] for r in rows], dtype=np.float64)
+        hi = np.array([r["ci_high"] for r in rows], dtype=np.float64)
+        # an estimate a rounding error outside its interval must not break the plot; rows
+        # without an estimate (n/a) are left out
+        shown = np.isfinite(est) & np.isfinite(lo) & np.isfinite(hi)
+        xerr = [np.maximum(est - lo, 0.0)[shown], np.maximum(hi - est, 0.0)[shown]]
+        ax.errorbar(est[shown], y[shown], xerr=xerr, fmt="o", ms=3, capsize=2)
         ax.set_yticks(y, [f"{r['policy']} · {r['estimator']}" for r in rows], fontsize=7)
         ax.set_title(f"{scope}-level value")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def return_range(prepared: Any) -> tuple[float, float]:
+    """(lowest, highest) logged conversation return: what any policy's value lies between
+    on the logs' support (up to sampling)."""
+    offsets = prepared.logs.offsets
+    returns = np.add.reduceat(prepared.reward, offsets[:-1]) if len(prepared.reward) else [0.0]
+    return float(np.min(returns)), float(np.max(returns))
+
+
+def estimate_text(
+    row: dict[str, Any], diag: dict[str, Any], bounds: tuple[float, float] | None
+) -> tuple[str, str]:
+    """(estimate and interval as printed, warning or ""): ``n/a`` with the reason where
+    there is no estimate (0/0: no logged support), and a warning for a conversation-level
+    estimate outside the range of logged returns."""
+    est, lo, hi = row["estimate"], row["ci_low"], row["ci_high"]
+    if not np.isfinite(est):
+        return f"{'n/a':>10}   (no estimate: {row.get('reason', 'undefined, e.g. 0/0')})", ""
+    if diag.get("ess_decision", 1.0) == 0 and row["estimator"] != "dm":
+        why = "no logged support: the target gives zero probability to every logged action"
+        return f"{'n/a':>10}   ({why})", why
+    text = f"{est:>+10.4f}   [{lo:+.4f}, {hi:+.4f}]"
+    if bounds is not None and row["scope"] == "conversation":
+        low, high = bounds
+        slack = 1e-9 + 1e-6 * (high - low)
+        if est < low - slack or est > high + slack:
+            return text + "  (!)", (
+                f"estimate {est:+.4g} lies outside the logged returns [{low:+.4f}, {high:+.4f}]; "
+                "unreliable (extreme importance weights?)"
+            )
+    return text, ""
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
@@ -113,6 +155,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             data, reward_from_cfg(cfg), csat_imputer=csat_imputer, seed=int(cfg.seed)
         )
         notes.extend(prepared.notes)
+        notes.extend(
+            data_warnings(
+                data.summary(), propensities_all_one=all_propensities_one(data.propensity)
+            )
+        )
         for name, probs in candidates.items():
             res = evaluate_conversations(
                 prepared,
@@ -144,11 +191,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     level = int(round(100 * (1 - float(ope.alpha))))
     print(f"{'policy':<28}{'scope':<14}{'estimator':<11}{'estimate':>10}   {level}% interval")
+    bounds = return_range(prepared) if isinstance(data, LoggedConversations) else None
     for row in table:
-        print(
-            f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{row['estimate']:>+10.4f}"
-            f"   [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-        )
+        shown, flag = estimate_text(row, diagnostics[row["policy"]], bounds)
+        print(f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{shown}")
+        if flag:
+            print(f"  warning: {row['policy']} {row['estimator']}: {flag}")
+            notes.append(f"{row['policy']} {row['estimator']}: {flag}")
     for name, diag in diagnostics.items():
         ess = f"ESS per decision {diag['ess_decision']:.0f}"
         if "ess_conversation" in diag:
@@ -160,8 +209,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         print(f"note: {note}")
     import pandas as pd
 
-    pd.DataFrame(table).to_csv(out / "estimates.csv", index=False)
-    forest_plot(out / "forest.png", table)
+    pd.DataFrame(table).to_csv(output(out / "estimates.csv"), index=False)
+    plot_or_warn(forest_plot, output(out / "forest.png"), table)
     headline = "wdr" if isinstance(data, LoggedConversations) else "dr"
     best = max(
         results, key=lambda k: results[k].get(headline, next(iter(results[k].values())))["estimate"]

@@ -41,6 +41,7 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -176,7 +177,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         model: FittedCustomerModel = fit_customer_model(train, family, seed=seed, **params)
     for note in model.warnings:
         print(f"warning: {note}")
-    path = model.save(out / "simulator")
+    path = model.save(output(out / "simulator"))
     print(f"simulator: {path}")
 
     n_sim = int(settings["simulated_conversations"])
@@ -194,7 +195,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         n_simulated=n_sim,
         n_true=int(settings["true_value_conversations"]),
         seed=seed,
-        plots_dir=out / "plots" if settings["plots"] else None,
+        plots_dir=output(out / "plots") if settings["plots"] else None,
     )
     policies: dict[str, dict[str, float]] = {}
     if requested:

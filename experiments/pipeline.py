@@ -31,6 +31,7 @@ from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
     finish,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -97,7 +98,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     t = step(3, "fit the customer simulator (glm, sequential propensity weighting)")
     model = fit_customer_model(logs, "glm", seed=seed, **glm_settings())
-    simulator = model.save(out / "simulator")
+    simulator = model.save(output(out / "simulator"))
     for warning in model.warnings:
         print(f"      note: {warning}")
     timings["fit"] = time.perf_counter() - t
@@ -114,7 +115,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         seed=seed,
         progress=progress,
     )
-    linucb.save(out / "agents" / "linucb")
+    linucb.save(output(out / "agents") / "linucb")
     dqn_params = dict(to_plain(OmegaConf.load(Path(CONFIG_PATH) / "agent" / "dqn.yaml")))
     dqn_params.pop("kind", None)
     dqn_params["total_steps"] = int(pcfg.dqn_steps)
@@ -122,7 +123,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     env = SupportVectorEnv(dqn_config.num_envs, model=model, reward=reward)
     learner = DQNLearner(config=dqn_config, env=env, seed=seed)
     dqn_run = learner.train(progress=progress)
-    learner.policy.save(out / "agents" / "dqn")
+    learner.policy.save(output(out / "agents") / "dqn")
     timings["train"] = time.perf_counter() - t
     print(
         f"      linucb: {bandit_run.env_steps} steps in {bandit_run.wall_s:.1f} s; "

@@ -33,6 +33,7 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -92,7 +93,9 @@ def write_metrics(out: Path, columns: Mapping[str, np.ndarray] | LearningCurve) 
         columns = curve_columns(columns)
     header = ",".join(columns)
     rows = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
-    np.savetxt(out / "metrics.csv", rows, delimiter=",", header=header, comments="", fmt="%.6g")
+    np.savetxt(
+        output(out / "metrics.csv"), rows, delimiter=",", header=header, comments="", fmt="%.6g"
+    )
     steps = columns["env_steps"]
     metrics = [(k, v) for k, v in columns.items() if k != "env_steps"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
@@ -101,7 +104,7 @@ def write_metrics(out: Path, columns: Mapping[str, np.ndarray] | LearningCurve) 
         ax.set_xlabel("env steps (decisions)")
         ax.set_title(name)
     fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=100)
+    fig.savefig(output(out / "learning_curve.png"), dpi=100)
     plt.close(fig)
 
 
@@ -160,7 +163,7 @@ def train_bandit_offline_command(
         clip=float(cfg.env.clip),
     )
     wall = time.perf_counter() - start
-    checkpoint = agent.save(out / "checkpoint")
+    checkpoint = agent.save(output(out / "checkpoint"))
     estimate = evaluate_conversations(
         prepared,
         agent.action_probs(data.states()),
@@ -222,7 +225,7 @@ def train_bandit_command(
         best_value=best_value,
         progress=bool(cfg.logger.progress),
     )
-    checkpoint = agent.save(out / "checkpoint")
+    checkpoint = agent.save(output(out / "checkpoint"))
     write_metrics(out, curve_columns(result.curve))
     final = true_value(
         agent, int(cfg.train.eval_conversations), world=model, reward=reward, seed=seed + 1
@@ -298,7 +301,7 @@ def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dic
                 learner = DQNLearner(config=config, env=env, seed=seed)
             result = learner.train(progress=progress, writer=writer)
             checkpoint = learner.save(
-                out / "checkpoint", include_replay=bool(cfg.train.save_replay)
+                output(out / "checkpoint"), include_replay=bool(cfg.train.save_replay)
             )
             policy = learner.policy
             env_steps, wall_s, sps, updates = (
@@ -336,7 +339,7 @@ def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dic
                 progress=progress,
             )
             policy = rl.policy.to_q_policy()
-            checkpoint = policy.save(out / "checkpoint")
+            checkpoint = policy.save(output(out / "checkpoint"))
             env_steps, wall_s, sps, updates = rl.env_steps, rl.wall_s, rl.sps, rl.updates
             columns = rl.curve
             for i, step in enumerate(columns["env_steps"]):

@@ -8,9 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
-from supportrl.experiments.common import CONFIG_PATH, finish, load_data, user_errors
-from supportrl.simulators.logs import LoggedConversations
+from omegaconf import DictConfig, OmegaConf
+from supportrl.experiments.common import (
+    CONFIG_PATH,
+    finish,
+    load_data,
+    log_limits,
+    to_plain,
+    user_errors,
+)
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    all_propensities_one,
+    data_warnings,
+)
+from supportrl.simulators.logs_bounded import validate_conversations_bounded
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -24,12 +36,51 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def bounded_summary(cfg: DictConfig) -> dict[str, Any]:
+    """Validate conversation logs within ``data.memory_budget_mb`` (Parquet read in passes)."""
+    data = cfg.data
+    summary = validate_conversations_bounded(
+        data.turns,
+        customers=data.customers,
+        categorical=to_plain(data.categorical),
+        numeric=to_plain(data.numeric),
+        actions=to_plain(data.actions),
+        limits=log_limits(cfg),
+        memory_budget_mb=float(OmegaConf.select(cfg, "data.memory_budget_mb", default=1024)),
+    )
+    if data.categorical is None and data.numeric is None:
+        print(
+            f"features inferred from dtypes: categorical={summary['categorical']} "
+            f"numeric={summary['numeric']} (declare with data.categorical=[..] data.numeric=[..])"
+        )
+    return summary
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.data.kind == "conversations" and cfg.data.turns is not None:
+        summary = bounded_summary(cfg)
+        print_summary(summary)
+        ones = summary.pop("propensities_all_one")
+        summary["warnings"] = data_warnings(summary, propensities_all_one=ones)
+        for note in summary["warnings"]:
+            print(f"warning: {note}")
+        line = (
+            f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
+            f"{summary['missing_propensity']} missing propensities, "
+            f"{summary['missing_csat']} missing CSAT"
+        )
+        return finish({"valid": True, "summary": summary}, line)
     data = load_data(cfg)
     summary = data.summary()
     print_summary(summary)
+    if isinstance(data, LoggedConversations):
+        summary["warnings"] = data_warnings(
+            summary, propensities_all_one=all_propensities_one(data.propensity)
+        )
+        for note in summary["warnings"]:
+            print(f"warning: {note}")
     if isinstance(data, LoggedConversations):
         line = (
             f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "

@@ -26,6 +26,7 @@ from supportrl.agents.dqn import (
 from supportrl.envs import SupportVectorEnv
 from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
+from supportrl.files import write_complete
 from tests.helpers import run_dir_of
 
 G = 0.5
@@ -340,6 +341,7 @@ def test_policy_checkpoint_round_trip(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "policy" / "policy.json").read_text())
     data["format_version"] = 99
     (tmp_path / "policy" / "policy.json").write_text(json.dumps(data))
+    write_complete(tmp_path / "policy", "dqn")
     with pytest.raises(ValueError, match="format_version 99 unsupported"):
         load_q_policy(tmp_path / "policy")
     with pytest.raises(ValueError, match="policy.json: missing"):
