@@ -93,3 +93,48 @@ def test_export_bad_run_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> N
     proc = supportrl(tmp_path, "export", f"run={tmp_path / 'notes.txt'}")
     assert proc.returncode == 2 and "rule-policy .yaml" in proc.stderr
     assert not (tmp_path / "export").exists()
+
+
+def test_deploy_writes_a_log_that_validate_and_evaluate_read(tmp_path: Path) -> None:
+    export = supportrl(
+        tmp_path, "export", "run=configs/agent/rules_production.yaml", "export.epsilon=0.2"
+    )
+    assert export.returncode == 0, export.stderr
+    artifact = result_of(export)["artifact"]
+    deploy = supportrl(tmp_path, "deploy", f"artifact={artifact}", "n_conversations=1500")
+    assert deploy.returncode == 0, deploy.stderr
+    result = result_of(deploy)["deploy"]
+    assert result["n_conversations"] == 1500 and result["epsilon"] == 0.2
+    log = result["log"]
+
+    validate = supportrl(tmp_path, "validate", f"data.turns={log}")
+    assert validate.returncode == 0, validate.stderr
+    summary = result_of(validate)["summary"]
+    assert summary["conversations"] == 1500 and summary["missing_propensity"] == 0
+    assert summary["turns"] == result["n_turns"]
+
+    # on-policy: the logged propensities are the artifact's, so every importance weight is 1
+    # and the estimate is the logged mean return; it must agree with the deployed value
+    evaluate = supportrl(
+        tmp_path, "evaluate", f"data.turns={log}", f"policies=[{artifact}]", "ope.n_bootstrap=50"
+    )
+    assert evaluate.returncode == 0, evaluate.stderr
+    (estimates,) = result_of(evaluate)["policies"].values()
+    wpdis = estimates["wpdis"]
+    slack = 0.03  # imputed CSAT (log) vs true CSAT (deployed value)
+    assert wpdis["ci_low"] - slack <= result["on_policy_value"] <= wpdis["ci_high"] + slack
+
+    # same seed, same numbers
+    again = supportrl(tmp_path, "deploy", f"artifact={artifact}", "n_conversations=1500")
+    assert result_of(again)["deploy"]["on_policy_value"] == result["on_policy_value"]
+
+
+def test_deploy_refuses_a_tampered_artifact(tmp_path: Path) -> None:
+    export = supportrl(tmp_path, "export", "run=configs/agent/rules_production.yaml")
+    artifact = Path(result_of(export)["artifact"])
+    rules = artifact / "rules.json"
+    rules.write_text(rules.read_text().replace("escalate_human", "offer_credit"))
+    deploy = supportrl(tmp_path, "deploy", f"artifact={artifact}", "n_conversations=100")
+    assert deploy.returncode == 2
+    assert "rules.json: SHA-256 differs" in deploy.stderr
+    assert not (tmp_path / "deploy").exists()
