@@ -85,6 +85,8 @@ class StateEncoder:
             col += 1
         self.offsets = offsets
         self.dim = col
+        self._categorical_items = [(k, self.index[k], offsets[k]) for k in cat]
+        self._numeric_items = [(k, *num[k], offsets[k]) for k in num]
         self.variables: tuple[str, ...] = tuple(cat) + tuple(num)
 
     # ------------------------------------------------------------------ one state
@@ -96,27 +98,33 @@ class StateEncoder:
                 f"state: expected a mapping of state variables, got {type(state).__name__}",
                 "state",
             )
-        obs = np.zeros((1, self.dim), dtype=np.float32)
+        row = [0.0] * self.dim  # a Python list, then one array: cheaper than item writes
         clean: dict[str, Any] = {}
-        for name, index in self.index.items():
+        for name, index, offset in self._categorical_items:
             value = state.get(name, MISSING)
             code = index.get(value) if isinstance(value, str) else None
             if code is None:
                 raise InvalidStateError(self._categorical_problem(name, value), name, (0,))
-            obs[0, self.offsets[name] + code] = 1.0
+            row[offset + code] = 1.0
             clean[name] = value
-        for name, (center, scale, lo, hi, integer) in self.numeric.items():
+        for name, center, scale, lo, hi, integer, offset in self._numeric_items:
             value = state.get(name, MISSING)
-            if isinstance(value, bool) or not isinstance(
-                value, int | float | np.integer | np.floating
+            kind = type(value)
+            if (
+                kind is not float
+                and kind is not int
+                and (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float | np.integer | np.floating)
+                )
             ):
                 raise InvalidStateError(self._numeric_type_problem(name, value), name, (0,))
             x = float(value)
             if not math.isfinite(x) or not lo <= x <= hi or (integer and not x.is_integer()):
                 raise InvalidStateError(self._numeric_range_problem(name, x), name, (0,))
-            obs[0, self.offsets[name]] = (x - center) / scale
+            row[offset] = (x - center) / scale
             clean[name] = x
-        return obs, clean
+        return np.array(row, dtype=np.float32).reshape(1, self.dim), clean
 
     # ------------------------------------------------------------------ batches
 
@@ -171,17 +179,26 @@ class StateEncoder:
             clean[name] = x
         return Encoded(obs=obs, columns=clean, invalid=invalid, reasons=reasons)
 
-    def _column(self, columns: Mapping[str, Any], name: str, n: int) -> np.ndarray:
+    def _column(self, columns: Mapping[str, Any], name: str, n: int) -> np.ndarray | list[Any]:
+        """The column as given (an array, or a list kept as a list for the fast type check)."""
         if name not in columns:
-            return np.full(n, MISSING, dtype=object)
+            return [MISSING] * n
         values = columns[name]
-        arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
-        if arr.shape != (n,):
+        if isinstance(values, tuple):
+            values = list(values)
+        if not isinstance(values, list):
+            values = (
+                np.asarray(values)
+                if isinstance(values, np.ndarray)
+                else np.asarray(values, dtype=object)
+            )
+        shape = (len(values),) if isinstance(values, list) else values.shape
+        if shape != (n,):
             raise InvalidStateError(
-                f"state variable {name!r}: expected {n} values (one per state), got shape {arr.shape}",
+                f"state variable {name!r}: expected {n} values (one per state), got shape {shape}",
                 name,
             )
-        return arr
+        return values
 
     def _codes(self, name: str, strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Level index of each string (0 where unknown) and whether it is a known level."""
@@ -215,22 +232,32 @@ class StateEncoder:
         return f"state variable {name!r}: out of range, must be {what}, got {x:g}"
 
 
-def _as_strings(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_strings(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(str array, ok mask): ``ok`` is False where a value is not a string."""
+    n = len(values)
+    if isinstance(values, list):
+        if set(map(type, values)) <= {str}:  # the common case, checked at C speed
+            return np.array(values, dtype=str), np.ones(n, dtype=bool)
+        values = np.asarray(values, dtype=object)
     if values.dtype.kind == "U":
-        return values, np.ones(len(values), dtype=bool)
+        return values, np.ones(n, dtype=bool)
     if values.dtype.kind == "O":
-        ok = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+        ok = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
         strings = np.where(ok, values, "").astype(str)
         return strings, ok
-    return np.full(len(values), "", dtype=str), np.zeros(len(values), dtype=bool)
+    return np.full(n, "", dtype=str), np.zeros(n, dtype=bool)
 
 
-def _as_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _as_floats(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(float64 array, ok mask): ``ok`` is False where a value is not a number (or is a bool)."""
+    n = len(values)
+    if isinstance(values, list):
+        if set(map(type, values)) <= {int, float}:  # no bools, strings or None: C speed
+            return np.array(values, dtype=np.float64), np.ones(n, dtype=bool)
+        values = np.asarray(values, dtype=object)
     kind = values.dtype.kind
     if kind in "iuf":
-        return values.astype(np.float64, copy=False), np.ones(len(values), dtype=bool)
+        return values.astype(np.float64, copy=False), np.ones(n, dtype=bool)
     if kind == "O":
         ok = np.fromiter(
             (
@@ -238,8 +265,8 @@ def _as_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 for v in values
             ),
             dtype=bool,
-            count=len(values),
+            count=n,
         )
         x = np.where(ok, values, np.nan).astype(np.float64)
         return x, ok
-    return np.full(len(values), np.nan), np.zeros(len(values), dtype=bool)
+    return np.full(n, np.nan), np.zeros(n, dtype=bool)

@@ -24,6 +24,9 @@ _MC_ELEMENTS = 2_000_000
 
 
 class Scorer(Protocol):
+    needs_columns: bool
+    """Whether :meth:`probs` reads the raw columns (rules) or only ``obs``."""
+
     def probs(
         self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
     ) -> np.ndarray: ...
@@ -66,6 +69,8 @@ class OnnxScorer:
     output ``probs`` float32 (n, n_actions) (greedy over the Q-values, ties split evenly,
     epsilon mixed in)."""
 
+    needs_columns = False
+
     def __init__(self, path: Path, dim: int, n_actions: int, threads: int = 1) -> None:
         import onnxruntime as ort
 
@@ -82,12 +87,15 @@ class OnnxScorer:
         if set(inputs) != {"obs", "epsilon"} or inputs["obs"][1] != dim:
             raise ArtifactError(f"{path}: expected inputs obs (n, {dim}) and epsilon, got {inputs}")
         self.n_actions = n_actions
+        self._epsilon = np.zeros(1, dtype=np.float32)
 
     def probs(
         self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
     ) -> np.ndarray:
-        feed = {"obs": obs, "epsilon": np.array([epsilon], dtype=np.float32)}
-        return self.session.run(["probs"], feed)[0].astype(np.float64)
+        eps = self._epsilon
+        if eps[0] != np.float32(epsilon):  # a fresh array: never mutate one in use elsewhere
+            eps = self._epsilon = np.array([epsilon], dtype=np.float32)
+        return self.session.run(["probs"], {"obs": obs, "epsilon": eps})[0].astype(np.float64)
 
 
 # ---------------------------------------------------------------------- linear bandits
@@ -96,6 +104,8 @@ class OnnxScorer:
 class LinearScorer:
     """LinUCB (greedy over ``x.theta_a + alpha sqrt(x' A_a^-1 x)``) or LinTS (the share of
     the stored posterior draws ``z`` (S, K) each action wins), on design rows ``[obs, 1]``."""
+
+    needs_columns = False
 
     def __init__(
         self, directory: Path, policy: Mapping[str, Any], dim: int, n_actions: int
@@ -165,6 +175,8 @@ class RuleScorer:
     ``{"cmp": OP, "left": NODE, "right": NODE}``, ``{"not": NODE}``, ``{"and": [NODES]}``,
     ``{"or": [NODES]}``. Types are checked once, at load, against the feature spec.
     """
+
+    needs_columns = True
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ class Predictor:
         self.kind: str = manifest["policy"]["kind"]
         self.encoder = StateEncoder(manifest["features"])
         self._scorer = scorer
+        self._needs_columns = bool(getattr(scorer, "needs_columns", True))
         if not 0.0 <= float(epsilon) <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         self.epsilon = float(epsilon)
@@ -196,14 +197,17 @@ class Predictor:
                 raise
             probs, reason = self._fallback_probs, str(err)
         else:
-            columns = {k: np.asarray([v]) for k, v in clean.items()}
+            columns = {k: np.asarray([v]) for k, v in clean.items()} if self._needs_columns else {}
             probs, reason = self._scorer.probs(obs, columns, self.epsilon)[0], None
-        k = self._sample(probs[None, :])[0]
+        # inverse CDF, as in decide_batch: the number of CDF entries <= u
+        cdf = np.cumsum(probs)
+        k = min(int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+        values = probs.tolist()
         return Decision(
             action=self.actions[k],
-            action_index=int(k),
-            probabilities=dict(zip(self.actions, probs.tolist(), strict=True)),
-            propensity=float(probs[k]),
+            action_index=k,
+            probabilities=dict(zip(self.actions, values, strict=True)),
+            propensity=values[k],
             fallback=reason is not None,
             reason=reason,
         )
