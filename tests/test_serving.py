@@ -237,3 +237,27 @@ def test_decision_log_round_trip(tmp_path: Path) -> None:
     assert np.all((logs.propensity > 0) & (logs.propensity <= 1))
     # no temporary files left behind
     assert all(p.suffix == ".parquet" for p in (tmp_path / "log").iterdir())
+
+
+def test_drift_report_flags_shifted_customers_not_the_same_population() -> None:
+    from supportrl.agents.export import training_summary
+    from supportrl.serving.drift import drift_report
+
+    train = generate_logs(3000, seed=1).logs
+    summary = training_summary(train.states(), WORLD.feature_spec, WORLD.actions, train.action)
+    same = generate_logs(3000, seed=2).logs
+    labels = np.asarray(WORLD.actions)[same.action]
+    calm = drift_report(summary, same.states(), labels)
+    assert calm.drifted == [] and max(calm.psi.values()) < 0.1
+    assert calm.verdict().startswith("no drift")
+
+    shifted = dict(same.states())
+    shifted["sentiment"] = np.clip(shifted["sentiment"] - 0.6, -1, 1)
+    tier = shifted["tier"].astype(object)
+    tier[:50] = "vip"
+    shifted["tier"] = tier
+    report = drift_report(summary, shifted, labels)
+    assert report.drifted == ["sentiment", "tier"]
+    assert report.unseen == {"tier": {"vip": 50}}
+    assert report.psi["sentiment"] > 0.25 and report.psi["intent"] < 0.1
+    assert "unlike those it was trained" in report.verdict()

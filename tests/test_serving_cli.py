@@ -107,9 +107,12 @@ def test_deploy_writes_a_log_that_validate_and_evaluate_read(tmp_path: Path) -> 
     assert result["n_conversations"] == 1500 and result["epsilon"] == 0.2
     log = result["log"]
 
-    validate = supportrl(tmp_path, "validate", f"data.turns={log}")
+    validate = supportrl(tmp_path, "validate", f"data.turns={log}", f"artifact={artifact}")
     assert validate.returncode == 0, validate.stderr
     summary = result_of(validate)["summary"]
+    drift = result_of(validate)["drift"]  # the same world's customers: no customer drift
+    assert drift["drifted"] == [] and drift["verdict"].startswith("no drift")
+    assert set(drift["psi"]) >= {"intent", "sentiment", "tier", "tenure_months"}
     assert summary["conversations"] == 1500 and summary["missing_propensity"] == 0
     assert summary["turns"] == result["n_turns"]
 
