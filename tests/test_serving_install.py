@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,7 +38,7 @@ def test_fresh_venv_with_only_the_serving_install_decides(tmp_path: Path) -> Non
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{source}[http]"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -47,7 +51,7 @@ def test_fresh_venv_with_only_the_serving_install_decides(tmp_path: Path) -> Non
         check=True,
     )
     installed = {p["name"].lower() for p in json.loads(listed.stdout)}
-    assert {"numpy", "onnxruntime", "supportrl-serving"} <= installed
+    assert {"numpy", "onnxruntime", "supportrl-serving", "fastapi", "uvicorn"} <= installed
     assert not installed & {
         "torch",
         "pandas",
@@ -78,3 +82,49 @@ def test_fresh_venv_with_only_the_serving_install_decides(tmp_path: Path) -> Non
     assert out["heavy"] == []
     expected = policy.action_probs({k: [v] for k, v in state.items()})[0]
     assert list(out["decision"]["probabilities"].values()) == pytest.approx(expected.tolist())
+
+    # and serves it over HTTP, still without the framework
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "supportrl.serving.http",
+            str(artifact),
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        answer = post_when_up(port, {"state": state}, server)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert answer["probabilities"] == out["decision"]["probabilities"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_when_up(port: int, body: dict, server: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/decide",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, ConnectionError):
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "the server in the fresh venv did not come up"
+            time.sleep(0.2)
