@@ -22,6 +22,8 @@ MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 """Placeholder for a key a record does not have (records are turned into columns)."""
 
 _SMALL = 16
+ENCODED_LIMIT = 1e30
+"""Largest magnitude of an encoded numeric value (float32 holds 3.4e38): beyond it, out of range."""
 
 
 class InvalidStateError(ValueError):
@@ -119,8 +121,16 @@ class StateEncoder:
                 )
             ):
                 raise InvalidStateError(self._numeric_type_problem(name, value), name, (0,))
-            x = float(value)
-            if not math.isfinite(x) or not lo <= x <= hi or (integer and not x.is_integer()):
+            try:
+                x = float(value)
+            except OverflowError:  # an int beyond float range
+                x = math.inf if value > 0 else -math.inf
+            if (
+                not math.isfinite(x)
+                or not lo <= x <= hi
+                or (integer and not x.is_integer())
+                or abs(x - center) > ENCODED_LIMIT * scale
+            ):
                 raise InvalidStateError(self._numeric_range_problem(name, x), name, (0,))
             row[offset] = (x - center) / scale
             clean[name] = x
@@ -161,6 +171,7 @@ class StateEncoder:
             x, ok = _as_floats(values)
             with np.errstate(invalid="ignore"):
                 in_range = np.isfinite(x) & (x >= lo) & (x <= hi)
+                in_range &= np.abs(x - center) <= ENCODED_LIMIT * scale
                 if integer:
                     in_range &= np.floor(x) == x
             bad = ~ok | ~in_range
@@ -225,9 +236,11 @@ class StateEncoder:
         return f"state variable {name!r}: expected a number, got {type(value).__name__} {value!r}"
 
     def _numeric_range_problem(self, name: str, x: float) -> str:
-        _, _, lo, hi, integer = self.numeric[name]
+        center, scale, lo, hi, integer = self.numeric[name]
         if not np.isfinite(x):
             return f"state variable {name!r}: must be finite, got {x}"
+        if lo <= x <= hi and abs(x - center) > ENCODED_LIMIT * scale:
+            return f"state variable {name!r}: out of range, {x:g} is too large to encode"
         what = f"in [{lo:g}, {hi:g}]" + (" and a whole number" if integer else "")
         return f"state variable {name!r}: out of range, must be {what}, got {x:g}"
 
@@ -238,7 +251,7 @@ def _as_strings(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]
     if isinstance(values, list):
         if set(map(type, values)) <= {str}:  # the common case, checked at C speed
             return np.array(values, dtype=str), np.ones(n, dtype=bool)
-        values = np.asarray(values, dtype=object)
+        values = _objects(values)
     if values.dtype.kind == "U":
         return values, np.ones(n, dtype=bool)
     if values.dtype.kind == "O":
@@ -253,8 +266,11 @@ def _as_floats(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]:
     n = len(values)
     if isinstance(values, list):
         if set(map(type, values)) <= {int, float}:  # no bools, strings or None: C speed
-            return np.array(values, dtype=np.float64), np.ones(n, dtype=bool)
-        values = np.asarray(values, dtype=object)
+            try:
+                return np.array(values, dtype=np.float64), np.ones(n, dtype=bool)
+            except OverflowError:  # an int beyond float range: the slow path flags it
+                pass
+        values = _objects(values)
     kind = values.dtype.kind
     if kind in "iuf":
         return values.astype(np.float64, copy=False), np.ones(n, dtype=bool)
@@ -267,6 +283,23 @@ def _as_floats(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]:
             dtype=bool,
             count=n,
         )
-        x = np.where(ok, values, np.nan).astype(np.float64)
+        x = np.fromiter(
+            (_float(v) if good else np.nan for v, good in zip(values, ok, strict=True)),
+            np.float64,
+            n,
+        )
         return x, ok
     return np.full(n, np.nan), np.zeros(n, dtype=bool)
+
+
+def _float(value: Any) -> float:
+    """``float(value)``, or +-inf for an int beyond float range (flagged out of range)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of the list's items, never a 2-D one (items may be lists)."""
+    return np.fromiter(values, dtype=object, count=len(values))

@@ -159,6 +159,8 @@ GOOD = {
         ({"turn": -1}, "turn", "out of range"),
         ({"turn": 1.5}, "turn", "whole number"),
         ({"tenure_months": -3}, "tenure_months", "out of range"),
+        ({"tenure_months": 1e300}, "tenure_months", "too large to encode"),
+        ({"tenure_months": 10**400}, "tenure_months", "must be finite"),
         ({"tenure_months": "long"}, "tenure_months", "expected a number"),
         ({"sentiment": True}, "sentiment", "expected a number"),
         ({"channel": ...}, "channel", "missing key 'channel'"),

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.agents.export import export_policy
 from supportrl.serving import DecisionLogger, Predictor
@@ -151,6 +153,20 @@ MALFORMED = [
         "expected a number",
     ),
     ("/v1/decide", {"state": {**STATE, "sentiment": 3}}, 422, "state.sentiment", "out of range"),
+    (
+        "/v1/decide",
+        {"state": {**STATE, "tenure_months": 10**400}},
+        422,
+        "state.tenure_months",
+        "finite",
+    ),
+    (
+        "/v1/decide_batch",
+        {"columns": {**{k: [v] for k, v in STATE.items()}, "turn": [10**400]}},
+        422,
+        "columns.turn",
+        "finite",
+    ),
     ("/v1/decide", {"state": BAD_STATE_TURN}, 422, "state.turn", "out of range"),
     (
         "/v1/decide",
@@ -296,3 +312,42 @@ def test_supportrl_serve_command(artifact: Path, tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: artifact is required")
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 20)
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+STATE_LIKE = st.fixed_dictionaries(
+    {},
+    optional={k: JSON | st.just(v) for k, v in STATE.items()},
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.sampled_from(["/v1/decide", "/v1/decide_batch", "/v1/outcome"]),
+    body=st.one_of(
+        JSON,
+        st.fixed_dictionaries({"state": STATE_LIKE}, optional={"conversation_id": JSON}),
+        st.fixed_dictionaries({"states": st.lists(STATE_LIKE, max_size=3)}),
+        st.fixed_dictionaries({"columns": st.dictionaries(st.sampled_from(list(STATE)), JSON)}),
+        st.fixed_dictionaries({"conversation_id": JSON, "outcome": JSON}, optional={"csat": JSON}),
+    ),
+)
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_no_input_gets_a_5xx(server: tuple[str, Path], path: str, body: Any) -> None:
+    status, answer = call(server[0], "POST", path, body)
+    assert status < 500, (status, answer)
+    if status >= 400:
+        assert answer["field"] and answer["error"]
