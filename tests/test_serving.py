@@ -239,6 +239,9 @@ def test_decision_log_round_trip(tmp_path: Path) -> None:
     assert np.all((logs.propensity > 0) & (logs.propensity <= 1))
     # no temporary files left behind
     assert all(p.suffix == ".parquet" for p in (tmp_path / "log").iterdir())
+    # a crash while writing a part leaves only its temporary file, which readers skip
+    (tmp_path / "log" / ".part-crashed-00009.parquet.tmp").write_bytes(b"PAR1 half a part")
+    assert load_conversations(tmp_path / "log").n_turns == logs.n_turns
 
 
 def test_drift_report_flags_shifted_customers_not_the_same_population() -> None:
