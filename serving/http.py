@@ -15,8 +15,9 @@ A bad request gets a 4xx with ``{"error": message, "field": name}`` (400: not a 
 object; 422: a field fails a check; 404: an outcome for a conversation with no logged
 decisions; 409: an outcome while no decision log is configured); bad input never gets
 a 5xx. With a :class:`~supportrl.serving.DecisionLogger`, decisions that carry a
-``conversation_id`` are logged (schema v1), and outcomes complete them. Decisions that
-used the fallback action are answered but not logged (their states are not valid rows).
+``conversation_id`` are logged (schema v1), and outcomes complete them. A conversation
+with a decision that used the fallback action is answered but left out of the log (its
+state is not a valid row; ``DecisionLogger.drop``).
 
 Run it with ``python -m supportrl.serving.http ARTIFACT_DIR --port 8080`` or
 ``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise.
@@ -31,6 +32,7 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -85,10 +87,13 @@ class Service:
         except InvalidStateError as err:
             raise BadRequest(422, str(err), f"state.{err.field}") from None
         out = {**decision.to_dict(), "logged": False}
-        if cid is not None and self.logger is not None and not decision.fallback:
+        if cid is not None and self.logger is not None:
+            if decision.fallback:  # its state is not a valid row: the conversation leaves the log
+                self.logger.drop(cid)
+                out["log_error"] = "conversation left out of the decision log: invalid state"
+                return out
             try:
-                self.logger.log(cid, state, decision.action, decision.propensity)
-                out["logged"] = True
+                out["logged"] = self.logger.log(cid, state, decision.action, decision.propensity)
             except ValueError as err:
                 out["log_error"] = str(err)
         return out
@@ -129,11 +134,16 @@ class Service:
             raise BadRequest(422, str(err), name) from None
         logged = False
         log_error = None
-        if ids is not None and self.logger is not None and not batch.fallback.any():
-            columns = _state_columns(states, self.predictor)
+        if ids is not None and self.logger is not None:
+            for row in np.flatnonzero(batch.fallback).tolist():  # invalid states: not valid rows
+                self.logger.drop(ids[row])
+            valid = np.flatnonzero(~batch.fallback)
             try:
                 self.logger.log_batch(
-                    ids, columns, batch.actions.tolist(), batch.propensity.tolist()
+                    [ids[i] for i in valid.tolist()],
+                    _state_columns(states, self.predictor, valid),
+                    batch.actions[valid].tolist(),
+                    batch.propensity[valid].tolist(),
                 )
                 logged = True
             except ValueError as err:
@@ -167,7 +177,7 @@ class Service:
                 409, "no decision log configured (start with a log directory)", "conversation_id"
             )
         try:
-            self.logger.record_outcome(cid, outcome, csat)
+            recorded = self.logger.record_outcome(cid, outcome, csat)
         except KeyError as err:
             raise BadRequest(404, str(err.args[0]), "conversation_id") from None
         except ValueError as err:
@@ -176,6 +186,8 @@ class Service:
                 (f for f in ("outcome", "csat") if message.startswith(f)), "conversation_id"
             )
             raise BadRequest(422, message, field) from None
+        if not recorded:
+            return {"recorded": False, "reason": "conversation left out of the decision log"}
         return {"recorded": True}
 
     def health(self) -> dict[str, Any]:
@@ -188,11 +200,12 @@ class Service:
         }
 
 
-def _state_columns(states: Any, predictor: Predictor) -> dict[str, Any]:
-    """Validated states (every row decided without fallback) as columns, for the logger."""
+def _state_columns(states: Any, predictor: Predictor, rows: np.ndarray) -> dict[str, Any]:
+    """The valid ``rows`` of ``states`` (records or columns) as columns, for the logger."""
+    names, take = predictor.encoder.variables, rows.tolist()
     if isinstance(states, Mapping):
-        return dict(states)
-    return {name: [s[name] for s in states] for name in predictor.encoder.variables}
+        return {name: [states[name][i] for i in take] for name in names}
+    return {name: [states[i][name] for i in take] for name in names}
 
 
 def create_app(predictor: Predictor, *, logger: DecisionLogger | None = None) -> FastAPI:

@@ -65,6 +65,7 @@ class DecisionLogger:
         self._chunks: list[dict[str, np.ndarray]] = []
         self._next_turn: dict[str, int] = {}
         self._done: dict[str, tuple[str, float]] = {}
+        self._dropped: set[str] = set()
         self._done_rows = 0
         self.parts: list[Path] = []
         """Parts written so far."""
@@ -93,10 +94,11 @@ class DecisionLogger:
         *,
         timestamp: np.datetime64 | None = None,
         handle_time_s: float | None = None,
-    ) -> None:
-        """Log one decision taken in ``state`` (its ``turn`` must be the conversation's next)."""
+    ) -> bool:
+        """Log one decision taken in ``state`` (its ``turn`` must be the conversation's next);
+        False when the conversation was dropped (:meth:`drop`) and the row left out."""
         columns = {name: [state[name]] for name in self._state_names() if name in state}
-        self.log_batch(
+        return 1 == self.log_batch(
             [conversation_id],
             columns,
             [action],
@@ -114,12 +116,13 @@ class DecisionLogger:
         *,
         timestamps: Sequence[Any] | None = None,
         handle_time_s: Sequence[float] | None = None,
-    ) -> None:
+    ) -> int:
         """Log ``n`` decisions: ids, state columns, action labels and propensities, each (n,).
 
         Within one call a conversation's rows must come in turn order; each turn must be
         the conversation's next (0 for a new one). ``timestamps`` default to now (UTC);
-        ``handle_time_s`` to missing.
+        ``handle_time_s`` to missing. Rows of dropped conversations are left out; returns
+        the number of rows logged.
         """
         ids = np.asarray(conversation_ids, dtype=str)
         n = len(ids)
@@ -150,8 +153,33 @@ class DecisionLogger:
             raise ValueError(
                 f"propensities: must be in (0, 1]; rows {np.flatnonzero(bad)[:5].tolist()}"
             )
+        if self._dropped:
+            keep = ~np.isin(ids, np.asarray(list(self._dropped), dtype=str))
+            chunk = {k: v[keep] for k, v in chunk.items()}
+            ids = chunk["conversation_id"]
         self._check_turns(ids, chunk["turn"])
-        self._chunks.append(chunk)
+        if len(ids):
+            self._chunks.append(chunk)
+        return len(ids)
+
+    def drop(self, conversation_id: str) -> None:
+        """Leave a conversation out of the log (e.g. one of its states was invalid, so its rows
+        would not be valid schema v1): rows logged so far are discarded, later decisions and
+        its outcome are ignored."""
+        cid = str(conversation_id)
+        self._dropped.add(cid)
+        if cid in self._done:
+            self._done_rows -= self._next_turn[cid]
+            del self._done[cid]
+        self._next_turn.pop(cid, None)
+        self._chunks = [
+            {k: v[c["conversation_id"] != cid] for k, v in c.items()} for c in self._chunks
+        ]
+
+    @property
+    def dropped(self) -> int:
+        """Conversations left out with :meth:`drop`."""
+        return len(self._dropped)
 
     def _state_names(self) -> tuple[str, ...]:
         return ("turn", "intent", "sentiment", *self.categorical, *self.numeric)
@@ -172,24 +200,35 @@ class DecisionLogger:
 
     # ------------------------------------------------------------------ outcomes
 
-    def record_outcome(self, conversation_id: str, outcome: str, csat: float | None = None) -> None:
+    def record_outcome(self, conversation_id: str, outcome: str, csat: float | None = None) -> bool:
         """Complete a conversation: ``outcome`` goes on its last logged row, ``csat`` (1-5) too.
 
-        ``outcome="continue"`` marks a conversation cut off before it ended.
+        ``outcome="continue"`` marks a conversation cut off before it ended. False when the
+        conversation was dropped (:meth:`drop`) and the outcome ignored.
         """
-        self.record_outcomes([conversation_id], [outcome], None if csat is None else [csat])
+        return 1 == self.record_outcomes(
+            [conversation_id], [outcome], None if csat is None else [csat]
+        )
 
     def record_outcomes(
         self,
         conversation_ids: Sequence[str],
         outcomes: Sequence[str],
         csat: Sequence[float] | None = None,
-    ) -> None:
-        """:meth:`record_outcome` for many conversations; ``csat`` may hold NaN for "no survey"."""
+    ) -> int:
+        """:meth:`record_outcome` for many conversations; ``csat`` may hold NaN for "no survey".
+        Returns how many were recorded (outcomes of dropped conversations are ignored)."""
         ids = [str(c) for c in conversation_ids]
         scores = np.full(len(ids), np.nan) if csat is None else np.asarray(csat, dtype=np.float64)
         if len(outcomes) != len(ids) or scores.shape != (len(ids),):
             raise ValueError("conversation_ids, outcomes and csat must have the same length")
+        if self._dropped:  # outcomes of dropped conversations are ignored
+            keep = [i for i, c in enumerate(ids) if c not in self._dropped]
+            ids, outcomes, scores = (
+                [ids[i] for i in keep],
+                [outcomes[i] for i in keep],
+                scores[keep],
+            )
         for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
             if cid not in self._next_turn:
                 raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
@@ -204,6 +243,7 @@ class DecisionLogger:
             self._done_rows += self._next_turn[cid]
         if self._done_rows >= self.part_rows:
             self.flush()
+        return len(ids)
 
     @property
     def open_conversations(self) -> int:

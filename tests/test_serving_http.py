@@ -351,3 +351,33 @@ def test_no_input_gets_a_5xx(server: tuple[str, Path], path: str, body: Any) -> 
     assert status < 500, (status, answer)
     if status >= 400:
         assert answer["field"] and answer["error"]
+
+
+def test_a_fallback_decision_leaves_its_conversation_out_of_the_log(
+    artifact: Path, tmp_path: Path
+) -> None:
+    from supportrl.serving.http import Service
+
+    predictor = Predictor.load(
+        artifact, on_invalid="fallback", fallback_action="escalate_human", seed=0
+    )
+    logger = DecisionLogger.for_predictor(tmp_path / "log", predictor)
+    service = Service(predictor, logger)
+    assert service.decide({"state": STATE, "conversation_id": "ok"})["logged"] is True
+    assert service.decide({"state": STATE, "conversation_id": "bad"})["logged"] is True
+    second = {**STATE, "turn": 1, "tier": "gold"}  # invalid: answered with the fallback
+    answer = service.decide({"state": second, "conversation_id": "bad"})
+    assert answer["fallback"] and answer["action"] in WORLD.actions and not answer["logged"]
+    later = service.decide({"state": {**STATE, "turn": 2}, "conversation_id": "bad"})
+    assert later["logged"] is False
+    assert service.outcome({"conversation_id": "bad", "outcome": "resolved"})["recorded"] is False
+    batch = service.decide_batch(
+        {"states": [STATE, {**STATE, "channel": "fax"}], "conversation_ids": ["b1", "b2"]}
+    )
+    assert batch["fallback"] == [False, True] and batch["logged"] is True
+    for cid in ("ok", "b1"):
+        assert service.outcome({"conversation_id": cid, "outcome": "resolved"})["recorded"]
+    logger.close()
+    logs = load_conversations(tmp_path / "log")
+    assert sorted(logs.conversation_id.tolist()) == ["b1", "ok"]
+    assert logger.dropped == 2
