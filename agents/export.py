@@ -1,7 +1,9 @@
-"""Export a policy as a serving artifact (loaded by :class:`supportrl.serving.Predictor`).
+"""The policy side of a serving artifact (loaded by :class:`supportrl.serving.Predictor`).
 
-:func:`export_policy` writes a directory that production loads with numpy and
-onnxruntime alone (layout and manifest: docs/artifact.md):
+:func:`write_policy_files` writes the files that hold a policy, in forms production
+loads with numpy and onnxruntime alone (layout and manifest: docs/artifact.md; the
+command ``supportrl export`` and :func:`supportrl.experiments.export.export_policy`
+add the manifest):
 
 * DQN (:class:`~supportrl.agents.dqn.QPolicy`): ``policy.onnx``, the Q-network followed by
   the greedy step (ties split evenly) and the epsilon mix, built node by node from the
@@ -12,15 +14,12 @@ onnxruntime alone (layout and manifest: docs/artifact.md):
 * rule policies: ``policy.yaml`` (the rule file) and ``rules.json`` (its conditions as
   JSON trees, so serving evaluates them without a YAML parser or the rule grammar).
 
-Nothing is pickled. ``manifest.json`` records the schema version, the actions, the
-feature spec (levels, scaling, bounds), the policy kind, exploration, training config,
-evaluation summary, a training-data summary (for drift checks), created-at and the
-SHA-256 of every file.
+Nothing is pickled. Also here: the manifest's parts that come from the policy and its
+data (:func:`feature_manifest`, :func:`numeric_bounds`, :func:`training_summary`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any
 import numpy as np
 from supportrl.agents.base import Policy
 from supportrl.envs.features import FeatureSpec
-from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, write_manifest
 
 OPSET = 17
 """ONNX opset of ``policy.onnx`` (onnxruntime >= 1.14 runs it)."""
@@ -229,111 +227,38 @@ def expression_json(expr: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- export
 
 
-def export_policy(
+def write_policy_files(
     policy: Policy,
-    directory: str | Path,
-    *,
-    feature_spec: FeatureSpec | None = None,
-    name: str = "policy",
-    source: str | None = None,
-    epsilon: float | None = None,
-    fallback_action: str | None = None,
-    bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
-    training: Mapping[str, Any] | None = None,
-    evaluation: Mapping[str, Any] | None = None,
-    training_data: Mapping[str, Any] | None = None,
+    directory: Path,
+    spec: FeatureSpec,
     rule_file: str | Path | None = None,
-) -> Path:
-    """Write ``policy`` as an artifact into the new directory ``directory``.
+) -> dict[str, Any]:
+    """Write the files that hold ``policy`` into ``directory``; returns the manifest's
+    ``policy`` entry and the list of files written (``{"policy": {...}, "files": [...]}``).
 
-    Args:
-        policy: a :class:`~supportrl.agents.dqn.QPolicy`, :class:`~supportrl.agents.bandits.LinUCB`,
-            :class:`~supportrl.agents.bandits.LinTS` or :class:`~supportrl.agents.rules.RulePolicy`.
-        feature_spec: the state encoding; defaults to the policy's own (rules have none:
-            give the spec of the data or world they serve).
-        epsilon: exploration the artifact applies by default; None keeps the policy's own
-            (``policy.epsilon``, 0 for bandits).
-        fallback_action: default action for invalid states when the Predictor is loaded
-            with ``on_invalid="fallback"`` (None: the caller must choose at load).
-        bounds: allowed ranges of context numeric features (:func:`numeric_bounds`).
-        training, evaluation, training_data: recorded in the manifest as given.
-        rule_file: the rule policy's YAML file, copied as ``policy.yaml``.
-
-    Written to ``<directory>.tmp`` first and renamed, so a failure leaves nothing behind.
-    Raises ValueError for a policy kind that cannot be exported or an existing directory.
+    ``policy`` is a :class:`~supportrl.agents.dqn.QPolicy`, :class:`~supportrl.agents.bandits.LinUCB`,
+    :class:`~supportrl.agents.bandits.LinTS` or :class:`~supportrl.agents.rules.RulePolicy`;
+    ``spec`` its state encoding (a rule policy's variables must be in it); ``rule_file`` the
+    rule policy's YAML (copied as ``policy.yaml``; None writes its mapping). ValueError for
+    any other policy kind.
     """
     from supportrl.agents.bandits import LinTS, LinUCB
     from supportrl.agents.rules import RulePolicy
 
-    directory = Path(directory)
-    if directory.exists():
-        raise ValueError(f"{directory}: already exists; export into a new directory")
-    spec = feature_spec if feature_spec is not None else getattr(policy, "feature_spec", None)
-    if spec is None:
-        raise ValueError(f"export: {type(policy).__name__} has no feature spec; pass feature_spec")
-    actions = list(policy.actions)
-    if fallback_action is not None and fallback_action not in actions:
-        raise ValueError(
-            f"fallback_action: unknown action {fallback_action!r}; catalogue is {actions}"
-        )
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        if isinstance(policy, RulePolicy):
-            info = _write_rules(policy, tmp, spec, rule_file)
-        elif isinstance(policy, LinUCB | LinTS):
-            if policy.feature_spec != spec:
-                raise ValueError("export: feature_spec differs from the bandit's own")
-            info = _write_linear(policy, tmp)
-        elif type(policy).__name__ == "QPolicy":
-            if policy.feature_spec != spec:
-                raise ValueError("export: feature_spec differs from the DQN policy's own")
-            info = _write_onnx(policy, tmp)
-        else:
-            raise ValueError(
-                f"export: cannot export a {type(policy).__name__}; exportable policies are "
-                "DQN, LinUCB, LinTS and rule policies"
-            )
-        own = float(getattr(policy, "epsilon", 0.0))
-        manifest = {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "name": name,
-            "source": source,
-            "actions": actions,
-            "features": feature_manifest(spec, bounds),
-            "policy": info["policy"],
-            "exploration": {
-                "epsilon": own if epsilon is None else float(epsilon),
-                "policy_epsilon": own,
-            },
-            "fallback_action": fallback_action,
-            "training": dict(training or {}),
-            "evaluation": dict(evaluation or {}),
-            "training_data": dict(training_data or {}),
-            "files": info["files"],
-        }
-        write_manifest(tmp, _finite(manifest))
-        tmp.replace(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with non-finite floats as None (the manifest is strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    if isinstance(policy, RulePolicy):
+        return _write_rules(policy, directory, spec, rule_file)
+    if isinstance(policy, LinUCB | LinTS):
+        if policy.feature_spec != spec:
+            raise ValueError("export: feature_spec differs from the bandit's own")
+        return _write_linear(policy, directory)
+    if type(policy).__name__ == "QPolicy":  # by name: torch is imported only for a DQN
+        if policy.feature_spec != spec:
+            raise ValueError("export: feature_spec differs from the DQN policy's own")
+        return _write_onnx(policy, directory)
+    raise ValueError(
+        f"export: cannot export a {type(policy).__name__}; exportable policies are "
+        "DQN, LinUCB, LinTS and rule policies"
+    )
 
 
 def _write_onnx(policy: Any, directory: Path) -> dict[str, Any]:
@@ -397,12 +322,6 @@ def _write_rules(
         "default": policy.default,
     }
     (directory / "rules.json").write_text(json.dumps(tree, indent=2) + "\n")
-    # Serving checks types against the spec at load; check here too, so export fails first.
-    from supportrl.serving.models import RuleScorer
-
-    RuleScorer(
-        directory / "rules.json", policy.actions, tuple(spec.categorical), tuple(spec.numeric)
-    )
     return {
         "policy": {
             "kind": "rules",

@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from supportrl.agents.dqn import QPolicy, build_q_network
-from supportrl.agents.export import export_policy
+from supportrl.experiments.export import export_policy
 from supportrl.serving import Predictor
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 

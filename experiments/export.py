@@ -15,14 +15,19 @@ Options: ``export.epsilon`` (exploration the artifact applies; null keeps the po
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
+from supportrl.agents.base import Policy
+from supportrl.envs.features import FeatureSpec
 from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
@@ -34,6 +39,7 @@ from supportrl.experiments.common import (
     user_errors,
     world_from_cfg,
 )
+from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, write_manifest
 from supportrl.simulators.logs import LoggedConversations
 
 
@@ -115,7 +121,7 @@ def export_stage(
     the training-data summary, the allowed ranges of context features and, for rule
     files, the feature spec. ``evaluation`` (e.g. OPE estimates) is added to the manifest.
     """
-    from supportrl.agents.export import export_policy, numeric_bounds, training_summary
+    from supportrl.agents.export import numeric_bounds, training_summary
     from supportrl.agents.loading import load_policy, policy_name
     from supportrl.envs.features import FeatureSpec, build_feature_spec
 
@@ -130,6 +136,9 @@ def export_stage(
             categorical=reference.categorical,
             numeric=reference.numeric,
         )
+    if not isinstance(getattr(policy, "feature_spec", None), FeatureSpec):
+        # a rule policy: type errors in its conditions surface here, before anything is written
+        policy.action_probs({k: v[:100] for k, v in states.items()})
     return export_policy(
         policy,
         out,
@@ -144,6 +153,98 @@ def export_stage(
         training_data=training_summary(states, spec, reference.actions, reference.action),
         rule_file=resolved.policy_path if resolved.policy_path.is_file() else None,
     )
+
+
+def export_policy(
+    policy: Policy,
+    directory: str | Path,
+    *,
+    feature_spec: FeatureSpec | None = None,
+    name: str = "policy",
+    source: str | None = None,
+    epsilon: float | None = None,
+    fallback_action: str | None = None,
+    bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+    training: Mapping[str, Any] | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    training_data: Mapping[str, Any] | None = None,
+    rule_file: str | Path | None = None,
+) -> Path:
+    """Write ``policy`` as an artifact into the new directory ``directory``.
+
+    Args:
+        policy: a :class:`~supportrl.agents.dqn.QPolicy`, :class:`~supportrl.agents.bandits.LinUCB`,
+            :class:`~supportrl.agents.bandits.LinTS` or :class:`~supportrl.agents.rules.RulePolicy`.
+        feature_spec: the state encoding; defaults to the policy's own (rules have none:
+            give the spec of the data or world they serve).
+        epsilon: exploration the artifact applies by default; None keeps the policy's own
+            (``policy.epsilon``, 0 for bandits).
+        fallback_action: default action for invalid states when the Predictor is loaded
+            with ``on_invalid="fallback"`` (None: the caller must choose at load).
+        bounds: allowed ranges of context numeric features (:func:`supportrl.agents.export.numeric_bounds`).
+        training, evaluation, training_data: recorded in the manifest as given.
+        rule_file: the rule policy's YAML file, copied as ``policy.yaml``.
+
+    Written to ``<directory>.tmp`` first and renamed, so a failure leaves nothing behind.
+    Raises ValueError for a policy kind that cannot be exported or an existing directory.
+    """
+    from supportrl.agents.export import feature_manifest, write_policy_files
+
+    directory = Path(directory)
+    if directory.exists():
+        raise ValueError(f"{directory}: already exists; export into a new directory")
+    spec = feature_spec if feature_spec is not None else getattr(policy, "feature_spec", None)
+    if spec is None:
+        raise ValueError(f"export: {type(policy).__name__} has no feature spec; pass feature_spec")
+    actions = list(policy.actions)
+    if fallback_action is not None and fallback_action not in actions:
+        raise ValueError(
+            f"fallback_action: unknown action {fallback_action!r}; catalogue is {actions}"
+        )
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        info = write_policy_files(policy, tmp, spec, rule_file)
+        own = float(getattr(policy, "epsilon", 0.0))
+        manifest = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "name": name,
+            "source": source,
+            "actions": actions,
+            "features": feature_manifest(spec, bounds),
+            "policy": info["policy"],
+            "exploration": {
+                "epsilon": own if epsilon is None else float(epsilon),
+                "policy_epsilon": own,
+            },
+            "fallback_action": fallback_action,
+            "training": dict(training or {}),
+            "evaluation": dict(evaluation or {}),
+            "training_data": dict(training_data or {}),
+            "files": info["files"],
+        }
+        write_manifest(tmp, _finite(manifest))
+        tmp.replace(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with non-finite floats as None (the manifest is strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def reference_logs(cfg: DictConfig) -> LoggedConversations:

@@ -141,3 +141,18 @@ def test_deploy_refuses_a_tampered_artifact(tmp_path: Path) -> None:
     assert deploy.returncode == 2
     assert "rules.json: SHA-256 differs" in deploy.stderr
     assert not (tmp_path / "deploy").exists()
+
+
+def test_export_refuses_a_rule_file_that_cannot_run_on_the_data(tmp_path: Path) -> None:
+    bad = tmp_path / "rules_bad.yaml"
+    bad.write_text("rules:\n  - when: 'tier > 3'\n    action: empathize\ndefault: clarify\n")
+    proc = supportrl(tmp_path, "export", f"run={bad}", "export.summary_conversations=200")
+    assert proc.returncode == 2, proc.stdout
+    assert "tier" in proc.stderr and "Traceback" not in proc.stderr
+    unknown = tmp_path / "rules_unknown.yaml"
+    unknown.write_text(
+        "rules:\n  - when: 'vip == \"yes\"'\n    action: empathize\ndefault: clarify\n"
+    )
+    proc = supportrl(tmp_path, "export", f"run={unknown}", "export.summary_conversations=200")
+    assert proc.returncode == 2 and "vip" in proc.stderr
+    assert not (tmp_path / "export").exists()

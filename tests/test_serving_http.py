@@ -19,7 +19,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from supportrl.agents.dqn import QPolicy, build_q_network
-from supportrl.agents.export import export_policy
+from supportrl.experiments.export import export_policy
 from supportrl.serving import DecisionLogger, Predictor
 from supportrl.serving.http import create_app
 from supportrl.simulators.logs import load_conversations

@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from supportrl.agents.export import export_policy
 from supportrl.agents.rules import load_rule_policy
 from supportrl.experiments.common import REPO_ROOT
+from supportrl.experiments.export import export_policy
 from supportrl.simulators.synthetic import SyntheticWorld
 
 DECIDE = """
