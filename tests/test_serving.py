@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from supportrl.agents.bandits import make_bandit
+from supportrl.agents.base import Policy
 from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.agents.rules import load_rule_policy
 from supportrl.agents.training import train_bandit
@@ -75,6 +76,7 @@ def test_artifact_reproduces_the_policy(
         policy = trained_bandit(kind)
     artifact = export(policy, tmp_path)
     predictor = Predictor.load(artifact)
+    assert isinstance(predictor, Policy)
     expected = policy.action_probs(logged_states)
     got = predictor.action_probs(logged_states)
     assert got.shape == expected.shape
@@ -198,7 +200,7 @@ def test_fallback_needs_an_action(tmp_path: Path) -> None:
 
 def test_importing_serving_pulls_no_heavy_stack() -> None:
     code = (
-        "import sys; import supportrl.serving as s; "
+        "import sys; import supportrl.serving, supportrl.serving.http, supportrl.serving.drift; "
         "heavy = [m for m in ('torch', 'ray', 'hydra', 'pandas', 'omegaconf', 'scipy', "
         "'supportrl.agents', 'supportrl.envs', 'supportrl.simulators', 'supportrl.ope', "
         "'supportrl.experiments') if m in sys.modules]; "
