@@ -217,7 +217,7 @@ class Predictor:
     ) -> BatchDecision:
         """Decide for many states: a list of state dicts, or a dict of columns (faster)."""
         probs, encoded = self._probs(states)
-        index = self._sample(probs)
+        index = sample_actions(probs, self._rng)
         rows = np.arange(len(index))
         return BatchDecision(
             actions=self._labels[index],
@@ -236,10 +236,7 @@ class Predictor:
 
     def act(self, states: Mapping[str, Sequence[Any]], rng: np.random.Generator) -> np.ndarray:
         """Sampled action indices, int64 (n,), drawn from ``rng``."""
-        probs = self.action_probs(states)
-        cdf = np.cumsum(probs, axis=1)
-        u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
-        return np.minimum((u >= cdf).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
+        return sample_actions(self.action_probs(states), rng)
 
     # ------------------------------------------------------------------ internals
 
@@ -257,16 +254,19 @@ class Predictor:
             probs[encoded.invalid] = self._fallback_probs
         return probs, encoded
 
-    def _sample(self, probs: np.ndarray) -> np.ndarray:
-        cdf = np.cumsum(probs, axis=1)
-        u = self._rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
-        return np.minimum((u >= cdf).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
-
     def __repr__(self) -> str:
         return (
             f"Predictor(kind={self.kind!r}, actions={len(self.actions)}, epsilon={self.epsilon}, "
             f"on_invalid={self.on_invalid!r}, directory={str(self.directory)!r})"
         )
+
+
+def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One action per row of ``probs`` (n, n_actions) by inverse CDF, int64 (n,) (the
+    framework's sampler: same draws from the same generator)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
+    return np.minimum((u >= cdf).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
 
 
 def _columns(states: Any) -> tuple[Mapping[str, Any], int]:

@@ -268,3 +268,24 @@ def test_drift_report_flags_shifted_customers_not_the_same_population() -> None:
     assert report.unseen == {"tier": {"vip": 50}}
     assert report.psi["sentiment"] > 0.25 and report.psi["intent"] < 0.1
     assert "unlike those it was trained" in report.verdict()
+
+
+def test_deploying_an_artifact_matches_the_policy_in_the_world(tmp_path: Path) -> None:
+    """Same seed: the deployed artifact's on-policy value is the policy's Monte Carlo value."""
+    from supportrl.experiments.deploy import deploy_stage
+    from supportrl.simulators.synthetic import true_value
+
+    policy = rule_policy()
+    policy.epsilon = 0.2
+    artifact = export(policy, tmp_path)
+    deployed = deploy_stage(
+        artifact, tmp_path / "log", world=WORLD, reward=RewardSpec(), n_conversations=2000, seed=4
+    )
+    truth = true_value(policy, 2000, world=WORLD, reward=RewardSpec(), seed=4)
+    assert deployed.on_policy_value == pytest.approx(truth.value, abs=1e-12)
+    assert deployed.epsilon == 0.2
+    logs = load_conversations(deployed.log)
+    assert logs.n_conversations == 2000 and logs.n_turns == deployed.n_turns
+    # the logged propensities are the artifact's probabilities of the logged actions
+    probs = Predictor.load(artifact).action_probs(logs.states())
+    np.testing.assert_allclose(logs.propensity, probs[np.arange(logs.n_turns), logs.action])
