@@ -205,6 +205,32 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "best_true": best_true,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
+    # --- ship the winner: export it and deploy it to the world's customers (experiments/deploy.py)
+    from supportrl.experiments.deploy import ship_winner
+
+    print("[ship] export the winner and deploy it to the synthetic world's customers", flush=True)
+    sources = {"linucb": out / "agents" / "linucb", "dqn": out / "agents" / "dqn"}
+    sources.update(
+        {resolve_shipped(p).stem: resolve_shipped(p) for p in to_plain(pcfg.baselines) or []}
+    )
+    shipped = ship_winner(
+        out,
+        source=sources[winner],
+        reference=logs,
+        world=world,
+        reward=reward,
+        n_conversations=int(cfg.n_conversations),
+        seed=seed,
+        predicted={
+            "ope": {"name": estimator, **ope[winner][estimator]},
+            "simulated_value": simulated[winner],
+            "true_value": truth[winner],
+        },
+        epsilon=to_plain(cfg.deploy.epsilon),
+    )
+    result.update(shipped)
+    # --- end ship
+
     return finish(
         result,
         f"pipeline: winner {winner} (true value {truth[winner]:+.3f}, logging policy "

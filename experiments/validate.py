@@ -92,7 +92,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             f"valid: {summary['decisions']} decisions, {len(data.actions)} actions, "
             f"{summary['missing_propensity']} missing propensities"
         )
-    return finish({"valid": True, "summary": summary}, line)
+    result: dict[str, Any] = {"valid": True, "summary": summary}
+    if cfg.get("artifact") is not None:  # drift against an artifact's training data
+        from supportrl.experiments.drift import drift_against_artifact
+
+        result["drift"] = drift_against_artifact(data, cfg.artifact)
+        line += f"; {result['drift']['verdict']}"
+    return finish(result, line)
 
 
 if __name__ == "__main__":

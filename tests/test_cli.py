@@ -99,9 +99,15 @@ def test_pipeline_small(tmp_path: Path) -> None:
         "pipeline.true_value_conversations=500",
         "ope.n_bootstrap=50",
         "logger.progress=false",
+        "n_conversations=400",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((run_dir_of(proc) / "result.json").read_text())
+    # the winner is exported and deployed (experiments/deploy.py), its log valid schema v1
+    assert Path(result["artifact"], "manifest.json").is_file()
+    assert result["deploy"]["n_conversations"] == 400
+    assert Path(result["deploy"]["log"]).is_dir()
+    assert "deployed on-policy value" in proc.stdout
     assert result["summary"]["conversations"] == 600
     assert set(result["policies"]) >= {"linucb", "dqn", "rules_production"}
     assert result["winner"] in result["policies"]
