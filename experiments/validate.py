@@ -59,19 +59,17 @@ def bounded_summary(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 @user_errors
 def main(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.data.kind == "conversations" and cfg.data.turns is not None:
+    artifact = cfg.get("artifact")
+    if cfg.data.kind == "conversations" and cfg.data.turns is not None and artifact is None:
+        # Schema checks alone never need the whole file in memory.
         summary = bounded_summary(cfg)
         print_summary(summary)
         ones = summary.pop("propensities_all_one")
         summary["warnings"] = data_warnings(summary, propensities_all_one=ones)
         for note in summary["warnings"]:
             print(f"warning: {note}")
-        line = (
-            f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
-            f"{summary['missing_propensity']} missing propensities, "
-            f"{summary['missing_csat']} missing CSAT"
-        )
-        return finish({"valid": True, "summary": summary}, line)
+        return finish({"valid": True, "summary": summary}, conversations_line(summary))
+    # Drift against an artifact compares whole feature columns: the in-memory path.
     data = load_data(cfg)
     summary = data.summary()
     print_summary(summary)
@@ -81,24 +79,27 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         )
         for note in summary["warnings"]:
             print(f"warning: {note}")
-    if isinstance(data, LoggedConversations):
-        line = (
-            f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
-            f"{summary['missing_propensity']} missing propensities, "
-            f"{summary['missing_csat']} missing CSAT"
-        )
+        line = conversations_line(summary)
     else:
         line = (
             f"valid: {summary['decisions']} decisions, {len(data.actions)} actions, "
             f"{summary['missing_propensity']} missing propensities"
         )
     result: dict[str, Any] = {"valid": True, "summary": summary}
-    if cfg.get("artifact") is not None:  # drift against an artifact's training data
+    if artifact is not None:
         from supportrl.experiments.drift import drift_against_artifact
 
-        result["drift"] = drift_against_artifact(data, cfg.artifact)
+        result["drift"] = drift_against_artifact(data, artifact)
         line += f"; {result['drift']['verdict']}"
     return finish(result, line)
+
+
+def conversations_line(summary: dict[str, Any]) -> str:
+    return (
+        f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
+        f"{summary['missing_propensity']} missing propensities, "
+        f"{summary['missing_csat']} missing CSAT"
+    )
 
 
 if __name__ == "__main__":
