@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
-from supportrl.experiments.common import CONFIG_PATH, finish, load_data, user_errors
+from supportrl.experiments.common import finish, load_data
+from supportrl.experiments.entry import command
 from supportrl.simulators.logs import LoggedConversations
 
 
@@ -24,8 +24,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     data = load_data(cfg)
     summary = data.summary()
