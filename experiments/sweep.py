@@ -108,6 +108,14 @@ def plan(trials: list[list[str]], out: Path) -> list[Trial]:
     ]
 
 
+def _quoted(path: Path) -> str:
+    """A path as a quoted Hydra override value (trial folders contain ``=`` and ``,``)."""
+    text = str(path)
+    if "'" in text:
+        raise ValueError(f"sweep: a path with a single quote cannot be passed to Hydra: {text}")
+    return f"'{text}'"
+
+
 def run_trial(trial: Trial, cmd: str, timeout: float | None, cwd: str) -> dict[str, Any]:
     """Run one trial as ``supportrl CMD OVERRIDES`` in a fresh process; its outcome."""
     if trial.directory.exists() and not trial.result.exists():
@@ -118,8 +126,8 @@ def run_trial(trial: Trial, cmd: str, timeout: float | None, cwd: str) -> dict[s
         "supportrl.experiments.cli",
         cmd,
         *trial.overrides,
-        f"hydra.run.dir={trial.directory}",
-        f"paths.output_dir={trial.directory.parent}",
+        f"hydra.run.dir={_quoted(trial.directory)}",
+        f"paths.output_dir={_quoted(trial.directory.parent)}",
         "logger.progress=false",
     ]
     start = time.perf_counter()
@@ -134,6 +142,8 @@ def run_trial(trial: Trial, cmd: str, timeout: float | None, cwd: str) -> dict[s
     if not ok:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("error:")]
+        if not errors and lines and "Traceback" not in stderr:
+            errors = lines[:1]  # Hydra's own message comes first
         error = (errors or lines or [f"exit code {rc}"])[-1]
         trial.directory.parent.mkdir(parents=True, exist_ok=True)
         (trial.directory.parent / f"{trial.name}.stderr.txt").write_text(stderr)
