@@ -41,6 +41,7 @@ from supportrl.experiments.common import (
 )
 from supportrl.experiments.entry import command
 from supportrl.experiments.plots import forest_plot, write_metrics
+from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
     agent_spec,
     evaluate_stage,
@@ -206,6 +207,18 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     )
     payload["wall_s"] = round(time.perf_counter() - start, 3)
     payload["timings_s"] = timings
+    # the same report `supportrl report` writes, for this run's candidates
+    records = records_of(out, payload, ope.select)
+    for rec in records:
+        rec.config = rec.agent  # one run: the candidates are the configurations
+    report = write_report(
+        out,
+        records,
+        select=ope.select,
+        level=1 - ope.alpha,
+        title=f"supportrl pipeline: {out}",
+    )
+    payload["report"] = {"html": report["html"], "md": report["md"], "csv": report["csv"]}
     n_conv = payload["summary"]["conversations"]
     if selection.winner is None:
         headline = f"pipeline: no candidate is safely better than the logging policy ({ope.select})"

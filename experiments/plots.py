@@ -23,6 +23,11 @@ METRIC_LABELS = {
 }
 
 
+def short(label: str, width: int = 60) -> str:
+    """A label cut to ``width`` characters (long override lists would squeeze the axes)."""
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
 def _plt():
     import matplotlib
 
@@ -88,7 +93,7 @@ def forest_plot(
         est, lo, hi = float(r["estimate"]), float(r["ci_low"]), float(r["ci_high"])
         c = colours[str(r.get("policy", r["label"]))]
         ax.errorbar([est], [yi], xerr=[[est - lo], [hi - est]], fmt="o", ms=4, capsize=3, color=c)
-    ax.set_yticks(y, [str(r["label"]) for r in rows], fontsize=8)
+    ax.set_yticks(y, [short(str(r["label"])) for r in rows], fontsize=8)
     ax.axvline(0.0, color="grey", lw=0.8, label="zero")
     if logging_value is not None and np.isfinite(logging_value):
         ax.axvline(logging_value, color="k", ls="--", lw=1, label="logging policy")
@@ -115,7 +120,8 @@ def learning_curves(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5))
     for i, (name, (steps, mean, low, high, n)) in enumerate(bands.items()):
-        ax.plot(steps, mean, color=f"C{i % 10}", label=f"{name} ({n} seed{'s' * (n != 1)})")
+        label = f"{short(name)} ({n} seed{'s' * (n != 1)})"
+        ax.plot(steps, mean, color=f"C{i % 10}", label=label)
         ax.fill_between(steps, low, high, color=f"C{i % 10}", alpha=0.2)
     for j, (ref, value) in enumerate((reference or {}).items()):
         ax.axhline(value, ls="--", lw=1, color="k" if j == 0 else "grey", label=ref)
@@ -139,7 +145,7 @@ def agreement_scatter(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
         sim, est = r["simulated_value"], r["ope_estimate"]
         lo, hi = r.get("ope_low", est), r.get("ope_high", est)
         ax.errorbar([sim], [est], yerr=[[est - lo], [hi - est]], fmt="o", color=f"C{i % 10}",
-                    capsize=3, label=str(r["config"]))  # fmt: skip
+                    capsize=3, label=short(str(r["config"])))  # fmt: skip
         xs += [sim, lo, hi]
     if xs:
         lo, hi = min(xs), max(xs)

@@ -33,11 +33,15 @@ from supportrl.experiments.plots import agreement_scatter, forest_plot, learning
 from supportrl.experiments.summary import (
     Interval,
     RunRecord,
+    Selection,
     aggregate,
     curve_band,
     flag_disagreement,
     select_winner,
 )
+
+MAX_PLOTTED = 12
+"""Figures show at most this many configurations (the best ones); the table has them all."""
 
 IGNORED_OVERRIDES = ("paths.", "hydra.", "threads", "logger.", "dir")
 """Overrides that do not change what a run computes (left out of configuration labels)."""
@@ -202,9 +206,14 @@ def figures(out: Path, rows, records, select: str, level: float, logging: float 
         band = curve_band(curves)
         if band is not None:
             bands[config] = (*band, len(curves))
+    if len(bands) > MAX_PLOTTED:  # a readable figure: the best configurations by final return
+        keep = sorted(bands, key=lambda k: -bands[k][1][-1])[:MAX_PLOTTED]
+        bands = {k: bands[k] for k in keep}
     if bands:
         figs["Learning curves"] = learning_curves(out / "learning_curves.png", bands)
     ope_rows = [r for r in rows if r.get("ope_estimate") is not None]
+    # a readable figure: the configurations with the highest lower bounds
+    ope_rows = sorted(ope_rows, key=lambda r: -r.get("ope_low", r["ope_estimate"]))[:MAX_PLOTTED]
     if ope_rows:
         figs[f"OPE forest plot ({select})"] = forest_plot(
             out / "forest.png",
@@ -251,22 +260,20 @@ def write_html(path: Path, title: str, selection: str, cells, figs: dict[str, Pa
     return path
 
 
-@command
-def report(cfg: DictConfig) -> dict[str, Any]:
-    out = run_dir()
-    if cfg.dir is None:
-        raise UserError("dir is required: supportrl report dir=DIR (a multirun or sweep folder)")
-    root = Path(str(cfg.dir))
-    if not root.is_dir():
-        raise UserError(f"dir={root}: no such directory")
-    select = str(cfg.report.select or cfg.ope.select)
-    level = float(cfg.report.confidence)
-    records = collect(root, select)
-    if not records:
-        raise UserError(f"dir={root}: no train, pipeline or evaluate runs (result.json) below it")
+def write_report(
+    out: Path,
+    records: list[RunRecord],
+    *,
+    select: str,
+    level: float = 0.95,
+    disagreement: bool = True,
+    title: str,
+) -> dict[str, Any]:
+    """Aggregate ``records`` and write ``report.csv``, ``report.md``, ``report.html`` and
+    the figures into ``out``; print the table. Returns the report's result.json payload."""
     rows = aggregate(records, level)
     for r in rows:
-        r["disagrees"] = bool(cfg.report.disagreement) and flag_disagreement(r)
+        r["disagrees"] = disagreement and flag_disagreement(r)
     loggings = [r["logging_value"] for r in rows if r.get("logging_value") is not None]
     logging = float(np.mean(loggings)) if loggings else None
     candidates = {
@@ -279,8 +286,7 @@ def report(cfg: DictConfig) -> dict[str, Any]:
     if candidates:
         selection = select_winner(candidates, logging, estimator=select)
     else:
-        selection = select_winner({}, None)
-        selection = type(selection)(None, None, "no OPE estimates in these runs: no selection")
+        selection = Selection(None, None, "no OPE estimates in these runs: no selection")
     for r in rows:
         r["winner"] = r["config"] == selection.winner
     cells = display_rows(rows)
@@ -292,13 +298,9 @@ def report(cfg: DictConfig) -> dict[str, Any]:
     import pandas as pd
 
     csv = out / "report.csv"
-    pd.DataFrame(
-        [
-            {k: v for k, v in r.items() if k != "seeds"} | {"seeds": " ".join(map(str, r["seeds"]))}
-            for r in rows
-        ]
-    ).to_csv(csv, index=False)
-    title = f"supportrl report: {root}"
+    pd.DataFrame([{**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows]).to_csv(
+        csv, index=False
+    )
     md = out / "report.md"
     md.write_text(
         f"# {title}\n\n{len(records)} runs, {len(rows)} configurations; values are means over "
@@ -307,18 +309,43 @@ def report(cfg: DictConfig) -> dict[str, Any]:
         + "".join(f"![{name}]({p.name})\n\n" for name, p in figs.items())
     )
     page = write_html(out / "report.html", title, selection.reason, cells, figs)
+    return {
+        "rows": rows,
+        "csv": str(csv),
+        "html": str(page),
+        "md": str(md),
+        "select": select,
+        "logging_value": logging,
+        "selection": selection.to_dict(),
+        "n_runs": len(records),
+    }
+
+
+@command
+def report(cfg: DictConfig) -> dict[str, Any]:
+    out = run_dir()
+    if cfg.dir is None:
+        raise UserError("dir is required: supportrl report dir=DIR (a multirun or sweep folder)")
+    root = Path(str(cfg.dir))
+    if not root.is_dir():
+        raise UserError(f"dir={root}: no such directory")
+    select = str(cfg.report.select or cfg.ope.select)
+    records = collect(root, select)
+    if not records:
+        raise UserError(f"dir={root}: no train, pipeline or evaluate runs (result.json) below it")
+    payload = write_report(
+        out,
+        records,
+        select=select,
+        level=float(cfg.report.confidence),
+        disagreement=bool(cfg.report.disagreement),
+        title=f"supportrl report: {root}",
+    )
+    n_rows = len(payload["rows"])
     return finish(
-        {
-            "rows": rows,
-            "csv": str(csv),
-            "html": str(page),
-            "md": str(md),
-            "select": select,
-            "logging_value": logging,
-            "selection": selection.to_dict(),
-            "n_runs": len(records),
-        },
-        f"report: {len(rows)} configurations from {len(records)} runs; {selection.reason}",
+        payload,
+        f"report: {n_rows} configurations from {len(records)} runs; "
+        f"{payload['selection']['reason']}",
     )
 
 
