@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -115,7 +116,14 @@ def _plus(overrides: list[str], key: str) -> list[str]:
     return [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
 
 
-def check_overrides(overrides: list[str]) -> None:
+def light_groups(name: str | None) -> frozenset[str]:
+    """Groups command ``name`` does not read (checked by their option files' keys)."""
+    if name is None or name not in COMMAND_KEYS:
+        return frozenset()
+    return frozenset({"simulator", "agent"} - set(COMMAND_KEYS[name]))
+
+
+def check_overrides(overrides: list[str], name: str | None = None) -> None:
     """Compose ``overrides`` and check them; raise :class:`ConfigError` naming the culprit."""
     from hydra.errors import OverrideParseException
 
@@ -124,7 +132,8 @@ def check_overrides(overrides: list[str]) -> None:
     except OverrideParseException as exc:
         raise ConfigError(f"cannot parse the overrides: {str(exc).splitlines()[0]}") from None
     for chosen in sets:
-        check_config({k: v for k, v in _compose_named(chosen).items() if k != "hydra"})
+        cfg = _compose_named(chosen)
+        check_config({k: v for k, v in cfg.items() if k != "hydra"}, light_groups(name))
 
 
 def _compose_named(overrides: list[str]) -> dict[str, Any]:
@@ -162,10 +171,10 @@ def overrides_of(argv: list[str]) -> list[str]:
     ]
 
 
-def precheck_argv(argv: list[str]) -> None:
+def precheck_argv(argv: list[str], name: str | None = None) -> None:
     """Check the command line's overrides; on a mistake print ``error: ...`` and exit 2."""
     try:
-        check_overrides(overrides_of(argv))
+        check_overrides(overrides_of(argv), name)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -207,30 +216,27 @@ def console_log(path: Path) -> Iterator[None]:
 def limit_threads(threads: int | None) -> Any:
     """Cap BLAS/OpenMP pools and torch to ``threads`` (None: leave the machine's default).
 
-    Returns the threadpoolctl limiter (keep it alive for the run), or None.
+    Pools already loaded are capped by threadpoolctl; torch gets ``set_num_threads`` if it
+    is loaded, else ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, which it reads when imported
+    (so a command that never needs torch does not pay for importing it). Returns the
+    threadpoolctl limiter (keep it alive for the run), or None.
     """
     if threads is None:
         return None
     if threads < 1:
         raise UserError(f"threads must be >= 1 (or null for the machine's default), got {threads}")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
     limiter = None
     try:
         from threadpoolctl import threadpool_limits
 
         limiter = threadpool_limits(limits=threads)
-    except ImportError:  # optional: without it only torch is capped
+    except ImportError:  # optional: without it the environment variables still apply
         pass
-    if "torch" in sys.modules or _torch_importable():
-        import torch
-
-        torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     return limiter
-
-
-def _torch_importable() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
 
 
 def resolve_progress(cfg: DictConfig) -> None:
@@ -246,7 +252,8 @@ def command(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
 
     def checked(cfg: DictConfig) -> Any:
         try:
-            check_config(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+            plain = OmegaConf.to_container(cfg, resolve=True)
+            check_config(plain, light_groups(name))  # type: ignore[arg-type]
         except ConfigError as exc:
             raise UserError(str(exc)) from None
         resolve_progress(cfg)
@@ -271,7 +278,7 @@ def command(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         if "--help" in argv or "-h" in argv:
             print(help_text(name))
             sys.exit(0)
-        precheck_argv(argv)
+        precheck_argv(argv, name)
         return hydra_main()
 
     main.__doc__ = task.__doc__

@@ -48,6 +48,7 @@ from supportrl.experiments.stages import (
     generate_stage,
     ope_settings,
     print_ope,
+    segment_stage,
     simulator_spec,
     timed,
     train_settings,
@@ -176,6 +177,14 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         title="Pipeline candidates: conversation-level estimates",
     )
 
+    segments = {}
+    if cfg.report.segment_by:
+        with timed(timings, "segments"):
+            segments = segment_stage(
+                logs, reward, probs, ope, seed=seed, by=tuple(cfg.report.segment_by)
+            )
+        print_segments(segments, ope.select)
+
     step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
     selection = select_winner(
         {k: Interval.of(v[ope.select]) for k, v in result.policies.items()},
@@ -205,6 +214,8 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     payload = _payload(
         cfg, data, out, spec.kind, trained, result, simulated, truth, ope.select, selection
     )
+    if segments:
+        payload["segments"] = segments
     payload["wall_s"] = round(time.perf_counter() - start, 3)
     payload["timings_s"] = timings
     # the same report `supportrl report` writes, for this run's candidates
@@ -234,6 +245,25 @@ def _fit(logs: LoggedConversations, sim_spec, seed: int, out: Path):
     from supportrl.experiments.stages import fit_stage
 
     return fit_stage(logs, sim_spec, seed=seed, out=out)
+
+
+def print_segments(segments: dict[str, Any], select: str) -> None:
+    """Per segment: each candidate's estimate and interval, and its top action vs the logger's."""
+    for feature, values in segments.items():
+        print(f"      by {feature} ({select}; top action, candidate vs logging policy):")
+        for value, seg in values.items():
+            logged = seg["logging"]
+            top_logged = max(logged["action_mix"], key=logged["action_mix"].get)
+            print(
+                f"        {feature}={value} ({seg['n_conversations']} conversations): "
+                f"logging {logged['value']['estimate']:+.3f} ({top_logged})"
+            )
+            for name, row in seg["policies"].items():
+                top = max(row["action_mix"], key=row["action_mix"].get)
+                print(
+                    f"          {name:<26}{row['estimate']:+.3f} "
+                    f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] ({top})"
+                )
 
 
 def _print_table(candidates, ope_rows, simulated, truth, select, winner) -> None:

@@ -37,6 +37,7 @@ from supportrl.experiments.summary import (
     aggregate,
     curve_band,
     flag_disagreement,
+    segment_rows,
     select_winner,
 )
 
@@ -101,7 +102,17 @@ def records_of(run: Path, result: dict[str, Any], select: str) -> list[RunRecord
                 values.update(env_steps=info.get("env_steps"), wall_s=info.get("wall_s"))
             config = label if trained else f"{name} | {label}"
             curve = _curve(Path(result["agents"][name]["metrics"])) if trained else None
-            out.append(RunRecord(config=config, agent=name, values=values, curve=curve, **common))
+            segments = result.get("segments") if trained else None
+            out.append(
+                RunRecord(
+                    config=config,
+                    agent=name,
+                    values=values,
+                    curve=curve,
+                    segments=segments,
+                    **common,
+                )
+            )
         return out
     if "final_return" in result and "agent" in result:  # train
         values: dict[str, Any] = {"env_steps": result["env_steps"], "wall_s": result["wall_s"]}
@@ -237,12 +248,45 @@ def figures(out: Path, rows, records, select: str, level: float, logging: float 
     return figs
 
 
-def write_html(path: Path, title: str, selection: str, cells, figs: dict[str, Path]) -> Path:
-    """One self-contained HTML page: the table and every figure inline (base64 PNG)."""
+def _html_table(cells: list[dict[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in cells[0])
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in c.values()) + "</tr>" for c in cells
     )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def segment_cells(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Per-segment rows as text: estimate [interval] vs logging value, top actions."""
+
+    def top(mix: dict[str, float]) -> str:
+        best = sorted(mix, key=lambda a: -mix[a])[:2]
+        return ", ".join(f"{a} {mix[a]:.0%}" for a in best)
+
+    return [
+        {
+            "config": r["config"],
+            "segment": r["segment"],
+            "policy": r["policy"],
+            "conversations": f"{r['n_conversations']:.0f}",
+            "OPE [interval]": _fmt(r["estimate"], r["ci_low"], r["ci_high"]),
+            "logging": _fmt(r["logging_value"]),
+            "gain": _fmt(r["estimate"] - r["logging_value"]),
+            "actions": top(r["action_mix"]),
+            "logging actions": top(r["logging_action_mix"]),
+        }
+        for r in rows
+    ]
+
+
+def write_html(
+    path: Path, title: str, selection: str, cells, figs: dict[str, Path], seg_cells=()
+) -> Path:
+    """One self-contained HTML page: the tables and every figure inline (base64 PNG)."""
+    table = _html_table(cells)
+    if seg_cells:
+        table += "<h2>Per segment (action mix: candidate vs logging policy)</h2>"
+        table += _html_table(list(seg_cells))
     images = "".join(
         f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' style='max-width:100%' "
         f"src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'/>"
@@ -254,7 +298,7 @@ def write_html(path: Path, title: str, selection: str, cells, figs: dict[str, Pa
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
         "font-size:13px}th{background:#eee}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(selection)}</p>"
-        f"<table><tr>{head}</tr>{body}</table>{images}</body></html>"
+        f"{table}{images}</body></html>"
     )
     path.write_text(page)
     return path
@@ -308,8 +352,17 @@ def write_report(
         f"**Selection:** {selection.reason}\n\n"
         + "".join(f"![{name}]({p.name})\n\n" for name, p in figs.items())
     )
-    page = write_html(out / "report.html", title, selection.reason, cells, figs)
+    segments = segment_rows(records)
+    seg_cells = segment_cells(segments)
+    if seg_cells:
+        seg_table = markdown(seg_cells)
+        print(seg_table)
+        with md.open("a") as f:
+            f.write(f"## Per segment ({select}; action mix: candidate vs logging policy)\n\n")
+            f.write(seg_table + "\n")
+    page = write_html(out / "report.html", title, selection.reason, cells, figs, seg_cells)
     return {
+        "segments": segments,
         "rows": rows,
         "csv": str(csv),
         "html": str(page),

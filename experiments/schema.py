@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from supportrl.agents.bandits import BANDITS, hyperparameter_names
-from supportrl.agents.dqn import DQNConfig
 from supportrl.envs.rewards import RewardSpec
-from supportrl.simulators.fitted import FitConfig, GLMParams
-from supportrl.simulators.fitted_ensemble import EnsembleParams
 from supportrl.simulators.synthetic import WorldConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 AGENT_BUDGET_KEY = "train.total_steps"
 """The one step-budget key of every agent (bandits and DQN alike)."""
@@ -208,6 +207,13 @@ def _fields(
     return build
 
 
+def _dqn_fields() -> dict[str, Any]:
+    # imported here: agents.dqn imports torch, which the other agents never need
+    from supportrl.agents.dqn import DQNConfig
+
+    return _fields(DQNConfig, drop=("total_steps",), kind=str, n_step=int | None)()
+
+
 def _agent_fields(kind: str):
     keep = [n for n in hyperparameter_names(kind) if n != "seed"]
     return _fields(BANDITS[kind], keep=keep, kind=str)
@@ -226,14 +232,23 @@ GROUPS["agent"] = (
     {
         **{kind: _agent_fields(kind) for kind in BANDITS},
         # The step budget is train.total_steps for every agent, so not an agent key.
-        "dqn": _fields(DQNConfig, drop=("total_steps",), kind=str, n_step=int | None),
+        "dqn": _dqn_fields,
     },
 )
 _FIT_COMMON = ("weighting", "weight_clip", "penalty", "min_support", "max_turns", "csat_missing")
 
 
-def _family_fields(params_cls: type):
+def _family_fields(family: str):
     def build() -> dict[str, Any]:
+        # imported here: the fitted families import torch, which most commands never need
+        from supportrl.simulators.fitted import FitConfig, GLMParams
+
+        if family == "glm":
+            params_cls = GLMParams
+        else:
+            from supportrl.simulators.fitted_ensemble import EnsembleParams
+
+            params_cls = EnsembleParams
         return {
             "kind": str,
             **_fields(FitConfig, keep=_FIT_COMMON)(),
@@ -245,7 +260,7 @@ def _family_fields(params_cls: type):
 
 GROUPS["simulator"] = (
     "kind",
-    {"glm": _family_fields(GLMParams), "ensemble": _family_fields(EnsembleParams)},
+    {"glm": _family_fields("glm"), "ensemble": _family_fields("ensemble")},
 )
 SINGLE_LIBRARY: dict[str, Callable[[], dict[str, Any]]] = {
     "world": _fields(WorldConfig),
@@ -330,8 +345,13 @@ def _dataclass_schema(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def check_config(cfg: Mapping[str, Any]) -> None:
-    """Check a composed config (as plain containers, without the ``hydra`` node)."""
+def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) -> None:
+    """Check a composed config (as plain containers, without the ``hydra`` node).
+
+    Groups in ``light`` (those the command does not read) are checked against the keys of
+    their shipped option file instead of the library's dataclass, so a command that never
+    fits a simulator or trains DQN does not import torch to check their keys.
+    """
     root = _dataclass_schema(Root)
     nodes = set(SECTIONS) | set(GROUPS) | set(SINGLE_LIBRARY)
     for key, value in cfg.items():
@@ -340,7 +360,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         if key in nodes:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a section of keys, got {value!r}")
-            _check_section(key, value)
+            _check_section(key, value, key in light)
         elif key in root:
             check_node({key: value}, root, "")
         else:
@@ -354,7 +374,14 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         )
 
 
-def _check_section(key: str, value: dict[str, Any]) -> None:
+def _option_file_fields(group: str, option: str) -> dict[str, Any]:
+    import yaml
+
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    return {k: Any for k in (yaml.safe_load(path.read_text()) or {})} if path.exists() else {}
+
+
+def _check_section(key: str, value: dict[str, Any], light: bool = False) -> None:
     if key in SECTIONS:
         check_node(value, _dataclass_schema(SECTIONS[key]), f"{key}.")
     elif key in SINGLE_LIBRARY:
@@ -367,7 +394,8 @@ def _check_section(key: str, value: dict[str, Any]) -> None:
                 f"{key}.{disc}={choice!r}: expected one of {sorted(options)} "
                 f"(choose with {key}=NAME)"
             )
-        check_node(value, options[choice](), f"{key}.", f" ({key}={choice})")
+        fields = _option_file_fields(key, str(choice)) if light else {}
+        check_node(value, fields or options[choice](), f"{key}.", f" ({key}={choice})")
 
 
 def group_options(config_dir: Path) -> dict[str, list[str]]:

@@ -325,7 +325,10 @@ def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, writer) 
         learner = DQNLearner(config=config, env=env, seed=seed)
     result = learner.train(progress=settings.progress, writer=writer)
     checkpoint = learner.save(out / "checkpoint", include_replay=settings.save_replay)
+    import torch
+
     extra.update(
+        torch_threads=torch.get_num_threads(),  # `threads` (default 1), whatever the machine says
         episodes=result.episodes,
         updates=int(result.updates),
         updates_per_env_step=learner.config.updates_per_env_step,
@@ -529,3 +532,67 @@ def timed(timings: dict[str, float], name: str):
             timings[name] = round(time.perf_counter() - start, 3)
 
     return block()
+
+
+# --------------------------------------------------------------------------- segments
+
+
+def segment_stage(
+    logs: LoggedConversations,
+    reward: RewardSpec,
+    candidates: Mapping[str, np.ndarray],
+    settings: OPESettings,
+    *,
+    seed: int,
+    by: tuple[str, ...],
+    min_conversations: int = 20,
+) -> dict[str, dict[str, Any]]:
+    """Per-segment OPE of ``settings.select`` and action mix, beside the logging policy's.
+
+    A conversation's segment is its categorical feature's value at its first turn.
+    Segments with fewer than ``min_conversations`` conversations are left out (their
+    intervals would say nothing). Returns ``{feature: {value: {"n_conversations": n,
+    "logging": {"value": {...}, "action_mix": {action: share}}, "policies": {name:
+    {"estimate", "ci_low", "ci_high", "action_mix": {...}}}}}}``; shares sum to 1.
+    """
+    states = logs.states()
+    first = logs.offsets[:-1]
+    row_conv = logs.conversation_index
+    only = dataclasses.replace(
+        settings, conversation_estimators=(settings.select,), decision_estimators=()
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for feature in by:
+        categorical = sorted(k for k, v in states.items() if np.asarray(v).dtype.kind in "OUSb")
+        if feature not in categorical:
+            raise UserError(
+                f"report.segment_by: {feature!r} is not a categorical feature of the logs; "
+                f"categorical: {categorical}"
+            )
+        column = np.asarray(states[feature])[first]
+        out[feature] = {}
+        for value in np.unique(column):
+            chosen = column == value
+            if chosen.sum() < min_conversations:
+                continue
+            rows = chosen[row_conv]
+            sub = logs.select(chosen)
+            sub_probs = {k: np.asarray(p)[rows] for k, p in candidates.items()}
+            res = evaluate_stage(sub, reward, sub_probs, only, seed=seed)
+            logged = np.bincount(sub.action, minlength=len(logs.actions)) / sub.n_turns
+            out[feature][str(value)] = {
+                "n_conversations": int(chosen.sum()),
+                "logging": {"value": res.logging_value, "action_mix": _mix(logs.actions, logged)},
+                "policies": {
+                    name: {
+                        **res.policies[name][settings.select],
+                        "action_mix": _mix(logs.actions, p.mean(axis=0)),
+                    }
+                    for name, p in sub_probs.items()
+                },
+            }
+    return out
+
+
+def _mix(actions: tuple[str, ...], shares: np.ndarray) -> dict[str, float]:
+    return {a: round(float(s), 4) for a, s in zip(actions, shares, strict=True)}

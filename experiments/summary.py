@@ -108,6 +108,8 @@ class RunRecord:
     """Numeric columns: simulated_value, ope_estimate, ope_low, ope_high, true_value,
     logging_value, env_steps, wall_s."""
     curve: dict[str, np.ndarray] | None = None
+    segments: dict[str, Any] | None = None
+    """A pipeline's per-segment breakdown (``report.segment_by``), as its result.json has it."""
 
 
 VALUE_COLUMNS = (
@@ -186,3 +188,40 @@ def curve_band(
         ]
     )
     return steps, stacked.mean(axis=0), stacked.min(axis=0), stacked.max(axis=0)
+
+
+def segment_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Per (configuration, segment, policy): mean over runs of the OPE estimate and its
+    interval, and of the action mix, beside the logging policy's value and mix."""
+    groups: dict[tuple[str, str, str, str], list[tuple[dict, dict]]] = {}
+    for rec in records:
+        for feature, values in (rec.segments or {}).items():
+            for value, seg in values.items():
+                for policy, row in seg["policies"].items():
+                    key = (rec.config, f"{feature}={value}", policy, feature)
+                    groups.setdefault(key, []).append((row, seg))
+    out = []
+    for (config, segment, policy, _), items in groups.items():
+        rows = [r for r, _ in items]
+        segs = [s for _, s in items]
+        mix = {a: float(np.mean([r["action_mix"][a] for r in rows])) for a in rows[0]["action_mix"]}
+        logged = {
+            a: float(np.mean([s["logging"]["action_mix"][a] for s in segs]))
+            for a in segs[0]["logging"]["action_mix"]
+        }
+        out.append(
+            {
+                "config": config,
+                "segment": segment,
+                "policy": policy,
+                "n_runs": len(items),
+                "n_conversations": float(np.mean([s["n_conversations"] for s in segs])),
+                "estimate": float(np.mean([r["estimate"] for r in rows])),
+                "ci_low": float(np.mean([r["ci_low"] for r in rows])),
+                "ci_high": float(np.mean([r["ci_high"] for r in rows])),
+                "logging_value": float(np.mean([s["logging"]["value"]["estimate"] for s in segs])),
+                "action_mix": mix,
+                "logging_action_mix": logged,
+            }
+        )
+    return out

@@ -126,3 +126,23 @@ def test_misspelt_override_names_the_key(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "agent=linucbb: no such option" in proc.stderr
     assert "linucb" in proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_segment_breakdown(tmp_path: Path) -> None:
+    result, out = run(tmp_path, "report.segment_by=[tier]")
+    tiers = result["segments"]["tier"]
+    assert set(tiers) <= {"free", "pro", "enterprise"} and len(tiers) >= 2
+    for seg in tiers.values():
+        assert set(seg["policies"]) == set(result["policies"])
+        for mix in [
+            seg["logging"]["action_mix"],
+            *(p["action_mix"] for p in seg["policies"].values()),
+        ]:
+            assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3)
+    n = {k: v["n_conversations"] for k, v in tiers.items()}
+    assert sum(n.values()) <= result["summary"]["conversations"]
+    # a breakdown, not one number repeated: segments differ
+    assert len({round(v["policies"]["linucb"]["estimate"], 6) for v in tiers.values()}) > 1
+    assert "Per segment" in (out / "report.md").read_text()
+    proc = supportrl(tmp_path / "o2", "pipeline", *SMALL, "report.segment_by=[sentiment]")
+    assert proc.returncode == 2 and "not a categorical feature" in proc.stderr
