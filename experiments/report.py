@@ -148,8 +148,17 @@ def _ope_values(row: dict[str, float] | None) -> dict[str, float]:
     return {"ope_estimate": row["estimate"], "ope_low": row["ci_low"], "ope_high": row["ci_high"]}
 
 
+AGENT_ONLY = ("agent", "train.", "backend")
+"""Override keys that change the trained agent only (a rule baseline is the same without them)."""
+
+
 def collect(root: Path, select: str) -> list[RunRecord]:
-    """Every known run below ``root`` (sorted by path, so the table order is stable)."""
+    """Every known run below ``root`` (sorted by path, so the table order is stable).
+
+    Configuration labels keep only the overrides that differ between runs (the ones all
+    runs share say nothing); a pipeline's rule baselines ignore the agent's overrides,
+    and the same baseline on the same seed counts once.
+    """
     records: list[RunRecord] = []
     for path in sorted(root.rglob("result.json")):
         try:
@@ -158,7 +167,28 @@ def collect(root: Path, select: str) -> list[RunRecord]:
             continue  # not a finished run
         if isinstance(result, dict):
             records.extend(records_of(path.parent, result, select))
-    return records
+    return relabel(records)
+
+
+def relabel(records: list[RunRecord]) -> list[RunRecord]:
+    """Labels from the varying overrides; duplicate baseline runs dropped (see :func:`collect`)."""
+    if not records:
+        return records
+    common = set.intersection(*(set(r.overrides) for r in records))
+    seen: set[tuple[str, int | None]] = set()
+    out = []
+    for rec in records:
+        varying = [o for o in rec.overrides if o not in common and not o.startswith("seed=")]
+        if " | " in rec.config:  # a rule baseline of a pipeline or an evaluated policy
+            varying = [o for o in varying if not o.lstrip("+~").startswith(AGENT_ONLY)]
+            rec.config = f"{rec.agent} | {' '.join(varying)}" if varying else rec.agent
+        else:
+            rec.config = " ".join(varying) or rec.agent
+        if (rec.config, rec.seed) in seen:
+            continue
+        seen.add((rec.config, rec.seed))
+        out.append(rec)
+    return out
 
 
 def _fmt(value: Any, low: Any = None, high: Any = None) -> str:
