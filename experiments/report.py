@@ -122,6 +122,9 @@ def records_of(run: Path, result: dict[str, Any], select: str) -> list[RunRecord
             values.update(ope_estimate=result["final_return"], ope_low=low, ope_high=high)
         elif result.get("env") == "synthetic":
             values["true_value"] = result["final_return"]
+            for key in ("best_known_value", "logging_true_value"):  # learning-curve references
+                if result.get(key) is not None:
+                    values[key] = result[key]
         else:
             values["simulated_value"] = result["final_return"]
         curve = _curve(run / "metrics.csv")
@@ -250,8 +253,18 @@ def figures(out: Path, rows, records, select: str, level: float, logging: float 
     if len(bands) > MAX_PLOTTED:  # a readable figure: the best configurations by final return
         keep = sorted(bands, key=lambda k: -bands[k][1][-1])[:MAX_PLOTTED]
         bands = {k: bands[k] for k in keep}
+    references = {}
+    for key, label in (
+        ("best_known_value", "best rule or logger"),
+        ("logging_true_value", "logging policy"),
+    ):
+        known = [r.values[key] for r in records if r.values.get(key) is not None]
+        if known:
+            references[f"{label} (true value)"] = float(np.mean(known))
     if bands:
-        figs["Learning curves"] = learning_curves(out / "learning_curves.png", bands)
+        figs["Learning curves"] = learning_curves(
+            out / "learning_curves.png", bands, reference=references
+        )
     ope_rows = [r for r in rows if r.get("ope_estimate") is not None]
     # a readable figure: the configurations with the highest lower bounds
     ope_rows = sorted(ope_rows, key=lambda r: -r.get("ope_low", r["ope_estimate"]))[:MAX_PLOTTED]

@@ -236,8 +236,9 @@ def main() -> Any:
     if "--help" in argv or "-h" in argv:
         print(help_text("sweep"))
         sys.exit(0)
-    own = [a for a in argv if a.startswith("-") or is_sweep_key(a)]
-    trial_args = [a for a in argv if a not in own]
+    multirun = ("-m", "--multirun")  # a sweep is a multirun already
+    own = [a for a in argv if (a.startswith("-") and a not in multirun) or is_sweep_key(a)]
+    trial_args = [a for a in argv if a not in own and a not in multirun]
     precheck_argv(["-m", *trial_args, *experiment_params(trial_args)])
     _TRIALS[:] = expand([*trial_args, *experiment_params(trial_args)])
     sys.argv = [sys.argv[0], *own]

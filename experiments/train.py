@@ -48,7 +48,7 @@ from supportrl.experiments.stages import (
     value_stage,
 )
 from supportrl.simulators.base import CustomerModel
-from supportrl.simulators.synthetic import SyntheticWorld, true_value
+from supportrl.simulators.synthetic import SyntheticWorld
 
 
 def model_from_cfg(cfg: DictConfig) -> CustomerModel:
@@ -64,17 +64,13 @@ def model_from_cfg(cfg: DictConfig) -> CustomerModel:
     raise UserError(f"env.model={cfg.env.model!r}: expected 'synthetic', 'fitted' or 'logs'")
 
 
-def best_known_value(world: SyntheticWorld, cfg: DictConfig) -> tuple[str, float]:
-    """Best true value among the rule panel and the logging policy (the regret baseline)."""
+def known_values(world: SyntheticWorld, cfg: DictConfig) -> dict[str, float]:
+    """True values of the logging policy and the rule panel (``train.regret_panel``)."""
     reward = reward_from_cfg(cfg)
     candidates: dict[str, Policy] = {"logging": world.logging_policy}
     candidates.update(load_rule_panel(resolve_shipped(cfg.train.regret_panel), world.actions))
-    values = {
-        name: true_value(p, 20_000, world=world, reward=reward, seed=int(cfg.seed) + 7).value
-        for name, p in candidates.items()
-    }
-    best = max(values, key=values.__getitem__)
-    return best, values[best]
+    values = value_stage(candidates, world, reward, 20_000, seed=int(cfg.seed) + 7)
+    return {name: v["value"] for name, v in values.items()}
 
 
 def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any]:
@@ -182,9 +178,11 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
     reward = reward_from_cfg(cfg)
     seed = int(cfg.seed)
     settings = train_settings(cfg)
-    best_name, best_value = (None, None)
+    best_name, best_value, logging_value = (None, None, None)
     if isinstance(model, SyntheticWorld):
-        best_name, best_value = best_known_value(model, cfg)
+        known = known_values(model, cfg)
+        best_name = max(known, key=known.__getitem__)
+        best_value, logging_value = known[best_name], known["logging"]
         print(f"best known policy: {best_name} (true value {best_value:+.4f})")
     model_path = Path(str(cfg.env.path)) if cfg.env.model == "fitted" else None
     with SummaryWriter(logdir=str(out)) as writer:
@@ -201,7 +199,9 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         )
         if not (spec.kind == "dqn" and settings.backend == "native"):
             log_curve(writer, trained)  # the native DQN learner logs while it trains
-    reference = {f"best known ({best_name})": best_value} if best_value is not None else None
+    reference = None
+    if best_value is not None:  # reference lines: the best rule (or logger) and the logger
+        reference = {f"best known ({best_name})": best_value, "logging policy": logging_value}
     write_metrics(out, trained.curve, title=f"{spec.kind} (seed {seed})", reference=reference)
     final = value_stage(
         {spec.kind: trained.policy}, model, reward, int(cfg.train.eval_conversations), seed=seed + 1
@@ -222,7 +222,11 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         **trained.extra,
     }
     if best_value is not None:
-        summary.update(best_known_policy=best_name, best_known_value=best_value)
+        summary.update(
+            best_known_policy=best_name,
+            best_known_value=best_value,
+            logging_true_value=logging_value,
+        )
         if "charts/cumulative_regret" in trained.curve:
             summary["cumulative_regret"] = float(trained.curve["charts/cumulative_regret"][-1])
     return finish(
