@@ -43,8 +43,11 @@ from supportrl.experiments.entry import command
 from supportrl.experiments.plots import forest_plot, write_metrics
 from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
+    OPEResult,
+    OPESettings,
     agent_spec,
     evaluate_stage,
+    fit_stage,
     generate_stage,
     ope_settings,
     print_ope,
@@ -56,7 +59,7 @@ from supportrl.experiments.stages import (
     value_stage,
     world_config,
 )
-from supportrl.experiments.summary import Interval, select_winner
+from supportrl.experiments.summary import Interval, Selection, select_winner
 from supportrl.experiments.validate import print_summary
 from supportrl.ope.evaluate import target_probs_of
 from supportrl.simulators.logs import LoggedConversations, load_conversations
@@ -141,7 +144,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
 
     step(3, f"fit the customer simulator ({sim_spec.family})")
     with timed(timings, "fit"):
-        model = _fit(logs, sim_spec, seed, out)
+        model = fit_stage(logs, sim_spec, seed=seed, out=out)
     print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
 
     step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
@@ -164,25 +167,13 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         )
     print_ope(result, ope.alpha)
     logging = result.logging_value
-    forest_plot(
-        out / "forest.png",
-        [
-            {"label": f"{name} · {est}", "policy": name, **row}
-            for name, rows in result.policies.items()
-            for est, row in rows.items()
-            if est in ope.conversation_estimators
-        ],
-        level=1 - ope.alpha,
-        logging_value=logging["estimate"],
-        title="Pipeline candidates: conversation-level estimates",
-    )
+    write_forest(out, result, ope)
 
     segments = {}
     if cfg.report.segment_by:
         with timed(timings, "segments"):
-            segments = segment_stage(
-                logs, reward, probs, ope, seed=seed, by=tuple(cfg.report.segment_by)
-            )
+            by = tuple(cfg.report.segment_by)
+            segments = segment_stage(logs, reward, probs, ope, seed=seed, by=by)
         print_segments(segments, ope.select)
 
     step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
@@ -193,19 +184,10 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     )
     print(f"      {selection.reason}")
 
-    truth: dict[str, dict[str, float]] = {}
-    if world is not None:
-        step(7, "ground truth (the world is known): true values by Monte Carlo")
-        with timed(timings, "truth"):
-            truth = value_stage(
-                {**candidates, "logging": world.logging_policy},
-                world,
-                reward,
-                int(cfg.pipeline.true_value_conversations),
-                seed=seed + 1,
-            )
-    else:
-        step(7, "ground truth: skipped (the user's logs; no known world)")
+    with timed(timings, "truth"):
+        truth = ground_truth(
+            world, candidates, reward, int(cfg.pipeline.true_value_conversations), seed
+        )
 
     # --- export + deploy stages (serving) join here: they take `selection.winner`,
     # `candidates` and `out`, and add "artifact" and "deploy" to `payload`. ---
@@ -218,33 +200,62 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         payload["segments"] = segments
     payload["wall_s"] = round(time.perf_counter() - start, 3)
     payload["timings_s"] = timings
-    # the same report `supportrl report` writes, for this run's candidates
+    payload["report"] = own_report(out, payload, ope)
+    n_conv = payload["summary"]["conversations"]
+    return finish(payload, f"{headline(selection, result, ope)}; {n_conv} conversations -> {out}")
+
+
+def ground_truth(
+    world: SyntheticWorld | None,
+    candidates: dict[str, Policy],
+    reward: Any,
+    n: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Step 7: true values of the candidates and the logging policy, when the world is known."""
+    if world is None:
+        step(7, "ground truth: skipped (the user's logs; no known world)")
+        return {}
+    step(7, "ground truth (the world is known): true values by Monte Carlo")
+    policies = {**candidates, "logging": world.logging_policy}
+    return value_stage(policies, world, reward, n, seed=seed + 1)
+
+
+def write_forest(out: Path, result: OPEResult, ope: OPESettings) -> None:
+    """``forest.png``: every candidate's conversation-level estimates."""
+    forest_plot(
+        out / "forest.png",
+        [
+            {"label": f"{name} · {est}", "policy": name, **row}
+            for name, rows in result.policies.items()
+            for est, row in rows.items()
+            if est in ope.conversation_estimators
+        ],
+        level=1 - ope.alpha,
+        logging_value=result.logging_value["estimate"],
+        title="Pipeline candidates: conversation-level estimates",
+    )
+
+
+def own_report(out: Path, payload: dict[str, Any], ope: OPESettings) -> dict[str, str]:
+    """The report ``supportrl report`` writes, for this run's candidates; its paths."""
     records = records_of(out, payload, ope.select)
     for rec in records:
         rec.config = rec.agent  # one run: the candidates are the configurations
     report = write_report(
-        out,
-        records,
-        select=ope.select,
-        level=1 - ope.alpha,
-        title=f"supportrl pipeline: {out}",
+        out, records, select=ope.select, level=1 - ope.alpha, title=f"supportrl pipeline: {out}"
     )
-    payload["report"] = {"html": report["html"], "md": report["md"], "csv": report["csv"]}
-    n_conv = payload["summary"]["conversations"]
+    return {"html": report["html"], "md": report["md"], "csv": report["csv"]}
+
+
+def headline(selection: Selection, result: OPEResult, ope: OPESettings) -> str:
     if selection.winner is None:
-        headline = f"pipeline: no candidate is safely better than the logging policy ({ope.select})"
-    else:
-        headline = f"pipeline: winner {selection.winner} ({ope.select} lower bound " + (
-            f"{result.policies[selection.winner][ope.select]['ci_low']:+.3f} > logging "
-            f"{logging['estimate']:+.3f})"
-        )
-    return finish(payload, f"{headline}; {n_conv} conversations -> {out}")
-
-
-def _fit(logs: LoggedConversations, sim_spec, seed: int, out: Path):
-    from supportrl.experiments.stages import fit_stage
-
-    return fit_stage(logs, sim_spec, seed=seed, out=out)
+        return f"pipeline: no candidate is safely better than the logging policy ({ope.select})"
+    low = result.policies[selection.winner][ope.select]["ci_low"]
+    return (
+        f"pipeline: winner {selection.winner} ({ope.select} lower bound {low:+.3f} > logging "
+        f"{result.logging_value['estimate']:+.3f})"
+    )
 
 
 def print_segments(segments: dict[str, Any], select: str) -> None:
