@@ -10,8 +10,10 @@ COMMANDS: tuple[str, ...] = (
     "fit",
     "train",
     "evaluate",
-    "pipeline",
+    "sweep",
+    "report",
     "export",
     "serve",
     "deploy",
+    "pipeline",
 )

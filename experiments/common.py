@@ -308,14 +308,8 @@ def reward_from_cfg(cfg: DictConfig) -> RewardSpec:
 
 
 def world_from_cfg(cfg: DictConfig) -> SyntheticWorld:
-    """The ground-truth world of Hydra group ``simulator/`` (kind ``synthetic``)."""
-    params = dict(to_plain(cfg.simulator))
-    kind = params.pop("kind", "synthetic")
-    if kind != "synthetic":
-        raise UserError(
-            f"simulator={kind}: this command needs the synthetic world (simulator=synthetic)"
-        )
-    return SyntheticWorld(config=WorldConfig(**params))
+    """The ground-truth world of Hydra group ``world/``."""
+    return SyntheticWorld(config=WorldConfig(**dict(to_plain(cfg.world))))
 
 
 def load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:

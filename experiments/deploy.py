@@ -19,21 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
 from supportrl.experiments.common import (
-    CONFIG_PATH,
     UserError,
     finish,
+    output,
     reward_from_cfg,
     run_dir,
     to_plain,
-    user_errors,
     world_from_cfg,
 )
+from supportrl.experiments.entry import command
 from supportrl.simulators.logs import LoggedConversations, load_conversations
 from supportrl.simulators.synthetic import Rollout, SyntheticWorld, rollout
 
@@ -161,11 +160,11 @@ def ship_winner(
     from supportrl.experiments.export import export_stage
 
     artifact = export_stage(
-        source, out / "artifact", reference=reference, evaluation=dict(predicted)
+        source, output(out / "artifact"), reference=reference, evaluation=dict(predicted)
     )
     deployed = deploy_stage(
         artifact,
-        out / "decisions",
+        output(out / "decisions"),
         world=world,
         reward=reward,
         n_conversations=n_conversations,
@@ -190,15 +189,14 @@ def ship_winner(
     return {"artifact": str(artifact), "deploy": deployed.to_dict()}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     if cfg.artifact is None:
         raise UserError("artifact is required: artifact=DIR (written by supportrl export)")
     world = world_from_cfg(cfg)
     deployed = deploy_stage(
         Path(str(cfg.artifact)),
-        run_dir() / "decisions",
+        output(run_dir() / "decisions"),
         world=world,
         reward=reward_from_cfg(cfg),
         n_conversations=int(cfg.n_conversations),

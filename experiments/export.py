@@ -23,22 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.envs.features import FeatureSpec
 from supportrl.experiments.common import (
-    CONFIG_PATH,
     UserError,
     finish,
     load_data,
+    output,
     resolve_shipped,
     run_dir,
     to_plain,
-    user_errors,
     world_from_cfg,
 )
+from supportrl.experiments.entry import command
 from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, write_manifest
 from supportrl.simulators.logs import LoggedConversations
 
@@ -261,8 +260,7 @@ def reference_logs(cfg: DictConfig) -> LoggedConversations:
     return generate_logs(n, seed=int(cfg.seed), world=world).logs
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     if cfg.run is None:
         raise UserError("run is required: run=DIR (a train run, a checkpoint or a rule .yaml)")
@@ -270,7 +268,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     reference = reference_logs(cfg)
     artifact = export_stage(
         source,
-        run_dir() / "artifact",
+        output(run_dir() / "artifact"),
         reference=reference,
         epsilon=to_plain(cfg.export.epsilon),
         fallback_action=to_plain(cfg.export.fallback_action),

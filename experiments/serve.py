@@ -17,19 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 from supportrl.experiments.common import (
-    CONFIG_PATH,
     UserError,
     finish,
     to_plain,
-    user_errors,
 )
+from supportrl.experiments.entry import command
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     from supportrl.serving import DecisionLogger, Predictor
     from supportrl.serving.http import run_server

@@ -7,16 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
-from supportrl.experiments.common import (
-    CONFIG_PATH,
-    finish,
-    load_data,
-    log_limits,
-    to_plain,
-    user_errors,
-)
+from supportrl.experiments.common import finish, load_data, log_limits, to_plain
+from supportrl.experiments.entry import command
 from supportrl.simulators.logs import (
     LoggedConversations,
     all_propensities_one,
@@ -56,8 +49,7 @@ def bounded_summary(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     artifact = cfg.get("artifact")
     if cfg.data.kind == "conversations" and cfg.data.turns is not None and artifact is None:

@@ -45,10 +45,11 @@ def test_pipeline_outputs_hold_no_raw_customer_id(tmp_path: Path) -> None:
     proc = supportrl(
         tmp_path / "outputs",
         "pipeline",
-        "pipeline.n_conversations=400",
-        "pipeline.bandit_steps=1000",
-        "pipeline.dqn_steps=1000",
+        "generate.n_conversations=400",
+        "train.total_steps=1000",
         "pipeline.true_value_conversations=300",
+        "pipeline.simulated_conversations=300",
+        "n_conversations=200",
         "ope.n_bootstrap=20",
         "logger.progress=false",
     )

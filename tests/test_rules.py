@@ -33,7 +33,7 @@ from supportrl.agents.rules import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RULE_FILES = sorted((ROOT / "configs" / "agent").glob("rules_*.yaml"))
+RULE_FILES = sorted((ROOT / "configs" / "rules").glob("rules_*.yaml"))
 ACTIONS = ("empathize", "direct_answer", "faq_link", "clarify", "offer_credit", "escalate_human")
 INTENTS = ["billing", "technical", "account", "shipping", "cancel", "other"]
 TIERS = ["free", "pro", "enterprise"]
@@ -622,8 +622,8 @@ def test_shipped_deterministic_policies_are_distinct() -> None:
 
 
 def test_exploring_production_matches_production() -> None:
-    production = load_rule_policy(ROOT / "configs/agent/rules_production.yaml", ACTIONS)
-    explore = load_rule_policy(ROOT / "configs/agent/rules_production_explore.yaml", ACTIONS)
+    production = load_rule_policy(ROOT / "configs/rules/rules_production.yaml", ACTIONS)
+    explore = load_rule_policy(ROOT / "configs/rules/rules_production_explore.yaml", ACTIONS)
     assert explore.rules == production.rules and explore.default == production.default
     assert explore.epsilon > 0 and (explore.action_probs(random_states(50)) > 0).all()
 
@@ -633,7 +633,7 @@ def test_hydra_instantiate_matches_loader() -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    path = ROOT / "configs/agent/rules_production.yaml"
+    path = ROOT / "configs/rules/rules_production.yaml"
     via_hydra = instantiate(OmegaConf.load(path), actions=list(ACTIONS))
     assert isinstance(via_hydra, RulePolicy)
     states = random_states(100)
