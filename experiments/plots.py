@@ -90,13 +90,20 @@ def forest_plot(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.8))
     y = np.arange(len(rows))[::-1]
-    names = list(dict.fromkeys(str(r.get("policy", r["label"])) for r in rows))
+    labels = [str(r.get("label") or f"{r.get('policy')} · {r.get('estimator')}") for r in rows]
+    names = list(
+        dict.fromkeys(str(r.get("policy", lab)) for r, lab in zip(rows, labels, strict=True))
+    )
     colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
-    for yi, r in zip(y, rows, strict=True):
+    for yi, r, lab in zip(y, rows, labels, strict=True):
         est, lo, hi = float(r["estimate"]), float(r["ci_low"]), float(r["ci_high"])
-        c = colours[str(r.get("policy", r["label"]))]
-        ax.errorbar([est], [yi], xerr=[[est - lo], [hi - est]], fmt="o", ms=4, capsize=3, color=c)
-    ax.set_yticks(y, [short(str(r["label"])) for r in rows], fontsize=8)
+        if not (np.isfinite(est) and np.isfinite(lo) and np.isfinite(hi)):
+            continue  # n/a rows: listed, not drawn
+        # an estimate a rounding error outside its interval must not break the plot
+        xerr = [[max(est - lo, 0.0)], [max(hi - est, 0.0)]]
+        c = colours[str(r.get("policy", lab))]
+        ax.errorbar([est], [yi], xerr=xerr, fmt="o", ms=4, capsize=3, color=c)
+    ax.set_yticks(y, [short(lab) for lab in labels], fontsize=8)
     ax.axvline(0.0, color="grey", lw=0.8, label="zero")
     if logging_value is not None and np.isfinite(logging_value):
         ax.axvline(logging_value, color="k", ls="--", lw=1, label="logging policy")

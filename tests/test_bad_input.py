@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from supportrl.experiments.common import plot_or_warn
-from supportrl.experiments.evaluate import estimate_text, forest_plot
+from supportrl.experiments.plots import forest_plot
+from supportrl.experiments.stages import estimate_text
 from supportrl.simulators.logs import (
     LogLimits,
     LogValidationError,
