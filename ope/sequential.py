@@ -43,6 +43,7 @@ from supportrl.ope.estimators import check_action_values, check_target_probs
 from supportrl.ope.intervals import Interval, RatioStatistic, bootstrap_interval
 
 __all__ = [
+    "FQE",
     "PDIS",
     "WPDIS",
     "SequentialDR",
@@ -296,3 +297,31 @@ class WeightedDR(SequentialEstimator):
         )
         denominators = np.concatenate([np.ones((n_conversations, 1)), turns.rho], axis=1)
         return RatioStatistic(numerators.T, denominators.T)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FQE(SequentialEstimator):
+    """Fitted Q evaluation read off at the first turn (the direct method for conversations).
+
+    ``V_FQE = 1/n sum_c v_c0 = 1/n sum_c sum_a pi(a | s_c0) q(s_c0, a)``
+
+    with ``q_hat`` the Q-function of the target policy fitted by iterating the Bellman
+    equation on the logs (:func:`ope.models.fitted_q_evaluation`; Le, Voloshin & Yue
+    2019, "Batch Policy Learning under Constraints", ICML). No importance weights, so
+    low variance; biased wherever the Q-model is (confounding through variables the logs
+    do not record, extrapolation to actions the logs do not take). ``max_weight`` is
+    ignored.
+
+    **Interval.** :meth:`interval` resamples conversations with ``q_hat`` held fixed: it
+    covers the sampling noise of the first-turn states only, not the error of the fitted
+    Q-model, and is far too narrow. :class:`ope.meta.OffPolicyEvaluation` refits the
+    Q-model (and its balancing weights) in every resample, which is the interval to
+    report.
+    """
+
+    name: ClassVar[str] = "fqe"
+    needs_q_hat: ClassVar[bool] = True
+
+    def _statistic(self, turns: _Turns) -> RatioStatistic:
+        _, v_target = _q_model(turns)
+        return RatioStatistic(v_target[:, :1].T.copy())
