@@ -32,20 +32,52 @@ from supportrl.experiments.common import (
     user_errors,
 )
 from supportrl.ope.evaluate import (
-    evaluate_conversations,
+    PreparedConversations,
     evaluate_decisions,
     load_target_probs,
     prepare_conversations,
     target_probs_of,
 )
+from supportrl.ope.meta import OffPolicyEvaluation, format_results
+from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LoggedConversations
 
 
-def csat_imputer(logs: LoggedConversations) -> tuple[np.ndarray, int]:
-    """Impute missing terminal CSAT with the MNAR-corrected CSAT model (``simulators.fitted``)."""
-    from supportrl.simulators.fitted import impute_csat
+def csat_imputer(logs: LoggedConversations) -> CsatImputation:
+    """Missing terminal CSAT imputed by the MNAR selection model, fitted per outcome and
+    refitted in every OPE bootstrap resample (``simulators.fitted_csat``)."""
+    return CsatImputation.from_logs(logs)
 
-    return impute_csat(logs)
+
+def ope_from_cfg(
+    cfg: DictConfig, prepared: PreparedConversations, **overrides: Any
+) -> OffPolicyEvaluation:
+    """The :class:`OffPolicyEvaluation` that ``cfg.ope`` describes (keys absent from older
+    configs take the library defaults)."""
+    ope = cfg.ope
+    settings: dict[str, Any] = {
+        "conversation_estimators": tuple(ope.conversation_estimators),
+        "decision_estimators": tuple(ope.decision_estimators),
+        "estimator_params": to_plain(ope.params) or {},
+        "n_bootstrap": int(ope.get("n_refit", ope.n_bootstrap)),
+        "alpha": float(ope.alpha),
+        "seed": int(cfg.seed),
+    }
+    for key, cast in (
+        ("max_weight", float),
+        ("interval", str),
+        ("se_multiplier", float),
+        ("selection_interval", str),
+        ("min_ess", float),
+        ("min_support", float),
+    ):
+        if ope.get(key) is not None:
+            settings[key] = cast(ope.get(key))
+    settings.update(overrides)
+    try:
+        return OffPolicyEvaluation(prepared=prepared, **settings)
+    except ValueError as exc:
+        raise UserError(f"ope: {exc}") from exc
 
 
 def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:
@@ -108,25 +140,20 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     diagnostics: dict[str, Any] = {}
     table: list[dict[str, Any]] = []
+    lines: list[str] = []
     if isinstance(data, LoggedConversations):
         prepared = prepare_conversations(
             data, reward_from_cfg(cfg), csat_imputer=csat_imputer, seed=int(cfg.seed)
         )
         notes.extend(prepared.notes)
-        for name, probs in candidates.items():
-            res = evaluate_conversations(
-                prepared,
-                probs,
-                conversation_estimators=list(ope.conversation_estimators),
-                decision_estimators=list(ope.decision_estimators),
-                estimator_params=params,
-                **common,
-            )
-            results[name] = {**res["conversation"], **res["decision"]}
-            diagnostics[name] = res["diagnostics"]
-            for scope in ("conversation", "decision"):
-                for est, row in res[scope].items():
-                    table.append({"policy": name, "scope": scope, "estimator": est, **row})
+        evaluated = ope_from_cfg(cfg, prepared).evaluate(candidates)
+        for name, res in evaluated.items():
+            results[name] = res.rows()
+            diagnostics[name] = res.as_dict()
+            for scope, rows in (("conversation", res.conversation), ("decision", res.decision)):
+                for est, e in rows.items():
+                    table.append({"policy": name, "scope": scope, "estimator": est, **e.as_dict()})
+        lines = format_results(evaluated, level=int(round(100 * (1 - float(ope.alpha)))))
     else:
         for name, probs in candidates.items():
             res = evaluate_decisions(
@@ -141,21 +168,20 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             notes.extend(n for n in res["notes"] if n not in notes)
             for est, row in res["decision"].items():
                 table.append({"policy": name, "scope": "decision", "estimator": est, **row})
-
-    level = int(round(100 * (1 - float(ope.alpha))))
-    print(f"{'policy':<28}{'scope':<14}{'estimator':<11}{'estimate':>10}   {level}% interval")
-    for row in table:
-        print(
-            f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{row['estimate']:>+10.4f}"
-            f"   [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+        level = int(round(100 * (1 - float(ope.alpha))))
+        lines.append(
+            f"{'policy':<28}{'scope':<14}{'estimator':<11}{'estimate':>10}   {level}% interval"
         )
-    for name, diag in diagnostics.items():
-        ess = f"ESS per decision {diag['ess_decision']:.0f}"
-        if "ess_conversation" in diag:
-            ess += f", per conversation {diag['ess_conversation']:.0f} of {diag['n_conversations']}"
-        print(f"{name}: {ess}")
-        for warning in diag["warnings"]:
-            print(f"  warning: {warning}")
+        for row in table:
+            lines.append(
+                f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}"
+                f"{row['estimate']:>+10.4f}   [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+            )
+        for name, diag in diagnostics.items():
+            lines.append(f"{name}: ESS per decision {diag['ess_decision']:.0f}")
+            lines.extend(f"  warning: {w}" for w in diag["warnings"])
+    for line in lines:
+        print(line)
     for note in notes:
         print(f"note: {note}")
     import pandas as pd

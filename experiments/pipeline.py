@@ -38,10 +38,12 @@ from supportrl.experiments.common import (
     user_errors,
     world_from_cfg,
 )
+from supportrl.experiments.evaluate import csat_imputer, ope_from_cfg
 from supportrl.experiments.generate import generate
 from supportrl.experiments.validate import print_summary
-from supportrl.ope.evaluate import evaluate_conversations, prepare_conversations, target_probs_of
-from supportrl.simulators.fitted import fit_customer_model, impute_csat
+from supportrl.ope.evaluate import prepare_conversations, target_probs_of
+from supportrl.ope.meta import format_results
+from supportrl.simulators.fitted import fit_customer_model
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import true_value
 
@@ -131,29 +133,27 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     t = step(5, "evaluate candidates off-policy on the logs")
     candidates: dict[str, Policy] = {"linucb": linucb, "dqn": learner.policy, **baselines}
-    prepared = prepare_conversations(logs, reward, csat_imputer=impute_csat, seed=seed)
+    prepared = prepare_conversations(logs, reward, csat_imputer=csat_imputer, seed=seed)
     for note in prepared.notes:
         print(f"      note: {note}")
     states = logs.states()
-    ope: dict[str, dict[str, Any]] = {}
-    for name, policy in candidates.items():
-        res = evaluate_conversations(
-            prepared,
-            target_probs_of(policy, states, logs.actions),
-            n_bootstrap=int(cfg.ope.n_bootstrap),
-            alpha=float(cfg.ope.alpha),
-            seed=seed,
-            conversation_estimators=list(cfg.ope.conversation_estimators),
-            decision_estimators=(),
-        )
-        ope[name] = {
-            **res["conversation"],
-            "ess_conversation": res["diagnostics"]["ess_conversation"],
+    evaluated = ope_from_cfg(
+        cfg, prepared, decision_estimators=(), selection_estimator=estimator
+    ).evaluate({name: target_probs_of(p, states, logs.actions) for name, p in candidates.items()})
+    ope: dict[str, dict[str, Any]] = {
+        name: {
+            **res.rows(),
+            "ess_conversation": res.diagnostics.ess_conversation,
+            "selection": res.selection.as_dict(),
+            "diagnostics": res.as_dict(),
         }
+        for name, res in evaluated.items()
+    }
     timings["evaluate"] = time.perf_counter() - t
 
     t = step(6, f"pick the winner: highest lower bound of {estimator}")
-    winner = max(ope, key=lambda k: ope[k][estimator]["ci_low"])
+    # the honest lower bound: widened by model disagreement and missing support
+    winner = max(ope, key=lambda k: ope[k]["selection"]["ci_low"])
     timings["select"] = time.perf_counter() - t
 
     t = step(7, "ground truth (synthetic world): true values by Monte Carlo")
@@ -168,9 +168,12 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     }
     timings["truth"] = time.perf_counter() - t
 
+    print()
+    for line in format_results(evaluated, estimators=[estimator, "fqe"], truth=truth):
+        print(f"      {line}")
     print(f"\n{'candidate':<26}{'simulated':>10}{estimator:>10}{'95% interval':>22}{'true':>9}")
     for name in candidates:
-        row = ope[name][estimator]
+        row = ope[name]["selection"]
         mark = "  <- winner" if name == winner else ""
         print(
             f"{name:<26}{simulated[name]:>+10.3f}{row['estimate']:>+10.3f}"

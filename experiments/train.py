@@ -119,9 +119,10 @@ def train_bandit_offline_command(
     import time
 
     from supportrl.agents.bandits import fit_offline
-    from supportrl.ope.evaluate import evaluate_conversations, prepare_conversations
+    from supportrl.experiments.evaluate import csat_imputer, ope_from_cfg
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.ope.meta import format_results
     from supportrl.ope.models import cross_fit_reward
-    from supportrl.simulators.fitted import impute_csat
     from supportrl.simulators.logs import LoggedConversations
 
     data = load_data(cfg)
@@ -130,7 +131,7 @@ def train_bandit_offline_command(
     reward = reward_from_cfg(cfg)
     seed = int(cfg.seed)
     start = time.perf_counter()
-    prepared = prepare_conversations(data, reward, csat_imputer=impute_csat, seed=seed)
+    prepared = prepare_conversations(data, reward, csat_imputer=csat_imputer, seed=seed)
     for note in prepared.notes:
         print(f"note: {note}")
     data = prepared.logs  # conversations cut at reward.max_turns, as the rewards are
@@ -161,14 +162,12 @@ def train_bandit_offline_command(
     )
     wall = time.perf_counter() - start
     checkpoint = agent.save(out / "checkpoint")
-    estimate = evaluate_conversations(
-        prepared,
-        agent.action_probs(data.states()),
-        n_bootstrap=int(cfg.ope.n_bootstrap),
-        seed=seed,
-        conversation_estimators=("wdr",),
-        decision_estimators=(),
-    )["conversation"]["wdr"]
+    evaluated = ope_from_cfg(
+        cfg, prepared, conversation_estimators=("wdr",), decision_estimators=()
+    ).evaluate({kind: agent.action_probs(data.states())})
+    for line in format_results(evaluated):
+        print(line)
+    estimate = evaluated[kind].conversation["wdr"].as_dict()
     summary: dict[str, Any] = {
         "agent": kind,
         "backend": "native",

@@ -128,3 +128,14 @@ def make_estimator(name: str, **params: Any) -> BanditEstimator | SequentialEsti
             f"its parameters: {', '.join(fields)}"
         )
     return cls(**params)
+
+
+# After make_estimator: the orchestration object builds estimators through it.
+from supportrl.ope.meta import (  # noqa: E402
+    Estimate,
+    OffPolicyEvaluation,
+    PolicyEvaluation,
+    format_results,
+)
+
+__all__ += ["Estimate", "OffPolicyEvaluation", "PolicyEvaluation", "format_results"]

@@ -17,10 +17,10 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import (
     CONVERSATION_ESTIMATORS,
     DECISION_ESTIMATORS,
-    evaluate_conversations,
     load_target_probs,
     prepare_conversations,
 )
+from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.logs import LoggedConversations, write_conversations
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
@@ -69,14 +69,14 @@ def test_every_estimator_reported_with_intervals(generated) -> None:
         generated.logs, RewardSpec(), csat_imputer=truth_imputer(generated.true_csat)
     )
     policy = ConstantPolicy(generated.logs.actions, "direct_answer", epsilon=0.2)
-    res = evaluate_conversations(
-        prepared, policy.action_probs(generated.logs.states()), n_bootstrap=100
-    )
-    assert set(res["conversation"]) == set(CONVERSATION_ESTIMATORS)
-    assert set(res["decision"]) == set(DECISION_ESTIMATORS)
-    for row in [*res["conversation"].values(), *res["decision"].values()]:
-        assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
-    assert 0 < res["diagnostics"]["ess_conversation"] <= generated.logs.n_conversations
+    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=10).evaluate(
+        {"direct": policy.action_probs(generated.logs.states())}
+    )["direct"]
+    assert set(res.conversation) == set(CONVERSATION_ESTIMATORS)
+    assert set(res.decision) == set(DECISION_ESTIMATORS)
+    for row in [*res.conversation.values(), *res.decision.values()]:
+        assert row.ci_low <= row.estimate <= row.ci_high
+    assert 0 < res.diagnostics.ess_conversation <= generated.logs.n_conversations
 
 
 def test_on_policy_ips_equals_the_logged_mean(generated) -> None:
@@ -91,9 +91,11 @@ def test_on_policy_ips_equals_the_logged_mean(generated) -> None:
     probs[np.arange(logs.n_turns), logs.action] = logs.propensity
     rest = (1 - logs.propensity) / (len(logs.actions) - 1)
     probs = np.where(probs > 0, probs, rest[:, None])
-    res = evaluate_conversations(prepared, probs, n_bootstrap=50, decision_estimators=("ips",))
+    res = OffPolicyEvaluation(
+        prepared=prepared, n_bootstrap=5, decision_estimators=("ips",), max_weight=None
+    ).evaluate({"logger": probs})["logger"]
     logged_mean = np.bincount(logs.conversation_index, weights=prepared.reward).mean()
-    assert res["conversation"]["pdis"]["estimate"] == pytest.approx(logged_mean, abs=1e-12)
+    assert res.conversation["pdis"].estimate == pytest.approx(logged_mean, abs=1e-12)
     assert world.actions == logs.actions
 
 
@@ -185,18 +187,19 @@ def test_doubly_robust_tracks_truth_on_the_synthetic_world() -> None:
         gen.logs, RewardSpec(), csat_imputer=truth_imputer(gen.true_csat)
     )
     truth, est, covered = [], [], 0
-    for policy in load_rule_panel(REPO / "configs" / "agent", world.actions).values():
-        row = evaluate_conversations(
-            prepared,
-            policy.action_probs(gen.logs.states()),
-            n_bootstrap=300,
-            conversation_estimators=("seq_dr",),
-            decision_estimators=(),
-        )["conversation"]["seq_dr"]
+    panel = load_rule_panel(REPO / "configs" / "agent", world.actions)
+    results = OffPolicyEvaluation(
+        prepared=prepared,
+        n_bootstrap=40,
+        conversation_estimators=("seq_dr",),
+        decision_estimators=(),
+    ).evaluate({k: p.action_probs(gen.logs.states()) for k, p in panel.items()})
+    for name, policy in panel.items():
+        row = results[name].selection
         value = true_value(policy, 30_000, world=world, seed=1).value
         truth.append(value)
-        est.append(row["estimate"])
-        covered += row["ci_low"] <= value <= row["ci_high"]
+        est.append(row.estimate)
+        covered += row.ci_low <= value <= row.ci_high
     assert len(truth) >= 8
     assert spearmanr(truth, est).statistic >= 0.8
     assert covered >= len(truth) - 1
@@ -223,8 +226,10 @@ def test_conversations_are_cut_at_max_turns(generated) -> None:
     # target probabilities for the original turns are accepted and cut the same way
     probs = np.zeros((logs.n_turns, 6))
     probs[np.arange(logs.n_turns), logs.action] = 1.0  # deterministic copy of the log
-    res = evaluate_conversations(prepared, probs, n_bootstrap=20, decision_estimators=())
-    assert np.isfinite(res["conversation"]["pdis"]["estimate"])
+    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=3, decision_estimators=()).evaluate(
+        {"copy": probs}
+    )
+    assert np.isfinite(res["copy"].conversation["pdis"].estimate)
 
 
 def test_missing_handle_time_everywhere_is_refused(generated) -> None:
