@@ -1,0 +1,131 @@
+"""Honest OPE intervals: refitted FQE, partial identification where support is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from supportrl.agents.base import ConstantPolicy
+from supportrl.agents.rules import load_rule_panel
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope import make_estimator
+from supportrl.ope.data import SequentialFeedback
+from supportrl.ope.evaluate import prepare_conversations
+from supportrl.ope.meta import OffPolicyEvaluation, format_results
+from supportrl.ope.models import balancing_weights, fitted_q_evaluation
+from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def truth_imputer(true_csat: np.ndarray):
+    def impute(logs: LoggedConversations) -> tuple[np.ndarray, int]:
+        csat = logs.csat.copy()
+        missing = np.isnan(csat) & (logs.outcome != 0)
+        csat[missing] = true_csat[missing]
+        return csat, int(missing.sum())
+
+    return impute
+
+
+def prepared_logs(n: int, seed: int, config: WorldConfig):
+    gen = generate_logs(n, seed=seed, world=SyntheticWorld(config))
+    return gen, prepare_conversations(
+        gen.logs, RewardSpec(), csat_imputer=truth_imputer(gen.true_csat), seed=seed
+    )
+
+
+def test_bounds_contain_the_truth_when_support_is_missing() -> None:
+    """The logger never offers credit to free-tier customers (60% of them); a policy that
+    always offers credit is then only partially identified, and the bounds say so."""
+    config = WorldConfig(support_gaps=True)
+    gen, prepared = prepared_logs(2000, 3, config)
+    policy = ConstantPolicy(gen.logs.actions, "offer_credit")
+    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=8, decision_estimators=()).evaluate(
+        {"credit": policy.action_probs(gen.logs.states())}
+    )["credit"]
+    truth = true_value(policy, 20_000, world=SyntheticWorld(config), seed=1).value
+    free = np.asarray(gen.logs.states()["tier"])[gen.logs.offsets[:-1]] == "free"
+    assert res.support.material
+    assert res.support.unsupported_conversation == pytest.approx(free.mean(), abs=0.1)
+    b = res.support.bounds
+    assert b.ci_low <= b.lower <= b.upper <= b.ci_high
+    assert b.ci_low <= truth <= b.ci_high
+    assert res.selection.ci_low <= truth <= res.selection.ci_high
+    # the bounds are wider than the point estimator's own interval: it cannot see the gap
+    assert b.ci_high - b.ci_low > res.conversation["seq_dr"].ci_high - res.conversation[
+        "seq_dr"
+    ].ci_low
+    text = "\n".join(format_results({"credit": res}))
+    assert "partially identified" in text and "unsupported" in text
+
+
+def _fqe_width(n: int, seed: int) -> tuple[float, float, float]:
+    config = WorldConfig(confounding=0.0, support_gaps=False)
+    gen, prepared = prepared_logs(n, seed, config)
+    panel = load_rule_panel(REPO / "configs" / "agent", gen.logs.actions)
+    probs = panel["rules_clarify_first"].action_probs(gen.logs.states())
+    res = OffPolicyEvaluation(
+        prepared=prepared,
+        n_bootstrap=20,
+        conversation_estimators=("fqe",),
+        decision_estimators=(),
+        seed=seed,
+    ).evaluate({"p": probs})["p"]
+    fqe = res.conversation["fqe"]
+    return fqe.ci_low, fqe.ci_high, fqe.estimate
+
+
+def test_fqe_interval_width_grows_with_fewer_conversations() -> None:
+    low_small, high_small, _ = _fqe_width(800, 0)
+    low_big, high_big, _ = _fqe_width(6400, 0)
+    # 8x the data: the refitted interval should shrink by about sqrt(8) ~ 2.8
+    assert high_small - low_small > 1.8 * (high_big - low_big)
+
+
+@pytest.mark.slow
+def test_refitted_fqe_interval_covers_the_truth_where_the_fixed_one_did_not() -> None:
+    """The old interval resampled fixed first-turn predictions of one FQE fit."""
+    config = WorldConfig(confounding=0.0, support_gaps=False)
+    world = SyntheticWorld(config)
+    panel = load_rule_panel(REPO / "configs" / "agent", world.actions)
+    missed_fixed = covered_refit = 0
+    for seed in range(3):
+        gen, prepared = prepared_logs(3000, seed, config)
+        logs = gen.logs
+        for name in ("rules_clarify_first", "rules_production", "rules_escalate_late"):
+            probs = panel[name].action_probs(logs.states())
+            truth = true_value(panel[name], 30_000, world=world, seed=7).value
+            q = fitted_q_evaluation(
+                prepared.x,
+                logs.action,
+                prepared.reward,
+                logs.offsets,
+                probs,
+                sample_weight=balancing_weights(prepared.propensity, logs.action, 6),
+            )
+            feedback = SequentialFeedback(
+                action=logs.action,
+                reward=prepared.reward,
+                propensity=prepared.propensity,
+                offsets=logs.offsets,
+                n_actions=6,
+            )
+            fixed = make_estimator("fqe").interval(feedback, probs, q, n_bootstrap=200)
+            refit = (
+                OffPolicyEvaluation(
+                    prepared=prepared,
+                    n_bootstrap=30,
+                    conversation_estimators=("fqe",),
+                    decision_estimators=(),
+                )
+                .evaluate({name: probs})[name]
+                .conversation["fqe"]
+            )
+            assert refit.estimate == pytest.approx(fixed.estimate, abs=1e-9)
+            missed_fixed += not fixed.ci_low <= truth <= fixed.ci_high
+            covered_refit += refit.ci_low <= truth <= refit.ci_high
+    assert missed_fixed >= 3
+    assert covered_refit >= 8
