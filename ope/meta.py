@@ -124,9 +124,13 @@ class SupportReport:
     unsupported_conversation: float
     """Estimated probability that a conversation under the target policy takes such an
     action at some turn."""
+    deficit: float
+    """Target probability mass the sample does not represent: ``1 - mean_c rho_c`` of the
+    clipped cumulative weights at the last turn (missing support, heavy tails, clipping)."""
     material: bool
-    """``unsupported_conversation`` above the evaluation's ``material_support``: the
-    value is then only partially identified and the selection interval uses ``bounds``."""
+    """``unsupported_conversation`` above ``material_support`` (or, with
+    ``selection_interval="auto"``, ``deficit`` above ``max_deficit``): the value is then
+    only partially identified and the selection interval includes ``bounds``."""
     bounds: Bounds
 
 
@@ -196,6 +200,7 @@ class PolicyEvaluation:
             "support": {
                 "unsupported_decision": s.unsupported_decision,
                 "unsupported_conversation": s.unsupported_conversation,
+                "deficit": s.deficit,
                 "material": s.material,
                 "bounds": {
                     "lower": s.bounds.lower,
@@ -227,11 +232,14 @@ class OffPolicyEvaluation:
     """Hyperparameters by estimator name (e.g. ``{"switch_dr": {"tau": 50}}``)."""
     selection_estimator: str = "seq_dr"
     """Conversation-level estimator whose widened interval picks the winner."""
-    selection_interval: Literal["bounds", "widened"] = "widened"
-    """``"bounds"``: the selection interval is the weight-deficit bounds' interval
-    (:func:`ope.support.deficit_bounds`: no model, covers heavy tails, clipping and missing
-    support); ``"widened"``: the selection estimator's interval widened by the FQE-vs-IS
-    disagreement (and by the bounds where support is materially missing)."""
+    selection_interval: Literal["auto", "widened", "bounds"] = "auto"
+    """``"widened"``: the selection estimator's interval widened to at least its
+    FQE-vs-IS disagreement, and to the weight-deficit bounds
+    (:func:`ope.support.deficit_bounds`) where support is materially missing;
+    ``"auto"``: also to the bounds where the sample misses more than ``max_deficit`` of
+    the target's probability mass (heavy tails); ``"bounds"``: the bounds always."""
+    max_deficit: float = 0.05
+    """Missing target mass above which ``"auto"`` uses the bounds."""
     max_weight: float | None = 20.0
     """Clip of the cumulative weights of ``pdis wpdis seq_dr wdr`` (unless
     ``estimator_params`` sets one); ``None``: no clipping."""
@@ -265,9 +273,10 @@ class OffPolicyEvaluation:
             raise ValueError(f"n_bootstrap must be an int >= 2, got {self.n_bootstrap!r}")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.selection_interval not in ("bounds", "widened"):
+        if self.selection_interval not in ("auto", "widened", "bounds"):
             raise ValueError(
-                f"selection_interval must be 'bounds' or 'widened', got {self.selection_interval!r}"
+                "selection_interval must be 'auto', 'widened' or 'bounds', "
+                f"got {self.selection_interval!r}"
             )
         if self.interval not in ("normal", "percentile"):
             raise ValueError(f"interval must be 'normal' or 'percentile', got {self.interval!r}")
@@ -350,6 +359,7 @@ class OffPolicyEvaluation:
                 row[name] = stat.resampled_value(conv_counts)
             bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.max_weight)
             row["_lower"], row["_upper"] = bounds.value(conv_counts)
+            row["_deficit"] = bounds.deficit(conv_counts)
             mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.max_weight)
             row["_mass"] = mass.resampled_value(conv_counts)
             for name, est in decision.items():
@@ -420,7 +430,9 @@ class OffPolicyEvaluation:
         diag = self._diagnostics(probs, supported, point)
         lo_range, hi_range = prep.return_range.value_low, prep.return_range.value_high
         mass = point["_mass"]
-        material = mass > self.material_support
+        unsupported = mass > self.material_support
+        deficit = point["_deficit"]
+        material = unsupported or (self.selection_interval == "auto" and deficit > self.max_deficit)
 
         def estimate(name: str, scope: str) -> Estimate:
             low, high, se = self._interval(point[name], reps[name])
@@ -430,7 +442,7 @@ class OffPolicyEvaluation:
                 flags.append("low ESS")
             if scope == "conversation" and not lo_range <= point[name] <= hi_range:
                 flags.append("outside reward range")
-            if scope == "conversation" and material:
+            if scope == "conversation" and unsupported:
                 flags.append("unsupported")
             return Estimate(point[name], low, high, se, tuple(flags))
 
@@ -452,16 +464,24 @@ class OffPolicyEvaluation:
         support = SupportReport(
             unsupported_decision=float(unsupported_mass(probs, supported).mean()),
             unsupported_conversation=float(mass),
+            deficit=float(deficit),
             material=bool(material),
             bounds=bounds,
         )
-        if material:
+        if unsupported:
             diag = _with_warning(
                 diag,
                 f"{mass:.1%} of conversations under this policy reach an action the logs "
                 f"(almost) never take in that state; its value is only partially identified: "
                 f"[{bounds.lower:+.3f}, {bounds.upper:+.3f}] (worst / best return for that part), "
                 f"interval [{bounds.ci_low:+.3f}, {bounds.ci_high:+.3f}]",
+            )
+        elif material:
+            diag = _with_warning(
+                diag,
+                f"the logs represent only {1 - deficit:.0%} of this policy's probability mass "
+                f"(the rest lies in trajectories too rare to be sampled, or clipped): the data "
+                f"cannot pin its value down; bounds [{bounds.ci_low:+.3f}, {bounds.ci_high:+.3f}]",
             )
         return PolicyEvaluation(
             conversation=MappingProxyType(conversation),
@@ -574,7 +594,8 @@ def format_results(
             f"{name}: ESS per decision {d.ess_decision:.0f}, per conversation "
             f"{d.ess_conversation:.0f} of {d.n_conversations}; unsupported mass "
             f"{s.unsupported_decision:.1%} per decision, {s.unsupported_conversation:.1%} per "
-            f"conversation; fqe - is {d.disagreement:+.3f}; weight-deficit bounds "
+            f"conversation; {s.deficit:.1%} of its mass unrepresented; fqe - is "
+            f"{d.disagreement:+.3f}; weight-deficit bounds "
             f"[{s.bounds.ci_low:+.3f}, {s.bounds.ci_high:+.3f}]"
         )
         lines.extend(f"  warning: {w}" for w in d.warnings)

@@ -218,6 +218,12 @@ class PDIS(SequentialEstimator):
     Singh 2000, "Eligibility Traces for Off-Policy Policy Evaluation", ICML). With
     deterministic target policies and long conversations the weights are heavy-tailed:
     the estimate is then usually too low, with too small a standard error.
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "pdis"
@@ -236,6 +242,12 @@ class WPDIS(SequentialEstimator):
     that already ended keep their last ``rho`` and add reward 0 (see the module
     docstring). Biased, consistent, much lower variance than PDIS (Precup, Sutton &
     Singh 2000; Thomas 2015, PhD thesis).
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "wpdis"
@@ -260,6 +272,12 @@ class SequentialDR(SequentialEstimator):
     Unbiased when the propensities are right; low variance when ``q_hat`` is good
     (Jiang & Li 2016, "Doubly Robust Off-policy Value Evaluation for Reinforcement
     Learning", ICML).
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "seq_dr"
@@ -283,6 +301,12 @@ class WeightedDR(SequentialEstimator):
     mean). Grouped by shared denominator, term ``t = -1 .. T-1`` is
     ``sum_c rho_ct (r_ct - q_ct + v_c,t+1) / sum_c rho_ct`` (Thomas & Brunskill 2016,
     "Data-Efficient Off-Policy Policy Evaluation for Reinforcement Learning", ICML).
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "wdr"

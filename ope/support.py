@@ -1,23 +1,21 @@
-"""Support of a target policy in the logs, and partial-identification bounds where it is missing.
+"""Support of a target policy in the logs, and bounds where the logs cannot tell.
 
 Where a target policy takes actions that the logger (almost) never took in similar
 states, the logs carry no information about what follows: importance weights there are
-undefined or huge, and a Q-model can only extrapolate. The honest answer is a range:
-the value is *partially identified* (Manski 1990, "Nonparametric Bounds on Treatment
-Effects"; for off-policy evaluation e.g. Kallus & Zhou 2020).
+zero or huge, and a Q-model can only extrapolate. The honest answer is a range: the value
+is *partially identified* (Manski 1990, "Nonparametric Bounds on Treatment Effects";
+for off-policy evaluation, Kallus & Zhou 2020, "Confounding-Robust Policy Evaluation in
+Infinite-Horizon Reinforcement Learning").
 
-Decomposition used here, for a conversation under the target policy ``pi`` with ``T*`` the
-first turn at which ``pi`` takes an unsupported action (``inf`` if none):
-
-    V(pi) = E_pi[ sum_{t < T*} r_t ] + sum_t P_pi(T* = t) E_pi[ G_t | T* = t ]
-
-The first part is the value of the *sub-stochastic* policy ``pi_s(a|s) = pi(a|s) 1{a
-supported in s}`` (which stops, earning 0, with the missing mass) and is identified: it is
-estimated doubly robustly with ``pi_s``'s own fitted Q-model. ``P_pi(T* = t) = E_mu[
-rho_s,t-1 u_t ]`` with ``u_t`` the target's mass on unsupported actions at turn ``t`` is
-identified too. Only the return ``G_t`` from the first unsupported action on is unknown:
-it lies between the worst and the best return that reward v1 allows with ``max_turns -
-t`` turns left (:class:`ReturnRange`). The bounds put those in its place.
+* :func:`behaviour_probs` / :func:`support_mask` / :func:`unsupported_statistic`: how
+  much of a policy's probability mass falls on actions the logger barely or never takes
+  in that state, per decision and per conversation (reported for every policy).
+* :func:`deficit_bounds`: bounds that need no model. With cumulative weights carried past
+  a conversation's end, ``E_mu[rho_t] = 1`` at every turn when the logs support the
+  policy; the sample mean falls short of 1 by the target mass the sample does not
+  represent (no support, heavy tails, clipping). That mass is given the worst and the
+  best return reward v1 allows from that turn on (:class:`ReturnRange`), so the interval
+  widens instead of lying.
 """
 
 from __future__ import annotations
@@ -186,6 +184,11 @@ class DeficitBounds:
     """Worst return from each turn on, shape (horizon,), at most 0."""
     high: np.ndarray
     """Best return from each turn on, shape (horizon,), at least 0."""
+
+    def deficit(self, counts: np.ndarray | None = None) -> float:
+        """``sum_t Delta_t``: the target probability mass the (re)sample does not represent."""
+        c = np.ones(len(self.pdis)) if counts is None else np.asarray(counts, dtype=np.float64)
+        return float((c @ self.drop).sum() / max(float(c.sum()), 1e-300))
 
     def value(self, counts: np.ndarray | None = None) -> tuple[float, float]:
         """(lower, upper) bound on a resample counting conversation ``c`` ``counts[c]`` times."""

@@ -55,9 +55,10 @@ def test_bounds_contain_the_truth_when_support_is_missing() -> None:
     assert b.ci_low <= truth <= b.ci_high
     assert res.selection.ci_low <= truth <= res.selection.ci_high
     # the bounds are wider than the point estimator's own interval: it cannot see the gap
-    assert b.ci_high - b.ci_low > res.conversation["seq_dr"].ci_high - res.conversation[
-        "seq_dr"
-    ].ci_low
+    assert (
+        b.ci_high - b.ci_low
+        > res.conversation["seq_dr"].ci_high - res.conversation["seq_dr"].ci_low
+    )
     text = "\n".join(format_results({"credit": res}))
     assert "partially identified" in text and "unsupported" in text
 
