@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -89,7 +90,14 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="many worlds, 5k-200k conversations")
     parser.add_argument("--samples", type=int, default=None, help="fresh log samples per world")
     parser.add_argument("--refits", type=int, default=None, help="refit bootstrap resamples")
-    parser.add_argument("--se-multiplier", type=float, default=1.0)
+    parser.add_argument("--se-multiplier", type=float, default=2.5)
+    parser.add_argument("--conversations", type=int, nargs="+", help="log sizes (override)")
+    parser.add_argument("--out", type=Path, help="write every (world, policy) row as JSON here")
+    parser.add_argument(
+        "--own-world",
+        action="store_true",
+        help="only the project's own world (confounding 1, support gaps): calibration runs",
+    )
     args = parser.parse_args()
     if args.full:
         sizes, confounding, gaps = (5_000, 50_000, 200_000), (0.0, 1.0, 2.0), (False, True)
@@ -97,8 +105,13 @@ def main() -> None:
     else:
         sizes, confounding, gaps = (5_000,), (0.0, 1.0), (False, True)
         samples, refits, n_true = args.samples or 1, args.refits or 20, 30_000
+    if args.own_world:
+        confounding, gaps = (1.0,), (True,)
+    if args.conversations:
+        sizes = tuple(args.conversations)
     reward = RewardSpec()
     rows: dict[str, list[tuple[float, float, float, float]]] = {}
+    raw: list[dict[str, object]] = []
     ranks: dict[str, list[tuple[float, float]]] = {}
     start = time.perf_counter()
     for conf, gap, n in itertools.product(confounding, gaps, sizes):
@@ -130,9 +143,29 @@ def main() -> None:
                 seed=sample,
             ).evaluate(probs)
             for k, r in res.items():
+                raw.append(
+                    {
+                        "world": {"confounding": conf, "gaps": gap, "n": n, "sample": sample},
+                        "policy": k,
+                        "truth": truth[k],
+                        "estimates": {
+                            e: [v.estimate, v.std_err, v.ci_low, v.ci_high]
+                            for e, v in r.conversation.items()
+                        },
+                        "selection": [r.selection.ci_low, r.selection.ci_high],
+                        "bounds": [
+                            r.support.deficit_bounds.ci_low,
+                            r.support.deficit_bounds.ci_high,
+                        ],
+                        "support_bounds": [r.support.bounds.ci_low, r.support.bounds.ci_high],
+                        "deficit": r.support.deficit,
+                        "unsupported": r.support.unsupported_conversation,
+                        "disagreement": r.diagnostics.disagreement,
+                    }
+                )
                 for e, v in r.conversation.items():
                     found[k][e] = (v.estimate, v.ci_low, v.ci_high)
-                s, b = r.selection, r.support.bounds
+                s, b = r.selection, r.support.deficit_bounds
                 found[k]["select:widened"] = (s.estimate, s.ci_low, s.ci_high)
                 # "auto": as OffPolicyEvaluation(selection_interval="auto") builds it
                 auto = r.support.deficit > 0.05
@@ -180,6 +213,8 @@ def main() -> None:
             f"{np.nanmean(sp):>9.2f}{np.mean(regret):>8.3f}"
         )
     print(f"wall {time.perf_counter() - start:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps(raw, indent=1))
 
 
 if __name__ == "__main__":

@@ -63,11 +63,13 @@ def ope_from_cfg(
         "alpha": float(ope.alpha),
         "seed": int(cfg.seed),
     }
+    if "max_weight" in ope:  # null: no clipping
+        settings["max_weight"] = None if ope.max_weight is None else float(ope.max_weight)
     for key, cast in (
-        ("max_weight", float),
         ("interval", str),
         ("se_multiplier", float),
         ("selection_interval", str),
+        ("max_deficit", float),
         ("min_ess", float),
         ("min_support", float),
     ):

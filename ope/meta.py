@@ -29,6 +29,7 @@ world (``benchmarks/bench_ope_calibration.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -54,6 +55,7 @@ from supportrl.ope.models import RidgeSystem, balancing_weights, cross_fit_rewar
 from supportrl.ope.sequential import SequentialEstimator, cumulative_weights
 from supportrl.ope.support import (
     deficit_bounds,
+    support_bounds,
     support_mask,
     unsupported_mass,
     unsupported_statistic,
@@ -128,10 +130,13 @@ class SupportReport:
     """Target probability mass the sample does not represent: ``1 - mean_c rho_c`` of the
     clipped cumulative weights at the last turn (missing support, heavy tails, clipping)."""
     material: bool
-    """``unsupported_conversation`` above ``material_support`` (or, with
-    ``selection_interval="auto"``, ``deficit`` above ``max_deficit``): the value is then
-    only partially identified and the selection interval includes ``bounds``."""
+    """``unsupported_conversation`` above ``material_support``: the value is then only
+    partially identified and the selection interval includes ``bounds``."""
     bounds: Bounds
+    """Partial-identification bounds for the unsupported part
+    (:func:`ope.support.support_bounds`)."""
+    deficit_bounds: Bounds
+    """Model-free bounds for all the mass the sample misses (:func:`ope.support.deficit_bounds`)."""
 
 
 @dataclass(frozen=True)
@@ -202,12 +207,8 @@ class PolicyEvaluation:
                 "unsupported_conversation": s.unsupported_conversation,
                 "deficit": s.deficit,
                 "material": s.material,
-                "bounds": {
-                    "lower": s.bounds.lower,
-                    "upper": s.bounds.upper,
-                    "ci_low": s.bounds.ci_low,
-                    "ci_high": s.bounds.ci_high,
-                },
+                "bounds": dataclasses.asdict(s.bounds),
+                "deficit_bounds": dataclasses.asdict(s.deficit_bounds),
             },
         }
 
@@ -232,23 +233,28 @@ class OffPolicyEvaluation:
     """Hyperparameters by estimator name (e.g. ``{"switch_dr": {"tau": 50}}``)."""
     selection_estimator: str = "seq_dr"
     """Conversation-level estimator whose widened interval picks the winner."""
-    selection_interval: Literal["auto", "widened", "bounds"] = "auto"
+    selection_interval: Literal["auto", "widened", "bounds"] = "widened"
     """``"widened"``: the selection estimator's interval widened to at least its
-    FQE-vs-IS disagreement, and to the weight-deficit bounds
-    (:func:`ope.support.deficit_bounds`) where support is materially missing;
-    ``"auto"``: also to the bounds where the sample misses more than ``max_deficit`` of
-    the target's probability mass (heavy tails); ``"bounds"``: the bounds always."""
+    FQE-vs-IS disagreement, and to the partial-identification bounds of the unsupported
+    part (:func:`ope.support.support_bounds`) where support is materially missing;
+    ``"auto"``: also to the model-free bounds (:func:`ope.support.deficit_bounds`) where
+    the sample misses more than ``max_deficit`` of the target's probability mass (heavy
+    tails); ``"bounds"``: the model-free bounds always."""
     max_deficit: float = 0.05
     """Missing target mass above which ``"auto"`` uses the bounds."""
     max_weight: float | None = 20.0
     """Clip of the cumulative weights of ``pdis wpdis seq_dr wdr`` (unless
     ``estimator_params`` sets one); ``None``: no clipping."""
-    n_bootstrap: int = 100
-    """Resamples; every one refits all nuisance models."""
+    n_bootstrap: int = 50
+    """Resamples; every one refits all nuisance models (the normal interval needs only
+    their standard deviation, which 50 pin down to about 10%)."""
     alpha: float = 0.05
     interval: Literal["normal", "percentile"] = "normal"
-    se_multiplier: float = 1.0
-    """Scales the normal interval's half-width (calibrated, see the module docstring)."""
+    se_multiplier: float = 2.5
+    """Scales the normal interval's half-width. 2.5 was calibrated on fresh samples of the
+    project's own synthetic world (``benchmarks/bench_ope_calibration.py --own-world``):
+    the refitted bootstrap SE still misses the bias of clipped, model-assisted estimators
+    on heavy-tailed conversations, and 1.0 covered 41% there, 2.5 covered 91%."""
     min_support: float = 0.005
     """An action with a modelled logging probability below this in a state is unsupported there."""
     material_support: float = 0.01
@@ -326,7 +332,8 @@ class OffPolicyEvaluation:
         system = RidgeSystem.build(
             prep.x, logs.action, n_actions, sample_weight=turn_counts * balance
         )
-        q_all = fitted_q_many(system, reward, logs.offsets, probs)
+        sub = np.where(supported[None], probs, 0.0)
+        q_all = fitted_q_many(system, reward, logs.offsets, np.concatenate([probs, sub]))
         m = probs.shape[0]
         seq = SequentialFeedback(
             action=logs.action,
@@ -360,6 +367,16 @@ class OffPolicyEvaluation:
             bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.max_weight)
             row["_lower"], row["_upper"] = bounds.value(conv_counts)
             row["_deficit"] = bounds.deficit(conv_counts)
+            s_low, s_high = support_bounds(
+                seq,
+                probs[p],
+                supported,
+                q_all[m + p],
+                prep.return_range,
+                max_weight=self.max_weight,
+            )
+            row["_s_lower"] = s_low.resampled_value(conv_counts)
+            row["_s_upper"] = s_high.resampled_value(conv_counts)
             mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.max_weight)
             row["_mass"] = mass.resampled_value(conv_counts)
             for name, est in decision.items():
@@ -432,7 +449,6 @@ class OffPolicyEvaluation:
         mass = point["_mass"]
         unsupported = mass > self.material_support
         deficit = point["_deficit"]
-        material = unsupported or (self.selection_interval == "auto" and deficit > self.max_deficit)
 
         def estimate(name: str, scope: str) -> Estimate:
             low, high, se = self._interval(point[name], reps[name])
@@ -450,23 +466,29 @@ class OffPolicyEvaluation:
         decision = {n: estimate(n, "decision") for n in self.decision_estimators}
         sel = self.selection_estimator
         base = conversation.get(sel) or estimate(sel, "conversation")
-        low_b, _, _ = self._interval(point["_lower"], reps["_lower"])
-        _, high_b, _ = self._interval(point["_upper"], reps["_upper"])
-        bounds = Bounds(point["_lower"], point["_upper"], low_b, high_b)
+        low_d, _, _ = self._interval(point["_lower"], reps["_lower"])
+        _, high_d, _ = self._interval(point["_upper"], reps["_upper"])
+        deficit_bounds = Bounds(point["_lower"], point["_upper"], low_d, high_d)
+        low_s, _, _ = self._interval(point["_s_lower"], reps["_s_lower"])
+        _, high_s, _ = self._interval(point["_s_upper"], reps["_s_upper"])
+        bounds = Bounds(point["_s_lower"], point["_s_upper"], low_s, high_s)
         gap = abs(diag.disagreement)
         low = min(base.ci_low, base.estimate - gap)
         high = max(base.ci_high, base.estimate + gap)
-        if material:
-            low, high = min(low, low_b), max(high, high_b)
+        if unsupported:
+            low, high = min(low, low_s), max(high, high_s)
+        if self.selection_interval == "auto" and deficit > self.max_deficit:
+            low, high = min(low, low_d), max(high, high_d)
         if self.selection_interval == "bounds":
-            low, high = low_b, high_b
+            low, high = low_d, high_d
         selection = Estimate(base.estimate, low, high, base.std_err, base.flags)
         support = SupportReport(
             unsupported_decision=float(unsupported_mass(probs, supported).mean()),
             unsupported_conversation=float(mass),
             deficit=float(deficit),
-            material=bool(material),
+            material=bool(unsupported),
             bounds=bounds,
+            deficit_bounds=deficit_bounds,
         )
         if unsupported:
             diag = _with_warning(
@@ -476,12 +498,12 @@ class OffPolicyEvaluation:
                 f"[{bounds.lower:+.3f}, {bounds.upper:+.3f}] (worst / best return for that part), "
                 f"interval [{bounds.ci_low:+.3f}, {bounds.ci_high:+.3f}]",
             )
-        elif material:
+        if self.selection_interval != "widened" and deficit > self.max_deficit:
             diag = _with_warning(
                 diag,
                 f"the logs represent only {1 - deficit:.0%} of this policy's probability mass "
                 f"(the rest lies in trajectories too rare to be sampled, or clipped): the data "
-                f"cannot pin its value down; bounds [{bounds.ci_low:+.3f}, {bounds.ci_high:+.3f}]",
+                f"cannot pin its value down; model-free bounds [{low_d:+.3f}, {high_d:+.3f}]",
             )
         return PolicyEvaluation(
             conversation=MappingProxyType(conversation),
@@ -595,8 +617,8 @@ def format_results(
             f"{d.ess_conversation:.0f} of {d.n_conversations}; unsupported mass "
             f"{s.unsupported_decision:.1%} per decision, {s.unsupported_conversation:.1%} per "
             f"conversation; {s.deficit:.1%} of its mass unrepresented; fqe - is "
-            f"{d.disagreement:+.3f}; weight-deficit bounds "
-            f"[{s.bounds.ci_low:+.3f}, {s.bounds.ci_high:+.3f}]"
+            f"{d.disagreement:+.3f}; model-free bounds "
+            f"[{s.deficit_bounds.ci_low:+.3f}, {s.deficit_bounds.ci_high:+.3f}]"
         )
         lines.extend(f"  warning: {w}" for w in d.warnings)
     return lines

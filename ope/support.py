@@ -10,6 +10,9 @@ Infinite-Horizon Reinforcement Learning").
 * :func:`behaviour_probs` / :func:`support_mask` / :func:`unsupported_statistic`: how
   much of a policy's probability mass falls on actions the logger barely or never takes
   in that state, per decision and per conversation (reported for every policy).
+* :func:`support_bounds`: partial-identification bounds for the unsupported part: the
+  supported part is estimated (doubly robust), the return after the first unsupported
+  action gets the worst and best values the reward allows.
 * :func:`deficit_bounds`: bounds that need no model. With cumulative weights carried past
   a conversation's end, ``E_mu[rho_t] = 1`` at every turn when the logs support the
   policy; the sample mean falls short of 1 by the target mass the sample does not
@@ -34,6 +37,7 @@ __all__ = [
     "ReturnRange",
     "behaviour_probs",
     "deficit_bounds",
+    "support_bounds",
     "support_mask",
     "unsupported_mass",
     "unsupported_statistic",
@@ -241,3 +245,41 @@ def deficit_bounds(
         low=np.minimum(returns.low[:horizon], 0.0),
         high=np.maximum(returns.high[:horizon], 0.0),
     )
+
+
+def support_bounds(
+    feedback: SequentialFeedback,
+    target_probs: np.ndarray,
+    supported: np.ndarray,
+    q_supported: np.ndarray,
+    returns: ReturnRange,
+    *,
+    max_weight: float | None = None,
+) -> tuple[RatioStatistic, RatioStatistic]:
+    """Partial-identification bounds for the unsupported part of a policy only.
+
+    With ``T*`` the first turn at which the target policy ``pi`` takes an unsupported
+    action, ``V(pi) = E_pi[sum_{t < T*} r_t] + sum_t P_pi(T* = t) E[G_t | T* = t]``. The
+    first part is the value of the sub-stochastic policy ``pi_s = pi * supported`` (it
+    stops, earning 0, with the missing mass), estimated doubly robustly with ``pi_s``'s
+    own fitted Q-model ``q_supported`` (n_turns, n_actions); ``P_pi(T* = t) = E_mu[
+    rho_s,t-1 u_t]`` is identified too. Only ``G_t``, the return from the first
+    unsupported action on, is unknown: it gets the worst and the best return of
+    ``returns``. Returns per-conversation statistics (plain means) of the lower and the
+    upper bound. Arrays: ``target_probs``/``supported`` (n_turns, n_actions).
+    """
+    probs_s = np.where(supported, target_probs, 0.0)
+    w = probs_s.reshape(-1).take(feedback.flat_index) / feedback.propensity
+    rho = np.cumprod(_dense(feedback, w, 1.0), axis=1)
+    if max_weight is not None:
+        np.minimum(rho, max_weight, out=rho)
+    rho_prev = np.concatenate([np.ones_like(rho[:, :1]), rho[:, :-1]], axis=1)
+    reward = _dense(feedback, feedback.reward, 0.0)
+    q_logged = _dense(feedback, q_supported.reshape(-1).take(feedback.flat_index), 0.0)
+    v = _dense(feedback, np.einsum("ij,ij->i", probs_s, q_supported), 0.0)
+    identified = (rho * (reward - q_logged) + rho_prev * v).sum(axis=1)
+    mass = rho_prev * _dense(feedback, unsupported_mass(target_probs, supported), 0.0)
+    horizon = min(feedback.max_length, len(returns.low))
+    low = identified + mass[:, :horizon] @ returns.low[:horizon]
+    high = identified + mass[:, :horizon] @ returns.high[:horizon]
+    return RatioStatistic(low[None, :]), RatioStatistic(high[None, :])

@@ -257,7 +257,7 @@ class CsatImputation:
     model: CsatModel
     """The fit on all the logs."""
     l2: float = 1.0
-    refit_iter: int = 60
+    refit_iter: int = 30
     """L-BFGS iterations of a warm-started refit."""
 
     @classmethod

@@ -98,9 +98,13 @@ def test_pipeline_small(tmp_path: Path) -> None:
         "pipeline.dqn_steps=3000",
         "pipeline.true_value_conversations=500",
         "ope.n_bootstrap=50",
+        "ope.n_refit=5",
         "logger.progress=false",
     )
     assert proc.returncode == 0, proc.stderr
+    # the OPE table carries its diagnostics: ESS, support, disagreement, flags
+    assert "ESS per decision" in proc.stdout and "fqe - is" in proc.stdout
+    assert "select:seq_dr" in proc.stdout
     result = json.loads((run_dir_of(proc) / "result.json").read_text())
     assert result["summary"]["conversations"] == 600
     assert set(result["policies"]) >= {"linucb", "dqn", "rules_production"}
