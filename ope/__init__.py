@@ -9,7 +9,7 @@ probabilities for the logged states, and call an estimator::
     dr.estimate(feedback, target_probs, reward_hat)
     dr.interval(feedback, target_probs, reward_hat, n_bootstrap=1000, seed=0)
 
-Estimator names (DESIGN.md section 7): ``dm ips snips dr sndr switch_dr dr_os`` per
+Estimator names (docs/cli.md): ``dm ips snips dr sndr switch_dr dr_os`` per
 decision, ``pdis wpdis seq_dr wdr fqe`` per conversation.
 """
 

@@ -12,7 +12,7 @@ self-normalised estimators within every resample, as it must.
 
 The bootstrap (:func:`bootstrap_replicates`) resamples *groups* (e.g. conversations):
 rows of one group stay together, so that correlated turns do not make intervals too
-narrow (DESIGN.md section 10).
+narrow.
 """
 
 from __future__ import annotations

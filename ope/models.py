@@ -309,7 +309,7 @@ def balancing_weights(
     ``clip`` and normalised to mean 1 within each action. A logger that saw something the
     logs do not (hidden case difficulty) picks actions by it; weighting each row by the
     inverse of its logged propensity rebalances those hidden variables across actions, so a
-    per-action regression estimates the effect of *doing* the action (DESIGN.md section 10).
+    per-action regression estimates the effect of *doing* the action.
     ``counts`` (n,): how often each row is counted (a bootstrap resample's counts); shares
     and means are then taken over the resample. The returned weights do not include them.
     """

@@ -1,7 +1,7 @@
 """Per-conversation off-policy estimators on logged conversations.
 
 The value of a policy is the expected undiscounted return of a conversation,
-``E_pi[ sum_t r_t ]`` (reward contract v1, DESIGN.md section 4).
+``E_pi[ sum_t r_t ]`` (reward contract v1, docs/reward.md).
 
 Notation (``c`` a conversation, ``t`` its turn; per-turn arrays have shape [n_turns]):
 
