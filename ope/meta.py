@@ -241,7 +241,8 @@ class OffPolicyEvaluation:
     the sample misses more than ``max_deficit`` of the target's probability mass (heavy
     tails); ``"bounds"``: the model-free bounds always."""
     max_deficit: float = 0.05
-    """Missing target mass above which ``"auto"`` uses the bounds."""
+    """Missing target mass above which ``"auto"`` uses the model-free bounds (and every
+    mode warns that the data cannot pin the value down)."""
     max_weight: float | None = 20.0
     """Clip of the cumulative weights of ``pdis wpdis seq_dr wdr`` (unless
     ``estimator_params`` sets one); ``None``: no clipping."""
@@ -261,6 +262,8 @@ class OffPolicyEvaluation:
     """Unsupported probability per conversation above which bounds enter the selection."""
     min_ess: float = 100.0
     """Conversation (or decision) ESS below which importance-weighted estimates are flagged."""
+    min_ess_share: float = 0.01
+    """... or below this share of the conversations (decisions), whichever is larger."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -454,7 +457,8 @@ class OffPolicyEvaluation:
             low, high, se = self._interval(point[name], reps[name])
             flags = []
             ess = diag.ess_conversation if scope == "conversation" else diag.ess_decision
-            if name in IMPORTANCE_WEIGHTED and ess < self.min_ess:
+            n = diag.n_conversations if scope == "conversation" else diag.n_turns
+            if name in IMPORTANCE_WEIGHTED and ess < max(self.min_ess, self.min_ess_share * n):
                 flags.append("low ESS")
             if scope == "conversation" and not lo_range <= point[name] <= hi_range:
                 flags.append("outside reward range")
@@ -498,7 +502,7 @@ class OffPolicyEvaluation:
                 f"[{bounds.lower:+.3f}, {bounds.upper:+.3f}] (worst / best return for that part), "
                 f"interval [{bounds.ci_low:+.3f}, {bounds.ci_high:+.3f}]",
             )
-        if self.selection_interval != "widened" and deficit > self.max_deficit:
+        if deficit > self.max_deficit:
             diag = _with_warning(
                 diag,
                 f"the logs represent only {1 - deficit:.0%} of this policy's probability mass "
@@ -546,7 +550,7 @@ class OffPolicyEvaluation:
         warnings = support_warning(
             probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
         )
-        if ess_conversation < self.min_ess:
+        if ess_conversation < max(self.min_ess, self.min_ess_share * logs.n_conversations):
             warnings.append(
                 f"effective sample size of the conversation weights is {ess_conversation:.0f} of "
                 f"{logs.n_conversations}: importance-weighted conversation estimates rest on few "

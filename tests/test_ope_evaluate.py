@@ -127,6 +127,7 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "evaluate",
         *args,
         "ope.n_bootstrap=100",
+        "ope.n_refit=10",
         f"paths.output_dir={tmp_path / 'out'}",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -59,6 +59,10 @@ def test_bounds_contain_the_truth_when_support_is_missing() -> None:
         b.ci_high - b.ci_low
         > res.conversation["seq_dr"].ci_high - res.conversation["seq_dr"].ci_low
     )
+    # the table flags what rests on few conversations, and only that
+    assert "low ESS" in res.conversation["pdis"].flags
+    assert "low ESS" not in res.conversation["fqe"].flags
+    assert "unsupported" in res.conversation["seq_dr"].flags
     text = "\n".join(format_results({"credit": res}))
     assert "partially identified" in text and "unsupported" in text
 
