@@ -237,7 +237,10 @@ class RidgeSystem:
 
     def predict(self, coef: np.ndarray) -> np.ndarray:
         """Predictions of every action for every row and target: shape (m, n, n_actions)."""
-        return np.einsum("nd,adm->mna", self.xi, coef)
+        n_actions, d, m = coef.shape
+        # one BLAS product (n, d) @ (d, n_actions * m), then (m, n, n_actions)
+        flat = self.xi @ coef.transpose(1, 0, 2).reshape(d, n_actions * m)
+        return flat.reshape(-1, n_actions, m).transpose(2, 0, 1)
 
 
 def fitted_q_evaluation(
