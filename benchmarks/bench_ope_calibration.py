@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--refits", type=int, default=None, help="refit bootstrap resamples")
     parser.add_argument("--se-multiplier", type=float, default=2.5)
     parser.add_argument("--conversations", type=int, nargs="+", help="log sizes (override)")
+    parser.add_argument(
+        "--max-weight", type=float, default=20.0, help="clip of cumulative weights (0: none)"
+    )
     parser.add_argument("--out", type=Path, help="write every (world, policy) row as JSON here")
     parser.add_argument(
         "--own-world",
@@ -139,6 +142,7 @@ def main() -> None:
                 n_bootstrap=refits,
                 decision_estimators=(),
                 se_multiplier=args.se_multiplier,
+                max_weight=args.max_weight or None,
                 selection_interval="widened",
                 seed=sample,
             ).evaluate(probs)
@@ -198,7 +202,8 @@ def main() -> None:
             )
     print(
         f"\n{len(rows['seq_dr'])} (world, sample, policy) triples; {refits} refits; truth from "
-        f"{n_true} conversations; se_multiplier {args.se_multiplier}"
+        f"{n_true} conversations; se_multiplier {args.se_multiplier}; "
+        f"max_weight {args.max_weight or None}"
     )
     print(
         f"{'estimator':<16}{'coverage':>9}{'width':>8}{'bias':>8}{'RMSE':>8}{'spearman':>9}{'regret':>8}"
