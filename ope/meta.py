@@ -472,9 +472,12 @@ class OffPolicyEvaluation:
         base = conversation.get(sel) or estimate(sel, "conversation")
         low_d, _, _ = self._interval(point["_lower"], reps["_lower"])
         _, high_d, _ = self._interval(point["_upper"], reps["_upper"])
+        # a value cannot leave the range reward v1 allows, whatever the resampling says
+        low_d, high_d = max(low_d, lo_range), min(high_d, hi_range)
         deficit_bounds = Bounds(point["_lower"], point["_upper"], low_d, high_d)
         low_s, _, _ = self._interval(point["_s_lower"], reps["_s_lower"])
         _, high_s, _ = self._interval(point["_s_upper"], reps["_s_upper"])
+        low_s, high_s = max(low_s, lo_range), min(high_s, hi_range)
         bounds = Bounds(point["_s_lower"], point["_s_upper"], low_s, high_s)
         gap = abs(diag.disagreement)
         low = min(base.ci_low, base.estimate - gap)
@@ -599,7 +602,7 @@ def format_results(
     then the selection interval); ``truth``: known true values to print beside them.
     """
     lines = [
-        f"{'policy':<26}{'estimator':<11}{'estimate':>10}   {level}% interval"
+        f"{'policy':<26}{'estimator':<15}{'estimate':>10}   {level}% interval"
         + ("          true" if truth else "")
         + "   flags"
     ]
@@ -611,7 +614,7 @@ def format_results(
         for est, e in rows.items():
             true = f"{truth[name]:>+14.3f}" if truth and name in truth else ""
             lines.append(
-                f"{name:<26}{est:<11}{e.estimate:>+10.4f}   [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
+                f"{name:<26}{est:<15}{e.estimate:>+10.4f}   [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
                 f"{true}   {', '.join(e.flags)}"
             )
     for name, res in results.items():
