@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--se-multiplier", type=float, default=2.5)
     parser.add_argument("--conversations", type=int, nargs="+", help="log sizes (override)")
     parser.add_argument(
-        "--max-weight", type=float, default=20.0, help="clip of cumulative weights (0: none)"
+        "--max-weight", type=float, default=200.0, help="clip of cumulative weights (0: none)"
     )
     parser.add_argument("--out", type=Path, help="write every (world, policy) row as JSON here")
     parser.add_argument(

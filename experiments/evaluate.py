@@ -72,6 +72,7 @@ def ope_from_cfg(
         ("max_deficit", float),
         ("min_ess", float),
         ("min_support", float),
+        ("material_support", float),
     ):
         if ope.get(key) is not None:
             settings[key] = cast(ope.get(key))
