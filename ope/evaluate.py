@@ -93,6 +93,25 @@ class PreparedConversations:
     """The CSAT imputation, refitted per bootstrap resample; None when CSAT was complete
     or imputed by a fixed rule."""
 
+    def propensity_for(self, counts: np.ndarray | None) -> np.ndarray:
+        """Propensities (n_turns,) with the propensity model refitted on a resample.
+
+        Logged propensities are kept; only the estimated ones (``propensity_estimated``)
+        are refitted, with each conversation counted ``counts[c]`` times.
+        """
+        if counts is None or not self.propensity_estimated:
+            return self.propensity
+        logs = self.logs
+        fitted = cross_fit_propensity(
+            self.x,
+            logs.action,
+            len(logs.actions),
+            groups=logs.conversation_index,
+            seed=self.seed,
+            sample_weight=np.asarray(counts, dtype=np.float64)[logs.conversation_index],
+        )
+        return np.where(np.isnan(logs.propensity), fitted, self.propensity)
+
     def reward_for(self, counts: np.ndarray | None) -> np.ndarray:
         """Per-turn rewards (n_turns,) with the CSAT model refitted on a resample.
 

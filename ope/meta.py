@@ -11,9 +11,9 @@ weights, CSAT imputation), to typed results (:class:`PolicyEvaluation`, frozen).
     results["rules"].selection.ci_low
 
 **What the intervals cover.** Every interval comes from a bootstrap over conversations
-that *refits every nuisance model in each resample* (the CSAT model, the balancing
-weights, the reward model of the per-decision estimators, and fitted Q evaluation of
-every policy, which feeds ``fqe``, ``seq_dr`` and ``wdr``): it covers sampling noise and
+that *refits every nuisance model in each resample* (the CSAT model, estimated propensities,
+the balancing weights, the reward model of the per-decision estimators, and fitted Q
+evaluation of every policy, which feeds ``fqe``, ``seq_dr`` and ``wdr``): it covers sampling noise and
 the estimation error of those models. It does not cover bias that no resample reveals:
 confounding through variables the logs do not record (FQE's main error), a CSAT
 selection model that is wrong, or actions the logs never take. For those: the
@@ -336,7 +336,8 @@ class OffPolicyEvaluation:
         conv_counts = np.ones(logs.n_conversations) if counts is None else counts
         turn_counts = conv_counts[logs.conversation_index]
         reward = prep.reward_for(counts)
-        balance = balancing_weights(prep.propensity, logs.action, n_actions, counts=turn_counts)
+        propensity = prep.propensity_for(counts)
+        balance = balancing_weights(propensity, logs.action, n_actions, counts=turn_counts)
         system = RidgeSystem.build(
             prep.x, logs.action, n_actions, sample_weight=turn_counts * balance
         )
@@ -346,7 +347,7 @@ class OffPolicyEvaluation:
         seq = SequentialFeedback(
             action=logs.action,
             reward=reward,
-            propensity=prep.propensity,
+            propensity=propensity,
             offsets=logs.offsets,
             n_actions=n_actions,
         )
@@ -364,7 +365,7 @@ class OffPolicyEvaluation:
                 sample_weight=turn_counts * balance,
             )
             bandit = BanditFeedback(
-                action=logs.action, reward=reward, propensity=prep.propensity, n_actions=n_actions
+                action=logs.action, reward=reward, propensity=propensity, n_actions=n_actions
             )
         values: list[dict[str, float]] = []
         for p in range(m):

@@ -114,21 +114,31 @@ class MultinomialLogit:
 
     @classmethod
     def fit(
-        cls, x: np.ndarray, actions: np.ndarray, n_actions: int, *, l2: float = 1.0
+        cls,
+        x: np.ndarray,
+        actions: np.ndarray,
+        n_actions: int,
+        *,
+        l2: float = 1.0,
+        sample_weight: np.ndarray | None = None,
     ) -> MultinomialLogit:
-        """L2-regularised maximum likelihood by L-BFGS."""
+        """L2-regularised maximum likelihood by L-BFGS; ``sample_weight`` (n,) row weights
+        (e.g. bootstrap counts)."""
         xi = add_intercept(x)
         n, d = xi.shape
         onehot = np.zeros((n, n_actions))
         onehot[np.arange(n), actions] = 1.0
+        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        total = max(float(sw.sum()), 1e-300)
+        wonehot = onehot * sw[:, None]
 
         def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
             w = flat.reshape(n_actions, d)
             logits = xi @ w.T
             logp = logits - logsumexp(logits, axis=1, keepdims=True)
-            value = -(onehot * logp).sum() / n + 0.5 * l2 * (w[:, :-1] ** 2).sum() / n
-            grad = (np.exp(logp) - onehot).T @ xi / n
-            grad[:, :-1] += l2 * w[:, :-1] / n
+            value = -(wonehot * logp).sum() / total + 0.5 * l2 * (w[:, :-1] ** 2).sum() / total
+            grad = (np.exp(logp) * sw[:, None] - wonehot).T @ xi / total
+            grad[:, :-1] += l2 * w[:, :-1] / total
             return value, grad.ravel()
 
         res = minimize(
@@ -152,15 +162,20 @@ def cross_fit_propensity(
     l2: float = 1.0,
     seed: int = 0,
     floor: float = 1e-3,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Estimated propensity of each logged action (out of fold), shape (n,), floored at ``floor``."""
+    """Estimated propensity of each logged action (out of fold), shape (n,), floored at ``floor``.
+
+    ``sample_weight`` (n,): row weights of the fits (a bootstrap resample's counts).
+    """
     groups = np.arange(len(actions)) if groups is None else groups
     folds = fold_ids(groups, k, seed)
     out = np.empty(len(actions))
     for f in np.unique(folds):
         test = folds == f
         train = ~test if (~test).any() else test
-        model = MultinomialLogit.fit(x[train], actions[train], n_actions, l2=l2)
+        sw = None if sample_weight is None else sample_weight[train]
+        model = MultinomialLogit.fit(x[train], actions[train], n_actions, l2=l2, sample_weight=sw)
         out[test] = model.predict(x[test])[np.arange(test.sum()), actions[test]]
     return np.clip(out, floor, 1.0)
 

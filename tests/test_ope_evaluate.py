@@ -62,6 +62,12 @@ def test_prepare_estimates_missing_propensities_and_says_so(generated) -> None:
     assert ((prepared.propensity > 0) & (prepared.propensity <= 1)).all()
     # the estimate tracks the true logging propensities
     assert np.corrcoef(prepared.propensity, logs.propensity)[0, 1] > 0.6
+    # and is refitted on a bootstrap resample (so OPE intervals carry its error)
+    counts = np.random.default_rng(0).poisson(1.0, logs.n_conversations).astype(float)
+    refit = prepared.propensity_for(counts)
+    assert not np.allclose(refit, prepared.propensity)
+    assert np.corrcoef(refit, prepared.propensity)[0, 1] > 0.9
+    assert prepared.propensity_for(None) is prepared.propensity
 
 
 def test_every_estimator_reported_with_intervals(generated) -> None:
