@@ -166,10 +166,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                 estimator_params=params,
                 **common,
             )
-            results[name] = res["decision"]
-            diagnostics[name] = res["diagnostics"]
-            notes.extend(n for n in res["notes"] if n not in notes)
-            for est, row in res["decision"].items():
+            results[name] = res.rows()
+            diagnostics[name] = res.diagnostics()
+            notes.extend(n for n in res.notes if n not in notes)
+            for est, row in res.rows().items():
                 table.append({"policy": name, "scope": "decision", "estimator": est, **row})
         level = int(round(100 * (1 - float(ope.alpha))))
         lines.append(

@@ -29,8 +29,14 @@ from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.ope import make_estimator
 from supportrl.ope.data import BanditFeedback
-from supportrl.ope.diagnostics import effective_sample_size, support_warning, weight_statistics
+from supportrl.ope.diagnostics import (
+    WeightStatistics,
+    effective_sample_size,
+    support_warning,
+    weight_statistics,
+)
 from supportrl.ope.estimators import check_target_probs
+from supportrl.ope.intervals import Interval
 from supportrl.ope.models import (
     balancing_weights,
     cross_fit_propensity,
@@ -312,22 +318,41 @@ def target_probs_of(
     return policy.action_probs(states)
 
 
-def _row(interval: Any) -> dict[str, float]:
-    return {
-        "estimate": float(interval.estimate),
-        "ci_low": float(interval.ci_low),
-        "ci_high": float(interval.ci_high),
-    }
-
-
-def _weight_summary(w: np.ndarray) -> dict[str, Any]:
-    stats = weight_statistics(w)
+def _weight_summary(stats: WeightStatistics) -> dict[str, Any]:
     return {
         "mean": stats.mean,
         "max": stats.max,
         "share_zero": stats.share_zero,
         "quantiles": {str(q): v for q, v in stats.quantiles.items()},
     }
+
+
+@dataclass(frozen=True)
+class DecisionEvaluation:
+    """Per-decision estimates of one policy on generic logged bandit feedback."""
+
+    decision: Mapping[str, Interval]
+    """Estimator name -> estimate with its bootstrap interval (expected reward per decision)."""
+    ess_decision: float
+    """Kish ESS of the importance weights."""
+    n_decisions: int
+    weights: WeightStatistics
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    """What was estimated (e.g. missing propensities), in words."""
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        """``{ESTIMATOR: {"estimate", "ci_low", "ci_high", "std_err"}}`` for ``result.json``."""
+        return {name: interval.as_dict() for name, interval in self.decision.items()}
+
+    def diagnostics(self) -> dict[str, Any]:
+        """ESS, weight summary and warnings as plain data."""
+        return {
+            "ess_decision": self.ess_decision,
+            "n_decisions": self.n_decisions,
+            "weights": _weight_summary(self.weights),
+            "warnings": list(self.warnings),
+        }
 
 
 def evaluate_decisions(
@@ -339,8 +364,13 @@ def evaluate_decisions(
     seed: int = 0,
     estimators: Sequence[str] = DECISION_ESTIMATORS,
     estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Per-decision estimators on generic logged bandit feedback (same row layout as above)."""
+) -> DecisionEvaluation:
+    """Per-decision estimators on generic logged bandit feedback.
+
+    ``target_probs`` (n_rounds, n_actions) in the data's row order. Intervals: bootstrap
+    over decisions with the cross-fitted reward model and propensities held fixed
+    (sampling noise only; one-step data have no FQE or CSAT model to refit).
+    """
     n_actions = len(data.actions)
     check_target_probs(target_probs, data.n_rounds, n_actions)
     params = {k: dict(v) for k, v in (estimator_params or {}).items()}
@@ -367,25 +397,27 @@ def evaluate_decisions(
         action=data.action, reward=data.reward, propensity=propensity, n_actions=n_actions
     )
     reward_hat = cross_fit_reward(x, data.action, data.reward, n_actions, seed=seed)
-    out: dict[str, Any] = {"decision": {}}
-    for name in estimators:
-        est = make_estimator(name, **params.get(name, {}))
-        out["decision"][name] = _row(
-            est.interval(
-                feedback, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
-            )
+    decision = {
+        name: make_estimator(name, **params.get(name, {})).interval(
+            feedback, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
         )
-    w = target_probs[np.arange(data.n_rounds), data.action] / propensity
-    out["diagnostics"] = {
-        "ess_decision": float(effective_sample_size(w)),
-        "n_decisions": data.n_rounds,
-        "weights": _weight_summary(w),
-        "warnings": support_warning(
-            target_probs, np.bincount(data.action, minlength=n_actions), action_names=data.actions
-        ),
+        for name in estimators
     }
-    out["notes"] = notes
-    return out
+    w = target_probs[np.arange(data.n_rounds), data.action] / propensity
+    return DecisionEvaluation(
+        decision=decision,
+        ess_decision=float(effective_sample_size(w)),
+        n_decisions=data.n_rounds,
+        weights=weight_statistics(w),
+        warnings=tuple(
+            support_warning(
+                target_probs,
+                np.bincount(data.action, minlength=n_actions),
+                action_names=data.actions,
+            )
+        ),
+        notes=tuple(notes),
+    )
 
 
 def load_target_probs(path: str | Path, actions: Sequence[str], n_rows: int) -> np.ndarray:

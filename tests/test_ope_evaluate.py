@@ -247,3 +247,34 @@ def test_missing_handle_time_everywhere_is_refused(generated) -> None:
         prepare_conversations(blank, RewardSpec(), csat_imputer=imputer)
     prepared = prepare_conversations(blank, RewardSpec(per_minute=0.0), csat_imputer=imputer)
     assert np.isfinite(prepared.reward).all()
+
+
+def test_evaluate_cli_on_bandit_feedback(tmp_path: Path) -> None:
+    """Generic bandit feedback: per-decision estimators, typed results written as rows."""
+    rng = np.random.default_rng(0)
+    n = 300
+    item = rng.integers(0, 3, n)
+    frame = pd.DataFrame(
+        {"item": item, "click": rng.random(n) < 0.2 + 0.2 * item, "ps": np.full(n, 1 / 3)}
+    )
+    frame["click"] = frame["click"].astype(int)
+    frame["age"] = rng.normal(size=n)
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    target = np.tile([0.0, 0.0, 1.0], (n, 1))
+    pd.DataFrame(target, columns=["0", "1", "2"]).to_csv(tmp_path / "tp.csv", index=False)
+    proc = run_cli(
+        tmp_path,
+        "data=bandit",
+        f"data.path={tmp_path / 'b.csv'}",
+        "data.action_col=item",
+        "data.reward_col=click",
+        "data.propensity_col=ps",
+        f"target_probs={tmp_path / 'tp.csv'}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run_dir_of(proc) / "result.json").read_text())
+    ips = result["policies"]["target"]["ips"]
+    expected = float(np.mean((item == 2) * 3.0 * frame["click"]))
+    assert ips["estimate"] == pytest.approx(expected, abs=1e-12)
+    assert ips["ci_low"] <= ips["estimate"] <= ips["ci_high"]
+    assert result["diagnostics"]["target"]["ess_decision"] > 0
