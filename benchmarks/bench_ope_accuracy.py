@@ -21,11 +21,8 @@ import numpy as np
 from scipy.stats import spearmanr
 from supportrl.agents.rules import load_rule_panel
 from supportrl.envs.rewards import RewardSpec
-from supportrl.ope.evaluate import (
-    CONVERSATION_ESTIMATORS,
-    evaluate_conversations,
-    prepare_conversations,
-)
+from supportrl.ope.evaluate import CONVERSATION_ESTIMATORS, prepare_conversations
+from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "rules"
@@ -35,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=300)
+    parser.add_argument("--bootstrap", type=int, default=50, help="refit resamples")
     args = parser.parse_args()
     settings = [
         ("confounding off, full support", WorldConfig(confounding=0.0, support_gaps=False)),
@@ -65,20 +62,14 @@ def main() -> None:
                 return csat, int((np.isnan(logs.csat) & (logs.outcome != 0)).sum())
 
             prepared = prepare_conversations(logs, RewardSpec(), csat_imputer=imputer, seed=seed)
-            rows = [
-                evaluate_conversations(
-                    prepared,
-                    p.action_probs(logs.states()),
-                    n_bootstrap=args.bootstrap,
-                    seed=seed,
-                    decision_estimators=(),
-                )["conversation"]
-                for p in panel.values()
-            ]
+            evaluated = OffPolicyEvaluation(
+                prepared=prepared, n_bootstrap=args.bootstrap, seed=seed, decision_estimators=()
+            ).evaluate({k: p.action_probs(logs.states()) for k, p in panel.items()})
+            rows = [evaluated[k].conversation for k in panel]
             for e in CONVERSATION_ESTIMATORS:
-                est = np.array([r[e]["estimate"] for r in rows])
-                lo = np.array([r[e]["ci_low"] for r in rows])
-                hi = np.array([r[e]["ci_high"] for r in rows])
+                est = np.array([r[e].estimate for r in rows])
+                lo = np.array([r[e].ci_low for r in rows])
+                hi = np.array([r[e].ci_high for r in rows])
                 stats[e]["rho"].append(spearmanr(truth, est).statistic)
                 stats[e]["abs"].append(np.abs(est - truth).mean())
                 stats[e]["rel"].append(

@@ -178,8 +178,10 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         print_segments(segments, ope.select)
 
     step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
+    # the honest interval: the select estimator's, widened by the FQE-vs-IS disagreement and
+    # by partial-identification bounds where the logs miss the candidate's actions
     selection = select_winner(
-        {k: Interval.of(v[ope.select]) for k, v in result.policies.items()},
+        {k: Interval.of(result.selection(k, ope.select)) for k in result.policies},
         logging["estimate"],
         estimator=ope.select,
     )
@@ -190,7 +192,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
             world, candidates, reward, int(cfg.pipeline.true_value_conversations), seed
         )
 
-    _print_table(candidates, result.policies, simulated, truth, ope.select, selection.winner)
+    _print_table(candidates, result, simulated, truth, ope.select, selection.winner)
     payload = _payload(
         cfg, data, out, spec.kind, trained, result, simulated, truth, ope.select, selection
     )
@@ -227,7 +229,7 @@ def ship(cfg, out, selection, trained, logs, world, reward, result, simulated, t
     sources.update({resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines})
     select = str(cfg.ope.select)
     predicted = {
-        "ope": {"name": select, **result.policies[name][select]},
+        "ope": {"name": select, **result.selection(name, select)},
         "simulated_value": simulated[name]["value"],
         **({"true_value": truth[name]["value"]} if truth else {}),
     }
@@ -298,7 +300,7 @@ def own_report(out: Path, payload: dict[str, Any], ope: OPESettings) -> dict[str
 def headline(selection: Selection, result: OPEResult, ope: OPESettings) -> str:
     if selection.winner is None:
         return f"pipeline: no candidate is safely better than the logging policy ({ope.select})"
-    low = result.policies[selection.winner][ope.select]["ci_low"]
+    low = result.selection(selection.winner, ope.select)["ci_low"]
     return (
         f"pipeline: winner {selection.winner} ({ope.select} lower bound {low:+.3f} > logging "
         f"{result.logging_value['estimate']:+.3f})"
@@ -324,10 +326,12 @@ def print_segments(segments: dict[str, Any], select: str) -> None:
                 )
 
 
-def _print_table(candidates, ope_rows, simulated, truth, select, winner) -> None:
-    print(f"\n{'candidate':<26}{'simulated':>10}{select:>10}{'interval':>22}{'true':>9}")
+def _print_table(candidates, result, simulated, truth, select, winner) -> None:
+    """Per candidate: simulated value, the select estimate with its selection interval (the
+    one the winner is chosen on), and the true value where the world is known."""
+    print(f"\n{'candidate':<26}{'simulated':>10}{select:>10}{'selection interval':>22}{'true':>9}")
     for name in candidates:
-        row = ope_rows[name][select]
+        row = result.selection(name, select)
         true = f"{truth[name]['value']:>+9.3f}" if truth else f"{'-':>9}"
         mark = "  <- winner" if name == winner else ""
         print(
@@ -345,6 +349,7 @@ def _payload(cfg, data, out, kind, trained, result, simulated, truth, select, se
             "simulated_value": simulated[name]["value"],
             **({"true_value": truth[name]["value"]} if truth else {}),
             **rows,
+            "selection": result.selection(name, select),
             "ess_conversation": result.diagnostics[name].get("ess_conversation"),
         }
     payload: dict[str, Any] = {

@@ -96,6 +96,15 @@ class OPESection:
     decision_estimators: list[str] = field(default_factory=list)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     select: str = "seq_dr"
+    n_refit: int = 50
+    max_weight: float | None = 200.0
+    interval: Literal["normal", "percentile"] = "normal"
+    se_multiplier: float = 2.5
+    selection_interval: Literal["auto", "widened", "bounds"] = "widened"
+    max_deficit: float = 0.05
+    material_support: float = 0.10
+    min_ess: float = 100.0
+    min_support: float = 0.005
 
 
 @dataclass

@@ -79,6 +79,9 @@ class OPESettings:
     n_bootstrap: int = 1000
     alpha: float = 0.05
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    refit: Mapping[str, Any] = field(default_factory=dict)
+    """Settings of :class:`supportrl.ope.OffPolicyEvaluation` on conversation logs
+    (``n_bootstrap`` = ``ope.n_refit``, ``max_weight``, ``se_multiplier``, ...)."""
 
 
 def agent_spec(cfg: DictConfig) -> AgentSpec:
@@ -122,7 +125,22 @@ def ope_settings(cfg: DictConfig) -> OPESettings:
         n_bootstrap=int(ope.n_bootstrap),
         alpha=float(ope.alpha),
         params=to_plain(ope.params) or {},
+        refit={key: to_plain(ope.get(key)) for key in REFIT_KEYS if key in ope},
     )
+
+
+REFIT_KEYS = (
+    "n_refit",
+    "max_weight",
+    "interval",
+    "se_multiplier",
+    "selection_interval",
+    "max_deficit",
+    "min_ess",
+    "min_support",
+    "material_support",
+)
+"""Keys of group ``ope/`` that configure the refit bootstrap of :class:`OffPolicyEvaluation`."""
 
 
 def world_config(cfg: DictConfig) -> WorldConfig:
@@ -431,6 +449,16 @@ class OPEResult:
     return_range: tuple[float, float] | None = None
     """(lowest, highest) logged conversation return (conversation logs only): where any
     policy's conversation value lies on the logs' support, up to sampling."""
+    evaluated: Mapping[str, Any] = field(default_factory=dict)
+    """Conversation logs: :class:`supportrl.ope.PolicyEvaluation` by candidate, with the
+    honest selection interval (``.selection``), support and diagnostics."""
+
+    def selection(self, name: str, select: str) -> dict[str, float]:
+        """The interval the winner is chosen on: the widened selection interval where
+        conversation logs were evaluated, else ``select``'s own interval."""
+        if name in self.evaluated:
+            return self.evaluated[name].selection.as_dict()
+        return dict(self.policies[name][select])
 
 
 def _mean_interval(values: np.ndarray, alpha: float) -> dict[str, float]:
@@ -456,12 +484,8 @@ def evaluate_stage(
     The one place the commands call the ``ope`` package. ``prepared``: the conversations
     already prepared (rewards, propensities) by the caller, to reuse.
     """
-    from supportrl.ope.evaluate import (
-        evaluate_conversations,
-        evaluate_decisions,
-        prepare_conversations,
-    )
-    from supportrl.simulators.fitted import impute_csat
+    from supportrl.ope.evaluate import evaluate_decisions, prepare_conversations
+    from supportrl.simulators.fitted_csat import CsatImputation
 
     common = {"n_bootstrap": settings.n_bootstrap, "alpha": settings.alpha, "seed": seed}
     params = dict(settings.params)
@@ -469,10 +493,14 @@ def evaluate_stage(
     diagnostics: dict[str, Any] = {}
     notes: list[str] = []
     table: list[dict[str, Any]] = []
+    evaluated: dict[str, Any] = {}
     if isinstance(data, LoggedConversations):
         if prepared is None:
-            prepared = prepare_conversations(data, reward, csat_imputer=impute_csat, seed=seed)
-            notes.extend(prepared.notes)
+            # missing CSAT imputed by the MNAR selection model, refitted in every resample
+            prepared = prepare_conversations(
+                data, reward, csat_imputer=CsatImputation.from_logs, seed=seed
+            )
+        notes.extend(prepared.notes)
         notes.extend(
             data_warnings(
                 data.summary(), propensities_all_one=all_propensities_one(data.propensity)
@@ -481,20 +509,13 @@ def evaluate_stage(
         returns = np.add.reduceat(prepared.reward, prepared.logs.offsets[:-1])
         logging_value = _mean_interval(returns, settings.alpha)
         return_range = (float(returns.min()), float(returns.max())) if len(returns) else None
-        for name, probs in candidates.items():
-            res = evaluate_conversations(
-                prepared,
-                probs,
-                conversation_estimators=list(settings.conversation_estimators),
-                decision_estimators=list(settings.decision_estimators),
-                estimator_params=params,
-                **common,
-            )
-            results[name] = {**res["conversation"], **res["decision"]}
-            diagnostics[name] = res["diagnostics"]
-            for scope in ("conversation", "decision"):
-                for est, row in res[scope].items():
-                    table.append({"policy": name, "scope": scope, "estimator": est, **row})
+        evaluated = off_policy_evaluation(prepared, settings, seed=seed).evaluate(dict(candidates))
+        for name, res in evaluated.items():
+            results[name] = res.rows()
+            diagnostics[name] = res.as_dict()
+            for scope, rows in (("conversation", res.conversation), ("decision", res.decision)):
+                for est, e in rows.items():
+                    table.append({"policy": name, "scope": scope, "estimator": est, **e.as_dict()})
     else:
         return_range = None
         logging_value = _mean_interval(np.asarray(data.reward, dtype=float), settings.alpha)
@@ -506,12 +527,36 @@ def evaluate_stage(
                 estimator_params=params,
                 **common,
             )
-            results[name] = res["decision"]
-            diagnostics[name] = res["diagnostics"]
-            notes.extend(n for n in res["notes"] if n not in notes)
-            for est, row in res["decision"].items():
+            results[name] = res.rows()
+            diagnostics[name] = res.diagnostics()
+            notes.extend(n for n in res.notes if n not in notes)
+            for est, row in res.rows().items():
                 table.append({"policy": name, "scope": "decision", "estimator": est, **row})
-    return OPEResult(results, diagnostics, notes, table, logging_value, return_range)
+    return OPEResult(results, diagnostics, notes, table, logging_value, return_range, evaluated)
+
+
+def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) -> Any:
+    """The :class:`supportrl.ope.OffPolicyEvaluation` that ``settings`` describe: every
+    nuisance model refitted in each of ``ope.n_refit`` resamples, the winner chosen on the
+    widened interval of ``settings.select``."""
+    from supportrl.ope.meta import OffPolicyEvaluation
+
+    refit = dict(settings.refit)
+    n_refit = int(refit.pop("n_refit", 50))
+    try:
+        return OffPolicyEvaluation(
+            prepared=prepared,
+            conversation_estimators=tuple(settings.conversation_estimators),
+            decision_estimators=tuple(settings.decision_estimators),
+            estimator_params=dict(settings.params),
+            selection_estimator=settings.select,
+            n_bootstrap=n_refit,
+            alpha=settings.alpha,
+            seed=seed,
+            **refit,
+        )
+    except ValueError as exc:
+        raise UserError(f"ope: {exc}") from exc
 
 
 def print_ope(result: OPEResult, alpha: float) -> None:
@@ -525,10 +570,20 @@ def print_ope(result: OPEResult, alpha: float) -> None:
     print(f"{'policy':<28}{'scope':<14}{'estimator':<11}{'estimate':>10}   {level}% interval")
     for row in result.table:
         shown, flag = estimate_text(row, result.diagnostics[row["policy"]], result.return_range)
-        print(f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{shown}")
+        flags = ", ".join(row.get("flags", ()))
+        print(f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{shown}   {flags}")
         if flag:
             print(f"  warning: {row['policy']} {row['estimator']}: {flag}")
             result.notes.append(f"{row['policy']} {row['estimator']}: {flag}")
+    if result.evaluated:
+        from supportrl.ope.meta import format_results
+
+        # the selection intervals, then ESS, support, FQE-vs-IS and weight warnings
+        for line in format_results(result.evaluated, estimators=[], level=level)[1:]:
+            print(line)
+        for note in result.notes:
+            print(f"note: {note}")
+        return
     for name, diag in result.diagnostics.items():
         ess = f"ESS per decision {diag['ess_decision']:.0f}"
         if "ess_conversation" in diag:

@@ -90,7 +90,7 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     from supportrl.experiments.stages import evaluate_stage, ope_settings
     from supportrl.ope.evaluate import prepare_conversations
     from supportrl.ope.models import cross_fit_reward
-    from supportrl.simulators.fitted import impute_csat
+    from supportrl.simulators.fitted_csat import CsatImputation
     from supportrl.simulators.logs import LoggedConversations
 
     data = load_data(cfg)
@@ -99,7 +99,7 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     reward = reward_from_cfg(cfg)
     seed = int(cfg.seed)
     start = time.perf_counter()
-    prepared = prepare_conversations(data, reward, csat_imputer=impute_csat, seed=seed)
+    prepared = prepare_conversations(data, reward, csat_imputer=CsatImputation.from_logs, seed=seed)
     for note in prepared.notes:
         print(f"note: {note}")
     data = prepared.logs  # conversations cut at reward.max_turns, as the rewards are

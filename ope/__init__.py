@@ -9,8 +9,8 @@ probabilities for the logged states, and call an estimator::
     dr.estimate(feedback, target_probs, reward_hat)
     dr.interval(feedback, target_probs, reward_hat, n_bootstrap=1000, seed=0)
 
-Estimator names (DESIGN.md section 7): ``dm ips snips dr sndr switch_dr dr_os`` per
-decision, ``pdis wpdis seq_dr wdr`` per conversation.
+Estimator names (docs/cli.md): ``dm ips snips dr sndr switch_dr dr_os`` per
+decision, ``pdis wpdis seq_dr wdr fqe`` per conversation.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from supportrl.ope.intervals import (
     bootstrap_replicates,
 )
 from supportrl.ope.sequential import (
+    FQE,
     PDIS,
     WPDIS,
     SequentialDR,
@@ -55,6 +56,7 @@ from supportrl.ope.sequential import (
 
 __all__ = [
     "ESTIMATORS",
+    "FQE",
     "IPS",
     "PDIS",
     "SNIPS",
@@ -99,6 +101,7 @@ ESTIMATORS: dict[str, type[BanditEstimator] | type[SequentialEstimator]] = {
         WPDIS,
         SequentialDR,
         WeightedDR,
+        FQE,
     )
 }
 """Estimator name (as in configs and ``result.json``) -> class."""
@@ -125,3 +128,14 @@ def make_estimator(name: str, **params: Any) -> BanditEstimator | SequentialEsti
             f"its parameters: {', '.join(fields)}"
         )
     return cls(**params)
+
+
+# After make_estimator: the orchestration object builds estimators through it.
+from supportrl.ope.meta import (  # noqa: E402
+    Estimate,
+    OffPolicyEvaluation,
+    PolicyEvaluation,
+    format_results,
+)
+
+__all__ += ["Estimate", "OffPolicyEvaluation", "PolicyEvaluation", "format_results"]

@@ -1,6 +1,6 @@
 """Typed, validated array containers that the off-policy estimators read.
 
-The loaders in ``simulators.logs`` turn schema-v1 logs (DESIGN.md section 3) or generic
+The loaders in ``simulators.logs`` turn schema-v1 logs (docs/log-schema.md) or generic
 logged bandit feedback into these containers; the estimators never see a DataFrame.
 
 Both containers are frozen dataclasses. ``__post_init__`` converts every array to its
@@ -142,7 +142,7 @@ class SequentialFeedback:
 
     Conversation ``c`` is rows ``offsets[c]:offsets[c + 1]``, in turn order. The value
     of a policy is the expected undiscounted sum of rewards over a conversation (reward
-    contract v1, DESIGN.md section 4); truncation at ``max_turns`` is the loader's job.
+    contract v1, docs/reward.md); truncation at ``max_turns`` is the loader's job.
     """
 
     action: np.ndarray

@@ -2,7 +2,7 @@
 statistics, and warnings about actions the logs barely cover.
 
 Report these next to every estimate: a value with a tight interval but an effective
-sample size of a few dozen is not to be trusted (DESIGN.md section 10).
+sample size of a few dozen is not to be trusted.
 """
 
 from __future__ import annotations

@@ -276,6 +276,11 @@ class DirectMethod(BanditEstimator):
     Unbiased only when the reward model is; no importance weights (Beygelzimer &
     Langford 2009; Dudík, Langford & Li 2011, "Doubly Robust Policy Evaluation and
     Learning", ICML).
+
+    **Interval.** :meth:`interval` resamples decisions (groups) with ``reward_hat`` held
+    fixed: sampling noise only. :class:`ope.meta.OffPolicyEvaluation` refits the reward
+    model in every resample, so its interval also covers the model's estimation error;
+    neither covers the model's bias where the logs lack support.
     """
 
     name: ClassVar[str] = "dm"
@@ -295,6 +300,10 @@ class IPS(BanditEstimator):
     Unbiased when the logger gives every action the target policy uses a positive
     probability and weights are not clipped (Horvitz & Thompson 1952; Precup, Sutton &
     Singh 2000; Strehl et al. 2010, "Learning from Logged Implicit Exploration Data").
+
+    **Interval.** Bootstrap over decisions (groups): sampling noise of the weighted
+    rewards given the propensities; it does not cover propensity error, clipping bias, or
+    actions the logger never takes (see ``ope.support``).
     """
 
     name: ClassVar[str] = "ips"
@@ -312,6 +321,10 @@ class SNIPS(BanditEstimator):
     Biased but consistent, bounded by the reward range, usually much lower variance
     than IPS (Swaminathan & Joachims 2015, "The Self-Normalized Estimator for
     Counterfactual Learning", NeurIPS).
+
+    **Interval.** Bootstrap over decisions (groups): sampling noise of the weighted
+    rewards given the propensities; it does not cover propensity error, clipping bias, or
+    actions the logger never takes (see ``ope.support``).
     """
 
     name: ClassVar[str] = "snips"
@@ -329,6 +342,11 @@ class DoublyRobust(BanditEstimator):
 
     Unbiased when either the propensities or the reward model are correct (Dudík,
     Langford & Li 2011, "Doubly Robust Policy Evaluation and Learning", ICML).
+
+    **Interval.** :meth:`interval` resamples decisions (groups) with ``reward_hat`` held
+    fixed: sampling noise only. :class:`ope.meta.OffPolicyEvaluation` refits the reward
+    model in every resample, so its interval also covers the model's estimation error;
+    neither covers the model's bias where the logs lack support.
     """
 
     name: ClassVar[str] = "dr"
@@ -347,6 +365,11 @@ class SelfNormalizedDR(BanditEstimator):
 
     DR with the correction term self-normalised as in SNIPS (Swaminathan & Joachims
     2015; Kallus & Uehara 2019).
+
+    **Interval.** :meth:`interval` resamples decisions (groups) with ``reward_hat`` held
+    fixed: sampling noise only. :class:`ope.meta.OffPolicyEvaluation` refits the reward
+    model in every resample, so its interval also covers the model's estimation error;
+    neither covers the model's bias where the logs lack support.
     """
 
     name: ClassVar[str] = "sndr"
@@ -377,6 +400,11 @@ class SwitchDR(BanditEstimator):
     where it is larger (Wang, Agarwal & Dudík 2017, "Optimal and Adaptive Off-policy
     Evaluation in Contextual Bandits", ICML). ``tau = inf`` is DR, ``tau = 0`` is DM
     on rounds with positive weight.
+
+    **Interval.** :meth:`interval` resamples decisions (groups) with ``reward_hat`` held
+    fixed: sampling noise only. :class:`ope.meta.OffPolicyEvaluation` refits the reward
+    model in every resample, so its interval also covers the model's estimation error;
+    neither covers the model's bias where the logs lack support.
     """
 
     name: ClassVar[str] = "switch_dr"
@@ -405,6 +433,11 @@ class DROptimisticShrinkage(BanditEstimator):
     Shrinks large weights towards 0 to minimise a bound on the MSE (Su, Dimakopoulou,
     Krishnamurthy & Dudík 2020, "Doubly Robust Off-policy Evaluation with Shrinkage",
     ICML). ``lambda_ = inf`` is DR, ``lambda_ = 0`` is DM.
+
+    **Interval.** :meth:`interval` resamples decisions (groups) with ``reward_hat`` held
+    fixed: sampling noise only. :class:`ope.meta.OffPolicyEvaluation` refits the reward
+    model in every resample, so its interval also covers the model's estimation error;
+    neither covers the model's bias where the logs lack support.
     """
 
     name: ClassVar[str] = "dr_os"

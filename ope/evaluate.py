@@ -2,16 +2,16 @@
 
 :func:`prepare_conversations` turns schema-v1 logs into what the estimators need
 (per-turn reward v1, propensities, encoded features), imputing what is missing and
-counting it. :func:`evaluate_conversations` then runs, for every candidate policy,
+counting it. :class:`ope.meta.OffPolicyEvaluation` then runs, for every candidate policy,
 
 * the **conversation-level** estimators (``pdis wpdis seq_dr wdr fqe``): the value is
   the expected conversation return under reward v1;
 * the **per-decision** estimators (``dm ips snips dr sndr switch_dr dr_os``) on the
   turns with their immediate reward: the value is the expected reward of one decision.
 
-Intervals are percentile bootstraps over conversations (never over turns, which are
-dependent within a conversation). :func:`evaluate_decisions` does the per-decision part
-for generic logged bandit feedback.
+Intervals bootstrap conversations (never turns, which are dependent within a
+conversation) and refit the nuisance models in every resample. :func:`evaluate_decisions`
+does the per-decision part for generic logged bandit feedback.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,23 +28,44 @@ from supportrl.agents.base import Policy
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.ope import make_estimator
-from supportrl.ope.data import BanditFeedback, SequentialFeedback
-from supportrl.ope.diagnostics import effective_sample_size, support_warning, weight_statistics
+from supportrl.ope.data import BanditFeedback
+from supportrl.ope.diagnostics import (
+    WeightStatistics,
+    effective_sample_size,
+    support_warning,
+    weight_statistics,
+)
 from supportrl.ope.estimators import check_target_probs
-from supportrl.ope.intervals import RatioStatistic, bootstrap_interval
+from supportrl.ope.intervals import Interval
 from supportrl.ope.models import (
     balancing_weights,
     cross_fit_propensity,
     cross_fit_reward,
-    fitted_q_evaluation,
 )
+from supportrl.ope.support import ReturnRange, behaviour_probs
 from supportrl.simulators.logs import LoggedConversations, LoggedDecisions
 
 DECISION_ESTIMATORS: tuple[str, ...] = ("dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os")
 CONVERSATION_ESTIMATORS: tuple[str, ...] = ("pdis", "wpdis", "seq_dr", "wdr", "fqe")
 
-CsatImputer = Callable[[LoggedConversations], tuple[np.ndarray, int]]
-"""Returns (csat with every terminal row filled, number of rows imputed)."""
+
+class RefittableCsat(Protocol):
+    """Imputed CSAT that can be refitted on a bootstrap resample of the conversations
+    (``simulators.fitted_csat.CsatImputation``)."""
+
+    @property
+    def n_imputed(self) -> int:
+        """Terminal turns whose CSAT was imputed."""
+        ...
+
+    def csat(self, counts: np.ndarray | None = None) -> np.ndarray:
+        """CSAT of every turn (n_turns,); ``counts`` (n_conversations,) refits on a resample."""
+        ...
+
+
+CsatImputer = Callable[[LoggedConversations], "tuple[np.ndarray, int] | RefittableCsat"]
+"""Returns (csat with every terminal row filled, number of rows imputed), or a
+:class:`RefittableCsat` (then OPE intervals refit the CSAT model in every resample)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,64 @@ class PreparedConversations:
     """Turns of the logs as given (target probabilities may be given for all of them)."""
     seed: int = 0
     """Seed of the cross-fitting folds."""
+    reward_spec: RewardSpec | None = None
+    """The reward the per-turn rewards were computed under."""
+    handle_time_s: np.ndarray | None = None
+    """(n_turns,) handle times after imputation."""
+    csat: np.ndarray | None = None
+    """(n_turns,) CSAT after imputation (read on terminal turns)."""
+    csat_model: RefittableCsat | None = None
+    """The CSAT imputation, refitted per bootstrap resample; None when CSAT was complete
+    or imputed by a fixed rule."""
+
+    def propensity_for(self, counts: np.ndarray | None) -> np.ndarray:
+        """Propensities (n_turns,) with the propensity model refitted on a resample.
+
+        Logged propensities are kept; only the estimated ones (``propensity_estimated``)
+        are refitted, with each conversation counted ``counts[c]`` times.
+        """
+        if counts is None or not self.propensity_estimated:
+            return self.propensity
+        logs = self.logs
+        fitted = cross_fit_propensity(
+            self.x,
+            logs.action,
+            len(logs.actions),
+            groups=logs.conversation_index,
+            seed=self.seed,
+            sample_weight=np.asarray(counts, dtype=np.float64)[logs.conversation_index],
+        )
+        return np.where(np.isnan(logs.propensity), fitted, self.propensity)
+
+    def reward_for(self, counts: np.ndarray | None) -> np.ndarray:
+        """Per-turn rewards (n_turns,) with the CSAT model refitted on a resample.
+
+        ``counts`` (n_conversations,): how often each conversation is in the resample;
+        ``None`` or no refittable CSAT model: :attr:`reward`.
+        """
+        if counts is None or self.csat_model is None or self.csat is None:
+            return self.reward
+        assert self.reward_spec is not None
+        csat = self.csat_model.csat(counts)
+        terminal = self.logs.outcome != CONTINUE
+        shift = self.reward_spec.csat_weight * (csat - self.csat) / 2.0
+        return self.reward + np.where(terminal, np.nan_to_num(shift), 0.0)
+
+    @functools.cached_property
+    def behaviour(self) -> np.ndarray:
+        """The logger's modelled probability of every action in every logged state,
+        shape (n_turns, n_actions) (:func:`ope.support.behaviour_probs`)."""
+        return behaviour_probs(self.x, self.logs.action, len(self.logs.actions), seed=self.seed)
+
+    @functools.cached_property
+    def return_range(self) -> ReturnRange:
+        """Worst and best returns reward v1 allows (:class:`ope.support.ReturnRange`)."""
+        spec = self.reward_spec or RewardSpec()
+        handle = self.handle_time_s if self.handle_time_s is not None else self.logs.handle_time_s
+        handle = handle[np.isfinite(handle)] if np.isfinite(handle).any() else np.zeros(1)
+        # the 1st..99th percentile of handle times: one outlier turn would otherwise set
+        # the per-minute cost of every turn of the worst case
+        return ReturnRange.from_reward(spec, self.logs.actions, np.quantile(handle, [0.01, 0.99]))
 
     @functools.cached_property
     def balancing_weights(self) -> np.ndarray:
@@ -146,13 +225,19 @@ def prepare_conversations(
         )
     terminal = logs.outcome != CONTINUE
     csat = logs.csat
+    csat_model = None
     missing_csat = int((terminal & np.isnan(csat)).sum())
     if missing_csat and reward.csat_weight != 0:
         if csat_imputer is None:
             raise ValueError(
                 f"csat: {missing_csat} terminal turn(s) lack CSAT and no CSAT model was given to impute them"
             )
-        csat, n_imputed = csat_imputer(logs)
+        imputed = csat_imputer(logs)
+        if isinstance(imputed, tuple):
+            csat, n_imputed = imputed
+        else:
+            csat_model = imputed
+            csat, n_imputed = imputed.csat(), imputed.n_imputed
         notes.append(
             f"imputed CSAT on {n_imputed} of {int(terminal.sum())} terminal turns with the fitted CSAT model"
         )
@@ -198,6 +283,10 @@ def prepare_conversations(
         kept_rows=kept_rows,
         n_source_turns=n_source_turns,
         seed=seed,
+        reward_spec=reward,
+        handle_time_s=handle,
+        csat=csat,
+        csat_model=csat_model,
     )
 
 
@@ -229,114 +318,41 @@ def target_probs_of(
     return policy.action_probs(states)
 
 
-def _row(interval: Any) -> dict[str, float]:
-    return {
-        "estimate": float(interval.estimate),
-        "ci_low": float(interval.ci_low),
-        "ci_high": float(interval.ci_high),
-    }
-
-
-def evaluate_conversations(
-    prepared: PreparedConversations,
-    target_probs: np.ndarray,
-    *,
-    n_bootstrap: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    conversation_estimators: Sequence[str] = CONVERSATION_ESTIMATORS,
-    decision_estimators: Sequence[str] = DECISION_ESTIMATORS,
-    estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Every estimator for one policy: ``{"conversation": {EST: row}, "decision": {...}, ...}``.
-
-    ``target_probs`` has shape (n_turns, n_actions) in the logs' turn order. Rows are
-    ``{"estimate", "ci_low", "ci_high"}``; diagnostics give the effective sample size of
-    the per-decision and the whole-conversation weights and support warnings.
-    """
-    logs = prepared.logs
-    n_actions = len(logs.actions)
-    target_probs = prepared.target_rows(target_probs)
-    check_target_probs(target_probs, logs.n_turns, n_actions)
-    params = {k: dict(v) for k, v in (estimator_params or {}).items()}
-    groups = logs.conversation_index
-    out: dict[str, Any] = {"conversation": {}, "decision": {}}
-
-    seq = SequentialFeedback(
-        action=logs.action,
-        reward=prepared.reward,
-        propensity=prepared.propensity,
-        offsets=logs.offsets,
-        n_actions=n_actions,
-    )
-    balance = prepared.balancing_weights
-    q_hat = fitted_q_evaluation(
-        prepared.x, logs.action, prepared.reward, logs.offsets, target_probs, sample_weight=balance
-    )
-    for name in conversation_estimators:
-        if name == "fqe":
-            v0 = (target_probs * q_hat).sum(axis=1)[logs.offsets[:-1]]
-            out["conversation"]["fqe"] = _row(
-                bootstrap_interval(
-                    RatioStatistic(v0[None, :]), alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
-                )
-            )
-            continue
-        est = make_estimator(name, **params.get(name, {}))
-        out["conversation"][name] = _row(
-            est.interval(seq, target_probs, q_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed)
-        )
-
-    bandit = BanditFeedback(
-        action=logs.action,
-        reward=prepared.reward,
-        propensity=prepared.propensity,
-        n_actions=n_actions,
-        group=groups,
-    )
-    reward_hat = prepared.reward_hat if decision_estimators else None
-    for name in decision_estimators:
-        est = make_estimator(name, **params.get(name, {}))
-        out["decision"][name] = _row(
-            est.interval(
-                bandit, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
-            )
-        )
-
-    w = target_probs[np.arange(logs.n_turns), logs.action] / prepared.propensity
-    log_w = np.log(np.maximum(w, 1e-300))
-    conv_w = np.exp(np.add.reduceat(log_w, logs.offsets[:-1])) * (
-        np.minimum.reduceat(w, logs.offsets[:-1]) > 0
-    )
-    ess_conversation = float(effective_sample_size(conv_w))
-    warnings = support_warning(
-        target_probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
-    )
-    if ess_conversation < max(30.0, 0.01 * logs.n_conversations):
-        warnings.append(
-            f"effective sample size of the conversation weights is {ess_conversation:.0f} of "
-            f"{logs.n_conversations}: importance-weighted conversation estimates rest on few "
-            "conversations; prefer seq_dr / wdr and read their intervals with care"
-        )
-    out["diagnostics"] = {
-        "ess_decision": float(effective_sample_size(w)),
-        "ess_conversation": ess_conversation,
-        "n_turns": logs.n_turns,
-        "n_conversations": logs.n_conversations,
-        "weights": _weight_summary(w),
-        "warnings": warnings,
-    }
-    return out
-
-
-def _weight_summary(w: np.ndarray) -> dict[str, Any]:
-    stats = weight_statistics(w)
+def _weight_summary(stats: WeightStatistics) -> dict[str, Any]:
     return {
         "mean": stats.mean,
         "max": stats.max,
         "share_zero": stats.share_zero,
         "quantiles": {str(q): v for q, v in stats.quantiles.items()},
     }
+
+
+@dataclass(frozen=True)
+class DecisionEvaluation:
+    """Per-decision estimates of one policy on generic logged bandit feedback."""
+
+    decision: Mapping[str, Interval]
+    """Estimator name -> estimate with its bootstrap interval (expected reward per decision)."""
+    ess_decision: float
+    """Kish ESS of the importance weights."""
+    n_decisions: int
+    weights: WeightStatistics
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    """What was estimated (e.g. missing propensities), in words."""
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        """``{ESTIMATOR: {"estimate", "ci_low", "ci_high", "std_err"}}`` for ``result.json``."""
+        return {name: interval.as_dict() for name, interval in self.decision.items()}
+
+    def diagnostics(self) -> dict[str, Any]:
+        """ESS, weight summary and warnings as plain data."""
+        return {
+            "ess_decision": self.ess_decision,
+            "n_decisions": self.n_decisions,
+            "weights": _weight_summary(self.weights),
+            "warnings": list(self.warnings),
+        }
 
 
 def evaluate_decisions(
@@ -348,8 +364,13 @@ def evaluate_decisions(
     seed: int = 0,
     estimators: Sequence[str] = DECISION_ESTIMATORS,
     estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Per-decision estimators on generic logged bandit feedback (same row layout as above)."""
+) -> DecisionEvaluation:
+    """Per-decision estimators on generic logged bandit feedback.
+
+    ``target_probs`` (n_rounds, n_actions) in the data's row order. Intervals: bootstrap
+    over decisions with the cross-fitted reward model and propensities held fixed
+    (sampling noise only; one-step data have no FQE or CSAT model to refit).
+    """
     n_actions = len(data.actions)
     check_target_probs(target_probs, data.n_rounds, n_actions)
     params = {k: dict(v) for k, v in (estimator_params or {}).items()}
@@ -376,25 +397,27 @@ def evaluate_decisions(
         action=data.action, reward=data.reward, propensity=propensity, n_actions=n_actions
     )
     reward_hat = cross_fit_reward(x, data.action, data.reward, n_actions, seed=seed)
-    out: dict[str, Any] = {"decision": {}}
-    for name in estimators:
-        est = make_estimator(name, **params.get(name, {}))
-        out["decision"][name] = _row(
-            est.interval(
-                feedback, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
-            )
+    decision = {
+        name: make_estimator(name, **params.get(name, {})).interval(
+            feedback, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
         )
-    w = target_probs[np.arange(data.n_rounds), data.action] / propensity
-    out["diagnostics"] = {
-        "ess_decision": float(effective_sample_size(w)),
-        "n_decisions": data.n_rounds,
-        "weights": _weight_summary(w),
-        "warnings": support_warning(
-            target_probs, np.bincount(data.action, minlength=n_actions), action_names=data.actions
-        ),
+        for name in estimators
     }
-    out["notes"] = notes
-    return out
+    w = target_probs[np.arange(data.n_rounds), data.action] / propensity
+    return DecisionEvaluation(
+        decision=decision,
+        ess_decision=float(effective_sample_size(w)),
+        n_decisions=data.n_rounds,
+        weights=weight_statistics(w),
+        warnings=tuple(
+            support_warning(
+                target_probs,
+                np.bincount(data.action, minlength=n_actions),
+                action_names=data.actions,
+            )
+        ),
+        notes=tuple(notes),
+    )
 
 
 def load_target_probs(path: str | Path, actions: Sequence[str], n_rows: int) -> np.ndarray:

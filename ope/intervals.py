@@ -12,7 +12,7 @@ self-normalised estimators within every resample, as it must.
 
 The bootstrap (:func:`bootstrap_replicates`) resamples *groups* (e.g. conversations):
 rows of one group stay together, so that correlated turns do not make intervals too
-narrow (DESIGN.md section 10).
+narrow.
 """
 
 from __future__ import annotations
@@ -108,6 +108,17 @@ class RatioStatistic:
     def value(self) -> float:
         """The estimate ``V``."""
         return float(_safe_ratio(self.numerators.sum(axis=1), self._denominator_sums).sum())
+
+    def resampled_value(self, counts: np.ndarray) -> float:
+        """``V`` on a resample that counts unit ``i`` ``counts[i]`` times, shape (n_units,).
+
+        ``sum_k (sum_i c_i u[k, i]) / (sum_i c_i d[k, i])``: used by bootstraps that refit
+        the nuisance models in every resample and so recompute the statistic each time.
+        """
+        c = np.asarray(counts, dtype=np.float64)
+        num = self.numerators @ c
+        den = np.full_like(num, c.sum()) if self.denominators is None else self.denominators @ c
+        return float(_safe_ratio(num, den).sum())
 
     def contributions(self) -> np.ndarray:
         """Per-unit contributions ``n * sum_k u[k, i] / sum_j d[k, j]``, shape (n_units,).

@@ -114,21 +114,31 @@ class MultinomialLogit:
 
     @classmethod
     def fit(
-        cls, x: np.ndarray, actions: np.ndarray, n_actions: int, *, l2: float = 1.0
+        cls,
+        x: np.ndarray,
+        actions: np.ndarray,
+        n_actions: int,
+        *,
+        l2: float = 1.0,
+        sample_weight: np.ndarray | None = None,
     ) -> MultinomialLogit:
-        """L2-regularised maximum likelihood by L-BFGS."""
+        """L2-regularised maximum likelihood by L-BFGS; ``sample_weight`` (n,) row weights
+        (e.g. bootstrap counts)."""
         xi = add_intercept(x)
         n, d = xi.shape
         onehot = np.zeros((n, n_actions))
         onehot[np.arange(n), actions] = 1.0
+        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        total = max(float(sw.sum()), 1e-300)
+        wonehot = onehot * sw[:, None]
 
         def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
             w = flat.reshape(n_actions, d)
             logits = xi @ w.T
             logp = logits - logsumexp(logits, axis=1, keepdims=True)
-            value = -(onehot * logp).sum() / n + 0.5 * l2 * (w[:, :-1] ** 2).sum() / n
-            grad = (np.exp(logp) - onehot).T @ xi / n
-            grad[:, :-1] += l2 * w[:, :-1] / n
+            value = -(wonehot * logp).sum() / total + 0.5 * l2 * (w[:, :-1] ** 2).sum() / total
+            grad = (np.exp(logp) * sw[:, None] - wonehot).T @ xi / total
+            grad[:, :-1] += l2 * w[:, :-1] / total
             return value, grad.ravel()
 
         res = minimize(
@@ -152,17 +162,100 @@ def cross_fit_propensity(
     l2: float = 1.0,
     seed: int = 0,
     floor: float = 1e-3,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Estimated propensity of each logged action (out of fold), shape (n,), floored at ``floor``."""
+    """Estimated propensity of each logged action (out of fold), shape (n,), floored at ``floor``.
+
+    ``sample_weight`` (n,): row weights of the fits (a bootstrap resample's counts).
+    """
     groups = np.arange(len(actions)) if groups is None else groups
     folds = fold_ids(groups, k, seed)
     out = np.empty(len(actions))
     for f in np.unique(folds):
         test = folds == f
         train = ~test if (~test).any() else test
-        model = MultinomialLogit.fit(x[train], actions[train], n_actions, l2=l2)
+        sw = None if sample_weight is None else sample_weight[train]
+        model = MultinomialLogit.fit(x[train], actions[train], n_actions, l2=l2, sample_weight=sw)
         out[test] = model.predict(x[test])[np.arange(test.sum()), actions[test]]
     return np.clip(out, floor, 1.0)
+
+
+def _ridge_penalty(d: int, ridge: float) -> np.ndarray:
+    penalty = ridge * np.eye(d)
+    penalty[-1, -1] = 1e-8  # do not shrink the intercept
+    return penalty
+
+
+@dataclass(frozen=True)
+class RidgeSystem:
+    """Per-action weighted Gram matrices of one design, factorised once, for many targets.
+
+    The Gram matrix ``X_a' W X_a + ridge`` of action ``a`` depends on the rows, the
+    actions and the weights only, not on the regression target, so fitted Q evaluation
+    (one target per iteration and per policy) and bootstrap refits solve against one
+    factorisation per action. ``inverse`` has shape (n_actions, d + 1, d + 1).
+    """
+
+    xi: np.ndarray
+    """``[x, 1]``, shape (n, d + 1)."""
+    actions: np.ndarray
+    weights: np.ndarray
+    """Row weights, shape (n,)."""
+    inverse: np.ndarray
+    pooled: np.ndarray
+    """Per-action flag, shape (n_actions,): True where the action has no row of positive weight."""
+
+    @classmethod
+    def build(
+        cls,
+        x: np.ndarray,
+        actions: np.ndarray,
+        n_actions: int,
+        *,
+        ridge: float = 1.0,
+        sample_weight: np.ndarray | None = None,
+    ) -> RidgeSystem:
+        """Factorise the per-action Gram matrices of rows ``x`` (n, d) with ``actions`` (n,)."""
+        if ridge <= 0:
+            raise ValueError(f"ridge must be > 0, got {ridge}")
+        xi = add_intercept(x)
+        n, d = xi.shape
+        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        inverse = np.zeros((n_actions, d, d))
+        pooled = np.zeros(n_actions, dtype=bool)
+        penalty = _ridge_penalty(d, ridge)
+        for a in range(n_actions):
+            rows = (actions == a) & (w > 0)
+            if not rows.any():
+                pooled[a] = True
+                continue
+            xa = xi[rows]
+            inverse[a] = np.linalg.inv((xa * w[rows, None]).T @ xa + penalty)
+        return cls(xi=xi, actions=np.asarray(actions), weights=w, inverse=inverse, pooled=pooled)
+
+    def solve(self, y: np.ndarray) -> np.ndarray:
+        """Coefficients for targets ``y`` (n, m): shape (n_actions, d + 1, m).
+
+        An action without rows gets the weighted mean of each target as its intercept.
+        """
+        wy = y * self.weights[:, None]
+        n_actions, d, _ = self.inverse.shape
+        coef = np.zeros((n_actions, d, y.shape[1]))
+        total = self.weights.sum()
+        for a in range(n_actions):
+            if self.pooled[a]:
+                coef[a, -1] = wy.sum(axis=0) / total if total > 0 else 0.0
+                continue
+            rows = self.actions == a
+            coef[a] = self.inverse[a] @ (self.xi[rows].T @ wy[rows])
+        return coef
+
+    def predict(self, coef: np.ndarray) -> np.ndarray:
+        """Predictions of every action for every row and target: shape (m, n, n_actions)."""
+        n_actions, d, m = coef.shape
+        # one BLAS product (n, d) @ (d, n_actions * m), then (m, n, n_actions)
+        flat = self.xi @ coef.transpose(1, 0, 2).reshape(d, n_actions * m)
+        return flat.reshape(-1, n_actions, m).transpose(2, 0, 1)
 
 
 def fitted_q_evaluation(
@@ -187,23 +280,46 @@ def fitted_q_evaluation(
     ``sample_weight`` (n_turns,) regression weights, e.g. stabilised inverse propensities
     (:func:`balancing_weights`) against confounding.
     """
-    n, n_actions = target_probs.shape
+    system = RidgeSystem.build(
+        x, actions, target_probs.shape[1], ridge=ridge, sample_weight=sample_weight
+    )
+    return fitted_q_many(system, rewards, offsets, target_probs[None], n_iterations=n_iterations)[0]
+
+
+def fitted_q_many(
+    system: RidgeSystem,
+    rewards: np.ndarray,
+    offsets: np.ndarray,
+    target_probs: np.ndarray,
+    *,
+    n_iterations: int | None = None,
+) -> np.ndarray:
+    """:func:`fitted_q_evaluation` of ``m`` policies at once on one factorised design.
+
+    ``target_probs`` has shape (m, n_turns, n_actions) (rows may sum to less than 1: a
+    sub-stochastic policy that stops, earning 0, with the missing mass); returns Q of
+    shape (m, n_turns, n_actions).
+    """
+    m, n, n_actions = target_probs.shape
     has_next = np.ones(n, dtype=bool)
     has_next[offsets[1:] - 1] = False
     nxt = np.minimum(np.arange(n) + 1, n - 1)
     horizon = int(np.diff(offsets).max()) if len(offsets) > 1 else 1
-    q = np.zeros((n, n_actions))
+    q = np.zeros((m, n, n_actions))
     for _ in range(n_iterations or horizon):
-        v_next = (target_probs * q).sum(axis=1)[nxt]
-        y = rewards + np.where(has_next, v_next, 0.0)
-        q = PerActionRidge.fit(
-            x, actions, y, n_actions, ridge=ridge, sample_weight=sample_weight
-        ).predict(x)
+        v_next = np.einsum("mna,mna->mn", target_probs, q)[:, nxt]
+        y = rewards[None, :] + np.where(has_next[None, :], v_next, 0.0)
+        q = system.predict(system.solve(y.T))
     return q
 
 
 def balancing_weights(
-    propensity: np.ndarray, actions: np.ndarray, n_actions: int, *, clip: float = 20.0
+    propensity: np.ndarray,
+    actions: np.ndarray,
+    n_actions: int,
+    *,
+    clip: float = 20.0,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stabilised, clipped inverse-propensity weights, shape (n,).
 
@@ -211,11 +327,13 @@ def balancing_weights(
     ``clip`` and normalised to mean 1 within each action. A logger that saw something the
     logs do not (hidden case difficulty) picks actions by it; weighting each row by the
     inverse of its logged propensity rebalances those hidden variables across actions, so a
-    per-action regression estimates the effect of *doing* the action (DESIGN.md section 10).
+    per-action regression estimates the effect of *doing* the action.
+    ``counts`` (n,): how often each row is counted (a bootstrap resample's counts); shares
+    and means are then taken over the resample. The returned weights do not include them.
     """
-    share = np.bincount(actions, minlength=n_actions) / len(actions)
+    c = np.ones(len(actions)) if counts is None else np.asarray(counts, dtype=np.float64)
+    share = np.bincount(actions, weights=c, minlength=n_actions) / max(c.sum(), 1e-300)
     w = np.minimum(share[actions] / propensity, clip)
-    means = np.bincount(actions, weights=w, minlength=n_actions) / np.maximum(
-        np.bincount(actions, minlength=n_actions), 1
-    )
+    sums = np.bincount(actions, weights=c, minlength=n_actions)
+    means = np.bincount(actions, weights=w * c, minlength=n_actions) / np.maximum(sums, 1e-300)
     return w / np.where(means > 0, means, 1.0)[actions]

@@ -1,7 +1,7 @@
 """Per-conversation off-policy estimators on logged conversations.
 
 The value of a policy is the expected undiscounted return of a conversation,
-``E_pi[ sum_t r_t ]`` (reward contract v1, DESIGN.md section 4).
+``E_pi[ sum_t r_t ]`` (reward contract v1, docs/reward.md).
 
 Notation (``c`` a conversation, ``t`` its turn; per-turn arrays have shape [n_turns]):
 
@@ -43,6 +43,7 @@ from supportrl.ope.estimators import check_action_values, check_target_probs
 from supportrl.ope.intervals import Interval, RatioStatistic, bootstrap_interval
 
 __all__ = [
+    "FQE",
     "PDIS",
     "WPDIS",
     "SequentialDR",
@@ -217,6 +218,12 @@ class PDIS(SequentialEstimator):
     Singh 2000, "Eligibility Traces for Off-Policy Policy Evaluation", ICML). With
     deterministic target policies and long conversations the weights are heavy-tailed:
     the estimate is then usually too low, with too small a standard error.
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "pdis"
@@ -235,6 +242,12 @@ class WPDIS(SequentialEstimator):
     that already ended keep their last ``rho`` and add reward 0 (see the module
     docstring). Biased, consistent, much lower variance than PDIS (Precup, Sutton &
     Singh 2000; Thomas 2015, PhD thesis).
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "wpdis"
@@ -259,6 +272,12 @@ class SequentialDR(SequentialEstimator):
     Unbiased when the propensities are right; low variance when ``q_hat`` is good
     (Jiang & Li 2016, "Doubly Robust Off-policy Value Evaluation for Reinforcement
     Learning", ICML).
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "seq_dr"
@@ -282,6 +301,12 @@ class WeightedDR(SequentialEstimator):
     mean). Grouped by shared denominator, term ``t = -1 .. T-1`` is
     ``sum_c rho_ct (r_ct - q_ct + v_c,t+1) / sum_c rho_ct`` (Thomas & Brunskill 2016,
     "Data-Efficient Off-Policy Policy Evaluation for Reinforcement Learning", ICML).
+
+    **Interval.** Bootstrap over conversations: sampling noise given the propensities
+    (and, for the doubly robust ones, a fixed ``q_hat``). :class:`ope.meta.OffPolicyEvaluation`
+    refits ``q_hat`` (FQE), the balancing weights and the CSAT model in every resample.
+    No interval covers the target mass the sample misses (heavy tails, clipping, no
+    support): :func:`ope.support.deficit_bounds` does.
     """
 
     name: ClassVar[str] = "wdr"
@@ -296,3 +321,31 @@ class WeightedDR(SequentialEstimator):
         )
         denominators = np.concatenate([np.ones((n_conversations, 1)), turns.rho], axis=1)
         return RatioStatistic(numerators.T, denominators.T)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FQE(SequentialEstimator):
+    """Fitted Q evaluation read off at the first turn (the direct method for conversations).
+
+    ``V_FQE = 1/n sum_c v_c0 = 1/n sum_c sum_a pi(a | s_c0) q(s_c0, a)``
+
+    with ``q_hat`` the Q-function of the target policy fitted by iterating the Bellman
+    equation on the logs (:func:`ope.models.fitted_q_evaluation`; Le, Voloshin & Yue
+    2019, "Batch Policy Learning under Constraints", ICML). No importance weights, so
+    low variance; biased wherever the Q-model is (confounding through variables the logs
+    do not record, extrapolation to actions the logs do not take). ``max_weight`` is
+    ignored.
+
+    **Interval.** :meth:`interval` resamples conversations with ``q_hat`` held fixed: it
+    covers the sampling noise of the first-turn states only, not the error of the fitted
+    Q-model, and is far too narrow. :class:`ope.meta.OffPolicyEvaluation` refits the
+    Q-model (and its balancing weights) in every resample, which is the interval to
+    report.
+    """
+
+    name: ClassVar[str] = "fqe"
+    needs_q_hat: ClassVar[bool] = True
+
+    def _statistic(self, turns: _Turns) -> RatioStatistic:
+        _, v_target = _q_model(turns)
+        return RatioStatistic(v_target[:, :1].T.copy())

@@ -1,7 +1,7 @@
 """CSAT at the end of a conversation, fitted when CSAT is missing not at random.
 
-Surveys are answered more often by very happy or very unhappy customers (DESIGN.md
-section 10), so the CSAT of respondents is not the CSAT of everyone, even given the
+Surveys are answered more often by very happy or very unhappy customers (docs/reward.md),
+so the CSAT of respondents is not the CSAT of everyone, even given the
 state. Treating a missing CSAT as neutral, or fitting on respondents only, biases values.
 
 Model (``method="selection"``, the default): a *self-masking selection model*
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from supportrl.envs.features import build_feature_spec
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
 from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
 
 CSAT_LEVELS = np.arange(1.0, 6.0)
 """The CSAT scores the model distributes over, shape (5,)."""
 CSAT_METHODS: tuple[str, ...] = ("selection", "respondents")
+_TERMINAL_OUTCOMES = len(OUTCOMES) - 1
 
 
 def csat_design(
@@ -111,6 +113,7 @@ def fit_csat(
     l2: float = 1.0,
     max_iter: int = 400,
     threads: int = 1,
+    init: CsatModel | None = None,
 ) -> CsatModel:
     """Fit :class:`CsatModel` on terminal rows by maximum likelihood.
 
@@ -127,6 +130,8 @@ def fit_csat(
         l2: prior precision of the coefficients (intercept unpenalised); ``g`` gets a weak
             logistic prior centred on the overall answer rate.
         threads: torch threads for the loss.
+        init: warm start (a fit of the same design, e.g. on the full data when refitting
+            on a bootstrap resample).
     """
     if method not in CSAT_METHODS:
         raise ValueError(f"csat_missing must be one of {CSAT_METHODS}, got {method!r}")
@@ -139,8 +144,17 @@ def fit_csat(
         fit = SoftmaxFit(coef=np.zeros((1, q, 4)), converged=True, iterations=0)
         return CsatModel(fit=fit, response=np.zeros(5), method="none")
     rate = float(w[observed].sum() / w.sum())
-    fit = fit_softmax(
-        psi[observed], labels[observed], weights=w[observed], l2=l2, max_iter=max_iter
+    fit = (
+        init.fit
+        if init is not None and init.method == "selection"
+        else fit_softmax(
+            psi[observed],
+            labels[observed],
+            weights=w[observed],
+            l2=l2,
+            max_iter=max_iter,
+            init=None if init is None else init.fit,
+        )
     )
     if method == "respondents" or observed.all():
         return CsatModel(fit=fit, response=np.full(5, rate), method="respondents")
@@ -174,9 +188,148 @@ def fit_csat(
         loss = loss + 0.5 * l2 * (pen * coef * coef).sum() + 0.5 * ((eta - eta0) ** 2).sum()
         return loss / total
 
-    theta0 = np.concatenate([np.linalg.solve(precond, fit.coef[0]).ravel(), np.full(5, eta0)])
+    eta_init = (
+        np.full(5, eta0)
+        if init is None or init.method != "selection"
+        else np.log(init.response / np.maximum(1.0 - init.response, 1e-12))
+    )
+    theta0 = np.concatenate([np.linalg.solve(precond, fit.coef[0]).ravel(), eta_init])
     x, converged, iterations = minimize_torch(loss_fn, theta0, max_iter=max_iter, threads=threads)
     coef = (precond @ x[:size].reshape(q, 4))[None]
     g = 1.0 / (1.0 + np.exp(-x[size:]))
     fit = SoftmaxFit(coef=coef, converged=converged, iterations=iterations)
     return CsatModel(fit=fit, response=g, method="selection", iterations=iterations)
+
+
+def csat_outcome_design(
+    x: np.ndarray,
+    sentiment: np.ndarray,
+    action: np.ndarray,
+    outcome: np.ndarray,
+    n_actions: int,
+) -> np.ndarray:
+    """CSAT design with a separate block per terminal outcome, shape (n, 1 + 3 (d + n_actions + 2)).
+
+    Column 0 is the intercept; then, for each terminal outcome ``o`` (resolved,
+    escalated, abandoned), ``1{outcome == o} * [1, x, one-hot action, sentiment]``. Every
+    outcome thus has its own state, action and sentiment effects on the CSAT
+    distribution (outcome x sentiment and outcome x state terms): the score of an
+    abandoned conversation moves with sentiment differently from a resolved one's, and
+    one shared slope imputes abandoned conversations too high and resolved ones too low.
+    ``x`` (n, d) is the encoded state at the last decision, ``sentiment`` (n,) its
+    sentiment, ``action`` (n,) the last action, ``outcome`` (n,) outcome codes (rows with
+    ``continue`` get zero blocks).
+    """
+    n = x.shape[0]
+    a = np.zeros((n, n_actions))
+    a[np.arange(n), action] = 1.0
+    block = np.concatenate([np.ones((n, 1)), x, a, sentiment[:, None]], axis=1)
+    out = np.zeros((n, 1 + _TERMINAL_OUTCOMES * block.shape[1]))
+    out[:, 0] = 1.0
+    width = block.shape[1]
+    for o in range(1, len(OUTCOMES)):
+        rows = outcome == o
+        start = 1 + (o - 1) * width
+        out[rows, start : start + width] = block[rows]
+    return out
+
+
+@dataclass(frozen=True)
+class CsatImputation:
+    """Missing terminal CSAT of a set of logs, imputed by the MNAR selection model, refittable.
+
+    Fitted once on the logs (:meth:`from_logs`); :meth:`csat` gives the CSAT of every turn
+    with the missing terminal ones filled by the model's posterior mean, and with
+    ``counts`` refits the model on a bootstrap resample of the conversations first (warm
+    started from the full fit), so that off-policy intervals carry the CSAT model's error.
+    """
+
+    psi: np.ndarray
+    """Design rows of the terminal turns (:func:`csat_outcome_design`), shape (n_terminal, q)."""
+    observed: np.ndarray
+    """Logged CSAT of the terminal turns, NaN where missing, shape (n_terminal,)."""
+    rows: np.ndarray
+    """Turn index of each terminal turn, shape (n_terminal,)."""
+    conversation: np.ndarray
+    """Conversation index of each terminal turn, shape (n_terminal,)."""
+    logged: np.ndarray
+    """Logged CSAT of every turn, shape (n_turns,)."""
+    model: CsatModel
+    """The fit on all the logs."""
+    l2: float = 1.0
+    refit_iter: int = 30
+    """L-BFGS iterations of a warm-started refit."""
+
+    @classmethod
+    def from_logs(
+        cls, logs: object, *, max_turns: int = 10, l2: float = 1.0, threads: int = 1
+    ) -> CsatImputation:
+        """Fit on ``logs`` (a ``simulators.logs.LoggedConversations``).
+
+        Raises ValueError when terminal turns lack CSAT and no conversation has an answer.
+        """
+        csat = np.asarray(logs.csat, dtype=np.float64)  # type: ignore[attr-defined]
+        outcome = np.asarray(logs.outcome)  # type: ignore[attr-defined]
+        terminal = np.flatnonzero(outcome != CONTINUE)
+        if np.isnan(csat[terminal]).any() and (~np.isnan(csat[terminal])).sum() == 0:
+            raise ValueError(
+                "csat: no conversation in the logs has a CSAT answer, so missing CSAT cannot be "
+                "imputed; set reward.csat_weight=0 to evaluate without the CSAT term"
+            )
+        states = logs.states()  # type: ignore[attr-defined]
+        actions = logs.actions  # type: ignore[attr-defined]
+        spec = build_feature_spec(
+            states,
+            actions=actions,
+            categorical=logs.categorical,  # type: ignore[attr-defined]
+            numeric=logs.numeric,  # type: ignore[attr-defined]
+            max_turns=max_turns,
+        )
+        x = spec.encode({k: np.asarray(v)[terminal] for k, v in states.items()})
+        psi = csat_outcome_design(
+            x.astype(np.float64),
+            np.asarray(states["sentiment"], dtype=np.float64)[terminal],
+            np.asarray(logs.action)[terminal],  # type: ignore[attr-defined]
+            outcome[terminal],
+            len(actions),
+        )
+        model = fit_csat(psi, csat[terminal], method="selection", l2=l2, threads=threads)
+        return cls(
+            psi=psi,
+            observed=csat[terminal],
+            rows=terminal,
+            conversation=np.asarray(logs.conversation_index)[terminal],  # type: ignore[attr-defined]
+            logged=csat,
+            model=model,
+            l2=l2,
+        )
+
+    @property
+    def n_imputed(self) -> int:
+        """Terminal turns without a logged CSAT."""
+        return int(np.isnan(self.observed).sum())
+
+    def csat(self, counts: np.ndarray | None = None) -> np.ndarray:
+        """CSAT of every turn, shape (n_turns,), missing terminal ones imputed.
+
+        ``counts`` (n_conversations,): refit the model with each conversation counted that
+        many times (a bootstrap resample) before imputing; ``None``: the full-data fit.
+        """
+        out = self.logged.copy()
+        missing = np.isnan(self.observed)
+        if not missing.any():
+            return out
+        model = self.model
+        if counts is not None:
+            w = np.asarray(counts, dtype=np.float64)[self.conversation]
+            model = fit_csat(
+                self.psi,
+                self.observed,
+                weights=w,
+                method="selection",
+                l2=self.l2,
+                max_iter=self.refit_iter,
+                init=self.model,
+            )
+        out[self.rows[missing]] = model.imputed(self.psi[missing])
+        return out

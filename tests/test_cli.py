@@ -98,6 +98,7 @@ def test_pipeline_small(tmp_path: Path) -> None:
         "pipeline.true_value_conversations=500",
         "pipeline.simulated_conversations=500",
         "ope.n_bootstrap=50",
+        "ope.n_refit=5",
         "logger.progress=false",
         "n_conversations=400",
     )
@@ -109,6 +110,10 @@ def test_pipeline_small(tmp_path: Path) -> None:
     assert result["deploy"]["n_conversations"] == 400
     assert Path(result["deploy"]["log"]).is_dir()
     assert "deployed on-policy value" in proc.stdout
+    # the OPE table carries its diagnostics: ESS, support, disagreement, flags
+    assert "ESS per decision" in proc.stdout and "fqe - is" in proc.stdout
+    assert "select:seq_dr" in proc.stdout
+    result = json.loads((run_dir_of(proc) / "result.json").read_text())
     assert result["summary"]["conversations"] == 600
     assert set(result["policies"]) >= {"linucb", "rules_production"}
     assert result["winner"] is None or result["winner"] in result["policies"]

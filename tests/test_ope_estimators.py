@@ -15,7 +15,7 @@ from supportrl.ope.data import BanditFeedback, SequentialFeedback
 from supportrl import ope
 
 BANDIT_NAMES = ["dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os"]
-SEQUENTIAL_NAMES = ["pdis", "wpdis", "seq_dr", "wdr"]
+SEQUENTIAL_NAMES = ["pdis", "wpdis", "seq_dr", "wdr", "fqe"]
 
 
 def random_bandit(
@@ -263,9 +263,14 @@ def test_sequential_estimators_are_close_to_the_truth() -> None:
     truth = float(world["target"][0] @ q[0])
     feedback, target = simulate_chain(world, 4000, seed=8)
     rough_q = q[feedback.turn_index] + 0.2  # a biased model: DR must still be consistent
-    for name in SEQUENTIAL_NAMES:
+    for name in [n for n in SEQUENTIAL_NAMES if n != "fqe"]:
         interval = ope.make_estimator(name).interval(feedback, target, rough_q, n_bootstrap=200)
         assert abs(interval.estimate - truth) < 4 * interval.std_err, name
+    # FQE is the model's value: right with the right Q, off by the model's bias otherwise
+    exact = ope.make_estimator("fqe").estimate(feedback, target, q[feedback.turn_index])
+    assert exact == pytest.approx(truth, abs=1e-9)
+    biased = ope.make_estimator("fqe").estimate(feedback, target, rough_q)
+    assert biased == pytest.approx(truth + 0.2, abs=1e-9)
 
 
 def reference_sequential(
@@ -301,6 +306,7 @@ def reference_sequential(
         "wpdis": float(np.sum(num / den)),
         "seq_dr": float(np.mean(dr)),
         "wdr": float(np.mean(v0) + np.sum(wdr_num / den)),
+        "fqe": float(np.mean(v0)),
     }
 
 

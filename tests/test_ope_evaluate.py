@@ -17,10 +17,10 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import (
     CONVERSATION_ESTIMATORS,
     DECISION_ESTIMATORS,
-    evaluate_conversations,
     load_target_probs,
     prepare_conversations,
 )
+from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.logs import LoggedConversations, write_conversations
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
@@ -62,6 +62,12 @@ def test_prepare_estimates_missing_propensities_and_says_so(generated) -> None:
     assert ((prepared.propensity > 0) & (prepared.propensity <= 1)).all()
     # the estimate tracks the true logging propensities
     assert np.corrcoef(prepared.propensity, logs.propensity)[0, 1] > 0.6
+    # and is refitted on a bootstrap resample (so OPE intervals carry its error)
+    counts = np.random.default_rng(0).poisson(1.0, logs.n_conversations).astype(float)
+    refit = prepared.propensity_for(counts)
+    assert not np.allclose(refit, prepared.propensity)
+    assert np.corrcoef(refit, prepared.propensity)[0, 1] > 0.9
+    assert prepared.propensity_for(None) is prepared.propensity
 
 
 def test_every_estimator_reported_with_intervals(generated) -> None:
@@ -69,14 +75,14 @@ def test_every_estimator_reported_with_intervals(generated) -> None:
         generated.logs, RewardSpec(), csat_imputer=truth_imputer(generated.true_csat)
     )
     policy = ConstantPolicy(generated.logs.actions, "direct_answer", epsilon=0.2)
-    res = evaluate_conversations(
-        prepared, policy.action_probs(generated.logs.states()), n_bootstrap=100
-    )
-    assert set(res["conversation"]) == set(CONVERSATION_ESTIMATORS)
-    assert set(res["decision"]) == set(DECISION_ESTIMATORS)
-    for row in [*res["conversation"].values(), *res["decision"].values()]:
-        assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
-    assert 0 < res["diagnostics"]["ess_conversation"] <= generated.logs.n_conversations
+    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=10).evaluate(
+        {"direct": policy.action_probs(generated.logs.states())}
+    )["direct"]
+    assert set(res.conversation) == set(CONVERSATION_ESTIMATORS)
+    assert set(res.decision) == set(DECISION_ESTIMATORS)
+    for row in [*res.conversation.values(), *res.decision.values()]:
+        assert row.ci_low <= row.estimate <= row.ci_high
+    assert 0 < res.diagnostics.ess_conversation <= generated.logs.n_conversations
 
 
 def test_on_policy_ips_equals_the_logged_mean(generated) -> None:
@@ -91,9 +97,11 @@ def test_on_policy_ips_equals_the_logged_mean(generated) -> None:
     probs[np.arange(logs.n_turns), logs.action] = logs.propensity
     rest = (1 - logs.propensity) / (len(logs.actions) - 1)
     probs = np.where(probs > 0, probs, rest[:, None])
-    res = evaluate_conversations(prepared, probs, n_bootstrap=50, decision_estimators=("ips",))
+    res = OffPolicyEvaluation(
+        prepared=prepared, n_bootstrap=5, decision_estimators=("ips",), max_weight=None
+    ).evaluate({"logger": probs})["logger"]
     logged_mean = np.bincount(logs.conversation_index, weights=prepared.reward).mean()
-    assert res["conversation"]["pdis"]["estimate"] == pytest.approx(logged_mean, abs=1e-12)
+    assert res.conversation["pdis"].estimate == pytest.approx(logged_mean, abs=1e-12)
     assert world.actions == logs.actions
 
 
@@ -125,6 +133,7 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "evaluate",
         *args,
         "ope.n_bootstrap=100",
+        "ope.n_refit=10",
         f"paths.output_dir={tmp_path / 'out'}",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -185,18 +194,19 @@ def test_doubly_robust_tracks_truth_on_the_synthetic_world() -> None:
         gen.logs, RewardSpec(), csat_imputer=truth_imputer(gen.true_csat)
     )
     truth, est, covered = [], [], 0
-    for policy in load_rule_panel(REPO / "configs" / "rules", world.actions).values():
-        row = evaluate_conversations(
-            prepared,
-            policy.action_probs(gen.logs.states()),
-            n_bootstrap=300,
-            conversation_estimators=("seq_dr",),
-            decision_estimators=(),
-        )["conversation"]["seq_dr"]
+    panel = load_rule_panel(REPO / "configs" / "rules", world.actions)
+    results = OffPolicyEvaluation(
+        prepared=prepared,
+        n_bootstrap=40,
+        conversation_estimators=("seq_dr",),
+        decision_estimators=(),
+    ).evaluate({k: p.action_probs(gen.logs.states()) for k, p in panel.items()})
+    for name, policy in panel.items():
+        row = results[name].selection
         value = true_value(policy, 30_000, world=world, seed=1).value
         truth.append(value)
-        est.append(row["estimate"])
-        covered += row["ci_low"] <= value <= row["ci_high"]
+        est.append(row.estimate)
+        covered += row.ci_low <= value <= row.ci_high
     assert len(truth) >= 8
     assert spearmanr(truth, est).statistic >= 0.8
     assert covered >= len(truth) - 1
@@ -223,8 +233,10 @@ def test_conversations_are_cut_at_max_turns(generated) -> None:
     # target probabilities for the original turns are accepted and cut the same way
     probs = np.zeros((logs.n_turns, 6))
     probs[np.arange(logs.n_turns), logs.action] = 1.0  # deterministic copy of the log
-    res = evaluate_conversations(prepared, probs, n_bootstrap=20, decision_estimators=())
-    assert np.isfinite(res["conversation"]["pdis"]["estimate"])
+    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=3, decision_estimators=()).evaluate(
+        {"copy": probs}
+    )
+    assert np.isfinite(res["copy"].conversation["pdis"].estimate)
 
 
 def test_missing_handle_time_everywhere_is_refused(generated) -> None:
@@ -235,3 +247,34 @@ def test_missing_handle_time_everywhere_is_refused(generated) -> None:
         prepare_conversations(blank, RewardSpec(), csat_imputer=imputer)
     prepared = prepare_conversations(blank, RewardSpec(per_minute=0.0), csat_imputer=imputer)
     assert np.isfinite(prepared.reward).all()
+
+
+def test_evaluate_cli_on_bandit_feedback(tmp_path: Path) -> None:
+    """Generic bandit feedback: per-decision estimators, typed results written as rows."""
+    rng = np.random.default_rng(0)
+    n = 300
+    item = rng.integers(0, 3, n)
+    frame = pd.DataFrame(
+        {"item": item, "click": rng.random(n) < 0.2 + 0.2 * item, "ps": np.full(n, 1 / 3)}
+    )
+    frame["click"] = frame["click"].astype(int)
+    frame["age"] = rng.normal(size=n)
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    target = np.tile([0.0, 0.0, 1.0], (n, 1))
+    pd.DataFrame(target, columns=["0", "1", "2"]).to_csv(tmp_path / "tp.csv", index=False)
+    proc = run_cli(
+        tmp_path,
+        "data=bandit",
+        f"data.path={tmp_path / 'b.csv'}",
+        "data.action_col=item",
+        "data.reward_col=click",
+        "data.propensity_col=ps",
+        f"target_probs={tmp_path / 'tp.csv'}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run_dir_of(proc) / "result.json").read_text())
+    ips = result["policies"]["target"]["ips"]
+    expected = float(np.mean((item == 2) * 3.0 * frame["click"]))
+    assert ips["estimate"] == pytest.approx(expected, abs=1e-12)
+    assert ips["ci_low"] <= ips["estimate"] <= ips["ci_high"]
+    assert result["diagnostics"]["target"]["ess_decision"] > 0
