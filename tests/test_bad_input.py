@@ -190,7 +190,7 @@ def test_settings_are_checked_before_any_work(tmp_path: Path, override: str, mes
     """Reproduction: found only after loading and fitting; '' read the current directory."""
     turns = tmp_path / "turns.csv"
     base_frame().to_csv(turns, index=False)
-    args = ["evaluate", "policies=[configs/rules/production.yaml]", override]
+    args = ["evaluate", "policies=[configs/rules/rules_production.yaml]", override]
     if not override.startswith("data.turns"):
         args.append(f"data.turns={turns}")
     proc = supportrl(tmp_path / "outputs", *args)

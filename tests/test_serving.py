@@ -49,7 +49,7 @@ def dqn_policy(epsilon: float = 0.0) -> QPolicy:
 
 
 def rule_policy() -> object:
-    return load_rule_policy(REPO_ROOT / "configs/rules/production.yaml", WORLD.actions)
+    return load_rule_policy(REPO_ROOT / "configs/rules/rules_production.yaml", WORLD.actions)
 
 
 def export(policy: object, tmp_path: Path, name: str = "artifact", **kw: object) -> Path:

@@ -70,7 +70,7 @@ def test_export_dqn_checkpoint_and_rule_file(tmp_path: Path) -> None:
     rules = supportrl(
         tmp_path,
         "export",
-        "run=configs/rules/production.yaml",
+        "run=configs/rules/rules_production.yaml",
         "export.fallback_action=escalate_human",
     )
     assert rules.returncode == 0, rules.stderr
@@ -97,7 +97,7 @@ def test_export_bad_run_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> N
 
 def test_deploy_writes_a_log_that_validate_and_evaluate_read(tmp_path: Path) -> None:
     export = supportrl(
-        tmp_path, "export", "run=configs/rules/production.yaml", "export.epsilon=0.2"
+        tmp_path, "export", "run=configs/rules/rules_production.yaml", "export.epsilon=0.2"
     )
     assert export.returncode == 0, export.stderr
     artifact = result_of(export)["artifact"]
@@ -133,7 +133,7 @@ def test_deploy_writes_a_log_that_validate_and_evaluate_read(tmp_path: Path) -> 
 
 
 def test_deploy_refuses_a_tampered_artifact(tmp_path: Path) -> None:
-    export = supportrl(tmp_path, "export", "run=configs/rules/production.yaml")
+    export = supportrl(tmp_path, "export", "run=configs/rules/rules_production.yaml")
     artifact = Path(result_of(export)["artifact"])
     rules = artifact / "rules.json"
     rules.write_text(rules.read_text().replace("escalate_human", "offer_credit"))

@@ -31,7 +31,7 @@ print(json.dumps({"decision": d.to_dict(), "heavy": heavy}))
 @pytest.mark.slow
 def test_fresh_venv_with_only_the_serving_install_decides(tmp_path: Path) -> None:
     world = SyntheticWorld()
-    policy = load_rule_policy(REPO_ROOT / "configs/rules/production.yaml", world.actions)
+    policy = load_rule_policy(REPO_ROOT / "configs/rules/rules_production.yaml", world.actions)
     artifact = export_policy(policy, tmp_path / "artifact", feature_spec=world.feature_spec)
     # build from a copy, so the source tree gets no build/ or egg-info
     source = shutil.copytree(REPO_ROOT / "serving", tmp_path / "serving-src")
