@@ -27,6 +27,7 @@ from supportrl.agents.dqn import DQNConfig, DQNLearner
 from supportrl.agents.rules import load_rule_policy
 from supportrl.agents.training import train_bandit
 from supportrl.envs import SupportVectorEnv
+from supportrl.envs.collect import policy_value
 from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
@@ -163,7 +164,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         for name, p in {**candidates, "logging": world.logging_policy}.items()
     }
     simulated = {
-        name: true_value(p, n_true, world=model, reward=reward, seed=seed + 1).value
+        name: policy_value(p, n_true, model=model, reward=reward, seed=seed + 1).value
         for name, p in candidates.items()
     }
     timings["truth"] = time.perf_counter() - t

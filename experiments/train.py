@@ -28,6 +28,8 @@ from supportrl.agents.bandits import BANDITS, make_bandit
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import REWARD_MODES, LearningCurve, reward_to_go, train_bandit
+from supportrl.envs.collect import policy_value
+from supportrl.envs.model import CustomerModel
 from supportrl.experiments.common import (
     CONFIG_PATH,
     UserError,
@@ -40,7 +42,6 @@ from supportrl.experiments.common import (
     user_errors,
     world_from_cfg,
 )
-from supportrl.simulators.base import CustomerModel
 from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
 BACKENDS = ("native", "rllib")
@@ -224,8 +225,8 @@ def train_bandit_command(
     )
     checkpoint = agent.save(out / "checkpoint")
     write_metrics(out, curve_columns(result.curve))
-    final = true_value(
-        agent, int(cfg.train.eval_conversations), world=model, reward=reward, seed=seed + 1
+    final = policy_value(
+        agent, int(cfg.train.eval_conversations), model=model, reward=reward, seed=seed + 1
     )
     summary: dict[str, Any] = {
         "agent": kind,
@@ -345,8 +346,8 @@ def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dic
                         writer.add_scalar(name, float(values[i]), int(step))
             extra["ray_address"] = cfg.ray.address
     write_metrics(out, columns)
-    final = true_value(
-        policy, int(cfg.train.eval_conversations), world=model, reward=reward, seed=seed + 1
+    final = policy_value(
+        policy, int(cfg.train.eval_conversations), model=model, reward=reward, seed=seed + 1
     )
     summary: dict[str, Any] = {
         "agent": "dqn",

@@ -25,6 +25,7 @@ ways and returns a JSON-able dict (optionally writing plots):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,12 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 from supportrl.agents.base import Policy
+from supportrl.envs.collect import simulate
+from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
-from supportrl.simulators.base import CustomerModel
 from supportrl.simulators.fitted import FittedCustomerModel, fit_behaviour_policy
 from supportrl.simulators.fitted_csat import CSAT_LEVELS
 from supportrl.simulators.logs import LoggedConversations
-from supportrl.simulators.synthetic import rollout
 
 CALIBRATION_BINS = 10
 MIN_CELL = 30
@@ -144,15 +145,18 @@ def replay_gaps(
 ) -> dict[str, Any]:
     """Logged vs simulated conversations under a behaviour-cloned logging policy."""
     behaviour = behaviour or fit_behaviour_policy(logs)
-    ro = rollout(model, behaviour, n, np.random.default_rng(seed), max_turns=model.max_turns)
+    # the replay runs up to the simulator's own horizon, like the logs it was fitted on
+    horizon = RewardSpec(max_turns=model.max_turns)
+    if reward is not None:
+        horizon = dataclasses.replace(reward, max_turns=model.max_turns)
+    sim = simulate(model, behaviour, n, seed=seed, reward=horizon)
+    ro = sim.logs
     intents = model.intents
     n_actions = len(model.actions)
     log_counts, log_rates = _outcome_rates(
         logs.intent, logs.action, logs.outcome, intents, n_actions
     )
-    sim_counts, sim_rates = _outcome_rates(
-        ro.states["intent"], ro.action, ro.outcome, intents, n_actions
-    )
+    sim_counts, sim_rates = _outcome_rates(ro.intent, ro.action, ro.outcome, intents, n_actions)
     cells = []
     gaps, weights = [], []
     for i, intent in enumerate(intents):
@@ -176,7 +180,7 @@ def replay_gaps(
             )
     max_turns = model.max_turns
     log_len = np.bincount(np.minimum(logs.lengths, max_turns), minlength=max_turns + 1)[1:]
-    sim_len = np.bincount(np.minimum(np.diff(ro.offsets), max_turns), minlength=max_turns + 1)[1:]
+    sim_len = np.bincount(np.minimum(ro.lengths, max_turns), minlength=max_turns + 1)[1:]
     log_len_p = log_len / max(log_len.sum(), 1)
     sim_len_p = sim_len / max(sim_len.sum(), 1)
     log_final = (
@@ -241,7 +245,7 @@ def replay_gaps(
         )
         out["mean_return"] = {
             "logged": float(logged_return.mean()),
-            "simulated": float(ro.returns(reward, model.actions).mean()),
+            "simulated": float(sim.returns().mean()),
             "csat_imputed": n_imputed,
         }
     return out
@@ -293,8 +297,8 @@ def policy_values(
     """Monte Carlo value of each policy in ``model`` (same seed for all: common random numbers)."""
     values = {}
     for name, policy in policies.items():
-        ro = rollout(model, policy, n, np.random.default_rng(seed), max_turns=reward.max_turns)
-        values[name] = float(ro.returns(reward, model.actions, penalized=penalized).mean())
+        sim = simulate(model, policy, n, seed=seed, reward=reward, penalized=penalized)
+        values[name] = float(sim.returns().mean())
     return values
 
 

@@ -1,7 +1,7 @@
 """Customer models fitted from logged conversations (DESIGN.md sections 1 and 10).
 
 :func:`fit_customer_model` turns :class:`~simulators.logs.LoggedConversations` into a
-:class:`FittedCustomerModel`, a :class:`~simulators.base.CustomerModel`: rollouts,
+:class:`FittedCustomerModel`, a :class:`~supportrl.envs.model.CustomerModel`: rollouts,
 ``true_value(policy, n, world=model)`` and the env run on it exactly as on the
 ground-truth world.
 
@@ -88,8 +88,8 @@ from typing import Any
 import numpy as np
 from supportrl.agents.base import BasePolicy, States
 from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.model import Transition
 from supportrl.envs.rewards import ABANDONED, CONTINUE, OUTCOMES, REWARD_VERSION
-from supportrl.simulators.base import Transition
 from supportrl.simulators.fitted_csat import (
     CSAT_LEVELS,
     CSAT_METHODS,
@@ -294,7 +294,7 @@ Dynamics = GLMDynamics | EnsembleDynamics
 
 @dataclass
 class FittedCustomerModel:
-    """A customer simulator fitted from logs; implements :class:`~simulators.base.CustomerModel`.
+    """A customer simulator fitted from logs; implements :class:`~supportrl.envs.model.CustomerModel`.
 
     Build it with :func:`fit_customer_model` or :func:`load_customer_model`.
     """

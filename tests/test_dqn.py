@@ -57,7 +57,9 @@ def small_config(**overrides: object) -> DQNConfig:
 
 
 def make_learner(config: DQNConfig, seed: int = 0) -> DQNLearner:
-    return DQNLearner(config=config, env=SupportVectorEnv(config.num_envs), seed=seed)
+    return DQNLearner(
+        config=config, env=SupportVectorEnv(config.num_envs, model=SyntheticWorld()), seed=seed
+    )
 
 
 # ---------------------------------------------------------------------- targets by hand
@@ -356,7 +358,9 @@ def test_resume_with_replay_continues_identically(tmp_path: Path, prioritized: b
     assert len(no_pickle) == 3  # policy, learner, replay
     straight = first.train(progress=False)
 
-    resumed = DQNLearner.load(tmp_path / "ckpt", SupportVectorEnv(config.num_envs))
+    resumed = DQNLearner.load(
+        tmp_path / "ckpt", SupportVectorEnv(config.num_envs, model=SyntheticWorld())
+    )
     assert resumed.env_steps == 1_200
     again = resumed.train(progress=False)
     np.testing.assert_array_equal(straight.curve["losses/td_loss"], again.curve["losses/td_loss"])
