@@ -144,3 +144,37 @@ def test_vector_step_leaves_the_callers_actions_alone() -> None:
     for _ in range(5):
         vec.step(actions)
     assert (actions == 5).all()
+
+
+def test_env_classes_need_a_model_and_the_registered_id_names_the_world() -> None:
+    with pytest.raises(TypeError, match="model: required"):
+        SupportEnv(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model: required"):
+        SupportVectorEnv(4, model=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="does not implement CustomerModel"):
+        SupportVectorEnv(4, model=object())  # type: ignore[arg-type]
+    assert isinstance(gym.make(ENV_ID).unwrapped.model, SyntheticWorld)
+    assert isinstance(gym.make_vec(ENV_ID, num_envs=2).model, SyntheticWorld)
+
+
+def test_vector_infos_follow_the_documented_contract() -> None:
+    """infos["state"] is the raw named state behind every observation, autoreset rows included."""
+    world = SyntheticWorld()
+    vec = SupportVectorEnv(64, model=world, hidden_state=True)
+    obs, infos = vec.reset(seed=0)
+    assert infos["actions"] == world.actions and infos["feature_spec"] is world.feature_spec
+    assert set(infos["state"]) == set(SupportEnv(world).reset(seed=0)[1]["state"])
+    assert {"complexity", "true_intent"} <= set(infos["hidden_state"])
+    np.testing.assert_allclose(world.feature_spec.encode(infos["state"]), obs, atol=1e-6)
+    rng = np.random.default_rng(0)
+    saw_autoreset = False
+    for _ in range(12):
+        obs, _, term, trunc, infos = vec.step(rng.integers(0, 6, size=64))
+        for key in ("outcome", "handle_time_s", "csat", "penalty", "action_mask"):
+            assert len(infos[key]) == 64, key
+        assert np.isnan(infos["csat"][~term]).all() and not np.isnan(infos["csat"][term]).any()
+        np.testing.assert_allclose(world.feature_spec.encode(infos["state"]), obs, atol=1e-6)
+        done = term | trunc
+        assert (infos["state"]["turn"][done] == 0).all()  # rows already restarted
+        saw_autoreset |= bool(done.any())
+    assert saw_autoreset

@@ -398,3 +398,18 @@ def test_vector_env_autoresets_on_a_fitted_model() -> None:
         ended += int((term | trunc).sum())
         assert np.isfinite(obs).all() and np.isfinite(rewards).all()
     assert ended > 0
+
+
+@pytest.mark.parametrize("family", ["glm", "ensemble"])
+def test_check_env_passes_on_a_fitted_model(family: str, glm, ensemble) -> None:
+    """The Gymnasium checker (spaces, seeding, determinism) on SupportEnv over a simulator."""
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+    from supportrl.envs import ENV_ID, SupportEnv
+
+    model = {"glm": glm, "ensemble": ensemble}[family]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no checker warnings either
+        env = gym.make(ENV_ID, model=model)
+        check_env(env.unwrapped)
+    assert isinstance(env.unwrapped, SupportEnv) and env.unwrapped.model is model

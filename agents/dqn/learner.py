@@ -1,4 +1,4 @@
-"""DQNLearner: collects from the vector env, owns replay, target network and optimizer, and updates.
+"""DQNLearner: collects from the vector env (through the collector), owns replay, target network and optimizer, and updates.
 
 Read top to bottom: :func:`dqn_targets` (Double DQN, masked), then :class:`DQNLearner`
 with ``_act`` (epsilon-greedy on the batch of conversations), ``update`` (one gradient
@@ -45,6 +45,7 @@ from supportrl.agents.dqn.policy import (
     write_text,
 )
 from supportrl.agents.dqn.replay import ReplayBuffer
+from supportrl.envs.collect import Collector
 from supportrl.envs.features import FeatureSpec
 from tqdm.auto import tqdm
 
@@ -127,11 +128,16 @@ class DQNTrainResult:
 class DQNLearner:
     """Trains a :class:`QPolicy` online in a same-step-autoreset vector env (SupportVectorEnv).
 
-    The env must return ``infos["action_mask"]`` (num_envs, n_actions) bool, and on steps
-    where conversations end, ``infos["final_obs"]``/``infos["_final_obs"]`` (and, if it has
+    The learner sees the env through its spaces and the documented info keys only (the
+    info contract of :class:`~supportrl.envs.vector.SupportVectorEnv`), so Gymnasium
+    wrappers may sit in front: ``infos["action_mask"]`` (num_envs, n_actions) bool, on steps
+    where conversations end ``infos["final_obs"]``/``infos["_final_obs"]`` (and, if it has
     them, ``infos["final_action_mask"]``; otherwise every action counts as allowed in a
-    final observation). All randomness comes from ``seed``: network initialisation,
-    exploration, replay sampling and the env resets at the start of each :meth:`train`.
+    final observation), and on reset ``infos["actions"]`` and ``infos["feature_spec"]``
+    unless ``actions`` and ``feature_spec`` are given. Stepping goes through the project's
+    one :class:`~supportrl.envs.collect.Collector`. All randomness comes from ``seed``:
+    network initialisation, exploration, replay sampling and the env resets at the start
+    of each :meth:`train`.
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class DQNLearner:
         env: Any,
         seed: int = 0,
         feature_spec: FeatureSpec | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> None:
         if not isinstance(config, DQNConfig):
             raise ValueError(f"config: expected a DQNConfig, got {type(config).__name__}")
@@ -153,8 +160,19 @@ class DQNLearner:
         self.config = config
         self.env = env
         self.seed = int(seed)
-        self.actions = tuple(env.actions)
-        self.feature_spec = feature_spec if feature_spec is not None else env.model.feature_spec
+        self.env_steps = 0
+        self.collector = Collector(env)
+        if feature_spec is None or actions is None:
+            infos = self.collector.reset(seed=self._segment_seed())
+            missing = [k for k in ("actions", "feature_spec") if k not in infos]
+            if missing:
+                raise ValueError(
+                    f"env: reset infos lack {missing}; pass actions= and feature_spec= instead"
+                )
+            actions = infos["actions"] if actions is None else actions
+            feature_spec = infos["feature_spec"] if feature_spec is None else feature_spec
+        self.actions = tuple(actions)
+        self.feature_spec = feature_spec
         obs_dim = int(env.single_observation_space.shape[0])
         n_actions = int(env.single_action_space.n)
         arch = (obs_dim, n_actions, config.hidden_sizes, config.dueling)
@@ -184,7 +202,6 @@ class DQNLearner:
         )
         """The greedy policy over the online network (shares its weights)."""
         self.rng = np.random.default_rng(self.seed)
-        self.env_steps = 0
         self.updates = 0
         self._update_credit = 0.0
         self._last_target_update = 0
@@ -277,10 +294,8 @@ class DQNLearner:
             raise ValueError(f"steps: must be >= 1, got {steps}")
         end = self.env_steps + int(steps)
         self.replay.mark_cut()
-        obs, infos = self.env.reset(seed=self._segment_seed())
-        mask = np.asarray(infos["action_mask"], dtype=bool)
-        episode_return = np.zeros(n)
-        all_allowed = np.ones_like(mask)
+        collector = self.collector
+        collector.reset(seed=self._segment_seed())
 
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
         window_returns: list[np.ndarray] = []
@@ -312,24 +327,16 @@ class DQNLearner:
 
         tick = time.perf_counter()
         while self.env_steps < end:
-            actions = self._act(obs, mask, cfg.epsilon(self.env_steps))
-            # A copy: the env may keep (and later overwrite) the array it is given.
-            next_obs, rewards, terminated, truncated, infos = self.env.step(actions.copy())
-            ended = terminated | truncated
-            episode_return += rewards
-            real_next, next_mask = next_obs, infos["action_mask"]
-            if ended.any():
-                # Same-step autoreset: next_obs already starts the next conversation.
-                real_next = np.where(ended[:, None], infos["final_obs"], next_obs)
-                next_mask = np.where(
-                    ended[:, None], infos.get("final_action_mask", all_allowed), next_mask
-                )
-                window_returns.append(episode_return[ended].copy())
-                episodes += int(ended.sum())
-                episode_return[ended] = 0.0
-            terminal = terminated if cfg.bootstrap_on_truncation else ended
-            self.replay.add(obs, actions, rewards, real_next, ended, terminal, next_mask)
-            obs, mask = next_obs, np.asarray(infos["action_mask"], dtype=bool)
+            actions = self._act(collector.obs, collector.mask, cfg.epsilon(self.env_steps))
+            batch = collector.step(actions)
+            ended = batch.ended
+            if len(batch.ended_returns):
+                window_returns.append(batch.ended_returns)
+                episodes += len(batch.ended_returns)
+            terminal = batch.terminated if cfg.bootstrap_on_truncation else ended
+            self.replay.add(
+                batch.obs, actions, batch.rewards, batch.next_obs, ended, terminal, batch.next_mask
+            )
             self.env_steps += n
 
             if self.replay.filled * n >= cfg.learning_starts and len(self.replay) > 0:
