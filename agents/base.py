@@ -53,6 +53,23 @@ def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(actions, probs.shape[1] - 1).astype(np.int64)
 
 
+TIE_RTOL = 1e-12
+"""Scores within this relative distance of the row maximum count as tied (rounding noise)."""
+
+
+def greedy_probs(scores: np.ndarray) -> np.ndarray:
+    """Argmax distribution of ``scores`` (shape (n, K)), ties split evenly; shape (n, K).
+
+    Scores within :data:`TIE_RTOL` (relative) of the row maximum count as tied, so rounding
+    differences between two equal models never break a tie; ``+inf`` scores tie with each other.
+    """
+    top = scores.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        threshold = np.where(np.isfinite(top), top - TIE_RTOL * np.abs(top), top)
+    best = scores >= threshold
+    return best / best.sum(axis=1, keepdims=True)
+
+
 def epsilon_mix(probs: np.ndarray, epsilon: float) -> np.ndarray:
     """Mix ``probs`` with the uniform distribution: (1 - epsilon) * probs + epsilon / n_actions."""
     if not 0.0 <= epsilon <= 1.0:

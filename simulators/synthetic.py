@@ -579,6 +579,11 @@ def generate_logs(
 # ---------------------------------------------------------------------- env ids
 
 
+def world_from_config(**config: Any) -> SyntheticWorld:
+    """The world from :class:`WorldConfig` fields as plain data (e.g. a Ray worker's env_config)."""
+    return SyntheticWorld(config=WorldConfig(**config))
+
+
 def make_env(model: CustomerModel | None = None, **kwargs: Any) -> SupportEnv:
     """Entry point of ``supportrl/SupportEnv-v0``: a SupportEnv, over the world unless ``model``.
 
@@ -609,6 +614,7 @@ __all__ = [
     "WorldState",
     "generate_logs",
     "make_env",
+    "world_from_config",
     "make_vector_env",
     "true_value",
 ]

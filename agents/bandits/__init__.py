@@ -16,7 +16,7 @@ Build one by name with :func:`make_bandit` (kinds in :data:`BANDITS`), checkpoin
 simulator with :func:`fit_offline`.
 """
 
-from supportrl.agents.bandits._base import FORMAT_VERSION, Bandit, UpdateStats
+from supportrl.agents.bandits._base import FORMAT_VERSION, Bandit, BanditUpdateStats
 from supportrl.agents.bandits.linear import LinTS, LinUCB
 from supportrl.agents.bandits.noncontextual import (
     UCB1,
@@ -45,7 +45,7 @@ __all__ = [
     "LinUCB",
     "OfflineFitStats",
     "Softmax",
-    "UpdateStats",
+    "BanditUpdateStats",
     "fit_offline",
     "hyperparameter_names",
     "load_bandit",

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from supportrl.agents.dqn.config import DQNConfig, UpdateStats
+from supportrl.agents.dqn.config import DQNConfig, DQNUpdateStats
 from supportrl.agents.dqn.network import build_q_network
 from supportrl.agents.dqn.policy import (
     QPolicy,
@@ -219,7 +219,7 @@ class DQNLearner:
 
     # ------------------------------------------------------------------ learning
 
-    def update(self) -> UpdateStats:
+    def update(self) -> DQNUpdateStats:
         """One gradient step on a replay batch; returns its statistics."""
         cfg = self.config
         batch = self.replay.sample(cfg.batch_size, self.rng, beta=cfg.beta(self.env_steps))
@@ -253,7 +253,7 @@ class DQNLearner:
         values = torch.stack(
             [loss.detach(), q.detach().mean(), targets.mean(), td.mean(), grad_norm]
         )
-        return UpdateStats(*values.tolist())
+        return DQNUpdateStats(*values.tolist())
 
     def _sync_target(self) -> None:
         """target <- tau * online + (1 - tau) * target (an exact copy when tau is 1)."""
@@ -299,7 +299,7 @@ class DQNLearner:
 
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
         window_returns: list[np.ndarray] = []
-        window_stats: list[UpdateStats] = []
+        window_stats: list[DQNUpdateStats] = []
         window_steps, window_time = 0, 0.0
         start_steps, start_updates, episodes = self.env_steps, self.updates, 0
         train_time = 0.0
