@@ -38,7 +38,15 @@ from supportrl.agents.base import BasePolicy, Policy, States, sample_actions
 from supportrl.envs.collect import PolicyValue, policy_value, simulate
 from supportrl.envs.features import NO_PREVIOUS_ACTION, FeatureSpec
 from supportrl.envs.model import CustomerModel, Transition
-from supportrl.envs.rewards import ABANDONED, CONTINUE, ESCALATED, OUTCOMES, RESOLVED, RewardSpec
+from supportrl.envs.rewards import (
+    ABANDONED,
+    CONTINUE,
+    DEFAULT_MAX_TURNS,
+    ESCALATED,
+    OUTCOMES,
+    RESOLVED,
+    RewardSpec,
+)
 from supportrl.envs.support_env import SupportEnv
 from supportrl.envs.vector import SupportVectorEnv
 from supportrl.simulators.logs import DEFAULT_ACTIONS, LoggedConversations
@@ -91,7 +99,7 @@ class WorldConfig:
     """Share of conversations whose intent is detected as ``other`` until a clarify."""
     csat_response_rate: float = 0.35
     """Approximate share of conversations with a CSAT survey answer."""
-    max_turns: int = 10
+    max_turns: int = DEFAULT_MAX_TURNS
     """Conversations are cut off (censored) after this many turns."""
 
     def __post_init__(self) -> None:

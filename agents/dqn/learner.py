@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -294,79 +294,32 @@ class DQNLearner:
             raise ValueError(f"steps: must be >= 1, got {steps}")
         end = self.env_steps + int(steps)
         self.replay.mark_cut()
-        collector = self.collector
-        collector.reset(seed=self._segment_seed())
-
+        self.collector.reset(seed=self._segment_seed())
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
-        window_returns: list[np.ndarray] = []
-        window_stats: list[DQNUpdateStats] = []
-        window_steps, window_time = 0, 0.0
+        window = _Window()
         start_steps, start_updates, episodes = self.env_steps, self.updates, 0
         train_time = 0.0
         bar = tqdm(total=int(steps), desc="train dqn", unit="step", disable=not progress)
-
-        def log_row() -> None:
-            nonlocal window_steps, window_time
-            ended = np.concatenate(window_returns) if window_returns else np.empty(0)
-            row = {
-                "charts/episodic_return": float(ended.mean()) if len(ended) else float("nan"),
-                "losses/td_loss": _mean(s.td_loss for s in window_stats),
-                "losses/q_values": _mean(s.q_mean for s in window_stats),
-                "charts/epsilon": cfg.epsilon(self.env_steps),
-                "charts/SPS": window_steps / window_time if window_time > 0 else float("nan"),
-            }
-            rows["env_steps"].append(self.env_steps)
-            for name, value in row.items():
-                rows[name].append(value)
-                if writer is not None and np.isfinite(value):
-                    writer.add_scalar(name, value, self.env_steps)
-            bar.set_postfix(ret=f"{row['charts/episodic_return']:+.3f}", refresh=False)
-            window_returns.clear()
-            window_stats.clear()
-            window_steps, window_time = 0, 0.0
-
         tick = time.perf_counter()
         while self.env_steps < end:
-            actions = self._act(collector.obs, collector.mask, cfg.epsilon(self.env_steps))
-            batch = collector.step(actions)
-            ended = batch.ended
-            if len(batch.ended_returns):
-                window_returns.append(batch.ended_returns)
-                episodes += len(batch.ended_returns)
-            terminal = batch.terminated if cfg.bootstrap_on_truncation else ended
-            self.replay.add(
-                batch.obs, actions, batch.rewards, batch.next_obs, ended, terminal, batch.next_mask
-            )
-            self.env_steps += n
-
-            if self.replay.filled * n >= cfg.learning_starts and len(self.replay) > 0:
-                self._update_credit += cfg.updates_per_step
-                while self._update_credit >= 1.0:
-                    window_stats.append(self.update())
-                    self._update_credit -= 1.0
-            if self.env_steps - self._last_target_update >= cfg.target_update_interval:
-                self._sync_target()
-                self._last_target_update = self.env_steps
-
-            window_steps += n
-            crossed_log = (
-                self.env_steps // cfg.log_interval > (self.env_steps - n) // cfg.log_interval
-            )
-            crossed_cb = (
-                callback is not None
-                and callback_interval > 0
-                and (
-                    self.env_steps // callback_interval > (self.env_steps - n) // callback_interval
-                )
-            )
+            ended_returns = self._collect_and_learn(window.stats)
+            if len(ended_returns):
+                window.returns.append(ended_returns)
+                episodes += len(ended_returns)
+            window.steps += n
+            crossed_log = _crossed(self.env_steps, n, cfg.log_interval)
+            crossed_cb = callback is not None and _crossed(self.env_steps, n, callback_interval)
             if crossed_log or crossed_cb or self.env_steps >= end:
                 now = time.perf_counter()
                 train_time += now - tick
-                window_time += now - tick
-                if crossed_log or (self.env_steps >= end and window_steps):
-                    log_row()
+                window.seconds += now - tick
+                if crossed_log or (self.env_steps >= end and window.steps):
+                    self._log_row(window, rows, writer)
+                    bar.set_postfix(ret=f"{rows['charts/episodic_return'][-1]:+.3f}", refresh=False)
                     bar.update(self.env_steps - start_steps - bar.n)
+                    window = _Window()
                 if crossed_cb:
+                    assert callback is not None
                     callback(self.env_steps, self.policy)
                 tick = time.perf_counter()
         bar.update(self.env_steps - start_steps - bar.n)
@@ -379,6 +332,55 @@ class DQNLearner:
             wall_s=train_time,
             curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
         )
+
+    def _collect_and_learn(self, stats: list[DQNUpdateStats]) -> np.ndarray:
+        """One vector step into replay, then the updates and target sync it earns.
+
+        Appends each update's statistics to ``stats``; returns the returns of the
+        conversations that ended in the step, shape (n_ended,).
+        """
+        cfg, n = self.config, self.config.num_envs
+        collector = self.collector
+        actions = self._act(collector.obs, collector.mask, cfg.epsilon(self.env_steps))
+        batch = collector.step(actions)
+        terminal = batch.terminated if cfg.bootstrap_on_truncation else batch.ended
+        self.replay.add(
+            batch.obs,
+            actions,
+            batch.rewards,
+            batch.next_obs,
+            batch.ended,
+            terminal,
+            batch.next_mask,
+        )
+        self.env_steps += n
+        if self.replay.filled * n >= cfg.learning_starts and len(self.replay) > 0:
+            self._update_credit += cfg.updates_per_step
+            while self._update_credit >= 1.0:
+                stats.append(self.update())
+                self._update_credit -= 1.0
+        if self.env_steps - self._last_target_update >= cfg.target_update_interval:
+            self._sync_target()
+            self._last_target_update = self.env_steps
+        return batch.ended_returns
+
+    def _log_row(
+        self, window: _Window, rows: dict[str, list[float]], writer: ScalarWriter | None
+    ) -> None:
+        """Append one learning-curve row (the metrics of ``window``) and send it to ``writer``."""
+        ended = np.concatenate(window.returns) if window.returns else np.empty(0)
+        row = {
+            "charts/episodic_return": float(ended.mean()) if len(ended) else float("nan"),
+            "losses/td_loss": _mean(s.td_loss for s in window.stats),
+            "losses/q_values": _mean(s.q_mean for s in window.stats),
+            "charts/epsilon": self.config.epsilon(self.env_steps),
+            "charts/SPS": window.steps / window.seconds if window.seconds > 0 else float("nan"),
+        }
+        rows["env_steps"].append(self.env_steps)
+        for name, value in row.items():
+            rows[name].append(value)
+            if writer is not None and np.isfinite(value):
+                writer.add_scalar(name, value, self.env_steps)
 
     def _segment_seed(self) -> int:
         """Env reset seed of the training call starting at the current step count."""
@@ -475,6 +477,24 @@ class DQNLearner:
                 read_npz(path / REPLAY_NPZ), where=str(path / REPLAY_NPZ)
             )
         return learner
+
+
+@dataclass
+class _Window:
+    """What happened since the last learning-curve row."""
+
+    returns: list[np.ndarray] = field(default_factory=list)
+    """Returns of the conversations that ended, one array per vector step."""
+    stats: list[DQNUpdateStats] = field(default_factory=list)
+    steps: int = 0
+    """Env steps collected."""
+    seconds: float = 0.0
+    """Training time (callbacks excluded)."""
+
+
+def _crossed(env_steps: int, n: int, interval: int) -> bool:
+    """Whether the last vector step of ``n`` env steps crossed a multiple of ``interval``."""
+    return interval > 0 and env_steps // interval > (env_steps - n) // interval
 
 
 def _mean(values: Any) -> float:
