@@ -309,6 +309,49 @@ class RLlibTrainResult:
         return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
 
 
+def _start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Start Ray (a cluster at ``address``, else locally) unless it runs; True if started here."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(
+            address=address,
+            runtime_env={"py_modules": _package_dirs()},
+            log_to_driver=False,
+        )
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return True
+
+
+def _append_row(
+    rows: dict[str, list[float]],
+    result: Mapping[str, Any],
+    steps: int,
+    elapsed: float,
+    batch_size: int,
+) -> tuple[int, int]:
+    """Append the metrics of one ``algo.train()`` result; returns (env steps, updates) so far."""
+    runner = result.get("env_runners", {})
+    new_steps = int(runner.get("num_env_steps_sampled_lifetime", steps))
+    learner = result.get("learners", {}).get("default_policy", {})
+    updates = int(learner.get("num_module_steps_trained_lifetime", 0)) // batch_size
+    rows["env_steps"].append(new_steps)
+    rows["charts/episodic_return"].append(float(runner.get("episode_return_mean", float("nan"))))
+    rows["losses/td_loss"].append(float(learner.get("qf_loss", float("nan"))))
+    rows["charts/SPS"].append((new_steps - steps) / elapsed if elapsed > 0 else 0.0)
+    return new_steps, updates
+
+
 def train_rllib(
     config: DQNConfig,
     *,
@@ -332,31 +375,13 @@ def train_rllib(
     ``callback(env_steps, policy)`` runs about every ``callback_interval`` env steps,
     outside the timed part.
     """
-    import os
-
-    import ray
     from tqdm.auto import tqdm
 
     total = int(total_steps if total_steps is not None else config.total_steps)
     rl_config = to_rllib_config(
         config, env_config=env_config, seed=seed, num_env_runners=num_env_runners
     )
-    started_ray = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(
-                address=address,
-                runtime_env={"py_modules": _package_dirs()},
-                log_to_driver=False,
-            )
-        else:
-            ray.init(
-                num_cpus=num_cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        started_ray = True
+    started_ray = _start_ray(address, num_cpus)
     try:
         register_support_env()
         tick = time.perf_counter()
@@ -380,18 +405,7 @@ def train_rllib(
                 result = algo.train()
                 elapsed = time.perf_counter() - tick
                 wall += elapsed
-                runner = result.get("env_runners", {})
-                new_steps = int(runner.get("num_env_steps_sampled_lifetime", steps))
-                learner = result.get("learners", {}).get("default_policy", {})
-                updates = (
-                    int(learner.get("num_module_steps_trained_lifetime", 0)) // config.batch_size
-                )
-                rows["env_steps"].append(new_steps)
-                rows["charts/episodic_return"].append(
-                    float(runner.get("episode_return_mean", float("nan")))
-                )
-                rows["losses/td_loss"].append(float(learner.get("qf_loss", float("nan"))))
-                rows["charts/SPS"].append((new_steps - steps) / elapsed if elapsed > 0 else 0.0)
+                new_steps, updates = _append_row(rows, result, steps, elapsed, config.batch_size)
                 bar.update(new_steps - steps)
                 steps = new_steps
                 if callback is not None and callback_interval > 0 and steps >= next_callback:
@@ -404,6 +418,8 @@ def train_rllib(
         algo.stop()
     finally:
         if started_ray:
+            import ray
+
             ray.shutdown()
     return RLlibTrainResult(
         env_steps=steps,
