@@ -4,7 +4,7 @@ A *state batch* is a mapping from state-variable name to a 1-D array of length `
 raw named state of ``n`` decisions (``turn``, ``previous_action``, ``intent``,
 ``sentiment`` and every declared context feature). Categorical values are strings,
 numeric values are numbers. OPE, the env, reports and export all talk to policies
-through :class:`Policy` only (DESIGN.md section 6).
+through :class:`Policy` only (docs/policy.md).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class LoggedConversations:
 
         A conversation that was longer becomes cut off (censored): its last kept turn gets
         outcome ``continue`` and no CSAT, as the value of a policy is defined up to
-        ``max_turns`` (DESIGN.md section 4).
+        ``max_turns`` (docs/reward.md).
         """
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")

@@ -1,4 +1,4 @@
-"""Reward v1 (DESIGN.md section 4), applied batched by the env and by OPE on logged rows."""
+"""Reward v1 (docs/reward.md), applied batched by the env and by OPE on logged rows."""
 
 from __future__ import annotations
 

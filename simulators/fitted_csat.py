@@ -1,8 +1,8 @@
 """CSAT at the end of a conversation, fitted when CSAT is missing not at random.
 
-Surveys are answered more often by very happy or very unhappy customers (DESIGN.md
-section 10), so the CSAT of respondents is not the CSAT of everyone, even given the
-state. Treating a missing CSAT as neutral, or fitting on respondents only, biases values.
+Surveys are answered more often by very happy or very unhappy customers, so the CSAT
+of respondents is not the CSAT of everyone, even given the state. Treating a missing
+CSAT as neutral, or fitting on respondents only, biases values.
 
 Model (``method="selection"``, the default): a *self-masking selection model*
 

@@ -16,8 +16,8 @@ conversations, more often when it is extreme (missing not at random).
 
 The logging policy (:class:`LoggingPolicy`, the "production bot") sees the hidden
 complexity: with ``confounding > 0`` it escalates hard cases and answers easy ones
-directly, which is what makes naive fitting and plain importance sampling go wrong
-(DESIGN.md section 10). ``support_gaps`` removes actions in some states entirely
+directly, which is what makes naive fitting and plain importance sampling go wrong.
+``support_gaps`` removes actions in some states entirely
 (deficient support): the logger never offers credit to free-tier customers and never
 hands over to a human at turn 0.
 """

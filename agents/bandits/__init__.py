@@ -8,7 +8,7 @@ regression per action on ``feature_spec.encode(states)`` plus an intercept.
 Every bandit is a :class:`agents.base.Policy` over raw named state batches and learns with
 ``update(states, actions, rewards, weights=None)``. **Reward choice is the caller's:** a
 bandit learns from whatever rewards it is given, whether the immediate per-turn reward
-(reward contract v1, DESIGN.md section 4) or the conversation's return from that turn on;
+(reward contract v1, docs/reward.md) or the conversation's return from that turn on;
 nothing here looks at outcomes or CSAT.
 
 Build one by name with :func:`make_bandit` (kinds in :data:`BANDITS`), checkpoint it with

@@ -9,7 +9,7 @@ Two targets:
   the total weight, and so the strength of priors and ridge penalties, equal to ``n``.
   Weighting by ``1 / p`` makes the rows each action learns from look like a sample from the
   whole state distribution, rather than from the states where the logging policy liked
-  that action (DESIGN.md section 10, confounding).
+  that action (confounding).
 * ``"dr"``: doubly robust pseudo-rewards (Dudik, Langford & Li 2011). With a reward model
   ``reward_hat`` (shape (n, K)), every row gives every action ``a`` the pseudo-reward
   ``reward_hat[i, a] + 1{a == a_i} * min(1 / p_i, clip) * (r_i - reward_hat[i, a_i])``, and
