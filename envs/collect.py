@@ -199,9 +199,11 @@ class Collector:
     ) -> dict[str, Any]:
         """One step under ``policy``; returns the per-row record of the decisions made."""
         # Copies: the model may reuse (and autoreset may overwrite) these arrays later.
-        states = {k: np.array(v) for k, v in self.infos["state"].items()}
+        # previous_action is not kept: the logs derive it from the actions.
+        states = {k: np.array(v) for k, v in self.infos["state"].items() if k != "previous_action"}
         hidden = {k: np.array(v) for k, v in self.infos.get("hidden_state", {}).items()}
-        probs = np.asarray(policy.action_probs({**states, **hidden} if sees_hidden else states))
+        view = {**self.infos["state"], **hidden} if sees_hidden else self.infos["state"]
+        probs = np.asarray(policy.action_probs(view))
         actions = sample_actions(probs, rng)
         ids, step = self._slot_id.copy(), self._steps
         batch = self.step(actions)
@@ -223,8 +225,7 @@ class Collector:
         """Move the recorded turns of conversations ``[returned, target)`` out of the buffer."""
         rec = _concat(self._buffer)
         keep = rec["id"] < target
-        rest = {k: _rows(v, ~keep) for k, v in rec.items()}
-        self._buffer = [rest] if len(rest["id"]) else []
+        self._buffer = [] if keep.all() else [_rows(rec, ~keep)]
         ids = rec["id"][keep] - self._returned
         order = np.lexsort((rec["step"][keep], ids))
         sel = np.flatnonzero(keep)[order]
