@@ -62,7 +62,13 @@ class CustomerModel(Protocol):
         ...
 
     def observe(self, state: Any, *, hidden: bool = False) -> dict[str, np.ndarray]:
-        """Raw named state of each conversation (plus hidden variables when ``hidden``)."""
+        """Raw named state of each conversation: name -> array of shape (n,).
+
+        At least ``turn``, ``previous_action`` (``"none"`` at turn 0), ``intent`` and
+        ``sentiment`` (the schema-v1 state), plus context features: strings for
+        categorical, numbers for numeric ones. With ``hidden`` also the model's hidden
+        variables (the world's ``complexity``); a fitted simulator has none.
+        """
         ...
 
     def step(self, state: Any, action: np.ndarray, rng: np.random.Generator) -> Transition:
