@@ -80,6 +80,34 @@ class FittedCustomerModel:
         """The raw named state (a fitted model has no hidden variables; ``hidden`` adds none)."""
         return self.basis.named(state)
 
+    def observation(self, state: FittedState) -> np.ndarray:
+        """``feature_spec.encode(observe(state))`` from the codes directly, float32 (n, dim).
+
+        The env's fast path: no round trip through level strings.
+        """
+        spec = self.feature_spec
+        n = len(state)
+        out = np.zeros((n, spec.dim), dtype=np.float32)
+        rows = np.arange(n)
+        col = 0
+        for name, levels in spec.categorical.items():
+            if name == "intent":
+                codes = state.intent
+            elif name == "previous_action":
+                codes = state.previous_action + 1  # level 0 is "none"
+            else:
+                codes = state.categorical[name]
+            out[rows, col + codes] = 1.0
+            col += len(levels)
+        for name, (center, scale) in spec.numeric.items():
+            if name in ("turn", "sentiment"):
+                values = np.asarray(getattr(state, name), dtype=np.float64)
+            else:
+                values = state.numeric[name]
+            out[:, col] = (values - center) / scale
+            col += 1
+        return out
+
     def support_count(self, state: FittedState) -> np.ndarray:
         """Logged decisions supporting each (state, action), shape (n, n_actions) int64."""
         return effective_support(self.basis, self.support, state)

@@ -413,3 +413,14 @@ def test_check_env_passes_on_a_fitted_model(family: str, glm, ensemble) -> None:
         env = gym.make(ENV_ID, model=model)
         check_env(env.unwrapped)
     assert isinstance(env.unwrapped, SupportEnv) and env.unwrapped.model is model
+
+
+def test_fitted_observation_fast_path_matches_the_feature_spec(glm, ensemble) -> None:
+    """The env encodes a simulator's states from codes; same numbers as encoding the names."""
+    rng = np.random.default_rng(0)
+    for model in (glm, ensemble):
+        state = model.initial_state(300, rng)
+        for _ in range(3):
+            expected = model.feature_spec.encode(model.observe(state))
+            np.testing.assert_array_equal(model.observation(state), expected)
+            state = model.step(state, rng.integers(0, len(model.actions), size=300), rng).next_state
