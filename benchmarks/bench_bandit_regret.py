@@ -5,7 +5,7 @@
 Every registered bandit trains online (immediate reward v1, rounds of 256
 conversations; the linear ones also with the conversation's reward-to-go); its final policy's true value is measured by Monte Carlo in the
 ground-truth world beside uniform random, the logging policy and the best deterministic
-rule policy in ``configs/agent/``. Regret is against the best of those baselines.
+rule policy in ``configs/rules/``. Regret is against the best of those baselines.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=50_000)
     args = parser.parse_args()
     world, reward = SyntheticWorld(), RewardSpec()
-    configs = Path(__file__).resolve().parent.parent / "configs" / "agent"
+    configs = Path(__file__).resolve().parent.parent / "configs" / "rules"
 
     baselines = {"uniform": UniformPolicy(world.actions), "logging": world.logging_policy}
     rules = {

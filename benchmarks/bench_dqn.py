@@ -13,7 +13,7 @@ target and epsilon schedule, and the same budget of env steps. Measured:
 * **time to 95% of best**: the greedy policy's true value is estimated every
   ``--eval-interval`` env steps with ``--eval-conversations`` conversations of the
   synthetic world; the first evaluation at or above ``best - 0.05 * |best|`` (best = the
-  best deterministic rule policy in ``configs/agent/rules_*.yaml``, by true value) counts.
+  best deterministic rule policy in ``configs/rules/rules_*.yaml``, by true value) counts.
   Written that way because values can be negative; with best ~ +0.12 the bar is ~ +0.117.
 * **final value** (true value, 50k conversations) of native DQN at the shared budget and
   with the full default config, of RLlib at the shared budget, against the best bandit
@@ -154,7 +154,7 @@ def main() -> None:
     world = SyntheticWorld()
     rules = {
         name: true_value(p, FINAL_CONVERSATIONS, world=world, seed=7).value
-        for name, p in load_rule_panel(CONFIGS, world.actions).items()
+        for name, p in load_rule_panel(CONFIGS.parent / "rules", world.actions).items()
     }
     best_rule = max(rules, key=rules.__getitem__)
     best = rules[best_rule]

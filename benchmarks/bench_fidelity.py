@@ -7,7 +7,7 @@ The ground-truth world (confounding on: the logger escalates hard cases and answ
 ones directly, seeing a complexity the logs do not record) writes ``--conversations``
 logged conversations. Each fitted model -- family x weighting (``none`` = naive,
 ``propensity`` = per decision, ``sequential`` = per conversation so far), without and
-with pessimism -- values the panel (the deterministic ``configs/agent/rules_*.yaml`` plus
+with pessimism -- values the panel (the deterministic ``configs/rules/rules_*.yaml`` plus
 the uniform policy) by ``--mc`` Monte Carlo conversations; the true values come from
 the world itself with the same number. Anchors (goals of the issue): Spearman >= 0.95,
 regret@1 <= 0.02, MAE <= 0.05 in reward-v1 units.
@@ -34,7 +34,7 @@ from supportrl.simulators.fidelity import panel_metrics, policy_values
 from supportrl.simulators.fitted import FitWarning, fit_customer_model
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
-AGENTS = Path(__file__).resolve().parent.parent / "configs" / "agent"
+AGENTS = Path(__file__).resolve().parent.parent / "configs" / "rules"
 GOALS = {"spearman": 0.95, "regret_at_1": 0.02, "mae": 0.05}
 PESSIMISM = {
     "glm": {"penalty": 0.1, "min_support": 20},

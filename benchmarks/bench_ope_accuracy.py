@@ -4,7 +4,7 @@
 
 For each setting (confounding off / on; support gaps off / on) and each seed, logs of
 ``--conversations`` conversations are generated, every deterministic rule policy in
-``configs/agent/`` is evaluated with the conversation-level estimators, and compared with
+``configs/rules/`` is evaluated with the conversation-level estimators, and compared with
 its true value (Monte Carlo, 30k conversations). Missing CSAT is filled with the hidden
 true CSAT here so the table measures the estimators alone. Per-decision estimators
 estimate a different quantity (expected reward of one decision on the logged states),
@@ -28,7 +28,7 @@ from supportrl.ope.evaluate import (
 )
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "rules"
 
 
 def main() -> None:

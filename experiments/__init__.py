@@ -4,4 +4,16 @@ Only this package knows Hydra. Each command is a module with a ``main()``:
 ``supportrl <command> [overrides]`` is ``python -m supportrl.experiments.<command> [overrides]``.
 """
 
-COMMANDS: tuple[str, ...] = ("validate", "generate", "fit", "train", "evaluate", "pipeline")
+COMMANDS: tuple[str, ...] = (
+    "validate",
+    "generate",
+    "fit",
+    "train",
+    "evaluate",
+    "sweep",
+    "report",
+    "export",
+    "serve",
+    "deploy",
+    "pipeline",
+)

@@ -19,9 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(f"supportrl.experiments.{command}")
     sys.argv = [f"supportrl-{command}", *rest]
-    module.main()
+    try:
+        module = importlib.import_module(f"supportrl.experiments.{command}")
+        module.main()
+    except KeyboardInterrupt:  # before or after the command's own handler (see user_errors)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

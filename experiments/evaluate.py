@@ -13,39 +13,27 @@ Writes ``result.json`` (``{"policies": {NAME: {ESTIMATOR: {"estimate", "ci_low",
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
-from supportrl.agents.loading import load_policy, policy_name
+from supportrl.experiments.loading import load_policy, policy_name
 from supportrl.experiments.common import (
-    CONFIG_PATH,
     UserError,
     finish,
     load_data,
+    output,
+    plot_or_warn,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
     to_plain,
-    user_errors,
 )
-from supportrl.ope.evaluate import (
-    evaluate_conversations,
-    evaluate_decisions,
-    load_target_probs,
-    prepare_conversations,
-    target_probs_of,
-)
+from supportrl.experiments.entry import command
+from supportrl.experiments.plots import forest_plot
+from supportrl.experiments.stages import evaluate_stage, ope_settings, print_ope
+from supportrl.ope.evaluate import load_target_probs, target_probs_of
 from supportrl.simulators.logs import LoggedConversations
-
-
-def csat_imputer(logs: LoggedConversations) -> tuple[np.ndarray, int]:
-    """Impute missing terminal CSAT with the MNAR-corrected CSAT model (``simulators.fitted``)."""
-    from supportrl.simulators.fitted import impute_csat
-
-    return impute_csat(logs)
 
 
 def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:
@@ -69,107 +57,48 @@ def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def forest_plot(path: Path, table: list[dict[str, Any]]) -> None:
-    """Estimates with intervals, one row per (policy, estimator)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scopes = sorted({row["scope"] for row in table})
-    fig, axes = plt.subplots(
-        1, len(scopes), figsize=(6 * len(scopes), 0.28 * len(table) + 1.5), squeeze=False
-    )
-    for ax, scope in zip(axes[0], scopes, strict=True):
-        rows = [r for r in table if r["scope"] == scope]
-        y = np.arange(len(rows))[::-1]
-        est = np.array([r["estimate"] for r in rows])
-        lo = np.array([r["ci_low"] for r in rows])
-        hi = np.array([r["ci_high"] for r in rows])
-        ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", ms=3, capsize=2)
-        ax.set_yticks(y, [f"{r['policy']} · {r['estimator']}" for r in rows], fontsize=7)
-        ax.set_title(f"{scope}-level value")
-        ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
     data = load_data(cfg)
     candidates = candidate_probs(cfg, data)
-    ope = cfg.ope
-    params = to_plain(ope.params) or {}
-    common = {"n_bootstrap": int(ope.n_bootstrap), "alpha": float(ope.alpha), "seed": int(cfg.seed)}
-    notes: list[str] = []
-    results: dict[str, dict[str, Any]] = {}
-    diagnostics: dict[str, Any] = {}
-    table: list[dict[str, Any]] = []
-    if isinstance(data, LoggedConversations):
-        prepared = prepare_conversations(
-            data, reward_from_cfg(cfg), csat_imputer=csat_imputer, seed=int(cfg.seed)
-        )
-        notes.extend(prepared.notes)
-        for name, probs in candidates.items():
-            res = evaluate_conversations(
-                prepared,
-                probs,
-                conversation_estimators=list(ope.conversation_estimators),
-                decision_estimators=list(ope.decision_estimators),
-                estimator_params=params,
-                **common,
-            )
-            results[name] = {**res["conversation"], **res["decision"]}
-            diagnostics[name] = res["diagnostics"]
-            for scope in ("conversation", "decision"):
-                for est, row in res[scope].items():
-                    table.append({"policy": name, "scope": scope, "estimator": est, **row})
-    else:
-        for name, probs in candidates.items():
-            res = evaluate_decisions(
-                data,
-                probs,
-                estimators=list(ope.decision_estimators),
-                estimator_params=params,
-                **common,
-            )
-            results[name] = res["decision"]
-            diagnostics[name] = res["diagnostics"]
-            notes.extend(n for n in res["notes"] if n not in notes)
-            for est, row in res["decision"].items():
-                table.append({"policy": name, "scope": "decision", "estimator": est, **row})
-
-    level = int(round(100 * (1 - float(ope.alpha))))
-    print(f"{'policy':<28}{'scope':<14}{'estimator':<11}{'estimate':>10}   {level}% interval")
-    for row in table:
-        print(
-            f"{row['policy']:<28}{row['scope']:<14}{row['estimator']:<11}{row['estimate']:>+10.4f}"
-            f"   [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-        )
-    for name, diag in diagnostics.items():
-        ess = f"ESS per decision {diag['ess_decision']:.0f}"
-        if "ess_conversation" in diag:
-            ess += f", per conversation {diag['ess_conversation']:.0f} of {diag['n_conversations']}"
-        print(f"{name}: {ess}")
-        for warning in diag["warnings"]:
-            print(f"  warning: {warning}")
-    for note in notes:
-        print(f"note: {note}")
+    settings = ope_settings(cfg)
+    result = evaluate_stage(data, reward_from_cfg(cfg), candidates, settings, seed=int(cfg.seed))
+    print_ope(result, settings.alpha)
     import pandas as pd
 
-    pd.DataFrame(table).to_csv(out / "estimates.csv", index=False)
-    forest_plot(out / "forest.png", table)
-    headline = "wdr" if isinstance(data, LoggedConversations) else "dr"
+    pd.DataFrame(result.table).to_csv(output(out / "estimates.csv"), index=False)
+    plot_or_warn(
+        forest_plot,
+        output(out / "forest.png"),
+        [{"label": f"{r['policy']} · {r['estimator']} ({r['scope']})", **r} for r in result.table],
+        level=1 - settings.alpha,
+        logging_value=result.logging_value["estimate"]
+        if isinstance(data, LoggedConversations)
+        else None,
+        title="Off-policy estimates on the logs",
+    )
+    headline = settings.select
+    if not all(headline in rows for rows in result.policies.values()):
+        # ope.select names a conversation-level estimator; bandit feedback has decisions only
+        headline = "dr" if "dr" in settings.decision_estimators else settings.decision_estimators[0]
+        print(
+            f"note: ope.select={settings.select} does not apply to this data; headline {headline}"
+        )
     best = max(
-        results, key=lambda k: results[k].get(headline, next(iter(results[k].values())))["estimate"]
+        result.policies,
+        key=lambda k: np.nan_to_num(result.policies[k][headline]["estimate"], nan=-np.inf),
     )
     return finish(
-        {"policies": results, "diagnostics": diagnostics, "notes": notes},
-        f"evaluate: {len(results)} policies; highest {headline}: {best} "
-        f"({results[best].get(headline, next(iter(results[best].values())))['estimate']:+.4f})",
+        {
+            "policies": result.policies,
+            "diagnostics": result.diagnostics,
+            "notes": result.notes,
+            "select": headline,
+            "logging_value": result.logging_value,
+        },
+        f"evaluate: {len(result.policies)} policies; highest {headline}: {best} "
+        f"({result.policies[best][headline]['estimate']:+.4f})",
     )
 
 

@@ -4,22 +4,21 @@
         [policies=[FILE.yaml,..]] [seed=N]
 
 The family and its settings come from Hydra group ``simulator/`` (``configs/simulator/
-glm.yaml``, ``ensemble.yaml``). A share ``fit.holdout`` of the conversations (default
-0.2) is held out: the model is fitted on the rest, saved to ``RUN_DIR/simulator/``, and
-scored on the held-out part (:func:`simulators.fidelity.fidelity_report`); plots go to
+glm.yaml``, ``ensemble.yaml``); the fit is :func:`experiments.stages.fit_stage`, which the
+pipeline calls too. A share ``fit.holdout`` of the conversations (default 0.2) is held
+out: the model is fitted on the rest, saved to ``RUN_DIR/simulator/``, and scored on the
+held-out part (:func:`simulators.fidelity.fidelity_report`); plots go to
 ``RUN_DIR/plots/``. Each rule policy in ``policies`` gets its value in the simulator.
 
 Without ``data.turns`` the command generates ``generate.n_conversations`` synthetic
-conversations (seed ``seed``) and, since the truth is then known, also compares policy
-values in the simulator with their true values (the ``policies`` given, else the
-deterministic rule files in ``configs/agent/``). With ``simulator=synthetic`` (the shared
-default) the synthetic world's settings drive the generated data and the family is
-``fit.family`` (default ``glm``, settings from its YAML file).
+conversations from the ground-truth world (group ``world/``, seed ``seed``) and, since
+the truth is then known, also compares policy values in the simulator with their true
+values (the ``policies`` given, else the deterministic rule files in ``configs/rules/``).
 
-Keys of the ``fit`` section of ``configs/config.yaml``:
-``fit.family``, ``fit.holdout``, ``fit.simulated_conversations`` (Monte Carlo
-conversations per policy in the simulator, default 20000),
-``fit.true_value_conversations`` (in the synthetic world, default 50000), ``fit.plots``.
+Keys of the ``fit`` section of ``configs/config.yaml``: ``fit.holdout``,
+``fit.simulated_conversations`` (Monte Carlo conversations per policy in the simulator,
+default 20000), ``fit.true_value_conversations`` (in the synthetic world, default
+50000), ``fit.plots``.
 
 ``result.json``: ``{"simulator": PATH, "family": .., "policies": {NAME:
 {"simulated_value": x, ...}}, "fidelity": {...}, "data": {...}, "warnings": [..]}``.
@@ -27,77 +26,31 @@ conversations per policy in the simulator, default 20000),
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel, load_rule_policy
 from supportrl.experiments.common import (
-    CONFIG_PATH,
+    REPO_ROOT,
     UserError,
     finish,
     load_data,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
     to_plain,
-    user_errors,
+    world_from_cfg,
 )
+from supportrl.experiments.entry import command
+from supportrl.experiments.stages import fit_stage, simulator_spec
 from supportrl.simulators.fidelity import fidelity_report, policy_values, summary_lines
-from supportrl.simulators.fitted import (
-    FAMILIES,
-    FittedCustomerModel,
-    FitWarning,
-    fit_customer_model,
-    fit_settings,
-)
+from supportrl.simulators.fitted import FAMILIES, FittedCustomerModel, fit_settings
 from supportrl.simulators.logs import LoggedConversations
-from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs
-
-DEFAULTS: dict[str, Any] = {
-    "family": "glm",
-    "holdout": 0.2,
-    "simulated_conversations": 20_000,
-    "true_value_conversations": 50_000,
-    "plots": True,
-}
-
-
-def fit_section(cfg: DictConfig) -> dict[str, Any]:
-    """The ``fit`` section with defaults for keys not set."""
-    section = to_plain(OmegaConf.select(cfg, "fit", default=None)) or {}
-    unknown = sorted(set(section) - set(DEFAULTS) - {"world"})
-    if unknown:
-        raise UserError(f"fit: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **section}
-
-
-def model_settings(
-    cfg: DictConfig, settings: dict[str, Any]
-) -> tuple[str, dict[str, Any], WorldConfig]:
-    """(family, fit parameters, synthetic-world config) from the ``simulator`` group."""
-    params = dict(to_plain(cfg.simulator))
-    kind = params.pop("kind", None)
-    if kind == "synthetic":
-        world = WorldConfig(**params)
-        family = str(settings["family"])
-        if family not in FAMILIES:
-            raise UserError(f"fit.family={family!r}: expected one of {list(FAMILIES)}")
-        params = dict(to_plain(OmegaConf.load(Path(CONFIG_PATH) / "simulator" / f"{family}.yaml")))
-        params.pop("kind", None)
-        print(
-            f"simulator=synthetic is the ground-truth world; fitting family {family} "
-            f"(configs/simulator/{family}.yaml); choose with simulator=glm|ensemble"
-        )
-        return family, params, world
-    if kind not in FAMILIES:
-        raise UserError(f"simulator={kind}: fit needs simulator=glm or simulator=ensemble")
-    world = WorldConfig(**(settings.get("world") or {}))
-    return str(kind), params, world
+from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
 
 def split_conversations(
@@ -129,16 +82,19 @@ def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Polic
 
 def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     """Run the command; returns (result, summary line)."""
-    settings = fit_section(cfg)
-    family, params, world_config = model_settings(cfg, settings)
+    settings = cfg.fit
+    spec = simulator_spec(cfg)
+    family = spec.family
+    if family not in FAMILIES:
+        raise UserError(f"simulator={family}: fit needs one of {list(FAMILIES)}")
     seed = int(cfg.seed)
-    fit_settings(family, seed=seed, **params)  # bad settings fail before any work
+    fit_settings(family, seed=seed, **spec.params)  # bad settings fail before any work
     reward = reward_from_cfg(cfg)
     world: SyntheticWorld | None = None
     if cfg.data.kind != "conversations":
         raise UserError(f"data={cfg.data.kind}: fit needs conversation logs (data.turns=PATH)")
     if cfg.data.turns is None:
-        world = SyntheticWorld(config=world_config)
+        world = world_from_cfg(cfg)
         n = int(cfg.generate.n_conversations)
         print(f"no data.turns: generating {n} synthetic conversations (seed {seed})")
         logs = generate_logs(
@@ -171,17 +127,13 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         f"fitting {family} on {train.n_conversations} conversations ({train.n_turns} turns); "
         f"{data['holdout_conversations']} held out"
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FitWarning)
-        model: FittedCustomerModel = fit_customer_model(train, family, seed=seed, **params)
-    for note in model.warnings:
-        print(f"warning: {note}")
-    path = model.save(out / "simulator")
+    model: FittedCustomerModel = fit_stage(train, spec, seed=seed, out=out)
+    path = out / "simulator"
     print(f"simulator: {path}")
 
     n_sim = int(settings["simulated_conversations"])
     panel = requested or (
-        load_rule_panel(Path(CONFIG_PATH) / "agent", model.actions) if world is not None else {}
+        load_rule_panel(REPO_ROOT / "configs" / "rules", model.actions) if world is not None else {}
     )
     if test is None:
         print("warning: fit.holdout=0: the fidelity report is in-sample")
@@ -194,7 +146,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         n_simulated=n_sim,
         n_true=int(settings["true_value_conversations"]),
         seed=seed,
-        plots_dir=out / "plots" if settings["plots"] else None,
+        plots_dir=output(out / "plots") if settings["plots"] else None,
     )
     policies: dict[str, dict[str, float]] = {}
     if requested:
@@ -234,8 +186,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     return result, summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     result, summary = fit(cfg, run_dir())
     return finish(result, summary)

@@ -10,33 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
-from supportrl.experiments.common import CONFIG_PATH, finish, run_dir, user_errors, world_from_cfg
-from supportrl.simulators.synthetic import generate_logs
+from supportrl.experiments.common import finish, run_dir, world_from_cfg
+from supportrl.experiments.entry import command
+from supportrl.experiments.stages import generate_stage
 
 
 def generate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Generate logs into ``out/data``; returns the paths and sizes."""
-    world = world_from_cfg(cfg)
-    generated = generate_logs(
+    generated = generate_stage(
+        world_from_cfg(cfg),
         int(cfg.generate.n_conversations),
         seed=int(cfg.seed),
-        world=world,
+        out=out,
         customers_per_conversation=float(cfg.generate.customers_per_conversation),
+        fmt=str(cfg.generate.format),
     )
-    turns, customers = generated.write(out / "data", fmt=str(cfg.generate.format))
-    return {
-        "turns": str(turns),
-        "customers": str(customers),
-        "conversations": generated.logs.n_conversations,
-        "turn_rows": generated.logs.n_turns,
-        "seed": int(cfg.seed),
-    }
+    return generated.to_dict()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     result = generate(cfg, run_dir())
     print(f"turns:     {result['turns']}")

@@ -1,15 +1,24 @@
-"""``supportrl pipeline``: the main job, from logs to a chosen policy, on the embedded data.
+"""``supportrl pipeline``: the main job, from logs to a chosen policy.
 
-1. generate schema-v1 logs from the ground-truth synthetic world;
-2. load + validate them;
-3. fit a customer simulator from the logs (``simulator/glm.yaml`` settings);
-4. train agents in that simulator: LinUCB on the conversation return, and native DQN;
-5. evaluate every candidate (the agents and the rule baselines) off-policy on the logs;
-6. pick the winner: the highest lower 95% bound of ``pipeline.selection_estimator``;
-7. since the world is known here, check each candidate's true value (Monte Carlo).
+Every stage is the stage function the single commands use (:mod:`.stages`), built from
+the same config, so every override reaches its stage:
 
-Writes the simulator, agent checkpoints and ``result.json`` into the run directory.
-Export and reports join when their issues land.
+1. data: ``data.turns=PATH`` loads the user's logs (a missing file is an error); without
+   it, ``generate.n_conversations`` conversations are generated from the ground-truth
+   world (``world.*``, ``seed``);
+2. validate: the logs' summary;
+3. fit the customer simulator of group ``simulator/`` (``simulator=glm|ensemble``);
+4. train the agent of group ``agent/`` in it for ``train.total_steps`` env steps under
+   ``reward/``;
+5. evaluate the agent and the rule baselines (``pipeline.baselines``) off-policy on the
+   logs (``ope.*``), and their simulated values;
+6. select: the highest lower bound of ``ope.select``, if it beats the logging policy;
+7. only on generated data (the world is known): every candidate's true value.
+
+Writes data (when generated), ``simulator/``, ``agents/<kind>/`` (checkpoint,
+``metrics.csv``, ``learning_curve.png``), ``forest.png`` and ``result.json``.
+Comparing agents, rewards or simulators is a multirun or a sweep over this command
+(``configs/experiment/``), gathered by ``supportrl report``.
 """
 
 from __future__ import annotations
@@ -18,199 +27,354 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
-from supportrl.agents.bandits import make_bandit
+from omegaconf import DictConfig
 from supportrl.agents.base import Policy
-from supportrl.agents.dqn import DQNConfig, DQNLearner
 from supportrl.agents.rules import load_rule_policy
-from supportrl.agents.training import train_bandit
-from supportrl.envs import SupportVectorEnv
-from supportrl.envs.collect import policy_value
 from supportrl.experiments.common import (
-    CONFIG_PATH,
     UserError,
     finish,
+    load_data,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
     to_plain,
-    user_errors,
-    world_from_cfg,
 )
-from supportrl.experiments.generate import generate
+from supportrl.experiments.entry import command
+from supportrl.experiments.plots import forest_plot, write_metrics
+from supportrl.experiments.report import records_of, write_report
+from supportrl.experiments.stages import (
+    OPEResult,
+    OPESettings,
+    agent_spec,
+    evaluate_stage,
+    fit_stage,
+    generate_stage,
+    ope_settings,
+    print_ope,
+    segment_stage,
+    simulator_spec,
+    timed,
+    train_settings,
+    train_stage,
+    value_stage,
+    world_config,
+)
+from supportrl.experiments.summary import Interval, Selection, select_winner
 from supportrl.experiments.validate import print_summary
-from supportrl.ope.evaluate import evaluate_conversations, prepare_conversations, target_probs_of
-from supportrl.simulators.fitted import fit_customer_model, impute_csat
-from supportrl.simulators.logs import load_conversations
-from supportrl.simulators.synthetic import true_value
+from supportrl.ope.evaluate import target_probs_of
+from supportrl.simulators.logs import LoggedConversations, load_conversations
+from supportrl.simulators.synthetic import SyntheticWorld
 
 STEPS = 7
 
 
-def step(k: int, text: str) -> float:
+def step(k: int, text: str) -> None:
     print(f"[{k}/{STEPS}] {text}", flush=True)
-    return time.perf_counter()
 
 
-def glm_settings() -> dict[str, Any]:
-    """The fit settings of ``configs/simulator/glm.yaml``."""
-    params = dict(to_plain(OmegaConf.load(Path(CONFIG_PATH) / "simulator" / "glm.yaml")))
-    params.pop("kind", None)
-    return params
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
-def main(cfg: DictConfig) -> dict[str, Any]:
-    out = run_dir()
-    seed = int(cfg.seed)
-    pcfg = cfg.pipeline
-    reward = reward_from_cfg(cfg)
-    world = world_from_cfg(cfg)
-    torch.set_num_threads(int(cfg.train.torch_threads))
-    progress = bool(cfg.logger.progress)
-    timings: dict[str, float] = {}
-    estimator = str(pcfg.selection_estimator)
-    if estimator not in cfg.ope.conversation_estimators:
-        raise UserError(
-            f"pipeline.selection_estimator={estimator!r}: choose one of the conversation-level "
-            f"estimators {list(cfg.ope.conversation_estimators)}"
-        )
-    baselines = {}
-    for path in to_plain(pcfg.baselines) or []:
+def load_baselines(cfg: DictConfig, actions: tuple[str, ...]) -> dict[str, Policy]:
+    baselines: dict[str, Policy] = {}
+    for path in to_plain(cfg.pipeline.baselines) or []:
         resolved = resolve_shipped(path)
-        baselines[resolved.stem] = load_rule_policy(resolved, world.actions)
+        if resolved.stem in baselines:
+            raise UserError(f"pipeline.baselines: two files named {resolved.stem!r}")
+        baselines[resolved.stem] = load_rule_policy(resolved, actions)
+    return baselines
 
-    t = step(1, f"generate {pcfg.n_conversations} conversations (seed {seed})")
-    with open_dict(cfg):
-        cfg.generate.n_conversations = pcfg.n_conversations
-    data = generate(cfg, out)
-    print(f"      turns: {data['turns']}")
-    timings["generate"] = time.perf_counter() - t
 
-    t = step(2, "load + validate")
-    logs = load_conversations(data["turns"], customers=data["customers"])
+def obtain_logs(
+    cfg: DictConfig, out: Path, timings: dict[str, float]
+) -> tuple[LoggedConversations, dict[str, Any], SyntheticWorld | None]:
+    """Steps 1-2: the user's logs (``data.turns``) or generated ones; (logs, data, world)."""
+    seed = int(cfg.seed)
+    if cfg.data.kind != "conversations":
+        raise UserError(
+            f"data={cfg.data.kind}: the pipeline needs conversation logs (data.turns=PATH)"
+        )
+    world = None
+    with timed(timings, "data"):
+        if cfg.data.turns is None:
+            world = SyntheticWorld(config=world_config(cfg))
+            n = int(cfg.generate.n_conversations)
+            step(1, f"generate {n} conversations from the ground-truth world (seed {seed})")
+            generated = generate_stage(
+                world,
+                n,
+                seed=seed,
+                out=out,
+                customers_per_conversation=float(cfg.generate.customers_per_conversation),
+                fmt=str(cfg.generate.format),
+            )
+            data = {"source": "synthetic", **generated.to_dict()}
+            print(f"      turns: {generated.turns}")
+            logs = load_conversations(generated.turns, customers=generated.customers)
+        else:
+            step(1, f"load {cfg.data.turns}")
+            loaded = load_data(cfg)
+            assert isinstance(loaded, LoggedConversations)
+            logs = loaded
+            data = {"source": str(cfg.data.turns), "customers": cfg.data.customers}
+    step(2, "validate")
     summary = logs.summary()
     print_summary(summary)
-    timings["validate"] = time.perf_counter() - t
+    data["summary"] = summary
+    return logs, data, world
 
-    t = step(3, "fit the customer simulator (glm, sequential propensity weighting)")
-    model = fit_customer_model(logs, "glm", seed=seed, **glm_settings())
-    simulator = model.save(out / "simulator")
-    for warning in model.warnings:
-        print(f"      note: {warning}")
-    timings["fit"] = time.perf_counter() - t
-    print(f"      simulator: {simulator} ({timings['fit']:.1f} s)")
 
-    t = step(4, "train agents in the fitted simulator")
-    linucb = make_bandit("linucb", logs.actions, model.feature_spec, seed=seed, alpha=0.5)
-    bandit_run = train_bandit(
-        linucb,
-        model,
-        reward,
-        total_steps=int(pcfg.bandit_steps),
-        reward_mode="return",
-        seed=seed,
-        progress=progress,
+@command
+def pipeline(cfg: DictConfig) -> dict[str, Any]:
+    out = run_dir()
+    seed = int(cfg.seed)
+    reward = reward_from_cfg(cfg)
+    spec, settings, sim_spec, ope = (
+        agent_spec(cfg),
+        train_settings(cfg),
+        simulator_spec(cfg),
+        ope_settings(cfg),
     )
-    linucb.save(out / "agents" / "linucb")
-    dqn_params = dict(to_plain(OmegaConf.load(Path(CONFIG_PATH) / "agent" / "dqn.yaml")))
-    dqn_params.pop("kind", None)
-    dqn_params["total_steps"] = int(pcfg.dqn_steps)
-    dqn_config = DQNConfig.from_dict(dqn_params)
-    env = SupportVectorEnv(dqn_config.num_envs, model=model, reward=reward)
-    learner = DQNLearner(config=dqn_config, env=env, seed=seed)
-    dqn_run = learner.train(progress=progress)
-    learner.policy.save(out / "agents" / "dqn")
-    timings["train"] = time.perf_counter() - t
-    print(
-        f"      linucb: {bandit_run.env_steps} steps in {bandit_run.wall_s:.1f} s; "
-        f"dqn: {dqn_run.env_steps} steps in {dqn_run.wall_s:.1f} s"
-    )
-
-    t = step(5, "evaluate candidates off-policy on the logs")
-    candidates: dict[str, Policy] = {"linucb": linucb, "dqn": learner.policy, **baselines}
-    prepared = prepare_conversations(logs, reward, csat_imputer=impute_csat, seed=seed)
-    for note in prepared.notes:
-        print(f"      note: {note}")
-    states = logs.states()
-    ope: dict[str, dict[str, Any]] = {}
-    for name, policy in candidates.items():
-        res = evaluate_conversations(
-            prepared,
-            target_probs_of(policy, states, logs.actions),
-            n_bootstrap=int(cfg.ope.n_bootstrap),
-            alpha=float(cfg.ope.alpha),
-            seed=seed,
-            conversation_estimators=list(cfg.ope.conversation_estimators),
-            decision_estimators=(),
+    if ope.select not in ope.conversation_estimators:
+        raise UserError(
+            f"ope.select={ope.select!r}: the pipeline selects by a conversation-level "
+            f"estimator, one of {list(ope.conversation_estimators)}"
         )
-        ope[name] = {
-            **res["conversation"],
-            "ess_conversation": res["diagnostics"]["ess_conversation"],
-        }
-    timings["evaluate"] = time.perf_counter() - t
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    logs, data, world = obtain_logs(cfg, out, timings)
+    baselines = load_baselines(cfg, logs.actions)  # a bad rule file fails before the fit
 
-    t = step(6, f"pick the winner: highest lower bound of {estimator}")
-    winner = max(ope, key=lambda k: ope[k][estimator]["ci_low"])
-    timings["select"] = time.perf_counter() - t
+    step(3, f"fit the customer simulator ({sim_spec.family})")
+    with timed(timings, "fit"):
+        model = fit_stage(logs, sim_spec, seed=seed, out=out)
+    print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
 
-    t = step(7, "ground truth (synthetic world): true values by Monte Carlo")
-    n_true = int(pcfg.true_value_conversations)
-    truth = {
-        name: true_value(p, n_true, world=world, reward=reward, seed=seed + 1).value
-        for name, p in {**candidates, "logging": world.logging_policy}.items()
+    step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
+    agent_dir = out / "agents" / spec.kind
+    with timed(timings, "train"):
+        trained = train_stage(
+            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator"
+        )
+    write_metrics(agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})")
+    print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
+
+    step(5, "evaluate the candidates off-policy on the logs, and in the simulator")
+    candidates: dict[str, Policy] = {spec.kind: trained.policy, **baselines}
+    states = logs.states()
+    with timed(timings, "evaluate"):
+        probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
+        result = evaluate_stage(logs, reward, probs, ope, seed=seed)
+        simulated = value_stage(
+            candidates, model, reward, int(cfg.pipeline.simulated_conversations), seed=seed + 1
+        )
+    print_ope(result, ope.alpha)
+    logging = result.logging_value
+    write_forest(out, result, ope)
+
+    segments = {}
+    if cfg.report.segment_by:
+        with timed(timings, "segments"):
+            by = tuple(cfg.report.segment_by)
+            segments = segment_stage(logs, reward, probs, ope, seed=seed, by=by)
+        print_segments(segments, ope.select)
+
+    step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
+    selection = select_winner(
+        {k: Interval.of(v[ope.select]) for k, v in result.policies.items()},
+        logging["estimate"],
+        estimator=ope.select,
+    )
+    print(f"      {selection.reason}")
+
+    with timed(timings, "truth"):
+        truth = ground_truth(
+            world, candidates, reward, int(cfg.pipeline.true_value_conversations), seed
+        )
+
+    _print_table(candidates, result.policies, simulated, truth, ope.select, selection.winner)
+    payload = _payload(
+        cfg, data, out, spec.kind, trained, result, simulated, truth, ope.select, selection
+    )
+    with timed(timings, "ship"):
+        payload.update(
+            ship(cfg, out, selection, trained, logs, world, reward, result, simulated, truth)
+        )
+    if segments:
+        payload["segments"] = segments
+    payload["wall_s"] = round(time.perf_counter() - start, 3)
+    payload["timings_s"] = timings
+    payload["report"] = own_report(out, payload, ope)
+    n_conv = payload["summary"]["conversations"]
+    return finish(payload, f"{headline(selection, result, ope)}; {n_conv} conversations -> {out}")
+
+
+def ship(cfg, out, selection, trained, logs, world, reward, result, simulated, truth):
+    """Export the winner as a serving artifact and, where the world is known, deploy it to
+    the world's customers (the A/B-test stand-in); ``{"artifact": PATH, "deploy": {..}}``.
+
+    With no safely better candidate the one with the highest lower bound is shipped anyway,
+    and said so: the deployment is how a researcher checks that call.
+    """
+    from supportrl.experiments.deploy import ship_winner
+    from supportrl.experiments.export import export_stage
+
+    name = selection.winner or selection.best_lower_bound
+    if name is None:
+        print("[ship] nothing to export: no candidate has a finite interval")
+        return {}
+    if selection.winner is None:
+        print(f"[ship] no candidate is safely better; exporting {name} (best lower bound) to check")
+    sources = {trained.kind: trained.checkpoint}
+    sources.update({resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines})
+    select = str(cfg.ope.select)
+    predicted = {
+        "ope": {"name": select, **result.policies[name][select]},
+        "simulated_value": simulated[name]["value"],
+        **({"true_value": truth[name]["value"]} if truth else {}),
     }
-    simulated = {
-        name: policy_value(p, n_true, model=model, reward=reward, seed=seed + 1).value
-        for name, p in candidates.items()
-    }
-    timings["truth"] = time.perf_counter() - t
+    if world is None:
+        print(f"[ship] export {name} (no known world to deploy to: the user's logs)", flush=True)
+        artifact = export_stage(
+            sources[name], output(out / "artifact"), reference=logs, evaluation=predicted
+        )
+        print(f"      artifact: {artifact}")
+        return {"artifact": str(artifact)}
+    print(f"[ship] export {name} and deploy it to the synthetic world's customers", flush=True)
+    return ship_winner(
+        out,
+        source=sources[name],
+        reference=logs,
+        world=world,
+        reward=reward,
+        n_conversations=int(cfg.n_conversations),
+        seed=int(cfg.seed),
+        predicted=predicted,
+        epsilon=to_plain(cfg.deploy.epsilon),
+    )
 
-    print(f"\n{'candidate':<26}{'simulated':>10}{estimator:>10}{'95% interval':>22}{'true':>9}")
+
+def ground_truth(
+    world: SyntheticWorld | None,
+    candidates: dict[str, Policy],
+    reward: Any,
+    n: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Step 7: true values of the candidates and the logging policy, when the world is known."""
+    if world is None:
+        step(7, "ground truth: skipped (the user's logs; no known world)")
+        return {}
+    step(7, "ground truth (the world is known): true values by Monte Carlo")
+    policies = {**candidates, "logging": world.logging_policy}
+    return value_stage(policies, world, reward, n, seed=seed + 1)
+
+
+def write_forest(out: Path, result: OPEResult, ope: OPESettings) -> None:
+    """``forest.png``: every candidate's conversation-level estimates."""
+    forest_plot(
+        out / "forest.png",
+        [
+            {"label": f"{name} · {est}", "policy": name, **row}
+            for name, rows in result.policies.items()
+            for est, row in rows.items()
+            if est in ope.conversation_estimators
+        ],
+        level=1 - ope.alpha,
+        logging_value=result.logging_value["estimate"],
+        title="Pipeline candidates: conversation-level estimates",
+    )
+
+
+def own_report(out: Path, payload: dict[str, Any], ope: OPESettings) -> dict[str, str]:
+    """The report ``supportrl report`` writes, for this run's candidates; its paths."""
+    records = records_of(out, payload, ope.select)
+    for rec in records:
+        rec.config = rec.agent  # one run: the candidates are the configurations
+    report = write_report(
+        out, records, select=ope.select, level=1 - ope.alpha, title=f"supportrl pipeline: {out}"
+    )
+    return {"html": report["html"], "md": report["md"], "csv": report["csv"]}
+
+
+def headline(selection: Selection, result: OPEResult, ope: OPESettings) -> str:
+    if selection.winner is None:
+        return f"pipeline: no candidate is safely better than the logging policy ({ope.select})"
+    low = result.policies[selection.winner][ope.select]["ci_low"]
+    return (
+        f"pipeline: winner {selection.winner} ({ope.select} lower bound {low:+.3f} > logging "
+        f"{result.logging_value['estimate']:+.3f})"
+    )
+
+
+def print_segments(segments: dict[str, Any], select: str) -> None:
+    """Per segment: each candidate's estimate and interval, and its top action vs the logger's."""
+    for feature, values in segments.items():
+        print(f"      by {feature} ({select}; top action, candidate vs logging policy):")
+        for value, seg in values.items():
+            logged = seg["logging"]
+            top_logged = max(logged["action_mix"], key=logged["action_mix"].get)
+            print(
+                f"        {feature}={value} ({seg['n_conversations']} conversations): "
+                f"logging {logged['value']['estimate']:+.3f} ({top_logged})"
+            )
+            for name, row in seg["policies"].items():
+                top = max(row["action_mix"], key=row["action_mix"].get)
+                print(
+                    f"          {name:<26}{row['estimate']:+.3f} "
+                    f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] ({top})"
+                )
+
+
+def _print_table(candidates, ope_rows, simulated, truth, select, winner) -> None:
+    print(f"\n{'candidate':<26}{'simulated':>10}{select:>10}{'interval':>22}{'true':>9}")
     for name in candidates:
-        row = ope[name][estimator]
+        row = ope_rows[name][select]
+        true = f"{truth[name]['value']:>+9.3f}" if truth else f"{'-':>9}"
         mark = "  <- winner" if name == winner else ""
         print(
-            f"{name:<26}{simulated[name]:>+10.3f}{row['estimate']:>+10.3f}"
-            f"    [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]{truth[name]:>+9.3f}{mark}"
+            f"{name:<26}{simulated[name]['value']:>+10.3f}{row['estimate']:>+10.3f}"
+            f"    [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]{true}{mark}"
         )
-    print(f"{'logging policy':<26}{'':>10}{'':>10}{'':>22}{truth['logging']:>+9.3f}")
-    best_true = max(candidates, key=truth.__getitem__)
+    if truth:
+        print(f"{'logging policy':<26}{'':>10}{'':>10}{'':>22}{truth['logging']['value']:>+9.3f}")
 
-    result = {
+
+def _payload(cfg, data, out, kind, trained, result, simulated, truth, select, selection):
+    policies = {}
+    for name, rows in result.policies.items():
+        policies[name] = {
+            "simulated_value": simulated[name]["value"],
+            **({"true_value": truth[name]["value"]} if truth else {}),
+            **rows,
+            "ess_conversation": result.diagnostics[name].get("ess_conversation"),
+        }
+    payload: dict[str, Any] = {
         "data": data,
-        "summary": summary,
-        "simulator": str(simulator),
+        "summary": data.pop("summary"),
+        "simulator": str(out / "simulator"),
+        "agent": kind,
+        "backend": trained.backend,
+        "env_steps": trained.env_steps,
         "agents": {
-            "linucb": {
-                "checkpoint": str(out / "agents" / "linucb"),
-                "env_steps": bandit_run.env_steps,
-            },
-            "dqn": {"checkpoint": str(out / "agents" / "dqn"), "env_steps": dqn_run.env_steps},
-        },
-        "policies": {
-            name: {
-                "simulated_value": simulated[name],
-                "true_value": truth[name],
-                **{k: v for k, v in ope[name].items()},
+            kind: {
+                "checkpoint": str(trained.checkpoint),
+                "env_steps": trained.env_steps,
+                "wall_s": round(trained.wall_s, 3),
+                "metrics": str(out / "agents" / kind / "metrics.csv"),
             }
-            for name in candidates
         },
-        "logging_true_value": truth["logging"],
-        "selection_estimator": estimator,
-        "winner": winner,
-        "best_true": best_true,
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "policies": policies,
+        "select": select,
+        "logging_value": result.logging_value,
+        "winner": selection.winner,
+        "selection": selection.to_dict(),
     }
-    return finish(
-        result,
-        f"pipeline: winner {winner} (true value {truth[winner]:+.3f}, logging policy "
-        f"{truth['logging']:+.3f}); {summary['conversations']} conversations -> {out}",
-    )
+    if truth:
+        payload["logging_true_value"] = truth["logging"]["value"]
+        payload["best_true"] = max(policies, key=lambda k: policies[k]["true_value"])
+    return payload
 
+
+main = pipeline
 
 if __name__ == "__main__":
     main()

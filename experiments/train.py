@@ -1,51 +1,55 @@
 """``supportrl train agent=<kind> [backend=native|rllib]``: train an agent online in SupportEnv.
 
-The ``env/`` group picks the customer model (the synthetic world, or a fitted simulator
-with ``env=fitted env.path=DIR``); the ``agent/`` group picks the agent and its
-hyperparameters. Bandits train natively; ``agent=dqn`` trains with the native torch
-learner (``backend=native``) or with RLlib (``backend=rllib``, on this machine or on the
-cluster at ``ray.address``), both from the same ``configs/agent/dqn.yaml``.
+The ``env/`` group picks the customer model (the ground-truth world of group ``world/``,
+or a fitted simulator with ``env=fitted env.path=DIR``); the ``agent/`` group picks the
+agent and its hyperparameters; ``train.total_steps`` is the step budget of every agent.
+Bandits train natively; ``agent=dqn`` trains with the native torch learner
+(``backend=native``) or with RLlib (``backend=rllib``, on this machine or on the cluster
+at ``ray.address``), both from the same ``configs/agent/dqn.yaml``. The training itself
+is :func:`experiments.stages.train_stage`, which the pipeline calls too.
 
 Writes the checkpoint (plain arrays + JSON), ``metrics.csv`` (fixed metric names:
 ``charts/episodic_return`` and, for bandits, ``charts/cumulative_regret``; for DQN
 ``losses/td_loss``, ``losses/q_values``, ``charts/epsilon``, ``charts/SPS``), TensorBoard
-event files (DQN), ``learning_curve.png`` and ``result.json`` = ``{"agent", "backend",
-"env_steps", "wall_s", "sps", "final_return", "checkpoint", ...}``; with the synthetic
-world also the best known policy (rule panel and logging policy) and its true value.
+event files (every agent), ``learning_curve.png`` and ``result.json`` = ``{"agent",
+"backend", "env_steps", "wall_s", "sps", "final_return", "checkpoint", ...}``; with the
+synthetic world also the best known policy (rule panel and logging policy) and its true
+value.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.bandits import BANDITS, make_bandit
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel
-from supportrl.agents.training import REWARD_MODES, LearningCurve, reward_to_go, train_bandit
-from supportrl.envs.collect import policy_value
+from supportrl.agents.training import REWARD_MODES, reward_to_go
 from supportrl.envs.model import CustomerModel
 from supportrl.experiments.common import (
-    CONFIG_PATH,
     UserError,
     finish,
     load_data,
+    output,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
-    to_plain,
-    user_errors,
     world_from_cfg,
 )
-from supportrl.simulators.synthetic import SyntheticWorld, true_value
-
-BACKENDS = ("native", "rllib")
-TRAINABLE = (*sorted(BANDITS), "dqn")
+from supportrl.experiments.entry import command
+from supportrl.experiments.plots import write_metrics
+from supportrl.experiments.stages import (
+    AgentSpec,
+    TrainedAgent,
+    agent_spec,
+    train_settings,
+    train_stage,
+    value_stage,
+)
+from supportrl.simulators.synthetic import SyntheticWorld
 
 
 def model_from_cfg(cfg: DictConfig) -> CustomerModel:
@@ -61,66 +65,30 @@ def model_from_cfg(cfg: DictConfig) -> CustomerModel:
     raise UserError(f"env.model={cfg.env.model!r}: expected 'synthetic', 'fitted' or 'logs'")
 
 
-def best_known_value(world: SyntheticWorld, cfg: DictConfig) -> tuple[str, float]:
-    """Best true value among the rule panel and the logging policy (the regret baseline)."""
+def known_values(world: SyntheticWorld, cfg: DictConfig) -> dict[str, float]:
+    """True values of the logging policy and the rule panel (``train.regret_panel``)."""
     reward = reward_from_cfg(cfg)
     candidates: dict[str, Policy] = {"logging": world.logging_policy}
     candidates.update(load_rule_panel(resolve_shipped(cfg.train.regret_panel), world.actions))
-    values = {
-        name: true_value(p, 20_000, world=world, reward=reward, seed=int(cfg.seed) + 7).value
-        for name, p in candidates.items()
-    }
-    best = max(values, key=values.__getitem__)
-    return best, values[best]
+    values = value_stage(candidates, world, reward, 20_000, seed=int(cfg.seed) + 7)
+    return {name: v["value"] for name, v in values.items()}
 
 
-def curve_columns(curve: LearningCurve) -> dict[str, np.ndarray]:
-    """A bandit learning curve as metric columns (``env_steps`` first)."""
-    columns = {"env_steps": curve.env_steps, "charts/episodic_return": curve.episodic_return}
-    if curve.cumulative_regret is not None:
-        columns["charts/cumulative_regret"] = curve.cumulative_regret
-    return columns
-
-
-def write_metrics(out: Path, columns: Mapping[str, np.ndarray] | LearningCurve) -> None:
-    """``metrics.csv`` with fixed metric names (``env_steps`` first), and ``learning_curve.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if isinstance(columns, LearningCurve):
-        columns = curve_columns(columns)
-    header = ",".join(columns)
-    rows = np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()])
-    np.savetxt(out / "metrics.csv", rows, delimiter=",", header=header, comments="", fmt="%.6g")
-    steps = columns["env_steps"]
-    metrics = [(k, v) for k, v in columns.items() if k != "env_steps"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
-    for ax, (name, values) in zip(axes[0], metrics, strict=True):
-        ax.plot(steps, values)
-        ax.set_xlabel("env steps (decisions)")
-        ax.set_title(name)
-    fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=100)
-    plt.close(fig)
-
-
-def train_bandit_offline_command(
-    cfg: DictConfig, out: Path, kind: str, params: dict[str, Any]
-) -> dict[str, Any]:
+def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any]:
     """``env=logs``: learn a bandit from logged decisions without a simulator.
 
     Per-turn rewards under reward v1 (missing CSAT imputed with the selection model,
     missing propensities estimated, both reported), the immediate reward or the
     conversation's reward-to-go (``train.reward_mode``), IPS- or DR-weighted updates
-    (``env.target``). ``final_return`` is the learned policy's off-policy ``wdr``
-    estimate on the same logs.
+    (``env.target``). ``final_return`` is the learned policy's off-policy estimate by the
+    headline estimator ``ope.select`` on the same logs.
     """
+    import dataclasses
     import time
 
     from supportrl.agents.bandits import fit_offline
-    from supportrl.ope.evaluate import evaluate_conversations, prepare_conversations
+    from supportrl.experiments.stages import evaluate_stage, ope_settings
+    from supportrl.ope.evaluate import prepare_conversations
     from supportrl.ope.models import cross_fit_reward
     from supportrl.simulators.fitted import impute_csat
     from supportrl.simulators.logs import LoggedConversations
@@ -135,7 +103,8 @@ def train_bandit_offline_command(
     for note in prepared.notes:
         print(f"note: {note}")
     data = prepared.logs  # conversations cut at reward.max_turns, as the rewards are
-    agent = make_bandit(kind, data.actions, prepared.feature_spec, seed=seed, **params)
+    kind = spec.kind
+    agent = make_bandit(kind, data.actions, prepared.feature_spec, seed=seed, **spec.params)
     mode = str(cfg.train.reward_mode)
     if mode not in REWARD_MODES:
         raise UserError(f"train.reward_mode={mode!r}: expected one of {list(REWARD_MODES)}")
@@ -161,15 +130,21 @@ def train_bandit_offline_command(
         clip=float(cfg.env.clip),
     )
     wall = time.perf_counter() - start
-    checkpoint = agent.save(out / "checkpoint")
-    estimate = evaluate_conversations(
-        prepared,
-        agent.action_probs(data.states()),
-        n_bootstrap=int(cfg.ope.n_bootstrap),
+    checkpoint = agent.save(output(out / "checkpoint"))
+    settings = ope_settings(cfg)
+    if settings.select not in settings.conversation_estimators:
+        raise UserError(f"ope.select={settings.select!r}: expected a conversation-level estimator")
+    settings = dataclasses.replace(
+        settings, conversation_estimators=(settings.select,), decision_estimators=()
+    )
+    estimate = evaluate_stage(
+        data,
+        reward,
+        {kind: agent.action_probs(data.states())},
+        settings,
         seed=seed,
-        conversation_estimators=("wdr",),
-        decision_estimators=(),
-    )["conversation"]["wdr"]
+        prepared=prepared,
+    ).policies[kind][settings.select]
     summary: dict[str, Any] = {
         "agent": kind,
         "backend": "native",
@@ -178,7 +153,7 @@ def train_bandit_offline_command(
         "sps": round(data.n_turns / wall, 1),
         "final_return": estimate["estimate"],
         "final_return_ci": [estimate["ci_low"], estimate["ci_high"]],
-        "final_return_source": "ope:wdr on the training logs",
+        "final_return_source": f"ope:{settings.select} on the training logs",
         "checkpoint": str(checkpoint),
         "env": "logs",
         "reward_mode": mode,
@@ -192,199 +167,98 @@ def train_bandit_offline_command(
     return finish(
         summary,
         f"train {kind} offline ({cfg.env.target}): {data.n_turns} logged decisions in {wall:.1f} s, "
-        f"wdr estimate {estimate['estimate']:+.4f}",
+        f"{settings.select} estimate {estimate['estimate']:+.4f}",
     )
 
 
-def train_bandit_command(
-    cfg: DictConfig, out: Path, kind: str, params: dict[str, Any]
-) -> dict[str, Any]:
-    if str(cfg.backend) != "native":
-        raise UserError(f"backend={cfg.backend}: bandits train natively only (backend=native)")
-    if cfg.env.model == "logs":
-        return train_bandit_offline_command(cfg, out, kind, params)
+def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any]:
+    """Train ``spec`` in the env's customer model (:func:`stages.train_stage`) and report."""
+    from tensorboardX import SummaryWriter
+
     model = model_from_cfg(cfg)
     reward = reward_from_cfg(cfg)
     seed = int(cfg.seed)
-    agent = make_bandit(kind, model.actions, model.feature_spec, seed=seed, **params)
-
-    best_name, best_value = (None, None)
+    settings = train_settings(cfg)
+    best_name, best_value, logging_value = (None, None, None)
     if isinstance(model, SyntheticWorld):
-        best_name, best_value = best_known_value(model, cfg)
+        known = known_values(model, cfg)
+        best_name = max(known, key=known.__getitem__)
+        best_value, logging_value = known[best_name], known["logging"]
         print(f"best known policy: {best_name} (true value {best_value:+.4f})")
-    result = train_bandit(
-        agent,
-        model,
-        reward,
-        total_steps=int(cfg.train.total_steps),
-        conversations_per_round=int(cfg.train.conversations_per_round),
-        reward_mode=str(cfg.train.reward_mode),
-        seed=seed,
-        best_value=best_value,
-        progress=bool(cfg.logger.progress),
-    )
-    checkpoint = agent.save(out / "checkpoint")
-    write_metrics(out, curve_columns(result.curve))
-    final = policy_value(
-        agent, int(cfg.train.eval_conversations), model=model, reward=reward, seed=seed + 1
-    )
+    model_path = Path(str(cfg.env.path)) if cfg.env.model == "fitted" else None
+    with SummaryWriter(logdir=str(out)) as writer:
+        trained = train_stage(
+            spec,
+            model,
+            reward,
+            settings,
+            seed=seed,
+            out=out,
+            best_value=best_value if spec.kind != "dqn" else None,
+            model_path=model_path,
+            writer=writer if spec.kind == "dqn" and settings.backend == "native" else None,
+        )
+        if not (spec.kind == "dqn" and settings.backend == "native"):
+            log_curve(writer, trained)  # the native DQN learner logs while it trains
+    reference = None
+    if best_value is not None:  # reference lines: the best rule (or logger) and the logger
+        reference = {f"best known ({best_name})": best_value, "logging policy": logging_value}
+    write_metrics(out, trained.curve, title=f"{spec.kind} (seed {seed})", reference=reference)
+    final = value_stage(
+        {spec.kind: trained.policy}, model, reward, int(cfg.train.eval_conversations), seed=seed + 1
+    )[spec.kind]
     summary: dict[str, Any] = {
-        "agent": kind,
-        "backend": "native",
-        "env_steps": result.env_steps,
-        "wall_s": round(result.wall_s, 3),
-        "sps": round(result.sps, 1),
-        "final_return": final.value,
-        "final_return_std_err": final.std_err,
-        "checkpoint": str(checkpoint),
+        "agent": spec.kind,
+        "backend": trained.backend,
+        "env_steps": trained.env_steps,
+        "wall_s": round(trained.wall_s, 3),
+        "sps": round(trained.sps, 1),
+        "final_return": final["value"],
+        "final_return_std_err": final["std_err"],
+        "final_return_source": "true value" if isinstance(model, SyntheticWorld) else "simulated",
+        "checkpoint": str(trained.checkpoint),
+        "metrics": str(out / "metrics.csv"),
         "env": str(cfg.env.model),
-        "reward_mode": str(cfg.train.reward_mode),
+        "seed": seed,
+        **trained.extra,
     }
     if best_value is not None:
         summary.update(
             best_known_policy=best_name,
             best_known_value=best_value,
-            cumulative_regret=float(result.curve.cumulative_regret[-1]),
+            logging_true_value=logging_value,
         )
+        if "charts/cumulative_regret" in trained.curve:
+            summary["cumulative_regret"] = float(trained.curve["charts/cumulative_regret"][-1])
     return finish(
         summary,
-        f"train {kind}: {result.env_steps} steps in {result.wall_s:.1f} s "
-        f"({result.sps:,.0f} steps/s), final return {final.value:+.4f}",
+        f"train {spec.kind} ({trained.backend}): {trained.env_steps} steps in "
+        f"{trained.wall_s:.1f} s ({trained.sps:,.0f} steps/s), final return {final['value']:+.4f}",
     )
 
 
-def train_dqn_command(cfg: DictConfig, out: Path, params: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from supportrl.agents.dqn import DQNConfig, DQNLearner
-    from supportrl.envs import SupportVectorEnv
-    from tensorboardX import SummaryWriter
-
-    backend = str(cfg.backend)
-    if backend not in BACKENDS:
-        raise UserError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
-    config = DQNConfig.from_dict(params)
-    print(
-        f"dqn trains for agent.total_steps={config.total_steps} env steps "
-        "(train.total_steps is the bandits' budget)"
-    )
-    model = model_from_cfg(cfg)
-    reward = reward_from_cfg(cfg)
-    seed = int(cfg.seed)
-    penalized = bool(cfg.env.get("penalized", True))
-    torch.set_num_threads(int(cfg.train.torch_threads))
-
-    best_name, best_value = (None, None)
-    if isinstance(model, SyntheticWorld):
-        best_name, best_value = best_known_value(model, cfg)
-        print(f"best known policy: {best_name} (true value {best_value:+.4f})")
-
-    progress = bool(cfg.logger.progress)
-    extra: dict[str, Any] = {}
-    with SummaryWriter(logdir=str(out)) as writer:
-        if backend == "native":
-            env = SupportVectorEnv(config.num_envs, model=model, reward=reward, penalized=penalized)
-            if cfg.train.resume:
-                # The checkpoint's hyperparameters, trained on up to agent.total_steps.
-                learner = DQNLearner.load(resolve_shipped(str(cfg.train.resume)), env)
-                learner.config = dataclasses.replace(learner.config, total_steps=config.total_steps)
-                config = learner.config
-                extra["resumed_from"] = str(cfg.train.resume)
-                extra["resumed_at_env_steps"] = learner.env_steps
-                if learner.env_steps >= config.total_steps:
-                    raise UserError(
-                        f"train.resume: the checkpoint is at {learner.env_steps} env steps; "
-                        f"set agent.total_steps above that (now {config.total_steps})"
-                    )
-            else:
-                learner = DQNLearner(config=config, env=env, seed=seed)
-            result = learner.train(progress=progress, writer=writer)
-            checkpoint = learner.save(
-                out / "checkpoint", include_replay=bool(cfg.train.save_replay)
-            )
-            policy = learner.policy
-            env_steps, wall_s, sps, updates = (
-                result.env_steps,
-                result.wall_s,
-                result.sps,
-                result.updates,
-            )
-            extra["episodes"] = result.episodes
-            columns = result.curve
-        else:
-            from supportrl.agents.rllib import support_env_config, train_rllib
-
-            if cfg.train.resume:
-                raise UserError("train.resume: resuming is supported with backend=native only")
-            if isinstance(model, SyntheticWorld):
-                env_config = support_env_config(
-                    world=model.config, reward=reward, penalized=penalized
-                )
-            else:
-                env_config = support_env_config(
-                    model_path=str(Path(str(cfg.env.path)).resolve()),
-                    reward=reward,
-                    penalized=penalized,
-                )
-            rl = train_rllib(
-                config,
-                env_config=env_config,
-                actions=model.actions,
-                feature_spec=model.feature_spec,
-                seed=seed,
-                address=cfg.ray.address,
-                num_cpus=cfg.ray.num_cpus,
-                num_env_runners=int(cfg.ray.num_env_runners),
-                progress=progress,
-            )
-            policy = rl.policy.to_q_policy()
-            checkpoint = policy.save(out / "checkpoint")
-            env_steps, wall_s, sps, updates = rl.env_steps, rl.wall_s, rl.sps, rl.updates
-            columns = rl.curve
-            for i, step in enumerate(columns["env_steps"]):
-                for name, values in columns.items():
-                    if name != "env_steps" and np.isfinite(values[i]):
-                        writer.add_scalar(name, float(values[i]), int(step))
-            extra["ray_address"] = cfg.ray.address
-    write_metrics(out, columns)
-    final = policy_value(
-        policy, int(cfg.train.eval_conversations), model=model, reward=reward, seed=seed + 1
-    )
-    summary: dict[str, Any] = {
-        "agent": "dqn",
-        "backend": backend,
-        "env_steps": int(env_steps),
-        "wall_s": round(wall_s, 3),
-        "sps": round(sps, 1),
-        "final_return": final.value,
-        "final_return_std_err": final.std_err,
-        "checkpoint": str(checkpoint),
-        "env": str(cfg.env.model),
-        "updates": int(updates),
-        "updates_per_env_step": config.updates_per_env_step,
-        **extra,
-    }
-    if best_value is not None:
-        summary.update(best_known_policy=best_name, best_known_value=best_value)
-    return finish(
-        summary,
-        f"train dqn ({backend}): {env_steps} steps in {wall_s:.1f} s "
-        f"({sps:,.0f} steps/s), final return {final.value:+.4f}",
-    )
+def log_curve(writer: Any, trained: TrainedAgent) -> None:
+    """Every finite curve point to TensorBoard under its fixed metric name."""
+    steps = np.asarray(trained.curve["env_steps"])
+    for name, values in trained.curve.items():
+        if name == "env_steps":
+            continue
+        for step, value in zip(steps, np.asarray(values, dtype=float), strict=True):
+            if np.isfinite(value):
+                writer.add_scalar(name, float(value), int(step))
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
-    params = dict(to_plain(cfg.agent))
-    if "_target_" in params:
-        raise UserError(f"agent: {params['_target_']} is a rule policy; there is nothing to train")
-    kind = params.pop("kind", None)
-    if kind == "dqn":
-        return train_dqn_command(cfg, out, params)
-    if kind not in BANDITS:
-        raise UserError(f"agent.kind={kind!r}: trainable agents are {list(TRAINABLE)}")
-    return train_bandit_command(cfg, out, kind, params)
+    spec = agent_spec(cfg)
+    if cfg.env.model == "logs":
+        if spec.kind not in BANDITS:
+            raise UserError("env=logs (offline learning from logs) is for bandits only")
+        if str(cfg.backend) != "native":
+            raise UserError(f"backend={cfg.backend}: bandits train natively only (backend=native)")
+        return train_bandit_offline_command(cfg, out, spec)
+    return online_command(cfg, out, spec)
 
 
 if __name__ == "__main__":

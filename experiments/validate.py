@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig
-from supportrl.experiments.common import CONFIG_PATH, finish, load_data, user_errors
-from supportrl.simulators.logs import LoggedConversations
+from omegaconf import DictConfig, OmegaConf
+from supportrl.experiments.common import finish, load_data, log_limits, to_plain
+from supportrl.experiments.entry import command
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    all_propensities_one,
+    data_warnings,
+)
+from supportrl.simulators.logs_bounded import validate_conversations_bounded
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -24,24 +29,69 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-@user_errors
+def bounded_summary(cfg: DictConfig) -> dict[str, Any]:
+    """Validate conversation logs within ``data.memory_budget_mb`` (Parquet read in passes)."""
+    data = cfg.data
+    summary = validate_conversations_bounded(
+        data.turns,
+        customers=data.customers,
+        categorical=to_plain(data.categorical),
+        numeric=to_plain(data.numeric),
+        actions=to_plain(data.actions),
+        limits=log_limits(cfg),
+        memory_budget_mb=float(OmegaConf.select(cfg, "data.memory_budget_mb", default=1024)),
+    )
+    if data.categorical is None and data.numeric is None:
+        print(
+            f"features inferred from dtypes: categorical={summary['categorical']} "
+            f"numeric={summary['numeric']} (declare with data.categorical=[..] data.numeric=[..])"
+        )
+    return summary
+
+
+@command
 def main(cfg: DictConfig) -> dict[str, Any]:
+    artifact = cfg.get("artifact")
+    if cfg.data.kind == "conversations" and cfg.data.turns is not None and artifact is None:
+        # Schema checks alone never need the whole file in memory.
+        summary = bounded_summary(cfg)
+        print_summary(summary)
+        ones = summary.pop("propensities_all_one")
+        summary["warnings"] = data_warnings(summary, propensities_all_one=ones)
+        for note in summary["warnings"]:
+            print(f"warning: {note}")
+        return finish({"valid": True, "summary": summary}, conversations_line(summary))
+    # Drift against an artifact compares whole feature columns: the in-memory path.
     data = load_data(cfg)
     summary = data.summary()
     print_summary(summary)
     if isinstance(data, LoggedConversations):
-        line = (
-            f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
-            f"{summary['missing_propensity']} missing propensities, "
-            f"{summary['missing_csat']} missing CSAT"
+        summary["warnings"] = data_warnings(
+            summary, propensities_all_one=all_propensities_one(data.propensity)
         )
+        for note in summary["warnings"]:
+            print(f"warning: {note}")
+        line = conversations_line(summary)
     else:
         line = (
             f"valid: {summary['decisions']} decisions, {len(data.actions)} actions, "
             f"{summary['missing_propensity']} missing propensities"
         )
-    return finish({"valid": True, "summary": summary}, line)
+    result: dict[str, Any] = {"valid": True, "summary": summary}
+    if artifact is not None:
+        from supportrl.experiments.drift import drift_against_artifact
+
+        result["drift"] = drift_against_artifact(data, artifact)
+        line += f"; {result['drift']['verdict']}"
+    return finish(result, line)
+
+
+def conversations_line(summary: dict[str, Any]) -> str:
+    return (
+        f"valid: {summary['conversations']} conversations, {summary['turns']} turns, "
+        f"{summary['missing_propensity']} missing propensities, "
+        f"{summary['missing_csat']} missing CSAT"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,21 @@ from supportrl.simulators.fitted_glm import SoftmaxFit
 from supportrl.simulators.fitted_model import FittedCustomerModel
 from supportrl.simulators.logs import SCHEMA_VERSION
 
+from supportrl.files import (
+    brief,
+    check_complete,
+    read_declared_npz,
+    read_json,
+    reports_malformed,
+    write_complete,
+)
+
 FORMAT = "supportrl.fitted_customer_model"
 FORMAT_VERSION = 1
 JSON_FILE = "simulator.json"
+
+ARRAY_BOUNDS = {"": 1e9, "pool/": 1e15, "support/": 1e15}
+"""Largest absolute parameter value accepted on load (pool states: feature values)."""
 PARAMS_FILE = "params.npz"
 
 
@@ -77,6 +88,7 @@ def save_customer_model(model: FittedCustomerModel, path: str | Path) -> Path:
     tmp_json = path / (JSON_FILE + ".tmp")
     tmp_json.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
     tmp_json.replace(path / JSON_FILE)
+    write_complete(path, "simulator")
     return path
 
 
@@ -106,6 +118,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+@reports_malformed(lambda path: Path(path) / JSON_FILE)
 def load_customer_model(path: str | Path) -> FittedCustomerModel:
     """Load a model written by :meth:`FittedCustomerModel.save` (no code runs, no pickle).
 
@@ -120,10 +133,8 @@ def load_customer_model(path: str | Path) -> FittedCustomerModel:
             raise ValueError(
                 f"{p}: not found (a fitted simulator directory holds {JSON_FILE} and {PARAMS_FILE})"
             )
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{json_path}: not a valid simulator file ({exc})") from None
+    check_complete(path, "simulator")
+    meta = read_json(json_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(
             f"{json_path}: not a fitted customer model (format {meta.get('format') if isinstance(meta, dict) else None!r})"
@@ -152,22 +163,10 @@ def load_customer_model(path: str | Path) -> FittedCustomerModel:
         if str(exc).startswith(str(json_path)):
             raise
         raise ValueError(f"{json_path}: malformed ({exc})") from None
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{json_path}: malformed, missing or wrong entry {exc}") from None
-    try:
-        with np.load(npz_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"{npz_path}: corrupt or unreadable parameter file ({exc})") from None
-    expected = meta.get("arrays", {})
-    missing = sorted(set(expected) - set(arrays))
-    if missing:
-        raise ValueError(f"{npz_path}: missing array(s) {missing[:5]}")
-    for name, desc in expected.items():
-        if list(arrays[name].shape) != list(desc.get("shape", [])):
-            raise ValueError(
-                f"{npz_path}: array {name!r} has shape {arrays[name].shape}, {json_path.name} says {desc.get('shape')}"
-            )
+    except (KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"{json_path}: malformed, missing or wrong entry {brief(exc)}") from None
+    # only the declared arrays, each checked against its header, finite and bounded
+    arrays = read_declared_npz(npz_path, meta.get("arrays"), where=json_path, max_abs=ARRAY_BOUNDS)
     try:
         dynamics: Dynamics = (
             GLMDynamics.from_arrays(arrays)
@@ -205,12 +204,28 @@ def load_customer_model(path: str | Path) -> FittedCustomerModel:
             info=dict(meta.get("info", {})),
         )
     except KeyError as exc:
-        raise ValueError(f"{npz_path}: missing array {exc}") from None
+        raise ValueError(f"{npz_path}: missing array {brief(str(exc))}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{npz_path}: arrays inconsistent with {json_path.name} ({exc})") from None
     if model.basis.dim != _input_dim(model):
         raise ValueError(
             f"{npz_path}: parameter shapes do not match the feature spec in {json_path.name}"
         )
+    _check_runs(model, f"{npz_path}: arrays inconsistent with {json_path.name}")
     return model
+
+
+def _check_runs(model: FittedCustomerModel, where: str) -> None:
+    """Step a fixed batch a few turns, every action, so a simulator whose arrays disagree
+    with its metadata (e.g. fewer actions declared than fitted) fails on load, not mid-run."""
+    rng = np.random.default_rng(0)
+    n = 64 * len(model.actions)
+    try:
+        state = model.initial_state(n, rng)
+        for _ in range(3):
+            state = model.step(state, np.arange(n) % len(model.actions), rng).next_state
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError(f"{where} ({brief(str(exc), 160)})") from None
 
 
 def _input_dim(model: FittedCustomerModel) -> int:

@@ -16,6 +16,7 @@ any order: they are sorted by (``conversation_id``, ``turn``) on load.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 import pandas as pd
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
+
+from supportrl.files import brief
 
 SCHEMA_VERSION = 1
 
@@ -61,6 +64,28 @@ class LogValidationError(ValueError):
     """Logged data breaks schema v1; the message names the file, column and rows."""
 
 
+@dataclass(frozen=True)
+class LogLimits:
+    """Bounds on string columns, checked on the distinct values before any per-row array.
+
+    A label longer than ``max_label_length`` characters (any string column: ids, intents,
+    features) and a categorical column (``intent``, categorical features) with more than
+    ``max_levels`` distinct values are user errors naming the column and rows. Both are
+    settable from the command line (``data.max_label_length``, ``data.max_levels``).
+    """
+
+    max_label_length: int = 200
+    """Longest string value accepted in any column (characters)."""
+    max_levels: int = 1_000
+    """Most distinct values of a categorical column (intent or a categorical feature)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_label_length", "max_levels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name} must be an integer >= 1, got {value!r}")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -71,10 +96,15 @@ class _Table:
     frame: pd.DataFrame
     path: Path
     parts: tuple[tuple[Path, int], ...]  # (file, number of rows), in row order
+    limits: LogLimits = LogLimits()
+    row_ids: np.ndarray | None = None
+    """When ``frame`` holds a subset of the rows: their global row numbers, shape (len(frame),)."""
 
     def where(self, rows: np.ndarray, column: str | None = None) -> str:
         """Readable location of (global, 0-based) ``rows``: file, column and first rows."""
         rows = np.asarray(rows)
+        if self.row_ids is not None:
+            rows = self.row_ids[rows]
         shown = rows[:_SHOW_ROWS]
         starts = np.cumsum([0] + [n for _, n in self.parts])
         locs = []
@@ -96,9 +126,13 @@ def _read_one(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _check_csv_header(path)
             return pd.read_csv(path)
         if suffix in (".parquet", ".pq"):
+            _check_parquet_schema(path)
             return pd.read_parquet(path)
+    except LogValidationError:
+        raise
     except pd.errors.EmptyDataError as exc:
         raise LogValidationError(f"{path}: file is empty") from exc
     except Exception as exc:  # pyarrow/csv parser errors have many types
@@ -106,8 +140,55 @@ def _read_one(path: Path) -> pd.DataFrame:
     raise LogValidationError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
 
 
-def read_table(path: str | Path) -> _Table:
+def _check_csv_header(path: Path) -> None:
+    """Refuse a CSV header naming a column twice (pandas would rename it ``name.1``)."""
+    import csv
+    from collections import Counter
+
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    counts = Counter(header)
+    twice = sorted(c for c, n in counts.items() if n > 1)
+    if twice:
+        raise LogValidationError(f"{path}: column(s) {twice} appear more than once in the header")
+
+
+def _check_parquet_schema(path: Path) -> None:
+    """Refuse list / struct / map columns: schema-v1 values are strings and numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        kinds = ", ".join(f"{f.name!r} ({f.type})" for f in schema if f.name in nested)
+        raise LogValidationError(
+            f"{path}: column(s) {kinds} hold lists or structs; schema-v1 columns hold strings "
+            "or numbers (flatten them into columns first)"
+        )
+
+
+def _check_part_types(files: Sequence[Path], frames: Sequence[pd.DataFrame]) -> None:
+    """Refuse Parquet parts whose columns differ in kind (numbers in one, strings in another)."""
+    first = frames[0]
+    for file, frame in zip(files[1:], frames[1:], strict=True):
+        for column in first.columns:
+            a, b = first[column].dtype, frame[column].dtype
+            numeric = [
+                pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d)
+                for d in (a, b)
+            ]
+            if numeric[0] != numeric[1] or (not numeric[0] and a != b):
+                raise LogValidationError(
+                    f"{file}, column {column!r}: type {b} differs from {files[0].name}'s {a}; "
+                    "write every part with the same column types"
+                )
+
+
+def read_table(path: str | Path, limits: LogLimits | None = None) -> _Table:
     """Read a CSV file, a Parquet file, or a directory of Parquet parts (sorted by name)."""
+    if str(path).strip() == "":
+        raise LogValidationError("empty path: give a CSV file, a Parquet file or a directory")
     path = Path(path)
     if not path.exists():
         raise LogValidationError(f"{path}: no such file or directory")
@@ -122,6 +203,7 @@ def read_table(path: str | Path) -> _Table:
                 raise LogValidationError(
                     f"{f}: columns {sorted(cols)} differ from {files[0].name}'s {sorted(columns[0])}"
                 )
+        _check_part_types(files, frames)
         frame = pd.concat(frames, ignore_index=True)
         parts = tuple((f, len(fr)) for f, fr in zip(files, frames, strict=True))
     else:
@@ -129,7 +211,7 @@ def read_table(path: str | Path) -> _Table:
         parts = ((path, len(frame)),)
     if len(frame) == 0:
         raise LogValidationError(f"{path}: no rows")
-    return _Table(frame=frame, path=path, parts=parts)
+    return _Table(frame=frame, path=path, parts=parts, limits=limits or LogLimits())
 
 
 # --------------------------------------------------------------------------- column checks
@@ -149,10 +231,30 @@ def _no_nulls(table: _Table, column: str) -> None:
         raise LogValidationError(f"{table.where(nulls, column)}: missing value(s)")
 
 
-def _strings(table: _Table, column: str) -> np.ndarray:
-    """A non-null column as a numpy unicode array (numbers are taken in their string form)."""
+def _strings(table: _Table, column: str, *, categorical: bool = False) -> np.ndarray:
+    """A non-null column as a numpy unicode array (numbers are taken in their string form).
+
+    The column is factorized first and the limits (:class:`LogLimits`) are checked on its
+    distinct values, so a huge label or too many levels (``categorical``) is an error
+    before an array of rows x longest label is built.
+    """
     _no_nulls(table, column)
-    return table.frame[column].astype(str).to_numpy(dtype=str)
+    codes, uniques = pd.factorize(table.frame[column], sort=False)
+    labels = pd.Index(uniques).astype(str)
+    limits = table.limits
+    if categorical and len(labels) > limits.max_levels:
+        raise LogValidationError(
+            f"{table.path}, column {column!r}: {len(labels)} distinct values; at most "
+            f"{limits.max_levels} (set data.max_levels=N to allow more)"
+        )
+    lengths = labels.str.len().to_numpy()
+    if len(lengths) and lengths.max() > limits.max_label_length:
+        rows = np.flatnonzero(lengths[codes] > limits.max_label_length)
+        raise LogValidationError(
+            f"{table.where(rows, column)}: value of {int(lengths.max())} characters; at most "
+            f"{limits.max_label_length} (set data.max_label_length=N to allow more)"
+        )
+    return np.asarray(labels, dtype=str)[codes]
 
 
 def _numbers(table: _Table, column: str, *, allow_missing: bool) -> np.ndarray:
@@ -164,7 +266,7 @@ def _numbers(table: _Table, column: str, *, allow_missing: bool) -> np.ndarray:
     was_null = series.isna().to_numpy()
     wrong = np.flatnonzero(np.isnan(values) & ~was_null)
     if len(wrong):
-        examples = [repr(v) for v in series.iloc[wrong[:_SHOW_ROWS]].tolist()]
+        examples = [brief(v) for v in series.iloc[wrong[:_SHOW_ROWS]].tolist()]
         raise LogValidationError(
             f"{table.where(wrong, column)}: expected numbers, got {', '.join(examples)}"
         )
@@ -247,12 +349,51 @@ def _infer_features(
     return tuple(cat), tuple(num)
 
 
+MIN_ROWS_UNIQUE = 20
+"""From this many rows, an inferred categorical column unique on every row is refused."""
+
 MAX_INFERRED_LEVELS = 200
 """An inferred categorical feature with more levels than this is refused (an id or a date?)."""
 
 
+_PERSONAL_NAME = re.compile(
+    r"e_?mail|phone|mobile|msisdn|first_?name|last_?name|full_?name|surname|given_?name|"
+    r"^name$|customer_?name|street|address|postcode|zip_?code|ssn|passport|birth",
+    re.IGNORECASE,
+)
+_PERSONAL_VALUES = {
+    "e-mail addresses": r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$",
+    "phone numbers": r"^\+?[0-9][0-9 ().\-]{6,}[0-9]$",
+}
+
+
+def _check_personal(table: _Table, columns: Sequence[str]) -> None:
+    """Refuse columns that look like personal data (by name, or by their values).
+
+    Support logs carry personal data; a feature built from an e-mail address, a phone
+    number or a name would end up in models, artifacts and reports. Declaring the
+    features explicitly (``data.categorical`` / ``data.numeric``) overrides this check.
+    """
+    for c in columns:
+        reason = ""
+        if _PERSONAL_NAME.search(str(c)):
+            reason = "its name suggests personal data"
+        elif not pd.api.types.is_numeric_dtype(table.frame[c]):
+            sample = pd.Series(table.frame[c].dropna().unique()[:1000]).astype(str)
+            for what, pattern in _PERSONAL_VALUES.items():
+                if len(sample) and sample.str.match(pattern).mean() >= 0.5:
+                    reason = f"its values look like {what}"
+        if reason:
+            raise LogValidationError(
+                f"{table.path}, column {c!r}: {reason}; personal data is not used as a feature. "
+                "Drop the column, or declare the features explicitly (data.categorical=[..] "
+                "data.numeric=[..], or data.context=[..] for bandit feedback)"
+            )
+
+
 def _check_inferred(table: _Table, categorical: Sequence[str], numeric: Sequence[str]) -> None:
-    """Refuse inferred features that are surely not features: saved indexes, ids, dates."""
+    """Refuse inferred features that are surely not features: indexes, ids, personal data."""
+    _check_personal(table, [*categorical, *numeric])
     for c in (*categorical, *numeric):
         if str(c).startswith("Unnamed: "):
             raise LogValidationError(
@@ -269,13 +410,20 @@ def _check_inferred(table: _Table, categorical: Sequence[str], numeric: Sequence
                 "data.numeric=[..], or data.context=[..] for bandit feedback)"
             )
 
+        if levels == len(table.frame) >= MIN_ROWS_UNIQUE:
+            raise LogValidationError(
+                f"{table.path}, column {c!r}: a different value on every row (an id, an e-mail "
+                "address?), not a feature; drop it or declare the features "
+                "(data.categorical=[..] data.numeric=[..])"
+            )
+
 
 def _feature_arrays(
     table: _Table, categorical: Sequence[str], numeric: Sequence[str]
 ) -> dict[str, np.ndarray]:
     features: dict[str, np.ndarray] = {}
     for c in categorical:
-        features[c] = _strings(table, c)
+        features[c] = _strings(table, c, categorical=True)
     for c in numeric:
         features[c] = _numbers(table, c, allow_missing=False)
     return features
@@ -285,12 +433,13 @@ def _feature_arrays(
 
 
 def load_conversations(
-    turns: str | Path,
+    turns: str | Path | _Table,
     *,
     customers: str | Path | None = None,
     categorical: Sequence[str] | None = None,
     numeric: Sequence[str] | None = None,
     actions: Sequence[str] = DEFAULT_ACTIONS,
+    limits: LogLimits | None = None,
 ) -> LoggedConversations:
     """Load and validate schema-v1 conversation logs.
 
@@ -302,6 +451,7 @@ def load_conversations(
             non-schema column is a feature, numeric if its dtype is numeric, else
             categorical. When either is given, every extra column must be declared.
         actions: the action catalogue.
+        limits: label length and level caps (default :class:`LogLimits`).
 
     Raises:
         LogValidationError: on any schema violation, naming file, column and rows.
@@ -311,7 +461,7 @@ def load_conversations(
         raise LogValidationError(
             f"actions: catalogue must be non-empty and unique, got {list(actions)}"
         )
-    table = read_table(turns)
+    table = turns if isinstance(turns, _Table) else read_table(turns, limits)
     frame = table.frame
     _require_columns(table, REQUIRED_COLUMNS)
     if customers is not None:
@@ -323,7 +473,7 @@ def load_conversations(
         table, "turn", turn_f, (turn_f < 0) | (turn_f != np.round(turn_f)), "integers >= 0"
     )
     turn = turn_f.astype(np.int64)
-    intent = _strings(table, "intent")
+    intent = _strings(table, "intent", categorical=True)
     sentiment = _numbers(table, "sentiment", allow_missing=False)
     _check_range(table, "sentiment", sentiment, (sentiment < -1) | (sentiment > 1), "in [-1, 1]")
     action = _check_labels(table, "action", _strings(table, "action"), actions, "action(s)")
@@ -409,7 +559,7 @@ def load_conversations(
     dtypes: dict[str, Any] = {c: frame[c].dtype for c in extra}
     cust_table = None
     if customers is not None:
-        cust_table = read_table(customers)
+        cust_table = read_table(customers, limits)
         _require_columns(cust_table, ["customer_id"])
         cust_extra = [c for c in cust_table.frame.columns if c != "customer_id"]
         clash = sorted(set(cust_extra) & set(frame.columns))
@@ -423,6 +573,12 @@ def load_conversations(
         _check_inferred(
             table, [c for c in cat_all if c in extra], [c for c in num_all if c in extra]
         )
+        if cust_table is not None:
+            _check_inferred(
+                cust_table,
+                [c for c in cat_all if c not in extra],
+                [c for c in num_all if c not in extra],
+            )
     turn_cat = tuple(c for c in cat_all if c in extra)
     turn_num = tuple(c for c in num_all if c in extra)
     cust_cat = tuple(c for c in cat_all if c not in extra)
@@ -443,7 +599,8 @@ def load_conversations(
         if len(unknown):
             raise LogValidationError(
                 f"{table.where(unknown, 'customer_id')}: customer_id not in customers table "
-                f"{cust_table.path} ({sorted(set(customer_id[unknown].tolist()))[:_SHOW_ROWS]})"
+                f"{cust_table.path} ({len(set(customer_id[unknown].tolist()))} unknown id(s); "
+                "ids are not shown: they are personal data)"
             )
         cust_features = _feature_arrays(cust_table, cust_cat, cust_num)
         for name, values in cust_features.items():
@@ -466,9 +623,38 @@ def load_conversations(
         numeric=turn_num + cust_num,
         customer_id=None if customer_id is None else customer_id[order],
         timestamp=None if timestamp is None else timestamp[order],
-        source=str(turns),
+        source=str(table.path if isinstance(turns, _Table) else turns),
         source_row=order.astype(np.int64),
     )
+
+
+def all_propensities_one(propensity: np.ndarray) -> bool:
+    """Whether every row has a logged propensity and it is exactly 1; ``propensity`` (n,)."""
+    return bool(len(propensity) and not np.isnan(propensity).any() and (propensity == 1).all())
+
+
+def data_warnings(summary: Mapping[str, Any], *, propensities_all_one: bool = False) -> list[str]:
+    """Warnings about logs that are valid but make estimates meaningless or suspect.
+
+    ``summary`` is :meth:`LoggedConversations.summary` (or one merged over passes);
+    ``propensities_all_one`` from :func:`all_propensities_one`.
+    """
+    notes = []
+    conversations = int(summary.get("conversations", 0))
+    censored = int(summary.get("outcomes", {}).get("censored", 0))
+    if conversations and censored == conversations:
+        notes.append(
+            "every conversation is censored (its last row has outcome 'continue'): no "
+            "resolution, escalation or abandonment is logged, so values count only per-turn costs"
+        )
+    used = sum(1 for n in summary.get("actions", {}).values() if n > 0)
+    if propensities_all_one and used > 1:
+        notes.append(
+            f"every logged propensity is 1 but {used} different actions occur: a "
+            "deterministic logger takes one action per state, so the propensities are "
+            "probably wrong (importance weights will be too)"
+        )
+    return notes
 
 
 def write_conversations(logs: LoggedConversations, path: str | Path) -> Path:
@@ -548,6 +734,7 @@ def load_decisions(
     categorical: Sequence[str] | None = None,
     numeric: Sequence[str] | None = None,
     actions: Sequence[str] | None = None,
+    limits: LogLimits | None = None,
 ) -> LoggedDecisions:
     """Load generic logged bandit feedback.
 
@@ -555,7 +742,7 @@ def load_decisions(
     ``categorical``/``numeric`` split them (default: by dtype). ``actions`` fixes the
     catalogue (default: the labels present, see :class:`LoggedDecisions`).
     """
-    table = read_table(path)
+    table = read_table(path, limits)
     frame = table.frame
     _require_columns(table, [action_col, reward_col])
     if propensity_col is not None and propensity_col not in frame:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,8 @@ from supportrl.envs.rewards import (
 from supportrl.envs.support_env import SupportEnv
 from supportrl.envs.vector import SupportVectorEnv
 from supportrl.simulators.logs import DEFAULT_ACTIONS, LoggedConversations
+
+from supportrl.files import CREATED
 
 INTENTS: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancel")
 UNKNOWN_INTENT = "other"
@@ -492,16 +494,16 @@ class GeneratedLogs:
         """Write ``turns.<fmt>`` and ``customers.<fmt>`` (schema v1) into a new ``directory``.
 
         Customer attributes go to the customers table only, joined back on load. Written
-        to a temporary directory first, then renamed, so a failure leaves nothing behind.
+        to a uniquely named temporary directory beside ``directory`` first, then renamed,
+        so a failure leaves nothing behind and two writers never share a temporary name.
+        Both paths are recorded in :data:`supportrl.files.CREATED` as they are created.
         """
         if fmt not in ("parquet", "csv"):
             raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
         directory = Path(directory)
-        if directory.exists():
+        if os.path.lexists(directory):
             raise ValueError(f"{directory}: already exists; choose a new directory")
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
         turns = self.logs.to_frame().drop(columns=list(CUSTOMER_FEATURES))
         customers = pd.DataFrame(self.customers)
         customers["customer_id"] = customers["customer_id"].astype(object)
@@ -511,7 +513,13 @@ class GeneratedLogs:
                 frame.to_parquet(tmp / f"{name}.parquet", index=False)
             else:
                 frame.to_csv(tmp / f"{name}.csv", index=False)
-        tmp.replace(directory)
+        try:
+            # rename() refuses a non-empty target, so a directory filled meanwhile is kept
+            tmp.rename(directory)
+        except OSError:
+            raise ValueError(f"{directory}: already exists; choose a new directory") from None
+        CREATED.record(directory)
+        CREATED.forget([tmp])
         return directory / f"turns.{fmt}", directory / f"customers.{fmt}"
 
 

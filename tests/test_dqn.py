@@ -27,6 +27,7 @@ from supportrl.agents.dqn import (
 from supportrl.envs import SupportVectorEnv
 from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
+from supportrl.files import write_complete
 from tests.helpers import run_dir_of
 
 G = 0.5
@@ -394,6 +395,7 @@ def test_policy_checkpoint_round_trip(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "policy" / "policy.json").read_text())
     data["format_version"] = 99
     (tmp_path / "policy" / "policy.json").write_text(json.dumps(data))
+    write_complete(tmp_path / "policy", "dqn")
     with pytest.raises(ValueError, match="format_version 99 unsupported"):
         load_q_policy(tmp_path / "policy")
     with pytest.raises(ValueError, match="policy.json: missing"):
@@ -433,7 +435,7 @@ def test_train_dqn_command_native_smoke(tmp_path: Path) -> None:
         "train",
         "agent=dqn",
         "backend=native",
-        "agent.total_steps=1024",
+        "train.total_steps=1024",
         "agent.learning_starts=256",
         "agent.log_interval=256",
         "train.eval_conversations=500",
@@ -525,7 +527,7 @@ def test_train_dqn_command_rllib_smoke(tmp_path: Path) -> None:
         "train",
         "agent=dqn",
         "backend=rllib",
-        "agent.total_steps=400",
+        "train.total_steps=400",
         "agent.learning_starts=128",
         "agent.num_envs=8",
         "ray.num_cpus=2",

@@ -26,9 +26,10 @@ from supportrl.simulators.fitted import (
 from supportrl.simulators.logs import LoggedConversations
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
+from supportrl.files import MARKER, write_complete
 from tests.helpers import run_dir_of
 
-AGENTS = Path(__file__).resolve().parent.parent / "configs" / "agent"
+AGENTS = Path(__file__).resolve().parent.parent / "configs" / "rules"
 TINY_ENSEMBLE = {"n_members": 2, "hidden": 16, "epochs": 1, "min_steps": 1, "batch_size": 512}
 
 
@@ -103,7 +104,7 @@ def test_same_seed_same_values_and_fit(generated, glm) -> None:
 def test_save_load_round_trip(name, request, tmp_path) -> None:
     model: FittedCustomerModel = request.getfixturevalue(name)
     path = model.save(tmp_path / "sim")
-    assert sorted(p.name for p in path.iterdir()) == ["params.npz", "simulator.json"]
+    assert sorted(p.name for p in path.iterdir()) == [MARKER, "params.npz", "simulator.json"]
     meta = json.loads((path / "simulator.json").read_text())
     assert meta["family"] == name and meta["format_version"] == 1
     assert meta["feature_spec"] == model.feature_spec.to_dict()
@@ -162,19 +163,20 @@ def _missing_json(path: Path) -> None:
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (_corrupt_npz, r"params\.npz: corrupt"),
-        (_truncate_npz, r"params\.npz: corrupt"),
-        (_bad_json, r"simulator\.json: not a valid simulator file"),
+        (_corrupt_npz, r"params\.npz: not a valid \.npz archive"),
+        (_truncate_npz, r"params\.npz: not a valid \.npz archive"),
+        (_bad_json, r"simulator\.json: not valid JSON"),
         (_edit_json("format_version", 99), r"simulator\.json: format_version 99 unsupported"),
         (_edit_json("format", "something.else"), r"simulator\.json: not a fitted customer model"),
         (_edit_json("reward_version", 2), r"simulator\.json: schema/reward version"),
-        (_drop_array, r"params\.npz: missing array"),
+        (_drop_array, r"params\.npz: array 'intent_transition' is missing"),
         (_missing_json, r"simulator\.json: not found"),
     ],
 )
 def test_load_rejects_bad_files(glm, tmp_path, corrupt, message) -> None:
     path = glm.save(tmp_path / "sim")
     corrupt(path)
+    write_complete(path, "simulator")  # a tampered directory may carry a valid marker
     with pytest.raises(ValueError, match=message):
         load_customer_model(path)
 

@@ -185,7 +185,7 @@ def test_doubly_robust_tracks_truth_on_the_synthetic_world() -> None:
         gen.logs, RewardSpec(), csat_imputer=truth_imputer(gen.true_csat)
     )
     truth, est, covered = [], [], 0
-    for policy in load_rule_panel(REPO / "configs" / "agent", world.actions).values():
+    for policy in load_rule_panel(REPO / "configs" / "rules", world.actions).values():
         row = evaluate_conversations(
             prepared,
             policy.action_probs(gen.logs.states()),

@@ -14,6 +14,8 @@ import numpy as np
 from supportrl.agents.base import BasePolicy, States, batch_size
 from supportrl.envs.features import FeatureSpec
 
+from supportrl.files import write_complete
+
 FORMAT = "supportrl.bandit"
 """Value of ``format`` in ``bandit.json``."""
 FORMAT_VERSION = 1
@@ -261,6 +263,7 @@ class Bandit(BasePolicy):
         tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp_params, path / PARAMS_FILE)
         os.replace(tmp_meta, path / META_FILE)
+        write_complete(path, "bandit")
         return path
 
     def _restore(self, arrays: Mapping[str, np.ndarray], rng_state: Any, where: str) -> None:

@@ -131,6 +131,11 @@ class _LinearBandit(Bandit):
         """Ridge coefficients ``A_a^-1 b_a``, shape (K, d); the last column is the intercept."""
         return self._read_only(self._theta)
 
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        """What a serving artifact needs to reproduce :meth:`action_probs`: ``theta`` (K, d)
+        and ``a_inv`` (K, d, d), float64 copies (LinTS adds its probability draws ``z``)."""
+        return {"theta": self._theta.copy(), "a_inv": self._a_inv.copy()}
+
     def _state_arrays(self) -> dict[str, np.ndarray]:
         self._flush(refactor=False)
         return {"a": self._A, "b": self._b, "a_inv": self._a_inv, "theta": self._theta}
@@ -422,6 +427,13 @@ class LinTS(_LinearBandit):
         super()._validate()
         self.v = check_real(self.v, "v", low=0.0, low_open=True)
         self.n_prob_samples = check_int(self.n_prob_samples, "n_prob_samples", low=1)
+
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        """``theta``, ``a_inv`` and ``z`` (n_prob_samples, K): the standard-normal draws behind
+        :meth:`action_probs`, so an artifact reproduces its Monte Carlo probabilities exactly."""
+        arrays = super().export_arrays()
+        arrays["z"] = self._prob_rng().standard_normal((self.n_prob_samples, self.n_actions))
+        return arrays
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
         mean, width = self.mean_and_width(x)

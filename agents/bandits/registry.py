@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
 from supportrl.agents.bandits._base import FORMAT, FORMAT_VERSION, META_FILE, PARAMS_FILE, Bandit
 from supportrl.agents.bandits.linear import LinTS, LinUCB
 from supportrl.agents.bandits.noncontextual import (
@@ -22,6 +19,17 @@ from supportrl.agents.bandits.noncontextual import (
     Softmax,
 )
 from supportrl.envs.features import FeatureSpec
+
+from supportrl.files import (
+    ArraySpec,
+    FileFormatError,
+    brief,
+    check_complete,
+    read_json,
+    read_npz,
+    reports_malformed,
+    str_list,
+)
 
 BANDITS: MappingProxyType[str, type[Bandit]] = MappingProxyType(
     {
@@ -68,6 +76,24 @@ def make_bandit(
     return cls(actions, feature_spec, **params)
 
 
+MAX_ACTIONS = 1_000
+"""Most actions a saved bandit may declare."""
+
+MAX_FEATURES = 4_096
+"""Most encoded features a saved bandit may declare (linear bandits hold d x d per action)."""
+
+
+def check_size(where: Path, spec: FeatureSpec | None, n_actions: int) -> None:
+    """Refuse declared sizes beyond :data:`MAX_FEATURES` / :data:`MAX_ACTIONS` before allocating."""
+    if not 1 <= n_actions <= MAX_ACTIONS:
+        raise FileFormatError(f"{where}: field 'actions' must list 1 to {MAX_ACTIONS} actions")
+    if spec is not None and spec.dim > MAX_FEATURES:
+        raise FileFormatError(
+            f"{where}: field 'feature_spec' encodes {spec.dim} features; at most {MAX_FEATURES}"
+        )
+
+
+@reports_malformed(lambda path: Path(path) / META_FILE)
 def load_bandit(path: str | os.PathLike[str]) -> Bandit:
     """Rebuild a bandit saved by :meth:`Bandit.save` from directory ``path``.
 
@@ -78,10 +104,8 @@ def load_bandit(path: str | os.PathLike[str]) -> Bandit:
     path = Path(path)
     meta_file = path / META_FILE
     params_file = path / PARAMS_FILE
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{meta_file}: cannot read bandit metadata ({exc})") from exc
+    check_complete(path, "bandit")
+    meta = read_json(meta_file)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{meta_file}: not a supportrl bandit checkpoint (format != {FORMAT!r})")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -97,16 +121,15 @@ def load_bandit(path: str | os.PathLike[str]) -> Bandit:
         hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
         spec_data = meta["feature_spec"]
         spec = None if spec_data is None else FeatureSpec.from_dict(spec_data)
-        actions = meta["actions"]
-        if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
-            raise ValueError("actions: expected a list of strings")
+        actions = str_list(meta, "actions", where=meta_file, max_len=MAX_ACTIONS)
+        check_size(meta_file, spec, len(actions))  # before make_bandit allocates d x d arrays
         bandit = make_bandit(kind, actions, spec, **hyper)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{meta_file}: invalid bandit metadata ({exc})") from exc
-    try:
-        with np.load(params_file, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{params_file}: cannot read bandit parameters ({exc})") from exc
+    except FileFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"{meta_file}: invalid bandit metadata ({brief(str(exc), 200)})") from None
+    # only the expected arrays, shapes checked from their headers before reading
+    specs = {k: ArraySpec(shape=v, kinds="f") for k, v in bandit._state_shapes().items()}
+    arrays = read_npz(params_file, specs)
     bandit._restore(arrays, meta.get("rng_state"), str(params_file))
     return bandit

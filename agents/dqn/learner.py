@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from supportrl.agents.dqn.checks import check_learner_meta, learner_specs, replay_specs
 from supportrl.agents.dqn.config import DQNConfig, DQNUpdateStats
 from supportrl.agents.dqn.network import build_q_network
 from supportrl.agents.dqn.policy import (
@@ -48,6 +49,8 @@ from supportrl.agents.dqn.replay import ReplayBuffer
 from supportrl.envs.collect import Collector
 from supportrl.envs.features import FeatureSpec
 from tqdm.auto import tqdm
+
+from supportrl.files import check_complete, reports_malformed, write_complete
 
 FORMAT = "supportrl.dqn_learner"
 FORMAT_VERSION = 1
@@ -425,9 +428,11 @@ class DQNLearner:
         elif (path / REPLAY_NPZ).exists():
             (path / REPLAY_NPZ).unlink()
         write_text(path / LEARNER_JSON, _json_dumps(meta))
+        write_complete(path, "dqn")  # last: lists the learner files too
         return path
 
     @classmethod
+    @reports_malformed(lambda cls, path, env: Path(path) / LEARNER_JSON)
     def load(cls, path: str | os.PathLike[str], env: Any) -> DQNLearner:
         """Rebuild a learner from :meth:`save` output, on ``env`` (same spaces and num_envs).
 
@@ -435,6 +440,7 @@ class DQNLearner:
         updates resume once ``learning_starts`` new env steps are collected.
         """
         path = Path(path)
+        check_complete(path, "dqn", required=(LEARNER_JSON, LEARNER_NPZ))
         meta = read_json(path / LEARNER_JSON)
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
@@ -442,6 +448,7 @@ class DQNLearner:
                 f"(format {meta.get('format')!r}, version {meta.get('format_version')!r})"
             )
         policy = load_q_policy(path)
+        check_learner_meta(meta, policy.network.architecture(), path / LEARNER_JSON)
         learner = cls(
             config=DQNConfig.from_dict(meta["config"]),
             env=env,
@@ -453,7 +460,8 @@ class DQNLearner:
                 f"{path}: actions {policy.actions} differ from the env's {learner.actions}"
             )
         learner.network.load_state_dict(policy.network.state_dict())
-        arrays = read_npz(path / LEARNER_NPZ)
+        # every tensor checked (name, shape, dtype) before torch sees it: Adam does not check
+        arrays = read_npz(path / LEARNER_NPZ, *learner_specs(learner.target, learner.network))
         where = str(path / LEARNER_NPZ)
         load_module_arrays(learner.target, arrays, where=where, prefix="target.")
         state: dict[int, dict[str, torch.Tensor]] = {}
@@ -474,7 +482,8 @@ class DQNLearner:
         learner.rng.bit_generator.state = meta["rng_state"]
         if meta.get("replay"):
             learner.replay.load_state_arrays(
-                read_npz(path / REPLAY_NPZ), where=str(path / REPLAY_NPZ)
+                read_npz(path / REPLAY_NPZ, *replay_specs(learner.replay)),
+                where=str(path / REPLAY_NPZ),
             )
         return learner
 

@@ -21,8 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 from supportrl.agents.base import BasePolicy, States, batch_size, epsilon_mix, greedy_probs
+from supportrl.agents.dqn.checks import MAX_ACTIONS, check_architecture, module_specs
 from supportrl.agents.dqn.network import QNetwork
 from supportrl.envs.features import FeatureSpec
+
+from supportrl import files
+from supportrl.files import ArraySpec, brief, check_complete, field_of, str_list, write_complete
 
 FORMAT = "supportrl.q_policy"
 """Value of ``format`` in ``policy.json``."""
@@ -117,9 +121,11 @@ class QPolicy(BasePolicy):
         }
         write_npz(path / POLICY_NPZ, module_arrays(self.network))
         write_text(path / POLICY_JSON, json.dumps(meta, indent=2) + "\n")
+        write_complete(path, "dqn")
         return path
 
 
+@files.reports_malformed(lambda path: Path(path) / POLICY_JSON)
 def load_q_policy(path: str | os.PathLike[str]) -> QPolicy:
     """Read a :class:`QPolicy` written by :meth:`QPolicy.save` (or a DQN learner checkpoint).
 
@@ -130,6 +136,7 @@ def load_q_policy(path: str | os.PathLike[str]) -> QPolicy:
     path = Path(path)
     meta_path = path / POLICY_JSON
     meta = read_json(meta_path)
+    check_complete(path, "dqn")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -137,20 +144,18 @@ def load_q_policy(path: str | os.PathLike[str]) -> QPolicy:
             f"{meta_path}: format_version {meta.get('format_version')!r} unsupported "
             f"(this build reads {FORMAT_VERSION})"
         )
+    arch = check_architecture(meta.get("network"), meta_path)  # bounded before allocating
+    actions = tuple(str_list(meta, "actions", where=meta_path, max_len=MAX_ACTIONS))
+    epsilon = float(
+        field_of({"epsilon": 0.0, **meta}, "epsilon", (int, float), where=meta_path, low=0, high=1)
+    )
     try:
-        arch = meta["network"]
-        network = QNetwork(
-            int(arch["obs_dim"]),
-            int(arch["n_actions"]),
-            tuple(int(h) for h in arch["hidden_sizes"]),
-            bool(arch["dueling"]),
-        )
+        network = QNetwork(**arch)
         feature_spec = FeatureSpec.from_dict(meta["feature_spec"])
-        actions = tuple(meta["actions"])
-        epsilon = float(meta.get("epsilon", 0.0))
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{meta_path}: malformed ({exc!r})") from exc
-    load_module_arrays(network, read_npz(path / POLICY_NPZ), where=str(path / POLICY_NPZ))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{meta_path}: malformed ({brief(str(exc), 200)})") from None
+    specs = module_specs(network)
+    load_module_arrays(network, read_npz(path / POLICY_NPZ, specs), where=str(path / POLICY_NPZ))
     return QPolicy(actions=actions, feature_spec=feature_spec, network=network, epsilon=epsilon)
 
 
@@ -198,21 +203,19 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of ``path``, loaded without pickle; ValueError naming the file otherwise."""
-    if not path.is_file():
-        raise ValueError(f"{path}: missing")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable ({exc})") from exc
+def read_npz(
+    path: Path, specs: Mapping[str, ArraySpec], optional: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """The arrays named in ``specs`` (only those), each checked against its spec from the
+    ``.npy`` header before it is read (:func:`supportrl.files.read_npz`)."""
+    return files.read_npz(path, specs, optional=optional)
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, bounded in size and depth (:func:`supportrl.files.read_json`)."""
     if not path.is_file():
-        raise ValueError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise files.FileFormatError(f"{path}: missing")
+    meta = files.read_json(path)
+    if not isinstance(meta, dict):
+        raise files.FileFormatError(f"{path}: expected a JSON object, got {brief(meta)}")
+    return meta

@@ -14,12 +14,22 @@ def policy_name(path: str | Path) -> str:
     path = Path(path)
     if not path.is_dir():
         return path.stem
-    kind = "dqn" if (path / "policy.json").exists() else None
-    if (path / "bandit.json").exists():
+    if (path / "manifest.json").exists():  # a serving artifact (supportrl export)
         import json
 
         try:
-            kind = str(json.loads((path / "bandit.json").read_text()).get("kind", "bandit"))
+            kind = str(json.loads((path / "manifest.json").read_text())["policy"]["kind"])
+        except (OSError, ValueError, KeyError, TypeError):
+            kind = "policy"
+        where = path.parent.name if path.name == "artifact" and path.parent.name else path.name
+        return f"{kind}-artifact@{where}"
+    kind = "dqn" if (path / "policy.json").exists() else None
+    if (path / "bandit.json").exists():
+        from supportrl.files import read_json
+
+        try:  # bounded: the file is checked properly when the policy loads
+            meta = read_json(path / "bandit.json")
+            kind = str(meta.get("kind", "bandit"))[:40] if isinstance(meta, dict) else "bandit"
         except (OSError, ValueError):
             kind = "bandit"
     where = path.parent.name if path.name == "checkpoint" and path.parent.name else path.name
@@ -28,7 +38,8 @@ def policy_name(path: str | Path) -> str:
 
 def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:
     """A policy from ``path``: a rule-policy YAML file (DESIGN.md section 5) or a checkpoint
-    directory written by ``supportrl train`` (bandits; DQN when available).
+    directory written by ``supportrl train`` (bandits; DQN when available), or an artifact
+    directory written by ``supportrl export`` (loaded as a :class:`supportrl.serving.Predictor`).
 
     Nothing named in the file is imported or executed; the kind of checkpoint is looked up
     in fixed registries.
@@ -50,8 +61,15 @@ def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:
         from supportrl.agents.dqn import load_q_policy
 
         policy = load_q_policy(path)
+    elif (path / "manifest.json").exists():  # a serving artifact: checksums verified on load
+        from supportrl.serving import Predictor
+
+        policy = Predictor.load(path)
     else:
-        raise ValueError(f"{path}: not a checkpoint directory (no bandit.json or policy.json)")
+        raise ValueError(
+            f"{path}: not a checkpoint or artifact directory (no bandit.json, policy.json "
+            "or manifest.json)"
+        )
     if tuple(policy.actions) != tuple(actions):
         raise ValueError(
             f"{path}: the policy's actions {list(policy.actions)} differ from the data's {list(actions)}"

@@ -1,0 +1,219 @@
+"""``supportrl deploy artifact=DIR n_conversations=N``: the A/B-test stand-in that closes the loop.
+
+The artifact is loaded through :class:`supportrl.serving.Predictor` (with its exploration,
+or ``deploy.epsilon``) and serves ``N`` customers of the ground-truth synthetic world; every
+decision goes to a schema-v1 decision log (:class:`supportrl.serving.DecisionLogger`,
+Parquet parts in ``<run_dir>/decisions/``) that ``validate`` and ``evaluate`` read as it
+is. The log is validated on the spot. ``result.json``: ``{"deploy": {"log": PATH,
+"n_conversations": n, "on_policy_value": x, ...}}``; the on-policy value is the mean
+conversation return under reward v1 (true CSAT), with its standard error.
+
+:func:`ship_winner` is the pipeline's last stage: export the winner, deploy it, and print
+the deployed value beside what OPE and the simulator predicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from supportrl.agents.base import Policy
+from supportrl.envs.collect import SimulatedConversations, simulate
+from supportrl.envs.rewards import OUTCOMES, RewardSpec
+from supportrl.experiments.common import (
+    UserError,
+    finish,
+    output,
+    reward_from_cfg,
+    run_dir,
+    to_plain,
+    world_from_cfg,
+)
+from supportrl.experiments.entry import command
+from supportrl.simulators.logs import LoggedConversations, load_conversations
+from supportrl.simulators.synthetic import SyntheticWorld
+
+DEPLOY_START = np.datetime64("2026-03-01T00:00:00", "us")
+"""Timestamp of the first deployed conversation (deterministic logs for a given seed)."""
+SECONDS_BETWEEN_CONVERSATIONS = 30.0
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deployment served and logged."""
+
+    log: Path
+    """The decision log (a directory of schema-v1 Parquet parts)."""
+    n_conversations: int
+    n_turns: int
+    on_policy_value: float
+    """Mean conversation return under the reward (true CSAT), reward units."""
+    std_err: float
+    epsilon: float
+    """Exploration the Predictor served with."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "log": str(self.log),
+            "n_conversations": self.n_conversations,
+            "on_policy_value": self.on_policy_value,
+            "std_err": self.std_err,
+            "n_turns": self.n_turns,
+            "epsilon": self.epsilon,
+        }
+
+
+def serve_customers(
+    world: SyntheticWorld, policy: Policy, n: int, *, seed: int, reward: RewardSpec
+) -> SimulatedConversations:
+    """``n`` customers of ``world`` served by ``policy`` (the collector over the vector env)."""
+    return simulate(world, policy, n, seed=seed, reward=reward)
+
+
+def deploy_stage(
+    artifact: Path,
+    log_dir: Path,
+    *,
+    world: SyntheticWorld,
+    reward: RewardSpec,
+    n_conversations: int,
+    seed: int,
+    epsilon: float | None = None,
+    part_rows: int = 10_000,
+) -> DeployResult:
+    """Serve ``n_conversations`` simulated customers with the artifact and log every decision.
+
+    Conversation ``i`` is ``d<i>``; timestamps start at :data:`DEPLOY_START`, one conversation
+    every 30 s, each turn advancing by its handle time. CSAT is logged where the customer
+    answered the survey (the world's missing-not-at-random response), as production sees it.
+    """
+    from supportrl.serving import DecisionLogger, Predictor
+
+    if n_conversations < 2:
+        raise UserError(f"n_conversations={n_conversations}: deploy at least 2 conversations")
+    predictor = Predictor.load(artifact, epsilon=epsilon, seed=seed)
+    if predictor.actions != world.actions:
+        raise UserError(
+            f"{artifact}: actions {list(predictor.actions)} differ from the world's {list(world.actions)}"
+        )
+    sim = serve_customers(world, predictor, n_conversations, seed=seed, reward=reward)
+    returns = sim.returns()
+    ro = sim.logs
+    conversation = ro.conversation_index
+    width = len(str(n_conversations - 1))
+    ids = np.char.add("d", np.char.zfill(np.arange(n_conversations).astype(str), width))
+    elapsed = np.cumsum(ro.handle_time_s) - ro.handle_time_s
+    elapsed -= elapsed[ro.offsets[:-1]][conversation]
+    seconds = conversation * SECONDS_BETWEEN_CONVERSATIONS + elapsed
+    timestamps = DEPLOY_START + np.round(seconds * 1e6).astype("timedelta64[us]")
+    last = ro.offsets[1:] - 1
+    answered = world.csat_observed(ro.csat, np.random.default_rng((seed, 1)))
+    labels = np.asarray(world.actions)
+    logger = DecisionLogger.for_predictor(log_dir, predictor, part_rows=part_rows)
+    logger.log_batch(
+        ids[conversation],
+        ro.states(),
+        labels[ro.action],
+        ro.propensity,
+        timestamps=timestamps,
+        handle_time_s=np.round(ro.handle_time_s, 2),
+    )
+    logger.record_outcomes(
+        ids,
+        [OUTCOMES[o] for o in ro.outcome[last].tolist()],
+        np.where(answered[last], ro.csat[last], np.nan),
+    )
+    logger.close(censor_open=False)
+    return DeployResult(
+        log=log_dir,
+        n_conversations=n_conversations,
+        n_turns=len(ro.action),
+        on_policy_value=float(returns.mean()),
+        std_err=float(returns.std(ddof=1) / np.sqrt(n_conversations)),
+        epsilon=predictor.epsilon,
+    )
+
+
+def validate_log(log: Path, actions: tuple[str, ...]) -> LoggedConversations:
+    """Read the decision log back as schema-v1 conversations (raises on any violation)."""
+    return load_conversations(log, actions=list(actions))
+
+
+def ship_winner(
+    out: Path,
+    *,
+    source: Path,
+    reference: LoggedConversations,
+    world: SyntheticWorld,
+    reward: RewardSpec,
+    n_conversations: int,
+    seed: int,
+    predicted: Mapping[str, Any],
+    epsilon: float | None = None,
+) -> dict[str, Any]:
+    """The pipeline's last stage: export ``source`` (the winner) to ``out/artifact``, deploy it
+    to ``n_conversations`` customers, validate the decision log, and print the deployed value
+    beside ``predicted`` (``{"ope": {"name", "estimate", "ci_low", "ci_high"},
+    "simulated_value": x, "true_value": x}``). Returns ``{"artifact": PATH, "deploy": {...}}``.
+    """
+    from supportrl.experiments.export import export_stage
+
+    artifact = export_stage(
+        source, output(out / "artifact"), reference=reference, evaluation=dict(predicted)
+    )
+    deployed = deploy_stage(
+        artifact,
+        output(out / "decisions"),
+        world=world,
+        reward=reward,
+        n_conversations=n_conversations,
+        seed=seed + 2,
+        epsilon=epsilon,
+    )
+    logs = validate_log(deployed.log, world.actions)
+    ope = predicted.get("ope", {})
+    print(f"      artifact: {artifact}")
+    print(
+        f"      decision log: {deployed.log} ({logs.n_conversations} conversations, "
+        f"{logs.n_turns} turns, valid schema v1)"
+    )
+    print(
+        f"      deployed on-policy value {deployed.on_policy_value:+.3f} "
+        f"(± {1.96 * deployed.std_err:.3f}, epsilon {deployed.epsilon:g}) | predicted: "
+        f"{ope.get('name', 'ope')} {ope.get('estimate', float('nan')):+.3f} "
+        f"[{ope.get('ci_low', float('nan')):+.3f}, {ope.get('ci_high', float('nan')):+.3f}], "
+        f"simulator {predicted.get('simulated_value', float('nan')):+.3f}, "
+        f"true {predicted.get('true_value', float('nan')):+.3f}"
+    )
+    return {"artifact": str(artifact), "deploy": deployed.to_dict()}
+
+
+@command
+def main(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.artifact is None:
+        raise UserError("artifact is required: artifact=DIR (written by supportrl export)")
+    world = world_from_cfg(cfg)
+    deployed = deploy_stage(
+        Path(str(cfg.artifact)),
+        output(run_dir() / "decisions"),
+        world=world,
+        reward=reward_from_cfg(cfg),
+        n_conversations=int(cfg.n_conversations),
+        seed=int(cfg.seed),
+        epsilon=to_plain(cfg.deploy.epsilon),
+        part_rows=int(cfg.deploy.part_rows),
+    )
+    logs = validate_log(deployed.log, world.actions)
+    return finish(
+        {"deploy": deployed.to_dict()},
+        f"deploy: {deployed.n_conversations} conversations ({logs.n_turns} decisions, log valid) "
+        f"-> on-policy value {deployed.on_policy_value:+.4f} ± {1.96 * deployed.std_err:.4f}",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""``supportrl serve artifact=DIR serve.port=N``: answer decisions over HTTP (FastAPI + uvicorn).
+
+Binds ``serve.host`` (127.0.0.1 unless told otherwise). Endpoints: ``POST /v1/decide``,
+``POST /v1/decide_batch``, ``POST /v1/outcome``, ``GET /health``, ``GET /manifest``
+(docs/artifact.md). With ``serve.log_dir=DIR`` decisions that carry a ``conversation_id``
+are written there as a schema-v1 decision log, completed by ``/v1/outcome``. Options:
+``serve.epsilon`` (exploration; null keeps the artifact's), ``serve.on_invalid=error|fallback``
+and ``serve.fallback_action``. Production can run the same service without the
+framework: ``python -m supportrl.serving.http DIR --port N``.
+
+Before serving it writes ``result.json`` (``{"artifact", "url", "log_dir"}``) and prints
+``run_dir``; it then serves until interrupted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from supportrl.experiments.common import (
+    UserError,
+    finish,
+    to_plain,
+)
+from supportrl.experiments.entry import command
+
+
+@command
+def main(cfg: DictConfig) -> dict[str, Any]:
+    from supportrl.serving import DecisionLogger, Predictor
+    from supportrl.serving.http import run_server
+
+    if cfg.artifact is None:
+        raise UserError("artifact is required: artifact=DIR (written by supportrl export)")
+    s = cfg.serve
+    predictor = Predictor.load(
+        Path(str(cfg.artifact)),
+        epsilon=to_plain(s.epsilon),
+        on_invalid=str(s.on_invalid),
+        fallback_action=to_plain(s.fallback_action),
+        seed=to_plain(s.seed),
+    )
+    port = int(s.port)
+    if not 0 < port < 65536:
+        raise UserError(f"serve.port={port}: expected a port in 1..65535")
+    log_dir = None if s.log_dir is None else Path(str(s.log_dir))
+    logger = None if log_dir is None else DecisionLogger.for_predictor(log_dir, predictor)
+    url = f"http://{s.host}:{port}"
+    finish(
+        {"artifact": str(predictor.directory), "url": url, "log_dir": log_dir},
+        f"serve: {predictor.kind} policy at {url} (Ctrl-C to stop)",
+    )
+    run_server(predictor, host=str(s.host), port=port, logger=logger)
+    return {}
+
+
+if __name__ == "__main__":
+    main()

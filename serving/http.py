@@ -1,0 +1,304 @@
+"""The HTTP service: a :class:`~supportrl.serving.Predictor` behind FastAPI (the ``http`` extra).
+
+Endpoints (JSON in, JSON out):
+
+* ``POST /v1/decide`` ``{"state": {...}, "conversation_id": "c1"}`` -> ``{"action",
+  "probabilities": {ACTION: p}, "propensity", "fallback", "reason", "logged"}``;
+* ``POST /v1/decide_batch`` ``{"states": [{...}, ...]}`` or ``{"columns": {NAME: [...]}}``,
+  optional ``"conversation_ids": [...]`` -> ``{"actions", "propensities",
+  "probabilities" (rows in catalogue order), "fallback", "reasons": {ROW: why}, "logged"}``;
+* ``POST /v1/outcome`` ``{"conversation_id", "outcome", "csat": null}`` -> ``{"recorded": true}``;
+* ``GET /health`` -> ``{"status": "ok", "policy", "actions", "epsilon"}``;
+* ``GET /manifest`` -> the artifact's manifest.
+
+A bad request gets a 4xx with ``{"error": message, "field": name}`` (400: not a JSON
+object; 422: a field fails a check; 404: an outcome for a conversation with no logged
+decisions; 409: an outcome while no decision log is configured); bad input never gets
+a 5xx. With a :class:`~supportrl.serving.DecisionLogger`, decisions that carry a
+``conversation_id`` are logged (schema v1), and outcomes complete them. A conversation
+with a decision that used the fallback action is answered but left out of the log (its
+state is not a valid row; ``DecisionLogger.drop``).
+
+Run it with ``python -m supportrl.serving.http ARTIFACT_DIR --port 8080`` or
+``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from supportrl.serving.features import InvalidStateError
+from supportrl.serving.logger import DecisionLogger
+from supportrl.serving.predictor import Predictor
+
+MAX_BATCH = 10_000
+"""Most states one ``/v1/decide_batch`` request may carry."""
+
+
+class BadRequest(Exception):
+    """A request the service refuses: HTTP ``status``, ``field`` named in the answer."""
+
+    def __init__(self, status: int, message: str, field: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"body: not valid JSON ({exc})", "body") from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, f"body: expected a JSON object, got {type(data).__name__}", "body")
+    return data
+
+
+def _conversation_id(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequest(422, f"{field}: expected a non-empty string, got {value!r}", field)
+    return value
+
+
+class Service:
+    """The request handling, independent of the web framework (plain dicts in and out)."""
+
+    def __init__(self, predictor: Predictor, logger: DecisionLogger | None = None) -> None:
+        self.predictor = predictor
+        self.logger = logger
+
+    def decide(self, body: dict[str, Any]) -> dict[str, Any]:
+        state = body.get("state")
+        if not isinstance(state, dict):
+            raise BadRequest(422, "state: expected a JSON object of state variables", "state")
+        cid = _conversation_id(body.get("conversation_id"), "conversation_id")
+        try:
+            decision = self.predictor.decide(state)
+        except InvalidStateError as err:
+            raise BadRequest(422, str(err), f"state.{err.field}") from None
+        out = {**decision.to_dict(), "logged": False}
+        if cid is not None and self.logger is not None:
+            if decision.fallback:  # its state is not a valid row: the conversation leaves the log
+                self.logger.drop(cid)
+                out["log_error"] = "conversation left out of the decision log: invalid state"
+                return out
+            try:
+                out["logged"] = self.logger.log(cid, state, decision.action, decision.propensity)
+            except ValueError as err:
+                out["log_error"] = str(err)
+        return out
+
+    def decide_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        if ("states" in body) == ("columns" in body):
+            raise BadRequest(422, "give exactly one of 'states' (a list) or 'columns'", "states")
+        field = "states" if "states" in body else "columns"
+        states = body[field]
+        if field == "states" and not isinstance(states, list):
+            raise BadRequest(422, "states: expected a list of state objects", "states")
+        if field == "columns" and not isinstance(states, dict):
+            raise BadRequest(422, "columns: expected an object of name -> list", "columns")
+        try:
+            n = len(states) if field == "states" else len(next(iter(states.values()), []))
+        except TypeError:
+            n = 0
+        if n > MAX_BATCH:
+            raise BadRequest(
+                422, f"{field}: at most {MAX_BATCH} states per request, got {n}", field
+            )
+        ids = body.get("conversation_ids")
+        if ids is not None and (
+            not isinstance(ids, list)
+            or len(ids) != n
+            or not all(isinstance(i, str) and i for i in ids)
+        ):
+            raise BadRequest(
+                422, f"conversation_ids: expected {n} non-empty strings", "conversation_ids"
+            )
+        try:
+            batch = self.predictor.decide_batch(states)
+        except InvalidStateError as err:
+            if err.field in ("states", field):
+                name = field
+            else:
+                name = err.field if err.field.startswith(field) else f"{field}.{err.field}"
+            raise BadRequest(422, str(err), name) from None
+        logged = False
+        log_error = None
+        if ids is not None and self.logger is not None:
+            for row in np.flatnonzero(batch.fallback).tolist():  # invalid states: not valid rows
+                self.logger.drop(ids[row])
+            valid = np.flatnonzero(~batch.fallback)
+            try:
+                self.logger.log_batch(
+                    [ids[i] for i in valid.tolist()],
+                    _state_columns(states, self.predictor, valid),
+                    batch.actions[valid].tolist(),
+                    batch.propensity[valid].tolist(),
+                )
+                logged = True
+            except ValueError as err:
+                log_error = str(err)
+        return {
+            "actions": batch.actions.tolist(),
+            "propensities": batch.propensity.tolist(),
+            "probabilities": batch.probabilities.tolist(),
+            "fallback": batch.fallback.tolist(),
+            "reasons": {str(k): v for k, v in batch.reasons.items()},
+            "logged": logged,
+            **({"log_error": log_error} if log_error else {}),
+        }
+
+    def outcome(self, body: dict[str, Any]) -> dict[str, Any]:
+        cid = _conversation_id(body.get("conversation_id"), "conversation_id")
+        if cid is None:
+            raise BadRequest(422, "conversation_id: required", "conversation_id")
+        outcome = body.get("outcome")
+        if not isinstance(outcome, str):
+            raise BadRequest(422, f"outcome: expected a string, got {outcome!r}", "outcome")
+        csat = body.get("csat")
+        if csat is not None and (
+            isinstance(csat, bool) or not isinstance(csat, int | float) or not math.isfinite(csat)
+        ):
+            raise BadRequest(
+                422, f"csat: expected a number in [1, 5] or null, got {csat!r}", "csat"
+            )
+        if self.logger is None:
+            raise BadRequest(
+                409, "no decision log configured (start with a log directory)", "conversation_id"
+            )
+        try:
+            recorded = self.logger.record_outcome(cid, outcome, csat)
+        except KeyError as err:
+            raise BadRequest(404, str(err.args[0]), "conversation_id") from None
+        except ValueError as err:
+            message = str(err)
+            field = next(
+                (f for f in ("outcome", "csat") if message.startswith(f)), "conversation_id"
+            )
+            raise BadRequest(422, message, field) from None
+        if not recorded:
+            return {"recorded": False, "reason": "conversation left out of the decision log"}
+        return {"recorded": True}
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "policy": self.predictor.kind,
+            "actions": list(self.predictor.actions),
+            "epsilon": self.predictor.epsilon,
+            "logging": self.logger is not None,
+        }
+
+
+def _state_columns(states: Any, predictor: Predictor, rows: np.ndarray) -> dict[str, Any]:
+    """The valid ``rows`` of ``states`` (records or columns) as columns, for the logger."""
+    names, take = predictor.encoder.variables, rows.tolist()
+    if isinstance(states, Mapping):
+        return {name: [states[name][i] for i in take] for name in names}
+    return {name: [states[i][name] for i in take] for name in names}
+
+
+def create_app(predictor: Predictor, *, logger: DecisionLogger | None = None) -> FastAPI:
+    """The FastAPI application serving ``predictor`` (and logging to ``logger`` when given)."""
+
+    service = Service(predictor, logger)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if logger is not None:  # completed conversations reach disk; open ones as cut off
+            logger.close()
+
+    app = FastAPI(title="supportrl policy", lifespan=lifespan)
+    app.state.service = service
+
+    def answer(handler: Any, body: bytes) -> JSONResponse:
+        try:
+            return JSONResponse(handler(_object(body)))
+        except BadRequest as err:
+            return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
+        except (ValueError, TypeError) as err:  # input the checks above did not foresee
+            field = getattr(err, "field", "body")
+            return JSONResponse({"error": str(err), "field": field}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "field": "body"}, status_code=422)
+
+    @app.post("/v1/decide")
+    async def decide(request: Request) -> JSONResponse:
+        return answer(service.decide, await request.body())
+
+    @app.post("/v1/decide_batch")
+    async def decide_batch(request: Request) -> JSONResponse:
+        return answer(service.decide_batch, await request.body())
+
+    @app.post("/v1/outcome")
+    async def outcome(request: Request) -> JSONResponse:
+        return answer(service.outcome, await request.body())
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/manifest")
+    async def manifest() -> dict[str, Any]:
+        return predictor.manifest
+
+    return app
+
+
+def run_server(
+    predictor: Predictor,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    logger: DecisionLogger | None = None,
+) -> None:
+    """Serve until interrupted (uvicorn); the decision log is flushed on shutdown."""
+    import uvicorn
+
+    print(f"serving {predictor.directory} ({predictor.kind}) on http://{host}:{port}", flush=True)
+    uvicorn.run(create_app(predictor, logger=logger), host=host, port=port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m supportrl.serving.http ARTIFACT_DIR [--port N] [--log-dir DIR] ...``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m supportrl.serving.http", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("artifact")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--epsilon", type=float, default=None)
+    parser.add_argument("--on-invalid", choices=("error", "fallback"), default="error")
+    parser.add_argument("--fallback-action", default=None)
+    parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor.load(
+            args.artifact,
+            epsilon=args.epsilon,
+            on_invalid=args.on_invalid,
+            fallback_action=args.fallback_action,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    logger = DecisionLogger.for_predictor(args.log_dir, predictor) if args.log_dir else None
+    run_server(predictor, host=args.host, port=args.port, logger=logger)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""DecisionLogger: production decisions as schema-v1 turns, in Parquet parts.
+
+Each logged decision becomes one turns row (``conversation_id``, ``turn``, ``intent``,
+``sentiment``, ``action``, ``propensity``, ``timestamp``, ``handle_time_s`` and the context
+features). A conversation's rows are held in memory until :meth:`DecisionLogger.record_outcome`
+completes it; completed conversations are written in parts of about ``part_rows`` rows,
+each to a temporary name and then renamed, so a crash loses at most the part being
+written and never corrupts an earlier one. The directory is then a schema-v1 log:
+``supportrl validate data.turns=DIR`` and ``supportrl evaluate data.turns=DIR`` read it
+as it is (docs/log-schema.md).
+
+Writing Parquet needs pyarrow (``pip install "./serving[log]"``); nothing else beyond numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUTCOMES = ("continue", "resolved", "escalated", "abandoned")
+"""Schema-v1 outcomes; ``continue`` on a conversation's last row means it was cut off."""
+STATE_COLUMNS = ("turn", "intent", "sentiment")
+"""Schema-v1 state columns; ``previous_action`` is derived from the actions on reading."""
+
+
+class DecisionLogger:
+    """Append decisions and outcomes to a directory of schema-v1 Parquet parts.
+
+    Args:
+        directory: where the parts go (created if needed; existing parts are kept).
+        categorical: categorical state variables of the policy (``intent`` and
+            ``previous_action`` included or not: both are handled).
+        numeric: numeric state variables (``turn``, ``sentiment`` and context features).
+        part_rows: completed rows per part (a part is written once this many are ready).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        categorical: Sequence[str],
+        numeric: Sequence[str],
+        part_rows: int = 10_000,
+    ) -> None:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                'DecisionLogger writes Parquet and needs pyarrow: pip install "supportrl-serving[log]"'
+            ) from exc
+        if part_rows < 1:
+            raise ValueError(f"part_rows must be >= 1, got {part_rows}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.categorical = tuple(c for c in categorical if c not in ("intent", "previous_action"))
+        self.numeric = tuple(c for c in numeric if c not in ("turn", "sentiment"))
+        self.part_rows = int(part_rows)
+        self._stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+        self._seq = 0
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._next_turn: dict[str, int] = {}
+        self._done: dict[str, tuple[str, float]] = {}
+        self._dropped: set[str] = set()
+        self._done_rows = 0
+        self.parts: list[Path] = []
+        """Parts written so far."""
+        self.rows_written = 0
+
+    @classmethod
+    def for_predictor(
+        cls, directory: str | os.PathLike[str], predictor: Any, *, part_rows: int = 10_000
+    ) -> DecisionLogger:
+        """A logger for the state variables of a :class:`~supportrl.serving.Predictor`."""
+        return cls(
+            directory,
+            categorical=tuple(predictor.encoder.categorical),
+            numeric=tuple(predictor.encoder.numeric),
+            part_rows=part_rows,
+        )
+
+    # ------------------------------------------------------------------ decisions
+
+    def log(
+        self,
+        conversation_id: str,
+        state: Mapping[str, Any],
+        action: str,
+        propensity: float,
+        *,
+        timestamp: np.datetime64 | None = None,
+        handle_time_s: float | None = None,
+    ) -> bool:
+        """Log one decision taken in ``state`` (its ``turn`` must be the conversation's next);
+        False when the conversation was dropped (:meth:`drop`) and the row left out."""
+        columns = {name: [state[name]] for name in self._state_names() if name in state}
+        return 1 == self.log_batch(
+            [conversation_id],
+            columns,
+            [action],
+            [propensity],
+            timestamps=None if timestamp is None else [timestamp],
+            handle_time_s=None if handle_time_s is None else [handle_time_s],
+        )
+
+    def log_batch(
+        self,
+        conversation_ids: Sequence[str],
+        states: Mapping[str, Sequence[Any]],
+        actions: Sequence[str],
+        propensities: Sequence[float],
+        *,
+        timestamps: Sequence[Any] | None = None,
+        handle_time_s: Sequence[float] | None = None,
+    ) -> int:
+        """Log ``n`` decisions: ids, state columns, action labels and propensities, each (n,).
+
+        Within one call a conversation's rows must come in turn order; each turn must be
+        the conversation's next (0 for a new one). ``timestamps`` default to now (UTC);
+        ``handle_time_s`` to missing. Rows of dropped conversations are left out; returns
+        the number of rows logged.
+        """
+        ids = np.asarray(conversation_ids, dtype=str)
+        n = len(ids)
+        missing = [name for name in self._state_names() if name not in states]
+        if missing:
+            raise ValueError(f"states: missing state variable(s) {missing}")
+        chunk = {"conversation_id": ids}
+        for name in ("intent", *self.categorical):
+            chunk[name] = np.asarray(states[name], dtype=str)
+        for name in ("turn", "sentiment", *self.numeric):
+            chunk[name] = np.asarray(states[name], dtype=np.float64)
+        chunk["action"] = np.asarray(actions, dtype=str)
+        chunk["propensity"] = np.asarray(propensities, dtype=np.float64)
+        if timestamps is None:
+            chunk["timestamp"] = np.full(n, np.datetime64(time.time_ns() // 1000, "us"))
+        else:
+            chunk["timestamp"] = np.asarray(timestamps, dtype="datetime64[us]")
+        chunk["handle_time_s"] = (
+            np.full(n, np.nan)
+            if handle_time_s is None
+            else np.asarray(handle_time_s, dtype=np.float64)
+        )
+        for name, values in chunk.items():
+            if values.shape != (n,):
+                raise ValueError(f"{name}: expected {n} values, got shape {values.shape}")
+        bad = ~((chunk["propensity"] > 0) & (chunk["propensity"] <= 1))
+        if bad.any():
+            raise ValueError(
+                f"propensities: must be in (0, 1]; rows {np.flatnonzero(bad)[:5].tolist()}"
+            )
+        if self._dropped:
+            keep = ~np.isin(ids, np.asarray(list(self._dropped), dtype=str))
+            chunk = {k: v[keep] for k, v in chunk.items()}
+            ids = chunk["conversation_id"]
+        self._check_turns(ids, chunk["turn"])
+        if len(ids):
+            self._chunks.append(chunk)
+        return len(ids)
+
+    def drop(self, conversation_id: str) -> None:
+        """Leave a conversation out of the log (e.g. one of its states was invalid, so its rows
+        would not be valid schema v1): rows logged so far are discarded, later decisions and
+        its outcome are ignored."""
+        cid = str(conversation_id)
+        self._dropped.add(cid)
+        if cid in self._done:
+            self._done_rows -= self._next_turn[cid]
+            del self._done[cid]
+        self._next_turn.pop(cid, None)
+        self._chunks = [
+            {k: v[c["conversation_id"] != cid] for k, v in c.items()} for c in self._chunks
+        ]
+
+    @property
+    def dropped(self) -> int:
+        """Conversations left out with :meth:`drop`."""
+        return len(self._dropped)
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("turn", "intent", "sentiment", *self.categorical, *self.numeric)
+
+    def _check_turns(self, ids: np.ndarray, turns: np.ndarray) -> None:
+        expected = dict(self._next_turn)
+        for i, (cid, turn) in enumerate(zip(ids.tolist(), turns.tolist(), strict=True)):
+            if cid in self._done:
+                raise ValueError(f"conversation {cid!r}: already completed by record_outcome")
+            want = expected.get(cid, 0)
+            if turn != want:
+                raise ValueError(
+                    f"conversation {cid!r}: row {i} has turn {turn:g}, expected {want} "
+                    "(turns are 0, 1, 2, ... in order)"
+                )
+            expected[cid] = want + 1
+        self._next_turn = expected
+
+    # ------------------------------------------------------------------ outcomes
+
+    def record_outcome(self, conversation_id: str, outcome: str, csat: float | None = None) -> bool:
+        """Complete a conversation: ``outcome`` goes on its last logged row, ``csat`` (1-5) too.
+
+        ``outcome="continue"`` marks a conversation cut off before it ended. False when the
+        conversation was dropped (:meth:`drop`) and the outcome ignored.
+        """
+        return 1 == self.record_outcomes(
+            [conversation_id], [outcome], None if csat is None else [csat]
+        )
+
+    def record_outcomes(
+        self,
+        conversation_ids: Sequence[str],
+        outcomes: Sequence[str],
+        csat: Sequence[float] | None = None,
+    ) -> int:
+        """:meth:`record_outcome` for many conversations; ``csat`` may hold NaN for "no survey".
+        Returns how many were recorded (outcomes of dropped conversations are ignored)."""
+        ids = [str(c) for c in conversation_ids]
+        scores = np.full(len(ids), np.nan) if csat is None else np.asarray(csat, dtype=np.float64)
+        if len(outcomes) != len(ids) or scores.shape != (len(ids),):
+            raise ValueError("conversation_ids, outcomes and csat must have the same length")
+        if self._dropped:  # outcomes of dropped conversations are ignored
+            keep = [i for i, c in enumerate(ids) if c not in self._dropped]
+            ids, outcomes, scores = (
+                [ids[i] for i in keep],
+                [outcomes[i] for i in keep],
+                scores[keep],
+            )
+        for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
+            if cid not in self._next_turn:
+                raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
+            if cid in self._done:
+                raise ValueError(f"conversation_id {cid!r}: outcome already recorded")
+            if outcome not in OUTCOMES:
+                raise ValueError(f"outcome: {outcome!r} is not one of {list(OUTCOMES)}")
+            if not (np.isnan(score) or 1.0 <= score <= 5.0):
+                raise ValueError(f"csat: must be in [1, 5], got {score}")
+        for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
+            self._done[cid] = (outcome, score)
+            self._done_rows += self._next_turn[cid]
+        if self._done_rows >= self.part_rows:
+            self.flush()
+        return len(ids)
+
+    @property
+    def open_conversations(self) -> int:
+        """Conversations with decisions logged and no outcome yet."""
+        return len(self._next_turn) - len(self._done)
+
+    # ------------------------------------------------------------------ writing
+
+    def flush(self) -> Path | None:
+        """Write every completed conversation as one new part; returns it (None if none)."""
+        if not self._done:
+            return None
+        columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
+        done_ids = np.asarray(list(self._done), dtype=str)
+        is_done = np.isin(columns["conversation_id"], done_ids)
+        rest = {k: v[~is_done] for k, v in columns.items()}
+        rows = {k: v[is_done] for k, v in columns.items()}
+        order = np.lexsort((rows["turn"], rows["conversation_id"]))
+        rows = {k: v[order] for k, v in rows.items()}
+        cid = rows["conversation_id"]
+        last = np.append(cid[1:] != cid[:-1], True)
+        outcome = np.full(len(cid), "continue", dtype=object)
+        csat = np.full(len(cid), np.nan)
+        ends = cid[last].tolist()
+        outcome[last] = [self._done[c][0] for c in ends]
+        csat[last] = [self._done[c][1] for c in ends]
+        path = self._write_part(rows, outcome, csat)
+        for c in ends:
+            del self._done[c], self._next_turn[c]
+        self._done_rows = 0
+        self._chunks = [rest] if len(rest["conversation_id"]) else []
+        return path
+
+    def _write_part(
+        self, rows: dict[str, np.ndarray], outcome: np.ndarray, csat: np.ndarray
+    ) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                "conversation_id": pa.array(rows["conversation_id"], pa.string()),
+                "turn": pa.array(rows["turn"].astype(np.int64)),
+                "intent": pa.array(rows["intent"], pa.string()),
+                "sentiment": pa.array(rows["sentiment"]),
+                "action": pa.array(rows["action"], pa.string()),
+                "propensity": pa.array(rows["propensity"]),
+                "outcome": pa.array(outcome.astype(str), pa.string()),
+                "csat": pa.array(csat, pa.float64(), from_pandas=True),
+                "handle_time_s": pa.array(rows["handle_time_s"], pa.float64(), from_pandas=True),
+                "timestamp": pa.array(rows["timestamp"], pa.timestamp("us")),
+                **{c: pa.array(rows[c], pa.string()) for c in self.categorical},
+                **{c: pa.array(rows[c]) for c in self.numeric},
+            }
+        )
+        self._seq += 1
+        path = self.directory / f"part-{self._stamp}-{self._seq:05d}.parquet"
+        tmp = path.with_name("." + path.name + ".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        self.parts.append(path)
+        self.rows_written += table.num_rows
+        return path
+
+    def close(self, *, censor_open: bool = True) -> None:
+        """Flush; with ``censor_open`` conversations without an outcome are written as cut off
+        (last row ``continue``), otherwise they are dropped."""
+        if censor_open:
+            for cid in [c for c in self._next_turn if c not in self._done]:
+                self._done[cid] = ("continue", float("nan"))
+        self.flush()
+        self._chunks, self._next_turn, self._done = [], {}, {}
+
+    def __enter__(self) -> DecisionLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,267 @@
+"""The policy inside an artifact, on numpy + onnxruntime: maps encoded states to probabilities.
+
+Every scorer answers ``probs(obs, columns, epsilon)``: ``obs`` the encoded states, float32
+(n, dim); ``columns`` the clean raw values (categorical str, numeric float64, each (n,));
+``epsilon`` the weight of uniform exploration mixed in. It returns float64 (n, n_actions),
+rows summing to 1. The maths is the framework's, step for step, so an exported policy
+gives the probabilities of the policy it was exported from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from supportrl.serving.artifact import ArtifactError
+
+TIE_RTOL = 1e-12
+"""Scores within this relative distance of the row maximum count as tied (as in training)."""
+_CHUNK_ROWS = 8192
+_MC_ELEMENTS = 2_000_000
+
+
+class Scorer(Protocol):
+    needs_columns: bool
+    """Whether :meth:`probs` reads the raw columns (rules) or only ``obs``."""
+
+    def probs(
+        self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
+    ) -> np.ndarray: ...
+
+
+def epsilon_mix(probs: np.ndarray, epsilon: float) -> np.ndarray:
+    """``(1 - epsilon) * probs + epsilon / n_actions``."""
+    if epsilon == 0.0:
+        return probs
+    return (1.0 - epsilon) * probs + epsilon / probs.shape[1]
+
+
+def greedy_probs(scores: np.ndarray) -> np.ndarray:
+    """Argmax distribution of ``scores`` (n, K), ties (within :data:`TIE_RTOL`) split evenly."""
+    top = scores.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        threshold = np.where(np.isfinite(top), top - TIE_RTOL * np.abs(top), top)
+    best = scores >= threshold
+    return best / best.sum(axis=1, keepdims=True)
+
+
+def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 ``.npy`` array of ``shape``, read without pickle; ArtifactError otherwise."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable array ({exc})") from exc
+    if arr.shape != shape or arr.dtype != np.float64 or not np.isfinite(arr).all():
+        raise ArtifactError(
+            f"{path}: expected finite float64 of shape {shape}, got {arr.dtype} {arr.shape}"
+        )
+    return arr
+
+
+# ---------------------------------------------------------------------- DQN (ONNX)
+
+
+class OnnxScorer:
+    """``policy.onnx``: inputs ``obs`` float32 (n, dim) and ``epsilon`` float32 (1,),
+    output ``probs`` float32 (n, n_actions) (greedy over the Q-values, ties split evenly,
+    epsilon mixed in)."""
+
+    needs_columns = False
+
+    def __init__(self, path: Path, dim: int, n_actions: int, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({exc})") from exc
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if set(inputs) != {"obs", "epsilon"} or inputs["obs"][1] != dim:
+            raise ArtifactError(f"{path}: expected inputs obs (n, {dim}) and epsilon, got {inputs}")
+        self.n_actions = n_actions
+        self._epsilon = np.zeros(1, dtype=np.float32)
+
+    def probs(
+        self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
+    ) -> np.ndarray:
+        eps = self._epsilon
+        if eps[0] != np.float32(epsilon):  # a fresh array: never mutate one in use elsewhere
+            eps = self._epsilon = np.array([epsilon], dtype=np.float32)
+        return self.session.run(["probs"], {"obs": obs, "epsilon": eps})[0].astype(np.float64)
+
+
+# ---------------------------------------------------------------------- linear bandits
+
+
+class LinearScorer:
+    """LinUCB (greedy over ``x.theta_a + alpha sqrt(x' A_a^-1 x)``) or LinTS (the share of
+    the stored posterior draws ``z`` (S, K) each action wins), on design rows ``[obs, 1]``."""
+
+    needs_columns = False
+
+    def __init__(
+        self, directory: Path, policy: Mapping[str, Any], dim: int, n_actions: int
+    ) -> None:
+        self.kind = policy["kind"]
+        d = dim + 1
+        self.theta = load_array(directory / "theta.npy", (n_actions, d))
+        a_inv = load_array(directory / "a_inv.npy", (n_actions, d, d))
+        self.a_inv_rows = np.ascontiguousarray(a_inv.reshape(n_actions * d, d))
+        params = policy.get("params", {})
+        if self.kind == "linucb":
+            self.alpha = float(params["alpha"])
+        else:
+            self.v = float(params["v"])
+            self.z = load_array(directory / "z.npy", (int(params["n_prob_samples"]), n_actions))
+        self.n_actions, self.d = n_actions, d
+
+    def _mean_and_width(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k, d, n = self.n_actions, self.d, x.shape[0]
+        mean = x @ self.theta.T
+        width = np.empty((n, k))
+        stacked = self.a_inv_rows.T
+        for start in range(0, n, _CHUNK_ROWS):
+            rows = x[start : start + _CHUNK_ROWS]
+            z = (rows @ stacked).reshape(len(rows), k, d)
+            width[start : start + _CHUNK_ROWS] = np.matmul(z, rows[:, :, None])[:, :, 0]
+        np.maximum(width, 0.0, out=width)
+        np.sqrt(width, out=width)
+        return mean, width
+
+    def probs(
+        self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
+    ) -> np.ndarray:
+        x = np.empty((obs.shape[0], self.d))
+        x[:, :-1] = obs
+        x[:, -1] = 1.0
+        mean, width = self._mean_and_width(x)
+        if self.kind == "linucb":
+            width *= self.alpha
+            width += mean
+            return epsilon_mix(greedy_probs(width), epsilon)
+        width *= self.v
+        n, k = mean.shape
+        s = self.z.shape[0]
+        probs = np.empty((n, k))
+        labels = np.arange(k)
+        step = max(1, _MC_ELEMENTS // (s * k))
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            draws = mean[None, sl, :] + width[None, sl, :] * self.z[:, None, :]
+            wins = draws.argmax(axis=2)
+            probs[sl] = (wins[:, :, None] == labels).mean(axis=0)
+        return epsilon_mix(probs, epsilon)
+
+
+# ---------------------------------------------------------------------- rule policies
+
+
+_ORDERING = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+_EQUALITY = {"==": np.equal, "!=": np.not_equal}
+
+
+class RuleScorer:
+    """First-match rules from ``rules.json`` (conditions as JSON trees), evaluated column-wise.
+
+    Tree nodes: ``{"var": NAME}``, ``{"const": VALUE}``, ``{"list": [VALUES]}``,
+    ``{"cmp": OP, "left": NODE, "right": NODE}``, ``{"not": NODE}``, ``{"and": [NODES]}``,
+    ``{"or": [NODES]}``. Types are checked once, at load, against the feature spec.
+    """
+
+    needs_columns = True
+
+    def __init__(
+        self,
+        path: Path,
+        actions: Sequence[str],
+        categorical: Sequence[str],
+        numeric: Sequence[str],
+    ) -> None:
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            self.default = list(actions).index(spec["default"])
+            self.rules = [(r["when"], list(actions).index(r["action"])) for r in spec["rules"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"{path}: malformed rules ({exc!r})") from exc
+        self.kinds = {**{c: "string" for c in categorical}, **{c: "number" for c in numeric}}
+        for i, (tree, _) in enumerate(self.rules):
+            try:
+                self._check(tree)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ArtifactError(f"{path}: rules[{i}]: {exc}") from exc
+        self.n_actions = len(actions)
+
+    def _kind(self, node: Mapping[str, Any]) -> str:
+        if "var" in node:
+            if node["var"] not in self.kinds:
+                raise ValueError(f"reads {node['var']!r}, which is not in the feature spec")
+            return self.kinds[node["var"]]
+        value = node["const"]
+        if isinstance(value, bool):
+            return "bool"
+        return "string" if isinstance(value, str) else "number"
+
+    def _check(self, node: Mapping[str, Any]) -> None:
+        if "and" in node or "or" in node:
+            for child in node.get("and", node.get("or")):
+                self._check(child)
+        elif "not" in node:
+            self._check(node["not"])
+        elif "cmp" in node:
+            left = self._kind(node["left"])
+            right = node["right"]
+            kinds = (
+                {self._kind({"const": v}) for v in right["list"]}
+                if "list" in right
+                else {self._kind(right)}
+            )
+            if kinds - {left} or (node["cmp"] in _ORDERING and left != "number"):
+                raise ValueError(f"comparison {node['cmp']!r} of mismatched types")
+        elif self._kind(node) != "bool":
+            raise ValueError("a condition must be boolean")
+
+    def _mask(
+        self, node: Mapping[str, Any], columns: Mapping[str, np.ndarray], n: int
+    ) -> np.ndarray:
+        if "or" in node:
+            return np.logical_or.reduce([self._mask(c, columns, n) for c in node["or"]])
+        if "and" in node:
+            return np.logical_and.reduce([self._mask(c, columns, n) for c in node["and"]])
+        if "not" in node:
+            return ~self._mask(node["not"], columns, n)
+        if "const" in node:
+            return np.full(n, bool(node["const"]))
+        left = columns[node["left"]["var"]] if "var" in node["left"] else node["left"]["const"]
+        right = node["right"]
+        if "list" in right:
+            items = right["list"]
+            hits = np.isin(left, items) if items else np.zeros(np.shape(left), dtype=bool)
+            result = ~hits if node["cmp"] == "not in" else hits
+        else:
+            value = columns[right["var"]] if "var" in right else right["const"]
+            op = node["cmp"]
+            result = (_ORDERING.get(op) or _EQUALITY[op])(left, value)
+        result = np.asarray(result, dtype=bool)
+        return np.full(n, bool(result)) if result.ndim == 0 else result
+
+    def probs(
+        self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
+    ) -> np.ndarray:
+        n = obs.shape[0]
+        chosen = np.full(n, self.default, dtype=np.int64)
+        undecided = np.ones(n, dtype=bool)
+        for tree, action in self.rules:
+            holds = self._mask(tree, columns, n)
+            chosen[holds & undecided] = action
+            undecided &= ~holds
+        probs = np.zeros((n, self.n_actions))
+        probs[np.arange(n), chosen] = 1.0
+        return epsilon_mix(probs, epsilon)

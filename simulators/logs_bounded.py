@@ -1,0 +1,210 @@
+"""Validating conversation logs larger than memory: Parquet read in passes of bounded size.
+
+Every schema-v1 check of :func:`~supportrl.simulators.logs.load_conversations` concerns
+one conversation at a time, except the caps on distinct values. So the rows are split
+into ``k`` passes by a hash of ``conversation_id`` (a conversation never straddles two
+passes); each pass reads the Parquet files batch by batch, keeps only its rows, and runs
+the full validation on them. Peak memory is that of one pass, about
+``memory_budget_mb``; the files are read ``k`` times. Error messages name the same file,
+column and rows as a single in-memory validation. The level caps are checked on the union
+of distinct values across passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from supportrl.simulators.logs import (
+    DEFAULT_ACTIONS,
+    MAX_INFERRED_LEVELS,
+    MIN_ROWS_UNIQUE,
+    LogLimits,
+    LogValidationError,
+    _check_parquet_schema,
+    _Table,
+    all_propensities_one,
+    load_conversations,
+)
+
+BYTES_PER_ROW = 700
+"""Measured peak memory of an in-memory validation per turn row (bytes; see benchmarks)."""
+
+BATCH_ROWS = 65_536
+"""Rows per Parquet record batch read."""
+
+
+def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
+    """(file, rows) of a Parquet file or of a directory's parts (sorted by name)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".parquet", ".pq"))
+        if not files:
+            raise LogValidationError(f"{path}: directory holds no .parquet files")
+    else:
+        files = [path]
+    parts = []
+    for f in files:
+        _check_parquet_schema(f)
+        parts.append((f, pq.ParquetFile(f).metadata.num_rows))
+    _check_schemas(files)
+    return parts
+
+
+def _check_schemas(files: Sequence[Path]) -> None:
+    """Same columns, and numbers vs strings alike, in every part."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = pq.read_schema(files[0])
+    for f in files[1:]:
+        schema = pq.read_schema(f)
+        if set(schema.names) != set(first.names):
+            raise LogValidationError(
+                f"{f}: columns {sorted(schema.names)} differ from {files[0].name}'s "
+                f"{sorted(first.names)}"
+            )
+        for name in first.names:
+            a, b = first.field(name).type, schema.field(name).type
+            numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in (a, b)]
+            if numeric[0] != numeric[1] or (not numeric[0] and a != b):
+                raise LogValidationError(
+                    f"{f}, column {name!r}: type {b} differs from {files[0].name}'s {a}; "
+                    "write every part with the same column types"
+                )
+
+
+def passes_needed(n_rows: int, memory_budget_mb: float) -> int:
+    """How many passes keep one pass's rows within ``memory_budget_mb``."""
+    rows_per_pass = max(10_000, int(memory_budget_mb * 2**20 / BYTES_PER_ROW))
+    return max(1, math.ceil(n_rows / rows_per_pass))
+
+
+def _pass_table(
+    parts: Sequence[tuple[Path, int]], root: Path, k: int, n_passes: int, limits: LogLimits
+) -> _Table | None:
+    """The rows of pass ``k`` (conversation hash mod ``n_passes``), with global row numbers."""
+    import pyarrow.parquet as pq
+
+    frames, ids, offset = [], [], 0
+    for file, _ in parts:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
+            if "conversation_id" not in batch.schema.names:
+                return None  # load_conversations names the missing column
+            conv = pd.Series(batch.column("conversation_id").to_pandas()).astype(str)
+            keep = pd.util.hash_pandas_object(conv, index=False).to_numpy() % n_passes == k
+            rows = np.flatnonzero(keep)
+            if len(rows):
+                frames.append(batch.take(rows).to_pandas())
+                ids.append(offset + rows)
+            offset += batch.num_rows
+    if not frames:
+        return None
+    frame = pd.concat(frames, ignore_index=True)
+    return _Table(
+        frame=frame, path=root, parts=tuple(parts), limits=limits, row_ids=np.concatenate(ids)
+    )
+
+
+def validate_conversations_bounded(
+    turns: str | Path,
+    *,
+    customers: str | Path | None = None,
+    categorical: Sequence[str] | None = None,
+    numeric: Sequence[str] | None = None,
+    actions: Sequence[str] = DEFAULT_ACTIONS,
+    limits: LogLimits | None = None,
+    memory_budget_mb: float = 1024.0,
+) -> dict[str, Any]:
+    """The summary of :meth:`LoggedConversations.summary` for Parquet logs of any size, plus
+    ``passes`` and ``propensities_all_one`` (see :func:`~supportrl.simulators.logs.data_warnings`).
+
+    Raises :class:`LogValidationError` with the messages of :func:`load_conversations`
+    (file, column, global row numbers), holding about ``memory_budget_mb`` of rows at a
+    time. When the logs break several rules, the one reported first may differ from a
+    single in-memory validation (passes go by conversation hash, not by row order).
+    """
+    limits = limits or LogLimits()
+    root = Path(turns)
+    if root.suffix.lower() not in (".parquet", ".pq") and not root.is_dir():
+        logs = load_conversations(
+            turns, customers=customers, categorical=categorical, numeric=numeric,
+            actions=actions, limits=limits,
+        )  # fmt: skip
+        ones = all_propensities_one(logs.propensity)
+        return {**logs.summary(), "passes": 1, "propensities_all_one": ones}
+    parts = parquet_parts(root)
+    n_rows = sum(n for _, n in parts)
+    n_passes = passes_needed(n_rows, memory_budget_mb)
+    total: dict[str, Any] | None = None
+    levels: dict[str, set[str]] = {}
+    all_one = True
+    for k in range(n_passes):
+        table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
+        if n_passes > 1 and table is None:
+            continue
+        logs = load_conversations(
+            table if table is not None else root,
+            customers=customers, categorical=categorical, numeric=numeric,
+            actions=actions, limits=limits,
+        )  # fmt: skip
+        for name in ("intent", *logs.categorical):
+            values = logs.intent if name == "intent" else logs.features[name]
+            levels.setdefault(name, set()).update(np.unique(values).tolist())
+            if len(levels[name]) > limits.max_levels:
+                raise LogValidationError(
+                    f"{root}, column {name!r}: more than {limits.max_levels} distinct values "
+                    f"(set data.max_levels=N to allow more)"
+                )
+        all_one = all_one and all_propensities_one(logs.propensity)
+        total = _merge(total, logs.summary())
+        del logs, table
+    if total is None:
+        raise LogValidationError(f"{root}: no rows")
+    if categorical is None and numeric is None:
+        _check_union(root, levels, total)
+    total["source"] = str(turns)
+    total["passes"] = n_passes
+    total["propensities_all_one"] = all_one
+    return total
+
+
+def _check_union(root: Path, levels: dict[str, set[str]], total: dict[str, Any]) -> None:
+    """Inferred categorical features: the level checks of a single validation, across passes."""
+    for name in total["categorical"]:
+        n = len(levels.get(name, ()))
+        if n > MAX_INFERRED_LEVELS:
+            raise LogValidationError(
+                f"{root}, column {name!r}: {n} distinct values, too many for a categorical "
+                "feature (an id, a date or free text?); declare the features "
+                "(data.categorical=[..] data.numeric=[..])"
+            )
+        if n == total["turns"] >= MIN_ROWS_UNIQUE:
+            raise LogValidationError(
+                f"{root}, column {name!r}: a different value on every row (an id, an e-mail "
+                "address?), not a feature; drop it or declare the features "
+                "(data.categorical=[..] data.numeric=[..])"
+            )
+
+
+def _merge(total: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """Sum two summaries (counts and count dictionaries); mean_turns recomputed."""
+    if total is None:
+        return dict(part)
+    out = dict(total)
+    for key, value in part.items():
+        if isinstance(value, dict):
+            merged = dict(out.get(key, {}))
+            for k, v in value.items():
+                merged[k] = merged.get(k, 0) + v
+            out[key] = dict(sorted(merged.items())) if key == "intents" else merged
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[key] = out.get(key, 0) + value
+    out["mean_turns"] = round(out["turns"] / max(out["conversations"], 1), 3)
+    return out

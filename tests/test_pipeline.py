@@ -1,0 +1,158 @@
+"""The pipeline obeys its config: each group's override reaches the stage that uses it.
+
+One small base run, then one run per override; each test checks that the override changed
+what its stage produced (and, where it should, nothing upstream of it). Were an override
+dropped, the run would equal the base run and the test would fail.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import result_of, run_dir_of, supportrl
+
+SMALL = (
+    "generate.n_conversations=300",
+    "train.total_steps=600",
+    "pipeline.true_value_conversations=300",
+    "pipeline.simulated_conversations=300",
+    "ope.n_bootstrap=20",
+    "ope.conversation_estimators=[wpdis,seq_dr]",
+    "ope.decision_estimators=[]",
+    "pipeline.baselines=[configs/rules/rules_production.yaml]",
+    "logger.progress=false",
+)
+
+
+def run(tmp: Path, *overrides: str) -> tuple[dict[str, Any], Path]:
+    proc = supportrl(tmp / "outputs", "pipeline", *SMALL, *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return result_of(proc), run_dir_of(proc)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    return run(tmp_path_factory.mktemp("base"))
+
+
+def seq_dr(result: dict[str, Any], name: str = "linucb") -> float:
+    return result["policies"][name]["seq_dr"]["estimate"]
+
+
+def test_seed_and_generate_reach_the_data(base, tmp_path: Path) -> None:
+    result, _ = run(tmp_path, "seed=1", "generate.n_conversations=250")
+    assert result["summary"]["conversations"] == 250
+    assert result["data"]["seed"] == 1
+    assert base[0]["summary"]["conversations"] == 300
+
+
+def test_world_reaches_generate(base, tmp_path: Path) -> None:
+    result, _ = run(tmp_path, "world.logging_epsilon=0.9")
+    # a near-uniform logger: different logs, different logged value and action mix
+    assert result["summary"]["turns"] != base[0]["summary"]["turns"]
+    assert result["logging_value"]["estimate"] != base[0]["logging_value"]["estimate"]
+
+
+def test_user_logs_skip_generate_and_truth(base, tmp_path: Path) -> None:
+    turns = base[0]["data"]["turns"]
+    customers = base[0]["data"]["customers"]
+    result, out = run(tmp_path, f"data.turns={turns}", f"data.customers={customers}")
+    assert result["data"]["source"] == turns
+    assert not (out / "data").exists()  # nothing generated
+    assert "true_value" not in result["policies"]["linucb"] and "logging_true_value" not in result
+    # same logs, same seed: the same fit, agent and estimates as the run that generated them
+    assert seq_dr(result) == pytest.approx(seq_dr(base[0]))
+
+
+def test_missing_turns_file_is_an_error_not_a_reason_to_generate(tmp_path: Path) -> None:
+    proc = supportrl(tmp_path / "outputs", "pipeline", *SMALL, "data.turns=/nonexistent.parquet")
+    assert proc.returncode == 2
+    assert "error: /nonexistent.parquet" in proc.stderr and "Traceback" not in proc.stderr
+    assert not [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+
+
+def test_simulator_reaches_fit(base, tmp_path: Path) -> None:
+    result, out = run(tmp_path, "simulator.l2=1000")
+    sim = json.loads((out / "simulator" / "simulator.json").read_text())
+    assert sim["params"]["l2"] == 1000
+    assert (
+        result["policies"]["rules_production"]["simulated_value"]
+        != base[0]["policies"]["rules_production"]["simulated_value"]
+    )
+    # the logs and their estimates did not change
+    assert result["logging_value"] == base[0]["logging_value"]
+
+
+def test_simulator_group_reaches_fit(base, tmp_path: Path) -> None:
+    result, out = run(tmp_path, "simulator=ensemble", "simulator.epochs=1", "simulator.n_members=2")
+    sim = json.loads((out / "simulator" / "simulator.json").read_text())
+    assert sim["family"] == "ensemble"
+    assert (
+        result["policies"]["linucb"]["simulated_value"]
+        != (base[0]["policies"]["linucb"]["simulated_value"])
+    )
+
+
+def test_agent_and_budget_reach_train(base, tmp_path: Path) -> None:
+    result, _ = run(tmp_path, "agent.alpha=20", "train.total_steps=900")
+    assert result["env_steps"] >= 900 and base[0]["env_steps"] < 900
+    assert seq_dr(result) != seq_dr(base[0])
+    assert seq_dr(result, "rules_production") == pytest.approx(seq_dr(base[0], "rules_production"))
+
+
+def test_agent_group_reaches_train(tmp_path: Path) -> None:
+    result, out = run(tmp_path, "agent=dqn", "agent.hidden_sizes=[7]", "agent.num_envs=8")
+    assert result["agent"] == "dqn" and "dqn" in result["policies"]
+    policy = json.loads((out / "agents" / "dqn" / "checkpoint" / "policy.json").read_text())
+    assert policy["network"]["hidden_sizes"] == [7]
+
+
+def test_reward_reaches_values_and_ope(base, tmp_path: Path) -> None:
+    result, _ = run(tmp_path, "reward.resolved=3.0")
+    assert result["logging_value"]["estimate"] > base[0]["logging_value"]["estimate"] + 0.5
+    assert result["policies"]["rules_production"]["true_value"] > (
+        base[0]["policies"]["rules_production"]["true_value"] + 0.5
+    )
+
+
+def test_ope_reaches_evaluate_and_selection(base, tmp_path: Path) -> None:
+    result, _ = run(tmp_path, "ope.select=wpdis", "ope.alpha=0.5")
+    assert result["select"] == "wpdis" and "wpdis" in result["selection"]["reason"]
+    narrow, wide = result["policies"]["linucb"]["seq_dr"], base[0]["policies"]["linucb"]["seq_dr"]
+    assert narrow["ci_high"] - narrow["ci_low"] < wide["ci_high"] - wide["ci_low"]
+
+
+def test_misspelt_override_names_the_key(tmp_path: Path) -> None:
+    proc = supportrl(tmp_path / "outputs", "pipeline", "agent.alpah=1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown key agent.alpah" in proc.stderr and "agent.alpha" in proc.stderr
+    proc = supportrl(tmp_path / "outputs", "pipeline", "agent.alpha=abc")
+    assert proc.returncode == 2 and "agent.alpha: expected float" in proc.stderr
+    proc = supportrl(tmp_path / "outputs", "pipeline", "agent=linucbb")
+    assert proc.returncode == 2 and "agent=linucbb: no such option" in proc.stderr
+    assert "linucb" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_segment_breakdown(tmp_path: Path) -> None:
+    result, out = run(tmp_path, "report.segment_by=[tier]")
+    tiers = result["segments"]["tier"]
+    assert set(tiers) <= {"free", "pro", "enterprise"} and len(tiers) >= 2
+    for seg in tiers.values():
+        assert set(seg["policies"]) == set(result["policies"])
+        for mix in [
+            seg["logging"]["action_mix"],
+            *(p["action_mix"] for p in seg["policies"].values()),
+        ]:
+            assert sum(mix.values()) == pytest.approx(1.0, abs=1e-3)
+    n = {k: v["n_conversations"] for k, v in tiers.items()}
+    assert sum(n.values()) <= result["summary"]["conversations"]
+    # a breakdown, not one number repeated: segments differ
+    assert len({round(v["policies"]["linucb"]["estimate"], 6) for v in tiers.values()}) > 1
+    assert "Per segment" in (out / "report.md").read_text()
+    proc = supportrl(tmp_path / "o2", "pipeline", *SMALL, "report.segment_by=[sentiment]")
+    assert proc.returncode == 2 and "not a categorical feature" in proc.stderr
