@@ -4,7 +4,7 @@ A *state batch* is a mapping from state-variable name to a 1-D array of length `
 raw named state of ``n`` decisions (``turn``, ``previous_action``, ``intent``,
 ``sentiment`` and every declared context feature). Categorical values are strings,
 numeric values are numbers. OPE, the env, reports and export all talk to policies
-through :class:`Policy` only (DESIGN.md section 6).
+through :class:`Policy` only (docs/policy.md).
 """
 
 from __future__ import annotations
@@ -51,6 +51,23 @@ def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
     actions = (u >= cdf).sum(axis=1)
     return np.minimum(actions, probs.shape[1] - 1).astype(np.int64)
+
+
+TIE_RTOL = 1e-12
+"""Scores within this relative distance of the row maximum count as tied (rounding noise)."""
+
+
+def greedy_probs(scores: np.ndarray) -> np.ndarray:
+    """Argmax distribution of ``scores`` (shape (n, K)), ties split evenly; shape (n, K).
+
+    Scores within :data:`TIE_RTOL` (relative) of the row maximum count as tied, so rounding
+    differences between two equal models never break a tie; ``+inf`` scores tie with each other.
+    """
+    top = scores.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        threshold = np.where(np.isfinite(top), top - TIE_RTOL * np.abs(top), top)
+    best = scores >= threshold
+    return best / best.sum(axis=1, keepdims=True)
 
 
 def epsilon_mix(probs: np.ndarray, epsilon: float) -> np.ndarray:

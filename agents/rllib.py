@@ -49,56 +49,69 @@ from typing import Any
 
 import numpy as np
 import torch
-from supportrl.agents.base import BasePolicy, States, batch_size
+from supportrl.agents.base import BasePolicy, States, batch_size, greedy_probs
 from supportrl.agents.dqn.config import DQNConfig
 from supportrl.agents.dqn.network import QNetwork
 from supportrl.agents.dqn.policy import QPolicy
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import RewardSpec
-from supportrl.simulators.synthetic import WorldConfig
 
 ENV_NAME = "SupportEnv-v0"
 """Name under which the env creator is registered in Ray's tune registry."""
 
 
+WORLD_FACTORY = "supportrl.simulators.synthetic:world_from_config"
+"""Model factory of ``support_env_config(world=...)``: the ground-truth world from its config."""
+SIMULATOR_FACTORY = "supportrl.simulators.fitted:load_customer_model"
+"""Model factory of ``support_env_config(model_path=...)``: a saved fitted simulator."""
+
+
 def support_env_config(
     *,
-    world: WorldConfig | None = None,
+    world: Any = None,
     model_path: str | None = None,
+    model_factory: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     reward: RewardSpec | None = None,
     penalized: bool = True,
 ) -> dict[str, Any]:
     """Plain-data ``env_config`` from which every Ray worker rebuilds the same SupportEnv.
 
-    ``world`` (the synthetic world's config) or ``model_path`` (a fitted simulator
-    directory, readable on every node) picks the customer model.
+    Exactly one customer model: ``world`` (the synthetic world's ``WorldConfig``),
+    ``model_path`` (a fitted simulator directory, readable on every node), or a
+    ``model_factory`` (``"module:function"``, importable on every node) called with
+    ``model_kwargs``. The factory is named, not imported, so this module depends on no
+    simulator.
     """
-    if (world is None) == (model_path is None):
-        raise ValueError("support_env_config: give exactly one of world= or model_path=")
+    if sum(x is not None for x in (world, model_path, model_factory)) != 1:
+        raise ValueError(
+            "support_env_config: give exactly one of world=, model_path= or model_factory="
+        )
+    if world is not None:
+        model_factory, model_kwargs = WORLD_FACTORY, asdict(world)
+    elif model_path is not None:
+        model_factory, model_kwargs = SIMULATOR_FACTORY, {"path": str(model_path)}
+    if not isinstance(model_factory, str) or ":" not in model_factory:
+        raise ValueError(f"model_factory: expected 'module:function', got {model_factory!r}")
     reward = reward or RewardSpec()
     reward_dict = {f.name: getattr(reward, f.name) for f in fields(reward)}
     reward_dict["action_costs"] = dict(reward.action_costs)
     return {
-        "world": None if world is None else asdict(world),
-        "model_path": None if model_path is None else str(model_path),
+        "model_factory": model_factory,
+        "model_kwargs": dict(model_kwargs or {}),
         "reward": reward_dict,
         "penalized": bool(penalized),
     }
 
 
 def make_support_env(env_config: Mapping[str, Any]) -> Any:
-    """Env creator for Ray workers: a :class:`~envs.SupportEnv` from :func:`support_env_config`."""
+    """Env creator for Ray workers: a SupportEnv from :func:`support_env_config` output."""
     import supportrl.envs  # noqa: F401  (workers need the registration too)
     from supportrl.envs.support_env import SupportEnv
 
-    if env_config.get("model_path"):
-        from supportrl.simulators.fitted import load_customer_model
-
-        model = load_customer_model(env_config["model_path"])
-    else:
-        from supportrl.simulators.synthetic import SyntheticWorld
-
-        model = SyntheticWorld(config=WorldConfig(**(env_config.get("world") or {})))
+    module, _, name = str(env_config["model_factory"]).partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    model = factory(**env_config.get("model_kwargs", {}))
     reward = RewardSpec(**env_config["reward"]) if env_config.get("reward") else RewardSpec()
     return SupportEnv(model=model, reward=reward, penalized=bool(env_config.get("penalized", True)))
 
@@ -213,8 +226,6 @@ class RLModulePolicy(BasePolicy):
         return out["qf_preds"].numpy()
 
     def action_probs(self, states: States) -> np.ndarray:
-        from supportrl.agents.bandits._base import greedy_probs
-
         batch_size(states)
         return greedy_probs(self.q_values(self.feature_spec.encode(states)).astype(np.float64))
 
@@ -298,6 +309,49 @@ class RLlibTrainResult:
         return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
 
 
+def _start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Start Ray (a cluster at ``address``, else locally) unless it runs; True if started here."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(
+            address=address,
+            runtime_env={"py_modules": _package_dirs()},
+            log_to_driver=False,
+        )
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return True
+
+
+def _append_row(
+    rows: dict[str, list[float]],
+    result: Mapping[str, Any],
+    steps: int,
+    elapsed: float,
+    batch_size: int,
+) -> tuple[int, int]:
+    """Append the metrics of one ``algo.train()`` result; returns (env steps, updates) so far."""
+    runner = result.get("env_runners", {})
+    new_steps = int(runner.get("num_env_steps_sampled_lifetime", steps))
+    learner = result.get("learners", {}).get("default_policy", {})
+    updates = int(learner.get("num_module_steps_trained_lifetime", 0)) // batch_size
+    rows["env_steps"].append(new_steps)
+    rows["charts/episodic_return"].append(float(runner.get("episode_return_mean", float("nan"))))
+    rows["losses/td_loss"].append(float(learner.get("qf_loss", float("nan"))))
+    rows["charts/SPS"].append((new_steps - steps) / elapsed if elapsed > 0 else 0.0)
+    return new_steps, updates
+
+
 def train_rllib(
     config: DQNConfig,
     *,
@@ -321,31 +375,13 @@ def train_rllib(
     ``callback(env_steps, policy)`` runs about every ``callback_interval`` env steps,
     outside the timed part.
     """
-    import os
-
-    import ray
     from tqdm.auto import tqdm
 
     total = int(total_steps if total_steps is not None else config.total_steps)
     rl_config = to_rllib_config(
         config, env_config=env_config, seed=seed, num_env_runners=num_env_runners
     )
-    started_ray = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(
-                address=address,
-                runtime_env={"py_modules": _package_dirs()},
-                log_to_driver=False,
-            )
-        else:
-            ray.init(
-                num_cpus=num_cpus or os.cpu_count() or 1,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        started_ray = True
+    started_ray = _start_ray(address, num_cpus)
     try:
         register_support_env()
         tick = time.perf_counter()
@@ -369,18 +405,7 @@ def train_rllib(
                 result = algo.train()
                 elapsed = time.perf_counter() - tick
                 wall += elapsed
-                runner = result.get("env_runners", {})
-                new_steps = int(runner.get("num_env_steps_sampled_lifetime", steps))
-                learner = result.get("learners", {}).get("default_policy", {})
-                updates = (
-                    int(learner.get("num_module_steps_trained_lifetime", 0)) // config.batch_size
-                )
-                rows["env_steps"].append(new_steps)
-                rows["charts/episodic_return"].append(
-                    float(runner.get("episode_return_mean", float("nan")))
-                )
-                rows["losses/td_loss"].append(float(learner.get("qf_loss", float("nan"))))
-                rows["charts/SPS"].append((new_steps - steps) / elapsed if elapsed > 0 else 0.0)
+                new_steps, updates = _append_row(rows, result, steps, elapsed, config.batch_size)
                 bar.update(new_steps - steps)
                 steps = new_steps
                 if callback is not None and callback_interval > 0 and steps >= next_callback:
@@ -393,6 +418,8 @@ def train_rllib(
         algo.stop()
     finally:
         if started_ray:
+            import ray
+
             ray.shutdown()
     return RLlibTrainResult(
         env_steps=steps,
@@ -408,6 +435,8 @@ __all__ = [
     "ENV_NAME",
     "RLModulePolicy",
     "RLlibTrainResult",
+    "SIMULATOR_FACTORY",
+    "WORLD_FACTORY",
     "make_support_env",
     "register_support_env",
     "support_env_config",

@@ -1,10 +1,11 @@
 """Online training of bandits in the support env, in rounds of batched conversations.
 
-Each round simulates ``conversations_per_round`` whole conversations under the current
-bandit (the customer model and reward v1 of SupportEnv, all conversations stepped
-together), then updates the bandit with every turn of the round: with the immediate
-per-turn reward, or with the reward-to-go of the conversation from that turn
-(``reward_mode="return"``). Learning curves record the mean conversation return per
+Each round collects ``conversations_per_round`` whole conversations under the current
+bandit from a vector env over the customer model (the collector of
+:mod:`supportrl.envs.collect`: ``conversations_per_round`` conversations stepped together,
+the ones still running at the end of a round carry on into the next), then updates the
+bandit with every turn of the round: with the immediate per-turn reward, or with the
+reward-to-go of the conversation from that turn (``reward_mode="return"``). Learning curves record the mean conversation return per
 round and, when the best known policy value is given, cumulative regret.
 """
 
@@ -16,9 +17,10 @@ from typing import Any
 
 import numpy as np
 from supportrl.agents.bandits import Bandit
+from supportrl.envs.collect import Collector
+from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import RewardSpec
-from supportrl.simulators.base import CustomerModel
-from supportrl.simulators.synthetic import rollout
+from supportrl.envs.vector import SupportVectorEnv
 from tqdm.auto import tqdm
 
 REWARD_MODES = ("immediate", "return")
@@ -83,7 +85,11 @@ def train_bandit(
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
     if total_steps < 1 or conversations_per_round < 1:
         raise ValueError("total_steps and conversations_per_round must be >= 1")
-    rng = np.random.default_rng(seed)
+    env_seed, policy_seed = np.random.SeedSequence(seed).spawn(2)
+    rng = np.random.default_rng(policy_seed)
+    env = SupportVectorEnv(conversations_per_round, model=model, reward=reward, penalized=True)
+    collector = Collector(env)
+    collector.reset(seed=int(env_seed.generate_state(1)[0]))
     steps, conversations = 0, 0
     env_steps, returns, regret = [], [], []
     regret_sum = 0.0
@@ -92,19 +98,19 @@ def train_bandit(
         total=total_steps, desc=f"train {type(bandit).__name__}", unit="step", disable=not progress
     )
     while steps < total_steps:
-        ro = rollout(model, bandit, conversations_per_round, rng, max_turns=reward.max_turns)
-        r = ro.rewards(reward, model.actions, penalized=True)
-        target = r if reward_mode == "immediate" else reward_to_go(r, ro.offsets)
-        bandit.update(ro.observed_states, ro.action, target)
-        conv_returns = np.bincount(ro.conversation, weights=r, minlength=conversations_per_round)
-        steps += len(ro.action)
+        sim = collector.collect(bandit, conversations_per_round, rng)
+        r = sim.reward
+        target = r if reward_mode == "immediate" else reward_to_go(r, sim.logs.offsets)
+        bandit.update(sim.logs.states(), sim.logs.action, target)
+        conv_returns = sim.returns()
+        steps += sim.logs.n_turns
         conversations += conversations_per_round
         env_steps.append(steps)
         returns.append(float(conv_returns.mean()))
         if best_value is not None:
             regret_sum += float((best_value - conv_returns).sum())
             regret.append(regret_sum)
-        bar.update(len(ro.action))
+        bar.update(sim.logs.n_turns)
     bar.close()
     wall = time.perf_counter() - start
     curve = LearningCurve(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from supportrl.envs.rewards import DEFAULT_MAX_TURNS
 
 NO_PREVIOUS_ACTION = "none"
 _SMALL_BATCH = 16
@@ -134,7 +135,7 @@ def build_feature_spec(
     actions: Sequence[str],
     categorical: Sequence[str] = (),
     numeric: Sequence[str] = (),
-    max_turns: int = 10,
+    max_turns: int = DEFAULT_MAX_TURNS,
     levels: Mapping[str, Sequence[str]] | None = None,
     conversation: bool = True,
 ) -> FeatureSpec:

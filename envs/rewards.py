@@ -1,4 +1,4 @@
-"""Reward v1 (DESIGN.md section 4), applied batched by the env and by OPE on logged rows."""
+"""Reward v1 (docs/reward.md), applied batched by the env and by OPE on logged rows."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ OUTCOMES: tuple[str, ...] = ("continue", "resolved", "escalated", "abandoned")
 CONTINUE, RESOLVED, ESCALATED, ABANDONED = range(4)
 
 REWARD_VERSION = 1
+
+DEFAULT_MAX_TURNS = 10
+"""Decisions after which a conversation is cut off (reward v1's truncation): the one
+default every ``max_turns`` in the library (reward, world, fitted simulators) starts from."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class RewardSpec:
     """Terminal reward when the customer leaves."""
     csat_weight: float = 0.5
     """Weight of the centred CSAT term ``(csat - 3) / 2`` on the terminal turn."""
-    max_turns: int = 10
+    max_turns: int = DEFAULT_MAX_TURNS
     """Conversations are truncated after this many decisions."""
     version: int = REWARD_VERSION
 

@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from supportrl.envs.features import FeatureSpec
+from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import CONTINUE, OUTCOMES, RewardSpec
-from supportrl.simulators.base import CustomerModel
 
 NUMERIC_BOUND = 1e6
 
@@ -24,6 +24,18 @@ def observation_bounds(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     low = np.concatenate([np.zeros(n_onehot), np.full(len(spec.numeric), -NUMERIC_BOUND)])
     high = np.concatenate([np.ones(n_onehot), np.full(len(spec.numeric), NUMERIC_BOUND)])
     return low.astype(np.float32), high.astype(np.float32)
+
+
+def check_model(model: Any) -> None:
+    """Raise TypeError unless ``model`` answers the :class:`CustomerModel` protocol."""
+    if model is None:
+        raise TypeError(
+            "model: required (a CustomerModel: e.g. supportrl.simulators.synthetic.SyntheticWorld() "
+            "or a fitted simulator); gymnasium.make('supportrl/SupportEnv-v0') gives the "
+            "ground-truth world"
+        )
+    if not isinstance(model, CustomerModel):
+        raise TypeError(f"model: {type(model).__name__} does not implement CustomerModel")
 
 
 def encode_states(model: CustomerModel, state: Any) -> np.ndarray:
@@ -42,8 +54,9 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
     The agent is the support bot. Each step it picks a response strategy; the customer
     model answers with an outcome (the conversation goes on, is resolved, is escalated to
     a human, or the customer abandons), a new sentiment, a handle time and, at the end, a
-    CSAT score. The customer model is the ground-truth synthetic world by default, or a
-    simulator fitted from logs (``simulators.fitted``).
+    CSAT score. The customer model is given by the caller: the ground-truth synthetic
+    world (what ``gymnasium.make("supportrl/SupportEnv-v0")`` builds when no ``model`` is
+    passed) or a simulator fitted from logs (:mod:`supportrl.simulators.fitted`).
 
     ## Action Space
 
@@ -82,13 +95,14 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``model`` (a :class:`~simulators.base.CustomerModel`; default the synthetic world),
+    ``model`` (a :class:`~supportrl.envs.model.CustomerModel`, required),
     ``reward`` (a RewardSpec; default reward v1), ``max_turns`` (default the reward's),
     ``penalized`` (subtract the model's pessimism penalty, default True).
 
     ``info`` carries ``state`` (the raw named state: what a `Policy` reads),
     ``action_mask`` (bool, actions the model supports in this state), and after a step
-    ``outcome``, ``handle_time_s`` and ``csat`` (None before the terminal turn).
+    ``outcome``, ``handle_time_s`` and ``csat`` (None before the terminal turn). The
+    batched :class:`~supportrl.envs.vector.SupportVectorEnv` documents the same keys as arrays.
 
     ## Version History
 
@@ -99,15 +113,12 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
 
     def __init__(
         self,
-        model: CustomerModel | None = None,
+        model: CustomerModel,
         reward: RewardSpec | None = None,
         max_turns: int | None = None,
         penalized: bool = True,
     ) -> None:
-        if model is None:
-            from supportrl.simulators.synthetic import SyntheticWorld
-
-            model = SyntheticWorld()
+        check_model(model)
         self.model = model
         self.reward = reward or RewardSpec()
         self.max_turns = int(max_turns or self.reward.max_turns)

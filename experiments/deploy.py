@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
+from supportrl.envs.collect import SimulatedConversations, simulate
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
 from supportrl.experiments.common import (
     UserError,
@@ -34,7 +35,7 @@ from supportrl.experiments.common import (
 )
 from supportrl.experiments.entry import command
 from supportrl.simulators.logs import LoggedConversations, load_conversations
-from supportrl.simulators.synthetic import Rollout, SyntheticWorld, rollout
+from supportrl.simulators.synthetic import SyntheticWorld
 
 DEPLOY_START = np.datetime64("2026-03-01T00:00:00", "us")
 """Timestamp of the first deployed conversation (deterministic logs for a given seed)."""
@@ -67,10 +68,10 @@ class DeployResult:
 
 
 def serve_customers(
-    world: SyntheticWorld, policy: Policy, n: int, *, seed: int, max_turns: int
-) -> Rollout:
-    """``n`` customers of ``world`` served by ``policy``: the one place deploy steps the world."""
-    return rollout(world, policy, n, np.random.default_rng(seed), max_turns=max_turns)
+    world: SyntheticWorld, policy: Policy, n: int, *, seed: int, reward: RewardSpec
+) -> SimulatedConversations:
+    """``n`` customers of ``world`` served by ``policy`` (the collector over the vector env)."""
+    return simulate(world, policy, n, seed=seed, reward=reward)
 
 
 def deploy_stage(
@@ -99,21 +100,23 @@ def deploy_stage(
         raise UserError(
             f"{artifact}: actions {list(predictor.actions)} differ from the world's {list(world.actions)}"
         )
-    ro = serve_customers(world, predictor, n_conversations, seed=seed, max_turns=reward.max_turns)
-    returns = ro.returns(reward, world.actions)
+    sim = serve_customers(world, predictor, n_conversations, seed=seed, reward=reward)
+    returns = sim.returns()
+    ro = sim.logs
+    conversation = ro.conversation_index
     width = len(str(n_conversations - 1))
     ids = np.char.add("d", np.char.zfill(np.arange(n_conversations).astype(str), width))
     elapsed = np.cumsum(ro.handle_time_s) - ro.handle_time_s
-    elapsed -= elapsed[ro.offsets[:-1]][ro.conversation]
-    seconds = ro.conversation * SECONDS_BETWEEN_CONVERSATIONS + elapsed
+    elapsed -= elapsed[ro.offsets[:-1]][conversation]
+    seconds = conversation * SECONDS_BETWEEN_CONVERSATIONS + elapsed
     timestamps = DEPLOY_START + np.round(seconds * 1e6).astype("timedelta64[us]")
     last = ro.offsets[1:] - 1
     answered = world.csat_observed(ro.csat, np.random.default_rng((seed, 1)))
     labels = np.asarray(world.actions)
     logger = DecisionLogger.for_predictor(log_dir, predictor, part_rows=part_rows)
     logger.log_batch(
-        ids[ro.conversation],
-        ro.observed_states,
+        ids[conversation],
+        ro.states(),
         labels[ro.action],
         ro.propensity,
         timestamps=timestamps,

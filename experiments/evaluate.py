@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from supportrl.agents.loading import load_policy, policy_name
 from supportrl.experiments.common import (
     UserError,
     finish,
@@ -30,6 +29,7 @@ from supportrl.experiments.common import (
     to_plain,
 )
 from supportrl.experiments.entry import command
+from supportrl.experiments.loading import load_policy, policy_name
 from supportrl.experiments.plots import forest_plot
 from supportrl.experiments.stages import evaluate_stage, ope_settings, print_ope
 from supportrl.ope.evaluate import load_target_probs, target_probs_of

@@ -121,8 +121,8 @@ def export_stage(
     files, the feature spec. ``evaluation`` (e.g. OPE estimates) is added to the manifest.
     """
     from supportrl.agents.export import numeric_bounds, training_summary
-    from supportrl.agents.loading import load_policy, policy_name
     from supportrl.envs.features import FeatureSpec, build_feature_spec
+    from supportrl.experiments.loading import load_policy, policy_name
 
     resolved = resolve_source(source)
     policy = load_policy(resolved.policy_path, reference.actions)

@@ -21,9 +21,9 @@ import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.bandits import BANDITS, make_bandit
 from supportrl.agents.base import Policy
+from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.common import UserError, output, to_plain
-from supportrl.simulators.base import CustomerModel
 from supportrl.simulators.logs import (
     LoggedConversations,
     LoggedDecisions,
@@ -421,11 +421,11 @@ def value_stage(
 ) -> dict[str, dict[str, float]]:
     """Monte Carlo value of each policy in ``model`` (true in the synthetic world, simulated
     in a fitted one): ``{name: {"value": x, "std_err": x}}``, ``n`` conversations each."""
-    from supportrl.simulators.synthetic import true_value
+    from supportrl.envs.collect import policy_value
 
     out = {}
     for name, policy in policies.items():
-        tv = true_value(policy, n, world=model, reward=reward, seed=seed)
+        tv = policy_value(policy, n, model=model, reward=reward, seed=seed)
         out[name] = {"value": tv.value, "std_err": tv.std_err}
     return out
 

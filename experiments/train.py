@@ -28,6 +28,7 @@ from supportrl.agents.bandits import BANDITS, make_bandit
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import REWARD_MODES, reward_to_go
+from supportrl.envs.model import CustomerModel
 from supportrl.experiments.common import (
     UserError,
     finish,
@@ -48,7 +49,6 @@ from supportrl.experiments.stages import (
     train_stage,
     value_stage,
 )
-from supportrl.simulators.base import CustomerModel
 from supportrl.simulators.synthetic import SyntheticWorld
 
 

@@ -25,19 +25,23 @@ ways and returns a JSON-able dict (optionally writing plots):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import spearmanr
 from supportrl.agents.base import Policy
+from supportrl.envs.collect import simulate
+from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
-from supportrl.simulators.base import CustomerModel
 from supportrl.simulators.fitted import FittedCustomerModel, fit_behaviour_policy
 from supportrl.simulators.fitted_csat import CSAT_LEVELS
 from supportrl.simulators.logs import LoggedConversations
-from supportrl.simulators.synthetic import rollout
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CALIBRATION_BINS = 10
 MIN_CELL = 30
@@ -144,15 +148,48 @@ def replay_gaps(
 ) -> dict[str, Any]:
     """Logged vs simulated conversations under a behaviour-cloned logging policy."""
     behaviour = behaviour or fit_behaviour_policy(logs)
-    ro = rollout(model, behaviour, n, np.random.default_rng(seed), max_turns=model.max_turns)
+    # the replay runs up to the simulator's own horizon, like the logs it was fitted on
+    horizon = RewardSpec(max_turns=model.max_turns)
+    if reward is not None:
+        horizon = dataclasses.replace(reward, max_turns=model.max_turns)
+    sim = simulate(model, behaviour, n, seed=seed, reward=horizon)
+    out: dict[str, Any] = {
+        "policy": "behaviour-cloned logging policy (multinomial logit on the logged state)",
+        "n_simulated": n,
+        "n_logged": logs.n_conversations,
+        **_outcome_cells(model, logs, sim.logs),
+        **_shape_gaps(model, logs, sim.logs),
+    }
+    if reward is not None and not np.isnan(logs.handle_time_s).any():
+        csat, n_imputed = model.csat_imputation(logs)
+        r = reward.rewards(
+            actions=logs.action,
+            outcomes=logs.outcome,
+            handle_time_s=logs.handle_time_s,
+            csat=csat,
+            catalogue=logs.actions,
+        )
+        logged_return = np.bincount(
+            logs.conversation_index, weights=r, minlength=logs.n_conversations
+        )
+        out["mean_return"] = {
+            "logged": float(logged_return.mean()),
+            "simulated": float(sim.returns().mean()),
+            "csat_imputed": n_imputed,
+        }
+    return out
+
+
+def _outcome_cells(
+    model: FittedCustomerModel, logs: LoggedConversations, ro: LoggedConversations
+) -> dict[str, Any]:
+    """Outcome rates per (intent, action) cell with ``MIN_CELL`` turns on both sides, and gaps."""
     intents = model.intents
     n_actions = len(model.actions)
     log_counts, log_rates = _outcome_rates(
         logs.intent, logs.action, logs.outcome, intents, n_actions
     )
-    sim_counts, sim_rates = _outcome_rates(
-        ro.states["intent"], ro.action, ro.outcome, intents, n_actions
-    )
+    sim_counts, sim_rates = _outcome_rates(ro.intent, ro.action, ro.outcome, intents, n_actions)
     cells = []
     gaps, weights = [], []
     for i, intent in enumerate(intents):
@@ -174,16 +211,28 @@ def replay_gaps(
                     ),
                 }
             )
+    return {
+        "outcome_rate_cells": cells,
+        "outcome_rate_mean_abs_gap": float(np.average(gaps, weights=weights))
+        if gaps
+        else float("nan"),
+        "outcome_rate_max_abs_gap": float(np.max(gaps)) if gaps else float("nan"),
+    }
+
+
+def _shape_gaps(
+    model: FittedCustomerModel, logs: LoggedConversations, ro: LoggedConversations
+) -> dict[str, Any]:
+    """Conversation lengths, final outcomes and CSAT scores: logged vs simulated (``ro``)."""
     max_turns = model.max_turns
     log_len = np.bincount(np.minimum(logs.lengths, max_turns), minlength=max_turns + 1)[1:]
-    sim_len = np.bincount(np.minimum(np.diff(ro.offsets), max_turns), minlength=max_turns + 1)[1:]
+    sim_len = np.bincount(np.minimum(ro.lengths, max_turns), minlength=max_turns + 1)[1:]
     log_len_p = log_len / max(log_len.sum(), 1)
     sim_len_p = sim_len / max(sim_len.sum(), 1)
     log_final = (
         np.bincount(logs.outcome[logs.is_last], minlength=len(OUTCOMES)) / logs.n_conversations
     )
-    last = ro.offsets[1:] - 1
-    sim_final = np.bincount(ro.outcome[last], minlength=len(OUTCOMES)) / n
+    sim_final = np.bincount(ro.outcome[ro.is_last], minlength=len(OUTCOMES)) / ro.n_conversations
 
     answered = logs.csat[logs.is_last & ~np.isnan(logs.csat)]
     log_csat = np.bincount(np.clip(np.round(answered), 1, 5).astype(int) - 1, minlength=5)
@@ -193,16 +242,7 @@ def replay_gaps(
     sim_csat_p = sim_csat / max(sim_csat.sum(), 1)
     surveyed = sim_csat * model.csat.response if model.csat.response.any() else sim_csat
     surveyed_p = surveyed / max(surveyed.sum(), 1e-12)
-
-    out: dict[str, Any] = {
-        "policy": "behaviour-cloned logging policy (multinomial logit on the logged state)",
-        "n_simulated": n,
-        "n_logged": logs.n_conversations,
-        "outcome_rate_cells": cells,
-        "outcome_rate_mean_abs_gap": float(np.average(gaps, weights=weights))
-        if gaps
-        else float("nan"),
-        "outcome_rate_max_abs_gap": float(np.max(gaps)) if gaps else float("nan"),
+    return {
         "length_hist": {
             "length": list(range(1, max_turns + 1)),
             "logged": log_len_p.round(5).tolist(),
@@ -211,7 +251,7 @@ def replay_gaps(
         },
         "mean_length": {
             "logged": float(logs.lengths.mean()),
-            "simulated": float(np.diff(ro.offsets).mean()),
+            "simulated": float(ro.lengths.mean()),
         },
         "final_outcome": {
             "logged": dict(zip(OUTCOMES, log_final.round(5).tolist(), strict=True)),
@@ -227,24 +267,6 @@ def replay_gaps(
             "answer_rate_by_level": model.csat.response.round(4).tolist(),
         },
     }
-    if reward is not None and not np.isnan(logs.handle_time_s).any():
-        csat, n_imputed = model.csat_imputation(logs)
-        r = reward.rewards(
-            actions=logs.action,
-            outcomes=logs.outcome,
-            handle_time_s=logs.handle_time_s,
-            csat=csat,
-            catalogue=logs.actions,
-        )
-        logged_return = np.bincount(
-            logs.conversation_index, weights=r, minlength=logs.n_conversations
-        )
-        out["mean_return"] = {
-            "logged": float(logged_return.mean()),
-            "simulated": float(ro.returns(reward, model.actions).mean()),
-            "csat_imputed": n_imputed,
-        }
-    return out
 
 
 # --------------------------------------------------------------------------- policy values
@@ -293,8 +315,8 @@ def policy_values(
     """Monte Carlo value of each policy in ``model`` (same seed for all: common random numbers)."""
     values = {}
     for name, policy in policies.items():
-        ro = rollout(model, policy, n, np.random.default_rng(seed), max_turns=reward.max_turns)
-        values[name] = float(ro.returns(reward, model.actions, penalized=penalized).mean())
+        sim = simulate(model, policy, n, seed=seed, reward=reward, penalized=penalized)
+        values[name] = float(sim.returns().mean())
     return values
 
 
@@ -427,21 +449,37 @@ def write_plots(report: Mapping[str, Any], directory: str | Path) -> list[str]:
     Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    rp = report["replay"]
+    figures = {
+        "reliability.png": _plot_reliability(report["outcome_model"]),
+        "lengths.png": _plot_lengths(rp["length_hist"]),
+        "csat.png": _plot_csat(rp["csat"]),
+    }
+    if rp["outcome_rate_cells"]:
+        figures["outcome_rates.png"] = _plot_outcome_rates(rp["outcome_rate_cells"])
+    if "panel" in report:
+        figures["panel.png"] = _plot_panel(report["panel"])
     written: list[str] = []
-
-    def save(fig: Figure, name: str) -> None:
+    for name, fig in figures.items():
         FigureCanvasAgg(fig)
         path = directory / name
         fig.savefig(path, dpi=110, bbox_inches="tight")
         written.append(str(path))
+    return written
 
-    om = report["outcome_model"]
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot()
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    return fig, fig.add_subplot()
+
+
+def _plot_reliability(om: Mapping[str, Any]) -> Figure:
+    fig, ax = _figure((5, 5))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
     for name, cal in om["calibration"].items():
         ax.plot(
@@ -456,12 +494,11 @@ def write_plots(report: Mapping[str, Any], directory: str | Path) -> list[str]:
         title="Outcome model reliability (held out)",
     )
     ax.legend()
-    save(fig, "reliability.png")
+    return fig
 
-    rp = report["replay"]
-    lh = rp["length_hist"]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
+
+def _plot_lengths(lh: Mapping[str, Any]) -> Figure:
+    fig, ax = _figure((6, 4))
     x = np.asarray(lh["length"], dtype=float)
     ax.bar(x - 0.2, lh["logged"], width=0.4, label="logged")
     ax.bar(x + 0.2, lh["simulated"], width=0.4, label="simulated (cloned logger)")
@@ -471,53 +508,49 @@ def write_plots(report: Mapping[str, Any], directory: str | Path) -> list[str]:
         title=f"Conversation length (TV {lh['tv_distance']:.3f})",
     )
     ax.legend()
-    save(fig, "lengths.png")
+    return fig
 
-    cs = rp["csat"]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
+
+def _plot_csat(cs: Mapping[str, Any]) -> Figure:
+    fig, ax = _figure((6, 4))
     x = np.asarray(cs["levels"])
     ax.bar(x - 0.27, cs["logged_respondents"], width=0.27, label="logged respondents")
     ax.bar(x, cs["simulated_surveyed"], width=0.27, label="simulated x answer rate")
     ax.bar(x + 0.27, cs["simulated_all"], width=0.27, label="simulated, everyone")
     ax.set(xlabel="CSAT", ylabel="share", title=f"CSAT (TV {cs['tv_distance']:.3f})")
     ax.legend()
-    save(fig, "csat.png")
+    return fig
 
-    cells = rp["outcome_rate_cells"]
-    if cells:
-        fig = Figure(figsize=(5, 5))
-        ax = fig.add_subplot()
-        for k in OUTCOMES[1:]:
-            ax.scatter(
-                [c["logged"][k] for c in cells], [c["simulated"][k] for c in cells], s=12, label=k
-            )
-        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
-        ax.set(
-            xlabel="logged rate", ylabel="simulated rate", title="Outcome rate per (intent, action)"
-        )
-        ax.legend()
-        save(fig, "outcome_rates.png")
 
-    if "panel" in report:
-        pol = report["panel"]["policies"]
-        t = [v["true_value"] for v in pol.values()]
-        s = [v["simulated_value"] for v in pol.values()]
-        fig = Figure(figsize=(6, 6))
-        ax = fig.add_subplot()
-        ax.scatter(t, s)
-        for name, tv, sv in zip(pol, t, s, strict=True):
-            ax.annotate(name.removeprefix("rules_"), (tv, sv), fontsize=7)
-        lo, hi = min(t + s), max(t + s)
-        ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
-        m = report["panel"]["metrics"]
-        ax.set(
-            xlabel="true value",
-            ylabel="simulated value",
-            title=f"Policy values: Spearman {m['spearman']:.2f}, MAE {m['mae']:.3f}",
+def _plot_outcome_rates(cells: list[Mapping[str, Any]]) -> Figure:
+    fig, ax = _figure((5, 5))
+    for k in OUTCOMES[1:]:
+        ax.scatter(
+            [c["logged"][k] for c in cells], [c["simulated"][k] for c in cells], s=12, label=k
         )
-        save(fig, "panel.png")
-    return written
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+    ax.set(xlabel="logged rate", ylabel="simulated rate", title="Outcome rate per (intent, action)")
+    ax.legend()
+    return fig
+
+
+def _plot_panel(panel: Mapping[str, Any]) -> Figure:
+    pol = panel["policies"]
+    t = [v["true_value"] for v in pol.values()]
+    s = [v["simulated_value"] for v in pol.values()]
+    fig, ax = _figure((6, 6))
+    ax.scatter(t, s)
+    for name, tv, sv in zip(pol, t, s, strict=True):
+        ax.annotate(name.removeprefix("rules_"), (tv, sv), fontsize=7)
+    lo, hi = min(t + s), max(t + s)
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
+    m = panel["metrics"]
+    ax.set(
+        xlabel="true value",
+        ylabel="simulated value",
+        title=f"Policy values: Spearman {m['spearman']:.2f}, MAE {m['mae']:.3f}",
+    )
+    return fig
 
 
 __all__ = [

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import build_feature_spec
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
+from supportrl.simulators.fitted_features import Basis
 from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
 
 CSAT_LEVELS = np.arange(1.0, 6.0)
@@ -333,3 +335,29 @@ class CsatImputation:
             )
         out[self.rows[missing]] = model.imputed(self.psi[missing])
         return out
+
+
+def impute_terminal_csat(
+    logs: LoggedConversations, basis: Basis, model: CsatModel
+) -> tuple[np.ndarray, int]:
+    """Logged CSAT with every missing terminal score imputed by ``model``, and how many.
+
+    A terminal turn (outcome resolved / escalated / abandoned) without a survey answer
+    gets the expected CSAT *of a non-respondent* under ``model``,
+    ``sum_k k P(k|x)(1-g_k) / sum_k P(k|x)(1-g_k)`` -- never a neutral 3. Observed scores
+    are kept; non-terminal turns (and cut-off last turns) stay NaN. The one imputation
+    behind :meth:`FittedCustomerModel.csat_imputation` and :func:`impute_csat`.
+
+    Returns:
+        csat: shape (n_turns,) float64; n_imputed: number of imputed turns.
+    """
+    csat = np.array(logs.csat, dtype=np.float64, copy=True)
+    rows = np.flatnonzero((logs.outcome != CONTINUE) & np.isnan(csat))
+    if len(rows) == 0:
+        return csat, 0
+    state = basis.state_from_named(logs.states()).take(rows)
+    psi = csat_design(
+        basis.phi(state), state.sentiment, logs.action[rows], logs.outcome[rows], len(logs.actions)
+    )
+    csat[rows] = model.imputed(psi)
+    return csat, int(len(rows))

@@ -18,6 +18,7 @@ restored afterwards. Weights are kept as numpy arrays, so simulation needs no to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from supportrl.simulators.fitted_glm import softmax, torch_threads
@@ -156,6 +157,43 @@ def _init_weights(
     return weights, biases
 
 
+def _forward(x_phi: Any, a_onehot: Any, ws: list, bs: list, lin_a: Any, k: int) -> Any:
+    """Outputs of the ``k`` members for a batch, torch (k, batch, 7): MLP plus the wide part.
+
+    ``x_phi`` (batch, p), ``a_onehot`` (batch, n_actions), ``lin_a`` the linear weights of
+    each row's action (k, batch, p, 7).
+    """
+    import torch
+
+    h = torch.cat([x_phi, a_onehot], dim=1).unsqueeze(0).expand(k, -1, -1)
+    for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+        h = torch.baddbmm(b.unsqueeze(1), h, w)
+        if i < len(ws) - 1:
+            h = torch.relu(h)
+    # wide part: phi_i @ linear[k, a_i]  -> (k, batch, 7)
+    return h + torch.einsum("bp,kbpo->kbo", x_phi, lin_a)
+
+
+def _nll(h: Any, y: Any, s: Any, has_s: Any, hh: Any, has_h: Any) -> Any:
+    """Per-member, per-row negative log-likelihood, torch (k, batch).
+
+    Outcome (softmax over continue + 3 logits), next sentiment and standardised log
+    handle time (Gaussians with clamped log-sd); ``has_s``/``has_h`` mask missing targets.
+    """
+    import torch
+
+    k = h.shape[0]
+    logits = torch.cat([torch.zeros_like(h[..., :1]), h[..., :3]], dim=2)
+    nll_o = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, 4), y.repeat(k), reduction="none"
+    ).reshape(k, -1)
+    ls = h[..., 4].clamp(_LOG_SD_MIN, _LOG_SD_MAX)
+    nll_s = (0.5 * ((s - h[..., 3]) * torch.exp(-ls)) ** 2 + ls) * has_s
+    lh = h[..., 6].clamp(_LOG_SD_MIN, _LOG_SD_MAX)
+    nll_h = (0.5 * ((hh - h[..., 5]) * torch.exp(-lh)) ** 2 + lh) * has_h
+    return nll_o + nll_s + nll_h
+
+
 def fit_ensemble(
     phi: np.ndarray,
     action: np.ndarray,
@@ -226,23 +264,10 @@ def fit_ensemble(
             for start in range(0, n, params.batch_size):
                 idx = torch.from_numpy(perm[start : start + params.batch_size])
                 x_phi, a = phi_t[idx], act_t[idx]
-                h = torch.cat([x_phi, eye[a]], dim=1).unsqueeze(0).expand(k, -1, -1)
-                for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
-                    h = torch.baddbmm(b.unsqueeze(1), h, w)
-                    if i < len(ws) - 1:
-                        h = torch.relu(h)
-                # wide part: phi_i @ linear[k, a_i]  -> (k, batch, 7)
-                h = h + torch.einsum("bp,kbpo->kbo", x_phi, lin[:, a])
-                logits = torch.cat([torch.zeros_like(h[..., :1]), h[..., :3]], dim=2)
-                nll_o = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, 4), yt[idx].repeat(k), reduction="none"
-                ).reshape(k, -1)
-                ls = h[..., 4].clamp(_LOG_SD_MIN, _LOG_SD_MAX)
-                nll_s = (0.5 * ((st[idx] - h[..., 3]) * torch.exp(-ls)) ** 2 + ls) * ms[idx]
-                lh = h[..., 6].clamp(_LOG_SD_MIN, _LOG_SD_MAX)
-                nll_h = (0.5 * ((ht[idx] - h[..., 5]) * torch.exp(-lh)) ** 2 + lh) * mh[idx]
+                h = _forward(x_phi, eye[a], ws, bs, lin[:, a], k)
+                nll = _nll(h, yt[idx], st[idx], ms[idx], ht[idx], mh[idx])
                 wb = wt[:, idx]
-                loss = ((nll_o + nll_s + nll_h) * wb).sum(dim=1) / wb.sum(dim=1).clamp_min(1e-6)
+                loss = (nll * wb).sum(dim=1) / wb.sum(dim=1).clamp_min(1e-6)
                 opt.zero_grad()
                 loss.sum().backward()
                 opt.step()

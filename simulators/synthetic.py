@@ -16,14 +16,15 @@ conversations, more often when it is extreme (missing not at random).
 
 The logging policy (:class:`LoggingPolicy`, the "production bot") sees the hidden
 complexity: with ``confounding > 0`` it escalates hard cases and answers easy ones
-directly, which is what makes naive fitting and plain importance sampling go wrong
-(DESIGN.md section 10). ``support_gaps`` removes actions in some states entirely
+directly, which is what makes naive fitting and plain importance sampling go wrong.
+``support_gaps`` removes actions in some states entirely
 (deficient support): the logger never offers credit to free-tier customers and never
 hands over to a human at turn 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Mapping
@@ -34,9 +35,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from supportrl.agents.base import BasePolicy, Policy, States, sample_actions
+from supportrl.envs.collect import PolicyValue, policy_value, simulate
 from supportrl.envs.features import NO_PREVIOUS_ACTION, FeatureSpec
-from supportrl.envs.rewards import ABANDONED, CONTINUE, ESCALATED, OUTCOMES, RESOLVED, RewardSpec
-from supportrl.simulators.base import CustomerModel, Transition
+from supportrl.envs.model import CustomerModel, Transition
+from supportrl.envs.rewards import (
+    ABANDONED,
+    CONTINUE,
+    DEFAULT_MAX_TURNS,
+    ESCALATED,
+    OUTCOMES,
+    RESOLVED,
+    RewardSpec,
+)
+from supportrl.envs.support_env import SupportEnv
+from supportrl.envs.vector import SupportVectorEnv
 from supportrl.simulators.logs import DEFAULT_ACTIONS, LoggedConversations
 
 from supportrl.files import CREATED
@@ -89,7 +101,7 @@ class WorldConfig:
     """Share of conversations whose intent is detected as ``other`` until a clarify."""
     csat_response_rate: float = 0.35
     """Approximate share of conversations with a CSAT survey answer."""
-    max_turns: int = 10
+    max_turns: int = DEFAULT_MAX_TURNS
     """Conversations are cut off (censored) after this many turns."""
 
     def __post_init__(self) -> None:
@@ -125,6 +137,8 @@ class WorldState:
     turn: np.ndarray
     previous_action: np.ndarray
     """-1 at turn 0, else the previous action index."""
+    customer: np.ndarray
+    """Index into the world's customer pool (-1 when the customer was drawn fresh)."""
 
     def take(self, rows: np.ndarray) -> WorldState:
         return WorldState(**{k: v[rows] for k, v in self.__dict__.items()})
@@ -146,6 +160,9 @@ class SyntheticWorld:
 
     config: WorldConfig = field(default_factory=WorldConfig)
     actions: tuple[str, ...] = DEFAULT_ACTIONS
+    customer_pool: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    """Returning customers (:meth:`sample_customers` output): each conversation picks one
+    uniformly; None draws a new customer for every conversation."""
 
     def __post_init__(self) -> None:
         if self.actions != DEFAULT_ACTIONS:
@@ -208,15 +225,18 @@ class SyntheticWorld:
         tenure = np.minimum(np.floor(rng.exponential(mean_tenure)), 240.0)
         return {"tier": tier.astype(np.int64), "tenure_months": tenure}
 
-    def initial_state(
-        self,
-        n: int,
-        rng: np.random.Generator,
-        customers: Mapping[str, np.ndarray] | None = None,
-    ) -> WorldState:
-        """Start ``n`` conversations; ``customers`` (from :meth:`sample_customers`) may be given."""
-        if customers is None:
+    def with_customers(self, pool: Mapping[str, np.ndarray]) -> SyntheticWorld:
+        """This world with a pool of returning customers (:meth:`sample_customers` output)."""
+        return dataclasses.replace(self, customer_pool=dict(pool))
+
+    def initial_state(self, n: int, rng: np.random.Generator) -> WorldState:
+        """Start ``n`` conversations (customers from the pool when the world has one)."""
+        if self.customer_pool is None:
             customers = self.sample_customers(n, rng)
+            who = np.full(n, -1, dtype=np.int64)
+        else:
+            who = rng.integers(0, len(self.customer_pool["tier"]), size=n)
+            customers = {k: np.asarray(v)[who] for k, v in self.customer_pool.items()}
         tier = np.asarray(customers["tier"])
         tenure = np.asarray(customers["tenure_months"], dtype=np.float64)
         prior = rng.poisson(0.4 + 0.5 * (tier == 0)).astype(np.float64)
@@ -250,6 +270,7 @@ class SyntheticWorld:
             sentiment=sentiment,
             turn=np.zeros(n, dtype=np.int64),
             previous_action=np.full(n, -1, dtype=np.int64),
+            customer=who,
         )
 
     def observe(self, state: WorldState, *, hidden: bool = False) -> dict[str, np.ndarray]:
@@ -268,6 +289,7 @@ class SyntheticWorld:
         if hidden:
             states["complexity"] = state.complexity
             states["true_intent"] = np.asarray(INTENTS, dtype=str)[state.true_intent]
+            states["customer"] = state.customer
         return states
 
     # ------------------------------------------------------------------ dynamics
@@ -354,6 +376,7 @@ class SyntheticWorld:
             sentiment=sentiment,
             turn=state.turn + 1,
             previous_action=action,
+            customer=state.customer,
         )
         return Transition(outcome=outcome, handle_time_s=handle, csat=csat, next_state=next_state)
 
@@ -422,176 +445,34 @@ class LoggingPolicy(BasePolicy):
         return (1 - eps) * probs + eps * uniform
 
 
-# ---------------------------------------------------------------------- rollouts
+# ---------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
-class Rollout:
-    """Conversations simulated under a policy: per-turn arrays plus offsets, conversation-major."""
-
-    offsets: np.ndarray
-    """(n_conversations + 1,)."""
-    states: dict[str, np.ndarray]
-    """Raw named state per turn, hidden variables included."""
-    action: np.ndarray
-    propensity: np.ndarray
-    """Probability the acting policy gave the chosen action, per turn."""
-    outcome: np.ndarray
-    handle_time_s: np.ndarray
-    csat: np.ndarray
-    """True CSAT on terminal turns, NaN elsewhere."""
-    conversation: np.ndarray
-    """Conversation index of each turn."""
-    penalty: np.ndarray
-    """Pessimism penalty per turn (0 for the ground-truth world)."""
-    hidden: tuple[str, ...] = ()
-    """Names in ``states`` that policies do not see (the model's hidden variables)."""
-
-    @property
-    def observed_states(self) -> dict[str, np.ndarray]:
-        """``states`` without the hidden variables: what a policy saw at each turn."""
-        return {k: v for k, v in self.states.items() if k not in self.hidden}
-
-    def rewards(
-        self, reward: RewardSpec, actions: tuple[str, ...], *, penalized: bool = False
-    ) -> np.ndarray:
-        """Reward of every turn under ``reward``, shape (n_turns,).
-
-        With ``penalized`` the model's pessimism penalty is subtracted.
-        """
-        r = reward.rewards(
-            actions=self.action,
-            outcomes=self.outcome,
-            handle_time_s=self.handle_time_s,
-            csat=self.csat,
-            catalogue=actions,
-        )
-        return r - self.penalty if penalized else r
-
-    def returns(
-        self, reward: RewardSpec, actions: tuple[str, ...], *, penalized: bool = False
-    ) -> np.ndarray:
-        """Undiscounted return of every conversation, shape (n_conversations,); see :meth:`rewards`."""
-        r = self.rewards(reward, actions, penalized=penalized)
-        return np.bincount(self.conversation, weights=r, minlength=len(self.offsets) - 1)
-
-
-def rollout(
-    world: CustomerModel,
-    policy: Policy,
-    n: int,
-    rng: np.random.Generator,
-    *,
-    customers: Mapping[str, np.ndarray] | None = None,
-    max_turns: int | None = None,
-) -> Rollout:
-    """Simulate ``n`` conversations under ``policy``, all turns of all conversations batched.
-
-    Works on any :class:`~simulators.base.CustomerModel`. The policy sees the observable
-    named state only, unless it declares ``sees_hidden_state = True`` (the logging policy).
-    Recorded states include the model's hidden variables.
-    """
-    max_turns = max_turns or world.config.max_turns
-    sees_hidden = bool(getattr(policy, "sees_hidden_state", False))
-    if customers is not None:
-        state = world.initial_state(n, rng, customers=customers)
-    else:
-        state = world.initial_state(n, rng)
-    active = np.arange(n)
-    chunks: list[dict[str, Any]] = []
-    hidden_names: tuple[str, ...] = ()
-    for _ in range(max_turns):
-        if len(active) == 0:
-            break
-        obs = world.observe(state, hidden=True)
-        if not chunks:  # the model's hidden variables: what observe() leaves out
-            hidden_names = tuple(k for k in obs if k not in world.observe(state))
-        view = obs if sees_hidden else {k: v for k, v in obs.items() if k not in hidden_names}
-        probs = policy.action_probs(view)
-        action = sample_actions(probs, rng)
-        tr = world.step(state, action, rng)
-        chunks.append(
-            {
-                "conversation": active,
-                "states": obs,
-                "action": action,
-                "propensity": probs[np.arange(len(action)), action],
-                "outcome": tr.outcome,
-                "handle_time_s": tr.handle_time_s,
-                "csat": tr.csat,
-                "penalty": tr.penalty if tr.penalty is not None else np.zeros(len(action)),
-            }
-        )
-        going = tr.outcome == CONTINUE
-        active = active[going]
-        state = tr.next_state.take(np.flatnonzero(going))
-
-    conversation = np.concatenate([c["conversation"] for c in chunks])
-    turn = np.concatenate([c["states"]["turn"] for c in chunks])
-    order = np.lexsort((turn, conversation))  # conversation-major, turns in order
-    lengths = np.bincount(conversation, minlength=n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-
-    def cat(key: str) -> np.ndarray:
-        return np.concatenate([c[key] for c in chunks])[order]
-
-    states = {
-        k: np.concatenate([c["states"][k] for c in chunks])[order] for k in chunks[0]["states"]
-    }
-    return Rollout(
-        offsets=offsets,
-        states=states,
-        action=cat("action"),
-        propensity=cat("propensity"),
-        outcome=cat("outcome"),
-        handle_time_s=cat("handle_time_s"),
-        csat=cat("csat"),
-        conversation=conversation[order],
-        penalty=cat("penalty"),
-        hidden=hidden_names,
-    )
-
-
-@dataclass(frozen=True)
-class TrueValue:
-    """Monte Carlo value of a policy in the ground-truth world (reward units)."""
-
-    value: float
-    std_err: float
-    n_conversations: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {
-            "value": self.value,
-            "std_err": self.std_err,
-            "n_conversations": self.n_conversations,
-        }
+TrueValue = PolicyValue
+"""The value of a policy in the ground-truth world (a :class:`PolicyValue`)."""
 
 
 def true_value(
     policy: Policy,
     n: int = 100_000,
     *,
-    world: CustomerModel | None = None,
+    world: SyntheticWorld | None = None,
     reward: RewardSpec | None = None,
     seed: int = 0,
-) -> TrueValue:
-    """Value of ``policy`` (expected conversation return under ``reward``), by vectorised Monte Carlo.
+) -> PolicyValue:
+    """True value of ``policy`` (expected conversation return under ``reward``) in the world.
 
-    ``world`` may be any customer model: with a fitted simulator this is the *simulated*
-    value of the policy.
+    Vectorised Monte Carlo over ``n`` conversations of the ground-truth ``world`` (default
+    ``SyntheticWorld()``). The value in a fitted simulator is a *simulated* value:
+    :func:`supportrl.envs.collect.policy_value` with ``model=`` gives it.
     """
     world = world or SyntheticWorld()
-    reward = reward or RewardSpec(max_turns=world.max_turns)
-    if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
-    ro = rollout(world, policy, n, np.random.default_rng(seed), max_turns=reward.max_turns)
-    returns = ro.returns(reward, world.actions)
-    return TrueValue(
-        value=float(returns.mean()),
-        std_err=float(returns.std(ddof=1) / np.sqrt(n)),
-        n_conversations=n,
-    )
+    if not isinstance(world, SyntheticWorld):
+        raise TypeError(
+            f"world: the ground-truth SyntheticWorld, got {type(world).__name__}; for the value "
+            "in another customer model use supportrl.envs.collect.policy_value(policy, n, model=...)"
+        )
+    return policy_value(policy, n, model=world, reward=reward, seed=seed)
 
 
 # ---------------------------------------------------------------------- logs
@@ -655,54 +536,48 @@ def generate_logs(
 
     Customers come back: the pool has ``customers_per_conversation * n`` customers and
     each conversation picks one uniformly. Timestamps spread conversation starts over
-    ``days`` from ``start`` and advance by each turn's handle time.
+    ``days`` from ``start`` and advance by each turn's handle time. The conversations
+    come from the collector over the vector env (:func:`supportrl.envs.collect.simulate`),
+    like every other simulation.
     """
     if n_conversations < 1:
         raise ValueError(f"n_conversations must be >= 1, got {n_conversations}")
     world = world or SyntheticWorld()
-    rng = np.random.default_rng(seed)
+    pool_seed, sim_seed, log_seed = np.random.SeedSequence(seed).spawn(3)
     n_customers = max(1, int(round(customers_per_conversation * n_conversations)))
-    pool = world.sample_customers(n_customers, rng)
-    who = rng.integers(0, n_customers, size=n_conversations)
-    ro = rollout(
-        world,
-        world.logging_policy,
+    pool = world.sample_customers(n_customers, np.random.default_rng(pool_seed))
+    pooled = world.with_customers(pool)
+    sim = simulate(
+        pooled,
+        pooled.logging_policy,
         n_conversations,
-        rng,
-        customers={k: v[who] for k, v in pool.items()},
+        seed=int(sim_seed.generate_state(1)[0]),
+        reward=RewardSpec(max_turns=world.max_turns),
     )
-    observed = world.csat_observed(ro.csat, rng)
+    sim_logs, rng = sim.logs, np.random.default_rng(log_seed)
+    observed = world.csat_observed(sim_logs.csat, rng)
     width = len(str(n_conversations - 1))
     conversation_id = np.char.add("c", np.char.zfill(np.arange(n_conversations).astype(str), width))
     cwidth = len(str(n_customers - 1))
     customer_labels = np.char.add("u", np.char.zfill(np.arange(n_customers).astype(str), cwidth))
+    conversation = sim_logs.conversation_index
     starts = np.sort(rng.random(n_conversations)) * days * 86400.0
-    elapsed = np.cumsum(ro.handle_time_s) - ro.handle_time_s
-    elapsed = elapsed - elapsed[ro.offsets[:-1]][ro.conversation]
-    seconds = starts[ro.conversation] + elapsed
+    elapsed = np.cumsum(sim_logs.handle_time_s) - sim_logs.handle_time_s
+    elapsed = elapsed - elapsed[sim_logs.offsets[:-1]][conversation]
+    seconds = starts[conversation] + elapsed
     timestamp = np.datetime64(start, "ms") + np.round(seconds * 1000).astype("timedelta64[ms]")
-    st = ro.states
-    logs = LoggedConversations(
-        actions=world.actions,
+    logs = dataclasses.replace(
+        sim_logs,
         conversation_id=conversation_id,
-        offsets=ro.offsets,
-        turn=st["turn"].astype(np.int64),
-        intent=st["intent"],
-        sentiment=np.round(st["sentiment"], 4),
-        action=ro.action,
-        outcome=ro.outcome.astype(np.int64),
-        propensity=ro.propensity,
-        csat=np.where(observed, ro.csat, np.nan),
-        handle_time_s=np.round(ro.handle_time_s, 2),
+        sentiment=np.round(sim_logs.sentiment, 4),
+        csat=np.where(observed, sim_logs.csat, np.nan),
+        handle_time_s=np.round(sim_logs.handle_time_s, 2),
         features={
-            "tier": st["tier"],
-            "channel": st["channel"],
-            "tenure_months": st["tenure_months"].astype(np.float64),
-            "prior_contacts_30d": st["prior_contacts_30d"].astype(np.float64),
+            name: sim_logs.features[name] for name in (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
         },
         categorical=CATEGORICAL_FEATURES,
         numeric=NUMERIC_FEATURES,
-        customer_id=customer_labels[who][ro.conversation],
+        customer_id=customer_labels[sim.hidden["customer"]],
         timestamp=timestamp.astype("datetime64[ns]"),
         source="synthetic",
     )
@@ -711,8 +586,34 @@ def generate_logs(
         "tier": np.asarray(TIERS, dtype=str)[pool["tier"]],
         "tenure_months": pool["tenure_months"],
     }
-    complexity = st["complexity"][ro.offsets[:-1]]
-    return GeneratedLogs(logs=logs, customers=customers, true_csat=ro.csat, complexity=complexity)
+    complexity = sim.hidden["complexity"][sim_logs.offsets[:-1]]
+    return GeneratedLogs(
+        logs=logs, customers=customers, true_csat=sim_logs.csat, complexity=complexity
+    )
+
+
+# ---------------------------------------------------------------------- env ids
+
+
+def world_from_config(**config: Any) -> SyntheticWorld:
+    """The world from :class:`WorldConfig` fields as plain data (e.g. a Ray worker's env_config)."""
+    return SyntheticWorld(config=WorldConfig(**config))
+
+
+def make_env(model: CustomerModel | None = None, **kwargs: Any) -> SupportEnv:
+    """Entry point of ``supportrl/SupportEnv-v0``: a SupportEnv, over the world unless ``model``.
+
+    The env classes take their customer model explicitly; the registered id is the place
+    that names the ground-truth world as its default. ``kwargs`` go to SupportEnv.
+    """
+    return SupportEnv(model=SyntheticWorld() if model is None else model, **kwargs)
+
+
+def make_vector_env(
+    num_envs: int = 1, model: CustomerModel | None = None, **kwargs: Any
+) -> SupportVectorEnv:
+    """Vector entry point of ``supportrl/SupportEnv-v0`` (``gymnasium.make_vec``); see :func:`make_env`."""
+    return SupportVectorEnv(num_envs, model=SyntheticWorld() if model is None else model, **kwargs)
 
 
 __all__ = [
@@ -723,12 +624,13 @@ __all__ = [
     "OUTCOMES",
     "GeneratedLogs",
     "LoggingPolicy",
-    "Rollout",
     "SyntheticWorld",
     "TrueValue",
     "WorldConfig",
     "WorldState",
     "generate_logs",
-    "rollout",
+    "make_env",
+    "world_from_config",
+    "make_vector_env",
     "true_value",
 ]

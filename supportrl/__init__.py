@@ -30,8 +30,8 @@ def _register_env_ids() -> None:
         if env_id not in registry:
             register(
                 id=env_id,
-                entry_point="supportrl.envs.support_env:SupportEnv",
-                vector_entry_point="supportrl.envs.vector:SupportVectorEnv",
+                entry_point="supportrl.simulators.synthetic:make_env",
+                vector_entry_point="supportrl.simulators.synthetic:make_vector_env",
             )
 
 

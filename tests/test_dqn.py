@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -58,7 +59,9 @@ def small_config(**overrides: object) -> DQNConfig:
 
 
 def make_learner(config: DQNConfig, seed: int = 0) -> DQNLearner:
-    return DQNLearner(config=config, env=SupportVectorEnv(config.num_envs), seed=seed)
+    return DQNLearner(
+        config=config, env=SupportVectorEnv(config.num_envs, model=SyntheticWorld()), seed=seed
+    )
 
 
 # ---------------------------------------------------------------------- targets by hand
@@ -278,6 +281,57 @@ def test_same_seed_same_run_and_other_seed_differs() -> None:
     assert not np.array_equal(a[1][0], c[1][0])
 
 
+class HideModel(gym.vector.VectorWrapper):
+    """A user's own wrapper: forwards only the Gymnasium API (no ``actions``, no ``model``)."""
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("actions", "model"):
+            raise AttributeError(name)
+        return super().__getattr__(name)
+
+
+@pytest.mark.parametrize("wrapper", ["record_episode_statistics", "own"])
+def test_a_wrapped_env_trains_dqn_exactly_like_the_bare_env(wrapper: str) -> None:
+    """The learner reads spaces and info keys only, so a wrapper in front changes nothing."""
+    config = small_config(total_steps=1_200)
+    env = SupportVectorEnv(config.num_envs, model=SyntheticWorld())
+    wrapped = (
+        gym.wrappers.vector.RecordEpisodeStatistics(env)
+        if wrapper == "record_episode_statistics"
+        else HideModel(env)
+    )
+    assert not hasattr(wrapped, "actions") or wrapper != "own"
+    learner = DQNLearner(config=config, env=wrapped, seed=0)
+    result = learner.train(progress=False)
+    bare = make_learner(config)
+    bare_result = bare.train(progress=False)
+    assert result.updates == bare_result.updates > 0
+    for a, b in zip(learner.network.parameters(), bare.network.parameters(), strict=True):
+        assert torch.equal(a, b)
+    if wrapper == "record_episode_statistics":
+        # the wrapper saw the same conversations end, with the same returns
+        assert wrapped.episode_count == result.episodes > 0
+        seen = np.asarray(wrapped.return_queue)
+        assert np.isfinite(seen).all() and len(seen) > 0
+
+
+def test_an_env_without_the_reset_infos_needs_actions_and_feature_spec() -> None:
+    class NoCatalogue(gym.vector.VectorWrapper):
+        def reset(self, **kwargs: object) -> tuple:
+            obs, infos = self.env.reset(**kwargs)
+            return obs, {k: v for k, v in infos.items() if k not in ("actions", "feature_spec")}
+
+    config = small_config()
+    world = SyntheticWorld()
+    env = NoCatalogue(SupportVectorEnv(config.num_envs, model=world))
+    with pytest.raises(ValueError, match="pass actions= and feature_spec="):
+        DQNLearner(config=config, env=env, seed=0)
+    learner = DQNLearner(
+        config=config, env=env, seed=0, actions=world.actions, feature_spec=world.feature_spec
+    )
+    assert learner.train(500, progress=False).env_steps >= 500
+
+
 def test_train_reports_metrics_with_fixed_names() -> None:
     learner = make_learner(small_config())
     writes: list[tuple[str, float, int]] = []
@@ -358,7 +412,9 @@ def test_resume_with_replay_continues_identically(tmp_path: Path, prioritized: b
     assert len(no_pickle) == 3  # policy, learner, replay
     straight = first.train(progress=False)
 
-    resumed = DQNLearner.load(tmp_path / "ckpt", SupportVectorEnv(config.num_envs))
+    resumed = DQNLearner.load(
+        tmp_path / "ckpt", SupportVectorEnv(config.num_envs, model=SyntheticWorld())
+    )
     assert resumed.env_steps == 1_200
     again = resumed.train(progress=False)
     np.testing.assert_array_equal(straight.curve["losses/td_loss"], again.curve["losses/td_loss"])

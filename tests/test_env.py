@@ -11,6 +11,7 @@ import supportrl.envs  # noqa: F401  (registers SupportEnv-v0)
 from gymnasium.utils.env_checker import check_env
 from supportrl.envs import ENV_ID, SupportEnv, SupportVectorEnv
 from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.synthetic import SyntheticWorld
 
 
 def test_check_env_passes() -> None:
@@ -45,7 +46,7 @@ def test_same_seed_same_rollout() -> None:
 
 
 def test_info_carries_raw_state_and_mask() -> None:
-    env = SupportEnv()
+    env = SupportEnv(SyntheticWorld())
     obs, info = env.reset(seed=0)
     assert info["state"]["turn"] == 0 and info["state"]["previous_action"] == "none"
     assert info["action_mask"].shape == (6,) and info["action_mask"].all()
@@ -55,7 +56,7 @@ def test_info_carries_raw_state_and_mask() -> None:
 
 
 def test_truncation_at_max_turns() -> None:
-    env = SupportEnv(reward=RewardSpec(max_turns=2))
+    env = SupportEnv(SyntheticWorld(), reward=RewardSpec(max_turns=2))
     env.reset(seed=1)
     for _ in range(2):
         _, _, terminated, truncated, _ = env.step(3)
@@ -65,14 +66,14 @@ def test_truncation_at_max_turns() -> None:
 
 
 def test_bad_action_is_a_clear_error() -> None:
-    env = SupportEnv()
+    env = SupportEnv(SyntheticWorld())
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action must be in \[0, 6\)"):
         env.step(9)
 
 
 def episode_returns_vector(n_episodes: int, seed: int) -> np.ndarray:
-    vec = SupportVectorEnv(num_envs=256)
+    vec = SupportVectorEnv(num_envs=256, model=SyntheticWorld())
     vec.reset(seed=seed)
     rng = np.random.default_rng(seed)
     running = np.zeros(vec.num_envs)
@@ -87,7 +88,7 @@ def episode_returns_vector(n_episodes: int, seed: int) -> np.ndarray:
 
 
 def episode_returns_single(n_episodes: int, seed: int) -> np.ndarray:
-    env = SupportEnv()
+    env = SupportEnv(SyntheticWorld())
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     returns, total = [], 0.0
@@ -111,7 +112,7 @@ def test_vector_and_single_agree_in_distribution() -> None:
 
 
 def test_vector_autoreset_same_step() -> None:
-    vec = SupportVectorEnv(num_envs=64)
+    vec = SupportVectorEnv(num_envs=64, model=SyntheticWorld())
     obs, infos = vec.reset(seed=0)
     for _ in range(20):
         obs, _, term, trunc, infos = vec.step(np.full(64, 5))  # escalate ends most conversations
@@ -137,9 +138,43 @@ def test_world_fast_observation_matches_feature_spec() -> None:
 
 
 def test_vector_step_leaves_the_callers_actions_alone() -> None:
-    vec = SupportVectorEnv(num_envs=32)
+    vec = SupportVectorEnv(num_envs=32, model=SyntheticWorld())
     vec.reset(seed=0)
     actions = np.full(32, 5)
     for _ in range(5):
         vec.step(actions)
     assert (actions == 5).all()
+
+
+def test_env_classes_need_a_model_and_the_registered_id_names_the_world() -> None:
+    with pytest.raises(TypeError, match="model: required"):
+        SupportEnv(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model: required"):
+        SupportVectorEnv(4, model=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="does not implement CustomerModel"):
+        SupportVectorEnv(4, model=object())  # type: ignore[arg-type]
+    assert isinstance(gym.make(ENV_ID).unwrapped.model, SyntheticWorld)
+    assert isinstance(gym.make_vec(ENV_ID, num_envs=2).model, SyntheticWorld)
+
+
+def test_vector_infos_follow_the_documented_contract() -> None:
+    """infos["state"] is the raw named state behind every observation, autoreset rows included."""
+    world = SyntheticWorld()
+    vec = SupportVectorEnv(64, model=world, hidden_state=True)
+    obs, infos = vec.reset(seed=0)
+    assert infos["actions"] == world.actions and infos["feature_spec"] is world.feature_spec
+    assert set(infos["state"]) == set(SupportEnv(world).reset(seed=0)[1]["state"])
+    assert {"complexity", "true_intent"} <= set(infos["hidden_state"])
+    np.testing.assert_allclose(world.feature_spec.encode(infos["state"]), obs, atol=1e-6)
+    rng = np.random.default_rng(0)
+    saw_autoreset = False
+    for _ in range(12):
+        obs, _, term, trunc, infos = vec.step(rng.integers(0, 6, size=64))
+        for key in ("outcome", "handle_time_s", "csat", "penalty", "action_mask"):
+            assert len(infos[key]) == 64, key
+        assert np.isnan(infos["csat"][~term]).all() and not np.isnan(infos["csat"][term]).any()
+        np.testing.assert_allclose(world.feature_spec.encode(infos["state"]), obs, atol=1e-6)
+        done = term | trunc
+        assert (infos["state"]["turn"][done] == 0).all()  # rows already restarted
+        saw_autoreset |= bool(done.any())
+    assert saw_autoreset

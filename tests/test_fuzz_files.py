@@ -70,7 +70,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         target_update_interval=100,
         log_interval=160,
     )
-    learner = DQNLearner(config=config, env=SupportVectorEnv(8), seed=0)
+    learner = DQNLearner(config=config, env=SupportVectorEnv(8, model=SyntheticWorld()), seed=0)
     learner.train(progress=False)
     dqn = learner.save(root / "dqn", include_replay=True)
     with pytest.warns(UserWarning):
@@ -81,7 +81,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 LOADERS: dict[str, tuple[Callable[[Path], Any], tuple[str, ...], tuple[str, ...]]] = {
     "bandit": (load_bandit, ("bandit.json",), ("params.npz",)),
     "dqn": (
-        lambda p: DQNLearner.load(p, SupportVectorEnv(8)),
+        lambda p: DQNLearner.load(p, SupportVectorEnv(8, model=SyntheticWorld())),
         ("policy.json", "learner.json"),
         ("policy.npz", "learner.npz", "replay.npz"),
     ),

@@ -52,7 +52,7 @@ def learner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         target_update_interval=100,
         log_interval=320,
     )
-    learner = DQNLearner(config=config, env=SupportVectorEnv(8), seed=0)
+    learner = DQNLearner(config=config, env=SupportVectorEnv(8, model=SyntheticWorld()), seed=0)
     learner.train(progress=False)
     return learner.save(tmp_path_factory.mktemp("dqn") / "ckpt")
 
@@ -106,14 +106,14 @@ def test_adam_state_of_the_wrong_shape_is_refused_before_torch(
     ckpt = _copy(learner_dir, tmp_path)
     _rewrite_npz(ckpt / "learner.npz", **{"adam.0.exp_avg": np.zeros((3, 3), np.float32)})
     with pytest.raises(ValueError, match=r"learner\.npz: array 'adam\.0\.exp_avg' has shape"):
-        DQNLearner.load(ckpt, SupportVectorEnv(8))
+        DQNLearner.load(ckpt, SupportVectorEnv(8, model=SyntheticWorld()))
     _rewrite_npz(ckpt / "learner.npz", **{"adam.0.exp_avg": np.zeros((16, 22), np.float64)})
     with pytest.raises(ValueError, match=r"'adam\.0\.exp_avg' has dtype <f8; expected float32"):
-        DQNLearner.load(ckpt, SupportVectorEnv(8))
+        DQNLearner.load(ckpt, SupportVectorEnv(8, model=SyntheticWorld()))
 
 
 def test_the_intact_learner_checkpoint_loads(learner_dir: Path) -> None:
-    learner = DQNLearner.load(learner_dir, SupportVectorEnv(8))
+    learner = DQNLearner.load(learner_dir, SupportVectorEnv(8, model=SyntheticWorld()))
     assert learner.env_steps == 640 and learner.optimizer.state
 
 
@@ -146,7 +146,7 @@ def test_malformed_learner_fields_name_file_and_field(
     ckpt = _copy(learner_dir, tmp_path)
     _edit_json(ckpt / file, **change)
     with pytest.raises(ValueError, match=message):
-        DQNLearner.load(ckpt, SupportVectorEnv(8))
+        DQNLearner.load(ckpt, SupportVectorEnv(8, model=SyntheticWorld()))
 
 
 def test_missing_seed_names_the_field(learner_dir: Path, tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_missing_seed_names_the_field(learner_dir: Path, tmp_path: Path) -> None
     (ckpt / "learner.json").write_text(json.dumps(meta))
     write_complete(ckpt, "dqn")
     with pytest.raises(ValueError, match=r"learner\.json: field 'seed' is missing"):
-        DQNLearner.load(ckpt, SupportVectorEnv(8))
+        DQNLearner.load(ckpt, SupportVectorEnv(8, model=SyntheticWorld()))
 
 
 def test_bandit_json_of_the_wrong_shape(bandit_dir: Path) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from supportrl.agents.base import ConstantPolicy, UniformPolicy
+from supportrl.envs.collect import simulate
+from supportrl.envs.rewards import RewardSpec
 from supportrl.simulators.logs import DEFAULT_ACTIONS
 from supportrl.simulators.synthetic import (
     OFFER_CREDIT,
     SyntheticWorld,
     WorldConfig,
     generate_logs,
-    rollout,
     true_value,
 )
 
@@ -40,9 +41,9 @@ def test_write_refuses_existing_directory(tmp_path: Path) -> None:
 
 def test_logged_propensities_are_the_logging_policy_probabilities() -> None:
     world = SyntheticWorld()
-    rng = np.random.default_rng(0)
-    ro = rollout(world, world.logging_policy, 2000, rng)
-    probs = world.logging_policy.action_probs(ro.states)
+    sim = simulate(world, world.logging_policy, 2000, seed=0)
+    ro = sim.logs
+    probs = world.logging_policy.action_probs({**ro.states(), **sim.hidden})
     np.testing.assert_allclose(probs[np.arange(len(ro.action)), ro.action], ro.propensity)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
 
@@ -89,17 +90,20 @@ def test_true_value_is_deterministic_and_orders_obvious_policies() -> None:
     assert a.std_err > 0
 
 
-def test_rollout_respects_max_turns() -> None:
+def test_simulation_respects_max_turns() -> None:
     world = SyntheticWorld()
-    ro = rollout(
+    sim = simulate(
         world,
         ConstantPolicy(DEFAULT_ACTIONS, "clarify"),
         200,
-        np.random.default_rng(0),
-        max_turns=3,
+        seed=0,
+        reward=RewardSpec(max_turns=3),
     )
-    assert np.diff(ro.offsets).max() <= 3
-    assert (ro.states["turn"] < 3).all()
+    ro = sim.logs
+    assert ro.lengths.max() == 3  # clarify never resolves: some conversations reach the cut
+    assert (ro.turn < 3).all()
+    cut = ro.lengths == 3
+    assert (ro.outcome[ro.offsets[1:] - 1][cut] == 0).any()  # censored: last outcome continue
 
 
 @pytest.mark.parametrize(

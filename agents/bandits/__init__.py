@@ -8,7 +8,7 @@ regression per action on ``feature_spec.encode(states)`` plus an intercept.
 Every bandit is a :class:`agents.base.Policy` over raw named state batches and learns with
 ``update(states, actions, rewards, weights=None)``. **Reward choice is the caller's:** a
 bandit learns from whatever rewards it is given, whether the immediate per-turn reward
-(reward contract v1, DESIGN.md section 4) or the conversation's return from that turn on;
+(reward contract v1, docs/reward.md) or the conversation's return from that turn on;
 nothing here looks at outcomes or CSAT.
 
 Build one by name with :func:`make_bandit` (kinds in :data:`BANDITS`), checkpoint it with
@@ -16,7 +16,7 @@ Build one by name with :func:`make_bandit` (kinds in :data:`BANDITS`), checkpoin
 simulator with :func:`fit_offline`.
 """
 
-from supportrl.agents.bandits._base import FORMAT_VERSION, Bandit, UpdateStats
+from supportrl.agents.bandits._base import FORMAT_VERSION, Bandit, BanditUpdateStats
 from supportrl.agents.bandits.linear import LinTS, LinUCB
 from supportrl.agents.bandits.noncontextual import (
     UCB1,
@@ -45,7 +45,7 @@ __all__ = [
     "LinUCB",
     "OfflineFitStats",
     "Softmax",
-    "UpdateStats",
+    "BanditUpdateStats",
     "fit_offline",
     "hyperparameter_names",
     "load_bandit",

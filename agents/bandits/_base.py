@@ -28,7 +28,7 @@ _PROB_STREAM = 0x5EED_AC75
 
 
 @dataclass(frozen=True)
-class UpdateStats:
+class BanditUpdateStats:
     """What one :meth:`Bandit.update` call consumed."""
 
     n_rows: int
@@ -37,23 +37,6 @@ class UpdateStats:
     """Sum of the importance weights (``n_rows`` when unweighted)."""
     action_weight: tuple[float, ...]
     """Sum of weights per action, in catalogue order."""
-
-
-TIE_RTOL = 1e-12
-"""Scores within this relative distance of the row maximum count as tied (rounding noise)."""
-
-
-def greedy_probs(scores: np.ndarray) -> np.ndarray:
-    """Argmax distribution of ``scores`` (shape (n, K)), ties split evenly; shape (n, K).
-
-    Scores within :data:`TIE_RTOL` (relative) of the row maximum count as tied, so rounding
-    differences between two equal models never break a tie; ``+inf`` scores tie with each other.
-    """
-    top = scores.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore"):
-        threshold = np.where(np.isfinite(top), top - TIE_RTOL * np.abs(top), top)
-    best = scores >= threshold
-    return best / best.sum(axis=1, keepdims=True)
 
 
 def check_real(
@@ -189,7 +172,7 @@ class Bandit(BasePolicy):
         actions: np.ndarray,
         rewards: np.ndarray,
         weights: np.ndarray | None = None,
-    ) -> UpdateStats:
+    ) -> BanditUpdateStats:
         """Learn from a batch of decisions.
 
         Args:
@@ -213,9 +196,11 @@ class Bandit(BasePolicy):
         w = np.ones(n) if weights is None else check_vector(weights, "weights", n, nonnegative=True)
         return idx, r, w
 
-    def _stats(self, actions: np.ndarray, weights: np.ndarray) -> UpdateStats:
+    def _stats(self, actions: np.ndarray, weights: np.ndarray) -> BanditUpdateStats:
         per_action = np.bincount(actions, weights=weights, minlength=self.n_actions)
-        return UpdateStats(len(actions), float(weights.sum()), tuple(float(x) for x in per_action))
+        return BanditUpdateStats(
+            len(actions), float(weights.sum()), tuple(float(x) for x in per_action)
+        )
 
     def action_indices(self, actions: Any, n: int) -> np.ndarray:
         """Action indices (int64, shape (n,)) from indices or labels; ValueError if unknown."""

@@ -45,15 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from supportrl.agents.bandits._base import (
-    TIE_RTOL,
-    Bandit,
-    UpdateStats,
-    check_int,
-    check_real,
-    greedy_probs,
-)
-from supportrl.agents.base import States, sample_actions
+from supportrl.agents.bandits._base import Bandit, BanditUpdateStats, check_int, check_real
+from supportrl.agents.base import TIE_RTOL, States, greedy_probs, sample_actions
 
 _PENDING_ROWS = 1024
 """Rank-one updates buffered before they are folded into A and b (and A^-1 re-derived)."""
@@ -253,7 +246,7 @@ class _LinearBandit(Bandit):
         actions: np.ndarray,
         rewards: np.ndarray,
         weights: np.ndarray | None = None,
-    ) -> UpdateStats:
+    ) -> BanditUpdateStats:
         """:meth:`update` for rows already encoded by ``feature_spec.encode`` (n, feature_spec.dim)."""
         x = self.design(features)
         idx, r, w = self._check_batch(x.shape[0], actions, rewards, weights)

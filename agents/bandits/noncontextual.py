@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from supportrl.agents.bandits._base import Bandit, check_int, check_real, greedy_probs
-from supportrl.agents.base import States, batch_size, epsilon_mix
+from supportrl.agents.bandits._base import Bandit, check_int, check_real
+from supportrl.agents.base import States, batch_size, epsilon_mix, greedy_probs
 
 
 def _rows(probs: np.ndarray, n: int) -> np.ndarray:

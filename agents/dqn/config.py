@@ -1,4 +1,4 @@
-"""DQN hyperparameters (:class:`DQNConfig`) and what one gradient update reports (:class:`UpdateStats`).
+"""DQN hyperparameters (:class:`DQNConfig`) and what one gradient update reports (:class:`DQNUpdateStats`).
 
 One config drives both backends: the native learner (:mod:`agents.dqn.learner`) reads it
 directly and :mod:`agents.rllib` translates it to RLlib's ``DQNConfig``. Step counts are
@@ -150,7 +150,7 @@ class DQNConfig:
 
 
 @dataclass(frozen=True)
-class UpdateStats:
+class DQNUpdateStats:
     """What one gradient update of the Q-network measured."""
 
     td_loss: float

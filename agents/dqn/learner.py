@@ -1,4 +1,4 @@
-"""DQNLearner: collects from the vector env, owns replay, target network and optimizer, and updates.
+"""DQNLearner: collects from the vector env (through the collector), owns replay, target network and optimizer, and updates.
 
 Read top to bottom: :func:`dqn_targets` (Double DQN, masked), then :class:`DQNLearner`
 with ``_act`` (epsilon-greedy on the batch of conversations), ``update`` (one gradient
@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from supportrl.agents.dqn.checks import check_learner_meta, learner_specs, replay_specs
-from supportrl.agents.dqn.config import DQNConfig, UpdateStats
+from supportrl.agents.dqn.config import DQNConfig, DQNUpdateStats
 from supportrl.agents.dqn.network import build_q_network
 from supportrl.agents.dqn.policy import (
     QPolicy,
@@ -46,6 +46,7 @@ from supportrl.agents.dqn.policy import (
     write_text,
 )
 from supportrl.agents.dqn.replay import ReplayBuffer
+from supportrl.envs.collect import Collector
 from supportrl.envs.features import FeatureSpec
 from tqdm.auto import tqdm
 
@@ -130,11 +131,16 @@ class DQNTrainResult:
 class DQNLearner:
     """Trains a :class:`QPolicy` online in a same-step-autoreset vector env (SupportVectorEnv).
 
-    The env must return ``infos["action_mask"]`` (num_envs, n_actions) bool, and on steps
-    where conversations end, ``infos["final_obs"]``/``infos["_final_obs"]`` (and, if it has
+    The learner sees the env through its spaces and the documented info keys only (the
+    info contract of :class:`~supportrl.envs.vector.SupportVectorEnv`), so Gymnasium
+    wrappers may sit in front: ``infos["action_mask"]`` (num_envs, n_actions) bool, on steps
+    where conversations end ``infos["final_obs"]``/``infos["_final_obs"]`` (and, if it has
     them, ``infos["final_action_mask"]``; otherwise every action counts as allowed in a
-    final observation). All randomness comes from ``seed``: network initialisation,
-    exploration, replay sampling and the env resets at the start of each :meth:`train`.
+    final observation), and on reset ``infos["actions"]`` and ``infos["feature_spec"]``
+    unless ``actions`` and ``feature_spec`` are given. Stepping goes through the project's
+    one :class:`~supportrl.envs.collect.Collector`. All randomness comes from ``seed``:
+    network initialisation, exploration, replay sampling and the env resets at the start
+    of each :meth:`train`.
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class DQNLearner:
         env: Any,
         seed: int = 0,
         feature_spec: FeatureSpec | None = None,
+        actions: tuple[str, ...] | None = None,
     ) -> None:
         if not isinstance(config, DQNConfig):
             raise ValueError(f"config: expected a DQNConfig, got {type(config).__name__}")
@@ -156,8 +163,19 @@ class DQNLearner:
         self.config = config
         self.env = env
         self.seed = int(seed)
-        self.actions = tuple(env.actions)
-        self.feature_spec = feature_spec if feature_spec is not None else env.model.feature_spec
+        self.env_steps = 0
+        self.collector = Collector(env)
+        if feature_spec is None or actions is None:
+            infos = self.collector.reset(seed=self._segment_seed())
+            missing = [k for k in ("actions", "feature_spec") if k not in infos]
+            if missing:
+                raise ValueError(
+                    f"env: reset infos lack {missing}; pass actions= and feature_spec= instead"
+                )
+            actions = infos["actions"] if actions is None else actions
+            feature_spec = infos["feature_spec"] if feature_spec is None else feature_spec
+        self.actions = tuple(actions)
+        self.feature_spec = feature_spec
         obs_dim = int(env.single_observation_space.shape[0])
         n_actions = int(env.single_action_space.n)
         arch = (obs_dim, n_actions, config.hidden_sizes, config.dueling)
@@ -187,7 +205,6 @@ class DQNLearner:
         )
         """The greedy policy over the online network (shares its weights)."""
         self.rng = np.random.default_rng(self.seed)
-        self.env_steps = 0
         self.updates = 0
         self._update_credit = 0.0
         self._last_target_update = 0
@@ -205,7 +222,7 @@ class DQNLearner:
 
     # ------------------------------------------------------------------ learning
 
-    def update(self) -> UpdateStats:
+    def update(self) -> DQNUpdateStats:
         """One gradient step on a replay batch; returns its statistics."""
         cfg = self.config
         batch = self.replay.sample(cfg.batch_size, self.rng, beta=cfg.beta(self.env_steps))
@@ -239,7 +256,7 @@ class DQNLearner:
         values = torch.stack(
             [loss.detach(), q.detach().mean(), targets.mean(), td.mean(), grad_norm]
         )
-        return UpdateStats(*values.tolist())
+        return DQNUpdateStats(*values.tolist())
 
     def _sync_target(self) -> None:
         """target <- tau * online + (1 - tau) * target (an exact copy when tau is 1)."""
@@ -280,89 +297,32 @@ class DQNLearner:
             raise ValueError(f"steps: must be >= 1, got {steps}")
         end = self.env_steps + int(steps)
         self.replay.mark_cut()
-        obs, infos = self.env.reset(seed=self._segment_seed())
-        mask = np.asarray(infos["action_mask"], dtype=bool)
-        episode_return = np.zeros(n)
-        all_allowed = np.ones_like(mask)
-
+        self.collector.reset(seed=self._segment_seed())
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
-        window_returns: list[np.ndarray] = []
-        window_stats: list[UpdateStats] = []
-        window_steps, window_time = 0, 0.0
+        window = _Window()
         start_steps, start_updates, episodes = self.env_steps, self.updates, 0
         train_time = 0.0
         bar = tqdm(total=int(steps), desc="train dqn", unit="step", disable=not progress)
-
-        def log_row() -> None:
-            nonlocal window_steps, window_time
-            ended = np.concatenate(window_returns) if window_returns else np.empty(0)
-            row = {
-                "charts/episodic_return": float(ended.mean()) if len(ended) else float("nan"),
-                "losses/td_loss": _mean(s.td_loss for s in window_stats),
-                "losses/q_values": _mean(s.q_mean for s in window_stats),
-                "charts/epsilon": cfg.epsilon(self.env_steps),
-                "charts/SPS": window_steps / window_time if window_time > 0 else float("nan"),
-            }
-            rows["env_steps"].append(self.env_steps)
-            for name, value in row.items():
-                rows[name].append(value)
-                if writer is not None and np.isfinite(value):
-                    writer.add_scalar(name, value, self.env_steps)
-            bar.set_postfix(ret=f"{row['charts/episodic_return']:+.3f}", refresh=False)
-            window_returns.clear()
-            window_stats.clear()
-            window_steps, window_time = 0, 0.0
-
         tick = time.perf_counter()
         while self.env_steps < end:
-            actions = self._act(obs, mask, cfg.epsilon(self.env_steps))
-            # A copy: the env may keep (and later overwrite) the array it is given.
-            next_obs, rewards, terminated, truncated, infos = self.env.step(actions.copy())
-            ended = terminated | truncated
-            episode_return += rewards
-            real_next, next_mask = next_obs, infos["action_mask"]
-            if ended.any():
-                # Same-step autoreset: next_obs already starts the next conversation.
-                real_next = np.where(ended[:, None], infos["final_obs"], next_obs)
-                next_mask = np.where(
-                    ended[:, None], infos.get("final_action_mask", all_allowed), next_mask
-                )
-                window_returns.append(episode_return[ended].copy())
-                episodes += int(ended.sum())
-                episode_return[ended] = 0.0
-            terminal = terminated if cfg.bootstrap_on_truncation else ended
-            self.replay.add(obs, actions, rewards, real_next, ended, terminal, next_mask)
-            obs, mask = next_obs, np.asarray(infos["action_mask"], dtype=bool)
-            self.env_steps += n
-
-            if self.replay.filled * n >= cfg.learning_starts and len(self.replay) > 0:
-                self._update_credit += cfg.updates_per_step
-                while self._update_credit >= 1.0:
-                    window_stats.append(self.update())
-                    self._update_credit -= 1.0
-            if self.env_steps - self._last_target_update >= cfg.target_update_interval:
-                self._sync_target()
-                self._last_target_update = self.env_steps
-
-            window_steps += n
-            crossed_log = (
-                self.env_steps // cfg.log_interval > (self.env_steps - n) // cfg.log_interval
-            )
-            crossed_cb = (
-                callback is not None
-                and callback_interval > 0
-                and (
-                    self.env_steps // callback_interval > (self.env_steps - n) // callback_interval
-                )
-            )
+            ended_returns = self._collect_and_learn(window.stats)
+            if len(ended_returns):
+                window.returns.append(ended_returns)
+                episodes += len(ended_returns)
+            window.steps += n
+            crossed_log = _crossed(self.env_steps, n, cfg.log_interval)
+            crossed_cb = callback is not None and _crossed(self.env_steps, n, callback_interval)
             if crossed_log or crossed_cb or self.env_steps >= end:
                 now = time.perf_counter()
                 train_time += now - tick
-                window_time += now - tick
-                if crossed_log or (self.env_steps >= end and window_steps):
-                    log_row()
+                window.seconds += now - tick
+                if crossed_log or (self.env_steps >= end and window.steps):
+                    self._log_row(window, rows, writer)
+                    bar.set_postfix(ret=f"{rows['charts/episodic_return'][-1]:+.3f}", refresh=False)
                     bar.update(self.env_steps - start_steps - bar.n)
+                    window = _Window()
                 if crossed_cb:
+                    assert callback is not None
                     callback(self.env_steps, self.policy)
                 tick = time.perf_counter()
         bar.update(self.env_steps - start_steps - bar.n)
@@ -375,6 +335,55 @@ class DQNLearner:
             wall_s=train_time,
             curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
         )
+
+    def _collect_and_learn(self, stats: list[DQNUpdateStats]) -> np.ndarray:
+        """One vector step into replay, then the updates and target sync it earns.
+
+        Appends each update's statistics to ``stats``; returns the returns of the
+        conversations that ended in the step, shape (n_ended,).
+        """
+        cfg, n = self.config, self.config.num_envs
+        collector = self.collector
+        actions = self._act(collector.obs, collector.mask, cfg.epsilon(self.env_steps))
+        batch = collector.step(actions)
+        terminal = batch.terminated if cfg.bootstrap_on_truncation else batch.ended
+        self.replay.add(
+            batch.obs,
+            actions,
+            batch.rewards,
+            batch.next_obs,
+            batch.ended,
+            terminal,
+            batch.next_mask,
+        )
+        self.env_steps += n
+        if self.replay.filled * n >= cfg.learning_starts and len(self.replay) > 0:
+            self._update_credit += cfg.updates_per_step
+            while self._update_credit >= 1.0:
+                stats.append(self.update())
+                self._update_credit -= 1.0
+        if self.env_steps - self._last_target_update >= cfg.target_update_interval:
+            self._sync_target()
+            self._last_target_update = self.env_steps
+        return batch.ended_returns
+
+    def _log_row(
+        self, window: _Window, rows: dict[str, list[float]], writer: ScalarWriter | None
+    ) -> None:
+        """Append one learning-curve row (the metrics of ``window``) and send it to ``writer``."""
+        ended = np.concatenate(window.returns) if window.returns else np.empty(0)
+        row = {
+            "charts/episodic_return": float(ended.mean()) if len(ended) else float("nan"),
+            "losses/td_loss": _mean(s.td_loss for s in window.stats),
+            "losses/q_values": _mean(s.q_mean for s in window.stats),
+            "charts/epsilon": self.config.epsilon(self.env_steps),
+            "charts/SPS": window.steps / window.seconds if window.seconds > 0 else float("nan"),
+        }
+        rows["env_steps"].append(self.env_steps)
+        for name, value in row.items():
+            rows[name].append(value)
+            if writer is not None and np.isfinite(value):
+                writer.add_scalar(name, value, self.env_steps)
 
     def _segment_seed(self) -> int:
         """Env reset seed of the training call starting at the current step count."""
@@ -477,6 +486,24 @@ class DQNLearner:
                 where=str(path / REPLAY_NPZ),
             )
         return learner
+
+
+@dataclass
+class _Window:
+    """What happened since the last learning-curve row."""
+
+    returns: list[np.ndarray] = field(default_factory=list)
+    """Returns of the conversations that ended, one array per vector step."""
+    stats: list[DQNUpdateStats] = field(default_factory=list)
+    steps: int = 0
+    """Env steps collected."""
+    seconds: float = 0.0
+    """Training time (callbacks excluded)."""
+
+
+def _crossed(env_steps: int, n: int, interval: int) -> bool:
+    """Whether the last vector step of ``n`` env steps crossed a multiple of ``interval``."""
+    return interval > 0 and env_steps // interval > (env_steps - n) // interval
 
 
 def _mean(values: Any) -> float:

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from supportrl.agents.bandits._base import greedy_probs
-from supportrl.agents.base import BasePolicy, States, batch_size, epsilon_mix
+from supportrl.agents.base import BasePolicy, States, batch_size, epsilon_mix, greedy_probs
 from supportrl.agents.dqn.checks import MAX_ACTIONS, check_architecture, module_specs
 from supportrl.agents.dqn.network import QNetwork
 from supportrl.envs.features import FeatureSpec

@@ -1,8 +1,10 @@
-"""The customer-model protocol: what the env and rollouts need from any simulator.
+"""The customer-model protocol: what the env (the one stepping engine) needs from any model.
 
-The ground-truth world (:mod:`simulators.synthetic`) and the models fitted from logs
-(:mod:`simulators.fitted`) implement it, so agents train on either and the fidelity
-report compares them policy by policy.
+The ground-truth world (:mod:`supportrl.simulators.synthetic`) and the simulators fitted
+from logs (:mod:`supportrl.simulators.fitted`) implement it, so agents train on either
+and the fidelity report compares them policy by policy. Names used across the project:
+the *world* is the ground truth, a *simulator* is a model fitted from logs, and a
+*model* is any :class:`CustomerModel`.
 
 A model keeps the state of ``n`` conversations in an object of its own (``state``) that
 only it reads; everything outside sees the raw named state from :meth:`observe`.
@@ -49,7 +51,9 @@ class CustomerModel(Protocol):
     """A simulator of customers answering the bot's actions."""
 
     actions: tuple[str, ...]
+    """The action catalogue; action ``j`` is ``actions[j]``."""
     max_turns: int
+    """Turns the model knows how to encode (``turn / max_turns`` in observations)."""
     feature_spec: FeatureSpec
     """Encoding of :meth:`observe` output into observations."""
 
@@ -58,7 +62,13 @@ class CustomerModel(Protocol):
         ...
 
     def observe(self, state: Any, *, hidden: bool = False) -> dict[str, np.ndarray]:
-        """Raw named state of each conversation (plus hidden variables when ``hidden``)."""
+        """Raw named state of each conversation: name -> array of shape (n,).
+
+        At least ``turn``, ``previous_action`` (``"none"`` at turn 0), ``intent`` and
+        ``sentiment`` (the schema-v1 state), plus context features: strings for
+        categorical, numbers for numeric ones. With ``hidden`` also the model's hidden
+        variables (the world's ``complexity``); a fitted simulator has none.
+        """
         ...
 
     def step(self, state: Any, action: np.ndarray, rng: np.random.Generator) -> Transition:

@@ -1,0 +1,156 @@
+"""Layering of the library, read from the source files' imports (AST; nothing is imported).
+
+Bottom to top: ``envs`` (customer-model protocol, env, collector) and ``agents.base`` (the
+Policy protocol); then ``simulators``, ``agents`` and ``ope``; then ``experiments`` and
+``serving``. A package imports only its own layer or lower ones, the package graph has no
+cycle, ``simulators`` and ``agents`` stay independent of each other (except the shared
+``agents.base``), Hydra is for ``experiments`` only, and ``serving`` loads without torch,
+Ray, Hydra or pandas.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("envs", "agents", "simulators", "ope", "serving", "experiments")
+LAYER = {
+    "envs": 0,
+    "agents.base": 0,
+    "simulators": 1,
+    "agents": 1,
+    "ope": 1,
+    "experiments": 2,
+    "serving": 2,
+}
+HYDRA = ("hydra", "omegaconf")
+SERVING_FORBIDDEN = ("torch", "ray", "hydra", "omegaconf", "pandas")
+
+
+def node_of(module: str) -> str | None:
+    """Layer node of a ``supportrl.*`` module name (``agents.base`` is its own node)."""
+    parts = module.split(".")
+    if len(parts) < 2 or parts[0] != "supportrl" or parts[1] not in PACKAGES:
+        return None
+    if parts[1] == "agents" and len(parts) > 2 and parts[2] == "base":
+        return "agents.base"
+    return parts[1]
+
+
+def imports_of(path: Path) -> list[str]:
+    """Every module a source file imports, at any depth (function-level imports too)."""
+    out: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+            # `from supportrl.agents import base` names a submodule
+            out.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return out
+
+
+def source_files() -> list[tuple[str, Path]]:
+    files = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).with_suffix("")
+            module = "supportrl." + ".".join(rel.parts)
+            files.append((module.removesuffix(".__init__"), path))
+    return files
+
+
+def edges() -> dict[tuple[str, str], list[str]]:
+    """(from node, to node) -> the files that make that dependency."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for module, path in source_files():
+        src = node_of(module)
+        for target in imports_of(path):
+            dst = node_of(target)
+            if src and dst and dst != src:
+                found.setdefault((src, dst), []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_the_layering_scan_sees_the_known_dependencies() -> None:
+    """The scanner is not blind: dependencies that must exist are found."""
+    graph = edges()
+    assert ("simulators", "envs") in graph
+    assert ("experiments", "simulators") in graph
+    assert ("agents", "agents.base") in graph
+
+
+def test_no_package_imports_a_higher_layer() -> None:
+    bad = {
+        f"{src} -> {dst}": files for (src, dst), files in edges().items() if LAYER[dst] > LAYER[src]
+    }
+    assert not bad, f"imports of a higher layer: {bad}"
+
+
+def test_simulators_and_agents_are_independent() -> None:
+    graph = edges()
+    assert ("simulators", "agents") not in graph, graph.get(("simulators", "agents"))
+    assert ("agents", "simulators") not in graph, graph.get(("agents", "simulators"))
+    assert ("envs", "simulators") not in graph, graph.get(("envs", "simulators"))
+
+
+def test_no_package_cycles() -> None:
+    graph: dict[str, set[str]] = {}
+    for src, dst in edges():
+        graph.setdefault(src, set()).add(dst)
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = [node for node in graph if node in reach(node)]
+    assert not cycles, f"package cycles through {cycles}: {graph}"
+
+
+def test_hydra_only_in_experiments() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for module, path in source_files()
+        if not module.startswith("supportrl.experiments")
+        and any(name.split(".")[0] in HYDRA for name in imports_of(path))
+    ]
+    assert not offenders, offenders
+
+
+def test_serving_loads_without_torch_ray_hydra_or_pandas() -> None:
+    modules = [m for m, _ in source_files() if m.startswith("supportrl.serving")]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        f"print(sorted(m for m in {SERVING_FORBIDDEN!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"serving pulled {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("module", ["supportrl.envs", "supportrl.agents.base"])
+def test_the_bottom_layer_loads_without_simulators_torch_or_pandas(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'supportrl.simulators', 'hydra') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"{module} pulled {out.stdout.strip()}"
