@@ -37,7 +37,7 @@ def policy_name(path: str | Path) -> str:
 
 
 def load_policy(path: str | Path, actions: Sequence[str]) -> Policy:
-    """A policy from ``path``: a rule-policy YAML file (DESIGN.md section 5) or a checkpoint
+    """A policy from ``path``: a rule-policy YAML file (docs/rules.md) or a checkpoint
     directory written by ``supportrl train`` (bandits; DQN when available), or an artifact
     directory written by ``supportrl export`` (loaded as a :class:`supportrl.serving.Predictor`).
 

@@ -1,6 +1,6 @@
 """Logged support data, schema v1: loading, validation and the typed arrays the rest uses.
 
-Two kinds of log (DESIGN.md section 3):
+Two kinds of log (docs/log-schema.md):
 
 * **conversations**: a *turns* table (one row per bot decision) and optionally a
   *customers* table joined on ``customer_id``, loaded into :class:`LoggedConversations`;

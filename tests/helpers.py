@@ -12,7 +12,7 @@ from typing import Any
 def supportrl(
     output_dir: Path, *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m experiments.cli ARGS paths.output_dir=OUTPUT_DIR``, output captured."""
+    """``python -m supportrl.experiments.cli ARGS paths.output_dir=OUTPUT_DIR``, output captured."""
     cmd = [
         sys.executable,
         "-m",

@@ -1,4 +1,4 @@
-"""Command-line contract (DESIGN.md section 7): exit codes, run_dir, result.json, no leftovers."""
+"""Command-line contract (docs/cli.md): exit codes, run_dir, result.json, no leftovers."""
 
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ VALID = [
     ("not not turn >= 3", "00011"),
     ("turn < 1 or turn > 4 or turn == 2", "10101"),
     ("((turn >= 3))", "00011"),
-    # examples from DESIGN.md section 5
+    # examples from docs/rules.md
     ('sentiment < -0.5 and intent == "billing"', "10000"),
     ('turn >= 3 or tier in ["enterprise"]', "00111"),
     # booleans

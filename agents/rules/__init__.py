@@ -1,4 +1,4 @@
-"""Rule policies: declarative baselines and production rules, evaluated safely (DESIGN.md §5).
+"""Rule policies: declarative baselines and production rules, evaluated safely (docs/rules.md).
 
 A rule file lists conditions over the raw named state and the action to take where one
 holds. The first matching rule wins; where none matches, ``default`` is taken::

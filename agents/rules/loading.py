@@ -25,7 +25,7 @@ def rule_policy_from_dict(
     *,
     source: str | None = None,
 ) -> RulePolicy:
-    """Build a :class:`RulePolicy` from a rule-file mapping (keys as in DESIGN.md §5).
+    """Build a :class:`RulePolicy` from a rule-file mapping (keys as in docs/rules.md).
 
     ``_target_``, if present, must be exactly ``agents.rules.RulePolicy``: the target is
     checked, never imported. ``rules`` and ``default`` are required (``rules: []`` is fine);
@@ -69,7 +69,7 @@ def rule_policy_from_dict(
 
 
 def load_rule_policy(path: str | Path, actions: Sequence[str]) -> RulePolicy:
-    """Read a rule file (YAML, DESIGN.md §5) safely; the policy is named by the file's stem.
+    """Read a rule file (YAML, docs/rules.md) safely; the policy is named by the file's stem.
 
     The file is parsed safely (:func:`supportrl.files.read_yaml`: bounded size, depth and
     alias expansion) and its ``_target_`` is checked, never

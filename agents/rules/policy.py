@@ -154,7 +154,7 @@ class RulePolicy(BasePolicy):
         return epsilon_mix(one_hot(self.decide(states), len(self.actions)), self.epsilon)
 
     def to_dict(self) -> dict[str, Any]:
-        """The rule-file mapping (DESIGN.md §5); :func:`rule_policy_from_dict` reads it back."""
+        """The rule-file mapping (docs/rules.md); :func:`rule_policy_from_dict` reads it back."""
         return {
             "_target_": RULE_POLICY_TARGET,
             "rules": [{"when": rule.when, "action": rule.action} for rule in self.rules],
