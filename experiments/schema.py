@@ -139,7 +139,7 @@ class FitSection:
 class TrainSection:
     total_steps: int = 100_000
     conversations_per_round: int = 256
-    reward_mode: Literal["immediate", "return"] = "immediate"
+    reward_mode: Literal["immediate", "return"] = "return"
     eval_conversations: int = 20_000
     regret_panel: str = "configs/rules"
     save_replay: bool = False

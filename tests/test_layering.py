@@ -154,3 +154,23 @@ def test_the_bottom_layer_loads_without_simulators_torch_or_pandas(module: str) 
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"{module} pulled {out.stdout.strip()}"
+
+
+def test_one_namespace_and_no_generic_top_level_modules(tmp_path: Path) -> None:
+    """Outside the project folder (as a user's code runs), ``import supportrl`` works and
+    registers the env ids, and the generic folder names are not importable top-level."""
+    code = (
+        "import importlib.util, gymnasium as gym, supportrl\n"
+        "generic = [m for m in ('envs', 'agents', 'ope', 'serving', 'experiments', 'simulators')"
+        " if importlib.util.find_spec(m) is not None]\n"
+        "assert not generic, generic\n"
+        "env = gym.make('supportrl/SupportEnv-v0')\n"
+        "assert type(env.unwrapped).__module__ == 'supportrl.envs.support_env'\n"
+        "assert gym.make('SupportEnv-v0').spec.id == 'SupportEnv-v0'\n"
+        "print(supportrl.envs.ENV_ID, supportrl.SUBPACKAGES)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "supportrl/SupportEnv-v0" in proc.stdout
