@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def supportrl(
@@ -33,3 +36,15 @@ def run_dir_of(proc: subprocess.CompletedProcess[str]) -> Path:
 def result_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The command's ``result.json``."""
     return json.loads((run_dir_of(proc) / "result.json").read_text())
+
+
+def truth_imputer(true_csat: np.ndarray) -> Callable[[Any], tuple[np.ndarray, int]]:
+    """For tests on the synthetic world only: fill missing CSAT with the hidden truth."""
+
+    def impute(logs: Any) -> tuple[np.ndarray, int]:
+        csat = logs.csat.copy()
+        missing = np.isnan(csat) & (logs.outcome != 0)
+        csat[missing] = true_csat[missing]
+        return csat, int(missing.sum())
+
+    return impute

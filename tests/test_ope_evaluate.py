@@ -24,21 +24,9 @@ from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.logs import LoggedConversations, write_conversations
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
-from tests.helpers import run_dir_of
+from tests.helpers import run_dir_of, truth_imputer
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def truth_imputer(true_csat: np.ndarray):
-    """For tests on the synthetic world only: fill missing CSAT with the hidden truth."""
-
-    def impute(logs: LoggedConversations) -> tuple[np.ndarray, int]:
-        csat = logs.csat.copy()
-        missing = np.isnan(csat) & (logs.outcome != 0)
-        csat[missing] = true_csat[missing]
-        return csat, int(missing.sum())
-
-    return impute
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,11 @@ from supportrl.ope.data import SequentialFeedback
 from supportrl.ope.evaluate import prepare_conversations
 from supportrl.ope.meta import OffPolicyEvaluation, format_results
 from supportrl.ope.models import balancing_weights, fitted_q_evaluation
-from supportrl.simulators.logs import LoggedConversations
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
+from tests.helpers import truth_imputer
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def truth_imputer(true_csat: np.ndarray):
-    def impute(logs: LoggedConversations) -> tuple[np.ndarray, int]:
-        csat = logs.csat.copy()
-        missing = np.isnan(csat) & (logs.outcome != 0)
-        csat[missing] = true_csat[missing]
-        return csat, int(missing.sum())
-
-    return impute
 
 
 def prepared_logs(n: int, seed: int, config: WorldConfig):
