@@ -94,7 +94,9 @@ def records_of(run: Path, result: dict[str, Any], select: str) -> list[RunRecord
         for name, row in result["policies"].items():
             trained = name == result.get("agent")
             values = {"simulated_value": row.get("simulated_value"), "logging_value": logging}
-            values.update(_ope_values(row.get(select)))
+            # the pipeline's winner is chosen on the honest selection interval (the select
+            # estimator widened by model disagreement and missing support): report that one
+            values.update(_ope_values(row.get("selection") or row.get(select)))
             if "true_value" in row:
                 values["true_value"] = row["true_value"]
             if trained:
