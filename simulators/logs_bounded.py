@@ -132,6 +132,8 @@ def validate_conversations_bounded(
     """
     limits = limits or LogLimits()
     root = Path(turns)
+    if not root.exists():
+        raise LogValidationError(f"{root}: no such file or directory")
     if root.suffix.lower() not in (".parquet", ".pq") and not root.is_dir():
         logs = load_conversations(
             turns, customers=customers, categorical=categorical, numeric=numeric,

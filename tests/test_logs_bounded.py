@@ -51,3 +51,9 @@ def test_bounded_errors_name_the_same_file_and_rows(
         validate_conversations_bounded(broken, customers=customers, memory_budget_mb=1)
     assert str(bounded.value) == str(single.value)
     assert "part-1.parquet, column 'sentiment', row(s) 1234" in str(bounded.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.parquet"
+    with pytest.raises(LogValidationError, match=f"{missing}: no such file or directory"):
+        validate_conversations_bounded(missing)
