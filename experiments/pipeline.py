@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_policy
+from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.common import (
     UserError,
     finish,
@@ -46,6 +47,7 @@ from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
     OPEResult,
     OPESettings,
+    TrainedAgent,
     agent_spec,
     evaluate_stage,
     fit_stage,
@@ -209,7 +211,18 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     return finish(payload, f"{headline(selection, result, ope)}; {n_conv} conversations -> {out}")
 
 
-def ship(cfg, out, selection, trained, logs, world, reward, result, simulated, truth):
+def ship(
+    cfg: DictConfig,
+    out: Path,
+    selection: Selection,
+    trained: TrainedAgent,
+    logs: LoggedConversations,
+    world: SyntheticWorld | None,
+    reward: RewardSpec,
+    result: OPEResult,
+    simulated: dict[str, dict[str, float]],
+    truth: dict[str, dict[str, float]],
+) -> dict[str, Any]:
     """Export the winner as a serving artifact and, where the world is known, deploy it to
     the world's customers (the A/B-test stand-in); ``{"artifact": PATH, "deploy": {..}}``.
 
