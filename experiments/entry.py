@@ -25,7 +25,13 @@ from typing import Any, TextIO
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-from supportrl.experiments.common import CONFIG_PATH, UserError, run_dir, user_errors
+from supportrl.experiments.common import (
+    CONFIG_PATH,
+    RESUMABLE_COMMANDS,
+    UserError,
+    run_dir,
+    user_errors,
+)
 from supportrl.experiments.schema import (
     ConfigError,
     check_config,
@@ -272,8 +278,10 @@ def command(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
 
     checked.__name__ = task.__name__
     checked.__module__ = task.__module__
+    # a resumable command (sweep) runs again in its finished run dir and skips what is done
+    guarded = user_errors(checked, allow_finished=name in RESUMABLE_COMMANDS)
     hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(
-        user_errors(checked)
+        guarded
     )
 
     def main() -> Any:
