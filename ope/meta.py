@@ -52,6 +52,7 @@ from supportrl.ope.evaluate import (
     PreparedConversations,
 )
 from supportrl.ope.models import RidgeSystem, balancing_weights, cross_fit_reward, fitted_q_many
+from supportrl.ope.resample import poisson_weights
 from supportrl.ope.sequential import SequentialEstimator, cumulative_weights
 from supportrl.ope.support import (
     deficit_bounds,
@@ -421,11 +422,9 @@ class OffPolicyEvaluation:
         )
         supported = support_mask(prep.behaviour, logs.action, min_probability=self.min_support)
         point = self._fit(probs, supported, None)
-        rng = np.random.default_rng(self.seed)
-        replicates = [
-            self._fit(probs, supported, rng.poisson(1.0, logs.n_conversations).astype(np.float64))
-            for _ in range(int(self.n_bootstrap))
-        ]
+        # counts keyed by conversation id: streamed and Ray evaluation draw the same ones
+        counts = poisson_weights(logs.conversation_id, int(self.n_bootstrap), self.seed)
+        replicates = [self._fit(probs, supported, c) for c in counts]
         return {
             name: self._policy(
                 probs[p],

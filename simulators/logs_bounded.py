@@ -13,7 +13,7 @@ of distinct values across passes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +86,28 @@ def passes_needed(n_rows: int, memory_budget_mb: float) -> int:
     return max(1, math.ceil(n_rows / rows_per_pass))
 
 
+def pass_of(conversation_id: pd.Series, n_passes: int) -> np.ndarray:
+    """The pass (partition) of every row, shape (n,): a hash of its ``conversation_id``."""
+    conv = conversation_id.astype(str)
+    return pd.util.hash_pandas_object(conv, index=False).to_numpy() % n_passes
+
+
 def _pass_table(
     parts: Sequence[tuple[Path, int]], root: Path, k: int, n_passes: int, limits: LogLimits
 ) -> _Table | None:
     """The rows of pass ``k`` (conversation hash mod ``n_passes``), with global row numbers."""
+    return select_table(parts, root, lambda conv: pass_of(conv, n_passes) == k, limits)
+
+
+def select_table(
+    parts: Sequence[tuple[Path, int]],
+    root: Path,
+    keep_rows: Callable[[pd.Series], np.ndarray],
+    limits: LogLimits,
+) -> _Table | None:
+    """The rows whose ``conversation_id`` ``keep_rows`` keeps (a bool per row; it must keep
+    all rows of a conversation or none), read batch by batch, with global row numbers
+    (so errors name the file and row); None when no row is kept or the column is missing."""
     import pyarrow.parquet as pq
 
     frames, ids, offset = [], [], 0
@@ -97,9 +115,8 @@ def _pass_table(
         for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
             if "conversation_id" not in batch.schema.names:
                 return None  # load_conversations names the missing column
-            conv = pd.Series(batch.column("conversation_id").to_pandas()).astype(str)
-            keep = pd.util.hash_pandas_object(conv, index=False).to_numpy() % n_passes == k
-            rows = np.flatnonzero(keep)
+            conv = pd.Series(batch.column("conversation_id").to_pandas())
+            rows = np.flatnonzero(keep_rows(conv))
             if len(rows):
                 frames.append(batch.take(rows).to_pandas())
                 ids.append(offset + rows)
