@@ -1,0 +1,220 @@
+"""Off-policy evaluation of a Parquet directory of any size, in one process or on Ray.
+
+:func:`evaluate_partitioned` reads a sample of whole conversations into memory, fits every
+nuisance model on it (:func:`ope.streaming.fit_nuisance`), then streams the logs in
+partitions by a hash of ``conversation_id`` (a conversation never straddles two) and adds
+up each partition's statistics (:func:`ope.streaming.partition_sums`). ``engine="local"``
+runs the partitions one after another in this process; ``engine="ray"`` runs each as a
+Ray task (a local Ray, or the cluster at ``ray_address``) and adds the results. Both give
+the same numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the
+logs (``docs/scale.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
+from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.resample import id_hash, id_uniform
+from supportrl.ope.streaming import (
+    NuisanceFits,
+    PartitionSums,
+    add_sums,
+    finish,
+    fit_nuisance,
+    partition_sums,
+)
+from supportrl.simulators.logs import LoggedConversations, LogLimits, load_conversations
+from supportrl.simulators.logs_bounded import parquet_parts, pass_of, select_table
+
+__all__ = ["EVALUATE_BYTES_PER_ROW", "LogSource", "PartitionedEvaluation", "evaluate_partitioned"]
+
+EVALUATE_BYTES_PER_ROW = 6_000
+"""Peak memory of one partition's statistics per turn row (bytes; see benchmarks/README.md)."""
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """Where the turns are and how to read them (the arguments of ``load_conversations``)."""
+
+    turns: Path
+    customers: Path | None = None
+    categorical: Sequence[str] | None = None
+    numeric: Sequence[str] | None = None
+    actions: Sequence[str] | None = None
+    limits: LogLimits = field(default_factory=LogLimits)
+
+    def load(self, table: Any) -> LoggedConversations:
+        """Validated conversations of a table of rows (or of the whole source)."""
+        kwargs: dict[str, Any] = {
+            "customers": self.customers,
+            "categorical": self.categorical,
+            "numeric": self.numeric,
+            "limits": self.limits,
+        }
+        if self.actions is not None:
+            kwargs["actions"] = self.actions
+        return load_conversations(table, **kwargs)
+
+
+@dataclass(frozen=True)
+class PartitionedEvaluation:
+    """Results of :func:`evaluate_partitioned`."""
+
+    results: dict[str, PolicyEvaluation]
+    n_partitions: int
+    n_turns: int
+    """Turn rows of the logs as given."""
+    sample_conversations: int
+    sample_turns: int
+    sample_share: float
+    """Probability with which each conversation entered the nuisance sample (1: all)."""
+    prepared_sample: PreparedConversations
+    engine: str
+    returns: tuple[float, float, float]
+    """(conversations, sum, sum of squares) of the logged conversation returns."""
+    notes: tuple[str, ...] = ()
+
+
+def _partition(
+    source: LogSource,
+    parts: Sequence[tuple[Path, int]],
+    k: int,
+    n_partitions: int,
+    fits: NuisanceFits,
+    policies: Mapping[str, Any],
+) -> tuple[PartitionSums, tuple[float, float, float]]:
+    """Statistics of partition ``k``: its conversations, validated, then summed."""
+    table = select_table(
+        parts, source.turns, lambda conv: pass_of(conv, n_partitions) == k, source.limits
+    )
+    if table is None:
+        if n_partitions == 1:
+            source.load(source.turns)  # names what is wrong (no rows, no conversation_id)
+        return PartitionSums(), (0.0, 0.0, 0.0)
+    logs = source.load(table)
+    sums = partition_sums(fits, logs, policies)
+    returns = sums.arrays.pop("_returns")[0]
+    return sums, (float(returns[0]), float(returns[1]), float(returns[2]))
+
+
+def _sample(
+    source: LogSource, parts: Sequence[tuple[Path, int]], share: float, seed: int
+) -> LoggedConversations:
+    """Every conversation whose id's uniform (stream 0 of ``seed``) is below ``share``."""
+    if share >= 1.0:
+        return source.load(source.turns)
+
+    def keep(conv: Any) -> np.ndarray:
+        return id_uniform(id_hash(conv.to_numpy()), seed, 0) < share
+
+    table = select_table(parts, source.turns, keep, source.limits)
+    if table is None:
+        raise ValueError(
+            f"ope.sample_turns: a share of {share:.2g} of the conversations left none in the "
+            "sample; raise it"
+        )
+    return source.load(table)
+
+
+def _ray_map(
+    source: LogSource,
+    parts: Sequence[tuple[Path, int]],
+    n_partitions: int,
+    fits: NuisanceFits,
+    policies: Mapping[str, Any],
+    ray_address: str | None,
+    num_cpus: int,
+) -> list[tuple[PartitionSums, tuple[float, float, float]]]:
+    """One Ray task per partition (at most ``num_cpus`` at a time on a local Ray)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if ray_address is None:
+            kwargs.update(num_cpus=num_cpus, object_store_memory=128 * 2**20)
+        ray.init(address=ray_address, **kwargs)
+    try:
+        task = ray.remote(num_cpus=1)(_partition)
+        fits_ref, policies_ref = ray.put(fits), ray.put(dict(policies))
+        refs = [
+            task.remote(source, parts, k, n_partitions, fits_ref, policies_ref)
+            for k in range(n_partitions)
+        ]
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def evaluate_partitioned(
+    source: LogSource,
+    policies: Mapping[str, Any],
+    reward: RewardSpec,
+    make_ope: Callable[[PreparedConversations], OffPolicyEvaluation],
+    *,
+    csat_imputer: Any = None,
+    sample_turns: int = 500_000,
+    memory_budget_mb: float = 1024.0,
+    engine: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+    num_cpus: int = 2,
+    seed: int = 0,
+) -> PartitionedEvaluation:
+    """Evaluate ``policies`` (name -> policy) on the Parquet logs of ``source``.
+
+    ``make_ope`` builds the :class:`OffPolicyEvaluation` (estimators, resamples, interval
+    settings) on prepared logs; it is applied to the nuisance sample: each conversation
+    enters it with probability ``sample_turns / n_turns`` (all when the logs have at most
+    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each.
+    """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    parts = parquet_parts(source.turns)
+    n_turns = sum(n for _, n in parts)
+    share = min(1.0, sample_turns / max(n_turns, 1))
+    sample = _sample(source, parts, share, seed)
+    prepared = prepare_conversations(sample, reward, csat_imputer=csat_imputer, seed=seed)
+    ope = make_ope(prepared)
+    names = list(policies)
+    states = prepared.logs.states()
+    probs = np.stack([target_probs_of(policies[k], states, prepared.logs.actions) for k in names])
+    fits = fit_nuisance(ope, probs, names)
+    rows_per_partition = max(1_000, int(memory_budget_mb * 2**20 / EVALUATE_BYTES_PER_ROW))
+    n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
+    if engine == "ray":
+        n_partitions = max(n_partitions, num_cpus)
+        pieces = _ray_map(source, parts, n_partitions, fits, policies, ray_address, num_cpus)
+    else:
+        pieces = [
+            _partition(source, parts, k, n_partitions, fits, policies) for k in range(n_partitions)
+        ]
+    sums = add_sums([p for p, _ in pieces])
+    returns = tuple(float(sum(r[j] for _, r in pieces)) for j in range(3))
+    notes = list(prepared.notes)
+    if share < 1.0:
+        notes.append(
+            f"nuisance models fitted on a random sample of {sample.n_conversations} "
+            f"conversations ({sample.n_turns} turns, each conversation kept with probability "
+            f"{share:.3g}); estimates and intervals sum over all {n_turns} turns"
+        )
+    return PartitionedEvaluation(
+        results=finish(ope, fits, probs, sums),
+        n_partitions=n_partitions,
+        n_turns=n_turns,
+        sample_conversations=sample.n_conversations,
+        sample_turns=sample.n_turns,
+        sample_share=share,
+        prepared_sample=prepared,
+        engine=engine,
+        returns=(returns[0], returns[1], returns[2]),
+        notes=tuple(notes),
+    )

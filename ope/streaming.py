@@ -1,0 +1,595 @@
+"""Off-policy evaluation of logs larger than memory: models fitted on a sample, sums over partitions.
+
+:class:`~supportrl.ope.meta.OffPolicyEvaluation` holds all the logs. Here the work splits
+in two (``docs/scale.md``):
+
+1. **Fit** (one process, in memory): every nuisance model of the refit bootstrap (CSAT
+   imputation, balancing weights, the cross-fitted reward model, fitted Q evaluation of
+   every policy, the logger's behaviour model for support) is fitted on a *sample* of whole
+   conversations, once on the sample as it is and once per resample ``k`` with the
+   sample's Poisson counts of resample ``k`` (:func:`ope.resample.poisson_weights`, keyed
+   by conversation id). :func:`fit_nuisance` returns them as :class:`NuisanceFits`: small
+   coefficient arrays, sent to every partition.
+2. **Sums** (any number of processes or Ray tasks): each partition of whole conversations
+   computes, for the point fit and every resample ``k``, the numerators and denominators
+   of every estimator (:class:`~supportrl.ope.intervals.RatioStatistic`) weighted by its
+   conversations' counts of resample ``k`` (:func:`partition_sums`). Sums add up across
+   partitions exactly; :func:`finish` turns the total into the estimates and intervals of
+   ``OffPolicyEvaluation`` (its own interval code).
+
+A conversation that is in the sample is predicted by the out-of-fold models of its
+cross-fitting fold, as in memory; one outside the sample by the models fitted on the whole
+sample (neither saw it). When the sample is all the logs, every number equals
+``OffPolicyEvaluation`` on the same logs (to rounding, 1e-12), in one process or many.
+Weight quantiles and the support warnings are read on the sample; the estimates, intervals,
+ESS, clipped shares and unsupported mass on all the logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.rewards import CONTINUE, RewardSpec
+from supportrl.ope.data import BanditFeedback, SequentialFeedback
+from supportrl.ope.estimators import BanditEstimator
+from supportrl.ope.evaluate import PreparedConversations, target_probs_of
+from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
+from supportrl.ope.models import (
+    MultinomialLogit,
+    PerActionRidge,
+    RidgeSystem,
+    add_intercept,
+    balancing_weights,
+    fold_ids,
+)
+from supportrl.ope.resample import id_hash, poisson_weights
+from supportrl.ope.sequential import SequentialEstimator, cumulative_weights
+from supportrl.ope.support import (
+    ReturnRange,
+    deficit_bounds,
+    support_bounds,
+    support_mask,
+    unsupported_mass,
+    unsupported_statistic,
+)
+from supportrl.simulators.logs import LoggedConversations
+
+__all__ = [
+    "NuisanceFits",
+    "PartitionSums",
+    "add_sums",
+    "finish",
+    "fit_nuisance",
+    "partition_sums",
+]
+
+CROSS_FIT_FOLDS = 5
+"""Folds of the cross-fitted reward model (as :func:`ope.models.cross_fit_reward`)."""
+BEHAVIOUR_ROWS = 50_000
+"""Rows of the behaviour model fit (as :func:`ope.support.behaviour_probs`)."""
+
+
+@dataclass(frozen=True)
+class NuisanceFits:
+    """Every fitted nuisance model a partition needs; index 0 is the point fit, ``1 + k``
+    resample ``k``. Coefficients only: a few kB per resample and policy."""
+
+    actions: tuple[str, ...]
+    reward_spec: RewardSpec
+    feature_spec: FeatureSpec
+    csat_spec: FeatureSpec | None
+    """Encoding of the CSAT model's design (``None``: no CSAT to impute)."""
+    csat_models: tuple[Any, ...]
+    """``simulators.fitted_csat.CsatModel`` per fit; empty: no CSAT to impute."""
+    handle_median: np.ndarray
+    """(n_actions,) median handle time of each action on the sample (imputes missing ones)."""
+    behaviour: MultinomialLogit
+    q_coef: tuple[np.ndarray, ...]
+    """FQE coefficients per fit, (n_actions, d + 1, 2 m): ``m`` policies, then their
+    supported parts."""
+    reward_models: tuple[tuple[PerActionRidge, ...], ...]
+    """Per fit: the reward model of each cross-fitting fold, then the whole-sample one;
+    empty without per-decision estimators."""
+    sample_hash: np.ndarray
+    """Sorted id hashes of the sample's conversations, (n_sample,) uint64."""
+    sample_fold: np.ndarray
+    """Cross-fitting fold of each, (n_sample,) int."""
+    policy_names: tuple[str, ...]
+    n_resamples: int
+    seed: int
+    min_support: float
+    max_weight: float | None
+    horizon: int
+    """``reward.max_turns``: statistics are laid out over this many turns everywhere."""
+    conversation: Mapping[str, SequentialEstimator]
+    decision: Mapping[str, BanditEstimator]
+    return_range: ReturnRange
+    """Worst and best returns, from the sample's handle times."""
+
+
+@dataclass
+class PartitionSums:
+    """Additive statistics of some partitions: ``arrays[key]`` has shape (1 + n_resamples, ...)."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, key: str, k: int, value: np.ndarray | float, n_fits: int) -> None:
+        value = np.atleast_1d(np.asarray(value, dtype=np.float64))
+        if key not in self.arrays:
+            self.arrays[key] = np.zeros((n_fits, *value.shape))
+        self.arrays[key][k] += value
+
+
+def add_sums(parts: Sequence[PartitionSums]) -> PartitionSums:
+    """Sum of partition statistics (the reduce step)."""
+    out = PartitionSums()
+    for part in parts:
+        for key, value in part.arrays.items():
+            if key in out.arrays:
+                out.arrays[key] = out.arrays[key] + value
+            else:
+                out.arrays[key] = value.copy()
+    return out
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _fqe_coef(
+    system: RidgeSystem, rewards: np.ndarray, offsets: np.ndarray, probs: np.ndarray
+) -> np.ndarray:
+    """:func:`ope.models.fitted_q_many`, returning the last iteration's coefficients
+    (n_actions, d + 1, m) instead of the predictions, so other rows can be predicted."""
+    m, n, n_actions = probs.shape
+    has_next = np.ones(n, dtype=bool)
+    has_next[offsets[1:] - 1] = False
+    nxt = np.minimum(np.arange(n) + 1, n - 1)
+    horizon = int(np.diff(offsets).max()) if len(offsets) > 1 else 1
+    q = np.zeros((m, n, n_actions))
+    coef = np.zeros((n_actions, system.xi.shape[1], m))
+    for _ in range(horizon):
+        v_next = np.einsum("mna,mna->mn", probs, q)[:, nxt]
+        y = rewards[None, :] + np.where(has_next[None, :], v_next, 0.0)
+        coef = system.solve(y.T)
+        q = system.predict(coef)
+    return coef
+
+
+def _predict_q(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Q of rows ``x`` (n, d) under coefficients (n_actions, d + 1, m): (m, n, n_actions),
+    computed as :meth:`RidgeSystem.predict` does."""
+    n_actions, d, m = coef.shape
+    flat = add_intercept(x) @ coef.transpose(1, 0, 2).reshape(d, n_actions * m)
+    return flat.reshape(-1, n_actions, m).transpose(2, 0, 1)
+
+
+def _reward_models(
+    prep: PreparedConversations, reward: np.ndarray, weight: np.ndarray, folds: np.ndarray
+) -> tuple[PerActionRidge, ...]:
+    """The models of :func:`ope.models.cross_fit_reward` (one per fold), then the
+    whole-sample one."""
+    logs = prep.logs
+    n_actions = len(logs.actions)
+    turn_fold = folds[logs.conversation_index]
+    models = []
+    for f in range(int(folds.max()) + 1):
+        test = turn_fold == f
+        train = ~test if (~test).any() else test
+        models.append(
+            PerActionRidge.fit(
+                prep.x[train],
+                logs.action[train],
+                reward[train],
+                n_actions,
+                sample_weight=weight[train],
+            )  # fmt: skip
+        )
+    models.append(PerActionRidge.fit(prep.x, logs.action, reward, n_actions, sample_weight=weight))
+    return tuple(models)
+
+
+def _csat_models(prep: PreparedConversations, counts: np.ndarray) -> tuple[Any, ...]:
+    """The CSAT model of the point fit and of every resample (as ``CsatImputation.csat``)."""
+    from supportrl.simulators.fitted_csat import fit_csat
+
+    imp = prep.csat_model
+    if imp is None:
+        return ()
+    models = [imp.model]  # type: ignore[attr-defined]
+    if not np.isnan(imp.observed).any():  # type: ignore[attr-defined]
+        return tuple(models * (1 + len(counts)))  # nothing imputed: no refit in memory either
+    for c in counts:
+        models.append(
+            fit_csat(
+                imp.psi,  # type: ignore[attr-defined]
+                imp.observed,  # type: ignore[attr-defined]
+                weights=np.asarray(c, dtype=np.float64)[imp.conversation],  # type: ignore[attr-defined]
+                method="selection",
+                l2=imp.l2,  # type: ignore[attr-defined]
+                max_iter=imp.refit_iter,  # type: ignore[attr-defined]
+                init=imp.model,  # type: ignore[attr-defined]
+            )
+        )
+    return tuple(models)
+
+
+def _behaviour_model(prep: PreparedConversations) -> MultinomialLogit:
+    """The model of :func:`ope.support.behaviour_probs` (same rows, same seed)."""
+    x, actions = prep.x, prep.logs.action
+    rows = np.arange(len(actions))
+    if len(actions) > BEHAVIOUR_ROWS:
+        rng = np.random.default_rng(prep.seed)
+        rows = np.sort(rng.choice(len(actions), BEHAVIOUR_ROWS, replace=False))
+    return MultinomialLogit.fit(x[rows], actions[rows], len(prep.logs.actions), l2=1.0)
+
+
+def _handle_medians(logs: LoggedConversations, n_actions: int) -> np.ndarray:
+    """Per-action median of the observed handle times (how ``prepare_conversations``
+    imputes missing ones); the overall median for an action never observed, 0 with none."""
+    handle = logs.handle_time_s
+    seen = ~np.isnan(handle)
+    if not seen.any():
+        return np.zeros(n_actions)
+    overall = float(np.median(handle[seen]))
+    return np.array(
+        [np.median(handle[seen & (logs.action == a)]) if (seen & (logs.action == a)).any()
+         else overall for a in range(n_actions)]
+    )  # fmt: skip
+
+
+def fit_nuisance(
+    ope: OffPolicyEvaluation, probs: np.ndarray, policy_names: Sequence[str]
+) -> NuisanceFits:
+    """Fit every nuisance model on ``ope.prepared`` (the sample) for the point estimate and
+    each of ``ope.n_bootstrap`` resamples, as :meth:`OffPolicyEvaluation.evaluate` does.
+
+    ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
+    """
+    prep = ope.prepared
+    logs = prep.logs
+    if prep.propensity_estimated:
+        raise ValueError(
+            "propensity: evaluation in partitions needs logged propensities on every turn "
+            "(estimated ones are refitted on all the logs); evaluate in memory instead"
+        )
+    assert prep.reward_spec is not None
+    n_actions = len(logs.actions)
+    hashes = id_hash(logs.conversation_id)
+    counts = poisson_weights(logs.conversation_id, ope.n_bootstrap, ope.seed, hashes=hashes)
+    supported = support_mask(prep.behaviour, logs.action, min_probability=ope.min_support)
+    sub = np.where(supported[None], probs, 0.0)
+    targets = np.concatenate([probs, sub])
+    folds = fold_ids(np.arange(logs.n_conversations), CROSS_FIT_FOLDS, prep.seed)
+    q_coef, reward_models = [], []
+    for c in [None, *counts]:
+        conv_counts = np.ones(logs.n_conversations) if c is None else c
+        turn_counts = conv_counts[logs.conversation_index]
+        reward = prep.reward_for(c)
+        balance = balancing_weights(prep.propensity, logs.action, n_actions, counts=turn_counts)
+        weight = turn_counts * balance
+        system = RidgeSystem.build(prep.x, logs.action, n_actions, sample_weight=weight)
+        q_coef.append(_fqe_coef(system, reward, logs.offsets, targets))
+        if ope.decision_estimators:
+            reward_models.append(_reward_models(prep, reward, weight, folds))
+    order = np.argsort(hashes)
+    median = _handle_medians(logs, n_actions)
+    csat_spec = None
+    if prep.csat_model is not None:
+        # the encoding CsatImputation.from_logs builds (its default max_turns)
+        csat_spec = build_feature_spec(
+            logs.states(), actions=logs.actions, categorical=logs.categorical,
+            numeric=logs.numeric, max_turns=10,
+        )  # fmt: skip
+    conversation = ope._conversation_estimators()
+    return NuisanceFits(
+        actions=logs.actions,
+        reward_spec=prep.reward_spec,
+        feature_spec=prep.feature_spec,
+        csat_spec=csat_spec,
+        csat_models=_csat_models(prep, counts),
+        handle_median=median,
+        behaviour=_behaviour_model(prep),
+        q_coef=tuple(q_coef),
+        reward_models=tuple(reward_models),
+        sample_hash=hashes[order],
+        sample_fold=folds[order],
+        policy_names=tuple(policy_names),
+        n_resamples=int(ope.n_bootstrap),
+        seed=ope.seed,
+        min_support=ope.min_support,
+        max_weight=ope.max_weight,
+        horizon=prep.reward_spec.max_turns,
+        conversation=conversation,
+        decision=ope._decision_estimators(),
+        return_range=prep.return_range,
+    )
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One partition prepared under the sample's models (point fit)."""
+
+    logs: LoggedConversations
+    x: np.ndarray
+    reward: np.ndarray
+    csat: np.ndarray
+    psi_missing: np.ndarray | None
+    """CSAT design of the terminal turns whose CSAT is imputed."""
+    rows_missing: np.ndarray
+    fold: np.ndarray
+    """Reward-model index of each turn: its sample fold, or the whole-sample model."""
+    counts: np.ndarray
+    """(n_resamples, n_conversations) Poisson counts."""
+
+
+def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
+    """A partition's rewards (CSAT imputed by the point fit), features and counts, as
+    :func:`ope.evaluate.prepare_conversations` prepares the whole logs."""
+    from supportrl.simulators.fitted_csat import csat_outcome_design
+
+    spec = fits.reward_spec
+    if (logs.lengths > spec.max_turns).any():
+        logs, _ = logs.truncate(spec.max_turns)
+    if not logs.has_propensity:
+        bad = np.flatnonzero(~np.isfinite(logs.propensity))[:5]
+        rows = logs.source_row[bad] if logs.source_row is not None else bad
+        raise ValueError(
+            f"{logs.source}, column 'propensity': rows {rows.tolist()} have none; evaluation "
+            "in partitions needs logged propensities on every turn"
+        )
+    handle = np.where(
+        np.isnan(logs.handle_time_s), fits.handle_median[logs.action], logs.handle_time_s
+    )
+    terminal = logs.outcome != CONTINUE
+    csat = logs.csat.copy()
+    rows_missing = np.flatnonzero(terminal & np.isnan(csat))
+    psi = None
+    if len(rows_missing) and fits.csat_models and spec.csat_weight != 0:
+        assert fits.csat_spec is not None
+        states = {k: np.asarray(v)[rows_missing] for k, v in logs.states().items()}
+        psi = csat_outcome_design(
+            fits.csat_spec.encode(states).astype(np.float64),
+            np.asarray(states["sentiment"], dtype=np.float64),
+            logs.action[rows_missing],
+            logs.outcome[rows_missing],
+            len(logs.actions),
+        )
+        csat[rows_missing] = fits.csat_models[0].imputed(psi)
+    elif len(rows_missing) and spec.csat_weight != 0:
+        raise ValueError(
+            f"csat: {len(rows_missing)} terminal turn(s) lack CSAT and no CSAT model was given to impute them"
+        )
+    reward = spec.rewards(
+        actions=logs.action, outcomes=logs.outcome, handle_time_s=handle, csat=csat,
+        catalogue=logs.actions,
+    )  # fmt: skip
+    hashes = id_hash(logs.conversation_id)
+    pos = np.minimum(np.searchsorted(fits.sample_hash, hashes), max(len(fits.sample_hash) - 1, 0))
+    in_sample = (
+        fits.sample_hash[pos] == hashes if len(fits.sample_hash) else np.zeros(len(hashes), bool)
+    )
+    n_folds = int(fits.sample_fold.max()) + 1 if len(fits.sample_fold) else 0
+    fold = np.where(in_sample, fits.sample_fold[pos], n_folds)[logs.conversation_index]
+    return _Part(
+        logs=logs,
+        x=fits.feature_spec.encode(logs.states()).astype(np.float64),
+        reward=reward,
+        csat=csat,
+        psi_missing=psi if len(rows_missing) else None,
+        rows_missing=rows_missing,
+        fold=fold,
+        counts=poisson_weights(logs.conversation_id, fits.n_resamples, fits.seed, hashes=hashes),
+    )
+
+
+def _reward_for(fits: NuisanceFits, part: _Part, i: int) -> np.ndarray:
+    """Per-turn rewards under fit ``i``'s CSAT model (``PreparedConversations.reward_for``)."""
+    if i == 0 or part.psi_missing is None:
+        return part.reward
+    csat = part.csat.copy()
+    csat[part.rows_missing] = fits.csat_models[i].imputed(part.psi_missing)
+    terminal = part.logs.outcome != CONTINUE
+    shift = fits.reward_spec.csat_weight * (csat - part.csat) / 2.0
+    return part.reward + np.where(terminal, np.nan_to_num(shift), 0.0)
+
+
+def _reward_hat(fits: NuisanceFits, part: _Part, i: int) -> np.ndarray:
+    out = np.empty((part.logs.n_turns, len(fits.actions)))
+    for f in np.unique(part.fold):
+        rows = part.fold == f
+        out[rows] = fits.reward_models[i][f].predict(part.x[rows])
+    return out
+
+
+def _add_ratio(
+    sums: PartitionSums, key: str, i: int, stat: Any, c: np.ndarray, n: int, terms: int
+) -> None:
+    """Numerators and denominators of a RatioStatistic weighted by counts ``c``, laid out
+    over ``terms`` terms: a shorter partition's missing turns add numerator 0 and the
+    carried weight of its last turn as denominator, as they would in the whole logs."""
+    num = stat.numerators @ c
+    den = np.full_like(num, c.sum()) if stat.denominators is None else stat.denominators @ c
+    if len(num) < terms:
+        num = np.concatenate([num, np.zeros(terms - len(num))])
+        den = np.concatenate([den, np.full(terms - len(den), den[-1])])
+    sums.add(key + "/num", i, num, n)
+    sums.add(key + "/den", i, den, n)
+
+
+def _dense_drop(drop: np.ndarray, horizon: int) -> np.ndarray:
+    return np.concatenate([drop, np.zeros((drop.shape[0], horizon - drop.shape[1]))], axis=1)
+
+
+def partition_sums(
+    fits: NuisanceFits, logs: LoggedConversations, policies: Mapping[str, Any]
+) -> PartitionSums:
+    """Additive statistics of one partition of whole conversations for every fit.
+
+    ``policies``: name -> policy (``action_probs`` on the logs' states), in
+    ``fits.policy_names`` order.
+    """
+    part = _prepare(fits, logs)
+    logs = part.logs
+    n_actions = len(fits.actions)
+    n_fits = 1 + fits.n_resamples
+    states = logs.states()
+    probs = np.stack(
+        [target_probs_of(policies[k], states, logs.actions) for k in fits.policy_names]
+    )
+    supported = support_mask(
+        fits.behaviour.predict(part.x), logs.action, min_probability=fits.min_support
+    )
+    sums = PartitionSums()
+    returns = np.add.reduceat(part.reward, logs.offsets[:-1])
+    sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
+    h = fits.horizon
+    for i in range(n_fits):
+        c = np.ones(logs.n_conversations) if i == 0 else part.counts[i - 1]
+        turn_c = c[logs.conversation_index]
+        reward = _reward_for(fits, part, i)
+        seq = SequentialFeedback(
+            action=logs.action, reward=reward, propensity=logs.propensity,
+            offsets=logs.offsets, n_actions=n_actions,
+        )  # fmt: skip
+        q_all = _predict_q(part.x, fits.q_coef[i])
+        m = len(fits.policy_names)
+        reward_hat = _reward_hat(fits, part, i) if fits.decision else None
+        bandit = BanditFeedback(
+            action=logs.action, reward=reward, propensity=logs.propensity, n_actions=n_actions
+        )
+        for p in range(m):
+            for name, est in fits.conversation.items():
+                stat = est.statistic(seq, probs[p], q_all[p])
+                extra = stat.numerators.shape[0] - seq.max_length
+                terms = h + extra if stat.denominators is not None else stat.numerators.shape[0]
+                _add_ratio(sums, f"{p}/{name}", i, stat, c, n_fits, terms)
+            bounds = deficit_bounds(seq, probs[p], fits.return_range, max_weight=fits.max_weight)
+            sums.add(f"{p}/_deficit/n", i, c.sum(), n_fits)
+            sums.add(f"{p}/_deficit/pdis", i, c @ bounds.pdis, n_fits)
+            sums.add(
+                f"{p}/_deficit/drop",
+                i,
+                c @ _dense_drop(bounds.drop, len(fits.return_range.low)),
+                n_fits,
+            )
+            s_low, s_high = support_bounds(
+                seq,
+                probs[p],
+                supported,
+                q_all[m + p],
+                fits.return_range,
+                max_weight=fits.max_weight,
+            )
+            _add_ratio(sums, f"{p}/_s_lower", i, s_low, c, n_fits, 1)
+            _add_ratio(sums, f"{p}/_s_upper", i, s_high, c, n_fits, 1)
+            mass = unsupported_statistic(seq, probs[p], supported, max_weight=fits.max_weight)
+            _add_ratio(sums, f"{p}/_mass", i, mass, c, n_fits, 1)
+            for name, est in fits.decision.items():
+                stat = est.statistic(bandit, probs[p], reward_hat)
+                _add_ratio(sums, f"{p}/{name}", i, stat, turn_c, n_fits, stat.numerators.shape[0])
+            if i == 0:
+                _add_diagnostics(sums, fits, seq, probs[p], supported, p)
+    return sums
+
+
+def _add_diagnostics(
+    sums: PartitionSums, fits: NuisanceFits, seq: SequentialFeedback, probs: np.ndarray,
+    supported: np.ndarray, p: int,
+) -> None:  # fmt: skip
+    """Sums behind the ESS, clipped share and unsupported mass of the whole logs."""
+    w = probs[np.arange(seq.n_turns), seq.action] / seq.propensity
+    last = seq.offsets[1:] - 1
+    conv_w = cumulative_weights(seq, probs)[last]
+    clipped = 0.0
+    if fits.max_weight is not None:
+        clipped = float(
+            (
+                cumulative_weights(seq, probs, max_weight=fits.max_weight)[last] >= fits.max_weight
+            ).sum()
+        )
+    values = [len(w), w.sum(), w @ w, len(conv_w), conv_w.sum(), conv_w @ conv_w, clipped,
+              unsupported_mass(probs, supported).sum()]  # fmt: skip
+    sums.add(f"{p}/_diag", 0, np.array(values), 1 + fits.n_resamples)
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def _values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> dict[str, float]:
+    """Every statistic of policy ``p`` on fit ``i``: the row ``OffPolicyEvaluation._fit`` makes."""
+    from supportrl.ope.intervals import _safe_ratio
+
+    a = sums.arrays
+    row: dict[str, float] = {}
+    names = [*fits.conversation, *fits.decision, "_s_lower", "_s_upper", "_mass"]
+    for name in names:
+        num, den = a[f"{p}/{name}/num"][i], a[f"{p}/{name}/den"][i]
+        row[name] = float(_safe_ratio(num, den).sum())
+    total = max(float(a[f"{p}/_deficit/n"][i][0]), 1e-300)
+    base = float(a[f"{p}/_deficit/pdis"][i][0]) / total
+    delta = a[f"{p}/_deficit/drop"][i] / total
+    low, high = np.minimum(fits.return_range.low, 0.0), np.maximum(fits.return_range.high, 0.0)
+    row["_lower"] = base + float(np.minimum(delta * low, delta * high).sum())
+    row["_upper"] = base + float(np.maximum(delta * low, delta * high).sum())
+    row["_deficit"] = float(delta.sum())
+    return row
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Finisher(OffPolicyEvaluation):
+    """``OffPolicyEvaluation`` on the sample whose diagnostics take the whole logs' sums."""
+
+    diag_sums: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def _diagnostics(
+        self, probs: np.ndarray, supported: np.ndarray, point: dict[str, float]
+    ) -> PolicyDiagnostics:
+        diag = super()._diagnostics(probs, supported, point)
+        s = self.diag_sums["current"]
+        return dataclasses.replace(
+            diag,
+            n_turns=int(s[0]),
+            n_conversations=int(s[3]),
+            ess_decision=float(_ess(s[1], s[2])),
+            ess_conversation=float(_ess(s[4], s[5])),
+            clipped_share=float(s[6] / s[3]) if s[3] else 0.0,
+        )
+
+
+def _ess(total: float, sum_sq: float) -> float:
+    """Kish's ESS from the sum and the sum of squares of the weights."""
+    return total**2 / sum_sq if sum_sq > 0 else 0.0
+
+
+def finish(
+    ope: OffPolicyEvaluation, fits: NuisanceFits, sample_probs: np.ndarray, sums: PartitionSums
+) -> dict[str, PolicyEvaluation]:
+    """Estimates, intervals and diagnostics from the summed statistics of all partitions.
+
+    ``ope``: the evaluation on the sample that :func:`fit_nuisance` was given (its interval
+    settings and its own interval code are used); ``sample_probs`` (m, n_sample_turns, K).
+    """
+    prep = ope.prepared
+    fin = _Finisher(
+        **{f.name: getattr(ope, f.name) for f in dataclasses.fields(OffPolicyEvaluation)}
+    )
+    supported = support_mask(prep.behaviour, prep.logs.action, min_probability=ope.min_support)
+    out = {}
+    for p, name in enumerate(fits.policy_names):
+        point = _values(sums, fits, p, 0)
+        reps_rows = [_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
+        reps = {k: np.array([r[k] for r in reps_rows]) for k in point}
+        s = sums.arrays[f"{p}/_diag"][0]
+        fin.diag_sums["current"] = s
+        res = fin._policy(sample_probs[p], supported, point, reps)
+        support = dataclasses.replace(res.support, unsupported_decision=float(s[7] / s[0]))
+        out[name] = dataclasses.replace(res, support=support)
+    return out
