@@ -1,0 +1,152 @@
+"""Evaluation of logs in partitions (one process or Ray): the numbers of the in-memory path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from supportrl.agents.rules.loading import load_rule_policy
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
+from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.partitioned import LogSource, evaluate_partitioned
+from supportrl.ope.resample import poisson_weights
+from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.logs import LogValidationError, load_conversations
+from supportrl.simulators.synthetic import generate_logs
+
+RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+POLICIES = ("rules_production_explore", "rules_empathize_negative", "rules_faq_first")
+N_REFIT = 4
+
+
+@pytest.fixture(scope="module")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """About 4,000 turn rows in three Parquet parts, rows shuffled (conversations interleave)."""
+    turns, customers = generate_logs(1500, seed=3).write(tmp_path_factory.mktemp("s") / "data")
+    frame = pd.read_parquet(turns).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    directory = turns.parent / "parts"
+    directory.mkdir()
+    for i, chunk in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        frame.iloc[chunk].to_parquet(directory / f"part-{i}.parquet", index=False)
+    return directory, customers
+
+
+def _ope(prepared: PreparedConversations) -> OffPolicyEvaluation:
+    return OffPolicyEvaluation(prepared=prepared, n_bootstrap=N_REFIT, seed=7)
+
+
+def _policies(actions: tuple[str, ...]) -> dict[str, Any]:
+    return {n: load_rule_policy(RULES / f"{n}.yaml", actions) for n in POLICIES}
+
+
+def _numbers(res: PolicyEvaluation) -> np.ndarray:
+    rows = [*res.conversation.values(), *res.decision.values(), res.selection]
+    values = [[e.estimate, e.ci_low, e.ci_high, e.std_err] for e in rows]
+    d, s = res.diagnostics, res.support
+    values.append([d.ess_decision, d.ess_conversation, d.clipped_share, d.disagreement])
+    values.append([s.unsupported_decision, s.unsupported_conversation, s.deficit, s.bounds.lower])
+    return np.array(values)
+
+
+def _partitioned(logs_dir: tuple[Path, Path], **kwargs: Any) -> Any:
+    directory, customers = logs_dir
+    actions = load_conversations(directory, customers=customers).actions
+    return evaluate_partitioned(
+        LogSource(directory, customers=customers),
+        _policies(actions),
+        RewardSpec(),
+        _ope,
+        csat_imputer=CsatImputation.from_logs,
+        seed=7,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def in_memory(logs_dir: tuple[Path, Path]) -> dict[str, PolicyEvaluation]:
+    directory, customers = logs_dir
+    logs = load_conversations(directory, customers=customers)
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=7
+    )
+    states = logs.states()
+    probs = {
+        k: target_probs_of(p, states, logs.actions) for k, p in _policies(logs.actions).items()
+    }
+    return _ope(prepared).evaluate(probs)
+
+
+@pytest.fixture(scope="module")
+def streamed(logs_dir: tuple[Path, Path]) -> Any:
+    return _partitioned(logs_dir, memory_budget_mb=0.01)
+
+
+def test_resample_counts_follow_the_conversation_not_its_position() -> None:
+    ids = np.array([f"conv-{i}" for i in range(50_000)])
+    counts = poisson_weights(ids, 3, seed=11)
+    order = np.random.default_rng(0).permutation(len(ids))
+    np.testing.assert_array_equal(poisson_weights(ids[order], 3, seed=11), counts[:, order])
+    np.testing.assert_array_equal(poisson_weights(ids[:10], 3, seed=11), counts[:, :10])
+    assert not np.array_equal(poisson_weights(ids, 3, seed=12), counts)
+    # Poisson(1): mean 1, variance 1, P(0) = e^-1
+    assert abs(counts.mean() - 1.0) < 0.01 and abs(counts.var() - 1.0) < 0.02
+    assert abs((counts == 0).mean() - np.exp(-1.0)) < 0.005
+
+
+def test_partitions_give_the_in_memory_numbers(
+    in_memory: dict[str, PolicyEvaluation], streamed: Any
+) -> None:
+    assert streamed.n_partitions >= 3 and streamed.sample_share == 1.0
+    assert set(streamed.results) == set(POLICIES)
+    for name in POLICIES:
+        a, b = _numbers(in_memory[name]), _numbers(streamed.results[name])
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
+        assert streamed.results[name].diagnostics.warnings == in_memory[name].diagnostics.warnings
+    # the intervals come from the resamples: a different seed moves them
+    assert _numbers(in_memory[POLICIES[0]])[0, 3] > 0
+
+
+def test_sampled_nuisance_models_are_stated(logs_dir: tuple[Path, Path], streamed: Any) -> None:
+    sampled = _partitioned(logs_dir, memory_budget_mb=0.01, sample_turns=2000)
+    assert 0.3 < sampled.sample_share < 0.7
+    assert sampled.sample_conversations < 1500
+    assert any("random sample of" in note for note in sampled.notes)
+    for name in POLICIES:
+        # the statistics still sum over every conversation
+        assert sampled.results[name].diagnostics.n_conversations == 1500
+        full = streamed.results[name].selection
+        # models fitted on half the conversations: an estimate inside the full-data interval
+        assert full.ci_low < sampled.results[name].selection.estimate < full.ci_high
+    assert sampled.returns[0] == 1500
+
+
+def test_schema_error_in_the_middle_partition_names_file_and_row(
+    logs_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, customers = logs_dir
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for part in sorted(directory.iterdir()):
+        frame = pd.read_parquet(part)
+        if part.name == "part-1.parquet":
+            frame.loc[321, "outcome"] = "teleported"
+        frame.to_parquet(broken / part.name, index=False)
+    with pytest.raises(
+        LogValidationError, match=r"part-1\.parquet, column 'outcome', row\(s\) 321"
+    ):
+        _partitioned((broken, customers), memory_budget_mb=0.01, sample_turns=1500)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_gives_the_single_process_numbers(logs_dir: tuple[Path, Path], streamed: Any) -> None:
+    on_ray = _partitioned(logs_dir, memory_budget_mb=0.01, engine="ray", num_cpus=2)
+    assert on_ray.engine == "ray" and on_ray.n_partitions == streamed.n_partitions
+    for name in POLICIES:
+        np.testing.assert_allclose(
+            _numbers(on_ray.results[name]), _numbers(streamed.results[name]), rtol=0, atol=1e-12
+        )
