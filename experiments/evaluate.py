@@ -31,6 +31,7 @@ from supportrl.experiments.common import (
 from supportrl.experiments.entry import command
 from supportrl.experiments.loading import load_policy, policy_name
 from supportrl.experiments.plots import forest_plot
+from supportrl.experiments.scale import evaluate_in_partitions
 from supportrl.experiments.stages import evaluate_stage, ope_settings, print_ope
 from supportrl.ope.evaluate import load_target_probs, target_probs_of
 from supportrl.simulators.logs import LoggedConversations
@@ -60,10 +61,17 @@ def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:
 @command
 def main(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
-    data = load_data(cfg)
-    candidates = candidate_probs(cfg, data)
     settings = ope_settings(cfg)
-    result = evaluate_stage(data, reward_from_cfg(cfg), candidates, settings, seed=int(cfg.seed))
+    data: Any = None
+    if cfg.get("engine", "memory") in ("local", "ray"):
+        # Parquet read in partitions of whole conversations (docs/scale.md)
+        result = evaluate_in_partitions(cfg, settings)
+    else:
+        data = load_data(cfg)
+        candidates = candidate_probs(cfg, data)
+        result = evaluate_stage(
+            data, reward_from_cfg(cfg), candidates, settings, seed=int(cfg.seed)
+        )
     print_ope(result, settings.alpha)
     import pandas as pd
 
@@ -74,7 +82,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         [{"label": f"{r['policy']} · {r['estimator']} ({r['scope']})", **r} for r in result.table],
         level=1 - settings.alpha,
         logging_value=result.logging_value["estimate"]
-        if isinstance(data, LoggedConversations)
+        if data is None or isinstance(data, LoggedConversations)
         else None,
         title="Off-policy estimates on the logs",
     )

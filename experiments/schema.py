@@ -105,6 +105,7 @@ class OPESection:
     material_support: float = 0.10
     min_ess: float = 100.0
     min_support: float = 0.005
+    sample_turns: int = 500_000
 
 
 @dataclass
@@ -206,6 +207,7 @@ class Root:
     policies: list[str] = field(default_factory=list)
     target_probs: str | None = None
     backend: Literal["native", "rllib"] = "native"
+    engine: Literal["memory", "local", "ray"] = "memory"
     threads: int | None = 1
     dir: str | None = None
     run: str | None = None

@@ -18,6 +18,8 @@ from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
 from supportrl.simulators.synthetic import generate_logs
 
+from tests.helpers import result_of, supportrl
+
 RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
 POLICIES = ("rules_production_explore", "rules_empathize_negative", "rules_faq_first")
 N_REFIT = 4
@@ -150,3 +152,37 @@ def test_ray_gives_the_single_process_numbers(logs_dir: tuple[Path, Path], strea
         np.testing.assert_allclose(
             _numbers(on_ray.results[name]), _numbers(streamed.results[name]), rtol=0, atol=1e-12
         )
+
+
+def test_evaluate_command_in_partitions_matches_memory(
+    logs_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, customers = logs_dir
+    args = [
+        "evaluate",
+        f"data.turns={directory}",
+        f"data.customers={customers}",
+        f"policies=[{RULES / 'rules_faq_first.yaml'}]",
+        "ope.n_refit=3",
+        "data.memory_budget_mb=0.01",
+    ]
+    memory = supportrl(tmp_path / "m", *args, "engine=memory")
+    local = supportrl(tmp_path / "l", *args, "engine=local")
+    assert memory.returncode == 0 and local.returncode == 0, local.stderr[-2000:]
+    assert "engine=local: " in local.stdout and "partitions" in local.stdout
+    a, b = result_of(memory), result_of(local)
+    for est, row in a["policies"]["rules_faq_first"].items():
+        for key in ("estimate", "ci_low", "ci_high"):
+            assert b["policies"]["rules_faq_first"][est][key] == pytest.approx(row[key], abs=1e-12)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for part in sorted(directory.iterdir()):
+        frame = pd.read_parquet(part)
+        if part.name == "part-1.parquet":
+            frame.loc[77, "sentiment"] = 9.0
+        frame.to_parquet(broken / part.name, index=False)
+    args[1] = f"data.turns={broken}"
+    bad = supportrl(tmp_path / "b", *args, "engine=local")
+    assert bad.returncode == 2
+    assert "part-1.parquet, column 'sentiment', row(s) 77" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
