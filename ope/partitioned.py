@@ -32,7 +32,7 @@ from supportrl.ope.streaming import (
     partition_sums,
 )
 from supportrl.simulators.logs import LoggedConversations, LogLimits, load_conversations
-from supportrl.simulators.logs_bounded import parquet_parts, pass_of, select_table
+from supportrl.simulators.logs_bounded import map_passes, parquet_parts, pass_of, select_table
 
 __all__ = ["EVALUATE_BYTES_PER_ROW", "LogSource", "PartitionedEvaluation", "evaluate_partitioned"]
 
@@ -86,10 +86,10 @@ class PartitionedEvaluation:
 def _partition(
     source: LogSource,
     parts: Sequence[tuple[Path, int]],
-    k: int,
     n_partitions: int,
     fits: NuisanceFits,
     policies: Mapping[str, Any],
+    k: int,
 ) -> tuple[PartitionSums, tuple[float, float, float]]:
     """Statistics of partition ``k``: its conversations, validated, then summed."""
     table = select_table(
@@ -122,37 +122,6 @@ def _sample(
             "sample; raise it"
         )
     return source.load(table)
-
-
-def _ray_map(
-    source: LogSource,
-    parts: Sequence[tuple[Path, int]],
-    n_partitions: int,
-    fits: NuisanceFits,
-    policies: Mapping[str, Any],
-    ray_address: str | None,
-    num_cpus: int,
-) -> list[tuple[PartitionSums, tuple[float, float, float]]]:
-    """One Ray task per partition (at most ``num_cpus`` at a time on a local Ray)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if ray_address is None:
-            kwargs.update(num_cpus=num_cpus, object_store_memory=128 * 2**20)
-        ray.init(address=ray_address, **kwargs)
-    try:
-        task = ray.remote(num_cpus=1)(_partition)
-        fits_ref, policies_ref = ray.put(fits), ray.put(dict(policies))
-        refs = [
-            task.remote(source, parts, k, n_partitions, fits_ref, policies_ref)
-            for k in range(n_partitions)
-        ]
-        return ray.get(refs)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def evaluate_partitioned(
@@ -192,11 +161,14 @@ def evaluate_partitioned(
     n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
     if engine == "ray":
         n_partitions = max(n_partitions, num_cpus)
-        pieces = _ray_map(source, parts, n_partitions, fits, policies, ray_address, num_cpus)
-    else:
-        pieces = [
-            _partition(source, parts, k, n_partitions, fits, policies) for k in range(n_partitions)
-        ]
+    pieces = map_passes(
+        _partition,
+        [(k,) for k in range(n_partitions)],
+        engine=engine,
+        ray_address=ray_address,
+        num_cpus=num_cpus,
+        shared=(source, parts, n_partitions, fits, dict(policies)),
+    )
     sums = add_sums([p for p, _ in pieces])
     returns = tuple(float(sum(r[j] for _, r in pieces)) for j in range(3))
     notes = list(prepared.notes)

@@ -37,6 +37,9 @@ BYTES_PER_ROW = 700
 BATCH_ROWS = 65_536
 """Rows per Parquet record batch read."""
 
+RAY_OBJECT_STORE_MB = 256
+"""Object store of a local Ray started here (results are small summaries and sums)."""
+
 
 def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
     """(file, rows) of a Parquet file or of a directory's parts (sorted by name)."""
@@ -129,6 +132,64 @@ def select_table(
     )
 
 
+def map_passes(
+    fn: Callable[..., Any],
+    args: Sequence[tuple[Any, ...]],
+    *,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_cpus: int = 2,
+    shared: tuple[Any, ...] = (),
+) -> list[Any]:
+    """``[fn(*shared, *a) for a in args]``, in this process (``engine="local"``) or as one Ray
+    task each (``"ray"``: the cluster at ``ray_address``, else a local Ray of ``num_cpus``
+    CPUs with a small object store, shut down afterwards). ``shared`` arguments are put in
+    Ray's object store once. Results come back in the order of ``args``.
+    """
+    if engine == "local":
+        return [fn(*shared, *a) for a in args]
+    if engine != "ray":
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if ray_address is None:
+            kwargs.update(num_cpus=num_cpus, object_store_memory=RAY_OBJECT_STORE_MB * 2**20)
+        ray.init(address=ray_address, **kwargs)
+    try:
+        task = ray.remote(num_cpus=1)(fn)
+        refs = [ray.put(v) for v in shared]
+        return ray.get([task.remote(*refs, *a) for a in args])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _validate_pass(
+    parts: Sequence[tuple[Path, int]],
+    root: Path,
+    n_passes: int,
+    load: dict[str, Any],
+    k: int,
+) -> tuple[dict[str, Any] | None, dict[str, list[str]], bool, str | None]:
+    """Pass ``k``'s summary, distinct levels and all-ones flag, or the error message."""
+    limits = load["limits"]
+    try:
+        table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
+        if n_passes > 1 and table is None:
+            return None, {}, True, None
+        logs = load_conversations(table if table is not None else root, **load)
+    except LogValidationError as exc:
+        return None, {}, True, str(exc)
+    levels = {
+        name: np.unique(logs.intent if name == "intent" else logs.features[name]).tolist()
+        for name in ("intent", *logs.categorical)
+    }
+    return logs.summary(), levels, all_propensities_one(logs.propensity), None
+
+
 def validate_conversations_bounded(
     turns: str | Path,
     *,
@@ -138,6 +199,9 @@ def validate_conversations_bounded(
     actions: Sequence[str] = DEFAULT_ACTIONS,
     limits: LogLimits | None = None,
     memory_budget_mb: float = 1024.0,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_cpus: int = 2,
 ) -> dict[str, Any]:
     """The summary of :meth:`LoggedConversations.summary` for Parquet logs of any size, plus
     ``passes`` and ``propensities_all_one`` (see :func:`~supportrl.simulators.logs.data_warnings`).
@@ -146,6 +210,8 @@ def validate_conversations_bounded(
     (file, column, global row numbers), holding about ``memory_budget_mb`` of rows at a
     time. When the logs break several rules, the one reported first may differ from a
     single in-memory validation (passes go by conversation hash, not by row order).
+    ``engine="ray"`` validates the passes as Ray tasks (:func:`map_passes`; at least
+    ``num_cpus`` passes), with the same summary and the same first error.
     """
     limits = limits or LogLimits()
     root = Path(turns)
@@ -161,29 +227,41 @@ def validate_conversations_bounded(
     parts = parquet_parts(root)
     n_rows = sum(n for _, n in parts)
     n_passes = passes_needed(n_rows, memory_budget_mb)
+    if engine == "ray":
+        n_passes = max(n_passes, num_cpus)
+    load = {
+        "customers": customers, "categorical": categorical, "numeric": numeric,
+        "actions": actions, "limits": limits,
+    }  # fmt: skip
+    # local: one pass at a time, so the first error stops the reading
+    results = map_passes(
+        _validate_pass,
+        [(k,) for k in range(n_passes)] if engine == "ray" else [],
+        engine=engine,
+        ray_address=ray_address,
+        num_cpus=num_cpus,
+        shared=(parts, root, n_passes, load),
+    )
     total: dict[str, Any] | None = None
     levels: dict[str, set[str]] = {}
     all_one = True
     for k in range(n_passes):
-        table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
-        if n_passes > 1 and table is None:
+        summary, found, ones, error = (
+            results[k] if engine == "ray" else _validate_pass(parts, root, n_passes, load, k)
+        )
+        if error is not None:
+            raise LogValidationError(error)
+        if summary is None:
             continue
-        logs = load_conversations(
-            table if table is not None else root,
-            customers=customers, categorical=categorical, numeric=numeric,
-            actions=actions, limits=limits,
-        )  # fmt: skip
-        for name in ("intent", *logs.categorical):
-            values = logs.intent if name == "intent" else logs.features[name]
-            levels.setdefault(name, set()).update(np.unique(values).tolist())
+        for name, values in found.items():
+            levels.setdefault(name, set()).update(values)
             if len(levels[name]) > limits.max_levels:
                 raise LogValidationError(
                     f"{root}, column {name!r}: more than {limits.max_levels} distinct values "
                     f"(set data.max_levels=N to allow more)"
                 )
-        all_one = all_one and all_propensities_one(logs.propensity)
-        total = _merge(total, logs.summary())
-        del logs, table
+        all_one = all_one and ones
+        total = _merge(total, summary)
     if total is None:
         raise LogValidationError(f"{root}: no rows")
     if categorical is None and numeric is None:

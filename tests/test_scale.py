@@ -16,6 +16,7 @@ from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.ope.resample import poisson_weights
 from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
+from supportrl.simulators.logs_bounded import validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
 
 from tests.helpers import result_of, supportrl
@@ -143,15 +144,52 @@ def test_schema_error_in_the_middle_partition_names_file_and_row(
         _partitioned((broken, customers), memory_budget_mb=0.01, sample_turns=1500)
 
 
+def _broken(directory: Path, out: Path, column: str, row: int, value: Any) -> Path:
+    """A copy of the parts with one bad value in the middle part."""
+    out.mkdir()
+    for part in sorted(directory.iterdir()):
+        frame = pd.read_parquet(part)
+        if part.name == "part-1.parquet":
+            frame.loc[row, column] = value
+        frame.to_parquet(out / part.name, index=False)
+    return out
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_gives_the_single_process_numbers(logs_dir: tuple[Path, Path], streamed: Any) -> None:
-    on_ray = _partitioned(logs_dir, memory_budget_mb=0.01, engine="ray", num_cpus=2)
+def test_ray_gives_the_single_process_numbers(
+    logs_dir: tuple[Path, Path], streamed: Any, tmp_path: Path
+) -> None:
+    import ray
+
+    directory, customers = logs_dir
+    # one local Ray for the whole test (map_passes uses it and leaves it running)
+    ray.init(num_cpus=2, object_store_memory=128 * 2**20, include_dashboard=False)
+    try:
+        on_ray = _partitioned(logs_dir, memory_budget_mb=0.01, engine="ray", num_cpus=2)
+        local = validate_conversations_bounded(directory, customers=customers, memory_budget_mb=0.1)
+        remote = validate_conversations_bounded(
+            directory, customers=customers, memory_budget_mb=0.1, engine="ray"
+        )
+        broken = _broken(directory, tmp_path / "broken", "turn", 55, -3)
+        with pytest.raises(LogValidationError) as single:
+            validate_conversations_bounded(broken, customers=customers, memory_budget_mb=0.1)
+        with pytest.raises(LogValidationError) as tasks:
+            validate_conversations_bounded(
+                broken, customers=customers, memory_budget_mb=0.1, engine="ray"
+            )
+    finally:
+        ray.shutdown()
     assert on_ray.engine == "ray" and on_ray.n_partitions == streamed.n_partitions
     for name in POLICIES:
         np.testing.assert_allclose(
             _numbers(on_ray.results[name]), _numbers(streamed.results[name]), rtol=0, atol=1e-12
         )
+    # at least one pass per CPU on Ray; the summary does not depend on the passes
+    assert remote.pop("passes") == 2 and local.pop("passes") == 1
+    assert remote == local
+    assert str(tasks.value) == str(single.value)
+    assert "part-1.parquet, column 'turn'" in str(tasks.value) and "55" in str(tasks.value)
 
 
 def test_evaluate_command_in_partitions_matches_memory(
