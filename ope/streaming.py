@@ -218,6 +218,22 @@ def _csat_models(prep: PreparedConversations, counts: np.ndarray) -> tuple[Any, 
     return tuple(models)
 
 
+def _sample_reward(prep: PreparedConversations, csat_models: Sequence[Any], i: int) -> np.ndarray:
+    """``prep.reward_for(counts of fit i)`` with the CSAT model already refitted: the same
+    arithmetic as ``CsatImputation.csat`` and ``PreparedConversations.reward_for``."""
+    imp = prep.csat_model
+    if i == 0 or imp is None or prep.csat is None or prep.reward_spec is None:
+        return prep.reward
+    csat = imp.logged.copy()  # type: ignore[attr-defined]
+    missing = np.isnan(imp.observed)  # type: ignore[attr-defined]
+    if missing.any():
+        psi = imp.psi[missing]  # type: ignore[attr-defined]
+        csat[imp.rows[missing]] = csat_models[i].imputed(psi)  # type: ignore[attr-defined]
+    terminal = prep.logs.outcome != CONTINUE
+    shift = prep.reward_spec.csat_weight * (csat - prep.csat) / 2.0
+    return prep.reward + np.where(terminal, np.nan_to_num(shift), 0.0)
+
+
 def _behaviour_model(prep: PreparedConversations) -> MultinomialLogit:
     """The model of :func:`ope.support.behaviour_probs` (same rows, same seed)."""
     x, actions = prep.x, prep.logs.action
@@ -261,15 +277,19 @@ def fit_nuisance(
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
     counts = poisson_weights(logs.conversation_id, ope.n_bootstrap, ope.seed, hashes=hashes)
-    supported = support_mask(prep.behaviour, logs.action, min_probability=ope.min_support)
+    behaviour = _behaviour_model(prep)
+    supported = support_mask(
+        behaviour.predict(prep.x), logs.action, min_probability=ope.min_support
+    )
     sub = np.where(supported[None], probs, 0.0)
     targets = np.concatenate([probs, sub])
     folds = fold_ids(np.arange(logs.n_conversations), CROSS_FIT_FOLDS, prep.seed)
+    csat_models = _csat_models(prep, counts)
     q_coef, reward_models = [], []
-    for c in [None, *counts]:
+    for i, c in enumerate([None, *counts]):
         conv_counts = np.ones(logs.n_conversations) if c is None else c
         turn_counts = conv_counts[logs.conversation_index]
-        reward = prep.reward_for(c)
+        reward = _sample_reward(prep, csat_models, i)
         balance = balancing_weights(prep.propensity, logs.action, n_actions, counts=turn_counts)
         weight = turn_counts * balance
         system = RidgeSystem.build(prep.x, logs.action, n_actions, sample_weight=weight)
@@ -291,9 +311,9 @@ def fit_nuisance(
         reward_spec=prep.reward_spec,
         feature_spec=prep.feature_spec,
         csat_spec=csat_spec,
-        csat_models=_csat_models(prep, counts),
+        csat_models=csat_models,
         handle_median=median,
-        behaviour=_behaviour_model(prep),
+        behaviour=behaviour,
         q_coef=tuple(q_coef),
         reward_models=tuple(reward_models),
         sample_hash=hashes[order],
@@ -581,7 +601,10 @@ def finish(
     fin = _Finisher(
         **{f.name: getattr(ope, f.name) for f in dataclasses.fields(OffPolicyEvaluation)}
     )
-    supported = support_mask(prep.behaviour, prep.logs.action, min_probability=ope.min_support)
+    x = prep.x
+    supported = support_mask(
+        fits.behaviour.predict(x), prep.logs.action, min_probability=ope.min_support
+    )
     out = {}
     for p, name in enumerate(fits.policy_names):
         point = _values(sums, fits, p, 0)
