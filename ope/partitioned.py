@@ -13,6 +13,8 @@ logs (``docs/scale.md``).
 from __future__ import annotations
 
 import math
+import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,14 @@ from supportrl.ope.streaming import (
     partition_sums,
 )
 from supportrl.simulators.logs import LoggedConversations, LogLimits, load_conversations
-from supportrl.simulators.logs_bounded import map_passes, parquet_parts, pass_of, select_table
+from supportrl.simulators.logs_bounded import (
+    map_passes,
+    parquet_parts,
+    pass_of,
+    read_spilled,
+    select_table,
+    spill_passes,
+)
 
 __all__ = ["EVALUATE_BYTES_PER_ROW", "LogSource", "PartitionedEvaluation", "evaluate_partitioned"]
 
@@ -81,6 +90,11 @@ class PartitionedEvaluation:
     returns: tuple[float, float, float]
     """(conversations, sum, sum of squares) of the logged conversation returns."""
     notes: tuple[str, ...] = ()
+    fit_s: float = 0.0
+    """Seconds spent reading the sample and fitting the nuisance models."""
+    sums_s: float = 0.0
+    """Seconds spent on the partitions (reading, validating, statistics), all workers together
+    in wall time."""
 
 
 def _partition(
@@ -90,11 +104,16 @@ def _partition(
     fits: NuisanceFits,
     policies: Mapping[str, Any],
     k: int,
+    spilled: Path | None,
 ) -> tuple[PartitionSums, tuple[float, float, float]]:
-    """Statistics of partition ``k``: its conversations, validated, then summed."""
-    table = select_table(
-        parts, source.turns, lambda conv: pass_of(conv, n_partitions) == k, source.limits
-    )
+    """Statistics of partition ``k`` (read from its spilled file when there is one): its
+    conversations, validated, then summed."""
+    if spilled is not None:
+        table = read_spilled(spilled, parts, source.turns, source.limits)
+    else:
+        table = select_table(
+            parts, source.turns, lambda conv: pass_of(conv, n_partitions) == k, source.limits
+        )
     if table is None:
         if n_partitions == 1:
             source.load(source.turns)  # names what is wrong (no rows, no conversation_id)
@@ -137,16 +156,21 @@ def evaluate_partitioned(
     ray_address: str | None = None,
     num_cpus: int = 2,
     seed: int = 0,
+    spill_dir: str | Path | None = None,
 ) -> PartitionedEvaluation:
     """Evaluate ``policies`` (name -> policy) on the Parquet logs of ``source``.
 
     ``make_ope`` builds the :class:`OffPolicyEvaluation` (estimators, resamples, interval
     settings) on prepared logs; it is applied to the nuisance sample: each conversation
     enters it with probability ``sample_turns / n_turns`` (all when the logs have at most
-    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each.
+    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each; with
+    more than two (and no ``ray_address``), the logs are first read once into one temporary
+    Parquet file per partition under ``spill_dir`` (default: the system's temporary
+    directory; deleted at the end), so that each partition reads only its own rows.
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    start = time.perf_counter()
     parts = parquet_parts(source.turns)
     n_turns = sum(n for _, n in parts)
     share = min(1.0, sample_turns / max(n_turns, 1))
@@ -161,15 +185,23 @@ def evaluate_partitioned(
     n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
     if engine == "ray":
         n_partitions = max(n_partitions, num_cpus)
-    pieces = map_passes(
-        _partition,
-        [(k,) for k in range(n_partitions)],
-        engine=engine,
-        ray_address=ray_address,
-        num_cpus=num_cpus,
-        shared=(source, parts, n_partitions, fits, dict(policies)),
-    )
+    fitted = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
+        spilled: list[Path | None] | None = None
+        # one read of the logs into per-partition files beats every partition reading all
+        # of them; a cluster's workers may not see this machine's disk: there they select
+        if n_partitions > 2 and ray_address is None:
+            spilled = spill_passes(parts, n_partitions, Path(tmp))
+        pieces = map_passes(
+            _partition,
+            [(k, spilled[k] if spilled else None) for k in range(n_partitions)],
+            engine=engine,
+            ray_address=ray_address,
+            num_cpus=num_cpus,
+            shared=(source, parts, n_partitions, fits, dict(policies)),
+        )
     sums = add_sums([p for p, _ in pieces])
+    summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r in pieces)) for j in range(3))
     notes = list(prepared.notes)
     if share < 1.0:
@@ -189,4 +221,6 @@ def evaluate_partitioned(
         engine=engine,
         returns=(returns[0], returns[1], returns[2]),
         notes=tuple(notes),
+        fit_s=fitted - start,
+        sums_s=summed - fitted,
     )

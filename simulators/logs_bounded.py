@@ -13,6 +13,7 @@ of distinct values across passes.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,63 @@ def select_table(
     )
 
 
+ROW_COLUMN = "__supportrl_row__"
+"""Column of a spilled pass holding each row's global row number in the source."""
+
+
+def spill_passes(
+    parts: Sequence[tuple[Path, int]], n_passes: int, directory: Path
+) -> list[Path | None] | None:
+    """Read every file once and write each row to ``directory/pass-K.parquet`` of its pass
+    (:func:`pass_of`), with its global row number in :data:`ROW_COLUMN`; then a pass reads
+    its own file instead of every file (:func:`read_spilled`). The file of a pass without
+    rows is None. Returns None (nothing written) when the parts' schemas differ, since one
+    writer per pass needs one schema; the caller then selects rows from every file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(f) for f, _ in parts]
+    if any(not s.equals(schemas[0]) for s in schemas[1:]):
+        return None
+    if "conversation_id" not in schemas[0].names:
+        return None
+    schema = schemas[0].append(pa.field(ROW_COLUMN, pa.int64()))
+    paths = [directory / f"pass-{k}.parquet" for k in range(n_passes)]
+    writers: dict[int, Any] = {}
+    offset = 0
+    try:
+        for file, _ in parts:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
+                n = batch.num_rows
+                rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+                batch = pa.RecordBatch.from_arrays([*batch.columns, rows], schema=schema)
+                k_of = pass_of(pd.Series(batch.column("conversation_id").to_pandas()), n_passes)
+                order = np.argsort(k_of, kind="stable")
+                bounds = np.searchsorted(k_of[order], np.arange(n_passes + 1))
+                for k in np.flatnonzero(np.diff(bounds)):
+                    if k not in writers:
+                        writers[k] = pq.ParquetWriter(paths[k], schema)
+                    writers[k].write_batch(batch.take(order[bounds[k] : bounds[k + 1]]))
+                offset += n
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [paths[k] if k in writers else None for k in range(n_passes)]
+
+
+def read_spilled(
+    path: Path, parts: Sequence[tuple[Path, int]], root: Path, limits: LogLimits
+) -> _Table:
+    """A spilled pass as the table :func:`select_table` would return (same row numbers)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    row_ids = table.column(ROW_COLUMN).to_numpy()
+    frame = table.drop_columns([ROW_COLUMN]).to_pandas()
+    return _Table(frame=frame, path=root, parts=tuple(parts), limits=limits, row_ids=row_ids)
+
+
 def map_passes(
     fn: Callable[..., Any],
     args: Sequence[tuple[Any, ...]],
@@ -173,11 +231,15 @@ def _validate_pass(
     n_passes: int,
     load: dict[str, Any],
     k: int,
+    spilled: Path | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, list[str]], bool, str | None]:
     """Pass ``k``'s summary, distinct levels and all-ones flag, or the error message."""
     limits = load["limits"]
     try:
-        table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
+        if spilled is not None:
+            table = read_spilled(spilled, parts, root, limits)
+        else:
+            table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
         if n_passes > 1 and table is None:
             return None, {}, True, None
         logs = load_conversations(table if table is not None else root, **load)
@@ -233,35 +295,46 @@ def validate_conversations_bounded(
         "customers": customers, "categorical": categorical, "numeric": numeric,
         "actions": actions, "limits": limits,
     }  # fmt: skip
-    # local: one pass at a time, so the first error stops the reading
-    results = map_passes(
-        _validate_pass,
-        [(k,) for k in range(n_passes)] if engine == "ray" else [],
-        engine=engine,
-        ray_address=ray_address,
-        num_cpus=num_cpus,
-        shared=(parts, root, n_passes, load),
-    )
-    total: dict[str, Any] | None = None
-    levels: dict[str, set[str]] = {}
-    all_one = True
-    for k in range(n_passes):
-        summary, found, ones, error = (
-            results[k] if engine == "ray" else _validate_pass(parts, root, n_passes, load, k)
+    with tempfile.TemporaryDirectory(prefix="supportrl-passes-") as tmp:
+        # one read into per-pass files beats every pass reading every file; a cluster's
+        # workers may not see this machine's disk: there each pass selects its rows
+        spilled = (
+            spill_passes(parts, n_passes, Path(tmp))
+            if n_passes > 2 and ray_address is None
+            else None
         )
-        if error is not None:
-            raise LogValidationError(error)
-        if summary is None:
-            continue
-        for name, values in found.items():
-            levels.setdefault(name, set()).update(values)
-            if len(levels[name]) > limits.max_levels:
-                raise LogValidationError(
-                    f"{root}, column {name!r}: more than {limits.max_levels} distinct values "
-                    f"(set data.max_levels=N to allow more)"
-                )
-        all_one = all_one and ones
-        total = _merge(total, summary)
+        args = [(k, spilled[k] if spilled else None) for k in range(n_passes)]
+        # local: one pass at a time, so the first error stops the reading
+        results = map_passes(
+            _validate_pass,
+            args if engine == "ray" else [],
+            engine=engine,
+            ray_address=ray_address,
+            num_cpus=num_cpus,
+            shared=(parts, root, n_passes, load),
+        )
+        total: dict[str, Any] | None = None
+        levels: dict[str, set[str]] = {}
+        all_one = True
+        for k in range(n_passes):
+            summary, found, ones, error = (
+                results[k]
+                if engine == "ray"
+                else _validate_pass(parts, root, n_passes, load, *args[k])
+            )
+            if error is not None:
+                raise LogValidationError(error)
+            if summary is None:
+                continue
+            for name, values in found.items():
+                levels.setdefault(name, set()).update(values)
+                if len(levels[name]) > limits.max_levels:
+                    raise LogValidationError(
+                        f"{root}, column {name!r}: more than {limits.max_levels} distinct "
+                        "values (set data.max_levels=N to allow more)"
+                    )
+            all_one = all_one and ones
+            total = _merge(total, summary)
     if total is None:
         raise LogValidationError(f"{root}: no rows")
     if categorical is None and numeric is None:
