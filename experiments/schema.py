@@ -126,6 +126,7 @@ class GenerateSection:
     n_conversations: int = 100_000
     format: Literal["parquet", "csv"] = "parquet"
     customers_per_conversation: float = 0.7
+    partitions: int = 1
 
 
 @dataclass

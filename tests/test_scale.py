@@ -18,6 +18,7 @@ from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
 from supportrl.simulators.logs_bounded import validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
+from supportrl.simulators.synthetic_parts import write_partitioned_logs
 
 from tests.helpers import result_of, supportrl
 
@@ -144,6 +145,27 @@ def test_schema_error_in_the_middle_partition_names_file_and_row(
         _partitioned((broken, customers), memory_budget_mb=0.01, sample_turns=1500)
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*.parquet"))
+    }
+
+
+def test_partitioned_generate_same_seed_same_bytes(tmp_path: Path) -> None:
+    a = write_partitioned_logs(tmp_path / "a", 1001, partitions=3, seed=5)
+    write_partitioned_logs(tmp_path / "b", 1001, partitions=3, seed=5)
+    c = write_partitioned_logs(tmp_path / "c", 1001, partitions=3, seed=6)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert len(_files(tmp_path / "a")) == 6
+    assert _files(tmp_path / "a") != _files(tmp_path / "c")
+    logs = load_conversations(a.turns, customers=a.customers)
+    assert logs.n_conversations == 1001 == len(set(logs.conversation_id))
+    assert logs.n_turns == a.turn_rows and c.turn_rows > 0
+    assert "tier" in logs.features  # the customers parts join
+    with pytest.raises(ValueError, match="already exists"):
+        write_partitioned_logs(tmp_path / "a", 1001, partitions=3, seed=5)
+
+
 def _broken(directory: Path, out: Path, column: str, row: int, value: Any) -> Path:
     """A copy of the parts with one bad value in the middle part."""
     out.mkdir()
@@ -178,6 +200,8 @@ def test_ray_gives_the_single_process_numbers(
             validate_conversations_bounded(
                 broken, customers=customers, memory_budget_mb=0.1, engine="ray"
             )
+        write_partitioned_logs(tmp_path / "local", 901, partitions=3, seed=2)
+        write_partitioned_logs(tmp_path / "ray", 901, partitions=3, seed=2, engine="ray")
     finally:
         ray.shutdown()
     assert on_ray.engine == "ray" and on_ray.n_partitions == streamed.n_partitions
@@ -190,6 +214,8 @@ def test_ray_gives_the_single_process_numbers(
     assert remote == local
     assert str(tasks.value) == str(single.value)
     assert "part-1.parquet, column 'turn'" in str(tasks.value) and "55" in str(tasks.value)
+    # generate: Ray tasks write the bytes one process writes
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local") != {}
 
 
 def test_evaluate_command_in_partitions_matches_memory(
