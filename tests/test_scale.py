@@ -250,3 +250,59 @@ def test_evaluate_command_in_partitions_matches_memory(
     assert bad.returncode == 2
     assert "part-1.parquet, column 'sentiment', row(s) 77" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+PEAK = """
+import sys
+from pathlib import Path
+from supportrl.agents.rules.loading import load_rule_policy
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope.meta import OffPolicyEvaluation
+from supportrl.ope.partitioned import LogSource, evaluate_partitioned
+from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.logs import DEFAULT_ACTIONS
+from supportrl.simulators.logs_bounded import validate_conversations_bounded
+turns = Path(sys.argv[1])
+validate_conversations_bounded(turns, memory_budget_mb=2)
+policy = load_rule_policy(sys.argv[2], DEFAULT_ACTIONS)
+out = evaluate_partitioned(
+    LogSource(turns), {"p": policy}, RewardSpec(),
+    lambda prep: OffPolicyEvaluation(prepared=prep, n_bootstrap=2, decision_estimators=()),
+    csat_imputer=CsatImputation.from_logs, sample_turns=4000, memory_budget_mb=6,
+)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(out.n_partitions, out.n_turns, int(hwm) // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_ten_times_the_logs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    turns, _ = generate_logs(2000, seed=9).write(tmp_path / "block")
+    table = pq.read_table(turns).drop_columns(["customer_id"])
+    peaks = []
+    for copies in (1, 10):
+        directory = tmp_path / f"x{copies}"
+        directory.mkdir()
+        for i in range(copies):  # the block again with fresh conversation ids
+            ids = pc.binary_join_element_wise(pa.scalar(f"k{i}-"), table["conversation_id"], "")
+            column = table.schema.get_field_index("conversation_id")
+            pq.write_table(
+                table.set_column(column, "conversation_id", ids), directory / f"{i}.parquet"
+            )
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK, str(directory), str(RULES / "rules_faq_first.yaml")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        n_partitions, n_turns, peak = map(int, out.stdout.split()[-3:])
+        peaks.append((n_partitions, n_turns, peak))
+    (p1, t1, m1), (p10, t10, m10) = peaks
+    assert t10 == 10 * t1 and p10 >= 5 * p1
+    # ten times the rows, more partitions of the same size: the peak stays where it was
+    assert m10 < m1 * 1.15 + 20, peaks
