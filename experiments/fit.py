@@ -16,7 +16,8 @@ the truth is then known, also compares policy values in the simulator with their
 values (the ``policies`` given, else the deterministic rule files in ``configs/rules/``).
 
 Keys of the ``fit`` section of ``configs/config.yaml``: ``fit.holdout``,
-``fit.simulated_conversations`` (Monte Carlo conversations per policy in the simulator,
+``fit.sample_turns`` (fit on a random sample of whole conversations of about this many
+turns, stated in the fidelity report; null: all), ``fit.simulated_conversations`` (Monte Carlo conversations per policy in the simulator,
 default 20000), ``fit.true_value_conversations`` (in the synthetic world, default
 50000), ``fit.plots``.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel, load_rule_policy
 from supportrl.experiments.common import (
@@ -38,6 +39,7 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    log_limits,
     output,
     resolve_shipped,
     reward_from_cfg,
@@ -49,7 +51,8 @@ from supportrl.experiments.entry import command
 from supportrl.experiments.stages import fit_stage, simulator_spec
 from supportrl.simulators.fidelity import fidelity_report, policy_values, summary_lines
 from supportrl.simulators.fitted import FAMILIES, FittedCustomerModel, fit_settings
-from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.logs import LoggedConversations, load_conversations
+from supportrl.simulators.logs_bounded import parquet_parts, sample_conversations
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
 
@@ -80,6 +83,44 @@ def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Polic
     return policies
 
 
+def load_fit_logs(cfg: DictConfig, seed: int) -> tuple[LoggedConversations, dict[str, Any] | None]:
+    """The logs to fit on: all of ``data.turns``, or, with ``fit.sample_turns=N`` and Parquet
+    logs of more rows, a uniform random sample of whole conversations of about N turns
+    (each kept by a hash of its id; equal weights), and how it was drawn."""
+    n = OmegaConf.select(cfg, "fit.sample_turns", default=None)
+    turns = Path(str(cfg.data.turns))
+    parquet = turns.is_dir() or turns.suffix.lower() in (".parquet", ".pq")
+    rows = sum(r for _, r in parquet_parts(turns)) if n is not None and parquet else 0
+    if n is None or not parquet or rows <= int(n):
+        loaded = load_data(cfg)
+        assert isinstance(loaded, LoggedConversations)
+        return loaded, None
+    data = cfg.data
+
+    def load(table: Any) -> LoggedConversations:
+        return load_conversations(
+            table, customers=data.customers, categorical=to_plain(data.categorical),
+            numeric=to_plain(data.numeric), actions=to_plain(data.actions),
+            limits=log_limits(cfg),
+        )  # fmt: skip
+
+    share = int(n) / rows
+    logs = sample_conversations(turns, share, seed, load, log_limits(cfg))
+    sample = {
+        "method": "uniform random sample of whole conversations by a hash of conversation_id "
+        "(equal weights)",
+        "share": share,
+        "conversations": logs.n_conversations,
+        "turns": logs.n_turns,
+        "of_turns": rows,
+    }
+    print(
+        f"fit.sample_turns={n}: fitting on a random sample of {logs.n_conversations} "
+        f"conversations ({logs.n_turns} of {rows} turns)"
+    )
+    return logs, sample
+
+
 def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     """Run the command; returns (result, summary line)."""
     settings = cfg.fit
@@ -105,10 +146,10 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         ).logs
         data = {"source": "synthetic", "conversations": n, "seed": seed}
     else:
-        loaded = load_data(cfg)
-        assert isinstance(loaded, LoggedConversations)
-        logs = loaded
+        logs, sample = load_fit_logs(cfg, seed)
         data = {"source": str(cfg.data.turns), "conversations": logs.n_conversations}
+        if sample is not None:
+            data["sample"] = sample
     # Policies first: a bad rule file should fail before minutes of fitting.
     requested = load_policies(list(to_plain(cfg.policies) or []), logs.actions)
     for name, policy in requested.items():
@@ -167,6 +208,9 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     if requested and "panel" not in report:
         for name, v in policies.items():
             print(f"  {name:<30} simulated {v['simulated_value']:+.4f}")
+    if "sample" in data:
+        # the fit and the held-out scores come from the sample: say so with the fidelity
+        report["sample"] = data["sample"]
     result = {
         "simulator": str(path),
         "family": family,

@@ -132,6 +132,7 @@ class GenerateSection:
 @dataclass
 class FitSection:
     holdout: float = 0.2
+    sample_turns: int | None = None
     simulated_conversations: int = 20_000
     true_value_conversations: int = 50_000
     plots: bool = True

@@ -24,7 +24,6 @@ import numpy as np
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
-from supportrl.ope.resample import id_hash, id_uniform
 from supportrl.ope.streaming import (
     NuisanceFits,
     PartitionSums,
@@ -39,6 +38,7 @@ from supportrl.simulators.logs_bounded import (
     parquet_parts,
     pass_of,
     read_spilled,
+    sample_conversations,
     select_table,
     spill_passes,
 )
@@ -124,25 +124,6 @@ def _partition(
     return sums, (float(returns[0]), float(returns[1]), float(returns[2]))
 
 
-def _sample(
-    source: LogSource, parts: Sequence[tuple[Path, int]], share: float, seed: int
-) -> LoggedConversations:
-    """Every conversation whose id's uniform (stream 0 of ``seed``) is below ``share``."""
-    if share >= 1.0:
-        return source.load(source.turns)
-
-    def keep(conv: Any) -> np.ndarray:
-        return id_uniform(id_hash(conv.to_numpy()), seed, 0) < share
-
-    table = select_table(parts, source.turns, keep, source.limits)
-    if table is None:
-        raise ValueError(
-            f"ope.sample_turns: a share of {share:.2g} of the conversations left none in the "
-            "sample; raise it"
-        )
-    return source.load(table)
-
-
 def evaluate_partitioned(
     source: LogSource,
     policies: Mapping[str, Any],
@@ -174,7 +155,7 @@ def evaluate_partitioned(
     parts = parquet_parts(source.turns)
     n_turns = sum(n for _, n in parts)
     share = min(1.0, sample_turns / max(n_turns, 1))
-    sample = _sample(source, parts, share, seed)
+    sample = sample_conversations(source.turns, share, seed, source.load, source.limits)
     prepared = prepare_conversations(sample, reward, csat_imputer=csat_imputer, seed=seed)
     ope = make_ope(prepared)
     names = list(policies)

@@ -38,6 +38,9 @@ BYTES_PER_ROW = 700
 BATCH_ROWS = 65_536
 """Rows per Parquet record batch read."""
 
+ID_HASH_KEY = "supportrl-resamp"
+"""pandas' SipHash key (16 bytes) for conversation ids: fixed, so hashes never change."""
+
 RAY_OBJECT_STORE_MB = 256
 """Object store of a local Ray started here (results are small summaries and sums)."""
 
@@ -88,6 +91,57 @@ def passes_needed(n_rows: int, memory_budget_mb: float) -> int:
     """How many passes keep one pass's rows within ``memory_budget_mb``."""
     rows_per_pass = max(10_000, int(memory_budget_mb * 2**20 / BYTES_PER_ROW))
     return max(1, math.ceil(n_rows / rows_per_pass))
+
+
+def id_hash(conversation_id: np.ndarray) -> np.ndarray:
+    """Stable 64-bit hash of every id (SipHash of its string form), shape (n,) uint64."""
+    ids = pd.Series(np.asarray(conversation_id)).astype(str)
+    return pd.util.hash_pandas_object(ids, index=False, hash_key=ID_HASH_KEY).to_numpy(np.uint64)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    # SplitMix64's finaliser (Steele et al. 2014): a bijection of uint64 that passes BigCrush
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def id_uniform(hashes: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """A uniform in [0, 1) per id hash for ``(seed, stream)``, shape (n,) float64."""
+    key = _splitmix(np.asarray([seed & (2**64 - 1)], dtype=np.uint64))
+    key = _splitmix(key ^ np.uint64(stream & (2**64 - 1)))
+    z = _splitmix(np.asarray(hashes, dtype=np.uint64) ^ key)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def sample_conversations(
+    turns: str | Path,
+    share: float,
+    seed: int,
+    load: Callable[[Any], Any],
+    limits: LogLimits | None = None,
+) -> Any:
+    """The conversations whose id's uniform (:func:`id_uniform`, stream 0 of ``seed``) is
+    below ``share``: a uniform random sample of whole conversations (equal weights) that does
+    not depend on the file layout, read batch by batch. ``load`` validates the rows (e.g.
+    ``load_conversations`` with the data settings); ``share >= 1``: all of ``turns``.
+    """
+    if share >= 1.0:
+        return load(turns)
+    root = Path(turns)
+    parts = parquet_parts(root)
+
+    def keep(conv: pd.Series) -> np.ndarray:
+        return id_uniform(id_hash(conv.to_numpy()), seed, 0) < share
+
+    table = select_table(parts, root, keep, limits or LogLimits())
+    if table is None:
+        raise LogValidationError(
+            f"{root}: a sample of {share:.2g} of the conversations holds none; sample more turns"
+        )
+    return load(table)
 
 
 def pass_of(conversation_id: pd.Series, n_passes: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.ope.resample import poisson_weights
 from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
-from supportrl.simulators.logs_bounded import validate_conversations_bounded
+from supportrl.simulators.logs_bounded import sample_conversations, validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
 from supportrl.simulators.synthetic_parts import write_partitioned_logs
 
@@ -261,7 +261,7 @@ from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import DEFAULT_ACTIONS
-from supportrl.simulators.logs_bounded import validate_conversations_bounded
+from supportrl.simulators.logs_bounded import sample_conversations, validate_conversations_bounded
 turns = Path(sys.argv[1])
 validate_conversations_bounded(turns, memory_budget_mb=2)
 policy = load_rule_policy(sys.argv[2], DEFAULT_ACTIONS)
@@ -306,3 +306,29 @@ def test_memory_does_not_grow_with_ten_times_the_logs(tmp_path: Path) -> None:
     assert t10 == 10 * t1 and p10 >= 5 * p1
     # ten times the rows, more partitions of the same size: the peak stays where it was
     assert m10 < m1 * 1.15 + 20, peaks
+
+
+def test_sample_is_whole_conversations_whatever_the_file_layout(
+    logs_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, customers = logs_dir
+    whole = load_conversations(directory, customers=customers)
+    one_file = tmp_path / "one.parquet"
+    pd.concat([pd.read_parquet(p) for p in sorted(directory.iterdir())]).sort_values(
+        "conversation_id"
+    ).to_parquet(one_file, index=False)
+
+    def load(table: Any) -> Any:
+        return load_conversations(table, customers=customers)
+
+    a = sample_conversations(directory, 0.3, 4, load)
+    b = sample_conversations(one_file, 0.3, 4, load)
+    assert 0.2 < a.n_conversations / whole.n_conversations < 0.4
+    np.testing.assert_array_equal(np.sort(a.conversation_id), np.sort(b.conversation_id))
+    # every sampled conversation with all its turns
+    lengths = dict(zip(whole.conversation_id, whole.lengths, strict=True))
+    assert all(lengths[c] == n for c, n in zip(a.conversation_id, a.lengths, strict=True))
+    assert not np.array_equal(
+        np.sort(sample_conversations(directory, 0.3, 5, load).conversation_id),
+        np.sort(a.conversation_id),
+    )
