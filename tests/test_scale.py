@@ -14,6 +14,7 @@ from supportrl.ope.evaluate import PreparedConversations, prepare_conversations,
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.ope.resample import poisson_weights
+from supportrl.ope.streaming import add_sums, fit_nuisance, partition_sums
 from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
 from supportrl.simulators.logs_bounded import sample_conversations, validate_conversations_bounded
@@ -332,3 +333,25 @@ def test_sample_is_whole_conversations_whatever_the_file_layout(
         np.sort(sample_conversations(directory, 0.3, 5, load).conversation_id),
         np.sort(a.conversation_id),
     )
+
+
+def test_sums_of_a_short_partition_add_up_exactly(logs_dir: tuple[Path, Path]) -> None:
+    """A partition whose conversations are all shorter than the others' (fewer turn terms
+    in the self-normalised estimators) adds up to the statistics of the whole logs."""
+    directory, customers = logs_dir
+    logs = load_conversations(directory, customers=customers)
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=7
+    )
+    policies = _policies(logs.actions)
+    states = logs.states()
+    probs = np.stack([target_probs_of(p, states, logs.actions) for p in policies.values()])
+    fits = fit_nuisance(_ope(prepared), probs, list(policies))
+    short = logs.lengths <= 2
+    assert short.any() and logs.lengths.max() > 2
+    parts = [partition_sums(fits, logs.select(m), policies) for m in (short, ~short)]
+    whole = partition_sums(fits, logs, policies)
+    total = add_sums(parts)
+    assert set(total.arrays) == set(whole.arrays)
+    for key, value in whole.arrays.items():
+        np.testing.assert_allclose(total.arrays[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
