@@ -139,3 +139,14 @@ from supportrl.ope.meta import (  # noqa: E402
 )
 
 __all__ += ["Estimate", "OffPolicyEvaluation", "PolicyEvaluation", "format_results"]
+
+# Logs larger than memory: resamples keyed by conversation id, evaluation in partitions or
+# on Ray with the in-memory numbers (docs/scale.md).
+from supportrl.ope.partitioned import (  # noqa: E402
+    LogSource,
+    PartitionedEvaluation,
+    evaluate_partitioned,
+)
+from supportrl.ope.resample import poisson_weights  # noqa: E402
+
+__all__ += ["LogSource", "PartitionedEvaluation", "evaluate_partitioned", "poisson_weights"]
