@@ -60,10 +60,15 @@ EVAL_SEED = 123
 FINAL_CONVERSATIONS = 50_000
 
 
-def default_config(**overrides: Any) -> DQNConfig:
-    """``configs/agent/dqn.yaml`` as a DQNConfig, with overrides."""
+def default_config(backend: str = "native", **overrides: Any) -> DQNConfig:
+    """``configs/agent/dqn.yaml`` as a DQNConfig for ``backend``, with overrides.
+
+    ``n_step: null`` resolves as ``supportrl train`` resolves it: 3 native, 1 with RLlib.
+    """
     params = yaml.safe_load((CONFIGS / "dqn.yaml").read_text())
     params.pop("kind")
+    if params.get("n_step") is None:
+        params["n_step"] = 1 if backend == "rllib" else 3
     params.update(overrides)
     return DQNConfig.from_dict(params)
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from supportrl.agents.dqn.checks import check_learner_meta, learner_specs, replay_specs
 from supportrl.agents.dqn.config import DQNConfig, DQNUpdateStats
+from supportrl.agents.dqn.fused import FusedDQNUpdate
 from supportrl.agents.dqn.network import build_q_network
 from supportrl.agents.dqn.policy import (
     QPolicy,
@@ -184,6 +185,15 @@ class DQNLearner:
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=True
         )
+        self._fused = FusedDQNUpdate(
+            self.network,
+            self.target,
+            self.optimizer,
+            huber_delta=config.huber_delta,
+            max_grad_norm=config.max_grad_norm,
+            double_q=config.double_q,
+        )
+        """The update in numpy on the network's and the optimizer's own memory (:mod:`.fused`)."""
         self.replay = ReplayBuffer(
             capacity=config.buffer_size,
             num_envs=config.num_envs,
@@ -213,8 +223,7 @@ class DQNLearner:
 
     def _act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions over the allowed ones, shape (num_envs,) int64."""
-        with torch.inference_mode():
-            q = self.network(torch.from_numpy(obs)).numpy()
+        q, _ = self._fused.online.forward(obs)  # the online network, without torch dispatch
         greedy = np.where(mask, q, -np.inf).argmax(axis=1)
         explore = self.rng.random(len(obs)) < epsilon
         uniform = (self.rng.random(mask.shape) * mask).argmax(axis=1)  # uniform among allowed
@@ -223,40 +232,26 @@ class DQNLearner:
     # ------------------------------------------------------------------ learning
 
     def update(self) -> DQNUpdateStats:
-        """One gradient step on a replay batch; returns its statistics."""
+        """One gradient step on a replay batch; returns its statistics.
+
+        Double-DQN n-step targets (:func:`dqn_targets`), importance-weighted Huber loss
+        (:func:`td_loss`), gradient clipping and Adam, computed in numpy by
+        :class:`~supportrl.agents.dqn.fused.FusedDQNUpdate` (the same maths as autograd).
+        """
         cfg = self.config
         batch = self.replay.sample(cfg.batch_size, self.rng, beta=cfg.beta(self.env_steps))
-        obs = torch.from_numpy(batch.obs)
-        actions = torch.from_numpy(batch.actions)
-        next_obs = torch.from_numpy(batch.next_obs)
-        weights = torch.from_numpy(batch.weights) if cfg.prioritized else None
-        with torch.inference_mode():
-            targets = dqn_targets(
-                self.target(next_obs),
-                torch.from_numpy(batch.returns),
-                torch.from_numpy(batch.discounts),
-                torch.from_numpy(batch.next_mask),
-                self.network(next_obs) if cfg.double_q else None,
-            )
-        targets = targets.clone()  # a normal tensor again, so autograd may save it
-        q = self.network(obs).gather(1, actions[:, None]).squeeze(1)
-        loss = td_loss(q, targets, weights, cfg.huber_delta)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.network.parameters(), cfg.max_grad_norm, foreach=True
-            )
-        else:
-            grad_norm = torch.tensor(float("nan"))
-        self.optimizer.step()
-        td = (q.detach() - targets).abs()
-        self.replay.update_priorities(batch.index, td.numpy())
-        self.updates += 1
-        values = torch.stack(
-            [loss.detach(), q.detach().mean(), targets.mean(), td.mean(), grad_norm]
+        out = self._fused.step(
+            batch.obs,
+            batch.actions,
+            batch.returns,
+            batch.discounts,
+            batch.next_obs,
+            batch.next_mask,
+            batch.weights if cfg.prioritized else None,
         )
-        return DQNUpdateStats(*values.tolist())
+        self.replay.update_priorities(batch.index, out.td_abs)
+        self.updates += 1
+        return DQNUpdateStats(out.loss, out.q_mean, out.target_mean, out.td_abs_mean, out.grad_norm)
 
     def _sync_target(self) -> None:
         """target <- tau * online + (1 - tau) * target (an exact copy when tau is 1)."""
@@ -475,6 +470,7 @@ class DQNLearner:
         for group, saved in zip(groups, meta["adam_param_groups"], strict=True):
             group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
         learner.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        learner._fused.bind()  # load_state_dict replaced the Adam state tensors
         learner.env_steps = int(meta["env_steps"])
         learner.updates = int(meta["updates"])
         learner._update_credit = float(meta["update_credit"])
