@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from supportrl.envs.rewards import CONTINUE, RewardSpec
 
 BLOCK = 1024
 """Random numbers drawn per block (one numpy call refills a block)."""
@@ -108,3 +109,23 @@ class ScalarSim(Protocol):
 def cumulative(weights: Any) -> tuple[float, ...]:
     """Running sums of ``weights`` as a tuple of floats (a CDF for :meth:`RandomStream.categorical`)."""
     return tuple(np.cumsum(np.asarray(weights, dtype=np.float64)).tolist())
+
+
+class ScalarReward:
+    """Reward v1 of one turn in Python floats: :meth:`RewardSpec.turn_rewards`' formula and
+    term order (so both paths round alike), for the scalar paths."""
+
+    __slots__ = ("costs", "csat_weight", "per_minute", "per_turn", "terminal")
+
+    def __init__(self, reward: RewardSpec, actions: tuple[str, ...]) -> None:
+        self.per_turn = reward.per_turn
+        self.per_minute = reward.per_minute
+        self.costs = tuple(reward.action_cost_vector(actions).tolist())
+        self.terminal = tuple(reward.terminal_vector().tolist())
+        self.csat_weight = reward.csat_weight
+
+    def __call__(self, action: int, outcome: int, handle_time_s: float, csat: float) -> float:
+        """The reward of a turn (``csat`` is read on terminal outcomes only)."""
+        r = self.per_turn + self.per_minute * handle_time_s / 60.0
+        r = r + self.costs[action] + self.terminal[outcome]
+        return r + self.csat_weight * ((csat if outcome != CONTINUE else 3.0) - 3.0) / 2.0

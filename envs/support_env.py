@@ -10,7 +10,7 @@ from gymnasium import spaces
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import CONTINUE, OUTCOMES, RewardSpec
-from supportrl.envs.scalar import RandomStream, ScalarSim
+from supportrl.envs.scalar import RandomStream, ScalarReward, ScalarSim
 
 NUMERIC_BOUND = 1e6
 
@@ -150,14 +150,7 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
         self._scalar_factory = getattr(model, "scalar_sim", None) if scalar else None
         self._sim: ScalarSim | None = None
         self._stream: RandomStream | None = None
-        r = self.reward
-        self._reward_terms = (
-            r.per_turn,
-            r.per_minute,
-            tuple(self._costs.tolist()),
-            tuple(r.terminal_vector().tolist()),
-            r.csat_weight,
-        )
+        self._scalar_reward = ScalarReward(self.reward, self.actions)
         self._n_actions = len(self.actions)
         self._feature_names = model.feature_spec.names
 
@@ -239,18 +232,15 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
     def _scalar_step(
         self, action: int | np.integer
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """:meth:`step` through the scalar sim: reward v1 in Python floats, same formula."""
+        """:meth:`step` through the scalar sim (reward v1 in Python floats)."""
         a = int(action)
         if not 0 <= a < self._n_actions:
             raise ValueError(f"action must be in [0, {self._n_actions}), got {action!r}")
         sim = self._sim
         assert sim is not None
         outcome, handle, csat, penalty = sim.step(a)
-        per_turn, per_minute, costs, terminal_reward, csat_weight = self._reward_terms
         terminated = outcome != CONTINUE
-        # term order as RewardSpec.turn_rewards, so both paths round alike
-        reward = per_turn + per_minute * handle / 60.0 + costs[a] + terminal_reward[outcome]
-        reward += csat_weight * ((csat if terminated else 3.0) - 3.0) / 2.0
+        reward = self._scalar_reward(a, outcome, handle, csat)
         if self.penalized:
             reward -= penalty
         self._turn += 1

@@ -557,3 +557,15 @@ def test_native_dqn_beats_the_logging_policy() -> None:
     logging = true_value(world.logging_policy, 20_000, world=world, seed=11)
     margin = 3 * np.hypot(learned.std_err, logging.std_err)
     assert learned.value > logging.value + margin
+
+
+def test_rllib_env_creator_builds_the_fast_single_env() -> None:
+    """RLlib's workers build SupportEnvs from env_config: on the scalar path unless told."""
+    from supportrl.agents.rllib import make_support_env, support_env_config
+    from supportrl.simulators.synthetic import WorldConfig
+
+    for scalar in (True, False):
+        env = make_support_env(support_env_config(world=WorldConfig(), scalar=scalar))
+        env.reset(seed=0)
+        assert env.uses_scalar_path is scalar
+        assert env.step(1)[0].shape == env.observation_space.shape

@@ -94,7 +94,8 @@ class NumpyMLP:
         if not self.dueling:
             return out, acts
         v, a = out[:, :1], out[:, 1:]
-        return v + (a - a.mean(axis=1, keepdims=True)), acts
+        # sum / k: np.mean's Python-level overhead costs more than the sum on arrays this small
+        return v + (a - a.sum(axis=1, keepdims=True) / np.float32(a.shape[1])), acts
 
     def backward(self, d_q: np.ndarray, acts: list[np.ndarray], grad: np.ndarray) -> None:
         """Gradients given dLoss/dQ (n, n_actions), written into ``grad`` (the ``flat`` layout)."""
@@ -102,7 +103,7 @@ class NumpyMLP:
         if self.dueling:
             d_out = np.empty((len(d_q), d_q.shape[1] + 1), dtype=np.float32)
             d_out[:, :1] = d_q.sum(axis=1, keepdims=True)
-            d_out[:, 1:] = d_q - d_q.mean(axis=1, keepdims=True)
+            d_out[:, 1:] = d_q - d_q.sum(axis=1, keepdims=True) / np.float32(d_q.shape[1])
         else:
             d_out = d_q
         offset = sum(w.size + b.size for w, b in self.trunk)
@@ -232,10 +233,10 @@ class FusedDQNUpdate:
                 grad *= np.float32(coef)
         self._adam(grad)
         return FusedStats(
-            loss=float(huber.mean()),
-            q_mean=float(q.mean()),
-            target_mean=float(targets.mean()),
-            td_abs_mean=float(td_abs.mean()),
+            loss=float(huber.sum()) / n,
+            q_mean=float(q.sum()) / n,
+            target_mean=float(targets.sum()) / n,
+            td_abs_mean=float(td_abs.sum()) / n,
             grad_norm=grad_norm,
             td_abs=td_abs,
         )

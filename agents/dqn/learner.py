@@ -49,6 +49,7 @@ from supportrl.agents.dqn.policy import (
 from supportrl.agents.dqn.replay import ReplayBuffer
 from supportrl.envs.collect import Collector
 from supportrl.envs.features import FeatureSpec
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from supportrl.files import check_complete, reports_malformed, write_complete
@@ -283,9 +284,9 @@ class DQNLearner:
         like the run that wrote it. ``callback(env_steps, policy)`` runs every
         ``callback_interval`` env steps (e.g. an evaluation); its time is not counted in
         ``wall_s`` and ``charts/SPS``. ``writer`` (a tensorboardX ``SummaryWriter``) gets
-        every metric row.
+        every metric row. numpy's BLAS runs on one thread during the call.
         """
-        cfg, n = self.config, self.config.num_envs
+        cfg = self.config
         if steps is None:
             steps = cfg.total_steps - self.env_steps
         if steps < 1:
@@ -294,10 +295,42 @@ class DQNLearner:
         self.replay.mark_cut()
         self.collector.reset(seed=self._segment_seed())
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
-        window = _Window()
-        start_steps, start_updates, episodes = self.env_steps, self.updates, 0
-        train_time = 0.0
+        start_steps, start_updates = self.env_steps, self.updates
         bar = tqdm(total=int(steps), desc="train dqn", unit="step", disable=not progress)
+        # one BLAS thread for the numpy update: its matrices are small, and a BLAS pool
+        # contending for busy cores makes them ~30x slower (results do not change)
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        try:
+            train_time, episodes = self._train_loop(
+                end, rows, writer, callback, callback_interval, bar
+            )
+        finally:
+            limiter.restore_original_limits()
+        bar.update(self.env_steps - start_steps - bar.n)
+        bar.close()
+        return DQNTrainResult(
+            env_steps=self.env_steps - start_steps,
+            total_env_steps=self.env_steps,
+            updates=self.updates - start_updates,
+            episodes=episodes,
+            wall_s=train_time,
+            curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
+        )
+
+    def _train_loop(
+        self,
+        end: int,
+        rows: dict[str, list[float]],
+        writer: ScalarWriter | None,
+        callback: Callable[[int, QPolicy], None] | None,
+        callback_interval: int,
+        bar: Any,
+    ) -> tuple[float, int]:
+        """Collect and learn until ``end`` env steps; returns (training seconds, episodes)."""
+        cfg, n = self.config, self.config.num_envs
+        start_steps = self.env_steps
+        window = _Window()
+        train_time, episodes = 0.0, 0
         tick = time.perf_counter()
         while self.env_steps < end:
             ended_returns = self._collect_and_learn(window.stats)
@@ -320,16 +353,7 @@ class DQNLearner:
                     assert callback is not None
                     callback(self.env_steps, self.policy)
                 tick = time.perf_counter()
-        bar.update(self.env_steps - start_steps - bar.n)
-        bar.close()
-        return DQNTrainResult(
-            env_steps=self.env_steps - start_steps,
-            total_env_steps=self.env_steps,
-            updates=self.updates - start_updates,
-            episodes=episodes,
-            wall_s=train_time,
-            curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
-        )
+        return train_time, episodes
 
     def _collect_and_learn(self, stats: list[DQNUpdateStats]) -> np.ndarray:
         """One vector step into replay, then the updates and target sync it earns.
