@@ -312,3 +312,29 @@ def test_scalar_vector_env_keeps_the_vector_info_contract() -> None:
     np.testing.assert_array_equal(again.step(actions)[1], s1[1])
     with pytest.raises(ValueError, match=r"actions must be in \[0, 6\)"):
         again.step(np.full(16, 7))
+
+
+def test_scalar_vector_env_needs_a_model_with_a_scalar_sim(glm: FittedCustomerModel) -> None:
+    class Batched:  # a CustomerModel with no scalar_sim
+        def __init__(self, model: FittedCustomerModel) -> None:
+            self.model = model
+            self.actions, self.max_turns = model.actions, model.max_turns
+            self.feature_spec = model.feature_spec
+
+        def initial_state(self, n, rng):
+            return self.model.initial_state(n, rng)
+
+        def observe(self, state, *, hidden=False):
+            return self.model.observe(state)
+
+        def step(self, state, action, rng):
+            return self.model.step(state, action, rng)
+
+        def action_mask(self, state):
+            return self.model.action_mask(state)
+
+    with pytest.raises(TypeError, match="has no scalar_sim; use SupportVectorEnv"):
+        ScalarVectorEnv(2, model=Batched(glm))
+    env = SupportEnv(Batched(glm))  # the single env falls back to the batched step
+    env.reset(seed=0)
+    assert not env.uses_scalar_path and env.step(1)[0].shape == (glm.feature_spec.dim,)
