@@ -11,6 +11,7 @@ step stays the path of the vector env. The two agree in distribution, not draw f
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from typing import Any
 
 import numpy as np
@@ -74,24 +75,27 @@ class WorldScalarSim:
         self.col_prior = names.index("prior_contacts_30d")
         self.n_actions = len(world.actions)
         self._template = np.zeros(self.dim, dtype=np.float32)
+        self.tier = self.channel = 0  # the template's one-hots start cleared
         self._mask = np.ones(self.n_actions, dtype=bool)
 
     def reset(self) -> None:
         """A new conversation, drawn as :meth:`SyntheticWorld.initial_state` draws one."""
         st = self.stream
+        uniform = st.uniform
         if self.pool is None:
-            tier = st.categorical(TIER_CDF)
-            tenure = min(math.floor(-math.log(1.0 - st.uniform()) * MEAN_TENURE[tier]), 240.0)
+            # bisect on a CDF ending at 1.0: the index Generator.choice draws
+            tier = bisect_right(TIER_CDF, uniform())
+            tenure = min(math.floor(-math.log(1.0 - uniform()) * MEAN_TENURE[tier]), 240.0)
             self.customer = -1
         else:
             tiers, tenures = self.pool
-            who = min(int(st.uniform() * len(tiers)), len(tiers) - 1)
+            who = min(int(uniform() * len(tiers)), len(tiers) - 1)
             tier, tenure = int(tiers[who]), float(tenures[who])
             self.customer = who
-        prior = float(st.poisson(0.4 + 0.5 * (tier == 0)))
-        channel = st.categorical(CHANNEL_CDF)
-        true_intent = st.categorical(INTENT_CDF)
-        unknown = st.uniform() < self.unknown_rate
+        prior = float(st.poisson(0.9 if tier == 0 else 0.4))
+        channel = bisect_right(CHANNEL_CDF, uniform())
+        true_intent = bisect_right(INTENT_CDF, uniform())
+        unknown = uniform() < self.unknown_rate
         complexity = (
             st.normal() + 0.4 * (true_intent == 1) + 0.25 * min(prior, 4.0) - 0.2 * (tier == 2)
         )
@@ -104,20 +108,20 @@ class WorldScalarSim:
             + 0.002 * min(tenure, 100.0)
         )
         self.sentiment = min(max(mood + 0.3 * st.normal(), -1.0), 1.0)
+        # the columns that stay fixed for the whole conversation (observation() copies them)
+        tpl = self._template
+        tpl[self.col_tier + self.tier] = 0.0
+        tpl[self.col_channel + self.channel] = 0.0
+        tpl[self.col_tier + tier] = 1.0
+        tpl[self.col_channel + channel] = 1.0
         self.tier, self.tenure, self.prior, self.channel = tier, float(tenure), prior, channel
+        tpl[self.col_tenure] = (self.tenure - 30.0) / 30.0
+        tpl[self.col_prior] = prior - 0.7
         self.true_intent = true_intent
         self.intent = UNKNOWN if unknown else true_intent
         self.complexity = complexity
         self.turn = 0
         self.previous_action = -1
-        # the columns that stay fixed for the whole conversation (observation() copies them)
-        tpl = self._template
-        tpl[self.col_tier : self.col_tier + len(TIERS)] = 0.0
-        tpl[self.col_channel : self.col_channel + len(CHANNELS)] = 0.0
-        tpl[self.col_tier + tier] = 1.0
-        tpl[self.col_channel + channel] = 1.0
-        tpl[self.col_tenure] = (self.tenure - 30.0) / 30.0
-        tpl[self.col_prior] = prior - 0.7
 
     def step(self, action: int) -> tuple[int, float, float, float]:
         """One turn of :meth:`SyntheticWorld.step` (outcome, handle time, CSAT or NaN, 0.0)."""
