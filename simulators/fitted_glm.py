@@ -204,7 +204,7 @@ def fit_softmax(
     shrink = torch.from_numpy(l2_group / (l2 * pen + n_groups * l2_group))
     # The loss is linear in the targets: sum_i wy_i . log_softmax(z_i)
     # = sum_c <x'wy[:, c], b[:, c]> - sum_i (sum_c wy_ic) lse(z_i). The first term's
-    # x'wy (p, k) is computed once; each evaluation then costs one product for the
+    # x'wy (p, k - 1) is computed once; each evaluation then costs one product for the
     # logits and one for the gradient, with the gradient written out (no autograd).
     parts = []
     for g, sl in enumerate(slices):
