@@ -21,26 +21,29 @@ target and epsilon schedule, and the same budget of env steps. Measured:
   rule policy.
 
 A second speed row uses the setting of the issue's reference figures: one update of batch
-32 per env step, one env (``num_envs=1``, ``updates_per_step=1``, ``batch_size=32``).
+32 per env step, one env (``num_envs=1``, ``updates_per_step=1``, ``batch_size=32``). There
+the native learner steps a :class:`~supportrl.envs.ScalarVectorEnv` (one conversation
+through the world's scalar sim; a third row keeps the numpy ``SupportVectorEnv`` of one),
+Stable-Baselines3 and RLlib step ``gymnasium.make("supportrl/SupportEnv-v0")`` envs (the
+same scalar path). Stable-Baselines3 (``pip install -e ".[bench]"``; skipped with a message
+when absent) runs its own DQN with the same network widths, learning rate, batch, buffer,
+updates per env step, target interval, epsilon schedule and gradient clipping; it has no
+dueling head, Double DQN or n-step returns, so its updates are slightly cheaper than ours.
+Speed rows are medians of ``--repeats`` runs, backends interleaved.
 
-Reference figures from the issue for this machine (CartPole, one update of batch 32 per
-env step; not measured here): RLlib 2.60 DQN ~84 env steps/s; SB3 2.9.2 DQN ~1,040.
-Goals: native >= 30x RLlib's env steps/s; 95% of the best known value within 60 s.
-
-Measured here (2 shared cores, load 2-4, torch 1 thread, 2026-11): default config
-native ~41k env steps/s vs RLlib ~1.07k (38x; 25-42x across runs with the load); one
-update of batch 32 per env step: native ~1.06k vs RLlib ~103 (10x). Native reaches the
-bar in 0.2 s of training (8k env steps), RLlib in ~7 s; final values at 40k env steps:
-native +0.24, RLlib +0.03; native at 200k +0.26, LinUCB (return) +0.25, best rule +0.12.
-Whole run ~80 s.
+Goals (issue #14): native >= 30x RLlib's env steps/s at the default config; >= 3x SB3
+at one update of batch 32 per env step; 95% of the best known value within 60 s.
+Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import os
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -52,7 +55,7 @@ from supportrl.agents.bandits import make_bandit
 from supportrl.agents.dqn import DQNConfig, DQNLearner
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import train_bandit
-from supportrl.envs import RewardSpec, SupportVectorEnv
+from supportrl.envs import ENV_ID, RewardSpec, ScalarVectorEnv, SupportVectorEnv
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
@@ -60,10 +63,15 @@ EVAL_SEED = 123
 FINAL_CONVERSATIONS = 50_000
 
 
-def default_config(**overrides: Any) -> DQNConfig:
-    """``configs/agent/dqn.yaml`` as a DQNConfig, with overrides."""
+def default_config(backend: str = "native", **overrides: Any) -> DQNConfig:
+    """``configs/agent/dqn.yaml`` as a DQNConfig for ``backend``, with overrides.
+
+    ``n_step: null`` resolves as ``supportrl train`` resolves it: 3 native, 1 with RLlib.
+    """
     params = yaml.safe_load((CONFIGS / "dqn.yaml").read_text())
     params.pop("kind")
+    if params.get("n_step") is None:
+        params["n_step"] = 1 if backend == "rllib" else 3
     params.update(overrides)
     return DQNConfig.from_dict(params)
 
@@ -88,12 +96,56 @@ class Tracker:
         self.eval_s += time.perf_counter() - tick
 
 
-def run_native(config: DQNConfig, world: SyntheticWorld, tracker: Tracker | None, interval: int):
-    learner = DQNLearner(config=config, env=SupportVectorEnv(config.num_envs, model=world), seed=0)
+def run_native(
+    config: DQNConfig,
+    world: SyntheticWorld,
+    tracker: Tracker | None,
+    interval: int,
+    env_class: type = SupportVectorEnv,
+):
+    learner = DQNLearner(config=config, env=env_class(config.num_envs, model=world), seed=0)
     if tracker is not None:
         tracker.started = time.perf_counter()
     result = learner.train(progress=False, callback=tracker, callback_interval=interval)
     return result, learner.policy
+
+
+def run_sb3(config: DQNConfig, steps: int) -> float | None:
+    """Stable-Baselines3 DQN env steps/s at ``config`` on ``config.num_envs`` SupportEnvs
+    (its DummyVecEnv); None when SB3 is not installed."""
+    try:
+        from stable_baselines3 import DQN
+        from stable_baselines3.common.env_util import make_vec_env
+    except ImportError:
+        return None
+    env = make_vec_env(ENV_ID, n_envs=config.num_envs, seed=0)
+    model = DQN(
+        "MlpPolicy",
+        env,
+        learning_rate=config.learning_rate,
+        buffer_size=config.buffer_size,
+        learning_starts=config.learning_starts,
+        batch_size=config.batch_size,
+        gamma=config.gamma,
+        train_freq=1,  # every vector step, like the native learner
+        gradient_steps=max(1, round(config.updates_per_step)),
+        target_update_interval=config.target_update_interval,
+        exploration_fraction=config.exploration_fraction,
+        exploration_initial_eps=config.start_epsilon,
+        exploration_final_eps=config.end_epsilon,
+        max_grad_norm=config.max_grad_norm or float("inf"),
+        policy_kwargs={"net_arch": list(config.hidden_sizes)},
+        seed=0,
+        device="cpu",
+    )
+    tick = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return steps / (time.perf_counter() - tick)
+
+
+def median_sps(runs: list[Any]) -> float:
+    values = [r for r in runs if r is not None]
+    return statistics.median(values) if values else float("nan")
 
 
 def run_rllib(config: DQNConfig, world: SyntheticWorld, tracker: Tracker | None, interval: int):
@@ -140,26 +192,35 @@ def fmt_evals(tracker: Tracker) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=40_000, help="env steps, both backends")
+    parser.add_argument("--budget", type=int, default=40_000, help="env steps, every backend")
     parser.add_argument("--eval-interval", type=int, default=2_000)
     parser.add_argument("--eval-conversations", type=int, default=5_000)
     parser.add_argument("--reference-steps", type=int, default=1_200)
     parser.add_argument("--bandit-steps", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per speed figure (median)")
     parser.add_argument("--skip-rllib", action="store_true")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="env steps/s only: no evaluations, no values"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     logging.getLogger("ray").setLevel(logging.ERROR)
 
     world = SyntheticWorld()
-    rules = {
-        name: true_value(p, FINAL_CONVERSATIONS, world=world, seed=7).value
-        for name, p in load_rule_panel(CONFIGS.parent / "rules", world.actions).items()
-    }
-    best_rule = max(rules, key=rules.__getitem__)
-    best = rules[best_rule]
-    bar = best - 0.05 * abs(best)
-    print(f"best rule policy: {best_rule} {best:+.4f}; bar (best - 5% |best|): {bar:+.4f}")
+    bar = best = float("nan")
+    best_rule = "-"
+    if not args.speed_only:
+        rules = {
+            name: true_value(p, FINAL_CONVERSATIONS, world=world, seed=7).value
+            for name, p in load_rule_panel(CONFIGS.parent / "rules", world.actions).items()
+        }
+        best_rule = max(rules, key=rules.__getitem__)
+        best = rules[best_rule]
+        bar = best - 0.05 * abs(best)
+        print(f"best rule policy: {best_rule} {best:+.4f}; bar (best - 5% |best|): {bar:+.4f}")
+    if importlib.util.find_spec("stable_baselines3") is None:
+        print("stable-baselines3 not installed: SB3 columns skipped (pip install -e '.[bench]')")
 
     shared = default_config(total_steps=args.budget)
     print(
@@ -168,39 +229,47 @@ def main() -> None:
         f"batch {shared.batch_size}, n_step {shared.n_step}, budget {args.budget:,} env steps",
         flush=True,
     )
-    rows: list[tuple[str, float, float, float | None, str, str]] = []
+    interval = 0 if args.speed_only else args.eval_interval
+
+    def tracker() -> Tracker | None:
+        return None if args.speed_only else Tracker(world, bar, args.eval_conversations)
 
     def value(policy: Any) -> float:
         return true_value(policy, FINAL_CONVERSATIONS, world=world, seed=11).value
 
-    t_native = Tracker(world, bar, args.eval_conversations)
-    native, native_policy = run_native(shared, world, t_native, args.eval_interval)
-    native_value = value(native_policy)
+    t_native = tracker()
+    native, native_policy = run_native(shared, world, t_native, interval)
     print(f"native: {native.sps:,.0f} env steps/s, {fmt_hit(t_native)}", flush=True)
-    print(f"  evaluations: {fmt_evals(t_native)}", flush=True)
+    if t_native is not None:
+        print(f"  evaluations: {fmt_evals(t_native)}", flush=True)
+    sb3_default = median_sps([run_sb3(shared, args.budget)])
+    print(f"sb3: {sb3_default:,.0f} env steps/s", flush=True)
 
     rl_sps = rl_value = rl_overhead = None
     t_rl = None
     if not args.skip_rllib:
-        t_rl = Tracker(world, bar, args.eval_conversations)
-        rl, rl_policy, rl_overhead = run_rllib(shared, world, t_rl, args.eval_interval)
-        rl_sps, rl_value = rl.sps, value(rl_policy)
+        t_rl = tracker()
+        rl_config = default_config("rllib", total_steps=args.budget)
+        rl, rl_policy, rl_overhead = run_rllib(rl_config, world, t_rl, interval)
+        rl_sps = rl.sps
+        rl_value = None if args.speed_only else value(rl_policy)
         print(
             f"rllib: {rl_sps:,.0f} env steps/s ({rl.updates / rl.env_steps:.4f} updates/env "
             f"step), {fmt_hit(t_rl)}, start-up {rl_overhead:.1f} s",
             flush=True,
         )
-        print(f"  evaluations: {fmt_evals(t_rl)}", flush=True)
-    rows.append(
+        if t_rl is not None:
+            print(f"  evaluations: {fmt_evals(t_rl)}", flush=True)
+    rows = [
         (
             f"default ({shared.updates_per_env_step:.3g} upd/step, batch {shared.batch_size})",
             native.sps,
+            sb3_default,
             rl_sps or float("nan"),
-            None,
             fmt_hit(t_native),
             fmt_hit(t_rl),
         )
-    )
+    ]
 
     # The issue's reference setting: one update of batch 32 per env step, one env.
     reference = dataclasses.replace(
@@ -212,14 +281,34 @@ def main() -> None:
         learning_starts=min(200, args.reference_steps // 2),
         log_interval=500,
     )
-    ref_native, _ = run_native(reference, world, None, 0)
+    fast, batched, sb3 = [], [], []
+    for _ in range(args.repeats):  # interleaved: each backend sees the same machine load
+        fast.append(run_native(reference, world, None, 0, env_class=ScalarVectorEnv)[0].sps)
+        batched.append(run_native(reference, world, None, 0)[0].sps)
+        sb3.append(run_sb3(reference, args.reference_steps))
     ref_rl_sps = float("nan")
     if not args.skip_rllib:
-        ref_rl, _, _ = run_rllib(reference, world, None, 0)
-        ref_rl_sps = ref_rl.sps
-    rows.append(("1 upd/step, batch 32, 1 env", ref_native.sps, ref_rl_sps, None, "-", "-"))
+        rl_reference = dataclasses.replace(reference, n_step=default_config("rllib").n_step)
+        ref_rl_sps = run_rllib(rl_reference, world, None, 0)[0].sps
+    rows.append(
+        ("1 upd/step, batch 32, 1 env", median_sps(fast), median_sps(sb3), ref_rl_sps, "-", "-")
+    )
+    rows.append(
+        ("  same, native on SupportVectorEnv(1)", median_sps(batched), float("nan"), float("nan"),
+         "-", "-")
+    )  # fmt: skip
+
+    print()
+    print(f"{'setting':<38}{'native st/s':>12}{'SB3 st/s':>10}{'RLlib st/s':>11}"
+          f"{'x SB3':>7}{'x RLlib':>8}{'native to 95%':>20}{'RLlib to 95%':>20}")  # fmt: skip
+    for name, ns, ss, rs, nh, rh in rows:
+        print(f"{name:<38}{ns:>12,.0f}{ss:>10,.0f}{rs:>11,.0f}{ratio(ns, ss):>7}"
+              f"{ratio(ns, rs):>8}{nh:>20}{rh:>20}")  # fmt: skip
+    if args.speed_only:
+        return
 
     # Final values: native DQN with the full default config, LinUCB on returns, rules.
+    native_value = value(native_policy)
     full, full_policy = run_native(default_config(), world, None, 0)
     full_value = value(full_policy)
     linucb = make_bandit("linucb", world.actions, world.feature_spec, seed=0, alpha=0.5)
@@ -228,13 +317,6 @@ def main() -> None:
         seed=0, progress=False,
     )  # fmt: skip
     linucb_value = value(linucb)
-
-    print()
-    print(f"{'setting':<36}{'native st/s':>13}{'rllib st/s':>12}{'ratio':>8}"
-          f"{'native to 95%':>22}{'rllib to 95%':>22}")  # fmt: skip
-    for name, ns, rs, _, nh, rh in rows:
-        ratio = ns / rs if rs == rs and rs > 0 else float("nan")
-        print(f"{name:<36}{ns:>13,.0f}{rs:>12,.0f}{ratio:>7.1f}x{nh:>22}{rh:>22}")
     print()
     print(f"{'final true value (50k conversations)':<52}{'value':>10}{'train s':>10}")
     finals = [
@@ -253,6 +335,10 @@ def main() -> None:
         vs = f"{v:+.4f}" if v is not None else "-"
         ts = f"{secs:.1f}" if secs is not None else "-"
         print(f"{name:<52}{vs:>10}{ts:>10}")
+
+
+def ratio(ours: float, anchor: float) -> str:
+    return f"{ours / anchor:.1f}x" if anchor == anchor and anchor > 0 else "-"
 
 
 if __name__ == "__main__":

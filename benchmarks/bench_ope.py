@@ -4,7 +4,8 @@
         [--resamples 1000] [--anchor-resamples 20] [--repeats 3]
 
 Times IPS, SNIPS and DR point estimates (target probabilities and reward-model
-predictions given as arrays) and 1,000-resample bootstrap intervals of DR and SNIPS,
+predictions given as arrays; DR also on inputs validated once, as ``OffPolicyEvaluation``
+runs it for every estimator and bootstrap replicate, and the validation alone) and 1,000-resample bootstrap intervals of DR and SNIPS,
 next to a straightforward pandas implementation measured in the same run: per-action
 ``groupby().apply`` to pick the logged action's columns, column arithmetic, and for the
 bootstrap ``df.sample(frac=1, replace=True)`` repeated ``--anchor-resamples`` times and
@@ -23,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from supportrl.ope import IPS, SNIPS, BanditFeedback, DoublyRobust
+from supportrl.ope.estimators import check_action_values, check_target_probs
 from supportrl.ope.intervals import default_n_threads
 
 
@@ -117,6 +119,7 @@ def main() -> None:
             raise SystemExit(f"{name}: ours {ours_value} != pandas {anchor_value}")
 
     b, b_anchor = args.resamples, args.anchor_resamples
+    q = check_action_values(reward_hat, args.rounds, k, name="reward_hat", needed_by="dr")
     scale = b / b_anchor
     rows: list[tuple[str, float, float, str]] = [
         (
@@ -136,6 +139,18 @@ def main() -> None:
             best_of(args.repeats, lambda: dr.estimate(feedback, target, reward_hat)),
             best_of(args.repeats, lambda: pandas_dr(frame, k)),
             "0.18",
+        ),
+        (
+            "dr, validated once",  # what OffPolicyEvaluation runs per estimator and replicate
+            best_of(args.repeats, lambda: dr._validated_statistic(feedback, target, q).value()),
+            best_of(args.repeats, lambda: pandas_dr(frame, k)),
+            "",
+        ),
+        (
+            "check_target_probs",  # the validation dr.estimate adds, once per policy
+            best_of(args.repeats, lambda: check_target_probs(target, args.rounds, k)),
+            best_of(args.repeats, lambda: pandas_dr(frame, k)),
+            "",
         ),
         (
             f"dr bootstrap x{b}",

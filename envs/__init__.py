@@ -5,7 +5,8 @@ conversations type.
 ``import supportrl`` registers ``supportrl/SupportEnv-v0`` (alias ``SupportEnv-v0``):
 ``gymnasium.make("supportrl/SupportEnv-v0")``
 gives one conversation at a time and ``gymnasium.make_vec("supportrl/SupportEnv-v0", num_envs=N)``
-the numpy-batched :class:`SupportVectorEnv`.
+the numpy-batched :class:`SupportVectorEnv`. :class:`ScalarVectorEnv` steps a few
+conversations through the model's scalar sims (faster than numpy for one to a few dozen).
 """
 
 from supportrl.envs.collect import (
@@ -20,6 +21,7 @@ from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.model import CustomerModel, Transition
 from supportrl.envs.rewards import DEFAULT_MAX_TURNS, OUTCOMES, RewardSpec
+from supportrl.envs.scalar_vector import ScalarVectorEnv
 from supportrl.envs.support_env import SupportEnv
 from supportrl.envs.vector import SupportVectorEnv
 
@@ -36,6 +38,7 @@ __all__ = [
     "LoggedConversations",
     "PolicyValue",
     "RewardSpec",
+    "ScalarVectorEnv",
     "SimulatedConversations",
     "StepBatch",
     "SupportEnv",

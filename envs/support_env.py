@@ -10,6 +10,7 @@ from gymnasium import spaces
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import CONTINUE, OUTCOMES, RewardSpec
+from supportrl.envs.scalar import RandomStream, ScalarReward, ScalarSim
 
 NUMERIC_BOUND = 1e6
 
@@ -97,7 +98,17 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
 
     ``model`` (a :class:`~supportrl.envs.model.CustomerModel`, required),
     ``reward`` (a RewardSpec; default reward v1), ``max_turns`` (default the reward's),
-    ``penalized`` (subtract the model's pessimism penalty, default True).
+    ``penalized`` (subtract the model's pessimism penalty, default True), ``scalar``
+    (default True: step the model's scalar implementation when it has one, see below).
+
+    ## Speed
+
+    A model that offers ``scalar_sim(stream)`` (the synthetic world, a glm simulator) is
+    stepped one conversation at a time in Python floats (:mod:`supportrl.envs.scalar`), a
+    few microseconds a step; other models (the ensemble family, your own) go through their
+    batched ``step`` on a 1-row state. Both paths simulate the same model (tests compare
+    them in distribution) but draw their random numbers differently, so a seeded run
+    gives other numbers with ``scalar=False``; each is deterministic for a seed.
 
     ``info`` carries ``state`` (the raw named state: what a `Policy` reads),
     ``action_mask`` (bool, actions the model supports in this state), and after a step
@@ -106,7 +117,8 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Since the scalar path, a seeded single env draws other random
+      numbers than before (same dynamics); the vector env's numbers are unchanged.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -117,6 +129,7 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
         reward: RewardSpec | None = None,
         max_turns: int | None = None,
         penalized: bool = True,
+        scalar: bool = True,
     ) -> None:
         check_model(model)
         self.model = model
@@ -132,6 +145,19 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = spaces.Discrete(len(self.actions))
         self._state: Any = None
         self._turn = 0
+        # the fast path (see supportrl.envs.scalar): built on the first reset, rebuilt when
+        # np_random is replaced (a seeded reset)
+        self._scalar_factory = getattr(model, "scalar_sim", None) if scalar else None
+        self._sim: ScalarSim | None = None
+        self._stream: RandomStream | None = None
+        self._scalar_reward = ScalarReward(self.reward, self.actions)
+        self._n_actions = len(self.actions)
+        self._feature_names = model.feature_spec.names
+
+    @property
+    def uses_scalar_path(self) -> bool:
+        """Whether steps go through the model's scalar implementation (known after reset)."""
+        return self._sim is not None
 
     def _info(self) -> dict[str, Any]:
         raw = self.model.observe(self._state)
@@ -144,6 +170,17 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
+        if self._scalar_factory is not None:
+            sim = self._scalar_sim()
+            if sim is not None:
+                sim.reset()
+                self._turn = 0
+                info = {
+                    "state": sim.state(),
+                    "action_mask": sim.action_mask(),
+                    "feature_names": self._feature_names,
+                }
+                return sim.observation(), info
         self._state = self.model.initial_state(1, self.np_random)
         self._turn = 0
         info = self._info()
@@ -153,6 +190,8 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
     def step(
         self, action: int | np.integer
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._sim is not None:
+            return self._scalar_step(action)
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(int(action)):
@@ -180,3 +219,37 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
             csat=float(tr.csat[0]) if terminated else None,
         )
         return encode_states(self.model, self._state)[0], float(reward), terminated, truncated, info
+
+    def _scalar_sim(self) -> ScalarSim | None:
+        """The model's scalar sim over a stream of ``np_random`` (None: the model has none)."""
+        rng = self.np_random
+        if self._stream is None or self._stream.rng is not rng:
+            assert self._scalar_factory is not None
+            self._stream = RandomStream(rng)
+            self._sim = self._scalar_factory(self._stream)
+        return self._sim
+
+    def _scalar_step(
+        self, action: int | np.integer
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:meth:`step` through the scalar sim (reward v1 in Python floats)."""
+        a = int(action)
+        if not 0 <= a < self._n_actions:
+            raise ValueError(f"action must be in [0, {self._n_actions}), got {action!r}")
+        sim = self._sim
+        assert sim is not None
+        outcome, handle, csat, penalty = sim.step(a)
+        terminated = outcome != CONTINUE
+        reward = self._scalar_reward(a, outcome, handle, csat)
+        if self.penalized:
+            reward -= penalty
+        self._turn += 1
+        info = {
+            "state": sim.state(),
+            "action_mask": sim.action_mask(),
+            "outcome": OUTCOMES[outcome],
+            "handle_time_s": handle,
+            "csat": csat if terminated else None,
+        }
+        truncated = not terminated and self._turn >= self.max_turns
+        return sim.observation(), reward, terminated, truncated, info

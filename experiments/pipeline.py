@@ -95,11 +95,11 @@ def obtain_logs(
             f"data={cfg.data.kind}: the pipeline needs conversation logs (data.turns=PATH)"
         )
     world = None
-    with timed(timings, "data"):
-        if cfg.data.turns is None:
-            world = SyntheticWorld(config=world_config(cfg))
-            n = int(cfg.generate.n_conversations)
-            step(1, f"generate {n} conversations from the ground-truth world (seed {seed})")
+    if cfg.data.turns is None:
+        world = SyntheticWorld(config=world_config(cfg))
+        n = int(cfg.generate.n_conversations)
+        step(1, f"generate {n} conversations from the ground-truth world (seed {seed})")
+        with timed(timings, "generate"):
             generated = generate_stage(
                 world,
                 n,
@@ -108,15 +108,17 @@ def obtain_logs(
                 customers_per_conversation=float(cfg.generate.customers_per_conversation),
                 fmt=str(cfg.generate.format),
             )
-            data = {"source": "synthetic", **generated.to_dict()}
-            print(f"      turns: {generated.turns}")
+        data = {"source": "synthetic", **generated.to_dict()}
+        print(f"      turns: {generated.turns}")
+        with timed(timings, "validate"):  # load + every schema-v1 check
             logs = load_conversations(generated.turns, customers=generated.customers)
-        else:
-            step(1, f"load {cfg.data.turns}")
+    else:
+        step(1, f"load {cfg.data.turns}")
+        with timed(timings, "validate"):
             loaded = load_data(cfg)
-            assert isinstance(loaded, LoggedConversations)
-            logs = loaded
-            data = {"source": str(cfg.data.turns), "customers": cfg.data.customers}
+        assert isinstance(loaded, LoggedConversations)
+        logs = loaded
+        data = {"source": str(cfg.data.turns), "customers": cfg.data.customers}
     step(2, "validate")
     summary = logs.summary()
     print_summary(summary)
@@ -182,11 +184,12 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
     # the honest interval: the select estimator's, widened by the FQE-vs-IS disagreement and
     # by partial-identification bounds where the logs miss the candidate's actions
-    selection = select_winner(
-        {k: Interval.of(result.selection(k, ope.select)) for k in result.policies},
-        logging["estimate"],
-        estimator=ope.select,
-    )
+    with timed(timings, "select"):
+        selection = select_winner(
+            {k: Interval.of(result.selection(k, ope.select)) for k in result.policies},
+            logging["estimate"],
+            estimator=ope.select,
+        )
     print(f"      {selection.reason}")
 
     with timed(timings, "truth"):

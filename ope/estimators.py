@@ -69,8 +69,9 @@ def check_target_probs(
             f"{name} must have shape (n_rows, n_actions) = ({n_rows}, {n_actions}), "
             f"got {probs.shape}"
         )
-    # One pass for the common case; the slow searches below run only on bad input.
-    row_sums = probs.sum(axis=1)
+    # One pass for the common case; the slow searches below run only on bad input. Row
+    # sums by a matrix-vector product: numpy's sum over a short last axis is ~10x slower.
+    row_sums = probs @ np.ones(n_actions)
     if not (probs.min() >= 0.0 and np.abs(row_sums - 1.0).max() <= PROB_ATOL):
         bad = ~np.isfinite(probs).all(axis=1)
         if bad.any():
@@ -192,7 +193,7 @@ class BanditEstimator(ABC):
                 estimator does not use a reward model.
         """
         probs = check_target_probs(target_probs, feedback.n_rounds, feedback.n_actions)
-        q_logged = q_target = None
+        q = None
         if reward_hat is not None or self.needs_reward_hat:
             q = check_action_values(
                 reward_hat,
@@ -201,6 +202,16 @@ class BanditEstimator(ABC):
                 name="reward_hat",
                 needed_by=f"{type(self).__name__} ({self.name!r})",
             )
+        return self._validated_statistic(feedback, probs, q)
+
+    def _validated_statistic(
+        self, feedback: BanditFeedback, probs: np.ndarray, q: np.ndarray | None
+    ) -> RatioStatistic:
+        """:meth:`statistic` on inputs the caller has validated (``check_target_probs``,
+        ``check_action_values``): for callers that validate each policy once and then run
+        several estimators or bootstrap replicates on it (``OffPolicyEvaluation``)."""
+        q_logged = q_target = None
+        if q is not None:
             q_logged = q.reshape(-1).take(feedback.flat_index)
             q_target = np.einsum("ij,ij->i", probs, q)
         rounds = _Rounds(

@@ -372,7 +372,7 @@ class OffPolicyEvaluation:
         for p in range(m):
             row: dict[str, float] = {}
             for name, est in conversation.items():
-                stat = est.statistic(seq, probs[p], q_all[p])
+                stat = est._validated_statistic(seq, probs[p], q_all[p])
                 row[name] = stat.resampled_value(conv_counts)
             bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.max_weight)
             row["_lower"], row["_upper"] = bounds.value(conv_counts)
@@ -390,7 +390,7 @@ class OffPolicyEvaluation:
             mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.max_weight)
             row["_mass"] = mass.resampled_value(conv_counts)
             for name, est in decision.items():
-                stat = est.statistic(bandit, probs[p], reward_hat)
+                stat = est._validated_statistic(bandit, probs[p], reward_hat)
                 row[name] = stat.resampled_value(turn_counts)
             values.append(row)
         return _Fit(values=values)

@@ -141,7 +141,7 @@ class SequentialEstimator(ABC):
                 shape (n_turns, n_actions); None when the estimator does not use it.
         """
         probs = check_target_probs(target_probs, feedback.n_turns, feedback.n_actions)
-        q_logged = v_target = None
+        q = None
         if q_hat is not None or self.needs_q_hat:
             q = check_action_values(
                 q_hat,
@@ -150,6 +150,16 @@ class SequentialEstimator(ABC):
                 name="q_hat",
                 needed_by=f"{type(self).__name__} ({self.name!r})",
             )
+        return self._validated_statistic(feedback, probs, q)
+
+    def _validated_statistic(
+        self, feedback: SequentialFeedback, probs: np.ndarray, q: np.ndarray | None
+    ) -> RatioStatistic:
+        """:meth:`statistic` on inputs the caller has validated (``check_target_probs``,
+        ``check_action_values``): for callers that validate each policy once and then run
+        several estimators or bootstrap replicates on it (``OffPolicyEvaluation``)."""
+        q_logged = v_target = None
+        if q is not None:
             q_logged = _dense(feedback, q.reshape(-1).take(feedback.flat_index), 0.0)
             v_target = _dense(feedback, np.einsum("ij,ij->i", probs, q), 0.0)
         turns = _Turns(

@@ -100,6 +100,18 @@ def minimize_torch(
         (grad,) = torch.autograd.grad(loss, t)
         return float(loss.detach()), grad.numpy().astype(np.float64)
 
+    return _lbfgs(fun, theta0, max_iter=max_iter, threads=threads, gtol=gtol)
+
+
+def _lbfgs(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    theta0: np.ndarray,
+    *,
+    max_iter: int,
+    threads: int,
+    gtol: float = 1e-5,
+) -> tuple[np.ndarray, bool, int]:
+    """scipy's L-BFGS-B on ``fun(theta) -> (loss, gradient)``; (argmin, converged, iterations)."""
     with torch_threads(threads):
         res = minimize(
             fun,
@@ -127,6 +139,65 @@ def preconditioners(
         gram[np.diag_indices(p)] += ridge
         out[g] = np.linalg.inv(np.linalg.cholesky(gram)).T
     return out
+
+
+def _softmax_objective(
+    x_t: torch.Tensor,
+    wy_t: torch.Tensor,
+    slices: list[slice],
+    t_t: torch.Tensor,
+    *,
+    pen: np.ndarray,
+    l2: float,
+    l2_group: float,
+    total: float,
+    grouped: bool,
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """``beta -> (loss, gradient)`` of :func:`fit_softmax`'s objective, ``coef = T beta``.
+
+    ``x_t`` (n, p) design rows and ``wy_t`` (n, k) weighted targets, rows grouped by
+    ``slices``; ``t_t`` (n_groups, p, p) the preconditioners ``T``; ``pen`` (p, 1) 0 for
+    the unpenalised intercept, else 1.
+    """
+    n_groups, p = t_t.shape[0], t_t.shape[1]
+    k = wy_t.shape[1]
+    pen_t = torch.from_numpy(pen)
+    # min over M of l2 |pen M|^2 + l2g sum_g |B_g - M|^2  =>  M = l2g sum_g B_g / (l2 pen + G l2g)
+    shrink = torch.from_numpy(l2_group / (l2 * pen + n_groups * l2_group))
+    # The loss is linear in the targets: sum_i wy_i . log_softmax(z_i)
+    # = sum_c <x'wy[:, c], b[:, c]> - sum_i (sum_c wy_ic) lse(z_i). The first term's
+    # x'wy (p, k - 1) is computed once; each evaluation then costs one product for the
+    # logits and one for the gradient, with the gradient written out (no autograd).
+    parts = []
+    for g, sl in enumerate(slices):
+        if sl.stop > sl.start:
+            x, wy = x_t[sl], wy_t[sl]
+            xt = x.T.contiguous()  # a product with a transposed view is ~3x slower
+            parts.append((g, x, xt, wy.sum(dim=1, keepdim=True), xt @ wy[:, 1:]))
+
+    def loss_and_grad(beta_np: np.ndarray) -> tuple[float, np.ndarray]:
+        beta = torch.from_numpy(beta_np).view(n_groups, p, k - 1)
+        b = torch.matmul(t_t, beta)
+        if grouped:
+            m = shrink * b.sum(dim=0)
+            loss = 0.5 / total * (l2 * (pen_t * m * m).sum() + l2_group * ((b - m) ** 2).sum())
+            # M is profiled out (its minimiser): by the envelope theorem d/db_g = l2g (b_g - M).
+            grad_b = l2_group / total * (b - m)
+        else:
+            loss = 0.5 / total * l2 * (pen_t * b[0] * b[0]).sum()
+            grad_b = (l2 / total * pen_t * b[0]).unsqueeze(0)
+        for g, x, xt, wsum, xwy in parts:
+            z = x @ b[g]
+            top = torch.clamp(z.max(dim=1, keepdim=True).values, min=0.0)
+            e = torch.exp(z - top)
+            denom = torch.exp(-top) + e.sum(dim=1, keepdim=True)
+            lse = top + torch.log(denom)
+            loss = loss + (wsum * lse).sum() - (xwy * b[g]).sum()
+            grad_b[g] += xt @ (wsum * e / denom) - xwy
+        grad = torch.matmul(t_t.transpose(1, 2), grad_b)
+        return float(loss), grad.numpy().ravel().astype(np.float64)
+
+    return loss_and_grad
 
 
 def fit_softmax(
@@ -183,33 +254,23 @@ def fit_softmax(
     prior = (l2_group if grouped else l2) / total
     ridge = prior + 1e-6 * max(float((phi**2 * wn[:, None]).sum()) / p, 1e-12)
     precond = preconditioners(phi, wn, slices, ridge)
-    t_t = torch.from_numpy(precond)
-    x_t = torch.from_numpy(np.ascontiguousarray(phi, dtype=np.float64))
-    # Targets pre-multiplied by the weights: the loss is then one sum.
-    wy_t = torch.from_numpy(np.ascontiguousarray(targets * wn[:, None]))
-    pen_t = torch.from_numpy(pen)
-    # min over M of l2 |pen M|^2 + l2g sum_g |B_g - M|^2  =>  M = l2g sum_g B_g / (l2 pen + G l2g)
-    shrink = torch.from_numpy(l2_group / (l2 * pen + n_groups * l2_group))
-    parts = [(g, x_t[sl], wy_t[sl]) for g, sl in enumerate(slices) if sl.stop > sl.start]
-
-    def loss_fn(beta: torch.Tensor) -> torch.Tensor:
-        b = torch.matmul(t_t, beta.view(n_groups, p, k - 1))
-        if grouped:
-            m = shrink * b.sum(dim=0)
-            loss = 0.5 / total * (l2 * (pen_t * m * m).sum() + l2_group * ((b - m) ** 2).sum())
-        else:
-            loss = 0.5 / total * l2 * (pen_t * b[0] * b[0]).sum()
-        for g, x, wy in parts:
-            z = x @ b[g]
-            logits = torch.cat([torch.zeros_like(z[:, :1]), z], dim=1)
-            loss = loss - (wy * torch.log_softmax(logits, dim=1)).sum()
-        return loss
-
+    loss_and_grad = _softmax_objective(
+        torch.from_numpy(np.ascontiguousarray(phi, dtype=np.float64)),
+        # Targets pre-multiplied by the weights: the loss is then one sum.
+        torch.from_numpy(np.ascontiguousarray(targets * wn[:, None])),
+        slices,
+        torch.from_numpy(precond),
+        pen=pen,
+        l2=l2,
+        l2_group=l2_group,
+        total=total,
+        grouped=grouped,
+    )
     if init is not None and init.coef.shape == (n_groups, p, k - 1):
         beta0 = np.linalg.solve(precond, init.coef).ravel()
     else:
         beta0 = np.zeros(n_groups * p * (k - 1))
-    beta, converged, iterations = minimize_torch(loss_fn, beta0, max_iter=max_iter, threads=threads)
+    beta, converged, iterations = _lbfgs(loss_and_grad, beta0, max_iter=max_iter, threads=threads)
     coef = precond @ beta.reshape(n_groups, p, k - 1)
     return SoftmaxFit(coef=coef, converged=converged, iterations=iterations)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from supportrl.agents.base import States
@@ -27,6 +27,10 @@ from supportrl.simulators.fitted_csat import (
 )
 from supportrl.simulators.fitted_dynamics import Dynamics, Prediction
 from supportrl.simulators.fitted_features import Basis, FittedState, effective_support
+
+if TYPE_CHECKING:
+    from supportrl.envs.scalar import RandomStream
+    from supportrl.simulators.fitted_scalar import GLMScalarSim
 
 
 @dataclass
@@ -117,6 +121,17 @@ class FittedCustomerModel:
         if self.config.min_support <= 0:
             return np.ones((len(state), len(self.actions)), dtype=bool)
         return self.support_count(state) >= self.config.min_support
+
+    def scalar_sim(self, stream: RandomStream) -> GLMScalarSim | None:
+        """One conversation stepped in Python floats (the single env's fast path); glm only.
+
+        Same dynamics as :meth:`initial_state` and :meth:`step`, random numbers from
+        ``stream``; None for the ensemble family (the env then steps the batched model).
+        See :mod:`supportrl.simulators.fitted_scalar`.
+        """
+        from supportrl.simulators.fitted_scalar import glm_scalar_sim
+
+        return glm_scalar_sim(self, stream)
 
     def predict(self, state: FittedState, action: np.ndarray) -> Prediction:
         """The response model for (state, action) pairs (``action`` indices, shape (n,))."""

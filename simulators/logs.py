@@ -231,16 +231,34 @@ def _no_nulls(table: _Table, column: str) -> None:
         raise LogValidationError(f"{table.where(nulls, column)}: missing value(s)")
 
 
-def _strings(table: _Table, column: str, *, categorical: bool = False) -> np.ndarray:
-    """A non-null column as a numpy unicode array (numbers are taken in their string form).
+def _factorize(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """A non-null column as ``(codes, labels)``: ``labels[codes]`` is its string form.
 
-    The column is factorized first and the limits (:class:`LogLimits`) are checked on its
-    distinct values, so a huge label or too many levels (``categorical``) is an error
-    before an array of rows x longest label is built.
+    ``codes`` (n,) int64 index ``labels`` (k,), the distinct string forms in order of
+    first appearance (numbers are taken in their string form). Later steps work on the k
+    distinct values and the integer codes, never on n Python strings.
+    """
+    codes, uniques = pd.factorize(series, sort=False)
+    labels = pd.Index(uniques).astype(str)
+    if series.dtype == object:
+        # Two distinct values can share one string form (1 and "1" in an object column).
+        merged, distinct = pd.factorize(labels, sort=False)
+        if len(distinct) < len(labels):
+            codes, labels = merged[codes], pd.Index(distinct)
+    return codes.astype(np.int64, copy=False), labels
+
+
+def _codes(
+    table: _Table, column: str, *, categorical: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A non-null column as ``(codes, labels)``, codes (n,) int64 into labels (k,) str.
+
+    The limits (:class:`LogLimits`) are checked on the distinct values, so a huge label or
+    too many levels (``categorical``) is an error before an array of k x longest label
+    is built.
     """
     _no_nulls(table, column)
-    codes, uniques = pd.factorize(table.frame[column], sort=False)
-    labels = pd.Index(uniques).astype(str)
+    codes, labels = _factorize(table.frame[column])
     limits = table.limits
     if categorical and len(labels) > limits.max_levels:
         raise LogValidationError(
@@ -254,7 +272,13 @@ def _strings(table: _Table, column: str, *, categorical: bool = False) -> np.nda
             f"{table.where(rows, column)}: value of {int(lengths.max())} characters; at most "
             f"{limits.max_label_length} (set data.max_label_length=N to allow more)"
         )
-    return np.asarray(labels, dtype=str)[codes]
+    return codes, np.asarray(labels, dtype=str)
+
+
+def _strings(table: _Table, column: str, *, categorical: bool = False) -> np.ndarray:
+    """A non-null column as a numpy unicode array, shape (n,) (see :func:`_codes`)."""
+    codes, labels = _codes(table, column, categorical=categorical)
+    return labels[codes]
 
 
 def _numbers(table: _Table, column: str, *, allow_missing: bool) -> np.ndarray:
@@ -288,20 +312,30 @@ def _check_range(
 
 
 def _check_labels(
-    table: _Table, column: str, values: np.ndarray, allowed: Sequence[str], what: str
+    table: _Table,
+    column: str,
+    codes: np.ndarray,
+    labels: np.ndarray,
+    allowed: Sequence[str],
+    what: str,
 ) -> np.ndarray:
-    """Codes of ``values`` in ``allowed``; unknown labels are an error."""
-    allowed_arr = np.asarray(allowed, dtype=str)
-    order = np.argsort(allowed_arr)
-    pos = np.minimum(np.searchsorted(allowed_arr[order], values), len(allowed) - 1)
-    codes = order[pos]
-    bad = np.flatnonzero(allowed_arr[codes] != values)
-    if len(bad):
-        unknown = sorted(set(values[bad].tolist()))[:_SHOW_ROWS]
+    """Index in ``allowed`` of each row (``labels[codes]``), shape (n,) int64.
+
+    The distinct labels are looked up once (a table of k entries); unknown labels are an
+    error naming their rows.
+    """
+    position: dict[str, int] = {}
+    for i, a in enumerate(allowed):
+        position.setdefault(str(a), i)
+    lookup = np.array([position.get(label, -1) for label in labels.tolist()], dtype=np.int64)
+    index = lookup[codes]
+    if (lookup < 0).any():
+        bad = np.flatnonzero(index < 0)
+        unknown = sorted(labels[lookup < 0].tolist())[:_SHOW_ROWS]
         raise LogValidationError(
             f"{table.where(bad, column)}: unknown {what} {unknown}; expected one of {list(allowed)}"
         )
-    return codes.astype(np.int64)
+    return index
 
 
 def _infer_features(
@@ -419,14 +453,39 @@ def _check_inferred(table: _Table, categorical: Sequence[str], numeric: Sequence
 
 
 def _feature_arrays(
-    table: _Table, categorical: Sequence[str], numeric: Sequence[str]
+    table: _Table,
+    categorical: Sequence[str],
+    numeric: Sequence[str],
+    rows: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
+    """Feature name -> values of ``table`` at ``rows`` (default: every row in order).
+
+    Categorical columns come back as str arrays, numeric ones as float64; the whole
+    column is validated, and only the selected rows are expanded into strings.
+    """
     features: dict[str, np.ndarray] = {}
     for c in categorical:
-        features[c] = _strings(table, c, categorical=True)
+        codes, labels = _codes(table, c, categorical=True)
+        features[c] = labels[codes if rows is None else codes[rows]]
     for c in numeric:
-        features[c] = _numbers(table, c, allow_missing=False)
+        values = _numbers(table, c, allow_missing=False)
+        features[c] = values if rows is None else values[rows]
     return features
+
+
+def _sort_order(conversation: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Row order sorting by (``conversation``, ``turn``), both (n,) int64 >= 0; stable.
+
+    The two keys are packed into one int64 when they fit, and already sorted rows (the
+    usual case: logs written in order) cost one comparison pass.
+    """
+    n_turns = int(turn.max()) + 1
+    if (int(conversation.max()) + 1) * n_turns < 2**62:
+        key = conversation * n_turns + turn
+        if bool((key[1:] >= key[:-1]).all()):
+            return np.arange(len(key), dtype=np.int64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((turn, conversation))
 
 
 # --------------------------------------------------------------------------- conversations
@@ -467,17 +526,17 @@ def load_conversations(
     if customers is not None:
         _require_columns(table, ["customer_id"], "join")
 
-    conversation = _strings(table, "conversation_id")
+    conv_codes, conv_labels = _codes(table, "conversation_id")
     turn_f = _numbers(table, "turn", allow_missing=False)
     _check_range(
         table, "turn", turn_f, (turn_f < 0) | (turn_f != np.round(turn_f)), "integers >= 0"
     )
     turn = turn_f.astype(np.int64)
-    intent = _strings(table, "intent", categorical=True)
+    intent_codes, intent_labels = _codes(table, "intent", categorical=True)
     sentiment = _numbers(table, "sentiment", allow_missing=False)
     _check_range(table, "sentiment", sentiment, (sentiment < -1) | (sentiment > 1), "in [-1, 1]")
-    action = _check_labels(table, "action", _strings(table, "action"), actions, "action(s)")
-    outcome = _check_labels(table, "outcome", _strings(table, "outcome"), OUTCOMES, "outcome(s)")
+    action = _check_labels(table, "action", *_codes(table, "action"), actions, "action(s)")
+    outcome = _check_labels(table, "outcome", *_codes(table, "outcome"), OUTCOMES, "outcome(s)")
     n = len(frame)
     nan = np.full(n, np.nan)
     if "propensity" in frame:
@@ -504,12 +563,19 @@ def load_conversations(
         if len(wrong):
             raise LogValidationError(f"{table.where(wrong, 'timestamp')}: not a date-time")
         timestamp = parsed.to_numpy(dtype="datetime64[ns]")
-    customer_id = _strings(table, "customer_id") if "customer_id" in frame else None
+    cust_codes, cust_labels = (
+        _codes(table, "customer_id") if "customer_id" in frame else (None, None)
+    )
 
     # Sort rows by (conversation, turn); row numbers in messages stay those of the file.
-    conv_codes, conv_ids = pd.factorize(conversation, sort=True)
-    order = np.lexsort((turn, conv_codes))
-    codes = conv_codes[order]
+    # Conversations are numbered in sorted id order: sort the k distinct ids, not n rows.
+    rank = np.argsort(conv_labels, kind="stable")
+    conv_ids = conv_labels[rank]
+    sorted_code = np.empty(len(rank), dtype=np.int64)
+    sorted_code[rank] = np.arange(len(rank))
+    conv_sorted = sorted_code[conv_codes]
+    order = _sort_order(conv_sorted, turn)
+    codes = conv_sorted[order]
     turn_sorted = turn[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     offsets = np.r_[starts, n].astype(np.int64)
@@ -546,11 +612,12 @@ def load_conversations(
         raise LogValidationError(
             f"{table.where(rows, 'csat')}: csat is only allowed on a conversation's last row"
         )
-    if customer_id is not None:
-        per_conv = pd.Series(customer_id[order]).groupby(codes).nunique().to_numpy()
-        split = np.flatnonzero(per_conv > 1)
-        if len(split):
-            rows = np.sort(order[np.isin(codes, split)])
+    if cust_codes is not None:
+        cust_sorted = cust_codes[order]
+        split = np.zeros(len(offsets) - 1, dtype=bool)
+        split[codes[cust_sorted != cust_sorted[starts][codes]]] = True
+        if split.any():
+            rows = np.sort(order[split[codes]])
             raise LogValidationError(
                 f"{table.where(rows, 'customer_id')}: a conversation has several customer_ids"
             )
@@ -583,49 +650,63 @@ def load_conversations(
     turn_num = tuple(c for c in num_all if c in extra)
     cust_cat = tuple(c for c in cat_all if c not in extra)
     cust_num = tuple(c for c in num_all if c not in extra)
-    features = _feature_arrays(table, turn_cat, turn_num)
+    features = _feature_arrays(table, turn_cat, turn_num, order)
     if cust_table is not None:
-        cust_ids = _strings(cust_table, "customer_id")
-        uniq, counts = np.unique(cust_ids, return_counts=True)
-        if (counts > 1).any():
-            dup_rows = np.flatnonzero(np.isin(cust_ids, uniq[counts > 1]))
-            raise LogValidationError(
-                f"{cust_table.where(dup_rows, 'customer_id')}: duplicate customer_id"
-            )
-        cust_order = np.argsort(cust_ids)
-        sorted_ids = cust_ids[cust_order]
-        pos = np.minimum(np.searchsorted(sorted_ids, customer_id), len(sorted_ids) - 1)
-        unknown = np.flatnonzero(sorted_ids[pos] != customer_id)
-        if len(unknown):
-            raise LogValidationError(
-                f"{table.where(unknown, 'customer_id')}: customer_id not in customers table "
-                f"{cust_table.path} ({len(set(customer_id[unknown].tolist()))} unknown id(s); "
-                "ids are not shown: they are personal data)"
-            )
-        cust_features = _feature_arrays(cust_table, cust_cat, cust_num)
-        for name, values in cust_features.items():
-            features[name] = values[cust_order[pos]]
+        cust_row = _join_customers(table, cust_codes, cust_labels, cust_table)
+        features.update(_feature_arrays(cust_table, cust_cat, cust_num, cust_row[order]))
 
     return LoggedConversations(
         actions=actions,
-        conversation_id=np.asarray(conv_ids, dtype=str),
+        conversation_id=conv_ids,
         offsets=offsets,
         turn=turn_sorted,
-        intent=intent[order],
+        intent=intent_labels[intent_codes[order]],
         sentiment=sentiment[order],
         action=action[order],
         outcome=outcome[order],
         propensity=propensity[order],
         csat=csat[order],
         handle_time_s=handle[order],
-        features={name: values[order] for name, values in features.items()},
+        features=features,
         categorical=turn_cat + cust_cat,
         numeric=turn_num + cust_num,
-        customer_id=None if customer_id is None else customer_id[order],
+        customer_id=None if cust_codes is None else cust_labels[cust_codes[order]],
         timestamp=None if timestamp is None else timestamp[order],
         source=str(table.path if isinstance(turns, _Table) else turns),
         source_row=order.astype(np.int64),
     )
+
+
+def _join_customers(
+    table: _Table, codes: np.ndarray, labels: np.ndarray, customers: _Table
+) -> np.ndarray:
+    """Row of ``customers`` for each turn row, shape (n,) int64.
+
+    ``codes``/``labels``: the turns' ``customer_id`` (see :func:`_codes`). Ids are matched
+    on the distinct values; a duplicate id in ``customers`` or an id it lacks is an error.
+    """
+    cust_codes, cust_labels = _codes(customers, "customer_id")
+    counts = np.bincount(cust_codes, minlength=len(cust_labels))
+    if (counts > 1).any():
+        dup_rows = np.flatnonzero(counts[cust_codes] > 1)
+        raise LogValidationError(
+            f"{customers.where(dup_rows, 'customer_id')}: duplicate customer_id"
+        )
+    row_of_label = np.empty(len(cust_labels), dtype=np.int64)
+    row_of_label[cust_codes] = np.arange(len(cust_codes))
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(labels), value_set=pa.array(cust_labels))
+    found = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+    if (found < 0).any():
+        unknown = np.flatnonzero(found[codes] < 0)
+        raise LogValidationError(
+            f"{table.where(unknown, 'customer_id')}: customer_id not in customers table "
+            f"{customers.path} ({int((found < 0).sum())} unknown id(s); "
+            "ids are not shown: they are personal data)"
+        )
+    return row_of_label[found[codes]]
 
 
 def all_propensities_one(propensity: np.ndarray) -> bool:
@@ -714,14 +795,15 @@ class LoggedDecisions:
         }
 
 
-def _action_labels(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
-    """String labels of an action column and its sorted catalogue."""
-    labels = values.astype(str).to_numpy(dtype=str)
-    uniq = np.unique(labels)
+def _action_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """An action column as ``(codes, labels)`` (see :func:`_factorize`) and its sorted catalogue."""
+    codes, index = _factorize(values)
+    labels = np.asarray(index, dtype=str)
+    uniq = np.sort(labels)
     numeric = pd.to_numeric(pd.Series(uniq), errors="coerce")
     if numeric.notna().all():
         uniq = uniq[np.argsort(numeric.to_numpy(), kind="stable")]
-    return labels, tuple(uniq.tolist())
+    return codes, labels, tuple(uniq.tolist())
 
 
 def load_decisions(
@@ -751,9 +833,9 @@ def load_decisions(
             "(set data.propensity_col=null when the logs have none)"
         )
     _no_nulls(table, action_col)
-    labels, present = _action_labels(frame[action_col])
+    codes, labels, present = _action_labels(frame[action_col])
     catalogue = tuple(str(a) for a in actions) if actions is not None else present
-    action = _check_labels(table, action_col, labels, catalogue, "action(s)")
+    action = _check_labels(table, action_col, codes, labels, catalogue, "action(s)")
     reward = _numbers(table, reward_col, allow_missing=False)
     if propensity_col is not None:
         propensity = _numbers(table, propensity_col, allow_missing=False)

@@ -30,7 +30,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,10 @@ from supportrl.envs.vector import SupportVectorEnv
 from supportrl.simulators.logs import DEFAULT_ACTIONS, LoggedConversations
 
 from supportrl.files import CREATED
+
+if TYPE_CHECKING:
+    from supportrl.envs.scalar import RandomStream
+    from supportrl.simulators.synthetic_scalar import WorldScalarSim
 
 INTENTS: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancel")
 UNKNOWN_INTENT = "other"
@@ -215,6 +219,16 @@ class SyntheticWorld:
     def action_mask(self, state: WorldState) -> np.ndarray:
         """Every action is possible in the real world, shape (n, n_actions)."""
         return np.ones((len(state.turn), len(self.actions)), dtype=bool)
+
+    def scalar_sim(self, stream: RandomStream) -> WorldScalarSim:
+        """One conversation of this world stepped in Python floats (the single env's fast path).
+
+        Same dynamics as :meth:`initial_state` and :meth:`step`, random numbers from ``stream``
+        (:class:`~supportrl.envs.scalar.RandomStream`); see :mod:`supportrl.simulators.synthetic_scalar`.
+        """
+        from supportrl.simulators.synthetic_scalar import WorldScalarSim
+
+        return WorldScalarSim(self, stream)
 
     # ------------------------------------------------------------------ customers
 

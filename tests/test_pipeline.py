@@ -156,3 +156,12 @@ def test_segment_breakdown(tmp_path: Path) -> None:
     assert "Per segment" in (out / "report.md").read_text()
     proc = supportrl(tmp_path / "o2", "pipeline", *SMALL, "report.segment_by=[sentiment]")
     assert proc.returncode == 2 and "not a categorical feature" in proc.stderr
+
+
+def test_stage_timings_recorded(base) -> None:
+    result = base[0]
+    timings = result["timings_s"]
+    stages = {"generate", "validate", "fit", "train", "evaluate", "select", "ship"}
+    assert stages <= set(timings), timings
+    assert all(value >= 0 for value in timings.values())
+    assert sum(timings.values()) <= result["wall_s"]  # stages do not overlap

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from supportrl.agents.dqn.checks import check_learner_meta, learner_specs, replay_specs
 from supportrl.agents.dqn.config import DQNConfig, DQNUpdateStats
+from supportrl.agents.dqn.fused import FusedDQNUpdate
 from supportrl.agents.dqn.network import build_q_network
 from supportrl.agents.dqn.policy import (
     QPolicy,
@@ -48,6 +49,7 @@ from supportrl.agents.dqn.policy import (
 from supportrl.agents.dqn.replay import ReplayBuffer
 from supportrl.envs.collect import Collector
 from supportrl.envs.features import FeatureSpec
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from supportrl.files import check_complete, reports_malformed, write_complete
@@ -184,6 +186,15 @@ class DQNLearner:
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=True
         )
+        self._fused = FusedDQNUpdate(
+            self.network,
+            self.target,
+            self.optimizer,
+            huber_delta=config.huber_delta,
+            max_grad_norm=config.max_grad_norm,
+            double_q=config.double_q,
+        )
+        """The update in numpy on the network's and the optimizer's own memory (:mod:`.fused`)."""
         self.replay = ReplayBuffer(
             capacity=config.buffer_size,
             num_envs=config.num_envs,
@@ -213,8 +224,7 @@ class DQNLearner:
 
     def _act(self, obs: np.ndarray, mask: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions over the allowed ones, shape (num_envs,) int64."""
-        with torch.inference_mode():
-            q = self.network(torch.from_numpy(obs)).numpy()
+        q, _ = self._fused.online.forward(obs)  # the online network, without torch dispatch
         greedy = np.where(mask, q, -np.inf).argmax(axis=1)
         explore = self.rng.random(len(obs)) < epsilon
         uniform = (self.rng.random(mask.shape) * mask).argmax(axis=1)  # uniform among allowed
@@ -223,40 +233,26 @@ class DQNLearner:
     # ------------------------------------------------------------------ learning
 
     def update(self) -> DQNUpdateStats:
-        """One gradient step on a replay batch; returns its statistics."""
+        """One gradient step on a replay batch; returns its statistics.
+
+        Double-DQN n-step targets (:func:`dqn_targets`), importance-weighted Huber loss
+        (:func:`td_loss`), gradient clipping and Adam, computed in numpy by
+        :class:`~supportrl.agents.dqn.fused.FusedDQNUpdate` (the same maths as autograd).
+        """
         cfg = self.config
         batch = self.replay.sample(cfg.batch_size, self.rng, beta=cfg.beta(self.env_steps))
-        obs = torch.from_numpy(batch.obs)
-        actions = torch.from_numpy(batch.actions)
-        next_obs = torch.from_numpy(batch.next_obs)
-        weights = torch.from_numpy(batch.weights) if cfg.prioritized else None
-        with torch.inference_mode():
-            targets = dqn_targets(
-                self.target(next_obs),
-                torch.from_numpy(batch.returns),
-                torch.from_numpy(batch.discounts),
-                torch.from_numpy(batch.next_mask),
-                self.network(next_obs) if cfg.double_q else None,
-            )
-        targets = targets.clone()  # a normal tensor again, so autograd may save it
-        q = self.network(obs).gather(1, actions[:, None]).squeeze(1)
-        loss = td_loss(q, targets, weights, cfg.huber_delta)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.network.parameters(), cfg.max_grad_norm, foreach=True
-            )
-        else:
-            grad_norm = torch.tensor(float("nan"))
-        self.optimizer.step()
-        td = (q.detach() - targets).abs()
-        self.replay.update_priorities(batch.index, td.numpy())
-        self.updates += 1
-        values = torch.stack(
-            [loss.detach(), q.detach().mean(), targets.mean(), td.mean(), grad_norm]
+        out = self._fused.step(
+            batch.obs,
+            batch.actions,
+            batch.returns,
+            batch.discounts,
+            batch.next_obs,
+            batch.next_mask,
+            batch.weights if cfg.prioritized else None,
         )
-        return DQNUpdateStats(*values.tolist())
+        self.replay.update_priorities(batch.index, out.td_abs)
+        self.updates += 1
+        return DQNUpdateStats(out.loss, out.q_mean, out.target_mean, out.td_abs_mean, out.grad_norm)
 
     def _sync_target(self) -> None:
         """target <- tau * online + (1 - tau) * target (an exact copy when tau is 1)."""
@@ -288,9 +284,9 @@ class DQNLearner:
         like the run that wrote it. ``callback(env_steps, policy)`` runs every
         ``callback_interval`` env steps (e.g. an evaluation); its time is not counted in
         ``wall_s`` and ``charts/SPS``. ``writer`` (a tensorboardX ``SummaryWriter``) gets
-        every metric row.
+        every metric row. numpy's BLAS runs on one thread during the call.
         """
-        cfg, n = self.config, self.config.num_envs
+        cfg = self.config
         if steps is None:
             steps = cfg.total_steps - self.env_steps
         if steps < 1:
@@ -299,10 +295,42 @@ class DQNLearner:
         self.replay.mark_cut()
         self.collector.reset(seed=self._segment_seed())
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
-        window = _Window()
-        start_steps, start_updates, episodes = self.env_steps, self.updates, 0
-        train_time = 0.0
+        start_steps, start_updates = self.env_steps, self.updates
         bar = tqdm(total=int(steps), desc="train dqn", unit="step", disable=not progress)
+        # one BLAS thread for the numpy update: its matrices are small, and a BLAS pool
+        # contending for busy cores makes them ~30x slower (results do not change)
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        try:
+            train_time, episodes = self._train_loop(
+                end, rows, writer, callback, callback_interval, bar
+            )
+        finally:
+            limiter.restore_original_limits()
+        bar.update(self.env_steps - start_steps - bar.n)
+        bar.close()
+        return DQNTrainResult(
+            env_steps=self.env_steps - start_steps,
+            total_env_steps=self.env_steps,
+            updates=self.updates - start_updates,
+            episodes=episodes,
+            wall_s=train_time,
+            curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
+        )
+
+    def _train_loop(
+        self,
+        end: int,
+        rows: dict[str, list[float]],
+        writer: ScalarWriter | None,
+        callback: Callable[[int, QPolicy], None] | None,
+        callback_interval: int,
+        bar: Any,
+    ) -> tuple[float, int]:
+        """Collect and learn until ``end`` env steps; returns (training seconds, episodes)."""
+        cfg, n = self.config, self.config.num_envs
+        start_steps = self.env_steps
+        window = _Window()
+        train_time, episodes = 0.0, 0
         tick = time.perf_counter()
         while self.env_steps < end:
             ended_returns = self._collect_and_learn(window.stats)
@@ -325,16 +353,7 @@ class DQNLearner:
                     assert callback is not None
                     callback(self.env_steps, self.policy)
                 tick = time.perf_counter()
-        bar.update(self.env_steps - start_steps - bar.n)
-        bar.close()
-        return DQNTrainResult(
-            env_steps=self.env_steps - start_steps,
-            total_env_steps=self.env_steps,
-            updates=self.updates - start_updates,
-            episodes=episodes,
-            wall_s=train_time,
-            curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
-        )
+        return train_time, episodes
 
     def _collect_and_learn(self, stats: list[DQNUpdateStats]) -> np.ndarray:
         """One vector step into replay, then the updates and target sync it earns.
@@ -475,6 +494,7 @@ class DQNLearner:
         for group, saved in zip(groups, meta["adam_param_groups"], strict=True):
             group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
         learner.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        learner._fused.bind()  # load_state_dict replaced the Adam state tensors
         learner.env_steps = int(meta["env_steps"])
         learner.updates = int(meta["updates"])
         learner._update_credit = float(meta["update_credit"])
