@@ -36,7 +36,7 @@ import numpy as np
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
-from supportrl.ope.estimators import BanditEstimator
+from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import PreparedConversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
 from supportrl.ope.models import (
@@ -461,8 +461,17 @@ def partition_sums(
     n_actions = len(fits.actions)
     n_fits = 1 + fits.n_resamples
     states = logs.states()
+    # validated once here, then every estimator and fit skips the checks (as meta.py does)
     probs = np.stack(
-        [target_probs_of(policies[k], states, logs.actions) for k in fits.policy_names]
+        [
+            check_target_probs(
+                target_probs_of(policies[k], states, logs.actions),
+                logs.n_turns,
+                n_actions,
+                name=f"target_probs of {k!r}",
+            )
+            for k in fits.policy_names
+        ]
     )
     supported = support_mask(
         fits.behaviour.predict(part.x), logs.action, min_probability=fits.min_support
@@ -487,7 +496,7 @@ def partition_sums(
         )
         for p in range(m):
             for name, est in fits.conversation.items():
-                stat = est.statistic(seq, probs[p], q_all[p])
+                stat = est._validated_statistic(seq, probs[p], q_all[p])
                 extra = stat.numerators.shape[0] - seq.max_length
                 terms = h + extra if stat.denominators is not None else stat.numerators.shape[0]
                 _add_ratio(sums, f"{p}/{name}", i, stat, c, n_fits, terms)
@@ -513,7 +522,7 @@ def partition_sums(
             mass = unsupported_statistic(seq, probs[p], supported, max_weight=fits.max_weight)
             _add_ratio(sums, f"{p}/_mass", i, mass, c, n_fits, 1)
             for name, est in fits.decision.items():
-                stat = est.statistic(bandit, probs[p], reward_hat)
+                stat = est._validated_statistic(bandit, probs[p], reward_hat)
                 _add_ratio(sums, f"{p}/{name}", i, stat, turn_c, n_fits, stat.numerators.shape[0])
             if i == 0:
                 _add_diagnostics(sums, fits, seq, probs[p], supported, p)
