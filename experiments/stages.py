@@ -539,9 +539,12 @@ def prepare_for_ope(
     """The logs prepared for OPE (:func:`supportrl.ope.evaluate.prepare_conversations`),
     missing CSAT imputed by the MNAR selection model and refitted in every resample.
 
-    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs; its CSAT
+    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs: its CSAT
     model is reused instead of fitting a second one (the pipeline fits the simulator just
-    before). Without it, the per-outcome CSAT model is fitted here.
+    before) when the simulator fitted it with OPE's settings (``selection``, ``l2=1``);
+    otherwise one is fitted on the simulator's design with those settings, so that OPE
+    does not depend on the simulator's settings. Without ``model``, the per-outcome CSAT
+    model is fitted here (:meth:`CsatImputation.from_logs`).
     """
     from supportrl.ope.evaluate import prepare_conversations
     from supportrl.simulators.fitted_csat import CsatImputation
@@ -549,12 +552,21 @@ def prepare_for_ope(
     csat_model, basis = getattr(model, "csat", None), getattr(model, "basis", None)
     if csat_model is None or basis is None:
         return prepare_conversations(logs, reward, csat_imputer=CsatImputation.from_logs, seed=seed)
-    l2 = float(getattr(model.params, "l2", 1.0))
+    # Reused only when the simulator fitted it as OPE would (MNAR, prior precision 1, one
+    # thread): OPE's numbers must not move with the simulator's settings.
+    params = getattr(model, "params", None)
+    same = (
+        csat_model.method == "selection"
+        and float(getattr(params, "l2", 1.0)) == 1.0
+        and int(getattr(params, "torch_threads", 1)) == 1
+    )
 
-    def reuse(cut: LoggedConversations) -> CsatImputation:
-        return CsatImputation.from_model(cut, basis, csat_model, l2=l2)
+    def imputer(cut: LoggedConversations) -> CsatImputation:
+        if same and cut.n_turns == logs.n_turns:
+            return CsatImputation.from_model(cut, basis, csat_model)
+        return CsatImputation.from_basis(cut, basis)
 
-    return prepare_conversations(logs, reward, csat_imputer=reuse, seed=seed)
+    return prepare_conversations(logs, reward, csat_imputer=imputer, seed=seed)
 
 
 def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) -> Any:
