@@ -93,8 +93,11 @@ def main() -> None:
     parser.add_argument("--se-multiplier", type=float, default=2.5)
     parser.add_argument("--conversations", type=int, nargs="+", help="log sizes (override)")
     parser.add_argument(
-        "--max-weight", type=float, default=200.0, help="clip of cumulative weights (0: none)"
+        "--max-weight",
+        default="auto",
+        help="clip of cumulative weights: a number, 0 (none) or auto (weight-share x n)",
     )
+    parser.add_argument("--weight-share", type=float, default=0.05, help="with --max-weight auto")
     parser.add_argument("--out", type=Path, help="write every (world, policy) row as JSON here")
     parser.add_argument(
         "--own-world",
@@ -102,6 +105,7 @@ def main() -> None:
         help="only the project's own world (confounding 1, support gaps): calibration runs",
     )
     args = parser.parse_args()
+    clip = "auto" if args.max_weight == "auto" else (float(args.max_weight) or None)
     if args.full:
         sizes, confounding, gaps = (5_000, 50_000, 200_000), (0.0, 1.0, 2.0), (False, True)
         samples, refits, n_true = args.samples or 4, args.refits or 100, 200_000
@@ -142,7 +146,8 @@ def main() -> None:
                 n_bootstrap=refits,
                 decision_estimators=(),
                 se_multiplier=args.se_multiplier,
-                max_weight=args.max_weight or None,
+                max_weight=clip,
+                weight_share=args.weight_share,
                 selection_interval="widened",
                 seed=sample,
             ).evaluate(probs)
@@ -203,7 +208,7 @@ def main() -> None:
     print(
         f"\n{len(rows['seq_dr'])} (world, sample, policy) triples; {refits} refits; truth from "
         f"{n_true} conversations; se_multiplier {args.se_multiplier}; "
-        f"max_weight {args.max_weight or None}"
+        f"max_weight {clip}" + (f" (weight share {args.weight_share})" if clip == "auto" else "")
     )
     print(
         f"{'estimator':<16}{'coverage':>9}{'width':>8}{'bias':>8}{'RMSE':>8}{'spearman':>9}{'regret':>8}"

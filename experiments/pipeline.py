@@ -53,6 +53,7 @@ from supportrl.experiments.stages import (
     fit_stage,
     generate_stage,
     ope_settings,
+    prepare_for_ope,
     print_ope,
     segment_stage,
     simulator_spec,
@@ -166,7 +167,9 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     states = logs.states()
     with timed(timings, "evaluate"):
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        result = evaluate_stage(logs, reward, probs, ope, seed=seed)
+        # the simulator's CSAT model, fitted in step 3 on these logs, imputes missing CSAT
+        prepared = prepare_for_ope(logs, reward, seed=seed, model=model)
+        result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(
             candidates, model, reward, int(cfg.pipeline.simulated_conversations), seed=seed + 1
         )

@@ -97,7 +97,8 @@ class OPESection:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     select: str = "seq_dr"
     n_refit: int = 50
-    max_weight: float | None = 200.0
+    max_weight: float | Literal["auto"] | None = "auto"
+    weight_share: float = 0.05
     interval: Literal["normal", "percentile"] = "normal"
     se_multiplier: float = 2.5
     selection_interval: Literal["auto", "widened", "bounds"] = "widened"

@@ -132,6 +132,7 @@ def ope_settings(cfg: DictConfig) -> OPESettings:
 REFIT_KEYS = (
     "n_refit",
     "max_weight",
+    "weight_share",
     "interval",
     "se_multiplier",
     "selection_interval",
@@ -484,8 +485,7 @@ def evaluate_stage(
     The one place the commands call the ``ope`` package. ``prepared``: the conversations
     already prepared (rewards, propensities) by the caller, to reuse.
     """
-    from supportrl.ope.evaluate import evaluate_decisions, prepare_conversations
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.ope.evaluate import evaluate_decisions
 
     common = {"n_bootstrap": settings.n_bootstrap, "alpha": settings.alpha, "seed": seed}
     params = dict(settings.params)
@@ -497,9 +497,7 @@ def evaluate_stage(
     if isinstance(data, LoggedConversations):
         if prepared is None:
             # missing CSAT imputed by the MNAR selection model, refitted in every resample
-            prepared = prepare_conversations(
-                data, reward, csat_imputer=CsatImputation.from_logs, seed=seed
-            )
+            prepared = prepare_for_ope(data, reward, seed=seed)
         notes.extend(prepared.notes)
         notes.extend(
             data_warnings(
@@ -533,6 +531,42 @@ def evaluate_stage(
             for est, row in res.rows().items():
                 table.append({"policy": name, "scope": "decision", "estimator": est, **row})
     return OPEResult(results, diagnostics, notes, table, logging_value, return_range, evaluated)
+
+
+def prepare_for_ope(
+    logs: LoggedConversations, reward: RewardSpec, *, seed: int, model: Any = None
+) -> Any:
+    """The logs prepared for OPE (:func:`supportrl.ope.evaluate.prepare_conversations`),
+    missing CSAT imputed by the MNAR selection model and refitted in every resample.
+
+    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs: its CSAT
+    model is reused instead of fitting a second one (the pipeline fits the simulator just
+    before) when the simulator fitted it with OPE's settings (``selection``, ``l2=1``);
+    otherwise one is fitted on the simulator's design with those settings, so that OPE
+    does not depend on the simulator's settings. Without ``model``, the per-outcome CSAT
+    model is fitted here (:meth:`CsatImputation.from_logs`).
+    """
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.simulators.fitted_csat import CsatImputation
+
+    csat_model, basis = getattr(model, "csat", None), getattr(model, "basis", None)
+    if csat_model is None or basis is None:
+        return prepare_conversations(logs, reward, csat_imputer=CsatImputation.from_logs, seed=seed)
+    # Reused only when the simulator fitted it as OPE would (MNAR, prior precision 1, one
+    # thread): OPE's numbers must not move with the simulator's settings.
+    params = getattr(model, "params", None)
+    same = (
+        csat_model.method == "selection"
+        and float(getattr(params, "l2", 1.0)) == 1.0
+        and int(getattr(params, "torch_threads", 1)) == 1
+    )
+
+    def imputer(cut: LoggedConversations) -> CsatImputation:
+        if same and cut.n_turns == logs.n_turns:
+            return CsatImputation.from_model(cut, basis, csat_model)
+        return CsatImputation.from_basis(cut, basis)
+
+    return prepare_conversations(logs, reward, csat_imputer=imputer, seed=seed)
 
 
 def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) -> Any:

@@ -158,9 +158,12 @@ class PolicyDiagnostics:
     """``fqe`` minus the importance-weighted selection estimate (``seq_dr`` when ``fqe``
     is the selection estimator): model bias the bootstrap does not see."""
     warnings: tuple[str, ...]
+    max_weight: float | None = None
+    """The clip of the cumulative weights in use (:attr:`OffPolicyEvaluation.clip`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "max_weight": self.max_weight,
             "n_turns": self.n_turns,
             "n_conversations": self.n_conversations,
             "ess_decision": self.ess_decision,
@@ -244,12 +247,20 @@ class OffPolicyEvaluation:
     max_deficit: float = 0.05
     """Missing target mass above which ``"auto"`` uses the model-free bounds (and every
     mode warns that the data cannot pin the value down)."""
-    max_weight: float | None = 200.0
+    max_weight: float | Literal["auto"] | None = "auto"
     """Clip of the cumulative weights of ``pdis wpdis seq_dr wdr`` (unless
-    ``estimator_params`` sets one); ``None``: no clipping. 200 from the calibration
-    table: clipping at 20 left a quarter to a half of each policy's mass unrepresented in
-    the synthetic world, filled in by a confounded Q-model (seq_dr bias +0.10 at 20k
-    conversations); at 200 the bias was +0.00..+0.05 with coverage 100%."""
+    ``estimator_params`` sets one); ``"auto"``: ``weight_share`` times the number of
+    conversations (:attr:`clip`); ``None``: no clipping. A fixed clip leaves a share of
+    each policy's probability mass unrepresented that does not shrink with the sample,
+    and seq_dr fills that share in with a Q-model that confounding biases: at 100k
+    conversations of the synthetic world, a clip of 200 left 19-27% of the rule policies'
+    mass unrepresented and biased seq_dr by +0.07..+0.15 while its SE fell to 0.02; a
+    clip that grows with the sample keeps that bias shrinking with it
+    (``benchmarks/README.md``)."""
+    weight_share: float = 0.05
+    """With ``max_weight="auto"``: the clip is this share of the number of conversations,
+    i.e. no conversation carries more weight than ``weight_share`` of the sample's
+    (250 at 5k conversations, 1,000 at 20k, 5,000 at 100k)."""
     n_bootstrap: int = 50
     """Resamples; every one refits all nuisance models (the normal interval needs only
     their standard deviation, which 50 pin down to about 10%)."""
@@ -297,8 +308,19 @@ class OffPolicyEvaluation:
             raise ValueError(f"interval must be 'normal' or 'percentile', got {self.interval!r}")
         if not self.se_multiplier > 0:
             raise ValueError(f"se_multiplier must be > 0, got {self.se_multiplier}")
-        if self.max_weight is not None and not self.max_weight > 0:
-            raise ValueError(f"max_weight must be > 0 or None, got {self.max_weight}")
+        if self.max_weight != "auto" and self.max_weight is not None:
+            if isinstance(self.max_weight, str) or not self.max_weight > 0:
+                raise ValueError(f"max_weight must be > 0, 'auto' or None, got {self.max_weight!r}")
+        if not 0.0 < self.weight_share <= 1.0:
+            raise ValueError(f"weight_share must be in (0, 1], got {self.weight_share}")
+
+    @property
+    def clip(self) -> float | None:
+        """The clip of the cumulative weights in use: ``max_weight``, or with ``"auto"``
+        ``weight_share * n_conversations`` (at least 1)."""
+        if self.max_weight == "auto":
+            return max(self.weight_share * self.prepared.logs.n_conversations, 1.0)
+        return self.max_weight
 
     # ------------------------------------------------------------------ estimators
 
@@ -309,7 +331,7 @@ class OffPolicyEvaluation:
         for name in names:
             params = dict(self.estimator_params.get(name, {}))
             if name in _SEQUENTIAL_CLIPPED:
-                params.setdefault("max_weight", self.max_weight)
+                params.setdefault("max_weight", self.clip)
             est = make_estimator(name, **params)
             assert isinstance(est, SequentialEstimator)
             out[name] = est
@@ -374,7 +396,7 @@ class OffPolicyEvaluation:
             for name, est in conversation.items():
                 stat = est._validated_statistic(seq, probs[p], q_all[p])
                 row[name] = stat.resampled_value(conv_counts)
-            bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.max_weight)
+            bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.clip)
             row["_lower"], row["_upper"] = bounds.value(conv_counts)
             row["_deficit"] = bounds.deficit(conv_counts)
             s_low, s_high = support_bounds(
@@ -383,11 +405,11 @@ class OffPolicyEvaluation:
                 supported,
                 q_all[m + p],
                 prep.return_range,
-                max_weight=self.max_weight,
+                max_weight=self.clip,
             )
             row["_s_lower"] = s_low.resampled_value(conv_counts)
             row["_s_upper"] = s_high.resampled_value(conv_counts)
-            mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.max_weight)
+            mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.clip)
             row["_mass"] = mass.resampled_value(conv_counts)
             for name, est in decision.items():
                 stat = est._validated_statistic(bandit, probs[p], reward_hat)
@@ -544,12 +566,9 @@ class OffPolicyEvaluation:
         conv_w = cumulative_weights(seq, probs)[last]
         clipped = (
             0.0
-            if self.max_weight is None
+            if self.clip is None
             else float(
-                np.mean(
-                    cumulative_weights(seq, probs, max_weight=self.max_weight)[last]
-                    >= self.max_weight
-                )
+                np.mean(cumulative_weights(seq, probs, max_weight=self.clip)[last] >= self.clip)
             )
         )
         ess_conversation = effective_sample_size(conv_w)
@@ -567,7 +586,7 @@ class OffPolicyEvaluation:
         if clipped > 0.01:
             warnings.append(
                 f"{clipped:.1%} of conversations have a cumulative weight clipped at "
-                f"{self.max_weight:g} (less variance, some bias toward the logging policy)"
+                f"{self.clip:g} (less variance, some bias toward the logging policy)"
             )
         if abs(disagreement) > 0.05:
             warnings.append(
@@ -584,6 +603,7 @@ class OffPolicyEvaluation:
             clipped_share=clipped,
             disagreement=float(disagreement),
             warnings=tuple(warnings),
+            max_weight=self.clip,
         )
 
 
@@ -629,7 +649,8 @@ def format_results(
             f"{d.ess_conversation:.0f} of {d.n_conversations}; unsupported mass "
             f"{s.unsupported_decision:.1%} per decision, {s.unsupported_conversation:.1%} per "
             f"conversation; {s.deficit:.1%} of its mass unrepresented; fqe - is "
-            f"{d.disagreement:+.3f}; model-free bounds "
+            f"{d.disagreement:+.3f}; weights clipped at "
+            f"{'none' if d.max_weight is None else f'{d.max_weight:g}'}; model-free bounds "
             f"[{s.deficit_bounds.ci_low:+.3f}, {s.deficit_bounds.ci_high:+.3f}]"
         )
         lines.extend(f"  warning: {w}" for w in d.warnings)

@@ -12,6 +12,7 @@ logs (``docs/scale.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -158,6 +159,11 @@ def evaluate_partitioned(
     sample = sample_conversations(source.turns, share, seed, source.load, source.limits)
     prepared = prepare_conversations(sample, reward, csat_imputer=csat_imputer, seed=seed)
     ope = make_ope(prepared)
+    if share < 1.0 and ope.max_weight == "auto":
+        # the clip grows with the whole logs, not the sample: their number of
+        # conversations, estimated from the sample's share (fixed before any partition runs)
+        total = sample.n_conversations / share
+        ope = dataclasses.replace(ope, max_weight=max(ope.weight_share * total, 1.0))
     names = list(policies)
     states = prepared.logs.states()
     probs = np.stack([target_probs_of(policies[k], states, prepared.logs.actions) for k in names])

@@ -322,7 +322,7 @@ def fit_nuisance(
         n_resamples=int(ope.n_bootstrap),
         seed=ope.seed,
         min_support=ope.min_support,
-        max_weight=ope.max_weight,
+        max_weight=ope.clip,
         horizon=prep.reward_spec.max_turns,
         conversation=conversation,
         decision=ope._decision_estimators(),

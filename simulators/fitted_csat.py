@@ -261,6 +261,8 @@ class CsatImputation:
     l2: float = 1.0
     refit_iter: int = 30
     """L-BFGS iterations of a warm-started refit."""
+    method: str = "selection"
+    """How refits treat missing scores (``selection``: MNAR; ``respondents``: MAR)."""
 
     @classmethod
     def from_logs(
@@ -306,6 +308,41 @@ class CsatImputation:
             l2=l2,
         )
 
+    @classmethod
+    def from_basis(
+        cls, logs: LoggedConversations, basis: Basis, *, l2: float = 1.0, threads: int = 1
+    ) -> CsatImputation:
+        """Fit the MNAR selection model on ``logs`` with a fitted simulator's design
+        (:func:`csat_design` on ``basis``), as the simulator fits it with its defaults."""
+        model = fit_csat(*_terminal_design(logs, basis), method="selection", l2=l2, threads=threads)
+        return cls.from_model(logs, basis, model, l2=l2)
+
+    @classmethod
+    def from_model(
+        cls, logs: LoggedConversations, basis: Basis, model: CsatModel, *, l2: float = 1.0
+    ) -> CsatImputation:
+        """Reuse the CSAT model a fitted simulator already has (no second full fit).
+
+        ``basis`` and ``model`` are a ``FittedCustomerModel``'s ``basis`` and ``csat``,
+        fitted on the same logs; the design is theirs (:func:`csat_design`: the state,
+        action, terminal outcome and outcome x sentiment), and bootstrap refits
+        (:meth:`csat`) warm-start from ``model`` with prior precision ``l2`` (the simulator's).
+        Raises ValueError as :meth:`from_logs`.
+        """
+        psi, csat_terminal = _terminal_design(logs, basis)
+        csat = np.asarray(logs.csat, dtype=np.float64)
+        terminal = np.flatnonzero(np.asarray(logs.outcome) != CONTINUE)
+        return cls(
+            psi=psi,
+            observed=csat[terminal],
+            rows=terminal,
+            conversation=np.asarray(logs.conversation_index)[terminal],
+            logged=csat,
+            model=model,
+            l2=l2,
+            method="respondents" if model.method == "respondents" else "selection",
+        )
+
     @property
     def n_imputed(self) -> int:
         """Terminal turns without a logged CSAT."""
@@ -328,13 +365,35 @@ class CsatImputation:
                 self.psi,
                 self.observed,
                 weights=w,
-                method="selection",
+                method=self.method,
                 l2=self.l2,
                 max_iter=self.refit_iter,
                 init=self.model,
             )
         out[self.rows[missing]] = model.imputed(self.psi[missing])
         return out
+
+
+def _terminal_design(logs: LoggedConversations, basis: Basis) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`csat_design` rows, logged CSAT) of the terminal turns; ValueError when
+    CSAT is missing and no conversation has an answer."""
+    csat = np.asarray(logs.csat, dtype=np.float64)
+    outcome = np.asarray(logs.outcome)
+    terminal = np.flatnonzero(outcome != CONTINUE)
+    if np.isnan(csat[terminal]).any() and (~np.isnan(csat[terminal])).sum() == 0:
+        raise ValueError(
+            "csat: no conversation in the logs has a CSAT answer, so missing CSAT cannot be "
+            "imputed; set reward.csat_weight=0 to evaluate without the CSAT term"
+        )
+    state = basis.state_from_named(logs.states()).take(terminal)
+    psi = csat_design(
+        basis.phi(state),
+        state.sentiment,
+        np.asarray(logs.action)[terminal],
+        outcome[terminal],
+        len(logs.actions),
+    )
+    return psi, csat[terminal]
 
 
 def impute_terminal_csat(
