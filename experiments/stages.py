@@ -541,12 +541,15 @@ def prepare_for_ope(
 
     ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs: its CSAT
     model is reused instead of fitting a second one (the pipeline fits the simulator just
-    before) when the simulator fitted it with OPE's settings (``selection``, ``l2=1``);
-    otherwise one is fitted on the simulator's design with those settings, so that OPE
-    does not depend on the simulator's settings. Without ``model``, the per-outcome CSAT
-    model is fitted here (:meth:`CsatImputation.from_logs`).
+    before) when the simulator fitted it with OPE's settings (``selection``, ``l2=1``, the
+    default ``max_turns``); otherwise one is fitted with those settings on the state basis
+    of the logs at the default ``max_turns`` (the design the reused model has), so OPE's
+    numbers do not depend on the simulator's settings. Without ``model``, the per-outcome
+    CSAT model is fitted here (:meth:`CsatImputation.from_logs`).
     """
+    from supportrl.envs.rewards import DEFAULT_MAX_TURNS
     from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.simulators.fitted_behaviour import logs_basis
     from supportrl.simulators.fitted_csat import CsatImputation
 
     csat_model, basis = getattr(model, "csat", None), getattr(model, "basis", None)
@@ -559,12 +562,14 @@ def prepare_for_ope(
         csat_model.method == "selection"
         and float(getattr(params, "l2", 1.0)) == 1.0
         and int(getattr(params, "torch_threads", 1)) == 1
+        and int(getattr(model, "max_turns", DEFAULT_MAX_TURNS)) == DEFAULT_MAX_TURNS
     )
 
     def imputer(cut: LoggedConversations) -> CsatImputation:
         if same and cut.n_turns == logs.n_turns:
             return CsatImputation.from_model(cut, basis, csat_model)
-        return CsatImputation.from_basis(cut, basis)
+        # the basis depends on the simulator's max_turns: OPE's is the default one
+        return CsatImputation.from_basis(cut, logs_basis(cut, DEFAULT_MAX_TURNS))
 
     return prepare_conversations(logs, reward, csat_imputer=imputer, seed=seed)
 

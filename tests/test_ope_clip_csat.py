@@ -80,3 +80,15 @@ def test_pipeline_reuses_the_simulators_csat_model(logs_and_prepared) -> None:
     assert not np.allclose(refit[missing], csat[missing])
     # a resample's fit, not a different model: the mean imputed score moves little
     assert abs(float(np.mean(refit[missing] - csat[missing]))) < 0.3
+
+
+@pytest.mark.parametrize("override", [{"l2_action": 3.0}, {"max_turns": 6}])
+def test_simulator_settings_do_not_move_the_pipelines_csat(logs_and_prepared, override) -> None:
+    """The pipeline's imputed CSAT is the same whatever the simulator's settings."""
+    gen, _ = logs_and_prepared
+    default = prepare_for_ope(
+        gen.logs, RewardSpec(), seed=0, model=fit_customer_model(gen.logs, "glm", seed=0)
+    )
+    model = fit_customer_model(gen.logs, "glm", seed=0, **override)
+    other = prepare_for_ope(gen.logs, RewardSpec(), seed=0, model=model)
+    np.testing.assert_allclose(other.csat, default.csat, atol=1e-4, equal_nan=True)
