@@ -322,13 +322,15 @@ def _unicode(labels: pd.Index) -> np.ndarray:
         arr = pa.array(labels)
     except (TypeError, ValueError, pa.ArrowException):
         return np.asarray(labels, dtype=str)
-    if not pa.types.is_string(arr.type) or arr.null_count or len(arr) == 0:
+    large = pa.types.is_large_string(arr.type)  # pandas' "str" columns are large_string
+    if not (large or pa.types.is_string(arr.type)) or arr.null_count or len(arr) == 0:
         return np.asarray(labels, dtype=str)
     if not pc.all(pc.string_is_ascii(arr)).as_py():
         return np.asarray(labels, dtype=str)
     width = max(1, pc.max(pc.utf8_length(arr)).as_py())
     padded = pc.utf8_rpad(arr, width=width, padding="\0")  # numpy drops trailing NULs too
-    start = np.frombuffer(padded.buffers()[1], dtype=np.int32)[padded.offset]
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int64 if large else np.int32)
+    start = int(offsets[padded.offset])
     raw = np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(arr), offset=start)
     return raw.astype(f"U{width}")
 
@@ -823,7 +825,9 @@ def _unique_ids(table: _Table, column: str) -> Any:
         ids = pa.array(series.array)
     except (TypeError, ValueError, pa.ArrowException):
         return None
-    if not pa.types.is_string(ids.type) or ids.null_count or len(ids) == 0:
+    if not pa.types.is_large_string(ids.type) and not pa.types.is_string(ids.type):
+        return None
+    if ids.null_count or len(ids) == 0:
         return None
     if pc.max(pc.utf8_length(ids)).as_py() > table.limits.max_label_length:
         return None
