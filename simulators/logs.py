@@ -781,11 +781,11 @@ def _join_customers(
     matched on the distinct values; a duplicate id in ``customers`` or an id it lacks is
     an error.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    found = _find_unique_ids(customers, labels)
+    if found is None:  # not plain strings, or a duplicate: factorize, name duplicate rows
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    ids = _unique_ids(customers, "customer_id")
-    if ids is None:  # not plain unique strings: factorize (and name duplicate rows)
         cust_codes, cust_labels = _codes_index(customers, "customer_id")
         counts = np.bincount(cust_codes, minlength=len(cust_labels))
         if (counts > 1).any():
@@ -795,11 +795,9 @@ def _join_customers(
             )
         row_of_label = np.empty(len(cust_labels), dtype=np.int64)
         row_of_label[cust_codes] = np.arange(len(cust_codes))
-        ids = pa.array(cust_labels)
-    else:
-        row_of_label = np.arange(len(ids), dtype=np.int64)
-    found = pc.index_in(pa.array(labels), value_set=ids)
-    found = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        found = pc.index_in(pa.array(labels), value_set=pa.array(cust_labels))
+        found = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        found = np.where(found < 0, -1, row_of_label[np.maximum(found, 0)])
     if (found < 0).any():
         unknown = np.flatnonzero(found[codes] < 0)
         raise LogValidationError(
@@ -807,33 +805,29 @@ def _join_customers(
             f"{customers.path} ({int((found < 0).sum())} unknown id(s); "
             "ids are not shown: they are personal data)"
         )
-    return row_of_label[found[codes]]
+    return found[codes]
 
 
-def _unique_ids(table: _Table, column: str) -> Any:
-    """``column`` as an Arrow string array (n,) when it is one, has no nulls, no label over
-    the length limit and no value twice: the table's rows are then the join's distinct
-    values, and nothing is factorized. Otherwise None (the caller's general path names
-    the offending rows)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _find_unique_ids(customers: _Table, labels: pd.Index) -> np.ndarray | None:
+    """Row of ``customers`` holding each of ``labels`` (k,) (-1: none), int64, or None.
 
-    series = table.frame[column]
-    if not isinstance(series.dtype, pd.StringDtype):
+    One factorization of the customers' ids followed by the labels: when the ids are
+    strings without nulls, within the length limit and each new when met (no duplicate),
+    a label's code is the row holding it. Otherwise None (the caller's general path
+    names the offending rows).
+    """
+    ids = customers.frame["customer_id"]
+    if not isinstance(ids.dtype, pd.StringDtype) or ids.isna().any():
         return None
-    try:
-        ids = pa.array(series.array)
-    except (TypeError, ValueError, pa.ArrowException):
+    if len(ids) and ids.str.len().max() > customers.limits.max_label_length:
         return None
-    if not pa.types.is_large_string(ids.type) and not pa.types.is_string(ids.type):
+    both, _ = pd.factorize(pd.concat([ids, pd.Series(labels)], ignore_index=True), sort=False)
+    m = len(ids)
+    if not (both[:m] == np.arange(m)).all():
         return None
-    if ids.null_count or len(ids) == 0:
-        return None
-    if pc.max(pc.utf8_length(ids)).as_py() > table.limits.max_label_length:
-        return None
-    if pc.count_distinct(ids).as_py() != len(ids):
-        return None
-    return ids
+    found = both[m:].astype(np.int64)
+    found[found >= m] = -1
+    return found
 
 
 def all_propensities_one(propensity: np.ndarray) -> bool:
