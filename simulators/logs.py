@@ -564,7 +564,8 @@ def _feature_arrays(
         features[c] = labels[codes if rows is None else codes[rows]]
     for c in numeric:
         values = _numbers(table, c, allow_missing=False)
-        features[c] = values if rows is None else values[rows]
+        # a copy: values may be a read-only view of the frame
+        features[c] = values.copy() if rows is None else values[rows]
     return features
 
 
@@ -670,8 +671,15 @@ def load_conversations(
     sorted_code[rank] = np.arange(len(rank))
     conv_sorted = sorted_code[conv_codes]
     order = _sort_order(conv_sorted, turn)
-    codes = conv_sorted[order]
-    turn_sorted = turn[order]
+    # Rows already in order (logs written sorted): arrays built here need no reordering.
+    in_order = bool(order[-1] == n - 1) and bool((order[1:] > order[:-1]).all())
+
+    def fresh(values: np.ndarray) -> np.ndarray:
+        """``values`` (n,), built by this function, in sorted row order."""
+        return values if in_order else values[order]
+
+    codes = fresh(conv_sorted)
+    turn_sorted = fresh(turn)
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     offsets = np.r_[starts, n].astype(np.int64)
     first = np.zeros(n, dtype=bool)
@@ -695,7 +703,8 @@ def load_conversations(
         raise LogValidationError(
             f"{table.where(rows, 'turn')}: turns must be 0, 1, 2, ... without gaps in each conversation"
         )
-    early_end = (outcome[order] != CONTINUE) & ~last
+    outcome = fresh(outcome)
+    early_end = (outcome != CONTINUE) & ~last
     if early_end.any():
         rows = np.sort(order[np.flatnonzero(early_end)])
         raise LogValidationError(
@@ -708,7 +717,7 @@ def load_conversations(
             f"{table.where(rows, 'csat')}: csat is only allowed on a conversation's last row"
         )
     if cust_codes is not None:
-        cust_sorted = cust_codes[order]
+        cust_sorted = fresh(cust_codes)
         split = np.zeros(len(offsets) - 1, dtype=bool)
         split[codes[cust_sorted != cust_sorted[starts][codes]]] = True
         if split.any():
@@ -745,30 +754,30 @@ def load_conversations(
     turn_num = tuple(c for c in num_all if c in extra)
     cust_cat = tuple(c for c in cat_all if c not in extra)
     cust_num = tuple(c for c in num_all if c not in extra)
-    features = _feature_arrays(table, turn_cat, turn_num, order)
+    features = _feature_arrays(table, turn_cat, turn_num, None if in_order else order)
     if cust_table is not None:
         cust_row = _join_customers(table, cust_codes, cust_labels, cust_table)
-        features.update(_feature_arrays(cust_table, cust_cat, cust_num, cust_row[order]))
+        features.update(_feature_arrays(cust_table, cust_cat, cust_num, fresh(cust_row)))
 
     return LoggedConversations(
         actions=actions,
         conversation_id=conv_ids,
         offsets=offsets,
         turn=turn_sorted,
-        intent=intent_labels[intent_codes[order]],
+        intent=intent_labels[fresh(intent_codes)],
         sentiment=sentiment[order],
-        action=action[order],
-        outcome=outcome[order],
+        action=fresh(action),
+        outcome=outcome,
         propensity=propensity[order],
         csat=csat[order],
         handle_time_s=handle[order],
         features=features,
         categorical=turn_cat + cust_cat,
         numeric=turn_num + cust_num,
-        customer_id=None if cust_codes is None else _unicode(cust_labels)[cust_codes[order]],
+        customer_id=None if cust_codes is None else _unicode(cust_labels)[cust_sorted],
         timestamp=None if timestamp is None else timestamp[order],
         source=str(table.path if isinstance(turns, _Table) else turns),
-        source_row=order.astype(np.int64),
+        source_row=order,
     )
 
 

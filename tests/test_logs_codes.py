@@ -194,3 +194,16 @@ def test_string_column_declared_numeric_names_its_values(tmp_path: Path) -> None
     message = str(err.value)
     assert "column 'channel'" in message and "expected numbers, got" in message
     assert "row(s) 0, 1, 2, 3, 4" in message and str(turns_path) in message
+
+
+def test_loaded_arrays_are_writable_copies(tmp_path: Path) -> None:
+    """Rows already in order skip the reordering: every array is still the loader's own
+    (writable; not a read-only view of the frame it read)."""
+    turns_path, customers_path = generate_logs(100, seed=2).write(tmp_path / "d")
+    logs = load_conversations(turns_path, customers=customers_path)
+    np.testing.assert_array_equal(logs.source_row, np.arange(logs.n_turns))  # written sorted
+    arrays = {k: getattr(logs, k) for k in ("turn", "intent", "sentiment", "action", "csat")}
+    arrays.update(logs.features)
+    assert all(a.flags.writeable for a in arrays.values()), [
+        k for k, a in arrays.items() if not a.flags.writeable
+    ]
