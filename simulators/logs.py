@@ -122,15 +122,39 @@ class _Table:
         return f"{files[0] if len(files) == 1 else self.path}{col}, row(s) {rows_text}{more}"
 
 
-def _read_one(path: Path) -> pd.DataFrame:
+# Columns never read as dictionaries: ids with about as many values as rows (a dictionary
+# would cost more than it saves) and the columns the loader parses as numbers or dates.
+_PLAIN_COLUMNS = frozenset(
+    ("conversation_id", "customer_id", "turn", "sentiment", "propensity", "csat")
+    + ("handle_time_s", "timestamp")
+)
+
+
+def _read_one(path: Path, dictionary: bool = False) -> pd.DataFrame:
+    """One CSV or Parquet file as a frame.
+
+    ``dictionary``: read a Parquet file's other string columns as Arrow dictionaries (the
+    frame holds them as categoricals: codes without a string per row). Only
+    :func:`load_conversations` asks for it; it takes the codes straight from them.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
             _check_csv_header(path)
             return pd.read_csv(path)
         if suffix in (".parquet", ".pq"):
-            _check_parquet_schema(path)
-            return pd.read_parquet(path)
+            schema = _check_parquet_schema(path)
+            if not dictionary:
+                return pd.read_parquet(path)
+            import pyarrow as pa
+
+            strings = [
+                f.name
+                for f in schema
+                if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+                and f.name not in _PLAIN_COLUMNS
+            ]
+            return pd.read_parquet(path, read_dictionary=strings)
     except LogValidationError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -153,8 +177,9 @@ def _check_csv_header(path: Path) -> None:
         raise LogValidationError(f"{path}: column(s) {twice} appear more than once in the header")
 
 
-def _check_parquet_schema(path: Path) -> None:
-    """Refuse list / struct / map columns: schema-v1 values are strings and numbers."""
+def _check_parquet_schema(path: Path) -> Any:
+    """The file's Arrow schema; list / struct / map columns are refused (schema-v1 values
+    are strings and numbers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -166,6 +191,7 @@ def _check_parquet_schema(path: Path) -> None:
             f"{path}: column(s) {kinds} hold lists or structs; schema-v1 columns hold strings "
             "or numbers (flatten them into columns first)"
         )
+    return schema
 
 
 def _check_part_types(files: Sequence[Path], frames: Sequence[pd.DataFrame]) -> None:
@@ -185,8 +211,14 @@ def _check_part_types(files: Sequence[Path], frames: Sequence[pd.DataFrame]) -> 
                 )
 
 
-def read_table(path: str | Path, limits: LogLimits | None = None) -> _Table:
-    """Read a CSV file, a Parquet file, or a directory of Parquet parts (sorted by name)."""
+def read_table(
+    path: str | Path, limits: LogLimits | None = None, *, dictionary: bool = False
+) -> _Table:
+    """Read a CSV file, a Parquet file, or a directory of Parquet parts (sorted by name).
+
+    ``dictionary``: a single Parquet file's string columns other than ids, numbers and
+    dates come as categoricals (see :func:`_read_one`); the values are the same.
+    """
     if str(path).strip() == "":
         raise LogValidationError("empty path: give a CSV file, a Parquet file or a directory")
     path = Path(path)
@@ -207,7 +239,7 @@ def read_table(path: str | Path, limits: LogLimits | None = None) -> _Table:
         frame = pd.concat(frames, ignore_index=True)
         parts = tuple((f, len(fr)) for f, fr in zip(files, frames, strict=True))
     else:
-        frame = _read_one(path).reset_index(drop=True)
+        frame = _read_one(path, dictionary).reset_index(drop=True)
         parts = ((path, len(frame)),)
     if len(frame) == 0:
         raise LogValidationError(f"{path}: no rows")
@@ -238,6 +270,8 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
     first appearance (numbers are taken in their string form). Later steps work on the k
     distinct values and the integer codes, never on n Python strings.
     """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return _category_codes(series)
     codes, uniques = pd.factorize(series, sort=False)
     labels = pd.Index(uniques).astype(str)
     if series.dtype == object:
@@ -246,6 +280,59 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
         if len(distinct) < len(labels):
             codes, labels = merged[codes], pd.Index(distinct)
     return codes.astype(np.int64, copy=False), labels
+
+
+def _category_codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """``(codes, labels)`` of a categorical read from an Arrow dictionary (no nulls).
+
+    The codes are the dictionary indices; levels no row uses are dropped so that labels
+    holds exactly the distinct values (as :func:`_factorize` does).
+    """
+    codes = series.cat.codes.to_numpy().astype(np.int64)
+    labels = pd.Index(series.cat.categories).astype(str)
+    used = np.bincount(codes, minlength=len(labels)) > 0
+    if not used.all():
+        codes = (np.cumsum(used) - 1)[codes]
+        labels = labels[used]
+    return codes, labels
+
+
+def _plain_dtype(dtype: Any) -> Any:
+    """The dtype a column read as a dictionary has in its plain form."""
+    return dtype.categories.dtype if isinstance(dtype, pd.CategoricalDtype) else dtype
+
+
+def _plain(series: pd.Series) -> pd.Series:
+    """A column read as a dictionary (categorical) back in its plain form; others as is."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.astype(series.cat.categories.dtype)
+    return series
+
+
+def _unicode(labels: pd.Index) -> np.ndarray:
+    """``labels`` (k,) strings as a numpy unicode array, equal to ``np.asarray(labels, str)``.
+
+    Arrow-backed ASCII labels (ids, the usual case) are padded to one width by Arrow and
+    the bytes viewed as fixed-width: no Python string per label.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(labels)
+    except (TypeError, ValueError, pa.ArrowException):
+        return np.asarray(labels, dtype=str)
+    large = pa.types.is_large_string(arr.type)  # pandas' "str" columns are large_string
+    if not (large or pa.types.is_string(arr.type)) or arr.null_count or len(arr) == 0:
+        return np.asarray(labels, dtype=str)
+    if not pc.all(pc.string_is_ascii(arr)).as_py():
+        return np.asarray(labels, dtype=str)
+    width = max(1, pc.max(pc.utf8_length(arr)).as_py())
+    padded = pc.utf8_rpad(arr, width=width, padding="\0")  # numpy drops trailing NULs too
+    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int64 if large else np.int32)
+    start = int(offsets[padded.offset])
+    raw = np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(arr), offset=start)
+    return raw.astype(f"U{width}")
 
 
 def _codes(
@@ -257,6 +344,14 @@ def _codes(
     too many levels (``categorical``) is an error before an array of k x longest label
     is built.
     """
+    codes, labels = _codes_index(table, column, categorical=categorical)
+    return codes, _unicode(labels)
+
+
+def _codes_index(
+    table: _Table, column: str, *, categorical: bool = False
+) -> tuple[np.ndarray, pd.Index]:
+    """:func:`_codes` with the labels (k,) still a pandas Index of str (not yet numpy)."""
     _no_nulls(table, column)
     codes, labels = _factorize(table.frame[column])
     limits = table.limits
@@ -272,7 +367,7 @@ def _codes(
             f"{table.where(rows, column)}: value of {int(lengths.max())} characters; at most "
             f"{limits.max_label_length} (set data.max_label_length=N to allow more)"
         )
-    return codes, np.asarray(labels, dtype=str)
+    return codes, labels
 
 
 def _strings(table: _Table, column: str, *, categorical: bool = False) -> np.ndarray:
@@ -283,7 +378,7 @@ def _strings(table: _Table, column: str, *, categorical: bool = False) -> np.nda
 
 def _numbers(table: _Table, column: str, *, allow_missing: bool) -> np.ndarray:
     """A column as float64; non-numeric entries are a 'wrong type' error."""
-    series = table.frame[column]
+    series = _plain(table.frame[column])
     if pd.api.types.is_bool_dtype(series):
         raise LogValidationError(f"{table.path}, column {column!r}: expected numbers, got booleans")
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -469,7 +564,8 @@ def _feature_arrays(
         features[c] = labels[codes if rows is None else codes[rows]]
     for c in numeric:
         values = _numbers(table, c, allow_missing=False)
-        features[c] = values if rows is None else values[rows]
+        # a copy: values may be a read-only view of the frame
+        features[c] = values.copy() if rows is None else values[rows]
     return features
 
 
@@ -520,7 +616,7 @@ def load_conversations(
         raise LogValidationError(
             f"actions: catalogue must be non-empty and unique, got {list(actions)}"
         )
-    table = turns if isinstance(turns, _Table) else read_table(turns, limits)
+    table = turns if isinstance(turns, _Table) else read_table(turns, limits, dictionary=True)
     frame = table.frame
     _require_columns(table, REQUIRED_COLUMNS)
     if customers is not None:
@@ -564,7 +660,7 @@ def load_conversations(
             raise LogValidationError(f"{table.where(wrong, 'timestamp')}: not a date-time")
         timestamp = parsed.to_numpy(dtype="datetime64[ns]")
     cust_codes, cust_labels = (
-        _codes(table, "customer_id") if "customer_id" in frame else (None, None)
+        _codes_index(table, "customer_id") if "customer_id" in frame else (None, None)
     )
 
     # Sort rows by (conversation, turn); row numbers in messages stay those of the file.
@@ -575,8 +671,15 @@ def load_conversations(
     sorted_code[rank] = np.arange(len(rank))
     conv_sorted = sorted_code[conv_codes]
     order = _sort_order(conv_sorted, turn)
-    codes = conv_sorted[order]
-    turn_sorted = turn[order]
+    # Rows already in order (logs written sorted): arrays built here need no reordering.
+    in_order = bool(order[-1] == n - 1) and bool((order[1:] > order[:-1]).all())
+
+    def fresh(values: np.ndarray) -> np.ndarray:
+        """``values`` (n,), built by this function, in sorted row order."""
+        return values if in_order else values[order]
+
+    codes = fresh(conv_sorted)
+    turn_sorted = fresh(turn)
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     offsets = np.r_[starts, n].astype(np.int64)
     first = np.zeros(n, dtype=bool)
@@ -600,7 +703,8 @@ def load_conversations(
         raise LogValidationError(
             f"{table.where(rows, 'turn')}: turns must be 0, 1, 2, ... without gaps in each conversation"
         )
-    early_end = (outcome[order] != CONTINUE) & ~last
+    outcome = fresh(outcome)
+    early_end = (outcome != CONTINUE) & ~last
     if early_end.any():
         rows = np.sort(order[np.flatnonzero(early_end)])
         raise LogValidationError(
@@ -613,7 +717,7 @@ def load_conversations(
             f"{table.where(rows, 'csat')}: csat is only allowed on a conversation's last row"
         )
     if cust_codes is not None:
-        cust_sorted = cust_codes[order]
+        cust_sorted = fresh(cust_codes)
         split = np.zeros(len(offsets) - 1, dtype=bool)
         split[codes[cust_sorted != cust_sorted[starts][codes]]] = True
         if split.any():
@@ -623,10 +727,10 @@ def load_conversations(
             )
 
     extra = [c for c in frame.columns if c not in RESERVED_COLUMNS]
-    dtypes: dict[str, Any] = {c: frame[c].dtype for c in extra}
+    dtypes: dict[str, Any] = {c: _plain_dtype(frame[c].dtype) for c in extra}
     cust_table = None
     if customers is not None:
-        cust_table = read_table(customers, limits)
+        cust_table = read_table(customers, limits, dictionary=True)
         _require_columns(cust_table, ["customer_id"])
         cust_extra = [c for c in cust_table.frame.columns if c != "customer_id"]
         clash = sorted(set(cust_extra) & set(frame.columns))
@@ -634,7 +738,7 @@ def load_conversations(
             raise LogValidationError(
                 f"{cust_table.path}: column(s) {clash} also in the turns table"
             )
-        dtypes.update({c: cust_table.frame[c].dtype for c in cust_extra})
+        dtypes.update({c: _plain_dtype(cust_table.frame[c].dtype) for c in cust_extra})
     cat_all, num_all = _infer_features(dtypes, categorical, numeric, table.path)
     if categorical is None and numeric is None:
         _check_inferred(
@@ -650,55 +754,59 @@ def load_conversations(
     turn_num = tuple(c for c in num_all if c in extra)
     cust_cat = tuple(c for c in cat_all if c not in extra)
     cust_num = tuple(c for c in num_all if c not in extra)
-    features = _feature_arrays(table, turn_cat, turn_num, order)
+    features = _feature_arrays(table, turn_cat, turn_num, None if in_order else order)
     if cust_table is not None:
         cust_row = _join_customers(table, cust_codes, cust_labels, cust_table)
-        features.update(_feature_arrays(cust_table, cust_cat, cust_num, cust_row[order]))
+        features.update(_feature_arrays(cust_table, cust_cat, cust_num, fresh(cust_row)))
 
     return LoggedConversations(
         actions=actions,
         conversation_id=conv_ids,
         offsets=offsets,
         turn=turn_sorted,
-        intent=intent_labels[intent_codes[order]],
+        intent=intent_labels[fresh(intent_codes)],
         sentiment=sentiment[order],
-        action=action[order],
-        outcome=outcome[order],
+        action=fresh(action),
+        outcome=outcome,
         propensity=propensity[order],
         csat=csat[order],
         handle_time_s=handle[order],
         features=features,
         categorical=turn_cat + cust_cat,
         numeric=turn_num + cust_num,
-        customer_id=None if cust_codes is None else cust_labels[cust_codes[order]],
+        customer_id=None if cust_codes is None else _unicode(cust_labels)[cust_sorted],
         timestamp=None if timestamp is None else timestamp[order],
         source=str(table.path if isinstance(turns, _Table) else turns),
-        source_row=order.astype(np.int64),
+        source_row=order,
     )
 
 
 def _join_customers(
-    table: _Table, codes: np.ndarray, labels: np.ndarray, customers: _Table
+    table: _Table, codes: np.ndarray, labels: pd.Index, customers: _Table
 ) -> np.ndarray:
     """Row of ``customers`` for each turn row, shape (n,) int64.
 
-    ``codes``/``labels``: the turns' ``customer_id`` (see :func:`_codes`). Ids are matched
-    on the distinct values; a duplicate id in ``customers`` or an id it lacks is an error.
+    ``codes``/``labels``: the turns' ``customer_id`` (see :func:`_codes_index`). Ids are
+    matched on the distinct values; a duplicate id in ``customers`` or an id it lacks is
+    an error.
     """
-    cust_codes, cust_labels = _codes(customers, "customer_id")
-    counts = np.bincount(cust_codes, minlength=len(cust_labels))
-    if (counts > 1).any():
-        dup_rows = np.flatnonzero(counts[cust_codes] > 1)
-        raise LogValidationError(
-            f"{customers.where(dup_rows, 'customer_id')}: duplicate customer_id"
-        )
-    row_of_label = np.empty(len(cust_labels), dtype=np.int64)
-    row_of_label[cust_codes] = np.arange(len(cust_codes))
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    found = _find_unique_ids(customers, labels)
+    if found is None:  # not plain strings, or a duplicate: factorize, name duplicate rows
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    found = pc.index_in(pa.array(labels), value_set=pa.array(cust_labels))
-    found = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        cust_codes, cust_labels = _codes_index(customers, "customer_id")
+        counts = np.bincount(cust_codes, minlength=len(cust_labels))
+        if (counts > 1).any():
+            dup_rows = np.flatnonzero(counts[cust_codes] > 1)
+            raise LogValidationError(
+                f"{customers.where(dup_rows, 'customer_id')}: duplicate customer_id"
+            )
+        row_of_label = np.empty(len(cust_labels), dtype=np.int64)
+        row_of_label[cust_codes] = np.arange(len(cust_codes))
+        found = pc.index_in(pa.array(labels), value_set=pa.array(cust_labels))
+        found = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+        found = np.where(found < 0, -1, row_of_label[np.maximum(found, 0)])
     if (found < 0).any():
         unknown = np.flatnonzero(found[codes] < 0)
         raise LogValidationError(
@@ -706,7 +814,29 @@ def _join_customers(
             f"{customers.path} ({int((found < 0).sum())} unknown id(s); "
             "ids are not shown: they are personal data)"
         )
-    return row_of_label[found[codes]]
+    return found[codes]
+
+
+def _find_unique_ids(customers: _Table, labels: pd.Index) -> np.ndarray | None:
+    """Row of ``customers`` holding each of ``labels`` (k,) (-1: none), int64, or None.
+
+    One factorization of the customers' ids followed by the labels: when the ids are
+    strings without nulls, within the length limit and each new when met (no duplicate),
+    a label's code is the row holding it. Otherwise None (the caller's general path
+    names the offending rows).
+    """
+    ids = customers.frame["customer_id"]
+    if not isinstance(ids.dtype, pd.StringDtype) or ids.isna().any():
+        return None
+    if len(ids) and ids.str.len().max() > customers.limits.max_label_length:
+        return None
+    both, _ = pd.factorize(pd.concat([ids, pd.Series(labels)], ignore_index=True), sort=False)
+    m = len(ids)
+    if not (both[:m] == np.arange(m)).all():
+        return None
+    found = both[m:].astype(np.int64)
+    found[found >= m] = -1
+    return found
 
 
 def all_propensities_one(propensity: np.ndarray) -> bool:
