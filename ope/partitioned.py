@@ -13,6 +13,7 @@ logs (``docs/scale.md``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tempfile
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
@@ -125,6 +127,69 @@ def _partition(
     return sums, (float(returns[0]), float(returns[1]), float(returns[2]))
 
 
+def _category_levels(
+    source: LogSource, parts: Sequence[tuple[Path, int]], sample: LoggedConversations
+) -> dict[str, list[str]]:
+    """Distinct values (their string forms, sorted) of ``intent`` and every categorical
+    feature over all the logs, read column by column one row batch at a time, so that the
+    sample's encodings know the levels only other partitions hold (those encode like any
+    level the models saw no data for). Null and malformed values are left to validation."""
+    import pyarrow.parquet as pq
+
+    names = ["intent", *sample.categorical]
+    found: dict[str, set[str]] = {n: set() for n in names}
+    states = sample.states()
+    for n in names:
+        found[n].update(np.asarray(states[n]).astype(str).tolist())
+
+    def add(path: Path, columns: Sequence[str]) -> list[str]:
+        pf = pq.ParquetFile(path)
+        present = [c for c in columns if c in pf.schema_arrow.names]
+        if present:
+            for batch in pf.iter_batches(columns=present, batch_size=65_536):
+                frame = batch.to_pandas()
+                for c in present:
+                    uniques = pd.unique(frame[c].dropna())
+                    found[c].update(pd.Index(uniques).astype(str).tolist())
+        return present
+
+    in_turns: set[str] = set()
+    for path, _ in parts:
+        in_turns.update(add(path, names))
+    rest = [n for n in names if n not in in_turns]
+    if rest and source.customers is not None:
+        customers = Path(source.customers)
+        files = sorted(customers.rglob("*.parquet")) if customers.is_dir() else [customers]
+        for path in files:
+            add(path, rest)
+    return {n: sorted(v) for n, v in found.items()}
+
+
+def _is_from_logs(imputer: Any) -> bool:
+    """Whether ``imputer`` is ``CsatImputation.from_logs`` (which takes ``levels``)."""
+    from supportrl.simulators.fitted_csat import CsatImputation
+
+    return getattr(imputer, "__func__", None) is CsatImputation.from_logs.__func__
+
+
+def _check_csat_levels(
+    prepared: PreparedConversations, levels: Mapping[str, Sequence[str]] | None
+) -> None:
+    """ValueError when the CSAT imputer's encoding lacks a level the logs hold (a custom
+    imputer fitted on the sample alone): partitions holding it could not be imputed."""
+    spec = getattr(prepared.csat_model, "spec", None)
+    if spec is None or levels is None:
+        return
+    for name, values in levels.items():
+        missing = sorted(set(values) - set(spec.categorical.get(name, values)))
+        if missing:
+            raise ValueError(
+                f"csat: the CSAT imputer encodes {name!r} without value(s) {missing[:5]} that "
+                "the logs hold outside the sample; build it with "
+                "CsatImputation.from_logs(logs, levels=...) or pass CsatImputation.from_logs"
+            )
+
+
 def evaluate_partitioned(
     source: LogSource,
     policies: Mapping[str, Any],
@@ -157,7 +222,13 @@ def evaluate_partitioned(
     n_turns = sum(n for _, n in parts)
     share = min(1.0, sample_turns / max(n_turns, 1))
     sample = sample_conversations(source.turns, share, seed, source.load, source.limits)
-    prepared = prepare_conversations(sample, reward, csat_imputer=csat_imputer, seed=seed)
+    levels = _category_levels(source, parts, sample) if share < 1.0 else None
+    if levels is not None and _is_from_logs(csat_imputer):
+        csat_imputer = functools.partial(csat_imputer, levels=levels)
+    prepared = prepare_conversations(
+        sample, reward, csat_imputer=csat_imputer, levels=levels, seed=seed
+    )
+    _check_csat_levels(prepared, levels)
     ope = make_ope(prepared)
     if share < 1.0 and ope.max_weight == "auto":
         # the clip grows with the whole logs, not the sample: their number of

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
@@ -209,7 +209,7 @@ def _csat_models(prep: PreparedConversations, counts: np.ndarray) -> tuple[Any, 
                 imp.psi,  # type: ignore[attr-defined]
                 imp.observed,  # type: ignore[attr-defined]
                 weights=np.asarray(c, dtype=np.float64)[imp.conversation],  # type: ignore[attr-defined]
-                method="selection",
+                method=imp.method,  # type: ignore[attr-defined]
                 l2=imp.l2,  # type: ignore[attr-defined]
                 max_iter=imp.refit_iter,  # type: ignore[attr-defined]
                 init=imp.model,  # type: ignore[attr-defined]
@@ -274,6 +274,12 @@ def fit_nuisance(
             "(estimated ones are refitted on all the logs); evaluate in memory instead"
         )
     assert prep.reward_spec is not None
+    if prep.csat_model is not None and getattr(prep.csat_model, "spec", None) is None:
+        raise ValueError(
+            "csat: evaluation in partitions imputes CSAT with CsatImputation.from_logs (its "
+            f"state encoding); got {type(prep.csat_model).__name__} without one (from_basis / "
+            "from_model designs are supported in memory only)"
+        )
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
     counts = poisson_weights(logs.conversation_id, ope.n_bootstrap, ope.seed, hashes=hashes)
@@ -298,13 +304,8 @@ def fit_nuisance(
             reward_models.append(_reward_models(prep, reward, weight, folds))
     order = np.argsort(hashes)
     median = _handle_medians(logs, n_actions)
-    csat_spec = None
-    if prep.csat_model is not None:
-        # the encoding CsatImputation.from_logs builds (its default max_turns)
-        csat_spec = build_feature_spec(
-            logs.states(), actions=logs.actions, categorical=logs.categorical,
-            numeric=logs.numeric, max_turns=10,
-        )  # fmt: skip
+    # partitions encode their CSAT design as the imputer encoded the sample's
+    csat_spec = prep.csat_model.spec if prep.csat_model is not None else None  # type: ignore[attr-defined]
     conversation = ope._conversation_estimators()
     return NuisanceFits(
         actions=logs.actions,

@@ -1,0 +1,97 @@
+"""Partitioned evaluation and partitioned generation: defects found in review of the scale work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from supportrl.agents.rules.loading import load_rule_policy
+from supportrl.envs.rewards import RewardSpec
+from supportrl.ope.evaluate import PreparedConversations
+from supportrl.ope.meta import OffPolicyEvaluation
+from supportrl.ope.partitioned import LogSource, evaluate_partitioned
+from supportrl.simulators.fitted import fit_customer_model
+from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.logs import load_conversations
+from supportrl.simulators.synthetic import generate_logs
+
+RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+
+
+@pytest.fixture(scope="module")
+def rare_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """1,500 conversations in one part; one conversation has an intent no other one has."""
+    turns, customers = generate_logs(1500, seed=3).write(tmp_path_factory.mktemp("r") / "data")
+    frame = pd.read_parquet(turns)
+    cid = frame.conversation_id.iloc[0]
+    frame.loc[frame.conversation_id == cid, "intent"] = "rare_intent"
+    directory = turns.parent / "parts"
+    directory.mkdir()
+    frame.to_parquet(directory / "part-0.parquet", index=False)
+    return directory, customers, str(cid)
+
+
+def _ope(prepared: PreparedConversations) -> OffPolicyEvaluation:
+    return OffPolicyEvaluation(prepared=prepared, n_bootstrap=2, seed=7, decision_estimators=())
+
+
+def _evaluate(turns: Path, customers: Path, imputer: Any, **kwargs: Any) -> Any:
+    logs = load_conversations(turns, customers=customers)
+    pol = {"faq": load_rule_policy(RULES / "rules_faq_first.yaml", logs.actions)}
+    return evaluate_partitioned(
+        LogSource(turns, customers=customers), pol, RewardSpec(), _ope,
+        csat_imputer=imputer, seed=7, memory_budget_mb=1, **kwargs,
+    )  # fmt: skip
+
+
+def test_level_outside_the_sample_encodes_like_an_unseen_one(
+    rare_logs: tuple[Path, Path, str],
+) -> None:
+    turns, customers, cid = rare_logs
+    out = _evaluate(turns, customers, CsatImputation.from_logs, sample_turns=1500)
+    assert out.sample_share < 1.0
+    sample_ids = set(out.prepared_sample.logs.conversation_id.tolist())
+    assert cid not in sample_ids  # the rare level is only in a partition, not in the sample
+    assert "rare_intent" in out.prepared_sample.feature_spec.categorical["intent"]
+    assert "rare_intent" in out.prepared_sample.csat_model.spec.categorical["intent"]
+    value = out.results["faq"].conversation["seq_dr"].estimate
+    assert np.isfinite(value)
+
+
+def test_imputer_without_the_level_is_refused_by_name(rare_logs: tuple[Path, Path, str]) -> None:
+    turns, customers, _ = rare_logs
+    with pytest.raises(ValueError, match="'intent' without value.*rare_intent"):
+        _evaluate(turns, customers, lambda logs: CsatImputation.from_logs(logs), sample_turns=1500)
+
+
+def test_imputer_on_a_simulator_basis_is_refused_clearly(
+    rare_logs: tuple[Path, Path, str],
+) -> None:
+    turns, customers, _ = rare_logs
+    logs = load_conversations(turns, customers=customers)
+    model = fit_customer_model(logs, "glm", seed=0)
+    with pytest.raises(ValueError, match="CsatImputation.from_logs"):
+        _evaluate(
+            turns, customers, lambda lg: CsatImputation.from_basis(lg, model.basis),
+            sample_turns=100_000,
+        )  # fmt: skip
+
+
+def test_refits_use_the_imputers_method(rare_logs: tuple[Path, Path, str]) -> None:
+    from supportrl.ope.streaming import _csat_models
+
+    turns, customers, _ = rare_logs
+    logs = load_conversations(turns, customers=customers)
+    from supportrl.ope.evaluate import prepare_conversations
+
+    def respondents(lg: Any) -> CsatImputation:
+        imp = CsatImputation.from_logs(lg)
+        return CsatImputation(**{**imp.__dict__, "method": "respondents"})
+
+    prep = prepare_conversations(logs, RewardSpec(), csat_imputer=respondents, seed=0)
+    counts = np.ones((1, logs.n_conversations))
+    models = _csat_models(prep, counts)
+    assert models[1].method == "respondents"
