@@ -95,3 +95,23 @@ def test_refits_use_the_imputers_method(rare_logs: tuple[Path, Path, str]) -> No
     counts = np.ones((1, logs.n_conversations))
     models = _csat_models(prep, counts)
     assert models[1].method == "respondents"
+
+
+def _fail_on_one(k: int) -> int:
+    from supportrl.simulators.logs import LogValidationError
+
+    if k == 1:
+        raise LogValidationError("parts/part-1.parquet, column 'turn', row(s) [55]: bad")
+    return k
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_task_error_reaches_the_user_as_the_task_raised_it() -> None:
+    from supportrl.simulators.logs import LogValidationError
+    from supportrl.simulators.logs_bounded import map_passes
+
+    with pytest.raises(LogValidationError) as info:
+        map_passes(_fail_on_one, [(0,), (1,)], engine="ray", num_cpus=1)
+    assert type(info.value) is LogValidationError
+    assert str(info.value) == "parts/part-1.parquet, column 'turn', row(s) [55]: bad"
