@@ -28,6 +28,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
 from supportrl.ope.streaming import (
+    RANGE_KEY,
     NuisanceFits,
     PartitionSums,
     add_sums,
@@ -35,7 +36,13 @@ from supportrl.ope.streaming import (
     fit_nuisance,
     partition_sums,
 )
-from supportrl.simulators.logs import LoggedConversations, LogLimits, load_conversations
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    LogLimits,
+    all_propensities_one,
+    data_warnings,
+    load_conversations,
+)
 from supportrl.simulators.logs_bounded import (
     map_passes,
     parquet_parts,
@@ -93,6 +100,8 @@ class PartitionedEvaluation:
     returns: tuple[float, float, float]
     """(conversations, sum, sum of squares) of the logged conversation returns."""
     notes: tuple[str, ...] = ()
+    return_range: tuple[float, float] | None = None
+    """(lowest, highest) logged conversation return; None without conversations."""
     fit_s: float = 0.0
     """Seconds spent reading the sample and fitting the nuisance models."""
     sums_s: float = 0.0
@@ -108,9 +117,10 @@ def _partition(
     policies: Mapping[str, Any],
     k: int,
     spilled: Path | None,
-) -> tuple[PartitionSums, tuple[float, float, float]]:
+) -> tuple[PartitionSums, tuple[float, ...], dict[str, Any]]:
     """Statistics of partition ``k`` (read from its spilled file when there is one): its
-    conversations, validated, then summed."""
+    conversations, validated, then summed; with (conversations, sum, sum of squares, min,
+    max) of its returns and the counts that :func:`data_warnings` reads."""
     if spilled is not None:
         table = read_spilled(spilled, parts, source.turns, source.limits)
     else:
@@ -120,11 +130,41 @@ def _partition(
     if table is None:
         if n_partitions == 1:
             source.load(source.turns)  # names what is wrong (no rows, no conversation_id)
-        return PartitionSums(), (0.0, 0.0, 0.0)
+        return PartitionSums(), (0.0, 0.0, 0.0, math.inf, -math.inf), _counts(None)
     logs = source.load(table)
     sums = partition_sums(fits, logs, policies)
     returns = sums.arrays.pop("_returns")[0]
-    return sums, (float(returns[0]), float(returns[1]), float(returns[2]))
+    low, neg_high = sums.arrays.pop(RANGE_KEY, np.array([[math.inf, math.inf]]))[0]
+    return sums, (*(float(r) for r in returns), float(low), -float(neg_high)), _counts(logs)
+
+
+def _counts(logs: LoggedConversations | None) -> dict[str, Any]:
+    """What :func:`data_warnings` reads of a partition: conversations, censored ones, turns
+    per action, and whether every propensity is 1 (True for none: the identity of ``and``)."""
+    if logs is None:
+        return {"conversations": 0, "censored": 0, "actions": {}, "ones": True}
+    summary = logs.summary()
+    return {
+        "conversations": int(summary.get("conversations", 0)),
+        "censored": int(summary.get("outcomes", {}).get("censored", 0)),
+        "actions": dict(summary.get("actions", {})),
+        "ones": all_propensities_one(logs.propensity),
+    }
+
+
+def _data_warnings(counts: Sequence[dict[str, Any]]) -> list[str]:
+    """:func:`data_warnings` of the whole logs, from the partitions' counts."""
+    actions: dict[str, int] = {}
+    for c in counts:
+        for a, n in c["actions"].items():
+            actions[a] = actions.get(a, 0) + int(n)
+    summary = {
+        "conversations": sum(c["conversations"] for c in counts),
+        "outcomes": {"censored": sum(c["censored"] for c in counts)},
+        "actions": actions,
+    }
+    ones = any(c["conversations"] for c in counts) and all(c["ones"] for c in counts)
+    return data_warnings(summary, propensities_all_one=bool(ones))
 
 
 def _category_levels(
@@ -258,10 +298,12 @@ def evaluate_partitioned(
             num_cpus=num_cpus,
             shared=(source, parts, n_partitions, fits, dict(policies)),
         )
-    sums = add_sums([p for p, _ in pieces])
+    sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
-    returns = tuple(float(sum(r[j] for _, r in pieces)) for j in range(3))
+    returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))
+    low, high = min(r[3] for _, r, _ in pieces), max(r[4] for _, r, _ in pieces)
     notes = list(prepared.notes)
+    notes.extend(_data_warnings([c for _, _, c in pieces]))
     if share < 1.0:
         notes.append(
             f"nuisance models fitted on a random sample of {sample.n_conversations} "
@@ -278,6 +320,7 @@ def evaluate_partitioned(
         prepared_sample=prepared,
         engine=engine,
         returns=(returns[0], returns[1], returns[2]),
+        return_range=(low, high) if returns[0] else None,
         notes=tuple(notes),
         fit_s=fitted - start,
         sums_s=summed - fitted,

@@ -115,3 +115,35 @@ def test_ray_task_error_reaches_the_user_as_the_task_raised_it() -> None:
         map_passes(_fail_on_one, [(0,), (1,)], engine="ray", num_cpus=1)
     assert type(info.value) is LogValidationError
     assert str(info.value) == "parts/part-1.parquet, column 'turn', row(s) [55]: bad"
+
+
+def test_sampled_warnings_use_the_whole_logs_figures(rare_logs: tuple[Path, Path, str]) -> None:
+    turns, customers, _ = rare_logs
+    out = _evaluate(turns, customers, CsatImputation.from_logs, sample_turns=1500)
+    diag = out.results["faq"].diagnostics
+    assert out.sample_conversations < diag.n_conversations == 1500
+    ess = [w for w in diag.warnings if w.startswith("effective sample size")]
+    assert ess == [
+        f"effective sample size of the conversation weights is {diag.ess_conversation:.0f} of "
+        "1500: importance-weighted conversation estimates rest on few conversations; their "
+        "intervals are flagged 'low ESS'"
+    ]
+
+
+def test_return_range_and_data_warnings_as_in_memory(
+    rare_logs: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    turns, customers, _ = rare_logs
+    frame = pd.read_parquet(turns / "part-0.parquet")
+    frame["propensity"] = 1.0  # a deterministic logger's propensities, several actions
+    ones = tmp_path / "ones"
+    ones.mkdir()
+    frame.to_parquet(ones / "part-0.parquet", index=False)
+    out = _evaluate(ones, customers, CsatImputation.from_logs, sample_turns=100_000)
+    assert out.sample_share == 1.0 and out.n_partitions > 1
+    prep = out.prepared_sample
+    returns = np.add.reduceat(prep.reward, prep.logs.offsets[:-1])
+    assert out.return_range == (float(returns.min()), float(returns.max()))
+    assert any(n.startswith("every logged propensity is 1") for n in out.notes)
+    plain = _evaluate(turns, customers, CsatImputation.from_logs, sample_turns=100_000)
+    assert not any(n.startswith("every logged propensity is 1") for n in plain.notes)
