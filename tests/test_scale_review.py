@@ -147,3 +147,18 @@ def test_return_range_and_data_warnings_as_in_memory(
     assert any(n.startswith("every logged propensity is 1") for n in out.notes)
     plain = _evaluate(turns, customers, CsatImputation.from_logs, sample_turns=100_000)
     assert not any(n.startswith("every logged propensity is 1") for n in plain.notes)
+
+
+def test_failed_partitioned_generation_leaves_nothing_behind(tmp_path: Path) -> None:
+    from supportrl.simulators.synthetic_parts import write_partitioned_logs
+
+    from supportrl.files import CREATED
+
+    parent = tmp_path / "gen"
+    parent.mkdir()
+    with pytest.raises(ValueError, match="NaN"):  # raised inside a partition's task
+        write_partitioned_logs(
+            parent / "out", 10, partitions=2, customers_per_conversation=float("nan")
+        )
+    assert list(parent.iterdir()) == []
+    assert not [p for p in CREATED.paths if parent in p.parents]
