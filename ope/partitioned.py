@@ -182,15 +182,26 @@ def _category_levels(
     for n in names:
         found[n].update(np.asarray(states[n]).astype(str).tolist())
 
+    def update(path: Path, frame: pd.DataFrame) -> None:
+        for c in frame.columns:
+            found[c].update(pd.Index(pd.unique(frame[c].dropna())).astype(str).tolist())
+            if len(found[c]) > source.limits.max_levels:  # bounds this set's memory too
+                raise ValueError(
+                    f"{path}, column {c!r}: more than {source.limits.max_levels} distinct "
+                    "values over the logs (set data.max_levels=N to allow more)"
+                )
+
     def add(path: Path, columns: Sequence[str]) -> list[str]:
+        if path.suffix.lower() == ".csv":
+            present = [c for c in columns if c in pd.read_csv(path, nrows=0).columns]
+            if present:
+                update(path, pd.read_csv(path, usecols=present))
+            return present
         pf = pq.ParquetFile(path)
         present = [c for c in columns if c in pf.schema_arrow.names]
         if present:
             for batch in pf.iter_batches(columns=present, batch_size=65_536):
-                frame = batch.to_pandas()
-                for c in present:
-                    uniques = pd.unique(frame[c].dropna())
-                    found[c].update(pd.Index(uniques).astype(str).tolist())
+                update(path, batch.to_pandas())
         return present
 
     in_turns: set[str] = set()
@@ -200,6 +211,7 @@ def _category_levels(
     if rest and source.customers is not None:
         customers = Path(source.customers)
         files = sorted(customers.rglob("*.parquet")) if customers.is_dir() else [customers]
+        # customers absent from the turns add levels no row uses: harmless zero columns
         for path in files:
             add(path, rest)
     return {n: sorted(v) for n, v in found.items()}
