@@ -95,4 +95,6 @@ def _result(out: Any, alpha: float) -> OPEResult:
     sd = float(np.sqrt(max(squares - n * mean**2, 0.0) / max(n - 1, 1)))
     half = float(norm.ppf(1 - alpha / 2) * sd / np.sqrt(n))
     logging_value = {"estimate": mean, "ci_low": mean - half, "ci_high": mean + half}
-    return OPEResult(results, diagnostics, list(out.notes), table, logging_value, None, out.results)
+    return OPEResult(
+        results, diagnostics, list(out.notes), table, logging_value, out.return_range, out.results
+    )

@@ -414,6 +414,7 @@ def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) ->
             check_node({key: value}, root, "")
         else:
             raise _unknown("", str(key), sorted(set(root) | nodes))
+    _check_ranges(cfg)
     select = cfg.get("ope", {}).get("select")
     estimators = [*cfg.get("ope", {}).get("conversation_estimators", [])]
     estimators += cfg.get("ope", {}).get("decision_estimators", [])
@@ -421,6 +422,22 @@ def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) ->
         raise ConfigError(
             f"ope.select={select!r}: choose one of the configured estimators {estimators}"
         )
+
+
+RANGES: dict[tuple[str, str], tuple[float, bool, str]] = {
+    ("generate", "partitions"): (1, True, "at least 1"),
+    ("ope", "weight_share"): (0, False, "above 0 (the auto clip is weight_share x conversations)"),
+}
+"""(section, key) -> (bound, bound allowed, wording): values checked before any work."""
+
+
+def _check_ranges(cfg: Mapping[str, Any]) -> None:
+    """ConfigError naming the key whose value is out of its range (types are checked already)."""
+    for (section, key), (bound, inclusive, wording) in RANGES.items():
+        value = (cfg.get(section) or {}).get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < bound or (value == bound and not inclusive):
+                raise ConfigError(f"{section}.{key}={value!r}: must be {wording}")
 
 
 def _option_file_fields(group: str, option: str) -> dict[str, Any]:

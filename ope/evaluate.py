@@ -203,6 +203,7 @@ def prepare_conversations(
     *,
     csat_imputer: CsatImputer | None = None,
     feature_spec: FeatureSpec | None = None,
+    levels: Mapping[str, Sequence[str]] | None = None,
     seed: int = 0,
 ) -> PreparedConversations:
     """Rewards, propensities and features of every logged turn.
@@ -210,7 +211,8 @@ def prepare_conversations(
     Missing CSAT on terminal rows is imputed by ``csat_imputer`` (the fitted CSAT model)
     and never silently counted as neutral; without an imputer and with missing CSAT, a
     ValueError says so. Missing propensities are estimated by a cross-fitted multinomial
-    logit on the state features, and the notes say so.
+    logit on the state features, and the notes say so. ``levels`` (variable -> values) fixes
+    the categories of the state encoding where the logs hold fewer (a sample of larger logs).
     """
     notes: list[str] = []
     n_source_turns = logs.n_turns
@@ -258,6 +260,7 @@ def prepare_conversations(
         categorical=logs.categorical,
         numeric=logs.numeric,
         max_turns=reward.max_turns,
+        levels=levels,
     )
     x = spec.encode(states).astype(np.float64)
     estimated = not logs.has_propensity

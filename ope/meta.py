@@ -577,10 +577,31 @@ class OffPolicyEvaluation:
         warnings = support_warning(
             probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
         )
-        if ess_conversation < max(self.min_ess, self.min_ess_share * logs.n_conversations):
+        warnings += self._weight_warnings(
+            ess_conversation, logs.n_conversations, clipped, float(disagreement)
+        )
+        return PolicyDiagnostics(
+            n_turns=logs.n_turns,
+            n_conversations=logs.n_conversations,
+            ess_decision=effective_sample_size(w),
+            ess_conversation=ess_conversation,
+            weights=weight_statistics(w),
+            clipped_share=clipped,
+            disagreement=float(disagreement),
+            warnings=tuple(warnings),
+            max_weight=self.clip,
+        )
+
+    def _weight_warnings(
+        self, ess_conversation: float, n_conversations: int, clipped: float, disagreement: float
+    ) -> list[str]:
+        """Warnings on the conversation weights' ESS, the clipped share and the fqe gap."""
+        reference = self.selection_estimator if self.selection_estimator != "fqe" else "seq_dr"
+        warnings = []
+        if ess_conversation < max(self.min_ess, self.min_ess_share * n_conversations):
             warnings.append(
                 f"effective sample size of the conversation weights is {ess_conversation:.0f} of "
-                f"{logs.n_conversations}: importance-weighted conversation estimates rest on few "
+                f"{n_conversations}: importance-weighted conversation estimates rest on few "
                 "conversations; their intervals are flagged 'low ESS'"
             )
         if clipped > 0.01:
@@ -594,17 +615,7 @@ class OffPolicyEvaluation:
                 "or extrapolation) that the bootstrap cannot see; the selection interval is "
                 "widened by it"
             )
-        return PolicyDiagnostics(
-            n_turns=logs.n_turns,
-            n_conversations=logs.n_conversations,
-            ess_decision=effective_sample_size(w),
-            ess_conversation=ess_conversation,
-            weights=weight_statistics(w),
-            clipped_share=clipped,
-            disagreement=float(disagreement),
-            warnings=tuple(warnings),
-            max_weight=self.clip,
-        )
+        return warnings
 
 
 def _with_warning(diag: PolicyDiagnostics, text: str) -> PolicyDiagnostics:

@@ -13,6 +13,7 @@ logs (``docs/scale.md``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tempfile
 import time
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
 from supportrl.ope.streaming import (
+    RANGE_KEY,
     NuisanceFits,
     PartitionSums,
     add_sums,
@@ -33,7 +36,13 @@ from supportrl.ope.streaming import (
     fit_nuisance,
     partition_sums,
 )
-from supportrl.simulators.logs import LoggedConversations, LogLimits, load_conversations
+from supportrl.simulators.logs import (
+    LoggedConversations,
+    LogLimits,
+    all_propensities_one,
+    data_warnings,
+    load_conversations,
+)
 from supportrl.simulators.logs_bounded import (
     map_passes,
     parquet_parts,
@@ -91,6 +100,8 @@ class PartitionedEvaluation:
     returns: tuple[float, float, float]
     """(conversations, sum, sum of squares) of the logged conversation returns."""
     notes: tuple[str, ...] = ()
+    return_range: tuple[float, float] | None = None
+    """(lowest, highest) logged conversation return; None without conversations."""
     fit_s: float = 0.0
     """Seconds spent reading the sample and fitting the nuisance models."""
     sums_s: float = 0.0
@@ -106,9 +117,10 @@ def _partition(
     policies: Mapping[str, Any],
     k: int,
     spilled: Path | None,
-) -> tuple[PartitionSums, tuple[float, float, float]]:
+) -> tuple[PartitionSums, tuple[float, ...], dict[str, Any]]:
     """Statistics of partition ``k`` (read from its spilled file when there is one): its
-    conversations, validated, then summed."""
+    conversations, validated, then summed; with (conversations, sum, sum of squares, min,
+    max) of its returns and the counts that :func:`data_warnings` reads."""
     if spilled is not None:
         table = read_spilled(spilled, parts, source.turns, source.limits)
     else:
@@ -118,11 +130,116 @@ def _partition(
     if table is None:
         if n_partitions == 1:
             source.load(source.turns)  # names what is wrong (no rows, no conversation_id)
-        return PartitionSums(), (0.0, 0.0, 0.0)
+        return PartitionSums(), (0.0, 0.0, 0.0, math.inf, -math.inf), _counts(None)
     logs = source.load(table)
     sums = partition_sums(fits, logs, policies)
     returns = sums.arrays.pop("_returns")[0]
-    return sums, (float(returns[0]), float(returns[1]), float(returns[2]))
+    low, neg_high = sums.arrays.pop(RANGE_KEY, np.array([[math.inf, math.inf]]))[0]
+    return sums, (*(float(r) for r in returns), float(low), -float(neg_high)), _counts(logs)
+
+
+def _counts(logs: LoggedConversations | None) -> dict[str, Any]:
+    """What :func:`data_warnings` reads of a partition: conversations, censored ones, turns
+    per action, and whether every propensity is 1 (True for none: the identity of ``and``)."""
+    if logs is None:
+        return {"conversations": 0, "censored": 0, "actions": {}, "ones": True}
+    summary = logs.summary()
+    return {
+        "conversations": int(summary.get("conversations", 0)),
+        "censored": int(summary.get("outcomes", {}).get("censored", 0)),
+        "actions": dict(summary.get("actions", {})),
+        "ones": all_propensities_one(logs.propensity),
+    }
+
+
+def _data_warnings(counts: Sequence[dict[str, Any]]) -> list[str]:
+    """:func:`data_warnings` of the whole logs, from the partitions' counts."""
+    actions: dict[str, int] = {}
+    for c in counts:
+        for a, n in c["actions"].items():
+            actions[a] = actions.get(a, 0) + int(n)
+    summary = {
+        "conversations": sum(c["conversations"] for c in counts),
+        "outcomes": {"censored": sum(c["censored"] for c in counts)},
+        "actions": actions,
+    }
+    ones = any(c["conversations"] for c in counts) and all(c["ones"] for c in counts)
+    return data_warnings(summary, propensities_all_one=bool(ones))
+
+
+def _category_levels(
+    source: LogSource, parts: Sequence[tuple[Path, int]], sample: LoggedConversations
+) -> dict[str, list[str]]:
+    """Distinct values (their string forms, sorted) of ``intent`` and every categorical
+    feature over all the logs, read column by column one row batch at a time, so that the
+    sample's encodings know the levels only other partitions hold (those encode like any
+    level the models saw no data for). Null and malformed values are left to validation."""
+    import pyarrow.parquet as pq
+
+    names = ["intent", *sample.categorical]
+    found: dict[str, set[str]] = {n: set() for n in names}
+    states = sample.states()
+    for n in names:
+        found[n].update(np.asarray(states[n]).astype(str).tolist())
+
+    def update(path: Path, frame: pd.DataFrame) -> None:
+        for c in frame.columns:
+            found[c].update(pd.Index(pd.unique(frame[c].dropna())).astype(str).tolist())
+            if len(found[c]) > source.limits.max_levels:  # bounds this set's memory too
+                raise ValueError(
+                    f"{path}, column {c!r}: more than {source.limits.max_levels} distinct "
+                    "values over the logs (set data.max_levels=N to allow more)"
+                )
+
+    def add(path: Path, columns: Sequence[str]) -> list[str]:
+        if path.suffix.lower() == ".csv":
+            present = [c for c in columns if c in pd.read_csv(path, nrows=0).columns]
+            if present:
+                update(path, pd.read_csv(path, usecols=present))
+            return present
+        pf = pq.ParquetFile(path)
+        present = [c for c in columns if c in pf.schema_arrow.names]
+        if present:
+            for batch in pf.iter_batches(columns=present, batch_size=65_536):
+                update(path, batch.to_pandas())
+        return present
+
+    in_turns: set[str] = set()
+    for path, _ in parts:
+        in_turns.update(add(path, names))
+    rest = [n for n in names if n not in in_turns]
+    if rest and source.customers is not None:
+        customers = Path(source.customers)
+        files = sorted(customers.rglob("*.parquet")) if customers.is_dir() else [customers]
+        # customers absent from the turns add levels no row uses: harmless zero columns
+        for path in files:
+            add(path, rest)
+    return {n: sorted(v) for n, v in found.items()}
+
+
+def _is_from_logs(imputer: Any) -> bool:
+    """Whether ``imputer`` is ``CsatImputation.from_logs`` (which takes ``levels``)."""
+    from supportrl.simulators.fitted_csat import CsatImputation
+
+    return getattr(imputer, "__func__", None) is CsatImputation.from_logs.__func__
+
+
+def _check_csat_levels(
+    prepared: PreparedConversations, levels: Mapping[str, Sequence[str]] | None
+) -> None:
+    """ValueError when the CSAT imputer's encoding lacks a level the logs hold (a custom
+    imputer fitted on the sample alone): partitions holding it could not be imputed."""
+    spec = getattr(prepared.csat_model, "spec", None)
+    if spec is None or levels is None:
+        return
+    for name, values in levels.items():
+        missing = sorted(set(values) - set(spec.categorical.get(name, values)))
+        if missing:
+            raise ValueError(
+                f"csat: the CSAT imputer encodes {name!r} without value(s) {missing[:5]} that "
+                "the logs hold outside the sample; build it with "
+                "CsatImputation.from_logs(logs, levels=...) or pass CsatImputation.from_logs"
+            )
 
 
 def evaluate_partitioned(
@@ -157,7 +274,13 @@ def evaluate_partitioned(
     n_turns = sum(n for _, n in parts)
     share = min(1.0, sample_turns / max(n_turns, 1))
     sample = sample_conversations(source.turns, share, seed, source.load, source.limits)
-    prepared = prepare_conversations(sample, reward, csat_imputer=csat_imputer, seed=seed)
+    levels = _category_levels(source, parts, sample) if share < 1.0 else None
+    if levels is not None and _is_from_logs(csat_imputer):
+        csat_imputer = functools.partial(csat_imputer, levels=levels)
+    prepared = prepare_conversations(
+        sample, reward, csat_imputer=csat_imputer, levels=levels, seed=seed
+    )
+    _check_csat_levels(prepared, levels)
     ope = make_ope(prepared)
     if share < 1.0 and ope.max_weight == "auto":
         # the clip grows with the whole logs, not the sample: their number of
@@ -187,10 +310,12 @@ def evaluate_partitioned(
             num_cpus=num_cpus,
             shared=(source, parts, n_partitions, fits, dict(policies)),
         )
-    sums = add_sums([p for p, _ in pieces])
+    sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
-    returns = tuple(float(sum(r[j] for _, r in pieces)) for j in range(3))
+    returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))
+    low, high = min(r[3] for _, r, _ in pieces), max(r[4] for _, r, _ in pieces)
     notes = list(prepared.notes)
+    notes.extend(_data_warnings([c for _, _, c in pieces]))
     if share < 1.0:
         notes.append(
             f"nuisance models fitted on a random sample of {sample.n_conversations} "
@@ -207,6 +332,7 @@ def evaluate_partitioned(
         prepared_sample=prepared,
         engine=engine,
         returns=(returns[0], returns[1], returns[2]),
+        return_range=(low, high) if returns[0] else None,
         notes=tuple(notes),
         fit_s=fitted - start,
         sums_s=summed - fitted,

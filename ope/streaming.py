@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from supportrl.envs.features import FeatureSpec, build_feature_spec
+from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
+from supportrl.ope.diagnostics import support_warning
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import PreparedConversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
@@ -112,6 +113,10 @@ class NuisanceFits:
     """Worst and best returns, from the sample's handle times."""
 
 
+RANGE_KEY = "_return_range"
+"""Key of (lowest return, -highest return), shape (1, 2): combined by minimum, not summed."""
+
+
 @dataclass
 class PartitionSums:
     """Additive statistics of some partitions: ``arrays[key]`` has shape (1 + n_resamples, ...)."""
@@ -126,11 +131,13 @@ class PartitionSums:
 
 
 def add_sums(parts: Sequence[PartitionSums]) -> PartitionSums:
-    """Sum of partition statistics (the reduce step)."""
+    """Sum of partition statistics (the reduce step; ``RANGE_KEY`` by minimum)."""
     out = PartitionSums()
     for part in parts:
         for key, value in part.arrays.items():
-            if key in out.arrays:
+            if key in out.arrays and key == RANGE_KEY:
+                out.arrays[key] = np.minimum(out.arrays[key], value)
+            elif key in out.arrays:
                 out.arrays[key] = out.arrays[key] + value
             else:
                 out.arrays[key] = value.copy()
@@ -209,7 +216,7 @@ def _csat_models(prep: PreparedConversations, counts: np.ndarray) -> tuple[Any, 
                 imp.psi,  # type: ignore[attr-defined]
                 imp.observed,  # type: ignore[attr-defined]
                 weights=np.asarray(c, dtype=np.float64)[imp.conversation],  # type: ignore[attr-defined]
-                method="selection",
+                method=imp.method,  # type: ignore[attr-defined]
                 l2=imp.l2,  # type: ignore[attr-defined]
                 max_iter=imp.refit_iter,  # type: ignore[attr-defined]
                 init=imp.model,  # type: ignore[attr-defined]
@@ -274,6 +281,12 @@ def fit_nuisance(
             "(estimated ones are refitted on all the logs); evaluate in memory instead"
         )
     assert prep.reward_spec is not None
+    if prep.csat_model is not None and getattr(prep.csat_model, "spec", None) is None:
+        raise ValueError(
+            "csat: evaluation in partitions imputes CSAT with CsatImputation.from_logs (its "
+            f"state encoding); got {type(prep.csat_model).__name__} without one (from_basis / "
+            "from_model designs are supported in memory only)"
+        )
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
     counts = poisson_weights(logs.conversation_id, ope.n_bootstrap, ope.seed, hashes=hashes)
@@ -298,13 +311,8 @@ def fit_nuisance(
             reward_models.append(_reward_models(prep, reward, weight, folds))
     order = np.argsort(hashes)
     median = _handle_medians(logs, n_actions)
-    csat_spec = None
-    if prep.csat_model is not None:
-        # the encoding CsatImputation.from_logs builds (its default max_turns)
-        csat_spec = build_feature_spec(
-            logs.states(), actions=logs.actions, categorical=logs.categorical,
-            numeric=logs.numeric, max_turns=10,
-        )  # fmt: skip
+    # partitions encode their CSAT design as the imputer encoded the sample's
+    csat_spec = prep.csat_model.spec if prep.csat_model is not None else None  # type: ignore[attr-defined]
     conversation = ope._conversation_estimators()
     return NuisanceFits(
         actions=logs.actions,
@@ -479,6 +487,8 @@ def partition_sums(
     sums = PartitionSums()
     returns = np.add.reduceat(part.reward, logs.offsets[:-1])
     sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
+    if len(returns):
+        sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
     h = fits.horizon
     for i in range(n_fits):
         c = np.ones(logs.n_conversations) if i == 0 else part.counts[i - 1]
@@ -583,13 +593,23 @@ class _Finisher(OffPolicyEvaluation):
     ) -> PolicyDiagnostics:
         diag = super()._diagnostics(probs, supported, point)
         s = self.diag_sums["current"]
+        n_conversations, ess = int(s[3]), float(_ess(s[4], s[5]))
+        clipped = float(s[6] / s[3]) if s[3] else 0.0
+        # support warnings stay the sample's; the weight warnings and their thresholds use
+        # the whole logs' figures, as the diagnostics shown beside them do
+        logs = self.prepared.logs
+        warnings = support_warning(
+            probs, np.bincount(logs.action, minlength=len(logs.actions)), action_names=logs.actions
+        )
+        warnings += self._weight_warnings(ess, n_conversations, clipped, diag.disagreement)
         return dataclasses.replace(
             diag,
             n_turns=int(s[0]),
-            n_conversations=int(s[3]),
+            n_conversations=n_conversations,
             ess_decision=float(_ess(s[1], s[2])),
-            ess_conversation=float(_ess(s[4], s[5])),
-            clipped_share=float(s[6] / s[3]) if s[3] else 0.0,
+            ess_conversation=ess,
+            clipped_share=clipped,
+            warnings=tuple(warnings),
         )
 
 

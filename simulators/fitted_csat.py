@@ -24,12 +24,13 @@ mean is kept. :meth:`CsatModel.imputed` gives the posterior mean of a missing sc
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from supportrl.envs.conversations import LoggedConversations
-from supportrl.envs.features import build_feature_spec
+from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
 from supportrl.simulators.fitted_features import Basis
 from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
@@ -263,12 +264,21 @@ class CsatImputation:
     """L-BFGS iterations of a warm-started refit."""
     method: str = "selection"
     """How refits treat missing scores (``selection``: MNAR; ``respondents``: MAR)."""
+    spec: FeatureSpec | None = None
+    """The state encoding of the design (:meth:`from_logs`); None for a simulator's basis."""
 
     @classmethod
     def from_logs(
-        cls, logs: object, *, max_turns: int = 10, l2: float = 1.0, threads: int = 1
+        cls,
+        logs: object,
+        *,
+        max_turns: int = 10,
+        l2: float = 1.0,
+        threads: int = 1,
+        levels: Mapping[str, Sequence[str]] | None = None,
     ) -> CsatImputation:
-        """Fit on ``logs`` (a ``simulators.logs.LoggedConversations``).
+        """Fit on ``logs`` (a ``simulators.logs.LoggedConversations``); ``levels`` fixes the
+        categories of the state encoding (``build_feature_spec``) where the logs hold fewer.
 
         Raises ValueError when terminal turns lack CSAT and no conversation has an answer.
         """
@@ -288,6 +298,7 @@ class CsatImputation:
             categorical=logs.categorical,  # type: ignore[attr-defined]
             numeric=logs.numeric,  # type: ignore[attr-defined]
             max_turns=max_turns,
+            levels=levels,
         )
         x = spec.encode({k: np.asarray(v)[terminal] for k, v in states.items()})
         psi = csat_outcome_design(
@@ -306,6 +317,7 @@ class CsatImputation:
             logged=csat,
             model=model,
             l2=l2,
+            spec=spec,
         )
 
     @classmethod

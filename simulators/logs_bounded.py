@@ -273,7 +273,15 @@ def map_passes(
     try:
         task = ray.remote(num_cpus=1)(fn)
         refs = [ray.put(v) for v in shared]
-        return ray.get([task.remote(*refs, *a) for a in args])
+        try:
+            return ray.get([task.remote(*refs, *a) for a in args])
+        except ray.exceptions.RayTaskError as exc:
+            # the task's own error (a LogValidationError names file, column and rows), not
+            # Ray's wrapper with the remote traceback
+            cause = exc.cause if isinstance(exc.cause, BaseException) else None
+            if cause is None:
+                raise
+            raise cause from None
     finally:
         if started:
             ray.shutdown()

@@ -1,8 +1,8 @@
 """Generated logs larger than memory: partitions simulated and written independently.
 
-Partition ``p`` of ``P`` holds conversations ``p``, ``p + P``, ... of the requested count
-(``n // P`` or one more), simulated by :func:`~supportrl.simulators.synthetic.generate_logs`
-with its own seed (entropy ``(seed, p)``), its conversation and customer ids prefixed
+Partition ``p`` of ``P`` is an independent simulation of ``n // P`` conversations (one more
+for the first ``n % P``) by :func:`~supportrl.simulators.synthetic.generate_logs` with its
+own seed (entropy ``(seed, p)``), its conversation and customer ids prefixed
 ``p{p}-`` so they are unique across partitions, and written to ``turns/part-{p}.parquet`` and
 ``customers/part-{p}.parquet``. A partition's bytes depend on ``(seed, p, P, n, world)``
 only, so one process (``engine="local"``) and Ray tasks (``"ray"``) write byte-identical
@@ -12,6 +12,7 @@ files, and memory holds one partition at a time per worker.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,22 +107,28 @@ def write_partitioned_logs(
         raise ValueError(f"{directory}: already exists; choose a new directory")
     world = world or SyntheticWorld()
     tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
-    (tmp / "turns").mkdir()
-    (tmp / "customers").mkdir()
-    sizes = partition_sizes(n_conversations, partitions)
-    width = len(str(partitions - 1))
-    rows: list[Any] = map_passes(
-        _write_partition,
-        [(p, int(sizes[p]), width) for p in range(partitions)],
-        engine=engine,
-        ray_address=ray_address,
-        num_cpus=num_cpus,
-        shared=(world, seed, customers_per_conversation, tmp),
-    )
     try:
-        tmp.rename(directory)
-    except OSError:
-        raise ValueError(f"{directory}: already exists; choose a new directory") from None
+        (tmp / "turns").mkdir()
+        (tmp / "customers").mkdir()
+        sizes = partition_sizes(n_conversations, partitions)
+        width = len(str(partitions - 1))
+        rows: list[Any] = map_passes(
+            _write_partition,
+            [(p, int(sizes[p]), width) for p in range(partitions)],
+            engine=engine,
+            ray_address=ray_address,
+            num_cpus=num_cpus,
+            shared=(world, seed, customers_per_conversation, tmp),
+        )
+        try:
+            tmp.rename(directory)
+        except OSError:
+            raise ValueError(f"{directory}: already exists; choose a new directory") from None
+    except BaseException:
+        # the temporary directory is ours alone (made above): nothing half-written stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        CREATED.forget([tmp])
+        raise
     CREATED.record(directory)
     CREATED.forget([tmp])
     return PartitionedLogs(

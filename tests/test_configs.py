@@ -91,6 +91,9 @@ def test_rule_policies_live_outside_the_agent_group() -> None:
         (["seed=1.5"], "seed: expected int"),
         (["agent=linucbb"], "agent=linucbb: no such option; choose one of"),
         (["ope.select=nope"], "ope.select='nope'"),
+        (["generate.partitions=0"], "generate.partitions=0: must be at least 1"),
+        (["generate.partitions=-3"], "generate.partitions=-3: must be at least 1"),
+        (["ope.weight_share=0"], "ope.weight_share=0"),
         (["-m", "agent=linucb,lints", "agent.alpha=1"], "unknown key agent.alpha (agent=lints)"),
     ],
 )
