@@ -17,13 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.envs.scalar import RandomStream, ScalarReward, ScalarSim
-from supportrl.envs.support_env import check_model, observation_bounds
+from supportrl.envs.vector import set_up_vector_env
 
 
 class ScalarVectorEnv(VectorEnv):
@@ -46,27 +44,12 @@ class ScalarVectorEnv(VectorEnv):
         max_turns: int | None = None,
         penalized: bool = True,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        check_model(model)
+        set_up_vector_env(self, num_envs, model, reward, max_turns, penalized)
         if getattr(model, "scalar_sim", None) is None:
             raise TypeError(
                 f"model: {type(model).__name__} has no scalar_sim; use SupportVectorEnv"
             )
-        self.model = model
-        self.num_envs = int(num_envs)
-        self.reward = reward or RewardSpec()
-        self.max_turns = int(max_turns or self.reward.max_turns)
-        if self.max_turns < 1:
-            raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
-        self.penalized = penalized
-        self.actions = tuple(model.actions)
         self._reward = ScalarReward(self.reward, self.actions)
-        low, high = observation_bounds(model.feature_spec)
-        self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.single_action_space = spaces.Discrete(len(self.actions))
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._sims: list[ScalarSim] = []
         self._turns = [0] * self.num_envs
 

@@ -32,6 +32,35 @@ def assign_rows(state: Any, rows: np.ndarray, new: Any) -> None:
         values[rows] = getattr(new, name)
 
 
+def set_up_vector_env(
+    env: VectorEnv,
+    num_envs: int,
+    model: CustomerModel,
+    reward: RewardSpec | None,
+    max_turns: int | None,
+    penalized: bool,
+) -> None:
+    """The settings and spaces every vector env over a customer model shares (checked):
+    ``model``, ``num_envs``, ``reward``, ``max_turns``, ``penalized``, ``actions`` and the
+    single and batched observation / action spaces."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    check_model(model)
+    env.model = model
+    env.num_envs = int(num_envs)
+    env.reward = reward or RewardSpec()
+    env.max_turns = int(max_turns or env.reward.max_turns)
+    if env.max_turns < 1:
+        raise ValueError(f"max_turns must be >= 1, got {env.max_turns}")
+    env.penalized = penalized
+    env.actions = tuple(model.actions)
+    low, high = observation_bounds(model.feature_spec)
+    env.single_observation_space = spaces.Box(low, high, dtype=np.float32)
+    env.single_action_space = spaces.Discrete(len(env.actions))
+    env.observation_space = batch_space(env.single_observation_space, env.num_envs)
+    env.action_space = batch_space(env.single_action_space, env.num_envs)
+
+
 class SupportVectorEnv(VectorEnv):
     """``num_envs`` SupportEnv conversations, batched: one numpy step for all of them.
 
@@ -74,24 +103,9 @@ class SupportVectorEnv(VectorEnv):
         penalized: bool = True,
         hidden_state: bool = False,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        check_model(model)
-        self.model = model
-        self.num_envs = int(num_envs)
-        self.reward = reward or RewardSpec()
-        self.max_turns = int(max_turns or self.reward.max_turns)
-        if self.max_turns < 1:
-            raise ValueError(f"max_turns must be >= 1, got {self.max_turns}")
-        self.penalized = penalized
+        set_up_vector_env(self, num_envs, model, reward, max_turns, penalized)
         self.hidden_state = hidden_state
-        self.actions = tuple(model.actions)
         self._costs = self.reward.action_cost_vector(self.actions)
-        low, high = observation_bounds(model.feature_spec)
-        self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.single_action_space = spaces.Discrete(len(self.actions))
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._state: Any = None
         self._turns = np.zeros(self.num_envs, dtype=np.int64)
         self._hidden_names: tuple[str, ...] | None = None
