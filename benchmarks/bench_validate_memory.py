@@ -19,10 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from supportrl.simulators.synthetic import generate_logs
+from benchmarks import bench_scale
 
 # VmHWM (peak RSS of this process image): ru_maxrss would carry the parent's peak over exec
 CHILD = """
@@ -58,20 +55,7 @@ import supportrl.simulators.logs_bounded
 
 def write_parts(directory: Path, million_rows: float) -> int:
     """Tile one generated block of logs into parts with fresh conversation ids; total rows."""
-    block = generate_logs(100_000, seed=0)
-    turns, _ = block.write(directory / "block")
-    table = pq.read_table(turns).drop_columns(["customer_id"])
-    parts = directory / "parts"
-    parts.mkdir()
-    n, i = 0, 0
-    while n < million_rows * 1e6:
-        ids = pc.binary_join_element_wise(pa.scalar(f"p{i}-"), table["conversation_id"], "")
-        part = table.set_column(
-            table.schema.get_field_index("conversation_id"), "conversation_id", ids
-        )
-        pq.write_table(part, parts / f"part-{i:03d}.parquet")
-        n, i = n + part.num_rows, i + 1
-    return n
+    return bench_scale.write_parts(directory, million_rows * 1e6, 100_000)
 
 
 def measure(body: str, *args: str) -> tuple[float, float]:

@@ -152,6 +152,23 @@ def _dense(feedback: SequentialFeedback, values: np.ndarray, fill: float) -> np.
     return out
 
 
+def _supported_weights(
+    feedback: SequentialFeedback,
+    target_probs: np.ndarray,
+    supported: np.ndarray,
+    max_weight: float | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pi_s = pi * supported`` (n_turns, n_actions) and its cumulative weights ``rho_s,t``
+    and ``rho_s,t-1`` (n_conversations, horizon; clipped at ``max_weight``)."""
+    probs_s = np.where(supported, target_probs, 0.0)
+    w = probs_s.reshape(-1).take(feedback.flat_index) / feedback.propensity
+    rho = np.cumprod(_dense(feedback, w, 1.0), axis=1)
+    if max_weight is not None:
+        np.minimum(rho, max_weight, out=rho)
+    rho_prev = np.concatenate([np.ones_like(rho[:, :1]), rho[:, :-1]], axis=1)
+    return probs_s, rho, rho_prev
+
+
 def unsupported_statistic(
     feedback: SequentialFeedback,
     target_probs: np.ndarray,
@@ -166,12 +183,7 @@ def unsupported_statistic(
     (clipped at ``max_weight``), ``u_t`` the target's unsupported mass at turn ``t``
     (:func:`unsupported_mass`). Shapes: (n_turns, n_actions) for the arrays.
     """
-    probs_s = np.where(supported, target_probs, 0.0)
-    w = probs_s.reshape(-1).take(feedback.flat_index) / feedback.propensity
-    rho = np.cumprod(_dense(feedback, w, 1.0), axis=1)
-    if max_weight is not None:
-        np.minimum(rho, max_weight, out=rho)
-    rho_prev = np.concatenate([np.ones_like(rho[:, :1]), rho[:, :-1]], axis=1)
+    _, rho, rho_prev = _supported_weights(feedback, target_probs, supported, max_weight)
     u = _dense(feedback, unsupported_mass(target_probs, supported), 0.0)
     return RatioStatistic((rho_prev * u).sum(axis=1)[None, :])
 
@@ -268,12 +280,7 @@ def support_bounds(
     ``returns``. Returns per-conversation statistics (plain means) of the lower and the
     upper bound. Arrays: ``target_probs``/``supported`` (n_turns, n_actions).
     """
-    probs_s = np.where(supported, target_probs, 0.0)
-    w = probs_s.reshape(-1).take(feedback.flat_index) / feedback.propensity
-    rho = np.cumprod(_dense(feedback, w, 1.0), axis=1)
-    if max_weight is not None:
-        np.minimum(rho, max_weight, out=rho)
-    rho_prev = np.concatenate([np.ones_like(rho[:, :1]), rho[:, :-1]], axis=1)
+    probs_s, rho, rho_prev = _supported_weights(feedback, target_probs, supported, max_weight)
     reward = _dense(feedback, feedback.reward, 0.0)
     q_logged = _dense(feedback, q_supported.reshape(-1).take(feedback.flat_index), 0.0)
     v = _dense(feedback, np.einsum("ij,ij->i", probs_s, q_supported), 0.0)
