@@ -64,6 +64,7 @@ def evaluate_in_partitions(cfg: DictConfig, settings: OPESettings) -> OPEResult:
             lambda prepared: off_policy_evaluation(prepared, settings, seed=seed),
             csat_imputer=CsatImputation.from_logs,
             sample_turns=int(OmegaConf.select(cfg, "ope.sample_turns", default=500_000)),
+            refit_turns=int(OmegaConf.select(cfg, "ope.refit_turns", default=20_000)),
             memory_budget_mb=float(OmegaConf.select(cfg, "data.memory_budget_mb", default=1024)),
             engine=str(cfg.engine),  # type: ignore[arg-type]
             ray_address=ray_cfg.get("address"),

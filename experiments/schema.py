@@ -107,6 +107,7 @@ class OPESection:
     min_ess: float = 100.0
     min_support: float = 0.005
     sample_turns: int = 500_000
+    refit_turns: int = 20_000
 
 
 @dataclass
@@ -427,6 +428,8 @@ def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) ->
 RANGES: dict[tuple[str, str], tuple[float, bool, str]] = {
     ("generate", "partitions"): (1, True, "at least 1"),
     ("ope", "weight_share"): (0, False, "above 0 (the auto clip is weight_share x conversations)"),
+    ("ope", "sample_turns"): (1, True, "at least 1"),
+    ("ope", "refit_turns"): (1, True, "at least 1"),
 }
 """(section, key) -> (bound, bound allowed, wording): values checked before any work."""
 

@@ -95,6 +95,9 @@ class PartitionedEvaluation:
     sample_turns: int
     sample_share: float
     """Probability with which each conversation entered the nuisance sample (1: all)."""
+    refit_share: float
+    """Probability with which each conversation is evaluated under every resample's refitted
+    models (1: all, as in memory)."""
     prepared_sample: PreparedConversations
     engine: str
     returns: tuple[float, float, float]
@@ -250,6 +253,7 @@ def evaluate_partitioned(
     *,
     csat_imputer: Any = None,
     sample_turns: int = 500_000,
+    refit_turns: int = 20_000,
     memory_budget_mb: float = 1024.0,
     engine: Literal["local", "ray"] = "local",
     ray_address: str | None = None,
@@ -266,6 +270,12 @@ def evaluate_partitioned(
     more than two (and no ``ray_address``), the logs are first read once into one temporary
     Parquet file per partition under ``spill_dir`` (default: the system's temporary
     directory; deleted at the end), so that each partition reads only its own rows.
+
+    The bootstrap refits the nuisance models in every resample, as in memory; their
+    predictions under every refit are evaluated on a subset of about ``refit_turns`` turns
+    (conversations drawn by id hash; all when the logs have no more), while the resamples
+    of the other conversations keep the point fit's models, so that a partition evaluates
+    every estimator once, not once per resample (:func:`ope.streaming.partition_sums`).
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -290,7 +300,8 @@ def evaluate_partitioned(
     names = list(policies)
     states = prepared.logs.states()
     probs = np.stack([target_probs_of(policies[k], states, prepared.logs.actions) for k in names])
-    fits = fit_nuisance(ope, probs, names)
+    refit_share = min(1.0, refit_turns / max(n_turns, 1))
+    fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
     rows_per_partition = max(1_000, int(memory_budget_mb * 2**20 / EVALUATE_BYTES_PER_ROW))
     n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
     if engine == "ray":
@@ -322,6 +333,12 @@ def evaluate_partitioned(
             f"conversations ({sample.n_turns} turns, each conversation kept with probability "
             f"{share:.3g}); estimates and intervals sum over all {n_turns} turns"
         )
+    if refit_share < 1.0:
+        notes.append(
+            f"bootstrap: nuisance models refitted per resample and evaluated on a random "
+            f"{refit_share:.3g} of the conversations (ope.refit_turns={refit_turns}); the "
+            "others' resamples keep the point fit's models"
+        )
     return PartitionedEvaluation(
         results=finish(ope, fits, probs, sums),
         n_partitions=n_partitions,
@@ -329,6 +346,7 @@ def evaluate_partitioned(
         sample_conversations=sample.n_conversations,
         sample_turns=sample.n_turns,
         sample_share=share,
+        refit_share=refit_share,
         prepared_sample=prepared,
         engine=engine,
         returns=(returns[0], returns[1], returns[2]),

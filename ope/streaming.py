@@ -48,7 +48,7 @@ from supportrl.ope.models import (
     balancing_weights,
     fold_ids,
 )
-from supportrl.ope.resample import id_hash, poisson_weights
+from supportrl.ope.resample import id_hash, id_uniform, poisson_weights
 from supportrl.ope.sequential import SequentialEstimator, cumulative_weights
 from supportrl.ope.support import (
     ReturnRange,
@@ -111,7 +111,17 @@ class NuisanceFits:
     decision: Mapping[str, BanditEstimator]
     return_range: ReturnRange
     """Worst and best returns, from the sample's handle times."""
+    refit_share: float = 1.0
+    """Share of the conversations (drawn by id hash) on which every resample's refitted
+    models are evaluated; the others' resamples hold the models at the point fit (1: all
+    are refitted, as in memory; see :func:`partition_sums`)."""
 
+
+REFIT_STREAM = 2**32
+"""``id_uniform`` stream of the refit subset (stream 0 draws the nuisance sample, streams
+1 .. n_resamples the resample counts)."""
+REFIT_PREFIX, FIXED_PREFIX = "refit:", "fixed:"
+"""Key prefixes of the refit subset's statistics under every fit and under the point fit."""
 
 RANGE_KEY = "_return_range"
 """Key of (lowest return, -highest return), shape (1, 2): combined by minimum, not summed."""
@@ -266,7 +276,11 @@ def _handle_medians(logs: LoggedConversations, n_actions: int) -> np.ndarray:
 
 
 def fit_nuisance(
-    ope: OffPolicyEvaluation, probs: np.ndarray, policy_names: Sequence[str]
+    ope: OffPolicyEvaluation,
+    probs: np.ndarray,
+    policy_names: Sequence[str],
+    *,
+    refit_share: float = 1.0,
 ) -> NuisanceFits:
     """Fit every nuisance model on ``ope.prepared`` (the sample) for the point estimate and
     each of ``ope.n_bootstrap`` resamples, as :meth:`OffPolicyEvaluation.evaluate` does.
@@ -335,6 +349,7 @@ def fit_nuisance(
         conversation=conversation,
         decision=ope._decision_estimators(),
         return_range=prep.return_range,
+        refit_share=float(refit_share),
     )
 
 
@@ -437,23 +452,156 @@ def _reward_hat(fits: NuisanceFits, part: _Part, i: int) -> np.ndarray:
     return out
 
 
-def _add_ratio(
-    sums: PartitionSums, key: str, i: int, stat: Any, c: np.ndarray, n: int, terms: int
-) -> None:
-    """Numerators and denominators of a RatioStatistic weighted by counts ``c``, laid out
-    over ``terms`` terms: a shorter partition's missing turns add numerator 0 and the
-    carried weight of its last turn as denominator, as they would in the whole logs."""
-    num = stat.numerators @ c
-    den = np.full_like(num, c.sum()) if stat.denominators is None else stat.denominators @ c
-    if len(num) < terms:
-        num = np.concatenate([num, np.zeros(terms - len(num))])
-        den = np.concatenate([den, np.full(terms - len(den), den[-1])])
-    sums.add(key + "/num", i, num, n)
-    sums.add(key + "/den", i, den, n)
+@dataclass(frozen=True)
+class _Statistic:
+    """One statistic of a partition under one fit, before the resample counts weigh it.
+
+    ``values``: (n_terms, n_units) per-unit terms, units being conversations or, with
+    ``per_turn``, turns. ``ratio``: a :class:`~supportrl.ope.intervals.RatioStatistic`
+    (``values`` its numerators, ``denominators`` its denominators or ``None`` for plain
+    means), summed as ``key/num`` and ``key/den`` laid out over ``terms`` terms; otherwise
+    ``values`` is summed as it is under ``key``.
+    """
+
+    key: str
+    values: np.ndarray
+    denominators: np.ndarray | None = None
+    terms: int = 1
+    per_turn: bool = False
+    ratio: bool = True
+
+
+def _statistics(
+    fits: NuisanceFits, part: _Part, probs: np.ndarray, supported: np.ndarray, i: int
+) -> list[_Statistic]:
+    """Every statistic of every policy under fit ``i`` (0: the point fit)."""
+    logs = part.logs
+    n_actions = len(fits.actions)
+    reward = _reward_for(fits, part, i)
+    seq = SequentialFeedback(
+        action=logs.action, reward=reward, propensity=logs.propensity,
+        offsets=logs.offsets, n_actions=n_actions,
+    )  # fmt: skip
+    bandit = BanditFeedback(
+        action=logs.action, reward=reward, propensity=logs.propensity, n_actions=n_actions
+    )
+    q_all = _predict_q(part.x, fits.q_coef[i])
+    reward_hat = _reward_hat(fits, part, i) if fits.decision else None
+    m, h = len(fits.policy_names), fits.horizon
+    out = []
+    for p in range(m):
+        for name, est in fits.conversation.items():
+            stat = est._validated_statistic(seq, probs[p], q_all[p])
+            extra = stat.numerators.shape[0] - seq.max_length
+            terms = h + extra if stat.denominators is not None else stat.numerators.shape[0]
+            out.append(_Statistic(f"{p}/{name}", stat.numerators, stat.denominators, terms))
+        bounds = deficit_bounds(seq, probs[p], fits.return_range, max_weight=fits.max_weight)
+        out.append(_Statistic(f"{p}/_deficit/n", np.ones((1, logs.n_conversations)), ratio=False))
+        out.append(_Statistic(f"{p}/_deficit/pdis", bounds.pdis[None], ratio=False))
+        drop = _dense_drop(bounds.drop, len(fits.return_range.low))
+        out.append(_Statistic(f"{p}/_deficit/drop", drop.T, ratio=False))
+        s_low, s_high = support_bounds(
+            seq, probs[p], supported, q_all[m + p], fits.return_range, max_weight=fits.max_weight
+        )
+        mass = unsupported_statistic(seq, probs[p], supported, max_weight=fits.max_weight)
+        for key, stat in (("_s_lower", s_low), ("_s_upper", s_high), ("_mass", mass)):
+            out.append(_Statistic(f"{p}/{key}", stat.numerators, stat.denominators))
+        for name, est in fits.decision.items():
+            stat = est._validated_statistic(bandit, probs[p], reward_hat)
+            out.append(
+                _Statistic(
+                    f"{p}/{name}",
+                    stat.numerators,
+                    stat.denominators,
+                    stat.numerators.shape[0],
+                    per_turn=True,
+                )  # fmt: skip
+            )
+    return out
+
+
+def _add(
+    sums: PartitionSums, stat: _Statistic, c: np.ndarray, rows: int | slice, n_fits: int,
+    prefix: str = "",
+) -> None:  # fmt: skip
+    """Add ``stat`` weighted by counts ``c`` to rows ``rows`` of ``sums``: ``c`` is (n_units,)
+    for one fit (``rows`` an index) or (n_rows, n_units) for several (``rows`` a slice). A
+    ratio laid out over more terms than it has (a partition of shorter conversations) adds
+    numerator 0 and the carried weight of its last term, as its turns would in the whole
+    logs."""
+    key = prefix + stat.key
+    if not stat.ratio:
+        _put(sums, key, rows, c @ stat.values.T, n_fits)
+        return
+    num = c @ stat.values.T
+    if stat.denominators is None:
+        den = np.repeat(np.sum(c, axis=-1)[..., None], num.shape[-1], axis=-1)
+    else:
+        den = c @ stat.denominators.T
+    missing = stat.terms - num.shape[-1]
+    if missing > 0:
+        num = np.concatenate([num, np.zeros((*num.shape[:-1], missing))], axis=-1)
+        den = np.concatenate([den, np.repeat(den[..., -1:], missing, axis=-1)], axis=-1)
+    _put(sums, key + "/num", rows, num, n_fits)
+    _put(sums, key + "/den", rows, den, n_fits)
+
+
+def _put(sums: PartitionSums, key: str, rows: int | slice, value: np.ndarray, n_fits: int) -> None:
+    value = np.asarray(value, dtype=np.float64)
+    if key not in sums.arrays:
+        shape = value.shape if isinstance(rows, int) else value.shape[1:]
+        sums.arrays[key] = np.zeros((n_fits, *shape))
+    sums.arrays[key][rows] += value
 
 
 def _dense_drop(drop: np.ndarray, horizon: int) -> np.ndarray:
     return np.concatenate([drop, np.zeros((drop.shape[0], horizon - drop.shape[1]))], axis=1)
+
+
+def _refit_sums(
+    sums: PartitionSums, fits: NuisanceFits, part: _Part, probs: np.ndarray,
+    supported: np.ndarray, prefix: str = "",
+) -> None:  # fmt: skip
+    """Every fit's statistics, each weighted by its own resample's counts (the refit
+    bootstrap, as in memory): 1 + n_resamples evaluations of every estimator."""
+    n_fits = 1 + fits.n_resamples
+    for i in range(n_fits):
+        c = np.ones(part.logs.n_conversations) if i == 0 else part.counts[i - 1]
+        turn_c = c[part.logs.conversation_index]
+        for stat in _statistics(fits, part, probs, supported, i):
+            _add(sums, stat, turn_c if stat.per_turn else c, i, n_fits, prefix)
+
+
+def _fixed_sums(
+    sums: PartitionSums, fits: NuisanceFits, part: _Part, probs: np.ndarray,
+    supported: np.ndarray, prefix: str = "",
+) -> None:  # fmt: skip
+    """The point fit's statistics weighted by every resample's counts at once (one
+    evaluation of every estimator, then a matrix product): resamples with the nuisance
+    models held at the point fit."""
+    counts = np.concatenate([np.ones((1, part.logs.n_conversations)), part.counts])
+    starts = part.logs.offsets[:-1]
+    for stat in _statistics(fits, part, probs, supported, 0):
+        if stat.per_turn:  # a conversation's turns share its count: sum them first
+            den = stat.denominators
+            stat = dataclasses.replace(
+                stat,
+                values=np.add.reduceat(stat.values, starts, axis=1),
+                denominators=None if den is None else np.add.reduceat(den, starts, axis=1),
+            )
+            if den is None:  # a plain mean over turns: its denominator counts turns
+                lengths = part.logs.lengths[None].astype(np.float64)
+                stat = dataclasses.replace(
+                    stat, denominators=np.repeat(lengths, stat.values.shape[0], axis=0)
+                )
+        _add(sums, stat, counts, slice(None), counts.shape[0], prefix)
+
+
+def refit_subset(conversation_id: np.ndarray, seed: int, share: float) -> np.ndarray:
+    """Whether each conversation is in the refit subset (:data:`REFIT_STREAM`), (n,) bool."""
+    if share >= 1.0:
+        return np.ones(len(conversation_id), dtype=bool)
+    return id_uniform(id_hash(conversation_id), seed, REFIT_STREAM) < share
 
 
 def partition_sums(
@@ -462,25 +610,15 @@ def partition_sums(
     """Additive statistics of one partition of whole conversations for every fit.
 
     ``policies``: name -> policy (``action_probs`` on the logs' states), in
-    ``fits.policy_names`` order.
+    ``fits.policy_names`` order. With ``fits.refit_share`` 1 every fit is evaluated on every
+    conversation. Below 1, the resamples of all conversations hold the models at the point
+    fit (keys as they are), and the refit subset adds what refitting changes: its
+    statistics under every fit (keys ``refit:``) and under the point fit (keys ``fixed:``);
+    :func:`finish` combines them.
     """
     part = _prepare(fits, logs)
     logs = part.logs
-    n_actions = len(fits.actions)
-    n_fits = 1 + fits.n_resamples
-    states = logs.states()
-    # validated once here, then every estimator and fit skips the checks (as meta.py does)
-    probs = np.stack(
-        [
-            check_target_probs(
-                target_probs_of(policies[k], states, logs.actions),
-                logs.n_turns,
-                n_actions,
-                name=f"target_probs of {k!r}",
-            )
-            for k in fits.policy_names
-        ]
-    )
+    probs = _target_probs(fits, logs, policies)
     supported = support_mask(
         fits.behaviour.predict(part.x), logs.action, min_probability=fits.min_support
     )
@@ -489,54 +627,43 @@ def partition_sums(
     sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
     if len(returns):
         sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
-    h = fits.horizon
-    for i in range(n_fits):
-        c = np.ones(logs.n_conversations) if i == 0 else part.counts[i - 1]
-        turn_c = c[logs.conversation_index]
-        reward = _reward_for(fits, part, i)
+    if fits.refit_share >= 1.0:
+        _refit_sums(sums, fits, part, probs, supported)
+    else:
+        _fixed_sums(sums, fits, part, probs, supported)
+        inner = refit_subset(logs.conversation_id, fits.seed, fits.refit_share)
+        if inner.any():
+            sub = _prepare(fits, logs.select(inner))
+            turns = inner[logs.conversation_index]
+            args = (fits, sub, probs[:, turns], supported[turns])
+            _refit_sums(sums, *args, prefix=REFIT_PREFIX)
+            _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
+    for p in range(len(fits.policy_names)):
         seq = SequentialFeedback(
-            action=logs.action, reward=reward, propensity=logs.propensity,
-            offsets=logs.offsets, n_actions=n_actions,
+            action=logs.action, reward=part.reward, propensity=logs.propensity,
+            offsets=logs.offsets, n_actions=len(fits.actions),
         )  # fmt: skip
-        q_all = _predict_q(part.x, fits.q_coef[i])
-        m = len(fits.policy_names)
-        reward_hat = _reward_hat(fits, part, i) if fits.decision else None
-        bandit = BanditFeedback(
-            action=logs.action, reward=reward, propensity=logs.propensity, n_actions=n_actions
-        )
-        for p in range(m):
-            for name, est in fits.conversation.items():
-                stat = est._validated_statistic(seq, probs[p], q_all[p])
-                extra = stat.numerators.shape[0] - seq.max_length
-                terms = h + extra if stat.denominators is not None else stat.numerators.shape[0]
-                _add_ratio(sums, f"{p}/{name}", i, stat, c, n_fits, terms)
-            bounds = deficit_bounds(seq, probs[p], fits.return_range, max_weight=fits.max_weight)
-            sums.add(f"{p}/_deficit/n", i, c.sum(), n_fits)
-            sums.add(f"{p}/_deficit/pdis", i, c @ bounds.pdis, n_fits)
-            sums.add(
-                f"{p}/_deficit/drop",
-                i,
-                c @ _dense_drop(bounds.drop, len(fits.return_range.low)),
-                n_fits,
-            )
-            s_low, s_high = support_bounds(
-                seq,
-                probs[p],
-                supported,
-                q_all[m + p],
-                fits.return_range,
-                max_weight=fits.max_weight,
-            )
-            _add_ratio(sums, f"{p}/_s_lower", i, s_low, c, n_fits, 1)
-            _add_ratio(sums, f"{p}/_s_upper", i, s_high, c, n_fits, 1)
-            mass = unsupported_statistic(seq, probs[p], supported, max_weight=fits.max_weight)
-            _add_ratio(sums, f"{p}/_mass", i, mass, c, n_fits, 1)
-            for name, est in fits.decision.items():
-                stat = est._validated_statistic(bandit, probs[p], reward_hat)
-                _add_ratio(sums, f"{p}/{name}", i, stat, turn_c, n_fits, stat.numerators.shape[0])
-            if i == 0:
-                _add_diagnostics(sums, fits, seq, probs[p], supported, p)
+        _add_diagnostics(sums, fits, seq, probs[p], supported, p)
     return sums
+
+
+def _target_probs(
+    fits: NuisanceFits, logs: LoggedConversations, policies: Mapping[str, Any]
+) -> np.ndarray:
+    """Every policy's probabilities on the partition, (m, n_turns, n_actions), validated
+    once here so that every estimator and fit skips the checks (as meta.py does)."""
+    states = logs.states()
+    return np.stack(
+        [
+            check_target_probs(
+                target_probs_of(policies[k], states, logs.actions),
+                logs.n_turns,
+                len(fits.actions),
+                name=f"target_probs of {k!r}",
+            )
+            for k in fits.policy_names
+        ]
+    )
 
 
 def _add_diagnostics(
@@ -562,11 +689,13 @@ def _add_diagnostics(
 # --------------------------------------------------------------------------- finish
 
 
-def _values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> dict[str, float]:
+def _values(
+    sums: PartitionSums, fits: NuisanceFits, p: int, i: int, prefix: str = ""
+) -> dict[str, float]:
     """Every statistic of policy ``p`` on fit ``i``: the row ``OffPolicyEvaluation._fit`` makes."""
     from supportrl.ope.intervals import _safe_ratio
 
-    a = sums.arrays
+    a = {k.removeprefix(prefix): v for k, v in sums.arrays.items() if k.startswith(prefix)}
     row: dict[str, float] = {}
     names = [*fits.conversation, *fits.decision, "_s_lower", "_s_upper", "_mass"]
     for name in names:
@@ -613,6 +742,24 @@ class _Finisher(OffPolicyEvaluation):
         )
 
 
+def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> dict[str, float]:
+    """The statistics of resample ``i``: as refitted when every conversation is refitted;
+    otherwise the resample with the point fit's models plus, measured on the refit subset,
+    what refitting changes (its refitted value minus its value with the point fit's models).
+    The two agree when the subset is all the logs; the second term adds the nuisance
+    models' own variation, which a resample that keeps them fixed leaves out."""
+    fixed = _values(sums, fits, p, i)
+    if fits.refit_share >= 1.0:
+        return fixed
+    if not any(k.startswith(REFIT_PREFIX) for k in sums.arrays):
+        raise ValueError(
+            "ope.refit_turns: the refit subset holds no conversation; raise ope.refit_turns"
+        )
+    refit = _values(sums, fits, p, i, REFIT_PREFIX)
+    held = _values(sums, fits, p, i, FIXED_PREFIX)
+    return {k: v + (refit[k] - held[k]) for k, v in fixed.items()}
+
+
 def _ess(total: float, sum_sq: float) -> float:
     """Kish's ESS from the sum and the sum of squares of the weights."""
     return total**2 / sum_sq if sum_sq > 0 else 0.0
@@ -637,7 +784,7 @@ def finish(
     out = {}
     for p, name in enumerate(fits.policy_names):
         point = _values(sums, fits, p, 0)
-        reps_rows = [_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
+        reps_rows = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
         reps = {k: np.array([r[k] for r in reps_rows]) for k in point}
         s = sums.arrays[f"{p}/_diag"][0]
         fin.diag_sums["current"] = s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from supportrl.ope.evaluate import PreparedConversations, prepare_conversations,
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.ope.resample import poisson_weights
-from supportrl.ope.streaming import add_sums, fit_nuisance, partition_sums
+from supportrl.ope.streaming import add_sums, finish, fit_nuisance, partition_sums, refit_subset
 from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
 from supportrl.simulators.logs_bounded import sample_conversations, validate_conversations_bounded
@@ -355,3 +356,76 @@ def test_sums_of_a_short_partition_add_up_exactly(logs_dir: tuple[Path, Path]) -
     assert set(total.arrays) == set(whole.arrays)
     for key, value in whole.arrays.items():
         np.testing.assert_allclose(total.arrays[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+def _sample_fits(logs_dir: tuple[Path, Path], **kwargs: Any) -> tuple[Any, ...]:
+    directory, customers = logs_dir
+    logs = load_conversations(directory, customers=customers)
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=7
+    )
+    policies = _policies(logs.actions)
+    states = logs.states()
+    probs = np.stack([target_probs_of(p, states, logs.actions) for p in policies.values()])
+    ope = _ope(prepared)
+    return logs, policies, ope, probs, fit_nuisance(ope, probs, list(policies), **kwargs)
+
+
+def test_resamples_with_the_point_models_are_the_refits_when_models_do_not_change(
+    logs_dir: tuple[Path, Path],
+) -> None:
+    """The one-pass resamples (point fit's models, every resample's counts by a matrix
+    product) equal the per-resample loop when every resample's models are the point fit's."""
+    logs, policies, _, _, fits = _sample_fits(logs_dir)
+    n = 1 + fits.n_resamples
+    same = dataclasses.replace(
+        fits,
+        q_coef=(fits.q_coef[0],) * n,
+        reward_models=(fits.reward_models[0],) * n,
+        csat_models=(fits.csat_models[0],) * n,
+    )
+    looped = partition_sums(same, logs, policies)
+    once = partition_sums(dataclasses.replace(same, refit_share=0.3), logs, policies)
+    assert any(k.startswith("refit:") for k in once.arrays)
+    for key, value in looped.arrays.items():
+        np.testing.assert_allclose(once.arrays[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+    # with the real refits, the subset's refitted resamples differ from its one-pass ones
+    real = partition_sums(dataclasses.replace(fits, refit_share=0.3), logs, policies)
+    np.testing.assert_array_equal(real.arrays["0/fqe/num"], once.arrays["0/fqe/num"])
+    assert not np.allclose(real.arrays["refit:0/fqe/num"][1:], real.arrays["fixed:0/fqe/num"][1:])
+
+
+def test_refit_subset_of_every_conversation_gives_the_in_memory_numbers(
+    logs_dir: tuple[Path, Path], in_memory: dict[str, PolicyEvaluation]
+) -> None:
+    """Below share 1 the resamples are (one-pass resamples) + (refitted - one-pass) on the
+    subset: with every conversation in the subset that is the refit bootstrap itself."""
+    logs, policies, ope, probs, fits = _sample_fits(logs_dir, refit_share=1 - 1e-9)
+    assert refit_subset(logs.conversation_id, 7, fits.refit_share).all()
+    parts = [
+        partition_sums(fits, logs.select(m), policies)
+        for m in (logs.lengths <= 2, logs.lengths > 2)
+    ]
+    results = finish(ope, fits, probs, add_sums(parts))
+    for name in POLICIES:
+        np.testing.assert_allclose(
+            _numbers(results[name]), _numbers(in_memory[name]), rtol=0, atol=1e-12
+        )
+
+
+def test_refits_on_a_subset_keep_the_estimates_and_the_model_variation(
+    logs_dir: tuple[Path, Path], in_memory: dict[str, PolicyEvaluation]
+) -> None:
+    """Refits evaluated on a quarter of the conversations: estimates exact, interval widths
+    near the full refit bootstrap's; without the subset's refit term fqe's would collapse."""
+    out = _partitioned(logs_dir, memory_budget_mb=0.01, refit_turns=1000)
+    assert 0.15 < out.refit_share < 0.35
+    assert any("ope.refit_turns=1000" in note for note in out.notes)
+    for name in POLICIES:
+        got, mem = out.results[name], in_memory[name]
+        for est, e in got.conversation.items():
+            assert e.estimate == pytest.approx(mem.conversation[est].estimate, abs=1e-12)
+            ratio = (e.ci_high - e.ci_low) / (
+                mem.conversation[est].ci_high - mem.conversation[est].ci_low
+            )
+            assert 0.8 < ratio < 1.5, (name, est, ratio)
