@@ -109,10 +109,11 @@ EVALUATE_PARTS = (
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 out = evaluate_partitioned(LogSource(__import__("pathlib").Path(sys.argv[1])), policies,
     RewardSpec(), make, csat_imputer=CsatImputation.from_logs, sample_turns=int(sys.argv[3]),
-    memory_budget_mb=float(sys.argv[4]), engine=sys.argv[5], num_cpus=int(sys.argv[6]))
+    memory_budget_mb=float(sys.argv[4]), engine=sys.argv[5], num_cpus=int(sys.argv[6]),
+    refit_turns=int(sys.argv[7]))
 res = out.results
 extra = {"turns": out.n_turns, "partitions": out.n_partitions, "fit_s": out.fit_s,
-         "sums_s": out.sums_s, "sample_turns": out.sample_turns,
+         "sums_s": out.sums_s, "sample_turns": out.sample_turns, "refit_share": out.refit_share,
          "seq_dr": {k: r.conversation["seq_dr"].estimate for k, r in res.items()},
          "ci": {k: r.conversation["seq_dr"].ci_low for k, r in res.items()}}
 """
@@ -157,102 +158,124 @@ def row(label: str, r: dict, anchor: dict | None = None) -> str:
         else f"{'':>8}"
     )
     return (
-        f"{label:<44}{r['turns']:>11,}{r['wall']:>9.1f}{r['rss']:>10,.0f}{r['tree']:>10,.0f}{ratio}"
+        f"{label:<52}{r['turns']:>11,}{r['wall']:>9.1f}{r['rss']:>10,.0f}{r['tree']:>10,.0f}{ratio}"
     )
+
+
+def _write_logs(tmp: Path, args: argparse.Namespace) -> tuple[str, int]:
+    """The measured logs: ``--conversations`` tiled into parts (or the validate rows)."""
+    start = time.perf_counter()
+    # about 2.5 turns per conversation in the default world
+    target = args.conversations * 2.5 if args.conversations else args.validate_million_rows * 1e6
+    rows = write_parts(tmp / "v", target, 100_000)
+    print(f"wrote {rows:,} turn rows in {time.perf_counter() - start:.1f} s")
+    return str(tmp / "v" / "parts"), rows
+
+
+def _validate(tmp: Path, parts: str, args: argparse.Namespace, engines: list[str]) -> None:
+    # the in-memory anchor on the first parts only, up to --memory-million-rows
+    subset = tmp / "v" / "subset"
+    subset.mkdir()
+    n = 0
+    for part in sorted(Path(parts).iterdir()):
+        if n >= args.memory_million_rows * 1e6:
+            break
+        (subset / part.name).symlink_to(part)
+        n += pq.ParquetFile(part).metadata.num_rows
+    w = str(args.workers)
+    mem = measure(VALIDATE_MEMORY, subset)
+    print(HEAD)
+    print(row("validate in memory (anchor)", mem))
+    for engine in engines:
+        r = measure(VALIDATE_BOUNDED, parts, args.budget_mb, engine, w if engine == "ray" else 1)
+        label = f"validate engine={engine}, {r['passes']} passes of ~{args.budget_mb:.0f} MB"
+        print(row(label + (f", {w} workers" if engine == "ray" else ""), r, mem))
+        if engine == "local":
+            per_worker = r["turns"] / r["wall"]
+            print(f"  validate throughput per worker: {per_worker:,.0f} turns/s")
+            for k in (2, 16, 128):
+                print(f"  projection: 1B turns on {k} workers: {1e9 / per_worker / k / 3600:.2f} h")
+
+
+def _evaluate(tmp: Path, parts: str | None, args: argparse.Namespace, engines: list[str]) -> None:
+    block = generate_logs(args.eval_conversations, seed=1)
+    turns, _ = block.write(tmp / "e")
+    table = pq.read_table(turns).drop_columns(["customer_id"])
+    edir = tmp / "e" / "parts"
+    edir.mkdir()
+    step = table.num_rows // 4 + 1
+    for i in range(4):
+        pq.write_table(table.slice(i * step, step), edir / f"part-{i}.parquet")
+    target = parts or str(edir)
+    print(
+        f"evaluate: 3 policies, {args.resamples} refit resamples; in memory on "
+        f"{args.eval_conversations:,} conversations ({table.num_rows:,} turns)"
+    )
+    emem = None if args.skip_memory_evaluate else measure(EVALUATE_MEMORY, edir, args.resamples)
+    print(HEAD)
+    if emem:
+        print(row("evaluate in memory (anchor)", emem))
+    settings = [args.resamples, args.sample_turns, args.budget_mb]
+    runs = {}
+    for engine in engines:
+        w = args.workers if engine == "ray" else 1
+        small = measure(EVALUATE_PARTS, edir, *settings, engine, w, args.refit_turns)
+        runs[engine] = r = measure(EVALUATE_PARTS, target, *settings, engine, w, args.refit_turns)
+        if emem:
+            worst = max(abs(emem["seq_dr"][k] - small["seq_dr"][k]) for k in emem["seq_dr"])
+            worst = max(worst, *(abs(emem["ci"][k] - small["ci"][k]) for k in emem["ci"]))
+            print(f"  engine={engine} on the anchor's logs: largest |in memory - it| of "
+                  f"seq_dr estimate and ci_low {worst:.1e}")  # fmt: skip
+        label = f"evaluate engine={engine}, {r['partitions']} partitions"
+        print(row(label + (f", {w} workers" if engine == "ray" else ""), r, emem))
+        print(
+            f"  nuisance fit on {r['sample_turns']:,} turns {r['fit_s']:.1f} s, partitions "
+            f"{r['sums_s']:.1f} s (refits evaluated on a share {r['refit_share']:.3g})"
+        )
+    if "local" in runs:
+        r = runs["local"]
+        # one worker's steady rate: the local engine's partition phase
+        per_worker = r["turns"] / r["sums_s"]
+        print(
+            f"evaluate partition throughput per worker (local engine): {per_worker:,.0f} "
+            f"turns/s at {args.resamples} resamples x 3 policies"
+        )
+        for k in (2, 16, 128):
+            hours = (r["fit_s"] + 1e9 / per_worker / k) / 3600
+            print(f"  projection: 1B turns on {k} workers: {hours:,.2f} h "
+                  f"(fit on {r['sample_turns']:,} turns + partitions)")  # fmt: skip
+
+
+HEAD = f"{'':<52}{'turns':>11}{'wall s':>9}{'RSS MiB':>10}{'tree MiB':>10}{'s/turn vs memory':>18}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=0,
+                        help="logs of about this many conversations for validate and evaluate "
+                             "(0: --validate-million-rows for validate, the anchor's for evaluate)")  # fmt: skip
     parser.add_argument("--validate-million-rows", type=float, default=2.0)
     parser.add_argument("--eval-conversations", type=int, default=5000)
     parser.add_argument("--resamples", type=int, default=200)
     parser.add_argument("--sample-turns", type=int, default=500_000)
+    parser.add_argument("--refit-turns", type=int, default=20_000)
     parser.add_argument("--budget-mb", type=float, default=256.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--engines", default="local,ray")
+    parser.add_argument("--skip-validate", action="store_true")
+    parser.add_argument("--skip-evaluate", action="store_true")
     parser.add_argument("--skip-memory-evaluate", action="store_true")
     parser.add_argument(
         "--memory-million-rows", type=float, default=5.0, help="in-memory validate anchor size"
     )
     args = parser.parse_args()
-    w = str(args.workers)
-    head = (
-        f"{'':<44}{'turns':>11}{'wall s':>9}{'RSS MiB':>10}{'tree MiB':>10}{'s/turn vs memory':>18}"
-    )
+    engines = args.engines.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        rows = write_parts(Path(tmp) / "v", args.validate_million_rows * 1e6, 100_000)
-        print(f"validate: wrote {rows:,} turn rows in {time.perf_counter() - start:.1f} s")
-        parts = str(Path(tmp) / "v" / "parts")
-        # the in-memory anchor on the first parts only, up to --memory-million-rows
-        subset = Path(tmp) / "v" / "subset"
-        subset.mkdir()
-        n = 0
-        for part in sorted(Path(parts).iterdir()):
-            if n >= args.memory_million_rows * 1e6:
-                break
-            (subset / part.name).symlink_to(part)
-            n += pq.ParquetFile(part).metadata.num_rows
-        mem = measure(VALIDATE_MEMORY, subset)
-        local = measure(VALIDATE_BOUNDED, parts, args.budget_mb, "local", w)
-        ray = measure(VALIDATE_BOUNDED, parts, args.budget_mb, "ray", w)
-        print(head)
-        print(row("validate in memory (anchor)", mem))
-        print(
-            row(f"validate local, {local['passes']} passes of ~{args.budget_mb:.0f} MB", local, mem)
-        )
-        print(row(f"validate engine=ray, {w} workers, {ray['passes']} passes", ray, mem))
-        per_worker = local["turns"] / local["wall"]
-        print(f"validate throughput per worker (local engine): {per_worker:,.0f} turns/s")
-        for n in (2, 16, 128):
-            print(f"  projection: 1B turns on {n} workers: {1e9 / per_worker / n / 3600:.2f} h")
-
-        block = generate_logs(args.eval_conversations, seed=1)
-        turns, _ = block.write(Path(tmp) / "e")
-        table = pq.read_table(turns).drop_columns(["customer_id"])
-        edir = Path(tmp) / "e" / "parts"
-        edir.mkdir()
-        step = table.num_rows // 4 + 1
-        for i in range(4):
-            pq.write_table(table.slice(i * step, step), edir / f"part-{i}.parquet")
-        print(
-            f"evaluate: {args.eval_conversations:,} conversations ({table.num_rows:,} turns), "
-            f"3 policies, {args.resamples} refit resamples"
-        )
-        common = [str(edir), args.resamples, args.sample_turns, args.budget_mb]
-        emem = (
-            None
-            if args.skip_memory_evaluate
-            else measure(EVALUATE_MEMORY, str(edir), args.resamples)
-        )
-        elocal = measure(EVALUATE_PARTS, *common, "local", 1)
-        eray = measure(EVALUATE_PARTS, *common, "ray", w)
-        print(head)
-        if emem:
-            print(row("evaluate in memory (anchor)", emem))
-        print(row(f"evaluate local, {elocal['partitions']} partitions", elocal, emem))
-        print(row(f"evaluate engine=ray, {w} workers, {eray['partitions']} partitions", eray, emem))
-        for r, label in ((elocal, "local"), (eray, "ray")):
-            print(
-                f"  {label}: nuisance fit on {r['sample_turns']:,} turns {r['fit_s']:.1f} s, "
-                f"partitions {r['sums_s']:.1f} s"
-            )
-        if emem:
-            worst = max(abs(emem["seq_dr"][k] - eray["seq_dr"][k]) for k in emem["seq_dr"])
-            worst = max(worst, *(abs(emem["ci"][k] - eray["ci"][k]) for k in emem["ci"]))
-            print(f"largest |in memory - ray| of seq_dr estimate and ci_low: {worst:.1e}")
-        # one worker's steady rate: the local engine's partition phase (Ray's includes its
-        # start-up, a fixed cost of seconds)
-        per_worker = elocal["turns"] / elocal["sums_s"]
-        print(
-            f"evaluate partition throughput per worker (local engine): {per_worker:,.0f} turns/s "
-            f"at {args.resamples} resamples x 3 policies"
-        )
-        for n in (2, 16, 128):
-            hours = (elocal["fit_s"] + 1e9 / per_worker / n) / 3600
-            print(
-                f"  projection: 1B turns on {n} workers: {hours:,.0f} h "
-                f"(fit on {elocal['sample_turns']:,} turns + partitions)"
-            )
+        parts, _ = _write_logs(Path(tmp), args)
+        if not args.skip_validate:
+            _validate(Path(tmp), parts, args, engines)
+        if not args.skip_evaluate:
+            _evaluate(Path(tmp), parts if args.conversations else None, args, engines)
 
 
 if __name__ == "__main__":
