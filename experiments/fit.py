@@ -17,7 +17,8 @@ values (the ``policies`` given, else the deterministic rule files in ``configs/r
 
 Keys of the ``fit`` section of ``configs/config.yaml``: ``fit.holdout``,
 ``fit.sample_turns`` (fit on a random sample of whole conversations of about this many
-turns, stated in the fidelity report; null: all), ``fit.simulated_conversations`` (Monte Carlo conversations per policy in the simulator,
+turns, stratified by the first turn's intent with ``fit.sample_min_per_intent`` and weighted
+back to the logs' mix, stated in the fidelity report; null: all), ``fit.simulated_conversations`` (Monte Carlo conversations per policy in the simulator,
 default 20000), ``fit.true_value_conversations`` (in the synthetic world, default
 50000), ``fit.plots``.
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel, load_rule_policy
@@ -52,7 +54,7 @@ from supportrl.experiments.stages import fit_stage, simulator_spec
 from supportrl.simulators.fidelity import fidelity_report, policy_values, summary_lines
 from supportrl.simulators.fitted import FAMILIES, FittedCustomerModel, fit_settings
 from supportrl.simulators.logs import LoggedConversations, load_conversations
-from supportrl.simulators.logs_bounded import parquet_parts, sample_conversations
+from supportrl.simulators.logs_bounded import parquet_parts, stratified_sample
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
 
@@ -83,10 +85,13 @@ def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Polic
     return policies
 
 
-def load_fit_logs(cfg: DictConfig, seed: int) -> tuple[LoggedConversations, dict[str, Any] | None]:
+def load_fit_logs(
+    cfg: DictConfig, seed: int
+) -> tuple[LoggedConversations, dict[str, Any] | None, np.ndarray | None]:
     """The logs to fit on: all of ``data.turns``, or, with ``fit.sample_turns=N`` and Parquet
-    logs of more rows, a uniform random sample of whole conversations of about N turns
-    (each kept by a hash of its id; equal weights), and how it was drawn."""
+    logs of more rows, a random sample of whole conversations of about N turns stratified by
+    the first turn's intent (``fit.sample_min_per_intent``; each kept by a hash of its id),
+    how it was drawn, and its weights per conversation (None: no sample)."""
     n = OmegaConf.select(cfg, "fit.sample_turns", default=None)
     turns = Path(str(cfg.data.turns))
     parquet = turns.is_dir() or turns.suffix.lower() in (".parquet", ".pq")
@@ -94,7 +99,7 @@ def load_fit_logs(cfg: DictConfig, seed: int) -> tuple[LoggedConversations, dict
     if n is None or not parquet or rows <= int(n):
         loaded = load_data(cfg)
         assert isinstance(loaded, LoggedConversations)
-        return loaded, None
+        return loaded, None, None
     data = cfg.data
 
     def load(table: Any) -> LoggedConversations:
@@ -105,20 +110,24 @@ def load_fit_logs(cfg: DictConfig, seed: int) -> tuple[LoggedConversations, dict
         )  # fmt: skip
 
     share = int(n) / rows
-    logs = sample_conversations(turns, share, seed, load, log_limits(cfg))
+    floor = int(OmegaConf.select(cfg, "fit.sample_min_per_intent", default=0) or 0)
+    drawn = stratified_sample(turns, share, seed, load, log_limits(cfg), min_per_stratum=floor)
+    logs = drawn.logs
     sample = {
-        "method": "uniform random sample of whole conversations by a hash of conversation_id "
-        "(equal weights)",
+        "method": "random sample of whole conversations by a hash of conversation_id, "
+        "stratified by the first turn's intent; each conversation weighted by its inverse "
+        f"probability of inclusion (fit.sample_min_per_intent={floor})",
         "share": share,
         "conversations": logs.n_conversations,
         "turns": logs.n_turns,
         "of_turns": rows,
+        "strata": drawn.strata,
     }
     print(
         f"fit.sample_turns={n}: fitting on a random sample of {logs.n_conversations} "
-        f"conversations ({logs.n_turns} of {rows} turns)"
+        f"conversations ({logs.n_turns} of {rows} turns), stratified by intent"
     )
-    return logs, sample
+    return logs, sample, drawn.weights
 
 
 def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
@@ -146,7 +155,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         ).logs
         data = {"source": "synthetic", "conversations": n, "seed": seed}
     else:
-        logs, sample = load_fit_logs(cfg, seed)
+        logs, sample, weights = load_fit_logs(cfg, seed)
         data = {"source": str(cfg.data.turns), "conversations": logs.n_conversations}
         if sample is not None:
             data["sample"] = sample
@@ -168,7 +177,12 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         f"fitting {family} on {train.n_conversations} conversations ({train.n_turns} turns); "
         f"{data['holdout_conversations']} held out"
     )
-    model: FittedCustomerModel = fit_stage(train, spec, seed=seed, out=out)
+    train_weights = None
+    if weights is not None:  # the training conversations' sampling weights
+        train_weights = weights[pd.Index(logs.conversation_id).get_indexer(train.conversation_id)]
+    model: FittedCustomerModel = fit_stage(
+        train, spec, seed=seed, out=out, conversation_weights=train_weights
+    )
     path = out / "simulator"
     print(f"simulator: {path}")
 

@@ -135,6 +135,7 @@ class GenerateSection:
 class FitSection:
     holdout: float = 0.2
     sample_turns: int | None = None
+    sample_min_per_intent: int = 200
     simulated_conversations: int = 20_000
     true_value_conversations: int = 50_000
     plots: bool = True
@@ -430,6 +431,8 @@ RANGES: dict[tuple[str, str], tuple[float, bool, str]] = {
     ("ope", "weight_share"): (0, False, "above 0 (the auto clip is weight_share x conversations)"),
     ("ope", "sample_turns"): (1, True, "at least 1"),
     ("ope", "refit_turns"): (1, True, "at least 1"),
+    ("fit", "sample_turns"): (1, True, "at least 1"),
+    ("fit", "sample_min_per_intent"): (0, True, "at least 0"),
 }
 """(section, key) -> (bound, bound allowed, wording): values checked before any work."""
 

@@ -192,8 +192,17 @@ def generate_stage(
 # --------------------------------------------------------------------------- fit
 
 
-def fit_stage(logs: LoggedConversations, spec: SimulatorSpec, *, seed: int, out: Path):
-    """Fit the customer model of ``spec`` on ``logs`` and save it to ``out/simulator``.
+def fit_stage(
+    logs: LoggedConversations,
+    spec: SimulatorSpec,
+    *,
+    seed: int,
+    out: Path,
+    conversation_weights: np.ndarray | None = None,
+):
+    """Fit the customer model of ``spec`` on ``logs`` and save it to ``out/simulator``
+    (``conversation_weights``: a sample's weights per conversation, see
+    ``fit_customer_model``).
 
     Returns the fitted model (:class:`simulators.fitted.FittedCustomerModel`); its
     warnings are printed.
@@ -205,7 +214,13 @@ def fit_stage(logs: LoggedConversations, spec: SimulatorSpec, *, seed: int, out:
     fit_settings(spec.family, seed=seed, **spec.params)  # bad settings fail before any work
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
-        model = fit_customer_model(logs, spec.family, seed=seed, **spec.params)
+        model = fit_customer_model(
+            logs,
+            spec.family,
+            seed=seed,
+            conversation_weights=conversation_weights,
+            **spec.params,
+        )
     for note in model.warnings:
         print(f"warning: {note}")
     model.save(output(out / "simulator"))

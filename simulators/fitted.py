@@ -129,6 +129,7 @@ def fit_customer_model(
     max_turns: int = DEFAULT_MAX_TURNS,
     weight_clip: float = 50.0,
     csat_missing: str = "selection",
+    conversation_weights: np.ndarray | None = None,
     **params: Any,
 ) -> FittedCustomerModel:
     """Fit a customer model of ``family`` (``glm`` or ``ensemble``) to logged conversations.
@@ -146,6 +147,12 @@ def fit_customer_model(
         max_turns: conversations are cut off after this many decisions.
         weight_clip: upper clip of the stabilised inverse-propensity weights.
         csat_missing: ``selection`` (MNAR-corrected) or ``respondents``.
+        conversation_weights: (n_conversations,) sampling weights of a sample of the logs
+            (inverse inclusion probabilities, e.g. a stratified sample that keeps rare
+            intents more often): the response, CSAT and intent-change models weigh every
+            turn by its conversation's weight, and the pool of first states is redrawn in
+            proportion to them, so the model describes the logs the sample was drawn from.
+            ``None``: all 1.
         **params: the family's hyperparameters (:class:`GLMParams` or
             :class:`~supportrl.simulators.fitted_ensemble.EnsembleParams` fields).
 
@@ -168,6 +175,7 @@ def fit_customer_model(
     if logs.n_turns == 0:
         raise ValueError("logs: no turns to fit")
 
+    sampling = _sampling_weights(logs, conversation_weights)
     basis = logs_basis(logs, config.max_turns)
     state = basis.state_from_named(logs.states())
     phi = basis.phi(state)
@@ -184,11 +192,21 @@ def fit_customer_model(
     if stats is not None:
         info["weights"] = stats
     notes += weight_notes
+    turn_sampling = None if sampling is None else sampling[logs.conversation_index]
+    if turn_sampling is not None:
+        weights = weights * turn_sampling
+        info["sampling_weights"] = {
+            "min": float(sampling.min()),
+            "max": float(sampling.max()),
+            "effective_conversations": float(sampling.sum() ** 2 / (sampling**2).sum()),
+        }
     dynamics, handle_known = _fit_dynamics(
         logs, basis, phi, weights, config, family_params, info, notes
     )
-    csat = _fit_terminal_csat(logs, phi, state, config, family_params, info, notes)
-    trans = _intent_transitions(logs, basis, state, info, notes)
+    csat = _fit_terminal_csat(
+        logs, phi, state, config, family_params, info, notes, sampling=turn_sampling
+    )
+    trans = _intent_transitions(logs, basis, state, info, notes, sampling=turn_sampling)
     for note in notes:
         warnings.warn(note, FitWarning, stacklevel=2)
     return FittedCustomerModel(
@@ -199,12 +217,42 @@ def fit_customer_model(
         dynamics=dynamics,
         csat=csat,
         intent_transition=trans,
-        pool=state.take(logs.offsets[:-1]),
+        pool=state.take(_pool_rows(logs, sampling, config.seed)),
         support=support_counts(basis, state, logs.action.astype(np.int64), len(logs.actions)),
         handle_time_known=handle_known,
         warnings=notes,
         info=info,
     )
+
+
+def _sampling_weights(
+    logs: LoggedConversations, conversation_weights: np.ndarray | None
+) -> np.ndarray | None:
+    """Sampling weights per conversation scaled to mean 1, or None when absent or all equal."""
+    if conversation_weights is None:
+        return None
+    w = np.asarray(conversation_weights, dtype=np.float64)
+    if w.shape != (logs.n_conversations,):
+        raise ValueError(
+            f"conversation_weights: shape {w.shape}, expected ({logs.n_conversations},), one "
+            "per conversation"
+        )
+    if not np.isfinite(w).all() or (w <= 0).any():
+        raise ValueError("conversation_weights: every weight must be finite and above 0")
+    if np.ptp(w) == 0:
+        return None
+    return w / w.mean()
+
+
+def _pool_rows(logs: LoggedConversations, sampling: np.ndarray | None, seed: int) -> np.ndarray:
+    """First turns of the pool: every conversation's, or, with sampling weights, as many
+    drawn with probabilities proportional to the weights (the logs' mix of first states)."""
+    first = logs.offsets[:-1]
+    if sampling is None:
+        return first
+    rng = np.random.default_rng([seed, 0x9001])
+    drawn = rng.choice(logs.n_conversations, logs.n_conversations, p=sampling / sampling.sum())
+    return first[np.sort(drawn)]
 
 
 def _coverage_notes(logs: LoggedConversations, basis: Basis) -> list[str]:
@@ -304,8 +352,10 @@ def _fit_terminal_csat(
     family_params: FamilyParams,
     info: dict[str, Any],
     notes: list[str],
+    sampling: np.ndarray | None = None,
 ) -> CsatModel:
-    """The CSAT model on terminal turns (MNAR-corrected unless ``csat_missing`` says not)."""
+    """The CSAT model on terminal turns (MNAR-corrected unless ``csat_missing`` says not);
+    ``sampling``: per-turn sampling weights (None: all 1)."""
     action = logs.action.astype(np.int64)
     outcome = logs.outcome.astype(np.int64)
     terminal = np.flatnonzero(logs.is_last & (outcome != CONTINUE))
@@ -327,13 +377,14 @@ def _fit_terminal_csat(
             "no CSAT answer in the logs: CSAT cannot be learned and is uniform on 1..5 (mean 3); "
             "the CSAT part of any value is uninformative"
         )
-    # Unweighted on purpose: the CSAT model conditions on the final state, action and
-    # outcome, OPE imputes *logged* rows with it (the observational conditional), and
-    # confounding weights make the answer rates g_k poorly identified.
+    # Without confounding weights on purpose: the CSAT model conditions on the final state,
+    # action and outcome, OPE imputes *logged* rows with it (the observational conditional),
+    # and confounding weights make the answer rates g_k poorly identified. Sampling weights
+    # only restore the logs' mix of those rows.
     csat = fit_csat(
         psi,
         csat_obs,
-        weights=None,
+        weights=None if sampling is None else sampling[terminal],
         method=config.csat_missing,
         l2=family_params.l2,
         threads=family_params.torch_threads,
@@ -353,8 +404,10 @@ def _intent_transitions(
     state: FittedState,
     info: dict[str, Any],
     notes: list[str],
+    sampling: np.ndarray | None = None,
 ) -> np.ndarray:
-    """P(next detected intent | intent, action) counted on consecutive logged turns.
+    """P(next detected intent | intent, action) counted on consecutive logged turns (each
+    weighted by its per-turn sampling weight when given).
 
     Shape (n_intents, n_actions, n_intents); one pseudo-count of "unchanged" per pair, so
     pairs never seen continuing keep their intent.
@@ -364,7 +417,8 @@ def _intent_transitions(
     has_next = ~logs.is_last
     trans = np.zeros((n_int, n_actions, n_int))
     src = np.flatnonzero(has_next)
-    np.add.at(trans, (state.intent[src], action[src], state.intent[src + 1]), 1.0)
+    counts = 1.0 if sampling is None else sampling[src]
+    np.add.at(trans, (state.intent[src], action[src], state.intent[src + 1]), counts)
     seen = trans.sum(axis=2) > 0
     trans[np.arange(n_int), :, np.arange(n_int)] += 1.0  # one pseudo-count of "unchanged"
     trans /= trans.sum(axis=2, keepdims=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,85 @@ def sample_conversations(
             f"{root}: a sample of {share:.2g} of the conversations holds none; sample more turns"
         )
     return load(table)
+
+
+@dataclass(frozen=True)
+class StratifiedSample:
+    """A sample of whole conversations stratified by their first turn's intent."""
+
+    logs: Any
+    """The sampled conversations, validated (what ``load`` returned)."""
+    weights: np.ndarray
+    """(n_conversations,) inverse inclusion probability of each, in ``logs``' order."""
+    strata: dict[str, dict[str, float]]
+    """intent -> {"conversations": in the logs, "probability": of inclusion}."""
+
+
+def stratified_sample(
+    turns: str | Path,
+    share: float,
+    seed: int,
+    load: Callable[[Any], Any],
+    limits: LogLimits | None = None,
+    *,
+    min_per_stratum: int = 0,
+) -> StratifiedSample:
+    """Conversations sampled within strata of their first turn's (``turn == 0``) intent:
+    each kept with probability ``max(share, min(1, min_per_stratum / N_s))`` in a stratum of
+    ``N_s`` conversations, by its id's uniform (:func:`id_uniform`, stream 0 of ``seed``),
+    so rare intents keep about ``min_per_stratum`` conversations and the weights (inverse
+    probabilities) restore the logs' mix. Two bounded reads: the first turns' ids and
+    intents, then the kept conversations' rows. With ``min_per_stratum=0`` it is the sample
+    of :func:`sample_conversations` with weights 1.
+    """
+    import pyarrow.parquet as pq
+
+    limits = limits or LogLimits()
+    root = Path(turns)
+    parts = parquet_parts(root)
+    hashes, codes, levels = [], [], {}
+    for file, _ in parts:
+        pf = pq.ParquetFile(file)
+        if not {"conversation_id", "turn", "intent"} <= set(pf.schema_arrow.names):
+            return StratifiedSample(load(root), np.ones(0), {})  # load names what is missing
+        for batch in pf.iter_batches(BATCH_ROWS, columns=["conversation_id", "turn", "intent"]):
+            frame = batch.to_pandas()
+            first = frame[pd.to_numeric(frame["turn"], errors="coerce") == 0]
+            found, idx = np.unique(first["intent"].astype(str).to_numpy(), return_inverse=True)
+            for level in found:
+                levels.setdefault(level, len(levels))
+                if len(levels) > limits.max_levels:
+                    raise LogValidationError(
+                        f"{file}, column 'intent': more than {limits.max_levels} distinct "
+                        "values (set data.max_levels=N to allow more)"
+                    )
+            codes.append(np.array([levels[v] for v in found], dtype=np.int64)[idx])
+            hashes.append(id_hash(first["conversation_id"].to_numpy()))
+    h, code = np.concatenate(hashes), np.concatenate(codes)
+    n_s = np.bincount(code, minlength=len(levels)).astype(np.float64)
+    prob = np.clip(np.maximum(share, min_per_stratum / np.maximum(n_s, 1.0)), 0.0, 1.0)
+    kept = id_uniform(h, seed, 0) < prob[code]
+    order = np.argsort(h[kept])
+    kept_hash, kept_weight = h[kept][order], 1.0 / prob[code[kept]][order]
+
+    def keep(conv: pd.Series) -> np.ndarray:
+        ids = id_hash(conv.to_numpy())
+        pos = np.minimum(np.searchsorted(kept_hash, ids), max(len(kept_hash) - 1, 0))
+        return kept_hash[pos] == ids if len(kept_hash) else np.zeros(len(ids), dtype=bool)
+
+    table = select_table(parts, root, keep, limits)
+    if table is None:
+        raise LogValidationError(
+            f"{root}: a sample of {share:.2g} of the conversations holds none; sample more turns"
+        )
+    logs = load(table)
+    ids = id_hash(np.asarray(logs.conversation_id))
+    weights = kept_weight[np.searchsorted(kept_hash, ids)]
+    strata = {
+        level: {"conversations": int(n_s[c]), "probability": float(prob[c])}
+        for level, c in sorted(levels.items())
+    }
+    return StratifiedSample(logs, weights, strata)
 
 
 def pass_of(conversation_id: pd.Series, n_passes: int) -> np.ndarray:
