@@ -28,7 +28,7 @@ ESS, clipped shares and unsupported mass on all the logs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,45 +210,70 @@ def _reward_models(
     return tuple(models)
 
 
-def _csat_models(prep: PreparedConversations, counts: np.ndarray) -> tuple[Any, ...]:
-    """The CSAT model of the point fit and of every resample (as ``CsatImputation.csat``)."""
+def _csat_model(prep: PreparedConversations, counts: np.ndarray | None) -> Any:
+    """The CSAT model of the point fit (``counts`` None) or of a resample (as
+    ``CsatImputation.csat``); None without CSAT to impute."""
     from supportrl.simulators.fitted_csat import fit_csat
 
     imp = prep.csat_model
     if imp is None:
-        return ()
-    models = [imp.model]  # type: ignore[attr-defined]
-    if not np.isnan(imp.observed).any():  # type: ignore[attr-defined]
-        return tuple(models * (1 + len(counts)))  # nothing imputed: no refit in memory either
-    for c in counts:
-        models.append(
-            fit_csat(
-                imp.psi,  # type: ignore[attr-defined]
-                imp.observed,  # type: ignore[attr-defined]
-                weights=np.asarray(c, dtype=np.float64)[imp.conversation],  # type: ignore[attr-defined]
-                method=imp.method,  # type: ignore[attr-defined]
-                l2=imp.l2,  # type: ignore[attr-defined]
-                max_iter=imp.refit_iter,  # type: ignore[attr-defined]
-                init=imp.model,  # type: ignore[attr-defined]
-            )
-        )
-    return tuple(models)
+        return None
+    if counts is None or not np.isnan(imp.observed).any():  # type: ignore[attr-defined]
+        return imp.model  # type: ignore[attr-defined]  # nothing imputed: no refit in memory either
+    return fit_csat(
+        imp.psi,  # type: ignore[attr-defined]
+        imp.observed,  # type: ignore[attr-defined]
+        weights=np.asarray(counts, dtype=np.float64)[imp.conversation],  # type: ignore[attr-defined]
+        method=imp.method,  # type: ignore[attr-defined]
+        l2=imp.l2,  # type: ignore[attr-defined]
+        max_iter=imp.refit_iter,  # type: ignore[attr-defined]
+        init=imp.model,  # type: ignore[attr-defined]
+    )
 
 
-def _sample_reward(prep: PreparedConversations, csat_models: Sequence[Any], i: int) -> np.ndarray:
-    """``prep.reward_for(counts of fit i)`` with the CSAT model already refitted: the same
-    arithmetic as ``CsatImputation.csat`` and ``PreparedConversations.reward_for``."""
+def _sample_reward(prep: PreparedConversations, csat_model: Any, refit: bool) -> np.ndarray:
+    """``prep.reward_for(counts)`` with the CSAT model already refitted (``refit``: a
+    resample's): the same arithmetic as ``CsatImputation.csat`` and
+    ``PreparedConversations.reward_for``."""
     imp = prep.csat_model
-    if i == 0 or imp is None or prep.csat is None or prep.reward_spec is None:
+    if not refit or imp is None or prep.csat is None or prep.reward_spec is None:
         return prep.reward
     csat = imp.logged.copy()  # type: ignore[attr-defined]
     missing = np.isnan(imp.observed)  # type: ignore[attr-defined]
     if missing.any():
         psi = imp.psi[missing]  # type: ignore[attr-defined]
-        csat[imp.rows[missing]] = csat_models[i].imputed(psi)  # type: ignore[attr-defined]
+        csat[imp.rows[missing]] = csat_model.imputed(psi)  # type: ignore[attr-defined]
     terminal = prep.logs.outcome != CONTINUE
     shift = prep.reward_spec.csat_weight * (csat - prep.csat) / 2.0
     return prep.reward + np.where(terminal, np.nan_to_num(shift), 0.0)
+
+
+def fit_chunk(
+    prep: PreparedConversations,
+    targets: np.ndarray,
+    folds: np.ndarray,
+    decision: bool,
+    indices: Sequence[int],
+    counts: np.ndarray,
+) -> list[tuple[Any, np.ndarray, tuple[PerActionRidge, ...]]]:
+    """The fits ``indices`` (0: the point fit; ``1 + k``: resample ``k``, counted by the row
+    of ``counts`` (len(indices), n_conversations) at the same position): for each, the CSAT
+    model, the FQE coefficients of every target and, with ``decision``, the reward models.
+    Fits are independent: chunks of them can run in any process."""
+    logs = prep.logs
+    n_actions = len(logs.actions)
+    out = []
+    for i, c in zip(indices, counts, strict=True):
+        csat_model = _csat_model(prep, None if i == 0 else c)
+        reward = _sample_reward(prep, csat_model, i > 0)
+        turn_counts = np.asarray(c, dtype=np.float64)[logs.conversation_index]
+        balance = balancing_weights(prep.propensity, logs.action, n_actions, counts=turn_counts)
+        weight = turn_counts * balance
+        system = RidgeSystem.build(prep.x, logs.action, n_actions, sample_weight=weight)
+        q_coef = _fqe_coef(system, reward, logs.offsets, targets)
+        models = _reward_models(prep, reward, weight, folds) if decision else ()
+        out.append((csat_model, q_coef, models))
+    return out
 
 
 def _behaviour_model(prep: PreparedConversations) -> MultinomialLogit:
@@ -281,11 +306,16 @@ def fit_nuisance(
     policy_names: Sequence[str],
     *,
     refit_share: float = 1.0,
+    map_fits: Callable[..., list[Any]] | None = None,
+    n_chunks: int = 1,
 ) -> NuisanceFits:
     """Fit every nuisance model on ``ope.prepared`` (the sample) for the point estimate and
     each of ``ope.n_bootstrap`` resamples, as :meth:`OffPolicyEvaluation.evaluate` does.
 
     ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
+    ``map_fits(fn, args, shared)``: ``[fn(*shared, *a) for a in args]`` somewhere (e.g. as
+    Ray tasks, ``simulators.logs_bounded.map_passes``); the fits are split into ``n_chunks``
+    chunks of consecutive fits (:func:`fit_chunk`). Default: in this process.
     """
     prep = ope.prepared
     logs = prep.logs
@@ -311,18 +341,18 @@ def fit_nuisance(
     sub = np.where(supported[None], probs, 0.0)
     targets = np.concatenate([probs, sub])
     folds = fold_ids(np.arange(logs.n_conversations), CROSS_FIT_FOLDS, prep.seed)
-    csat_models = _csat_models(prep, counts)
-    q_coef, reward_models = [], []
-    for i, c in enumerate([None, *counts]):
-        conv_counts = np.ones(logs.n_conversations) if c is None else c
-        turn_counts = conv_counts[logs.conversation_index]
-        reward = _sample_reward(prep, csat_models, i)
-        balance = balancing_weights(prep.propensity, logs.action, n_actions, counts=turn_counts)
-        weight = turn_counts * balance
-        system = RidgeSystem.build(prep.x, logs.action, n_actions, sample_weight=weight)
-        q_coef.append(_fqe_coef(system, reward, logs.offsets, targets))
-        if ope.decision_estimators:
-            reward_models.append(_reward_models(prep, reward, weight, folds))
+    n_fits = 1 + int(ope.n_bootstrap)
+    all_counts = np.concatenate([np.ones((1, logs.n_conversations)), counts])
+    chunks = [list(c) for c in np.array_split(np.arange(n_fits), min(n_fits, max(1, n_chunks)))]
+    shared = (prep, targets, folds, bool(ope.decision_estimators))
+    if map_fits is None:
+        done = [fit_chunk(*shared, c, all_counts[c]) for c in chunks]
+    else:
+        done = map_fits(fit_chunk, [(c, all_counts[c]) for c in chunks], shared)
+    fitted = [f for chunk in done for f in chunk]
+    csat_models = tuple(f[0] for f in fitted) if prep.csat_model is not None else ()
+    q_coef = [f[1] for f in fitted]
+    reward_models = [f[2] for f in fitted] if ope.decision_estimators else []
     order = np.argsort(hashes)
     median = _handle_medians(logs, n_actions)
     # partitions encode their CSAT design as the imputer encoded the sample's

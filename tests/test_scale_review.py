@@ -81,7 +81,7 @@ def test_imputer_on_a_simulator_basis_is_refused_clearly(
 
 
 def test_refits_use_the_imputers_method(rare_logs: tuple[Path, Path, str]) -> None:
-    from supportrl.ope.streaming import _csat_models
+    from supportrl.ope.streaming import _csat_model
 
     turns, customers, _ = rare_logs
     logs = load_conversations(turns, customers=customers)
@@ -92,9 +92,7 @@ def test_refits_use_the_imputers_method(rare_logs: tuple[Path, Path, str]) -> No
         return CsatImputation(**{**imp.__dict__, "method": "respondents"})
 
     prep = prepare_conversations(logs, RewardSpec(), csat_imputer=respondents, seed=0)
-    counts = np.ones((1, logs.n_conversations))
-    models = _csat_models(prep, counts)
-    assert models[1].method == "respondents"
+    assert _csat_model(prep, np.ones(logs.n_conversations)).method == "respondents"
 
 
 def _fail_on_one(k: int) -> int:
