@@ -170,14 +170,34 @@ def cross_fit_propensity(
     """
     groups = np.arange(len(actions)) if groups is None else groups
     folds = fold_ids(groups, k, seed)
+    models = propensity_models(x, actions, n_actions, folds, l2=l2, sample_weight=sample_weight)
     out = np.empty(len(actions))
-    for f in np.unique(folds):
+    for f, model in enumerate(models):
+        test = folds == f
+        out[test] = model.predict(x[test])[np.arange(test.sum()), actions[test]]
+    return np.clip(out, floor, 1.0)
+
+
+def propensity_models(
+    x: np.ndarray,
+    actions: np.ndarray,
+    n_actions: int,
+    folds: np.ndarray,
+    *,
+    l2: float = 1.0,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[MultinomialLogit, ...]:
+    """The logit of each fold ``f`` (0 .. folds.max()) fitted on the other folds' rows (on
+    all rows when there is a single fold): the models behind :func:`cross_fit_propensity`."""
+    models = []
+    for f in range(int(folds.max()) + 1):
         test = folds == f
         train = ~test if (~test).any() else test
         sw = None if sample_weight is None else sample_weight[train]
-        model = MultinomialLogit.fit(x[train], actions[train], n_actions, l2=l2, sample_weight=sw)
-        out[test] = model.predict(x[test])[np.arange(test.sum()), actions[test]]
-    return np.clip(out, floor, 1.0)
+        models.append(
+            MultinomialLogit.fit(x[train], actions[train], n_actions, l2=l2, sample_weight=sw)
+        )
+    return tuple(models)
 
 
 def _ridge_penalty(d: int, ridge: float) -> np.ndarray:

@@ -47,6 +47,7 @@ from supportrl.ope.models import (
     add_intercept,
     balancing_weights,
     fold_ids,
+    propensity_models,
 )
 from supportrl.ope.resample import id_hash, id_uniform, poisson_weights
 from supportrl.ope.sequential import SequentialEstimator, cumulative_weights
@@ -71,6 +72,8 @@ __all__ = [
 
 CROSS_FIT_FOLDS = 5
 """Folds of the cross-fitted reward model (as :func:`ope.models.cross_fit_reward`)."""
+PROPENSITY_FLOOR = 1e-3
+"""Floor of estimated propensities (as :func:`ope.models.cross_fit_propensity`)."""
 BEHAVIOUR_ROWS = 50_000
 """Rows of the behaviour model fit (as :func:`ope.support.behaviour_probs`)."""
 
@@ -96,6 +99,9 @@ class NuisanceFits:
     reward_models: tuple[tuple[PerActionRidge, ...], ...]
     """Per fit: the reward model of each cross-fitting fold, then the whole-sample one;
     empty without per-decision estimators."""
+    propensity_models: tuple[tuple[MultinomialLogit, ...], ...]
+    """Per fit: the propensity model of each cross-fitting fold, then the whole-sample one;
+    empty when the logs carry every propensity (none is estimated)."""
     sample_hash: np.ndarray
     """Sorted id hashes of the sample's conversations, (n_sample,) uint64."""
     sample_fold: np.ndarray
@@ -258,8 +264,9 @@ def fit_chunk(
 ) -> list[tuple[Any, np.ndarray, tuple[PerActionRidge, ...]]]:
     """The fits ``indices`` (0: the point fit; ``1 + k``: resample ``k``, counted by the row
     of ``counts`` (len(indices), n_conversations) at the same position): for each, the CSAT
-    model, the FQE coefficients of every target and, with ``decision``, the reward models.
-    Fits are independent: chunks of them can run in any process."""
+    model, the FQE coefficients of every target, the reward models (with ``decision``) and
+    the propensity models (when propensities are estimated). Fits are independent: chunks
+    of them can run in any process."""
     logs = prep.logs
     n_actions = len(logs.actions)
     out = []
@@ -267,13 +274,37 @@ def fit_chunk(
         csat_model = _csat_model(prep, None if i == 0 else c)
         reward = _sample_reward(prep, csat_model, i > 0)
         turn_counts = np.asarray(c, dtype=np.float64)[logs.conversation_index]
-        balance = balancing_weights(prep.propensity, logs.action, n_actions, counts=turn_counts)
+        propensity, p_models = _sample_propensity(prep, folds, turn_counts)
+        balance = balancing_weights(propensity, logs.action, n_actions, counts=turn_counts)
         weight = turn_counts * balance
         system = RidgeSystem.build(prep.x, logs.action, n_actions, sample_weight=weight)
         q_coef = _fqe_coef(system, reward, logs.offsets, targets)
         models = _reward_models(prep, reward, weight, folds) if decision else ()
-        out.append((csat_model, q_coef, models))
+        out.append((csat_model, q_coef, models, p_models))
     return out
+
+
+def _sample_propensity(
+    prep: PreparedConversations, folds: np.ndarray, turn_counts: np.ndarray
+) -> tuple[np.ndarray, tuple[MultinomialLogit, ...]]:
+    """The sample's propensities under one fit and the models behind them: logged ones
+    kept; missing ones estimated out of fold as ``PreparedConversations.propensity_for``
+    does (every fold's model, then the whole sample's for conversations outside it)."""
+    if not prep.propensity_estimated:
+        return prep.propensity, ()
+    logs = prep.logs
+    n_actions = len(logs.actions)
+    turn_fold = folds[logs.conversation_index]
+    models = propensity_models(
+        prep.x, logs.action, n_actions, turn_fold, sample_weight=turn_counts
+    ) + (MultinomialLogit.fit(prep.x, logs.action, n_actions, sample_weight=turn_counts),)
+    fitted = np.empty(logs.n_turns)
+    for f in range(len(models) - 1):
+        rows = turn_fold == f
+        fitted[rows] = models[f].predict(prep.x[rows])[np.arange(rows.sum()), logs.action[rows]]
+    missing = np.isnan(logs.propensity)
+    estimated = np.clip(fitted, PROPENSITY_FLOOR, 1.0)
+    return np.where(missing, estimated, logs.propensity), models
 
 
 def _behaviour_model(prep: PreparedConversations) -> MultinomialLogit:
@@ -319,11 +350,6 @@ def fit_nuisance(
     """
     prep = ope.prepared
     logs = prep.logs
-    if prep.propensity_estimated:
-        raise ValueError(
-            "propensity: evaluation in partitions needs logged propensities on every turn "
-            "(estimated ones are refitted on all the logs); evaluate in memory instead"
-        )
     assert prep.reward_spec is not None
     if prep.csat_model is not None and getattr(prep.csat_model, "spec", None) is None:
         raise ValueError(
@@ -353,6 +379,7 @@ def fit_nuisance(
     csat_models = tuple(f[0] for f in fitted) if prep.csat_model is not None else ()
     q_coef = [f[1] for f in fitted]
     reward_models = [f[2] for f in fitted] if ope.decision_estimators else []
+    p_models = tuple(f[3] for f in fitted) if prep.propensity_estimated else ()
     order = np.argsort(hashes)
     median = _handle_medians(logs, n_actions)
     # partitions encode their CSAT design as the imputer encoded the sample's
@@ -368,6 +395,7 @@ def fit_nuisance(
         behaviour=behaviour,
         q_coef=tuple(q_coef),
         reward_models=tuple(reward_models),
+        propensity_models=p_models,
         sample_hash=hashes[order],
         sample_fold=folds[order],
         policy_names=tuple(policy_names),
@@ -401,6 +429,32 @@ class _Part:
     """Reward-model index of each turn: its sample fold, or the whole-sample model."""
     counts: np.ndarray
     """(n_resamples, n_conversations) Poisson counts."""
+    propensity: np.ndarray
+    """(n_turns,) logged propensities, missing ones estimated by the point fit's models."""
+    propensity_missing: np.ndarray
+    """Rows whose propensity is estimated."""
+
+
+def _propensity_for(fits: NuisanceFits, part: _Part, i: int) -> np.ndarray:
+    """Per-turn propensities under fit ``i``'s propensity models (``propensity_for``)."""
+    rows = part.propensity_missing
+    if i == 0 or not len(rows):
+        return part.propensity
+    out = part.propensity.copy()
+    out[rows] = _estimate_propensity(fits, part.x[rows], part.logs.action[rows], part.fold[rows], i)
+    return out
+
+
+def _estimate_propensity(
+    fits: NuisanceFits, x: np.ndarray, action: np.ndarray, fold: np.ndarray, i: int
+) -> np.ndarray:
+    """Fit ``i``'s estimate of the logged actions' propensities (model of each row's fold)."""
+    out = np.empty(len(action))
+    for f in np.unique(fold):
+        rows = fold == f
+        probs = fits.propensity_models[i][f].predict(x[rows])
+        out[rows] = probs[np.arange(rows.sum()), action[rows]]
+    return np.clip(out, PROPENSITY_FLOOR, 1.0)
 
 
 def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
@@ -411,12 +465,13 @@ def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
     spec = fits.reward_spec
     if (logs.lengths > spec.max_turns).any():
         logs, _ = logs.truncate(spec.max_turns)
-    if not logs.has_propensity:
+    if not logs.has_propensity and not fits.propensity_models:
         bad = np.flatnonzero(~np.isfinite(logs.propensity))[:5]
         rows = logs.source_row[bad] if logs.source_row is not None else bad
         raise ValueError(
-            f"{logs.source}, column 'propensity': rows {rows.tolist()} have none; evaluation "
-            "in partitions needs logged propensities on every turn"
+            f"{logs.source}, column 'propensity': rows {rows.tolist()} have none, but every "
+            "turn of the nuisance sample had one, so no propensity model was fitted; raise "
+            "ope.sample_turns or use engine=memory"
         )
     handle = np.where(
         np.isnan(logs.handle_time_s), fits.handle_median[logs.action], logs.handle_time_s
@@ -451,15 +506,25 @@ def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
     )
     n_folds = int(fits.sample_fold.max()) + 1 if len(fits.sample_fold) else 0
     fold = np.where(in_sample, fits.sample_fold[pos], n_folds)[logs.conversation_index]
+    x = fits.feature_spec.encode(logs.states()).astype(np.float64)
+    propensity = np.asarray(logs.propensity, dtype=np.float64)
+    missing = np.flatnonzero(np.isnan(propensity))
+    if len(missing):
+        propensity = propensity.copy()
+        propensity[missing] = _estimate_propensity(
+            fits, x[missing], logs.action[missing], fold[missing], 0
+        )
     return _Part(
         logs=logs,
-        x=fits.feature_spec.encode(logs.states()).astype(np.float64),
+        x=x,
         reward=reward,
         csat=csat,
         psi_missing=psi if len(rows_missing) else None,
         rows_missing=rows_missing,
         fold=fold,
         counts=poisson_weights(logs.conversation_id, fits.n_resamples, fits.seed, hashes=hashes),
+        propensity=propensity,
+        propensity_missing=missing,
     )
 
 
@@ -508,12 +573,13 @@ def _statistics(
     logs = part.logs
     n_actions = len(fits.actions)
     reward = _reward_for(fits, part, i)
+    propensity = _propensity_for(fits, part, i)
     seq = SequentialFeedback(
-        action=logs.action, reward=reward, propensity=logs.propensity,
+        action=logs.action, reward=reward, propensity=propensity,
         offsets=logs.offsets, n_actions=n_actions,
     )  # fmt: skip
     bandit = BanditFeedback(
-        action=logs.action, reward=reward, propensity=logs.propensity, n_actions=n_actions
+        action=logs.action, reward=reward, propensity=propensity, n_actions=n_actions
     )
     q_all = _predict_q(part.x, fits.q_coef[i])
     reward_hat = _reward_hat(fits, part, i) if fits.decision else None
@@ -670,7 +736,7 @@ def partition_sums(
             _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
     for p in range(len(fits.policy_names)):
         seq = SequentialFeedback(
-            action=logs.action, reward=part.reward, propensity=logs.propensity,
+            action=logs.action, reward=part.reward, propensity=part.propensity,
             offsets=logs.offsets, n_actions=len(fits.actions),
         )  # fmt: skip
         _add_diagnostics(sums, fits, seq, probs[p], supported, p)

@@ -429,3 +429,46 @@ def test_refits_on_a_subset_keep_the_estimates_and_the_model_variation(
                 mem.conversation[est].ci_high - mem.conversation[est].ci_low
             )
             assert 0.8 < ratio < 1.5, (name, est, ratio)
+
+
+@pytest.fixture(scope="module")
+def unlogged_propensities(logs_dir: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The logs of ``logs_dir`` with the propensity of every third conversation not logged."""
+    directory, customers = logs_dir
+    out = directory.parent / "unlogged"
+    out.mkdir()
+    for part in sorted(directory.glob("*.parquet")):
+        frame = pd.read_parquet(part)
+        number = frame["conversation_id"].str.extract(r"(\d+)$")[0].astype(int)
+        frame.loc[number % 3 == 0, "propensity"] = np.nan
+        frame.to_parquet(out / part.name, index=False)
+    return out, customers
+
+
+def test_estimated_propensities_give_the_in_memory_numbers(
+    unlogged_propensities: tuple[Path, Path],
+) -> None:
+    """Missing propensities are estimated as in memory (cross-fitted, refitted per resample):
+    the partitions give the in-memory numbers; on a sample, its models estimate the rest."""
+    directory, customers = unlogged_propensities
+    logs = load_conversations(directory, customers=customers)
+    assert np.isnan(logs.propensity).mean() > 0.2
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=7
+    )
+    assert prepared.propensity_estimated
+    states = logs.states()
+    policies = _policies(logs.actions)
+    memory = _ope(prepared).evaluate(
+        {k: target_probs_of(p, states, logs.actions) for k, p in policies.items()}
+    )
+    streamed = _partitioned(unlogged_propensities, memory_budget_mb=0.01)
+    for name in POLICIES:
+        np.testing.assert_allclose(
+            _numbers(streamed.results[name]), _numbers(memory[name]), rtol=0, atol=1e-12
+        )
+    sampled = _partitioned(unlogged_propensities, memory_budget_mb=0.01, sample_turns=2000)
+    assert sampled.sample_share < 0.7
+    for name in POLICIES:
+        full = memory[name].selection
+        assert full.ci_low < sampled.results[name].selection.estimate < full.ci_high
