@@ -36,7 +36,7 @@ import numpy as np
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
-from supportrl.ope.diagnostics import support_warning
+from supportrl.ope.diagnostics import WeightStatistics, support_warning
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import PreparedConversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
@@ -131,6 +131,16 @@ REFIT_PREFIX, FIXED_PREFIX = "refit:", "fixed:"
 
 RANGE_KEY = "_return_range"
 """Key of (lowest return, -highest return), shape (1, 2): combined by minimum, not summed."""
+MIN_SUFFIX = "/min"
+"""Keys ending so are combined by minimum (a maximum is kept as its negative)."""
+
+WEIGHT_BIN_RATIO = 1.005
+"""Bins of the decision-weight histogram: geometric, this ratio wide (0.5% resolution)."""
+WEIGHT_BIN_RANGE = (1e-6, 1e9)
+"""Positive weights below / above are counted in the first / last bin."""
+N_WEIGHT_BINS = int(
+    np.ceil(np.log(WEIGHT_BIN_RANGE[1] / WEIGHT_BIN_RANGE[0]) / np.log(WEIGHT_BIN_RATIO))
+)
 
 
 @dataclass
@@ -147,11 +157,12 @@ class PartitionSums:
 
 
 def add_sums(parts: Sequence[PartitionSums]) -> PartitionSums:
-    """Sum of partition statistics (the reduce step; ``RANGE_KEY`` by minimum)."""
+    """Sum of partition statistics (the reduce step; ``RANGE_KEY`` and keys ending in
+    :data:`MIN_SUFFIX` by minimum)."""
     out = PartitionSums()
     for part in parts:
         for key, value in part.arrays.items():
-            if key in out.arrays and key == RANGE_KEY:
+            if key in out.arrays and (key == RANGE_KEY or key.endswith(MIN_SUFFIX)):
                 out.arrays[key] = np.minimum(out.arrays[key], value)
             elif key in out.arrays:
                 out.arrays[key] = out.arrays[key] + value
@@ -723,6 +734,7 @@ def partition_sums(
     sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
     if len(returns):
         sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
+    sums.add("_actions", 0, np.bincount(logs.action, minlength=len(fits.actions)), 1)
     if fits.refit_share >= 1.0:
         _refit_sums(sums, fits, part, probs, supported)
     else:
@@ -766,7 +778,8 @@ def _add_diagnostics(
     sums: PartitionSums, fits: NuisanceFits, seq: SequentialFeedback, probs: np.ndarray,
     supported: np.ndarray, p: int,
 ) -> None:  # fmt: skip
-    """Sums behind the ESS, clipped share and unsupported mass of the whole logs."""
+    """Sums behind the ESS, clipped share, unsupported mass, weight statistics and support
+    warnings of the whole logs."""
     w = probs[np.arange(seq.n_turns), seq.action] / seq.propensity
     last = seq.offsets[1:] - 1
     conv_w = cumulative_weights(seq, probs)[last]
@@ -778,8 +791,55 @@ def _add_diagnostics(
             ).sum()
         )
     values = [len(w), w.sum(), w @ w, len(conv_w), conv_w.sum(), conv_w @ conv_w, clipped,
-              unsupported_mass(probs, supported).sum()]  # fmt: skip
-    sums.add(f"{p}/_diag", 0, np.array(values), 1 + fits.n_resamples)
+              unsupported_mass(probs, supported).sum(), (w == 0).sum()]  # fmt: skip
+    sums.add(f"{p}/_diag", 0, np.array(values), 1)
+    sums.add(f"{p}/_target_mass", 0, probs.sum(axis=0), 1)
+    if len(w):
+        sums.add(f"{p}/_weight_max{MIN_SUFFIX}", 0, -w.max(), 1)
+    sums.add(f"{p}/_weight_bins", 0, _weight_bins(w), 1)
+
+
+def _weight_bins(w: np.ndarray) -> np.ndarray:
+    """Counts of the positive weights in the geometric bins, (N_WEIGHT_BINS,)."""
+    positive = w[w > 0]
+    step = np.log(WEIGHT_BIN_RATIO)
+    index = np.floor((np.log(positive) - np.log(WEIGHT_BIN_RANGE[0])) / step)
+    index = np.clip(index, 0, N_WEIGHT_BINS - 1).astype(np.int64)
+    return np.bincount(index, minlength=N_WEIGHT_BINS).astype(np.float64)
+
+
+def _weight_statistics(
+    diag: np.ndarray, weight_max: float, bins: np.ndarray, levels: Sequence[float]
+) -> WeightStatistics:
+    """:func:`weight_statistics` of the whole logs from the summed statistics: exact count,
+    mean, maximum, share of zeros and ESS; quantiles from the histogram (the geometric middle
+    of the bin holding the quantile, so within 0.5% of the exact one)."""
+    n, total, zero = diag[0], diag[1], diag[8]
+    ranks = np.cumsum(bins) + zero
+
+    def order_statistic(k: int) -> float:  # the k-th smallest weight (1-based), binned
+        if k <= zero:
+            return 0.0
+        b = min(int(np.searchsorted(ranks, k)), N_WEIGHT_BINS - 1)
+        return float(min(WEIGHT_BIN_RANGE[0] * WEIGHT_BIN_RATIO ** (b + 0.5), weight_max))
+
+    quantiles = {}
+    for q in levels:
+        # np.quantile's linear interpolation between neighbouring order statistics
+        position = q * (n - 1) + 1
+        low, frac = int(np.floor(position)), position - np.floor(position)
+        value = order_statistic(low)
+        if frac > 0:
+            value += frac * (order_statistic(low + 1) - value)
+        quantiles[float(q)] = value
+    return WeightStatistics(
+        n=int(n),
+        mean=float(total / n) if n else 0.0,
+        max=float(weight_max),
+        quantiles=quantiles,
+        share_zero=float(zero / n) if n else 0.0,
+        ess=float(_ess(total, diag[2])),
+    )
 
 
 # --------------------------------------------------------------------------- finish
@@ -817,22 +877,24 @@ class _Finisher(OffPolicyEvaluation):
         self, probs: np.ndarray, supported: np.ndarray, point: dict[str, float]
     ) -> PolicyDiagnostics:
         diag = super()._diagnostics(probs, supported, point)
-        s = self.diag_sums["current"]
+        d = self.diag_sums
+        s = d["diag"]
         n_conversations, ess = int(s[3]), float(_ess(s[4], s[5]))
         clipped = float(s[6] / s[3]) if s[3] else 0.0
-        # support warnings stay the sample's; the weight warnings and their thresholds use
-        # the whole logs' figures, as the diagnostics shown beside them do
+        # every figure and warning from the whole logs' sums, not the sample's rows: the
+        # support warning reads the policy's mean probabilities and the logged counts
         logs = self.prepared.logs
-        warnings = support_warning(
-            probs, np.bincount(logs.action, minlength=len(logs.actions)), action_names=logs.actions
-        )
+        mean_probs = (d["target_mass"] / max(s[0], 1.0))[None]
+        warnings = support_warning(mean_probs, d["actions"], action_names=logs.actions)
         warnings += self._weight_warnings(ess, n_conversations, clipped, diag.disagreement)
+        weights = _weight_statistics(s, d["weight_max"], d["bins"], list(diag.weights.quantiles))
         return dataclasses.replace(
             diag,
             n_turns=int(s[0]),
             n_conversations=n_conversations,
             ess_decision=float(_ess(s[1], s[2])),
             ess_conversation=ess,
+            weights=weights,
             clipped_share=clipped,
             warnings=tuple(warnings),
         )
@@ -882,8 +944,15 @@ def finish(
         point = _values(sums, fits, p, 0)
         reps_rows = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
         reps = {k: np.array([r[k] for r in reps_rows]) for k in point}
-        s = sums.arrays[f"{p}/_diag"][0]
-        fin.diag_sums["current"] = s
+        a = sums.arrays
+        s = a[f"{p}/_diag"][0]
+        fin.diag_sums.update(
+            diag=s,
+            target_mass=a[f"{p}/_target_mass"][0],
+            actions=a["_actions"][0],
+            weight_max=-float(a.get(f"{p}/_weight_max{MIN_SUFFIX}", np.zeros((1, 1)))[0][0]),
+            bins=a[f"{p}/_weight_bins"][0],
+        )
         res = fin._policy(sample_probs[p], supported, point, reps)
         support = dataclasses.replace(res.support, unsupported_decision=float(s[7] / s[0]))
         out[name] = dataclasses.replace(res, support=support)

@@ -472,3 +472,42 @@ def test_estimated_propensities_give_the_in_memory_numbers(
     for name in POLICIES:
         full = memory[name].selection
         assert full.ci_low < sampled.results[name].selection.estimate < full.ci_high
+
+
+def test_weight_statistics_and_support_warnings_come_from_the_whole_logs(
+    logs_dir: tuple[Path, Path], in_memory: dict[str, PolicyEvaluation], streamed: Any
+) -> None:
+    """Partitions report the whole logs' weight statistics (quantiles to 0.5% from a
+    histogram) and support warnings, also when the nuisance sample is a part of them."""
+    sampled = _partitioned(logs_dir, memory_budget_mb=0.01, sample_turns=1200)
+    assert sampled.sample_share < 0.5
+    for name in POLICIES:
+        mem = in_memory[name].diagnostics
+        for out in (streamed, sampled):
+            got = out.results[name].diagnostics
+            assert got.weights.n == mem.weights.n
+            assert got.weights.max == pytest.approx(mem.weights.max, rel=1e-12)
+            assert got.weights.mean == pytest.approx(mem.weights.mean, rel=1e-12)
+            assert got.weights.share_zero == pytest.approx(mem.weights.share_zero, rel=1e-12)
+            for q, v in mem.weights.quantiles.items():
+                assert got.weights.quantiles[q] == pytest.approx(v, rel=0.006, abs=1e-12)
+
+
+def test_support_warning_counts_the_whole_logs(logs_dir: tuple[Path, Path], tmp_path: Path) -> None:
+    """A policy that always offers credit, which the logger rarely does: the warning names
+    the whole logs' count of that action, not the nuisance sample's."""
+    directory, customers = logs_dir
+    credit = tmp_path / "always_credit.yaml"
+    credit.write_text(
+        "_target_: supportrl.agents.rules.RulePolicy\nrules: []\ndefault: offer_credit\n"
+    )
+    logs = load_conversations(directory, customers=customers)
+    policy = {"always_credit": load_rule_policy(credit, logs.actions)}
+    logged = int((np.asarray(logs.actions)[logs.action] == "offer_credit").sum())
+    out = evaluate_partitioned(
+        LogSource(directory, customers=customers), policy, RewardSpec(), _ope,
+        csat_imputer=CsatImputation.from_logs, seed=7, memory_budget_mb=0.01, sample_turns=1200,
+    )  # fmt: skip
+    assert out.sample_share < 0.5
+    warnings = [w for w in out.results["always_credit"].diagnostics.warnings if "credit" in w]
+    assert len(warnings) == 1 and f"({logged} times)" in warnings[0], warnings
