@@ -43,7 +43,11 @@ ID_HASH_KEY = "supportrl-resamp"
 """pandas' SipHash key (16 bytes) for conversation ids: fixed, so hashes never change."""
 
 RAY_OBJECT_STORE_MB = 256
-"""Object store of a local Ray started here (results are small summaries and sums)."""
+"""Object store of a local Ray started here for tasks (results are small summaries and sums)."""
+
+RAY_DATA_OBJECT_STORE_MB = 1024
+"""Object store of a local Ray started here for Ray Data: the rows in flight through the
+shuffle (beyond it, Ray spills them to disk; 256 MB took 1.5x the time on 3M turns)."""
 
 
 def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
@@ -249,16 +253,19 @@ PARTITION_COLUMN = "__supportrl_partition__"
 """Column that Ray Data groups the rows by: the partition of each row (:func:`pass_of`)."""
 
 
-def _start_ray(ray_address: str | None, num_cpus: int) -> bool:
+def _start_ray(
+    ray_address: str | None, num_cpus: int, object_store_mb: int = RAY_OBJECT_STORE_MB
+) -> bool:
     """Start Ray unless it runs (the cluster at ``ray_address``, else a local Ray of
-    ``num_cpus`` CPUs with a small object store); whether this call started it."""
+    ``num_cpus`` CPUs and an object store of ``object_store_mb``); whether this call
+    started it."""
     import ray
 
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if ray_address is None:
-        kwargs.update(num_cpus=num_cpus, object_store_memory=RAY_OBJECT_STORE_MB * 2**20)
+        kwargs.update(num_cpus=num_cpus, object_store_memory=object_store_mb * 2**20)
     ray.init(address=ray_address, **kwargs)
     return True
 
@@ -360,19 +367,18 @@ def _run_partition(
     return {"k": np.array([k]), "ok": np.array([ok]), "out": np.array([payload], dtype=object)}
 
 
-def _settle_fsspec_http() -> None:
-    """Import fsspec's HTTP file system once, here; without aiohttp (not needed for local
-    or cluster file systems), mark it absent. Ray Data's threaded file listing imports it
-    from several threads at once, and a failing import racing itself raises ImportError
-    ("cannot import name") where Ray expects ModuleNotFoundError (Ray 2.60)."""
-    import importlib
-    import sys
+_QUIET_LOGGERS = ("progress", "execution.streaming_executor", "datasource.parquet_datasource")
 
-    name = "fsspec.implementations.http"
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # later imports: ModuleNotFoundError
+_DATA_CONTEXT = {
+    "enable_progress_bars": False,
+    "print_on_execution_start": False,
+    # Ray 2.60's default Parquet reader lists the files in threads of a Ray task, which all
+    # import fsspec's HTTP file system: without aiohttp (not needed here) that import fails
+    # and, racing itself, fails as an ImportError Ray does not catch. The V1 reader lists
+    # them once, on the driver.
+    "use_datasource_v2": False,
+}
+"""Ray Data settings of :func:`map_partitions_ray_data`, restored afterwards."""
 
 
 def map_partitions_ray_data(
@@ -412,16 +418,18 @@ def map_partitions_ray_data(
         empty = pq.read_schema(parts[0][0]).empty_table().to_pandas()
         table = _Table(frame=empty, path=root, parts=parts, limits=limits)
         return [fn(*shared, k, table) for k in range(n_partitions)]
-    started = _start_ray(ray_address, num_cpus)
-    quiet = logging.getLogger("ray.data")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # no progress notes or execution statistics on stderr
+    started = _start_ray(ray_address, num_cpus, RAY_DATA_OBJECT_STORE_MB)
+    # no progress notes or execution statistics on stderr (Ray Data resets its own logger)
+    quiet = [logging.getLogger(f"ray.data._internal.{name}") for name in _QUIET_LOGGERS]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    saved = {name: getattr(context, name) for name in _DATA_CONTEXT}
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
+        for name, value in _DATA_CONTEXT.items():
+            setattr(context, name, value)
         schema = _read_schema(parts)
-        _settle_fsspec_http()
         rows = (
             ray.data.read_parquet([str(f) for f, _ in parts], file_extensions=None)
             .map_batches(_with_partition, fn_args=(schema, n_partitions), batch_format="pyarrow")
@@ -439,7 +447,10 @@ def map_partitions_ray_data(
             raise
         raise cause from None
     finally:
-        quiet.setLevel(level)
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
         if started:
             ray.shutdown()
     done = {int(r["k"]): (bool(r["ok"]), cloudpickle.loads(r["out"])) for r in rows}
