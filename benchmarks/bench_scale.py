@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_scale [--validate-million-rows 2] [--eval-conversations 5000]
         [--resamples 200] [--sample-turns 500000] [--budget-mb 256] [--workers 2]
+        [--validate-only]
 
 Writes generated conversations as Parquet parts (one generated block tiled with fresh
 conversation ids, as ``bench_validate_memory`` does), then measures each mode in a fresh
@@ -46,11 +47,17 @@ def tree_rss():
         except (OSError, IndexError, ValueError):
             continue
         kids.setdefault(ppid, []).append(int(pid))
-    todo, total = [os.getpid()], 0
+    todo, total, pss = [os.getpid()], 0, 0
     while todo:
         p = todo.pop()
         total += rss.get(p, 0)
         todo.extend(kids.get(p, []))
+        try:  # proportional set size: shared pages (Ray's object store) counted once
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                pss += next(int(l.split()[1]) for l in f if l.startswith("Pss:")) * 1024
+        except (OSError, StopIteration):
+            pass
+    tree_rss.pss = max(getattr(tree_rss, "pss", 0.0), pss / 2**20)
     return total / 2**20
 peak = [0.0]
 def watch():
@@ -62,7 +69,8 @@ start = time.perf_counter()
 {body}
 wall = time.perf_counter() - start
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"rss": int(hwm) / 1024, "tree": max(peak[0], tree_rss()), "wall": wall, **extra}))
+tree = max(peak[0], tree_rss())
+print(json.dumps({"rss": int(hwm) / 1024, "tree": tree, "pss": tree_rss.pss, "wall": wall, **extra}))
 """
 
 VALIDATE_MEMORY = """
@@ -170,6 +178,7 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=float, default=256.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-memory-evaluate", action="store_true")
+    parser.add_argument("--validate-only", action="store_true", help="skip evaluate")
     parser.add_argument(
         "--memory-million-rows", type=float, default=5.0, help="in-memory validate anchor size"
     )
@@ -201,10 +210,17 @@ def main() -> None:
             row(f"validate local, {local['passes']} passes of ~{args.budget_mb:.0f} MB", local, mem)
         )
         print(row(f"validate engine=ray, {w} workers, {ray['passes']} passes", ray, mem))
+        print(
+            f"  peak proportional set size of the process tree (shared object store pages "
+            f"once): local {local['pss']:,.0f} MiB, engine=ray {ray['pss']:,.0f} MiB; "
+            f"engine=ray / local wall {ray['wall'] / local['wall']:.2f}x"
+        )
         per_worker = local["turns"] / local["wall"]
         print(f"validate throughput per worker (local engine): {per_worker:,.0f} turns/s")
         for n in (2, 16, 128):
             print(f"  projection: 1B turns on {n} workers: {1e9 / per_worker / n / 3600:.2f} h")
+        if args.validate_only:
+            return
 
         block = generate_logs(args.eval_conversations, seed=1)
         turns, _ = block.write(Path(tmp) / "e")
