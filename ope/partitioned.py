@@ -4,10 +4,12 @@
 nuisance model on it (:func:`ope.streaming.fit_nuisance`), then streams the logs in
 partitions by a hash of ``conversation_id`` (a conversation never straddles two) and adds
 up each partition's statistics (:func:`ope.streaming.partition_sums`). ``engine="local"``
-runs the partitions one after another in this process; ``engine="ray"`` runs each as a
-Ray task (a local Ray, or the cluster at ``ray_address``) and adds the results. Both give
-the same numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the
-logs (``docs/scale.md``).
+runs the partitions one after another in this process; with ``engine="ray"`` Ray Data
+reads the logs and groups the rows by partition, each partition's statistics are computed
+in a Ray task (a local Ray, or the cluster at ``ray_address``) and added here
+(:func:`~supportrl.simulators.logs_bounded.map_partitions_ray_data`). Both give the same
+numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the logs
+(``docs/scale.md``).
 """
 
 from __future__ import annotations
@@ -274,10 +276,13 @@ def evaluate_partitioned(
     ``make_ope`` builds the :class:`OffPolicyEvaluation` (estimators, resamples, interval
     settings) on prepared logs; it is applied to the nuisance sample: each conversation
     enters it with probability ``sample_turns / n_turns`` (all when the logs have at most
-    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each; with
-    more than two (and no ``ray_address``), the logs are first read once into one temporary
-    Parquet file per partition under ``spill_dir`` (default: the system's temporary
-    directory; deleted at the end), so that each partition reads only its own rows.
+    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each (at
+    least ``num_cpus`` on Ray). ``engine="local"`` with more than two: the logs are first
+    read once into one temporary Parquet file per partition under ``spill_dir`` (default:
+    the system's temporary directory; deleted at the end), so that each partition reads
+    only its own rows. ``engine="ray"``: Ray Data reads and groups them
+    (:func:`~supportrl.simulators.logs_bounded.map_partitions_ray_data`; ``spill_dir``
+    unused).
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")

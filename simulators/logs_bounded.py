@@ -8,6 +8,9 @@ the full validation on them. Peak memory is that of one pass, about
 ``memory_budget_mb``; the files are read ``k`` times. Error messages name the same file,
 column and rows as a single in-memory validation. The level caps are checked on the union
 of distinct values across passes.
+
+On Ray (``engine="ray"``), Ray Data reads the files and groups the rows by pass
+(:func:`map_partitions_ray_data`); each pass is validated in a Ray task.
 """
 
 from __future__ import annotations
