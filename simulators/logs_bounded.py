@@ -50,7 +50,8 @@ RAY_OBJECT_STORE_MB = 256
 
 RAY_DATA_OBJECT_STORE_MB = 1024
 """Object store of a local Ray started here for Ray Data: the rows in flight through the
-shuffle (beyond it, Ray spills them to disk; 256 MB took 1.5x the time on 3M turns)."""
+shuffle (beyond it, Ray spills them to disk; 256 MB took 1.5x the time of 1 GB on 3M
+turns, benchmarks/README.md)."""
 
 
 def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
