@@ -435,7 +435,9 @@ def map_partitions_ray_data(
             setattr(context, name, value)
         schema = _read_schema(parts)
         rows = (
-            ray.data.read_parquet([str(f) for f, _ in parts], file_extensions=None)
+            ray.data.read_parquet(
+                [str(f) for f, _ in parts], file_extensions=None, partitioning=None
+            )
             .map_batches(_with_partition, fn_args=(schema, n_partitions), batch_format="pyarrow")
             .groupby(PARTITION_COLUMN, num_partitions=n_partitions)
             .map_groups(
