@@ -2,6 +2,8 @@
 
     python -m benchmarks.bench_scale [--validate-million-rows 2] [--eval-conversations 5000]
         [--resamples 200] [--sample-turns 500000] [--budget-mb 256] [--workers 2]
+        [--conversations N] [--refit-turns 20000] [--engines local,ray]
+        [--skip-validate] [--skip-evaluate]
 
 Writes generated conversations as Parquet parts (one generated block tiled with fresh
 conversation ids, as ``bench_validate_memory`` does), then measures each mode in a fresh
@@ -46,11 +48,17 @@ def tree_rss():
         except (OSError, IndexError, ValueError):
             continue
         kids.setdefault(ppid, []).append(int(pid))
-    todo, total = [os.getpid()], 0
+    todo, total, pss = [os.getpid()], 0, 0
     while todo:
         p = todo.pop()
         total += rss.get(p, 0)
         todo.extend(kids.get(p, []))
+        try:  # proportional set size: shared pages (Ray's object store) counted once
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                pss += next(int(l.split()[1]) for l in f if l.startswith("Pss:")) * 1024
+        except (OSError, StopIteration):
+            pass
+    tree_rss.pss = max(getattr(tree_rss, "pss", 0.0), pss / 2**20)
     return total / 2**20
 peak = [0.0]
 def watch():
@@ -62,7 +70,8 @@ start = time.perf_counter()
 {body}
 wall = time.perf_counter() - start
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"rss": int(hwm) / 1024, "tree": max(peak[0], tree_rss()), "wall": wall, **extra}))
+tree = max(peak[0], tree_rss())
+print(json.dumps({"rss": int(hwm) / 1024, "tree": tree, "pss": tree_rss.pss, "wall": wall, **extra}))
 """
 
 VALIDATE_MEMORY = """
@@ -153,7 +162,7 @@ def measure(body: str, *args: str) -> dict:
 def row(label: str, r: dict, anchor: dict | None = None) -> str:
     # seconds per turn against the anchor's (sizes may differ)
     ratio = (
-        f"{(r['wall'] / r['turns']) / (anchor['wall'] / anchor['turns']):>7.2f}x"
+        f"{(r['wall'] / r['turns']) / (anchor['wall'] / anchor['turns']):>7.3g}x"
         if anchor
         else f"{'':>8}"
     )
@@ -190,6 +199,9 @@ def _validate(tmp: Path, parts: str, args: argparse.Namespace, engines: list[str
         r = measure(VALIDATE_BOUNDED, parts, args.budget_mb, engine, w if engine == "ray" else 1)
         label = f"validate engine={engine}, {r['passes']} passes of ~{args.budget_mb:.0f} MB"
         print(row(label + (f", {w} workers" if engine == "ray" else ""), r, mem))
+        print(
+            f"  peak PSS of the process tree (shared object store pages once): {r['pss']:,.0f} MiB"
+        )
         if engine == "local":
             per_worker = r["turns"] / r["wall"]
             print(f"  validate throughput per worker: {per_worker:,.0f} turns/s")
@@ -228,6 +240,9 @@ def _evaluate(tmp: Path, parts: str | None, args: argparse.Namespace, engines: l
                   f"seq_dr estimate and ci_low {worst:.1e}")  # fmt: skip
         label = f"evaluate engine={engine}, {r['partitions']} partitions"
         print(row(label + (f", {w} workers" if engine == "ray" else ""), r, emem))
+        print(
+            f"  peak PSS of the process tree (shared object store pages once): {r['pss']:,.0f} MiB"
+        )
         print(
             f"  nuisance fit on {r['sample_turns']:,} turns {r['fit_s']:.1f} s, partitions "
             f"{r['sums_s']:.1f} s (refits evaluated on a share {r['refit_share']:.3g})"

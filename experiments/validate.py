@@ -40,7 +40,8 @@ def bounded_summary(cfg: DictConfig) -> dict[str, Any]:
         actions=to_plain(data.actions),
         limits=log_limits(cfg),
         memory_budget_mb=float(OmegaConf.select(cfg, "data.memory_budget_mb", default=1024)),
-        # engine=ray: the passes as Ray tasks (docs/scale.md); memory and local: in this process
+        # engine=ray: Ray Data reads the passes for Ray tasks (docs/scale.md); memory and
+        # local: in this process
         engine="ray" if cfg.get("engine") == "ray" else "local",
         ray_address=OmegaConf.select(cfg, "ray.address", default=None),
         num_cpus=int(OmegaConf.select(cfg, "ray.num_cpus", default=None) or 2),

@@ -4,10 +4,12 @@
 nuisance model on it (:func:`ope.streaming.fit_nuisance`), then streams the logs in
 partitions by a hash of ``conversation_id`` (a conversation never straddles two) and adds
 up each partition's statistics (:func:`ope.streaming.partition_sums`). ``engine="local"``
-runs the partitions one after another in this process; ``engine="ray"`` runs each as a
-Ray task (a local Ray, or the cluster at ``ray_address``) and adds the results. Both give
-the same numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the
-logs (``docs/scale.md``).
+runs the partitions one after another in this process; with ``engine="ray"`` Ray Data
+reads the logs and groups the rows by partition, each partition's statistics are computed
+in a Ray task (a local Ray, or the cluster at ``ray_address``) and added here
+(:func:`~supportrl.simulators.logs_bounded.map_partitions_ray_data`). Both give the same
+numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the logs
+(``docs/scale.md``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from supportrl.simulators.logs import (
     load_conversations,
 )
 from supportrl.simulators.logs_bounded import (
-    map_passes,
+    map_partitions_ray_data,
     parquet_parts,
     pass_of,
     read_spilled,
@@ -130,9 +132,21 @@ def _partition(
         table = select_table(
             parts, source.turns, lambda conv: pass_of(conv, n_partitions) == k, source.limits
         )
+    if table is None and n_partitions == 1:
+        source.load(source.turns)  # names what is wrong (no rows, no conversation_id)
+    return _partition_of_table(source, fits, policies, k, table)
+
+
+def _partition_of_table(
+    source: LogSource,
+    fits: NuisanceFits,
+    policies: Mapping[str, Any],
+    k: int,
+    table: Any,
+) -> tuple[PartitionSums, tuple[float, ...], dict[str, Any]]:
+    """:func:`_partition` of partition ``k``'s rows (a table, or None for none; ``k`` is
+    the argument of :func:`map_partitions_ray_data`'s functions)."""
     if table is None:
-        if n_partitions == 1:
-            source.load(source.turns)  # names what is wrong (no rows, no conversation_id)
         return PartitionSums(), (0.0, 0.0, 0.0, math.inf, -math.inf), _counts(None)
     logs = source.load(table)
     sums = partition_sums(fits, logs, policies)
@@ -266,10 +280,13 @@ def evaluate_partitioned(
     ``make_ope`` builds the :class:`OffPolicyEvaluation` (estimators, resamples, interval
     settings) on prepared logs; it is applied to the nuisance sample: each conversation
     enters it with probability ``sample_turns / n_turns`` (all when the logs have at most
-    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each; with
-    more than two (and no ``ray_address``), the logs are first read once into one temporary
-    Parquet file per partition under ``spill_dir`` (default: the system's temporary
-    directory; deleted at the end), so that each partition reads only its own rows.
+    ``sample_turns`` rows). Partitions hold about ``memory_budget_mb`` of rows each (at
+    least ``num_cpus`` on Ray). ``engine="local"`` with more than two: the logs are first
+    read once into one temporary Parquet file per partition under ``spill_dir`` (default:
+    the system's temporary directory; deleted at the end), so that each partition reads
+    only its own rows. ``engine="ray"``: Ray Data reads and groups them
+    (:func:`~supportrl.simulators.logs_bounded.map_partitions_ray_data`; ``spill_dir``
+    unused).
 
     The bootstrap refits the nuisance models in every resample, as in memory; their
     predictions under every refit are evaluated on a subset of about ``refit_turns`` turns
@@ -307,20 +324,23 @@ def evaluate_partitioned(
     if engine == "ray":
         n_partitions = max(n_partitions, num_cpus)
     fitted = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
-        spilled: list[Path | None] | None = None
-        # one read of the logs into per-partition files beats every partition reading all
-        # of them; a cluster's workers may not see this machine's disk: there they select
-        if n_partitions > 2 and ray_address is None:
-            spilled = spill_passes(parts, n_partitions, Path(tmp))
-        pieces = map_passes(
-            _partition,
-            [(k, spilled[k] if spilled else None) for k in range(n_partitions)],
-            engine=engine,
-            ray_address=ray_address,
-            num_cpus=num_cpus,
-            shared=(source, parts, n_partitions, fits, dict(policies)),
-        )
+    if engine == "ray":
+        # Ray Data reads the files and groups the rows by partition
+        pieces = map_partitions_ray_data(
+            _partition_of_table, parts, source.turns, n_partitions, source.limits,
+            ray_address=ray_address, num_cpus=num_cpus, shared=(source, fits, dict(policies)),
+        )  # fmt: skip
+    else:
+        with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
+            # one read of the logs into per-partition files beats every partition
+            # reading all of them
+            spilled = spill_passes(parts, n_partitions, Path(tmp)) if n_partitions > 2 else None
+            pieces = [
+                _partition(
+                    source, parts, n_partitions, fits, policies, k, spilled[k] if spilled else None
+                )
+                for k in range(n_partitions)
+            ]
     sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))

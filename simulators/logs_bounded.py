@@ -8,10 +8,14 @@ the full validation on them. Peak memory is that of one pass, about
 ``memory_budget_mb``; the files are read ``k`` times. Error messages name the same file,
 column and rows as a single in-memory validation. The level caps are checked on the union
 of distinct values across passes.
+
+On Ray (``engine="ray"``), Ray Data reads the files and groups the rows by pass
+(:func:`map_partitions_ray_data`); each pass is validated in a Ray task.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -43,7 +47,12 @@ ID_HASH_KEY = "supportrl-resamp"
 """pandas' SipHash key (16 bytes) for conversation ids: fixed, so hashes never change."""
 
 RAY_OBJECT_STORE_MB = 256
-"""Object store of a local Ray started here (results are small summaries and sums)."""
+"""Object store of a local Ray started here for tasks (results are small summaries and sums)."""
+
+RAY_DATA_OBJECT_STORE_MB = 1024
+"""Object store of a local Ray started here for Ray Data: the rows in flight through the
+shuffle (beyond it, Ray spills them to disk; 256 MB took 1.5x the time of 1 GB on 3M
+turns, benchmarks/README.md)."""
 
 
 def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
@@ -324,6 +333,37 @@ def read_spilled(
     return _Table(frame=frame, path=root, parts=tuple(parts), limits=limits, row_ids=row_ids)
 
 
+PARTITION_COLUMN = "__supportrl_partition__"
+"""Column that Ray Data groups the rows by: the partition of each row (:func:`pass_of`)."""
+
+
+def _start_ray(
+    ray_address: str | None, num_cpus: int, object_store_mb: int = RAY_OBJECT_STORE_MB
+) -> bool:
+    """Start Ray unless it runs (the cluster at ``ray_address``, else a local Ray of
+    ``num_cpus`` CPUs and an object store of ``object_store_mb``); whether this call
+    started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if ray_address is None:
+        kwargs.update(num_cpus=num_cpus, object_store_memory=object_store_mb * 2**20)
+    ray.init(address=ray_address, **kwargs)
+    return True
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """A Ray task's own error (a LogValidationError names file, column and rows), not Ray's
+    wrapper with the remote traceback."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
+        return exc.cause
+    return exc
+
+
 def map_passes(
     fn: Callable[..., Any],
     args: Sequence[tuple[Any, ...]],
@@ -344,27 +384,175 @@ def map_passes(
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if ray_address is None:
-            kwargs.update(num_cpus=num_cpus, object_store_memory=RAY_OBJECT_STORE_MB * 2**20)
-        ray.init(address=ray_address, **kwargs)
+    started = _start_ray(ray_address, num_cpus)
     try:
         task = ray.remote(num_cpus=1)(fn)
         refs = [ray.put(v) for v in shared]
         try:
             return ray.get([task.remote(*refs, *a) for a in args])
         except ray.exceptions.RayTaskError as exc:
-            # the task's own error (a LogValidationError names file, column and rows), not
-            # Ray's wrapper with the remote traceback
-            cause = exc.cause if isinstance(exc.cause, BaseException) else None
-            if cause is None:
+            cause = _unwrapped(exc)
+            if cause is exc:
                 raise
             raise cause from None
     finally:
         if started:
             ray.shutdown()
+
+
+def _read_schema(parts: Sequence[tuple[Path, int]]) -> Any:
+    """One Arrow schema for every part: the first part's, with a column that is an integer
+    in one part and a float in another read as float64 (as pandas concatenates them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(f) for f, _ in parts]
+    fields = []
+    for field in schemas[0]:
+        types = {s.field(field.name).type for s in schemas}
+        fields.append(field.with_type(pa.float64()) if len(types) > 1 else field)
+    return pa.schema(fields)
+
+
+def _with_partition(batch: Any, schema: Any, n_partitions: int) -> Any:
+    """A Ray Data batch (Arrow) in ``schema`` with its rows' partition in PARTITION_COLUMN."""
+    import pyarrow as pa
+
+    batch = batch.select(schema.names).cast(schema)
+    k_of = pass_of(pd.Series(batch.column("conversation_id").to_pandas()), n_partitions)
+    return batch.append_column(PARTITION_COLUMN, pa.array(k_of.astype(np.int64)))
+
+
+def _run_partition(
+    batch: Any,
+    fn: Callable[..., Any],
+    shared: tuple[Any, ...],
+    root: Path,
+    parts: tuple[tuple[Path, int], ...],
+    limits: LogLimits,
+) -> dict[str, np.ndarray]:
+    """``fn(*shared, k, table)`` on one whole partition (a Ray Data group), its result or
+    its error pickled in one row (``k``, ``ok``, ``out``). The table's rows come in Ray
+    Data's order and carry no source row numbers: a failing partition is read again on the
+    driver (:func:`map_partitions_ray_data`)."""
+    from ray import cloudpickle
+
+    k = int(batch.column(PARTITION_COLUMN)[0].as_py())
+    frame = batch.drop_columns([PARTITION_COLUMN]).to_pandas()
+    table = _Table(frame=frame, path=root, parts=parts, limits=limits)
+    try:
+        ok, out = True, fn(*shared, k, table)
+    except Exception as exc:  # noqa: BLE001 - handed to the driver, which raises it
+        ok, out = False, exc
+    try:
+        payload = cloudpickle.dumps(out)
+    except Exception:  # noqa: BLE001 - an unpicklable error: its text
+        ok, payload = False, cloudpickle.dumps(RuntimeError(f"{type(out).__name__}: {out}"))
+    return {"k": np.array([k]), "ok": np.array([ok]), "out": np.array([payload], dtype=object)}
+
+
+_QUIET_LOGGERS = ("progress", "execution.streaming_executor", "datasource.parquet_datasource")
+
+_DATA_CONTEXT = {
+    "enable_progress_bars": False,
+    "print_on_execution_start": False,
+    # Ray 2.60's default Parquet reader lists the files in threads of a Ray task, which all
+    # import fsspec's HTTP file system: without aiohttp (not needed here) that import fails
+    # and, racing itself, fails as an ImportError Ray does not catch. The V1 reader lists
+    # them once, on the driver.
+    "use_datasource_v2": False,
+}
+"""Ray Data settings of :func:`map_partitions_ray_data`, restored afterwards."""
+
+
+def map_partitions_ray_data(
+    fn: Callable[..., Any],
+    parts: Sequence[tuple[Path, int]],
+    root: Path,
+    n_partitions: int,
+    limits: LogLimits,
+    *,
+    ray_address: str | None = None,
+    num_cpus: int = 2,
+    shared: tuple[Any, ...] = (),
+) -> list[Any]:
+    """``[fn(*shared, k, table_k) for k in range(n_partitions)]`` on Ray, where ``table_k``
+    holds the rows of partition ``k`` (:func:`pass_of` of ``conversation_id``: whole
+    conversations), or None when it has none.
+
+    Ray Data reads the Parquet files of ``parts`` (``ray.data.read_parquet``), adds each
+    row's partition, groups the rows by it (a hash shuffle) and calls ``fn`` on every group
+    in a Ray task (``map_groups``); partitions without rows are called here. Ray is the
+    cluster at ``ray_address`` (which must see the files at the same paths), else a local
+    Ray of ``num_cpus`` CPUs, shut down afterwards. Results come back in partition order.
+
+    Errors: the error of the lowest failing partition is raised, unwrapped. Ray Data does
+    not number rows, so a :class:`LogValidationError` is not raised from the task's table:
+    that partition is read again here with :func:`select_table` (global row numbers) and
+    ``fn`` runs on it, so the message names the source file and rows exactly as in one
+    process.
+    """
+    import pyarrow.parquet as pq
+    import ray
+    from ray import cloudpickle
+
+    parts = tuple(parts)
+    if "conversation_id" not in pq.read_schema(parts[0][0]).names:
+        # nothing to partition by: an empty table of the columns, for fn to name what lacks
+        empty = pq.read_schema(parts[0][0]).empty_table().to_pandas()
+        table = _Table(frame=empty, path=root, parts=parts, limits=limits)
+        return [fn(*shared, k, table) for k in range(n_partitions)]
+    started = _start_ray(ray_address, num_cpus, RAY_DATA_OBJECT_STORE_MB)
+    # no progress notes or execution statistics on stderr (Ray Data resets its own logger)
+    quiet = [logging.getLogger(f"ray.data._internal.{name}") for name in _QUIET_LOGGERS]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    saved = {name: getattr(context, name) for name in _DATA_CONTEXT}
+    try:
+        for name, value in _DATA_CONTEXT.items():
+            setattr(context, name, value)
+        schema = _read_schema(parts)
+        rows = (
+            ray.data.read_parquet(
+                [str(f) for f, _ in parts], file_extensions=None, partitioning=None
+            )
+            .map_batches(_with_partition, fn_args=(schema, n_partitions), batch_format="pyarrow")
+            .groupby(PARTITION_COLUMN, num_partitions=n_partitions)
+            .map_groups(
+                _run_partition,
+                fn_args=(fn, tuple(shared), root, parts, limits),
+                batch_format="pyarrow",
+            )
+            .take_all()
+        )
+    except ray.exceptions.RayTaskError as exc:
+        cause = _unwrapped(exc)
+        if cause is exc:
+            raise
+        raise cause from None
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+        if started:
+            ray.shutdown()
+    done = {int(r["k"]): (bool(r["ok"]), cloudpickle.loads(r["out"])) for r in rows}
+    results = []
+    for k in range(n_partitions):
+        ok, out = done.get(k, (True, None))
+        if k not in done:
+            out = fn(*shared, k, None)
+        elif not ok:
+            if isinstance(out, LogValidationError):
+                # again with the source's row numbers: raises the exact message
+                table = _pass_table(parts, root, k, n_partitions, limits)
+                fn(*shared, k, table)
+            raise out
+        results.append(out)
+    return results
 
 
 def _validate_pass(
@@ -377,14 +565,24 @@ def _validate_pass(
 ) -> tuple[dict[str, Any] | None, dict[str, list[str]], bool, str | None]:
     """Pass ``k``'s summary, distinct levels and all-ones flag, or the error message."""
     limits = load["limits"]
+    if spilled is not None:
+        table = read_spilled(spilled, parts, root, limits)
+    else:
+        table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
+    if n_passes > 1 and table is None:
+        return None, {}, True, None
+    return _validate_table(load, k, table if table is not None else root)
+
+
+def _validate_table(
+    load: dict[str, Any], k: int, table: _Table | Path | None
+) -> tuple[dict[str, Any] | None, dict[str, list[str]], bool, str | None]:
+    """The summary, distinct levels and all-ones flag of one pass's rows (``k`` unused: the
+    signature of :func:`map_partitions_ray_data`'s functions), or the error message."""
+    if table is None:
+        return None, {}, True, None
     try:
-        if spilled is not None:
-            table = read_spilled(spilled, parts, root, limits)
-        else:
-            table = _pass_table(parts, root, k, n_passes, limits) if n_passes > 1 else None
-        if n_passes > 1 and table is None:
-            return None, {}, True, None
-        logs = load_conversations(table if table is not None else root, **load)
+        logs = load_conversations(table, **load)
     except LogValidationError as exc:
         return None, {}, True, str(exc)
     levels = {
@@ -413,10 +611,14 @@ def validate_conversations_bounded(
     Raises :class:`LogValidationError` with the messages of :func:`load_conversations`
     (file, column, global row numbers), holding about ``memory_budget_mb`` of rows at a
     time. When the logs break several rules, the one reported first may differ from a
-    single in-memory validation (passes go by conversation hash, not by row order).
-    ``engine="ray"`` validates the passes as Ray tasks (:func:`map_passes`; at least
-    ``num_cpus`` passes), with the same summary and the same first error.
+    single in-memory validation (passes go by conversation hash, not by row order): the
+    error of the lowest failing pass. ``engine="ray"``: Ray Data reads the files and
+    validates the passes in Ray tasks (:func:`map_partitions_ray_data`; at least
+    ``num_cpus`` passes), with the same summary and the same first error (a failing pass
+    is validated again here from the source, for its row numbers).
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     limits = limits or LogLimits()
     root = Path(turns)
     if not root.exists():
@@ -437,33 +639,38 @@ def validate_conversations_bounded(
         "customers": customers, "categorical": categorical, "numeric": numeric,
         "actions": actions, "limits": limits,
     }  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="supportrl-passes-") as tmp:
-        # one read into per-pass files beats every pass reading every file; a cluster's
-        # workers may not see this machine's disk: there each pass selects its rows
-        spilled = (
-            spill_passes(parts, n_passes, Path(tmp))
-            if n_passes > 2 and ray_address is None
-            else None
-        )
-        args = [(k, spilled[k] if spilled else None) for k in range(n_passes)]
-        # local: one pass at a time, so the first error stops the reading
-        results = map_passes(
-            _validate_pass,
-            args if engine == "ray" else [],
-            engine=engine,
+    results = (
+        map_partitions_ray_data(
+            _validate_table,
+            parts,
+            root,
+            n_passes,
+            limits,
             ray_address=ray_address,
             num_cpus=num_cpus,
-            shared=(parts, root, n_passes, load),
+            shared=(load,),
+        )  # fmt: skip
+        if engine == "ray"
+        else None
+    )
+    with tempfile.TemporaryDirectory(prefix="supportrl-passes-") as tmp:
+        # local: one read into per-pass files beats every pass reading every file
+        spilled = (
+            spill_passes(parts, n_passes, Path(tmp)) if n_passes > 2 and results is None else None
         )
         total: dict[str, Any] | None = None
         levels: dict[str, set[str]] = {}
         all_one = True
         for k in range(n_passes):
+            # local: one pass at a time, so the first error stops the reading
             summary, found, ones, error = (
                 results[k]
-                if engine == "ray"
-                else _validate_pass(parts, root, n_passes, load, *args[k])
+                if results is not None
+                else _validate_pass(parts, root, n_passes, load, k, spilled[k] if spilled else None)
             )
+            if error is not None and results is not None:
+                # Ray Data's rows carry no row numbers: the pass again, with the source's
+                error = _validate_pass(parts, root, n_passes, load, k)[3] or error
             if error is not None:
                 raise LogValidationError(error)
             if summary is None:
