@@ -46,9 +46,12 @@ from supportrl.simulators.logs import (
     load_conversations,
 )
 from supportrl.simulators.logs_bounded import (
+    RAY_DATA_OBJECT_STORE_MB,
     map_partitions_ray_data,
+    map_passes,
     parquet_parts,
     pass_of,
+    ray_session,
     read_spilled,
     sample_conversations,
     select_table,
@@ -259,6 +262,26 @@ def _check_csat_levels(
             )
 
 
+def _local_partitions(
+    source: LogSource,
+    parts: Sequence[tuple[Path, int]],
+    n_partitions: int,
+    fits: NuisanceFits,
+    policies: Mapping[str, Any],
+    spill_dir: str | Path | None,
+) -> list[tuple[PartitionSums, tuple[float, ...], dict[str, Any]]]:
+    """Every partition's statistics in this process, one after another."""
+    with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
+        # one read of the logs into per-partition files beats every partition reading all
+        spilled = spill_passes(parts, n_partitions, Path(tmp)) if n_partitions > 2 else None
+        return [
+            _partition(
+                source, parts, n_partitions, fits, policies, k, spilled[k] if spilled else None
+            )
+            for k in range(n_partitions)
+        ]
+
+
 def evaluate_partitioned(
     source: LogSource,
     policies: Mapping[str, Any],
@@ -318,29 +341,33 @@ def evaluate_partitioned(
     states = prepared.logs.states()
     probs = np.stack([target_probs_of(policies[k], states, prepared.logs.actions) for k in names])
     refit_share = min(1.0, refit_turns / max(n_turns, 1))
-    fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
     rows_per_partition = max(1_000, int(memory_budget_mb * 2**20 / EVALUATE_BYTES_PER_ROW))
     n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
     if engine == "ray":
         n_partitions = max(n_partitions, num_cpus)
-    fitted = time.perf_counter()
-    if engine == "ray":
-        # Ray Data reads the files and groups the rows by partition
-        pieces = map_partitions_ray_data(
-            _partition_of_table, parts, source.turns, n_partitions, source.limits,
-            ray_address=ray_address, num_cpus=num_cpus, shared=(source, fits, dict(policies)),
-        )  # fmt: skip
-    else:
-        with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
-            # one read of the logs into per-partition files beats every partition
-            # reading all of them
-            spilled = spill_passes(parts, n_partitions, Path(tmp)) if n_partitions > 2 else None
-            pieces = [
-                _partition(
-                    source, parts, n_partitions, fits, policies, k, spilled[k] if spilled else None
-                )
-                for k in range(n_partitions)
-            ]
+    with ray_session(engine, ray_address, num_cpus, RAY_DATA_OBJECT_STORE_MB):
+        if engine == "ray":
+            # the 1 + n_resamples fits are independent: chunks of them as Ray tasks
+            def on_ray(fn: Callable[..., Any], args: list[Any], shared: tuple[Any, ...]) -> Any:
+                return map_passes(
+                    fn, args, engine="ray", ray_address=ray_address, num_cpus=num_cpus,
+                    shared=shared,
+                )  # fmt: skip
+
+            fits = fit_nuisance(
+                ope, probs, names, refit_share=refit_share, map_fits=on_ray, n_chunks=4 * num_cpus
+            )
+            fitted = time.perf_counter()
+            # Ray Data reads the files and groups the rows by partition
+            pieces = map_partitions_ray_data(
+                _partition_of_table, parts, source.turns, n_partitions, source.limits,
+                ray_address=ray_address, num_cpus=num_cpus, shared=(source, fits, dict(policies)),
+            )  # fmt: skip
+        else:
+            fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
+            fitted = time.perf_counter()
+            pieces = _local_partitions(source, parts, n_partitions, fits, policies, spill_dir)
+    sums = add_sums([p for p, _, _ in pieces])
     sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))

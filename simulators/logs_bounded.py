@@ -15,10 +15,11 @@ On Ray (``engine="ray"``), Ray Data reads the files and groups the rows by pass
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,23 @@ def _start_ray(
         kwargs.update(num_cpus=num_cpus, object_store_memory=object_store_mb * 2**20)
     ray.init(address=ray_address, **kwargs)
     return True
+
+
+@contextlib.contextmanager
+def ray_session(
+    engine: str, ray_address: str | None, num_cpus: int, object_store_mb: int = RAY_OBJECT_STORE_MB
+) -> Iterator[None]:
+    """Ray started once (``engine="ray"``, see :func:`_start_ray`) for several calls of
+    :func:`map_passes` / :func:`map_partitions_ray_data`, and shut down after them if this
+    started it; nothing for other engines."""
+    started = engine == "ray" and _start_ray(ray_address, num_cpus, object_store_mb)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def _unwrapped(exc: BaseException) -> BaseException:
