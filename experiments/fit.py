@@ -28,6 +28,7 @@ default 20000), ``fit.true_value_conversations`` (in the synthetic world, defaul
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def load_fit_logs(
 
     share = int(n) / rows
     floor = int(OmegaConf.select(cfg, "fit.sample_min_per_intent", default=0) or 0)
-    drawn = stratified_sample(turns, share, seed, load, log_limits(cfg), min_per_stratum=floor)
+    drawn = stratified_sample(turns, share, seed, load, log_limits(cfg), min_per_intent=floor)
     logs = drawn.logs
     sample = {
         "method": "random sample of whole conversations by a hash of conversation_id, "
@@ -192,9 +193,16 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     )
     if test is None:
         print("warning: fit.holdout=0: the fidelity report is in-sample")
+    held_out = test if test is not None else train
+    report_model = model
+    if train_weights is not None:
+        # the held-out conversations keep the stratified sample's mix of intents, where the
+        # model's pool has the logs' mix: the replay starts from their own first states
+        first = model.logged_states(held_out).take(held_out.offsets[:-1])
+        report_model = dataclasses.replace(model, pool=first)
     report = fidelity_report(
-        model,
-        test if test is not None else train,
+        report_model,
+        held_out,
         reward=reward,
         world=world,
         policies=panel,

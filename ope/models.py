@@ -9,6 +9,7 @@ then keep their guarantees.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,10 @@ class MultinomialLogit:
         return np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
 
 
+PROPENSITY_FLOOR = 1e-3
+"""Estimated propensities are floored here (an importance weight of at most 1,000)."""
+
+
 def cross_fit_propensity(
     x: np.ndarray,
     actions: np.ndarray,
@@ -161,7 +166,7 @@ def cross_fit_propensity(
     k: int = 5,
     l2: float = 1.0,
     seed: int = 0,
-    floor: float = 1e-3,
+    floor: float = PROPENSITY_FLOOR,
     sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Estimated propensity of each logged action (out of fold), shape (n,), floored at ``floor``.
@@ -171,11 +176,18 @@ def cross_fit_propensity(
     groups = np.arange(len(actions)) if groups is None else groups
     folds = fold_ids(groups, k, seed)
     models = propensity_models(x, actions, n_actions, folds, l2=l2, sample_weight=sample_weight)
+    return np.clip(logged_action_probs(models, x, actions, folds), floor, 1.0)
+
+
+def logged_action_probs(
+    models: Sequence[MultinomialLogit], x: np.ndarray, actions: np.ndarray, model_of: np.ndarray
+) -> np.ndarray:
+    """P(logged action | x) of each row under the model ``models[model_of[row]]``, (n,)."""
     out = np.empty(len(actions))
-    for f, model in enumerate(models):
-        test = folds == f
-        out[test] = model.predict(x[test])[np.arange(test.sum()), actions[test]]
-    return np.clip(out, floor, 1.0)
+    for f in np.unique(model_of):
+        rows = model_of == f
+        out[rows] = models[f].predict(x[rows])[np.arange(rows.sum()), actions[rows]]
+    return out
 
 
 def propensity_models(

@@ -262,6 +262,27 @@ def _check_csat_levels(
             )
 
 
+MIN_REFIT_CONVERSATIONS = 50
+"""Fewest conversations the refit subset may expect to hold (its noise would dominate)."""
+
+
+def _refit_share(refit_turns: int, n_turns: int, n_conversations: float) -> float:
+    """Share of the conversations in the refit subset; ValueError, before any partition
+    runs, when the subset would hold fewer than :data:`MIN_REFIT_CONVERSATIONS` of the
+    (estimated) ``n_conversations``."""
+    if refit_turns < 1:
+        raise ValueError(f"ope.refit_turns must be at least 1, got {refit_turns}")
+    share = min(1.0, refit_turns / max(n_turns, 1))
+    expected = share * n_conversations
+    if share < 1.0 and expected < MIN_REFIT_CONVERSATIONS:
+        raise ValueError(
+            f"ope.refit_turns={refit_turns}: the refit subset would hold about {expected:.0f} "
+            f"conversations, too few to measure the refitted models' variation; raise it to "
+            f"at least {math.ceil(MIN_REFIT_CONVERSATIONS * n_turns / n_conversations)}"
+        )
+    return share
+
+
 def _local_partitions(
     source: LogSource,
     parts: Sequence[tuple[Path, int]],
@@ -340,7 +361,7 @@ def evaluate_partitioned(
     names = list(policies)
     states = prepared.logs.states()
     probs = np.stack([target_probs_of(policies[k], states, prepared.logs.actions) for k in names])
-    refit_share = min(1.0, refit_turns / max(n_turns, 1))
+    refit_share = _refit_share(refit_turns, n_turns, sample.n_conversations / share)
     rows_per_partition = max(1_000, int(memory_budget_mb * 2**20 / EVALUATE_BYTES_PER_ROW))
     n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
     if engine == "ray":
@@ -367,7 +388,6 @@ def evaluate_partitioned(
             fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
             fitted = time.perf_counter()
             pieces = _local_partitions(source, parts, n_partitions, fits, policies, spill_dir)
-    sums = add_sums([p for p, _, _ in pieces])
     sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))

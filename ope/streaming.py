@@ -3,26 +3,32 @@
 :class:`~supportrl.ope.meta.OffPolicyEvaluation` holds all the logs. Here the work splits
 in two (``docs/scale.md``):
 
-1. **Fit** (one process, in memory): every nuisance model of the refit bootstrap (CSAT
-   imputation, balancing weights, the cross-fitted reward model, fitted Q evaluation of
-   every policy, the logger's behaviour model for support) is fitted on a *sample* of whole
-   conversations, once on the sample as it is and once per resample ``k`` with the
-   sample's Poisson counts of resample ``k`` (:func:`ope.resample.poisson_weights`, keyed
-   by conversation id). :func:`fit_nuisance` returns them as :class:`NuisanceFits`: small
-   coefficient arrays, sent to every partition.
+1. **Fit** (in memory; its fits independent, so in chunks on Ray tasks with
+   ``engine=ray``): every nuisance model of the refit bootstrap (CSAT imputation, estimated
+   propensities, balancing weights, the cross-fitted reward model, fitted Q evaluation of
+   every policy) is fitted on a *sample* of whole conversations, once on the sample as it
+   is and once per resample ``k`` with the sample's Poisson counts of resample ``k``
+   (:func:`ope.resample.poisson_weights`, keyed by conversation id), plus the logger's
+   behaviour model for support. :func:`fit_nuisance` returns them as :class:`NuisanceFits`:
+   small coefficient arrays, sent to every partition.
 2. **Sums** (any number of processes or Ray tasks): each partition of whole conversations
-   computes, for the point fit and every resample ``k``, the numerators and denominators
-   of every estimator (:class:`~supportrl.ope.intervals.RatioStatistic`) weighted by its
-   conversations' counts of resample ``k`` (:func:`partition_sums`). Sums add up across
-   partitions exactly; :func:`finish` turns the total into the estimates and intervals of
-   ``OffPolicyEvaluation`` (its own interval code).
+   computes the numerators and denominators of every estimator
+   (:class:`~supportrl.ope.intervals.RatioStatistic`) under the point fit, weighted by its
+   conversations' counts of every resample at once (a matrix product), and, on the refit
+   subset (``refit_share`` of the conversations by id hash), under every resample's
+   refitted models (:func:`partition_sums`). Sums add up across partitions exactly;
+   :func:`finish` turns the total into the estimates and intervals of
+   ``OffPolicyEvaluation`` (its own interval code), resample ``k`` being (all, point fit) +
+   (subset, refit ``k``) - (subset, point fit).
 
 A conversation that is in the sample is predicted by the out-of-fold models of its
 cross-fitting fold, as in memory; one outside the sample by the models fitted on the whole
-sample (neither saw it). When the sample is all the logs, every number equals
-``OffPolicyEvaluation`` on the same logs (to rounding, 1e-12), in one process or many.
-Weight quantiles and the support warnings are read on the sample; the estimates, intervals,
-ESS, clipped shares and unsupported mass on all the logs.
+sample (neither saw it). When the sample and the refit subset are all the logs, every
+number equals ``OffPolicyEvaluation`` on the same logs (to rounding, 1e-12), in one process
+or many (with one BLAS thread per process, as the command line sets). The estimates,
+intervals, ESS, clipped shares, unsupported mass, weight statistics and support warnings
+come from all the logs; the handle-time medians and the return range of the support bounds
+from the sample.
 """
 
 from __future__ import annotations
@@ -41,12 +47,14 @@ from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import PreparedConversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
 from supportrl.ope.models import (
+    PROPENSITY_FLOOR,
     MultinomialLogit,
     PerActionRidge,
     RidgeSystem,
     add_intercept,
     balancing_weights,
     fold_ids,
+    logged_action_probs,
     propensity_models,
 )
 from supportrl.ope.resample import id_hash, id_uniform, poisson_weights
@@ -72,8 +80,6 @@ __all__ = [
 
 CROSS_FIT_FOLDS = 5
 """Folds of the cross-fitted reward model (as :func:`ope.models.cross_fit_reward`)."""
-PROPENSITY_FLOOR = 1e-3
-"""Floor of estimated propensities (as :func:`ope.models.cross_fit_propensity`)."""
 BEHAVIOUR_ROWS = 50_000
 """Rows of the behaviour model fit (as :func:`ope.support.behaviour_probs`)."""
 
@@ -272,7 +278,7 @@ def fit_chunk(
     decision: bool,
     indices: Sequence[int],
     counts: np.ndarray,
-) -> list[tuple[Any, np.ndarray, tuple[PerActionRidge, ...]]]:
+) -> list[tuple[Any, np.ndarray, tuple[PerActionRidge, ...], tuple[MultinomialLogit, ...]]]:
     """The fits ``indices`` (0: the point fit; ``1 + k``: resample ``k``, counted by the row
     of ``counts`` (len(indices), n_conversations) at the same position): for each, the CSAT
     model, the FQE coefficients of every target, the reward models (with ``decision``) and
@@ -309,13 +315,10 @@ def _sample_propensity(
     models = propensity_models(
         prep.x, logs.action, n_actions, turn_fold, sample_weight=turn_counts
     ) + (MultinomialLogit.fit(prep.x, logs.action, n_actions, sample_weight=turn_counts),)
-    fitted = np.empty(logs.n_turns)
-    for f in range(len(models) - 1):
-        rows = turn_fold == f
-        fitted[rows] = models[f].predict(prep.x[rows])[np.arange(rows.sum()), logs.action[rows]]
-    missing = np.isnan(logs.propensity)
-    estimated = np.clip(fitted, PROPENSITY_FLOOR, 1.0)
-    return np.where(missing, estimated, logs.propensity), models
+    estimated = np.clip(
+        logged_action_probs(models, prep.x, logs.action, turn_fold), PROPENSITY_FLOOR, 1.0
+    )
+    return np.where(np.isnan(logs.propensity), estimated, logs.propensity), models
 
 
 def _behaviour_model(prep: PreparedConversations) -> MultinomialLogit:
@@ -460,12 +463,8 @@ def _estimate_propensity(
     fits: NuisanceFits, x: np.ndarray, action: np.ndarray, fold: np.ndarray, i: int
 ) -> np.ndarray:
     """Fit ``i``'s estimate of the logged actions' propensities (model of each row's fold)."""
-    out = np.empty(len(action))
-    for f in np.unique(fold):
-        rows = fold == f
-        probs = fits.propensity_models[i][f].predict(x[rows])
-        out[rows] = probs[np.arange(rows.sum()), action[rows]]
-    return np.clip(out, PROPENSITY_FLOOR, 1.0)
+    models = fits.propensity_models[i]
+    return np.clip(logged_action_probs(models, x, action, fold), PROPENSITY_FLOOR, 1.0)
 
 
 def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
@@ -796,41 +795,56 @@ def _add_diagnostics(
     sums.add(f"{p}/_target_mass", 0, probs.sum(axis=0), 1)
     if len(w):
         sums.add(f"{p}/_weight_max{MIN_SUFFIX}", 0, -w.max(), 1)
-    sums.add(f"{p}/_weight_bins", 0, _weight_bins(w), 1)
+    counts, low, neg_high = _weight_bins(w)
+    sums.add(f"{p}/_weight_bins", 0, counts, 1)
+    sums.add(f"{p}/_weight_bins_low{MIN_SUFFIX}", 0, low, 1)
+    sums.add(f"{p}/_weight_bins_high{MIN_SUFFIX}", 0, neg_high, 1)
 
 
-def _weight_bins(w: np.ndarray) -> np.ndarray:
-    """Counts of the positive weights in the geometric bins, (N_WEIGHT_BINS,)."""
+def _weight_bins(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positive weights in the geometric bins: count, smallest and minus the largest
+    weight of every bin (inf where empty), each (N_WEIGHT_BINS,)."""
     positive = w[w > 0]
     step = np.log(WEIGHT_BIN_RATIO)
     index = np.floor((np.log(positive) - np.log(WEIGHT_BIN_RANGE[0])) / step)
     index = np.clip(index, 0, N_WEIGHT_BINS - 1).astype(np.int64)
-    return np.bincount(index, minlength=N_WEIGHT_BINS).astype(np.float64)
+    low, neg_high = np.full(N_WEIGHT_BINS, np.inf), np.full(N_WEIGHT_BINS, np.inf)
+    np.minimum.at(low, index, positive)
+    np.minimum.at(neg_high, index, -positive)
+    return np.bincount(index, minlength=N_WEIGHT_BINS).astype(np.float64), low, neg_high
 
 
 def _weight_statistics(
-    diag: np.ndarray, weight_max: float, bins: np.ndarray, levels: Sequence[float]
+    diag: np.ndarray,
+    weight_max: float,
+    bins: tuple[np.ndarray, np.ndarray, np.ndarray],
+    levels: Sequence[float],
 ) -> WeightStatistics:
     """:func:`weight_statistics` of the whole logs from the summed statistics: exact count,
-    mean, maximum, share of zeros and ESS; quantiles from the histogram (the geometric middle
-    of the bin holding the quantile, so within 0.5% of the exact one)."""
+    mean, maximum, share of zeros and ESS; quantiles from the histogram ``bins`` (counts,
+    smallest and minus the largest weight per bin): exact where the order statistics' bins
+    hold one distinct value, else within the bin's 0.5% of it."""
     n, total, zero = diag[0], diag[1], diag[8]
-    ranks = np.cumsum(bins) + zero
+    counts, low, neg_high = bins
+    ranks = np.cumsum(counts) + zero
 
     def order_statistic(k: int) -> float:  # the k-th smallest weight (1-based), binned
         if k <= zero:
             return 0.0
         b = min(int(np.searchsorted(ranks, k)), N_WEIGHT_BINS - 1)
-        return float(min(WEIGHT_BIN_RANGE[0] * WEIGHT_BIN_RATIO ** (b + 0.5), weight_max))
+        if low[b] == -neg_high[b]:
+            return float(low[b])  # every weight of the bin is this one
+        middle = WEIGHT_BIN_RANGE[0] * WEIGHT_BIN_RATIO ** (b + 0.5)
+        return float(np.clip(middle, low[b], -neg_high[b]))
 
     quantiles = {}
     for q in levels:
         # np.quantile's linear interpolation between neighbouring order statistics
         position = q * (n - 1) + 1
-        low, frac = int(np.floor(position)), position - np.floor(position)
-        value = order_statistic(low)
+        below, frac = int(np.floor(position)), position - np.floor(position)
+        value = order_statistic(below)
         if frac > 0:
-            value += frac * (order_statistic(low + 1) - value)
+            value += frac * (order_statistic(below + 1) - value)
         quantiles[float(q)] = value
     return WeightStatistics(
         n=int(n),
@@ -951,7 +965,10 @@ def finish(
             target_mass=a[f"{p}/_target_mass"][0],
             actions=a["_actions"][0],
             weight_max=-float(a.get(f"{p}/_weight_max{MIN_SUFFIX}", np.zeros((1, 1)))[0][0]),
-            bins=a[f"{p}/_weight_bins"][0],
+            bins=tuple(
+                a[f"{p}/_weight_bins{suffix}"][0]
+                for suffix in ("", f"_low{MIN_SUFFIX}", f"_high{MIN_SUFFIX}")
+            ),
         )
         res = fin._policy(sample_probs[p], supported, point, reps)
         support = dataclasses.replace(res.support, unsupported_decision=float(s[7] / s[0]))

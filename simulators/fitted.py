@@ -195,7 +195,7 @@ def fit_customer_model(
     turn_sampling = None if sampling is None else sampling[logs.conversation_index]
     if turn_sampling is not None:
         weights = weights * turn_sampling
-        info["sampling_weights"] = {
+        info["conversation_weights"] = {
             "min": float(sampling.min()),
             "max": float(sampling.max()),
             "effective_conversations": float(sampling.sum() ** 2 / (sampling**2).sum()),
@@ -246,13 +246,16 @@ def _sampling_weights(
 
 def _pool_rows(logs: LoggedConversations, sampling: np.ndarray | None, seed: int) -> np.ndarray:
     """First turns of the pool: every conversation's, or, with sampling weights, as many
-    drawn with probabilities proportional to the weights (the logs' mix of first states)."""
+    drawn in proportion to the weights (the logs' mix of first states) by systematic
+    resampling: each conversation appears floor or ceil of n x its weight share times."""
     first = logs.offsets[:-1]
     if sampling is None:
         return first
-    rng = np.random.default_rng([seed, 0x9001])
-    drawn = rng.choice(logs.n_conversations, logs.n_conversations, p=sampling / sampling.sum())
-    return first[np.sort(drawn)]
+    n = logs.n_conversations
+    start = np.random.default_rng([seed, 0x9001]).random()
+    edges = np.cumsum(sampling) / sampling.sum()
+    drawn = np.searchsorted(edges, (start + np.arange(n)) / n, side="right")
+    return first[np.minimum(drawn, n - 1)]
 
 
 def _coverage_notes(logs: LoggedConversations, basis: Basis) -> list[str]:

@@ -174,28 +174,34 @@ def stratified_sample(
     load: Callable[[Any], Any],
     limits: LogLimits | None = None,
     *,
-    min_per_stratum: int = 0,
+    min_per_intent: int = 0,
 ) -> StratifiedSample:
     """Conversations sampled within strata of their first turn's (``turn == 0``) intent:
-    each kept with probability ``max(share, min(1, min_per_stratum / N_s))`` in a stratum of
+    each kept with probability ``max(share, min(1, min_per_intent / N_s))`` in a stratum of
     ``N_s`` conversations, by its id's uniform (:func:`id_uniform`, stream 0 of ``seed``),
-    so rare intents keep about ``min_per_stratum`` conversations and the weights (inverse
+    so rare intents keep about ``min_per_intent`` conversations and the weights (inverse
     probabilities) restore the logs' mix. Two bounded reads: the first turns' ids and
-    intents, then the kept conversations' rows. With ``min_per_stratum=0`` it is the sample
-    of :func:`sample_conversations` with weights 1.
+    intents, then the kept conversations' rows. With ``min_per_intent=0`` it is the sample
+    of :func:`sample_conversations` with weights 1. A conversation without a turn 0 is
+    invalid: :class:`LogValidationError` names its file and rows (as ``load`` would).
     """
     import pyarrow.parquet as pq
 
     limits = limits or LogLimits()
     root = Path(turns)
     parts = parquet_parts(root)
-    hashes, codes, levels = [], [], {}
+    columns = ["conversation_id", "turn", "intent"]
+    hashes, codes, every, levels = [], [], [], {}
     for file, _ in parts:
         pf = pq.ParquetFile(file)
-        if not {"conversation_id", "turn", "intent"} <= set(pf.schema_arrow.names):
-            return StratifiedSample(load(root), np.ones(0), {})  # load names what is missing
-        for batch in pf.iter_batches(BATCH_ROWS, columns=["conversation_id", "turn", "intent"]):
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise LogValidationError(
+                f"{file}: missing required column(s) {missing}; found {pf.schema_arrow.names}"
+            )
+        for batch in pf.iter_batches(BATCH_ROWS, columns=columns):
             frame = batch.to_pandas()
+            every.append(np.unique(id_hash(frame["conversation_id"].to_numpy())))
             first = frame[pd.to_numeric(frame["turn"], errors="coerce") == 0]
             found, idx = np.unique(first["intent"].astype(str).to_numpy(), return_inverse=True)
             for level in found:
@@ -208,8 +214,9 @@ def stratified_sample(
             codes.append(np.array([levels[v] for v in found], dtype=np.int64)[idx])
             hashes.append(id_hash(first["conversation_id"].to_numpy()))
     h, code = np.concatenate(hashes), np.concatenate(codes)
+    _check_first_turns(parts, root, np.unique(np.concatenate(every)), h, load, limits)
     n_s = np.bincount(code, minlength=len(levels)).astype(np.float64)
-    prob = np.clip(np.maximum(share, min_per_stratum / np.maximum(n_s, 1.0)), 0.0, 1.0)
+    prob = np.clip(np.maximum(share, min_per_intent / np.maximum(n_s, 1.0)), 0.0, 1.0)
     kept = id_uniform(h, seed, 0) < prob[code]
     order = np.argsort(h[kept])
     kept_hash, kept_weight = h[kept][order], 1.0 / prob[code[kept]][order]
@@ -232,6 +239,29 @@ def stratified_sample(
         for level, c in sorted(levels.items())
     }
     return StratifiedSample(logs, weights, strata)
+
+
+def _check_first_turns(
+    parts: Sequence[tuple[Path, int]],
+    root: Path,
+    every: np.ndarray,
+    first: np.ndarray,
+    load: Callable[[Any], Any],
+    limits: LogLimits,
+) -> None:
+    """LogValidationError naming file and rows when a conversation (id hashes ``every``,
+    sorted) has no turn 0 (hashes ``first``): its rows are read and validated, which says
+    what is wrong with them."""
+    lacking = np.setdiff1d(every, first)
+    if not len(lacking):
+        return
+
+    def keep(conv: pd.Series) -> np.ndarray:
+        return np.isin(id_hash(conv.to_numpy()), lacking)
+
+    table = select_table(parts, root, keep, limits)
+    load(table)  # raises: turns must start at 0
+    raise LogValidationError(f"{root}: {len(lacking)} conversation(s) have no turn 0")
 
 
 def pass_of(conversation_id: pd.Series, n_passes: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from supportrl.simulators.fitted import fit_customer_model
-from supportrl.simulators.logs import load_conversations
+from supportrl.simulators.logs import LogValidationError, load_conversations
 from supportrl.simulators.logs_bounded import sample_conversations, stratified_sample
 from supportrl.simulators.synthetic import generate_logs
 
@@ -41,7 +41,7 @@ def _first_intents(logs) -> np.ndarray:  # noqa: ANN001
 
 def test_rare_intent_is_kept_and_weighted_back_to_its_share(rare_logs: tuple[Path, Path]) -> None:
     directory, customers = rare_logs
-    drawn = stratified_sample(directory, 0.1, 0, _load(customers), min_per_stratum=40)
+    drawn = stratified_sample(directory, 0.1, 0, _load(customers), min_per_intent=40)
     rare = _first_intents(drawn.logs) == "rare_intent"
     assert drawn.strata["rare_intent"] == {"conversations": RARE, "probability": 40 / RARE}
     assert 25 <= rare.sum() <= RARE  # about 40, where a 10% sample keeps about 6
@@ -52,7 +52,7 @@ def test_rare_intent_is_kept_and_weighted_back_to_its_share(rare_logs: tuple[Pat
     # the weights give the logs' mix back (unbiased over draws; one draw is noisy)
     shares, raw = [], []
     for seed in range(8):
-        d = stratified_sample(directory, 0.1, seed, _load(customers), min_per_stratum=40)
+        d = stratified_sample(directory, 0.1, seed, _load(customers), min_per_intent=40)
         r = _first_intents(d.logs) == "rare_intent"
         shares.append(d.weights[r].sum() / d.weights.sum())
         raw.append(r.mean())
@@ -68,7 +68,7 @@ def test_weights_restore_the_first_states_and_equal_weights_change_nothing(
     rare_logs: tuple[Path, Path],
 ) -> None:
     directory, customers = rare_logs
-    drawn = stratified_sample(directory, 0.1, 0, _load(customers), min_per_stratum=40)
+    drawn = stratified_sample(directory, 0.1, 0, _load(customers), min_per_intent=40)
     weighted = fit_customer_model(drawn.logs, "glm", seed=1, conversation_weights=drawn.weights)
     unweighted = fit_customer_model(drawn.logs, "glm", seed=1)
     code = list(weighted.feature_spec.categorical["intent"]).index("rare_intent")
@@ -76,7 +76,9 @@ def test_weights_restore_the_first_states_and_equal_weights_change_nothing(
     assert oversampled > 0.08  # the sample's own mix: rare intent over-represented
     assert np.mean(unweighted.pool.intent == code) == pytest.approx(oversampled)
     assert np.mean(weighted.pool.intent == code) < 0.045  # near the logs' 2%
-    assert weighted.info["sampling_weights"]["max"] > weighted.info["sampling_weights"]["min"]
+    assert (
+        weighted.info["conversation_weights"]["max"] > weighted.info["conversation_weights"]["min"]
+    )
     # the response model weighs the rows too
     assert not np.allclose(weighted.dynamics.outcome.coef, unweighted.dynamics.outcome.coef)
     same = fit_customer_model(
@@ -102,3 +104,19 @@ def test_fit_command_states_the_stratified_sample(
     assert sample["strata"]["rare_intent"]["conversations"] == RARE
     assert sample["strata"]["rare_intent"]["probability"] == pytest.approx(30 / RARE)
     assert sample["conversations"] < N
+
+
+def test_conversation_without_turn_zero_is_named_not_dropped(
+    rare_logs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory, customers = rare_logs
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for part in sorted(directory.glob("*.parquet")):
+        frame = pd.read_parquet(part)
+        if part.name == "part-1.parquet":  # one conversation loses its first turn
+            victim = frame.loc[frame["turn"] == 0, "conversation_id"].iloc[5]
+            frame = frame[~((frame["conversation_id"] == victim) & (frame["turn"] == 0))]
+        frame.to_parquet(broken / part.name, index=False)
+    with pytest.raises(LogValidationError, match=r"part-1\.parquet.*turns must be 0, 1, 2"):
+        stratified_sample(broken, 0.1, 0, _load(customers), min_per_intent=40)

@@ -190,13 +190,17 @@ def test_ray_gives_the_single_process_numbers(
     directory, customers = logs_dir
     # the fits run in Ray's workers on one BLAS thread each: this process does too (as the
     # command line's threads=1 sets), else the optimisers amplify the last bits
-    limiter = threadpool_limits(1)
-    one_process = _partitioned(logs_dir, memory_budget_mb=0.01)
+    with threadpool_limits(1):
+        one_process = _partitioned(logs_dir, memory_budget_mb=0.01)
+        subset = _partitioned(logs_dir, memory_budget_mb=0.01, refit_turns=1000)
     # one local Ray for the whole test (map_passes uses it and leaves it running)
     ray.init(num_cpus=2, object_store_memory=128 * 2**20, include_dashboard=False)
     try:
-        on_ray = _partitioned(logs_dir, memory_budget_mb=0.01, engine="ray", num_cpus=2)
-        limiter.restore_original_limits()
+        with threadpool_limits(1):
+            on_ray = _partitioned(logs_dir, memory_budget_mb=0.01, engine="ray", num_cpus=2)
+            subset_on_ray = _partitioned(
+                logs_dir, memory_budget_mb=0.01, engine="ray", num_cpus=2, refit_turns=1000
+            )
         local = validate_conversations_bounded(directory, customers=customers, memory_budget_mb=0.1)
         remote = validate_conversations_bounded(
             directory, customers=customers, memory_budget_mb=0.1, engine="ray"
@@ -216,6 +220,11 @@ def test_ray_gives_the_single_process_numbers(
     for name in POLICIES:
         np.testing.assert_allclose(
             _numbers(on_ray.results[name]), _numbers(one_process.results[name]), rtol=0, atol=1e-12
+        )
+        # the refit subset's sums travel through Ray and its reduce too
+        assert subset_on_ray.refit_share == subset.refit_share < 0.5
+        np.testing.assert_allclose(
+            _numbers(subset_on_ray.results[name]), _numbers(subset.results[name]), atol=1e-12
         )
     # at least one pass per CPU on Ray; the summary does not depend on the passes
     assert remote.pop("passes") == 2 and local.pop("passes") == 1
@@ -342,28 +351,6 @@ def test_sample_is_whole_conversations_whatever_the_file_layout(
     )
 
 
-def test_sums_of_a_short_partition_add_up_exactly(logs_dir: tuple[Path, Path]) -> None:
-    """A partition whose conversations are all shorter than the others' (fewer turn terms
-    in the self-normalised estimators) adds up to the statistics of the whole logs."""
-    directory, customers = logs_dir
-    logs = load_conversations(directory, customers=customers)
-    prepared = prepare_conversations(
-        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=7
-    )
-    policies = _policies(logs.actions)
-    states = logs.states()
-    probs = np.stack([target_probs_of(p, states, logs.actions) for p in policies.values()])
-    fits = fit_nuisance(_ope(prepared), probs, list(policies))
-    short = logs.lengths <= 2
-    assert short.any() and logs.lengths.max() > 2
-    parts = [partition_sums(fits, logs.select(m), policies) for m in (short, ~short)]
-    whole = partition_sums(fits, logs, policies)
-    total = add_sums(parts)
-    assert set(total.arrays) == set(whole.arrays)
-    for key, value in whole.arrays.items():
-        np.testing.assert_allclose(total.arrays[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
-
-
 def _sample_fits(logs_dir: tuple[Path, Path], **kwargs: Any) -> tuple[Any, ...]:
     directory, customers = logs_dir
     logs = load_conversations(directory, customers=customers)
@@ -375,6 +362,20 @@ def _sample_fits(logs_dir: tuple[Path, Path], **kwargs: Any) -> tuple[Any, ...]:
     probs = np.stack([target_probs_of(p, states, logs.actions) for p in policies.values()])
     ope = _ope(prepared)
     return logs, policies, ope, probs, fit_nuisance(ope, probs, list(policies), **kwargs)
+
+
+def test_sums_of_a_short_partition_add_up_exactly(logs_dir: tuple[Path, Path]) -> None:
+    """A partition whose conversations are all shorter than the others' (fewer turn terms
+    in the self-normalised estimators) adds up to the statistics of the whole logs."""
+    logs, policies, _, _, fits = _sample_fits(logs_dir)
+    short = logs.lengths <= 2
+    assert short.any() and logs.lengths.max() > 2
+    parts = [partition_sums(fits, logs.select(m), policies) for m in (short, ~short)]
+    whole = partition_sums(fits, logs, policies)
+    total = add_sums(parts)
+    assert set(total.arrays) == set(whole.arrays)
+    for key, value in whole.arrays.items():
+        np.testing.assert_allclose(total.arrays[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 def test_resamples_with_the_point_models_are_the_refits_when_models_do_not_change(
@@ -473,8 +474,10 @@ def test_estimated_propensities_give_the_in_memory_numbers(
         np.testing.assert_allclose(
             _numbers(streamed.results[name]), _numbers(memory[name]), rtol=0, atol=1e-12
         )
-    sampled = _partitioned(unlogged_propensities, memory_budget_mb=0.01, sample_turns=2000)
-    assert sampled.sample_share < 0.7
+    sampled = _partitioned(
+        unlogged_propensities, memory_budget_mb=0.01, sample_turns=2000, refit_turns=1000
+    )
+    assert sampled.sample_share < 0.7 and sampled.refit_share < 0.5
     for name in POLICIES:
         full = memory[name].selection
         assert full.ci_low < sampled.results[name].selection.estimate < full.ci_high
@@ -517,3 +520,12 @@ def test_support_warning_counts_the_whole_logs(logs_dir: tuple[Path, Path], tmp_
     assert out.sample_share < 0.5
     warnings = [w for w in out.results["always_credit"].diagnostics.warnings if "credit" in w]
     assert len(warnings) == 1 and f"({logged} times)" in warnings[0], warnings
+
+
+def test_too_small_a_refit_subset_is_refused_before_the_partitions(
+    logs_dir: tuple[Path, Path],
+) -> None:
+    with pytest.raises(ValueError, match=r"ope.refit_turns=20: .* about \d+ conversations"):
+        _partitioned(logs_dir, memory_budget_mb=0.01, refit_turns=20)
+    with pytest.raises(ValueError, match="ope.refit_turns must be at least 1"):
+        _partitioned(logs_dir, memory_budget_mb=0.01, refit_turns=0)
