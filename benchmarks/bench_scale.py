@@ -87,6 +87,9 @@ extra = {"turns": s["turns"], "passes": s["passes"]}
 """
 
 SETUP = """
+# one BLAS thread per process, as the command line's threads=1 and Ray's workers run
+from threadpoolctl import threadpool_limits
+threadpool_limits(1)
 from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.meta import OffPolicyEvaluation
@@ -162,13 +165,11 @@ def measure(body: str, *args: str) -> dict:
 def row(label: str, r: dict, anchor: dict | None = None) -> str:
     # seconds per turn against the anchor's (sizes may differ)
     ratio = (
-        f"{(r['wall'] / r['turns']) / (anchor['wall'] / anchor['turns']):>7.3g}x"
+        f"{(r['wall'] / r['turns']) / (anchor['wall'] / anchor['turns']):>9.3g}x"
         if anchor
         else f"{'':>8}"
     )
-    return (
-        f"{label:<52}{r['turns']:>11,}{r['wall']:>9.1f}{r['rss']:>10,.0f}{r['tree']:>10,.0f}{ratio}"
-    )
+    return f"{label:<52}{r['turns']:>11,}{r['wall']:>9.1f}{r['rss']:>10,.0f}{r['tree']:>10,.0f} {ratio}"
 
 
 def _write_logs(tmp: Path, args: argparse.Namespace) -> tuple[str, int]:
