@@ -87,9 +87,9 @@ extra = {"turns": s["turns"], "passes": s["passes"]}
 """
 
 SETUP = """
-# one BLAS thread per process, as the command line's threads=1 and Ray's workers run
-from threadpoolctl import threadpool_limits
-threadpool_limits(1)
+# one BLAS thread per process, as the command line's threads=1 and Ray's workers run (set
+# before numpy loads its BLAS: threadpoolctl would only cap pools already loaded)
+os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
 from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.meta import OffPolicyEvaluation
