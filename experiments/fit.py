@@ -142,6 +142,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     fit_settings(family, seed=seed, **spec.params)  # bad settings fail before any work
     reward = reward_from_cfg(cfg)
     world: SyntheticWorld | None = None
+    weights = None  # a sample's weights per conversation (fit.sample_turns)
     if cfg.data.kind != "conversations":
         raise UserError(f"data={cfg.data.kind}: fit needs conversation logs (data.turns=PATH)")
     if cfg.data.turns is None:

@@ -178,7 +178,12 @@ def test_sigint_exits_130_and_removes_only_its_outputs(tmp_path: Path) -> None:
         f"paths.output_dir={outputs}",
     ]
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as a foreground run gets it: a shell starts background jobs (`make test &`) with SIGINT
+    # ignored, and Python keeps it ignored, which made this test fail when run so
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     while not (run / LOCK_FILE).exists() and time.monotonic() < start + 120:
         time.sleep(0.05)
     locked = time.monotonic() - start
