@@ -68,6 +68,7 @@ from supportrl.ope.support import (
     unsupported_statistic,
 )
 from supportrl.simulators.logs import LoggedConversations
+from supportrl.simulators.logs_bounded import find_sorted
 
 __all__ = [
     "NuisanceFits",
@@ -510,10 +511,7 @@ def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
         catalogue=logs.actions,
     )  # fmt: skip
     hashes = id_hash(logs.conversation_id)
-    pos = np.minimum(np.searchsorted(fits.sample_hash, hashes), max(len(fits.sample_hash) - 1, 0))
-    in_sample = (
-        fits.sample_hash[pos] == hashes if len(fits.sample_hash) else np.zeros(len(hashes), bool)
-    )
+    in_sample, pos = find_sorted(fits.sample_hash, hashes)
     n_folds = int(fits.sample_fold.max()) + 1 if len(fits.sample_fold) else 0
     fold = np.where(in_sample, fits.sample_fold[pos], n_folds)[logs.conversation_index]
     x = fits.feature_spec.encode(logs.states()).astype(np.float64)
@@ -745,11 +743,11 @@ def partition_sums(
             args = (fits, sub, probs[:, turns], supported[turns])
             _refit_sums(sums, *args, prefix=REFIT_PREFIX)
             _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
+    seq = SequentialFeedback(
+        action=logs.action, reward=part.reward, propensity=part.propensity,
+        offsets=logs.offsets, n_actions=len(fits.actions),
+    )  # fmt: skip
     for p in range(len(fits.policy_names)):
-        seq = SequentialFeedback(
-            action=logs.action, reward=part.reward, propensity=part.propensity,
-            offsets=logs.offsets, n_actions=len(fits.actions),
-        )  # fmt: skip
         _add_diagnostics(sums, fits, seq, probs[p], supported, p)
     return sums
 
@@ -865,15 +863,15 @@ def _values(
     """Every statistic of policy ``p`` on fit ``i``: the row ``OffPolicyEvaluation._fit`` makes."""
     from supportrl.ope.intervals import _safe_ratio
 
-    a = {k.removeprefix(prefix): v for k, v in sums.arrays.items() if k.startswith(prefix)}
+    a, key = sums.arrays, f"{prefix}{p}/"
     row: dict[str, float] = {}
     names = [*fits.conversation, *fits.decision, "_s_lower", "_s_upper", "_mass"]
     for name in names:
-        num, den = a[f"{p}/{name}/num"][i], a[f"{p}/{name}/den"][i]
+        num, den = a[f"{key}{name}/num"][i], a[f"{key}{name}/den"][i]
         row[name] = float(_safe_ratio(num, den).sum())
-    total = max(float(a[f"{p}/_deficit/n"][i][0]), 1e-300)
-    base = float(a[f"{p}/_deficit/pdis"][i][0]) / total
-    delta = a[f"{p}/_deficit/drop"][i] / total
+    total = max(float(a[f"{key}_deficit/n"][i][0]), 1e-300)
+    base = float(a[f"{key}_deficit/pdis"][i][0]) / total
+    delta = a[f"{key}_deficit/drop"][i] / total
     low, high = np.minimum(fits.return_range.low, 0.0), np.maximum(fits.return_range.high, 0.0)
     row["_lower"] = base + float(np.minimum(delta * low, delta * high).sum())
     row["_upper"] = base + float(np.maximum(delta * low, delta * high).sum())

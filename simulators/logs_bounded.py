@@ -127,6 +127,15 @@ def id_uniform(hashes: np.ndarray, seed: int, stream: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def find_sorted(sorted_hashes: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``hashes`` are in ``sorted_hashes`` (sorted uint64), and at what position
+    (meaningful where found): two arrays of shape (n,), bool and int."""
+    if not len(sorted_hashes):
+        return np.zeros(len(hashes), dtype=bool), np.zeros(len(hashes), dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_hashes, hashes), len(sorted_hashes) - 1)
+    return sorted_hashes[pos] == hashes, pos
+
+
 def sample_conversations(
     turns: str | Path,
     share: float,
@@ -222,9 +231,7 @@ def stratified_sample(
     kept_hash, kept_weight = h[kept][order], 1.0 / prob[code[kept]][order]
 
     def keep(conv: pd.Series) -> np.ndarray:
-        ids = id_hash(conv.to_numpy())
-        pos = np.minimum(np.searchsorted(kept_hash, ids), max(len(kept_hash) - 1, 0))
-        return kept_hash[pos] == ids if len(kept_hash) else np.zeros(len(ids), dtype=bool)
+        return find_sorted(kept_hash, id_hash(conv.to_numpy()))[0]
 
     table = select_table(parts, root, keep, limits)
     if table is None:
@@ -233,7 +240,7 @@ def stratified_sample(
         )
     logs = load(table)
     ids = id_hash(np.asarray(logs.conversation_id))
-    weights = kept_weight[np.searchsorted(kept_hash, ids)]
+    weights = kept_weight[find_sorted(kept_hash, ids)[1]]
     strata = {
         level: {"conversations": int(n_s[c]), "probability": float(prob[c])}
         for level, c in sorted(levels.items())
