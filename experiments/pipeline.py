@@ -182,6 +182,7 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
         name=spec.kind,
         simulated_conversations=int(cfg.pipeline.simulated_conversations),
         extra=production,
+        support_threshold=to_plain(cfg.train.get("support_threshold")),
     )
     trained, result, simulated = learned.trained, learned.result, learned.simulated
     candidates, probs = learned.candidates, learned.probs
@@ -218,7 +219,9 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
     )
     with timed(timings, "ship"):
         payload.update(
-            ship(cfg, out, selection, trained, logs, world, reward, result, simulated, truth)
+            ship(
+                cfg, out, selection, learned.sources, logs, world, reward, result, simulated, truth
+            )
         )
     if segments:
         payload["segments"] = segments
@@ -256,6 +259,8 @@ class Learned:
     model: Any
     trained: TrainedAgent
     candidates: dict[str, Policy]
+    sources: dict[str, Path]
+    """Candidate -> what export reads (trained agents' checkpoints)."""
     probs: dict[str, Any]
     result: OPEResult
     simulated: dict[str, dict[str, float]]
@@ -276,10 +281,12 @@ def learn(
     name: str,
     simulated_conversations: int,
     extra: dict[str, Policy] | None = None,
+    support_threshold: float | None = None,
 ) -> Learned:
     """Steps 3-5 on ``logs``: fit the simulator (``out/simulator``), train the agent
-    (``out/agents/<kind>``) as candidate ``name``, evaluate it, the baselines and ``extra``
-    (e.g. production) off-policy, and simulate their values."""
+    (``out/agents/<kind>``) as candidate ``name`` (and, with ``support_threshold``, as
+    ``<name>-supported`` restricted to the actions the logs support), evaluate them, the
+    baselines and ``extra`` (e.g. production) off-policy, and simulate their values."""
     step(
         3, f"fit the customer simulator ({sim_spec.family}) on {logs.n_conversations} conversations"
     )
@@ -295,9 +302,37 @@ def learn(
         )
     write_metrics(agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})")
     print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
+    sources = {name: trained.checkpoint}
+    restricted: dict[str, Policy] = {}
+    if support_threshold is not None and spec.kind not in ("linucb", "lints"):
+        print(f"      train.support_threshold: not applied to {spec.kind} (linear bandits only)")
+    elif support_threshold is not None:
+        with timed(timings, "train"):
+            weights = logging_logit(logs, model.feature_spec, seed=seed)
+            supported = train_stage(
+                spec,
+                model,
+                reward,
+                settings,
+                seed=seed,
+                out=out / "agents" / f"{spec.kind}-supported",
+                model_path=out / "simulator",
+                support=(float(support_threshold), weights),
+            )
+        restricted[f"{name}-supported"] = supported.policy
+        sources[f"{name}-supported"] = supported.checkpoint
+        print(
+            f"      {spec.kind}-supported: actions with estimated logging probability >= "
+            f"{support_threshold:g} only; {supported.env_steps} env steps in {supported.wall_s:.1f} s"
+        )
 
     step(5, "evaluate the candidates off-policy on the logs, and in the simulator")
-    candidates: dict[str, Policy] = {name: trained.policy, **baselines, **(extra or {})}
+    candidates: dict[str, Policy] = {
+        name: trained.policy,
+        **restricted,
+        **baselines,
+        **(extra or {}),
+    }
     states = logs.states()
     with timed(timings, "evaluate"):
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
@@ -305,7 +340,22 @@ def learn(
         prepared = prepare_for_ope(logs, reward, seed=seed, model=model)
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(candidates, model, reward, simulated_conversations, seed=seed + 1)
-    return Learned(model, trained, candidates, probs, result, simulated)
+    return Learned(model, trained, candidates, sources, probs, result, simulated)
+
+
+def logging_logit(
+    logs: LoggedConversations, spec: Any, *, seed: int, max_rows: int = 50_000
+) -> Any:
+    """The logging policy's multinomial logit on the agent's design rows (features and an
+    intercept), fitted on up to ``max_rows`` logged decisions: weights (n_actions, dim + 1)."""
+    from supportrl.ope.models import MultinomialLogit
+
+    rows = np.arange(logs.n_turns)
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+    states = {k: np.asarray(v)[rows] for k, v in logs.states().items()}
+    x = spec.encode(states)
+    return MultinomialLogit.fit(x, logs.action[rows], len(logs.actions)).weights
 
 
 def loop_settings(cfg: DictConfig) -> LoopSettings:
@@ -361,7 +411,7 @@ def improvement_rounds(
     learned, name = first, spec.kind
     rounds: list[dict[str, Any]] = []
     best_true = -np.inf
-    trained_sources: dict[str, Path] = {name: first.trained.checkpoint}
+    trained_sources: dict[str, Path] = {}
     for k in range(1, loop.rounds + 1):
         if k > 1:
             name = f"{spec.kind}-r{k}"
@@ -381,8 +431,9 @@ def improvement_rounds(
                 name=name,
                 simulated_conversations=int(cfg.pipeline.simulated_conversations),
                 extra=extra,
+                support_threshold=to_plain(cfg.train.get("support_threshold")),
             )
-            trained_sources[name] = learned.trained.checkpoint
+        trained_sources.update(learned.sources)
         result = learned.result
         if production.name not in result.policies:
             raise UserError(f"loop.production: {production.name} was not evaluated")
@@ -446,7 +497,7 @@ def ship(
     cfg: DictConfig,
     out: Path,
     selection: Selection,
-    trained: TrainedAgent,
+    trained_sources: dict[str, Path],
     logs: LoggedConversations,
     world: SyntheticWorld | None,
     reward: RewardSpec,
@@ -469,7 +520,7 @@ def ship(
         return {}
     if selection.winner is None:
         print(f"[ship] no candidate is safely better; exporting {name} (best lower bound) to check")
-    sources = {trained.kind: trained.checkpoint}
+    sources = dict(trained_sources)
     sources.update({resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines})
     select = str(cfg.ope.select)
     predicted = {

@@ -150,6 +150,7 @@ class TrainSection:
     regret_panel: str = "configs/rules"
     save_replay: bool = False
     resume: str | None = None
+    support_threshold: float | None = None
 
 
 @dataclass

@@ -47,6 +47,9 @@ SRM_THRESHOLD = 1e-3
 """SRM p-values below this flag the experiment (the usual platform threshold)."""
 MIN_CONVERSATIONS = 100
 """Conversations each arm needs before a decision is taken."""
+T_STAR = 10_000
+"""Conversations at which the confidence sequence is tightest: fixed in advance (a boundary
+tuned to the data seen so far would change with every look)."""
 REFIT_START = 200
 """The outcome regression is first fitted at this many conversations, then at each doubling."""
 DIRECTIONS = {
@@ -93,12 +96,13 @@ class ConfidenceSequence:
 
 
 def confidence_sequence(
-    values: np.ndarray, alpha: float = 0.05, *, t_star: float | None = None
+    values: np.ndarray, alpha: float = 0.05, *, t_star: float = T_STAR
 ) -> ConfidenceSequence:
     """The asymptotic confidence sequence for the mean of independent ``values`` in order.
 
-    ``t_star``: the sample size the boundary is tightest at (default: ``len(values)``, at
-    least 500). The running standard deviation is floored at 1e-12.
+    ``t_star``: the sample size the boundary is tightest at, fixed before the data are
+    seen. The running standard deviation is floored at 1e-12. The interval at ``t`` depends
+    on ``values[:t]`` only, so every look sees the same sequence.
     """
     x = np.asarray(values, dtype=np.float64)
     n = len(x)
@@ -110,7 +114,7 @@ def confidence_sequence(
     second = np.cumsum(x * x) / t
     var = np.maximum(second - mean * mean, 0.0) * t / np.maximum(t - 1.0, 1.0)
     sd = np.maximum(np.sqrt(var), 1e-12)
-    r = cs_radius(t, sd, alpha, t_star or max(n, 500))
+    r = cs_radius(t, sd, alpha, t_star)
     return ConfidenceSequence(mean, mean - r, mean + r, alpha)
 
 
@@ -304,7 +308,7 @@ def analyse(
             and arms[control]["n_conversations"] >= MIN_CONVERSATIONS
         )
         row["guardrail_breached"] = bool(enough and worst < -max_drop)
-        needed = conversations_needed(sd, row["estimate"], level, max(len(psi), 500))
+        needed = conversations_needed(sd, row["estimate"], level, T_STAR)
         row["conversations_needed"] = None if needed is None else max(int(needed) - len(psi), 0)
         differences[name] = row
         step = max(1, len(psi) // curve_points)

@@ -116,6 +116,12 @@ class LinearScorer:
         a_inv = load_array(directory / "a_inv.npy", (n_actions, d, d))
         self.a_inv_rows = np.ascontiguousarray(a_inv.reshape(n_actions * d, d))
         params = policy.get("params", {})
+        self.support_threshold = float(params.get("support_threshold", 0.0))
+        self.support = None
+        if self.support_threshold > 0:
+            if not self.support_threshold < 1:
+                raise ArtifactError("policy.params.support_threshold: must be in [0, 1)")
+            self.support = load_array(directory / "support.npy", (n_actions, d))
         if self.kind == "linucb":
             self.alpha = float(params["alpha"])
         else:
@@ -143,9 +149,14 @@ class LinearScorer:
         x[:, :-1] = obs
         x[:, -1] = 1.0
         mean, width = self._mean_and_width(x)
+        allowed = (
+            None if self.support is None else _support_mask(x, self.support, self.support_threshold)
+        )
         if self.kind == "linucb":
             width *= self.alpha
             width += mean
+            if allowed is not None:
+                width = np.where(allowed, width, -np.inf)
             return epsilon_mix(greedy_probs(width), epsilon)
         width *= self.v
         n, k = mean.shape
@@ -156,9 +167,21 @@ class LinearScorer:
         for start in range(0, n, step):
             sl = slice(start, start + step)
             draws = mean[None, sl, :] + width[None, sl, :] * self.z[:, None, :]
+            if allowed is not None:
+                draws = np.where(allowed[None, sl, :], draws, -np.inf)
             wins = draws.argmax(axis=2)
             probs[sl] = (wins[:, :, None] == labels).mean(axis=0)
         return epsilon_mix(probs, epsilon)
+
+
+def _support_mask(x: np.ndarray, weights: np.ndarray, threshold: float) -> np.ndarray:
+    """Actions the training logs support: estimated logging probability
+    ``softmax(x @ weights.T) >= threshold``, the most likely always (as in training)."""
+    logits = x @ weights.T
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    return (p >= threshold) | (p >= p.max(axis=1, keepdims=True))
 
 
 # ---------------------------------------------------------------------- rule policies
