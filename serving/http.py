@@ -435,11 +435,13 @@ def run_server(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m supportrl.serving.http ARTIFACT_DIR [--port N] [--log-dir DIR] ...``."""
+    """``python -m supportrl.serving.http ARTIFACT_DIR [--port N] [--log-dir DIR] ...`` or
+    ``python -m supportrl.serving.http --experiment FILE ...``."""
     parser = argparse.ArgumentParser(
         prog="python -m supportrl.serving.http", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("artifact")
+    parser.add_argument("artifact", nargs="?", default=None)
+    parser.add_argument("--experiment", default=None, help="an experiment file (arms, shares)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--epsilon", type=float, default=None)
@@ -448,6 +450,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    if (args.artifact is None) == (args.experiment is None):
+        raise SystemExit("error: give an artifact directory or --experiment FILE (one of them)")
+    if args.experiment is not None:
+        try:
+            experiment = Experiment.load(
+                args.experiment, seed=args.seed, on_invalid=args.on_invalid
+            )
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        logger = DecisionLogger.for_experiment(args.log_dir, experiment) if args.log_dir else None
+        run_server(None, host=args.host, port=args.port, logger=logger, experiment=experiment)
+        return
     try:
         predictor = Predictor.load(
             args.artifact,

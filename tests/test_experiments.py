@@ -382,3 +382,38 @@ def test_serve_rejects_the_experiment_preset_group(tmp_path: Path) -> None:
     proc = supportrl(tmp_path / "out", "serve", "experiment=whatever")
     assert proc.returncode == 2
     assert "serve.experiment" in proc.stderr
+
+
+# ------------------------------------------------------------------ support-restricted candidates
+
+
+def test_support_restricted_linucb_acts_where_the_logs_support_and_exports_the_same(
+    small_generated, tmp_path: Path
+) -> None:
+    from supportrl.agents.bandits import make_bandit
+    from supportrl.agents.bandits.linear import support_mask
+    from supportrl.agents.training import train_bandit
+    from supportrl.experiments.pipeline import logging_logit
+    from supportrl.serving import Predictor
+
+    logs = small_generated.logs
+    spec = WORLD.feature_spec
+    weights = logging_logit(logs, spec, seed=0)
+    agent = make_bandit("linucb", WORLD.actions, spec, seed=0, support_threshold=0.1)
+    agent.set_support(weights)
+    train_bandit(agent, WORLD, RewardSpec(), total_steps=2000, progress=False)
+    states = logs.states()
+    probs = agent.action_probs(states)
+    x = agent.encode(states)
+    allowed = support_mask(x, weights, 0.1)
+    assert (probs[~allowed] == 0).all() and (~allowed).any()
+    free = make_bandit("linucb", WORLD.actions, spec, seed=0)
+    train_bandit(free, WORLD, RewardSpec(), total_steps=2000, progress=False)
+    assert (free.action_probs(states)[~allowed] > 0).any()  # unrestricted, it goes there
+    artifact = export_policy(agent, tmp_path / "art", epsilon=0.0)
+    served = Predictor.load(artifact).action_probs(states)
+    assert served == pytest.approx(probs, abs=1e-6)
+    agent.save(tmp_path / "ckpt")
+    from supportrl.agents.bandits import load_bandit
+
+    assert load_bandit(tmp_path / "ckpt").action_probs(states) == pytest.approx(probs)
