@@ -10,6 +10,7 @@ gives the probabilities of the policy it was exported from.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,6 +190,14 @@ def _support_mask(x: np.ndarray, weights: np.ndarray, threshold: float) -> np.nd
 
 _ORDERING = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 _EQUALITY = {"==": np.equal, "!=": np.not_equal}
+_SCALAR = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 class RuleScorer:
@@ -274,6 +283,31 @@ class RuleScorer:
             result = (_ORDERING.get(op) or _EQUALITY[op])(left, value)
         result = np.asarray(result, dtype=bool)
         return np.full(n, bool(result)) if result.ndim == 0 else result
+
+    def _holds(self, node: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+        """:meth:`_mask` for one state of plain Python values (the one-decision hot path)."""
+        if "or" in node:
+            return any(self._holds(c, state) for c in node["or"])
+        if "and" in node:
+            return all(self._holds(c, state) for c in node["and"])
+        if "not" in node:
+            return not self._holds(node["not"], state)
+        if "const" in node:
+            return bool(node["const"])
+        left = state[node["left"]["var"]] if "var" in node["left"] else node["left"]["const"]
+        right = node["right"]
+        if "list" in right:
+            hit = left in right["list"]
+            return not hit if node["cmp"] == "not in" else hit
+        value = state[right["var"]] if "var" in right else right["const"]
+        return bool(_SCALAR[node["cmp"]](left, value))
+
+    def probs_one(self, state: Mapping[str, Any], epsilon: float) -> np.ndarray:
+        """:meth:`probs` for one clean state (plain values), float64 (n_actions,)."""
+        chosen = next((a for tree, a in self.rules if self._holds(tree, state)), self.default)
+        probs = np.full(self.n_actions, epsilon / self.n_actions)
+        probs[chosen] += 1.0 - epsilon
+        return probs
 
     def probs(
         self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float

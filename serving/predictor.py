@@ -222,6 +222,9 @@ class Predictor:
             if self.on_invalid == "error":
                 raise
             return np.array(self._fallback_probs)
+        one = getattr(self._scorer, "probs_one", None)
+        if one is not None:  # rules: plain Python on one state, no arrays of length 1
+            return one(clean, self.epsilon)
         columns = {k: np.asarray([v]) for k, v in clean.items()} if self._needs_columns else {}
         return self._scorer.probs(obs, columns, self.epsilon)[0]
 

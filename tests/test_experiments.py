@@ -417,3 +417,17 @@ def test_support_restricted_linucb_acts_where_the_logs_support_and_exports_the_s
     from supportrl.agents.bandits import load_bandit
 
     assert load_bandit(tmp_path / "ckpt").action_probs(states) == pytest.approx(probs)
+
+
+def test_rule_scorer_one_state_path_equals_the_column_path(small_generated, tmp_path) -> None:
+    """Predictor.probabilities (plain Python for one state) = action_probs (columns), every rule file."""
+    from supportrl.serving import Predictor
+
+    states = small_generated.logs.states()
+    rows = range(0, small_generated.logs.n_turns, 7)
+    for path in sorted(RULES.glob("rules_*.yaml")):
+        p = Predictor.load(rule_artifact(tmp_path, path.stem), epsilon=0.1)
+        batch = p.action_probs(states)
+        for r in rows:
+            one = {k: (v[r].item() if hasattr(v[r], "item") else v[r]) for k, v in states.items()}
+            assert p.probabilities(one) == pytest.approx(batch[r]), (path.stem, r)
