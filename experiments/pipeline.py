@@ -7,13 +7,15 @@ the same config, so every override reaches its stage:
    it, ``generate.n_conversations`` conversations are generated from the ground-truth
    world (``world.*``, ``seed``);
 2. validate: the logs' summary;
-3. fit the customer simulator of group ``simulator/`` (``simulator=glm|ensemble``);
+3. fit the customer simulator of group ``simulator/`` (``simulator=glm|ensemble``) as
+   ``fit`` does (``fit.*``: a share ``fit.holdout`` held out and scored, ``fit.sample_turns``);
 4. train the agent of group ``agent/`` in it for ``train.total_steps`` env steps under
    ``reward/``;
 5. evaluate the agent and the rule baselines (``pipeline.baselines``) off-policy on the
-   logs (``ope.*``), and their simulated values;
+   logs (``ope.*``), and their simulated values (``fit.simulated_conversations``);
 6. select: the highest lower bound of ``ope.select``, if it beats the logging policy;
-7. only on generated data (the world is known): every candidate's true value.
+7. only on generated data (the world is known): every candidate's true value
+   (``fit.true_value_conversations``).
 
 Writes data (when generated), ``simulator/``, ``agents/<kind>/`` (checkpoint,
 ``metrics.csv``, ``learning_curve.png``), ``forest.png`` and ``result.json``.
@@ -35,6 +37,7 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    log_limits,
     output,
     resolve_shipped,
     reward_from_cfg,
@@ -42,6 +45,7 @@ from supportrl.experiments.common import (
     to_plain,
 )
 from supportrl.experiments.entry import command
+from supportrl.experiments.fit import conversations_loader
 from supportrl.experiments.plots import forest_plot, write_metrics
 from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
@@ -50,11 +54,17 @@ from supportrl.experiments.stages import (
     TrainedAgent,
     agent_spec,
     evaluate_stage,
+    fidelity_stage,
+    fit_data_stage,
+    fit_settings_of,
     fit_stage,
+    generate_settings,
     generate_stage,
     ope_settings,
+    pipeline_settings,
     prepare_for_ope,
     print_ope,
+    ray_settings,
     segment_stage,
     simulator_spec,
     timed,
@@ -78,7 +88,7 @@ def step(k: int, text: str) -> None:
 
 def load_baselines(cfg: DictConfig, actions: tuple[str, ...]) -> dict[str, Policy]:
     baselines: dict[str, Policy] = {}
-    for path in to_plain(cfg.pipeline.baselines) or []:
+    for path in pipeline_settings(cfg).baselines:
         resolved = resolve_shipped(path)
         if resolved.stem in baselines:
             raise UserError(f"pipeline.baselines: two files named {resolved.stem!r}")
@@ -98,17 +108,14 @@ def obtain_logs(
     world = None
     if cfg.data.turns is None:
         world = SyntheticWorld(config=world_config(cfg))
-        n = int(cfg.generate.n_conversations)
+        generation = generate_settings(cfg)
+        n = generation.n_conversations
         step(1, f"generate {n} conversations from the ground-truth world (seed {seed})")
         with timed(timings, "generate"):
             generated = generate_stage(
-                world,
-                n,
-                seed=seed,
-                out=out,
-                customers_per_conversation=float(cfg.generate.customers_per_conversation),
-                fmt=str(cfg.generate.format),
-            )
+                world, generation, seed=seed, out=out, engine=str(cfg.engine),
+                ray=ray_settings(cfg),
+            )  # fmt: skip
         data = {"source": "synthetic", **generated.to_dict()}
         print(f"      turns: {generated.turns}")
         with timed(timings, "validate"):  # load + every schema-v1 check
@@ -132,11 +139,12 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
     seed = int(cfg.seed)
     reward = reward_from_cfg(cfg)
-    spec, settings, sim_spec, ope = (
+    spec, settings, sim_spec, ope, fit = (
         agent_spec(cfg),
         train_settings(cfg),
         simulator_spec(cfg),
         ope_settings(cfg),
+        fit_settings_of(cfg),
     )
     if ope.select not in ope.conversation_estimators:
         raise UserError(
@@ -150,7 +158,18 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
 
     step(3, f"fit the customer simulator ({sim_spec.family})")
     with timed(timings, "fit"):
-        model = fit_stage(logs, sim_spec, seed=seed, out=out)
+        turns = Path(str(cfg.data.turns or data["turns"]))
+        customers = cfg.data.customers if cfg.data.turns else data["customers"]
+        fitted = fit_data_stage(
+            fit, seed=seed, turns=turns, load=conversations_loader(cfg, customers),
+            limits=log_limits(cfg), logs=logs,
+        )  # fmt: skip
+        model = fit_stage(
+            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
+        )
+        fidelity = None
+        if fitted.test is not None:
+            fidelity = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)
     print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
 
     step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
@@ -167,11 +186,12 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     states = logs.states()
     with timed(timings, "evaluate"):
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        # the simulator's CSAT model, fitted in step 3 on these logs, imputes missing CSAT
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=model)
+        # the simulator's CSAT model imputes missing CSAT when it was fitted on all the logs
+        reuse = model if fitted.whole else None
+        prepared = prepare_for_ope(logs, reward, seed=seed, model=reuse)
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(
-            candidates, model, reward, int(cfg.pipeline.simulated_conversations), seed=seed + 1
+            candidates, model, reward, fit.simulated_conversations, seed=seed + 1
         )
     print_ope(result, ope.alpha)
     logging = result.logging_value
@@ -196,9 +216,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     print(f"      {selection.reason}")
 
     with timed(timings, "truth"):
-        truth = ground_truth(
-            world, candidates, reward, int(cfg.pipeline.true_value_conversations), seed
-        )
+        truth = ground_truth(world, candidates, reward, fit.true_value_conversations, seed)
 
     _print_table(candidates, result, simulated, truth, ope.select, selection.winner)
     payload = _payload(
@@ -208,6 +226,8 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         payload.update(
             ship(cfg, out, selection, trained, logs, world, reward, result, simulated, truth)
         )
+    if fidelity is not None:
+        payload["fidelity"] = fidelity
     if segments:
         payload["segments"] = segments
     payload["wall_s"] = round(time.perf_counter() - start, 3)
@@ -245,8 +265,10 @@ def ship(
     if selection.winner is None:
         print(f"[ship] no candidate is safely better; exporting {name} (best lower bound) to check")
     sources = {trained.kind: trained.checkpoint}
-    sources.update({resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines})
-    select = str(cfg.ope.select)
+    sources.update(
+        {resolve_shipped(p).stem: resolve_shipped(p) for p in pipeline_settings(cfg).baselines}
+    )
+    select = ope_settings(cfg).select
     predicted = {
         "ope": {"name": select, **result.selection(name, select)},
         "simulated_value": simulated[name]["value"],
