@@ -80,6 +80,9 @@ IMPORTANCE_WEIGHTED: frozenset[str] = frozenset(
 
 _SEQUENTIAL_CLIPPED = ("pdis", "wpdis", "seq_dr", "wdr")
 
+MIN_REFIT_CONVERSATIONS = 50
+"""Fewest conversations a refit subset may expect to hold (its noise would dominate)."""
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -281,6 +284,14 @@ class OffPolicyEvaluation:
     """Conversation (or decision) ESS below which importance-weighted estimates are flagged."""
     min_ess_share: float = 0.01
     """... or below this share of the conversations (decisions), whichever is larger."""
+    refit_turns: int | None = 20_000
+    """Logs of more turns than this: every resample's nuisance models are refitted on a
+    random subset of whole conversations (drawn by id hash) of about this many turns, the
+    other conversations' resamples keep the point fit's models, and the subset's
+    refitted-minus-point-fit difference, scaled by ``sqrt(share)``, carries the models'
+    variation (:meth:`evaluate`); ``None``, or logs of at most this many turns: every
+    resample refits on all the logs (the same intervals as :meth:`evaluate_reference`, to
+    rounding)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -313,6 +324,10 @@ class OffPolicyEvaluation:
                 raise ValueError(f"max_weight must be > 0, 'auto' or None, got {self.max_weight!r}")
         if not 0.0 < self.weight_share <= 1.0:
             raise ValueError(f"weight_share must be in (0, 1], got {self.weight_share}")
+        if self.refit_turns is not None and (
+            isinstance(self.refit_turns, bool) or int(self.refit_turns) < 1
+        ):
+            raise ValueError(f"refit_turns must be an int >= 1 or None, got {self.refit_turns!r}")
 
     @property
     def clip(self) -> float | None:
@@ -419,12 +434,91 @@ class OffPolicyEvaluation:
 
     # ------------------------------------------------------------------ public
 
+    def refit_share(self) -> float:
+        """Share of the conversations whose resamples refit the nuisance models (1: all;
+        see :attr:`refit_turns`). ValueError when the subset would hold fewer than
+        :data:`MIN_REFIT_CONVERSATIONS` conversations."""
+        logs = self.prepared.logs
+        if self.refit_turns is None or logs.n_turns <= self.refit_turns:
+            return 1.0
+        share = self.refit_turns / logs.n_turns
+        if share * logs.n_conversations < MIN_REFIT_CONVERSATIONS:
+            need = int(np.ceil(MIN_REFIT_CONVERSATIONS * logs.n_turns / logs.n_conversations))
+            raise ValueError(
+                f"refit_turns={self.refit_turns}: the refit subset would hold about "
+                f"{share * logs.n_conversations:.0f} conversations, too few to measure the "
+                f"refitted models' variation; raise it to at least {need}"
+            )
+        return share
+
     def evaluate(self, policies: Mapping[str, np.ndarray]) -> dict[str, PolicyEvaluation]:
         """Evaluate every policy: ``name -> target_probs`` of shape (n_turns, n_actions).
 
         ``target_probs`` follow the logs' turn order (all turns of the logs as given, or
         the ones kept after the cut at ``max_turns``). Deterministic given ``seed``.
+
+        One pass of the partitioned engine's machinery (:mod:`ope.streaming`) over logs
+        held in memory: the point fit evaluates every estimator once and weighs it by all
+        resamples' counts in one matrix product; the resamples' refitted models are fitted
+        and evaluated on the refit subset (:attr:`refit_turns`; all the logs when they are
+        small, and then every number equals :meth:`evaluate_reference` to rounding).
+        Resample ``k`` is then (all logs, point fit, counts ``k``) + ``sqrt(share)`` x
+        ((subset, refit ``k``) - (subset, its point fit)), both on counts ``k``.
         """
+        if not policies:
+            raise ValueError("policies: nothing to evaluate")
+        from supportrl.ope import streaming
+
+        csat_model = self.prepared.csat_model
+        if csat_model is not None and not hasattr(csat_model, "psi"):
+            return self.evaluate_reference(policies)  # a CSAT imputer of another kind
+        names = list(policies)
+        probs = self._target_probs(policies)
+        share = self.refit_share()
+        fits = streaming.fit_nuisance(self, probs, names, resamples=share >= 1.0)
+        supported = support_mask(
+            fits.behaviour.predict(self.prepared.x),
+            self.prepared.logs.action,
+            min_probability=self.min_support,
+        )
+        subset = None
+        if share < 1.0:
+            logs = self.prepared.logs
+            keep = streaming.refit_subset(logs.conversation_id, self.seed, share)
+            sub_prep = streaming.select_prepared(self.prepared, keep)
+            # the subset's statistics use the whole logs' clip: the value it measures
+            # differences of is the whole logs' estimate
+            sub_ope = dataclasses.replace(self, prepared=sub_prep, max_weight=self.clip)
+            turns = keep[logs.conversation_index]
+            sub_fits = streaming.fit_nuisance(
+                sub_ope, probs[:, turns], names, refit_point=True, behaviour=fits.behaviour
+            )
+            sub_fits = dataclasses.replace(sub_fits, return_range=fits.return_range)
+            subset = (sub_fits, sub_prep, turns)
+            fits = dataclasses.replace(fits, refit_share=share, refit_scale=float(np.sqrt(share)))
+        sums = streaming.memory_sums(fits, self.prepared, probs, supported, subset)
+        return streaming.finish(self, fits, probs, sums, whole_logs=True)
+
+    def _target_probs(self, policies: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Every policy's validated target probabilities, (m, n_turns, n_actions)."""
+        prep = self.prepared
+        n_actions = len(prep.logs.actions)
+        return np.stack(
+            [
+                check_target_probs(
+                    prep.target_rows(np.asarray(policies[k])),
+                    prep.logs.n_turns,
+                    n_actions,
+                    name=f"target_probs of {k!r}",
+                )
+                for k in policies
+            ]
+        )
+
+    def evaluate_reference(self, policies: Mapping[str, np.ndarray]) -> dict[str, PolicyEvaluation]:
+        """:meth:`evaluate` written plainly, the reference the tests hold it equal to:
+        every resample refits every nuisance model on all the logs and evaluates every
+        estimator again (``refit_turns`` is not used)."""
         if not policies:
             raise ValueError("policies: nothing to evaluate")
         prep = self.prepared
