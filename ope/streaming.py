@@ -874,12 +874,7 @@ def memory_sums(
         args = (sub_fits, sub, probs[:, turns], supported[turns])
         _refit_sums(sums, *args, prefix=REFIT_PREFIX)
         _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
-    seq = SequentialFeedback(
-        action=logs.action, reward=part.reward, propensity=part.propensity,
-        offsets=logs.offsets, n_actions=len(fits.actions),
-    )  # fmt: skip
-    for p in range(len(fits.policy_names)):
-        _add_diagnostics(sums, fits, seq, probs[p], supported, p)
+    # no diagnostics' sums: finish(whole_logs=True) reads the diagnostics off the rows
     return sums
 
 
@@ -1095,6 +1090,9 @@ def finish(
         point = _values(sums, fits, p, 0)
         reps_rows = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
         reps = {k: np.array([r[k] for r in reps_rows]) for k in point}
+        if whole_logs:
+            out[name] = ope._policy(sample_probs[p], supported, point, reps)
+            continue
         a = sums.arrays
         s = a[f"{p}/_diag"][0]
         fin.diag_sums.update(
@@ -1107,9 +1105,6 @@ def finish(
                 for suffix in ("", f"_low{MIN_SUFFIX}", f"_high{MIN_SUFFIX}")
             ),
         )
-        if whole_logs:
-            out[name] = ope._policy(sample_probs[p], supported, point, reps)
-            continue
         res = fin._policy(sample_probs[p], supported, point, reps)
         support = dataclasses.replace(res.support, unsupported_decision=float(s[7] / s[0]))
         out[name] = dataclasses.replace(res, support=support)
