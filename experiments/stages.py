@@ -131,6 +131,7 @@ def ope_settings(cfg: DictConfig) -> OPESettings:
 
 REFIT_KEYS = (
     "n_refit",
+    "refit_turns",
     "max_weight",
     "weight_share",
     "interval",
