@@ -14,7 +14,8 @@ weights, CSAT imputation), to typed results (:class:`PolicyEvaluation`, frozen).
 that *refits every nuisance model in each resample* (the CSAT model, estimated propensities,
 the balancing weights, the reward model of the per-decision estimators, and fitted Q
 evaluation of every policy, which feeds ``fqe``, ``seq_dr`` and ``wdr``): it covers sampling noise and
-the estimation error of those models. It does not cover bias that no resample reveals:
+the estimation error of those models. Logs above ``refit_turns`` turns refit them on a
+random subset of conversations of that size (:meth:`OffPolicyEvaluation.evaluate`). It does not cover bias that no resample reveals:
 confounding through variables the logs do not record (FQE's main error), a CSAT
 selection model that is wrong, or actions the logs never take. For those: the
 FQE-vs-importance-sampling disagreement widens the *selection* interval, and where the
