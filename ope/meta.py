@@ -70,6 +70,7 @@ __all__ = [
     "OffPolicyEvaluation",
     "PolicyDiagnostics",
     "PolicyEvaluation",
+    "PolicyStatistics",
     "SupportReport",
     "format_results",
 ]
@@ -222,10 +223,54 @@ class PolicyEvaluation:
 
 
 @dataclass(frozen=True)
-class _Fit:
-    """Values of every statistic on one (re)sample, per policy."""
+class PolicyStatistics:
+    """Every statistic of one policy under one fit of the nuisance models (the point fit
+    or a resample's): what :meth:`OffPolicyEvaluation.evaluate_reference` computes per
+    resample and :func:`ope.streaming.finish` reads off the summed partitions, the one
+    record between fitting and finishing (:meth:`OffPolicyEvaluation.finish_policy`)."""
 
-    values: list[dict[str, float]]
+    estimates: Mapping[str, float]
+    """Estimator name -> value (conversation-level and per-decision)."""
+    deficit_lower: float
+    """Model-free lower bound of the value (:func:`ope.support.deficit_bounds`)."""
+    deficit_upper: float
+    deficit: float
+    """Target probability mass the sample does not represent."""
+    support_lower: float
+    """Partial-identification lower bound for the unsupported part
+    (:func:`ope.support.support_bounds`)."""
+    support_upper: float
+    unsupported: float
+    """Probability that a conversation under the policy reaches an unsupported action."""
+
+    def shifted(
+        self, refit: PolicyStatistics, held: PolicyStatistics, scale: float
+    ) -> PolicyStatistics:
+        """``self + scale * (refit - held)``, statistic by statistic (a resample whose
+        models' variation is measured on a refit subset)."""
+
+        def f(a: float, b: float, c: float) -> float:
+            return a + scale * (b - c)
+
+        return PolicyStatistics(
+            estimates={
+                k: f(v, refit.estimates[k], held.estimates[k]) for k, v in self.estimates.items()
+            },
+            **{
+                name: f(getattr(self, name), getattr(refit, name), getattr(held, name))
+                for name in _BOUND_FIELDS
+            },
+        )
+
+
+_BOUND_FIELDS = (
+    "deficit_lower",
+    "deficit_upper",
+    "deficit",
+    "support_lower",
+    "support_upper",
+    "unsupported",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -363,7 +408,9 @@ class OffPolicyEvaluation:
 
     # ------------------------------------------------------------------ one fit
 
-    def _fit(self, probs: np.ndarray, supported: np.ndarray, counts: np.ndarray | None) -> _Fit:
+    def _fit(
+        self, probs: np.ndarray, supported: np.ndarray, counts: np.ndarray | None
+    ) -> list[PolicyStatistics]:
         """Fit every nuisance model on a resample and evaluate every statistic.
 
         ``probs`` (m, n_turns, K), ``supported`` (n_turns, K) bool; ``counts``
@@ -406,15 +453,17 @@ class OffPolicyEvaluation:
             bandit = BanditFeedback(
                 action=logs.action, reward=reward, propensity=propensity, n_actions=n_actions
             )
-        values: list[dict[str, float]] = []
+        values: list[PolicyStatistics] = []
         for p in range(m):
-            row: dict[str, float] = {}
+            estimates: dict[str, float] = {}
             for name, est in conversation.items():
                 stat = est._validated_statistic(seq, probs[p], q_all[p])
-                row[name] = stat.resampled_value(conv_counts)
+                estimates[name] = stat.resampled_value(conv_counts)
+            for name, est in decision.items():
+                stat = est._validated_statistic(bandit, probs[p], reward_hat)
+                estimates[name] = stat.resampled_value(turn_counts)
             bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.clip)
-            row["_lower"], row["_upper"] = bounds.value(conv_counts)
-            row["_deficit"] = bounds.deficit(conv_counts)
+            lower, upper = bounds.value(conv_counts)
             s_low, s_high = support_bounds(
                 seq,
                 probs[p],
@@ -423,15 +472,19 @@ class OffPolicyEvaluation:
                 prep.return_range,
                 max_weight=self.clip,
             )
-            row["_s_lower"] = s_low.resampled_value(conv_counts)
-            row["_s_upper"] = s_high.resampled_value(conv_counts)
             mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.clip)
-            row["_mass"] = mass.resampled_value(conv_counts)
-            for name, est in decision.items():
-                stat = est._validated_statistic(bandit, probs[p], reward_hat)
-                row[name] = stat.resampled_value(turn_counts)
-            values.append(row)
-        return _Fit(values=values)
+            values.append(
+                PolicyStatistics(
+                    estimates=estimates,
+                    deficit_lower=lower,
+                    deficit_upper=upper,
+                    deficit=bounds.deficit(conv_counts),
+                    support_lower=s_low.resampled_value(conv_counts),
+                    support_upper=s_high.resampled_value(conv_counts),
+                    unsupported=mass.resampled_value(conv_counts),
+                )
+            )
+        return values
 
     # ------------------------------------------------------------------ public
 
@@ -543,12 +596,7 @@ class OffPolicyEvaluation:
         counts = poisson_weights(logs.conversation_id, int(self.n_bootstrap), self.seed)
         replicates = [self._fit(probs, supported, c) for c in counts]
         return {
-            name: self._policy(
-                probs[p],
-                supported,
-                point.values[p],
-                {k: np.array([r.values[p][k] for r in replicates]) for k in point.values[p]},
-            )
+            name: self.finish_policy(probs[p], supported, point[p], [r[p] for r in replicates])
             for p, name in enumerate(names)
         }
 
@@ -561,46 +609,55 @@ class OffPolicyEvaluation:
         half = float(norm.ppf(1 - self.alpha / 2)) * self.se_multiplier * se
         return estimate - half, estimate + half, se
 
-    def _policy(
+    def finish_policy(
         self,
         probs: np.ndarray,
         supported: np.ndarray,
-        point: dict[str, float],
-        reps: dict[str, np.ndarray],
+        point: PolicyStatistics,
+        resamples: Sequence[PolicyStatistics],
     ) -> PolicyEvaluation:
+        """One policy's estimates, intervals, support report and diagnostics from its
+        statistics under the point fit and under every resample; ``probs`` (n_turns, K)
+        its target probabilities on the logs (or the sample), ``supported`` (n_turns, K)."""
         prep = self.prepared
         diag = self._diagnostics(probs, supported, point)
         lo_range, hi_range = prep.return_range.value_low, prep.return_range.value_high
-        mass = point["_mass"]
+        mass = point.unsupported
         unsupported = mass > self.material_support
-        deficit = point["_deficit"]
+        deficit = point.deficit
+
+        def reps(name: str) -> np.ndarray:
+            if name in point.estimates:
+                return np.array([r.estimates[name] for r in resamples])
+            return np.array([getattr(r, name) for r in resamples])
 
         def estimate(name: str, scope: str) -> Estimate:
-            low, high, se = self._interval(point[name], reps[name])
+            value = point.estimates[name]
+            low, high, se = self._interval(value, reps(name))
             flags = []
             ess = diag.ess_conversation if scope == "conversation" else diag.ess_decision
             n = diag.n_conversations if scope == "conversation" else diag.n_turns
             if name in IMPORTANCE_WEIGHTED and ess < max(self.min_ess, self.min_ess_share * n):
                 flags.append("low ESS")
-            if scope == "conversation" and not lo_range <= point[name] <= hi_range:
+            if scope == "conversation" and not lo_range <= value <= hi_range:
                 flags.append("outside reward range")
             if scope == "conversation" and unsupported:
                 flags.append("unsupported")
-            return Estimate(point[name], low, high, se, tuple(flags))
+            return Estimate(value, low, high, se, tuple(flags))
 
         conversation = {n: estimate(n, "conversation") for n in self.conversation_estimators}
         decision = {n: estimate(n, "decision") for n in self.decision_estimators}
         sel = self.selection_estimator
         base = conversation.get(sel) or estimate(sel, "conversation")
-        low_d, _, _ = self._interval(point["_lower"], reps["_lower"])
-        _, high_d, _ = self._interval(point["_upper"], reps["_upper"])
+        low_d, _, _ = self._interval(point.deficit_lower, reps("deficit_lower"))
+        _, high_d, _ = self._interval(point.deficit_upper, reps("deficit_upper"))
         # a value cannot leave the range reward v1 allows, whatever the resampling says
         low_d, high_d = max(low_d, lo_range), min(high_d, hi_range)
-        deficit_bounds = Bounds(point["_lower"], point["_upper"], low_d, high_d)
-        low_s, _, _ = self._interval(point["_s_lower"], reps["_s_lower"])
-        _, high_s, _ = self._interval(point["_s_upper"], reps["_s_upper"])
+        deficit_bounds = Bounds(point.deficit_lower, point.deficit_upper, low_d, high_d)
+        low_s, _, _ = self._interval(point.support_lower, reps("support_lower"))
+        _, high_s, _ = self._interval(point.support_upper, reps("support_upper"))
         low_s, high_s = max(low_s, lo_range), min(high_s, hi_range)
-        bounds = Bounds(point["_s_lower"], point["_s_upper"], low_s, high_s)
+        bounds = Bounds(point.support_lower, point.support_upper, low_s, high_s)
         gap = abs(diag.disagreement)
         low = min(base.ci_low, base.estimate - gap)
         high = max(base.ci_high, base.estimate + gap)
@@ -644,7 +701,7 @@ class OffPolicyEvaluation:
         )
 
     def _diagnostics(
-        self, probs: np.ndarray, supported: np.ndarray, point: dict[str, float]
+        self, probs: np.ndarray, supported: np.ndarray, point: PolicyStatistics
     ) -> PolicyDiagnostics:
         prep = self.prepared
         logs = prep.logs
@@ -668,7 +725,7 @@ class OffPolicyEvaluation:
         )
         ess_conversation = effective_sample_size(conv_w)
         reference = self.selection_estimator if self.selection_estimator != "fqe" else "seq_dr"
-        disagreement = point["fqe"] - point[reference]
+        disagreement = point.estimates["fqe"] - point.estimates[reference]
         warnings = support_warning(
             probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
         )

@@ -45,7 +45,12 @@ from supportrl.ope.data import BanditFeedback, SequentialFeedback
 from supportrl.ope.diagnostics import WeightStatistics, support_warning
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import PreparedConversations, target_probs_of
-from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
+from supportrl.ope.meta import (
+    OffPolicyEvaluation,
+    PolicyDiagnostics,
+    PolicyEvaluation,
+    PolicyStatistics,
+)
 from supportrl.ope.models import (
     PROPENSITY_FLOOR,
     MultinomialLogit,
@@ -147,6 +152,20 @@ RANGE_KEY = "_return_range"
 """Key of (lowest return, -highest return), shape (1, 2): combined by minimum, not summed."""
 MIN_SUFFIX = "/min"
 """Keys ending so are combined by minimum (a maximum is kept as its negative)."""
+
+DIAG_FIELDS = (
+    "n_turns",
+    "weight_sum",
+    "weight_sq",
+    "n_conversations",
+    "conversation_weight_sum",
+    "conversation_weight_sq",
+    "clipped",
+    "unsupported_mass",
+    "zero_weights",
+)
+"""The sums behind each policy's diagnostics, in the order of its ``_diag`` array
+(per-turn weights ``w``, conversation weights, clipped conversations, unsupported mass)."""
 
 WEIGHT_BIN_RATIO = 1.005
 """Bins of the decision-weight histogram: geometric, this ratio wide (0.5% resolution)."""
@@ -626,7 +645,9 @@ def _statistics(
             seq, probs[p], supported, q_all[m + p], fits.return_range, max_weight=fits.max_weight
         )
         mass = unsupported_statistic(seq, probs[p], supported, max_weight=fits.max_weight)
-        for key, stat in (("_s_lower", s_low), ("_s_upper", s_high), ("_mass", mass)):
+        for key, stat in (
+            ("_support_lower", s_low), ("_support_upper", s_high), ("_unsupported", mass)
+        ):  # fmt: skip
             out.append(_Statistic(f"{p}/{key}", stat.numerators, stat.denominators))
         for name, est in fits.decision.items():
             stat = est._validated_statistic(bandit, probs[p], reward_hat)
@@ -913,9 +934,13 @@ def _add_diagnostics(
                 cumulative_weights(seq, probs, max_weight=fits.max_weight)[last] >= fits.max_weight
             ).sum()
         )
-    values = [len(w), w.sum(), w @ w, len(conv_w), conv_w.sum(), conv_w @ conv_w, clipped,
-              unsupported_mass(probs, supported).sum(), (w == 0).sum()]  # fmt: skip
-    sums.add(f"{p}/_diag", 0, np.array(values), 1)
+    values = {
+        "n_turns": len(w), "weight_sum": w.sum(), "weight_sq": w @ w,
+        "n_conversations": len(conv_w), "conversation_weight_sum": conv_w.sum(),
+        "conversation_weight_sq": conv_w @ conv_w, "clipped": clipped,
+        "unsupported_mass": unsupported_mass(probs, supported).sum(), "zero_weights": (w == 0).sum(),
+    }  # fmt: skip
+    sums.add(f"{p}/_diag", 0, np.array([values[k] for k in DIAG_FIELDS]), 1)
     sums.add(f"{p}/_target_mass", 0, probs.sum(axis=0), 1)
     if len(w):
         sums.add(f"{p}/_weight_max{MIN_SUFFIX}", 0, -w.max(), 1)
@@ -939,7 +964,7 @@ def _weight_bins(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _weight_statistics(
-    diag: np.ndarray,
+    diag: Mapping[str, float],
     weight_max: float,
     bins: tuple[np.ndarray, np.ndarray, np.ndarray],
     levels: Sequence[float],
@@ -948,7 +973,7 @@ def _weight_statistics(
     mean, maximum, share of zeros and ESS; quantiles from the histogram ``bins`` (counts,
     smallest and minus the largest weight per bin): exact where the order statistics' bins
     hold one distinct value, else within the bin's 0.5% of it."""
-    n, total, zero = diag[0], diag[1], diag[8]
+    n, total, zero = diag["n_turns"], diag["weight_sum"], diag["zero_weights"]
     counts, low, neg_high = bins
     ranks = np.cumsum(counts) + zero
 
@@ -976,7 +1001,7 @@ def _weight_statistics(
         max=float(weight_max),
         quantiles=quantiles,
         share_zero=float(zero / n) if n else 0.0,
-        ess=float(_ess(total, diag[2])),
+        ess=float(_ess(total, diag["weight_sq"])),
     )
 
 
@@ -985,24 +1010,30 @@ def _weight_statistics(
 
 def _values(
     sums: PartitionSums, fits: NuisanceFits, p: int, i: int, prefix: str = ""
-) -> dict[str, float]:
-    """Every statistic of policy ``p`` on fit ``i``: the row ``OffPolicyEvaluation._fit`` makes."""
+) -> PolicyStatistics:
+    """Every statistic of policy ``p`` on fit ``i``: the record
+    ``OffPolicyEvaluation.evaluate_reference`` computes per fit."""
     from supportrl.ope.intervals import _safe_ratio
 
     a, key = sums.arrays, f"{prefix}{p}/"
-    row: dict[str, float] = {}
-    names = [*fits.conversation, *fits.decision, "_s_lower", "_s_upper", "_mass"]
-    for name in names:
+
+    def ratio(name: str) -> float:
         num, den = a[f"{key}{name}/num"][i], a[f"{key}{name}/den"][i]
-        row[name] = float(_safe_ratio(num, den).sum())
+        return float(_safe_ratio(num, den).sum())
+
     total = max(float(a[f"{key}_deficit/n"][i][0]), 1e-300)
     base = float(a[f"{key}_deficit/pdis"][i][0]) / total
     delta = a[f"{key}_deficit/drop"][i] / total
     low, high = np.minimum(fits.return_range.low, 0.0), np.maximum(fits.return_range.high, 0.0)
-    row["_lower"] = base + float(np.minimum(delta * low, delta * high).sum())
-    row["_upper"] = base + float(np.maximum(delta * low, delta * high).sum())
-    row["_deficit"] = float(delta.sum())
-    return row
+    return PolicyStatistics(
+        estimates={name: ratio(name) for name in (*fits.conversation, *fits.decision)},
+        deficit_lower=base + float(np.minimum(delta * low, delta * high).sum()),
+        deficit_upper=base + float(np.maximum(delta * low, delta * high).sum()),
+        deficit=float(delta.sum()),
+        support_lower=ratio("_support_lower"),
+        support_upper=ratio("_support_upper"),
+        unsupported=ratio("_unsupported"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1012,25 +1043,26 @@ class _Finisher(OffPolicyEvaluation):
     diag_sums: dict[str, np.ndarray] = field(default_factory=dict)
 
     def _diagnostics(
-        self, probs: np.ndarray, supported: np.ndarray, point: dict[str, float]
+        self, probs: np.ndarray, supported: np.ndarray, point: PolicyStatistics
     ) -> PolicyDiagnostics:
         diag = super()._diagnostics(probs, supported, point)
         d = self.diag_sums
-        s = d["diag"]
-        n_conversations, ess = int(s[3]), float(_ess(s[4], s[5]))
-        clipped = float(s[6] / s[3]) if s[3] else 0.0
+        s = dict(zip(DIAG_FIELDS, d["diag"], strict=True))
+        n_conversations = int(s["n_conversations"])
+        ess = float(_ess(s["conversation_weight_sum"], s["conversation_weight_sq"]))
+        clipped = float(s["clipped"] / n_conversations) if n_conversations else 0.0
         # every figure and warning from the whole logs' sums, not the sample's rows: the
         # support warning reads the policy's mean probabilities and the logged counts
         logs = self.prepared.logs
-        mean_probs = (d["target_mass"] / max(s[0], 1.0))[None]
+        mean_probs = (d["target_mass"] / max(s["n_turns"], 1.0))[None]
         warnings = support_warning(mean_probs, d["actions"], action_names=logs.actions)
         warnings += self._weight_warnings(ess, n_conversations, clipped, diag.disagreement)
         weights = _weight_statistics(s, d["weight_max"], d["bins"], list(diag.weights.quantiles))
         return dataclasses.replace(
             diag,
-            n_turns=int(s[0]),
+            n_turns=int(s["n_turns"]),
             n_conversations=n_conversations,
-            ess_decision=float(_ess(s[1], s[2])),
+            ess_decision=float(_ess(s["weight_sum"], s["weight_sq"])),
             ess_conversation=ess,
             weights=weights,
             clipped_share=clipped,
@@ -1038,7 +1070,7 @@ class _Finisher(OffPolicyEvaluation):
         )
 
 
-def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> dict[str, float]:
+def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> PolicyStatistics:
     """The statistics of resample ``i``: as refitted when every conversation is refitted;
     otherwise the resample with the point fit's models plus, measured on the refit subset,
     what refitting changes (its refitted value minus its value with the point fit's models).
@@ -1053,8 +1085,7 @@ def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) ->
         )
     refit = _values(sums, fits, p, i, REFIT_PREFIX)
     held = _values(sums, fits, p, i, FIXED_PREFIX)
-    scale = fits.refit_scale
-    return {k: v + scale * (refit[k] - held[k]) for k, v in fixed.items()}
+    return fixed.shifted(refit, held, fits.refit_scale)
 
 
 def _ess(total: float, sum_sq: float) -> float:
@@ -1088,15 +1119,14 @@ def finish(
     out = {}
     for p, name in enumerate(fits.policy_names):
         point = _values(sums, fits, p, 0)
-        reps_rows = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
-        reps = {k: np.array([r[k] for r in reps_rows]) for k in point}
+        reps = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
         if whole_logs:
-            out[name] = ope._policy(sample_probs[p], supported, point, reps)
+            out[name] = ope.finish_policy(sample_probs[p], supported, point, reps)
             continue
         a = sums.arrays
-        s = a[f"{p}/_diag"][0]
+        s = dict(zip(DIAG_FIELDS, a[f"{p}/_diag"][0], strict=True))
         fin.diag_sums.update(
-            diag=s,
+            diag=a[f"{p}/_diag"][0],
             target_mass=a[f"{p}/_target_mass"][0],
             actions=a["_actions"][0],
             weight_max=-float(a.get(f"{p}/_weight_max{MIN_SUFFIX}", np.zeros((1, 1)))[0][0]),
@@ -1105,7 +1135,8 @@ def finish(
                 for suffix in ("", f"_low{MIN_SUFFIX}", f"_high{MIN_SUFFIX}")
             ),
         )
-        res = fin._policy(sample_probs[p], supported, point, reps)
-        support = dataclasses.replace(res.support, unsupported_decision=float(s[7] / s[0]))
+        res = fin.finish_policy(sample_probs[p], supported, point, reps)
+        share = float(s["unsupported_mass"] / s["n_turns"])
+        support = dataclasses.replace(res.support, unsupported_decision=share)
         out[name] = dataclasses.replace(res, support=support)
     return out
