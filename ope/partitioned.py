@@ -29,6 +29,7 @@ import pandas as pd
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
 from supportrl.ope.meta import MIN_REFIT_CONVERSATIONS, OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.progress import progress
 from supportrl.ope.streaming import (
     RANGE_KEY,
     NuisanceFits,
@@ -291,12 +292,13 @@ def _local_partitions(
     with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
         # one read of the logs into per-partition files beats every partition reading all
         spilled = spill_passes(parts, n_partitions, Path(tmp)) if n_partitions > 2 else None
-        return [
-            _partition(
-                source, parts, n_partitions, fits, policies, k, spilled[k] if spilled else None
-            )
-            for k in range(n_partitions)
-        ]
+        out = []
+        with progress(n_partitions, "OPE partitions") as bar:
+            for k in range(n_partitions):
+                one = spilled[k] if spilled else None
+                out.append(_partition(source, parts, n_partitions, fits, policies, k, one))
+                bar.update(1)
+        return out
 
 
 def evaluate_partitioned(
