@@ -14,9 +14,9 @@ weights, CSAT imputation), to typed results (:class:`PolicyEvaluation`, frozen).
 that *refits every nuisance model in each resample* (the CSAT model, estimated propensities,
 the balancing weights, the reward model of the per-decision estimators, and fitted Q
 evaluation of every policy, which feeds ``fqe``, ``seq_dr`` and ``wdr``): it covers sampling noise and
-the estimation error of those models. Logs above ``refit_turns`` turns refit them on a
-random subset of conversations of that size (:meth:`OffPolicyEvaluation.evaluate`). It does not cover bias that no resample reveals:
-confounding through variables the logs do not record (FQE's main error), a CSAT
+the estimation error of those models (logs above ``refit_turns`` turns refit them on a
+random subset of conversations of that size: :meth:`OffPolicyEvaluation.evaluate`). It
+does not cover bias that no resample reveals: confounding through variables the logs do not record (FQE's main error), a CSAT
 selection model that is wrong, or actions the logs never take. For those: the
 FQE-vs-importance-sampling disagreement widens the *selection* interval, and where the
 target policy puts material mass on unsupported actions, partial-identification bounds
@@ -577,19 +577,8 @@ class OffPolicyEvaluation:
             raise ValueError("policies: nothing to evaluate")
         prep = self.prepared
         logs = prep.logs
-        n_actions = len(logs.actions)
         names = list(policies)
-        probs = np.stack(
-            [
-                check_target_probs(
-                    prep.target_rows(np.asarray(policies[k])),
-                    logs.n_turns,
-                    n_actions,
-                    name=f"target_probs of {k!r}",
-                )
-                for k in names
-            ]
-        )
+        probs = self._target_probs(policies)
         supported = support_mask(prep.behaviour, logs.action, min_probability=self.min_support)
         point = self._fit(probs, supported, None)
         # counts keyed by conversation id: streamed and Ray evaluation draw the same ones
