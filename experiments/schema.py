@@ -112,6 +112,24 @@ class LoggerSection:
 
 
 @dataclass
+class GuardrailSection:
+    metric: Literal["value", "resolution", "csat", "escalation", "abandonment", "handle_time_s"]
+    max_drop: float
+
+
+@dataclass
+class LoopSection:
+    rounds: int
+    shortlist: int
+    conversations: int
+    share: float
+    epsilon: float
+    production: str
+    guardrail: GuardrailSection
+    alpha: float
+
+
+@dataclass
 class SweepSection:
     command: Literal["train", "pipeline", "fit", "evaluate", "generate"]
     cpus_per_trial: float
@@ -143,6 +161,7 @@ class ServeSection:
     fallback_action: str | None
     log_dir: str | None
     seed: int | None
+    experiment: str | None
 
 
 @dataclass
@@ -160,6 +179,7 @@ class Root:
     engine: Literal["memory", "local", "ray"]
     threads: int | None
     dir: str | None
+    log: str | None
     run: str | None
     artifact: str | None
     n_conversations: int
@@ -174,6 +194,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "ray": RaySettings,
     "pipeline": PipelineSettings,
+    "loop": LoopSection,
     "sweep": SweepSection,
     "report": ReportSection,
     "export": ExportSection,

@@ -122,6 +122,9 @@ class TrainSection:
     """DQN checkpoints also hold the replay buffer."""
     resume: str | None
     """DQN: a native checkpoint directory to continue from."""
+    support_threshold: float | None
+    """Pipeline and loop: also train a linear bandit restricted to the actions whose estimated
+    logging probability is at least this (null: none)."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,56 @@ def reward_spec(cfg: DictConfig) -> RewardSpec:
     return RewardSpec(**dict(to_plain(cfg.reward)))
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """Section ``loop``: improvement rounds (``experiments.loop``)."""
+
+    rounds: int
+    """Rounds after the pipeline's first pass (0: none)."""
+    shortlist: int
+    """Candidates per experiment."""
+    conversations: int
+    """Conversations each experiment serves."""
+    share: float
+    """Traffic of all treatments together; control gets the rest."""
+    epsilon: float
+    """Every arm's uniform exploration."""
+    production: str
+    """The production policy (a rule file) before round 1."""
+    guardrail_metric: str
+    max_drop: float
+    alpha: float
+    """Error rate of the always-valid confidence sequences."""
+
+
+def loop_settings(cfg: DictConfig) -> LoopSettings:
+    """Section ``loop`` (its ``guardrail`` flattened), checked."""
+    node = dict(to_plain(cfg.loop))
+    guard = node.pop("guardrail")
+    try:
+        settings = LoopSettings(
+            **node, guardrail_metric=str(guard["metric"]), max_drop=float(guard["max_drop"])
+        )
+    except (TypeError, KeyError) as exc:
+        raise UserError(f"loop: {exc}") from None
+    if settings.rounds < 0:
+        raise UserError(f"loop.rounds={settings.rounds}: expected >= 0")
+    if settings.shortlist < 1:
+        raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
+    if settings.conversations < 200:
+        raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
+    if not 0 < settings.share < 1:
+        raise UserError(f"loop.share={settings.share}: expected in (0, 1)")
+    if not 0 < settings.epsilon <= 1:
+        raise UserError(
+            f"loop.epsilon={settings.epsilon}: expected in (0, 1] (arms must explore so the "
+            "decision log supports every action)"
+        )
+    if not 0 < settings.alpha < 1:
+        raise UserError(f"loop.alpha={settings.alpha}: expected in (0, 1)")
+    return settings
+
+
 def stage_settings(cfg: DictConfig) -> dict[str, Any]:
     """Every stage's typed settings, by the config node they are read from: what the stages
     receive (the key-walk test changes each key and finds it here)."""
@@ -305,6 +358,7 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
         "train": train_settings(cfg),
         "ope": ope_settings(cfg),
         "pipeline": pipeline_settings(cfg),
+        "loop": loop_settings(cfg),
     }
 
 
@@ -587,25 +641,38 @@ def train_stage(
     best_value: float | None = None,
     model_path: Path | None = None,
     writer: Any = None,
+    support: tuple[float, np.ndarray] | None = None,
 ) -> TrainedAgent:
     """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
 
     Writes the checkpoint to ``out/checkpoint``. ``model_path`` (a saved fitted model) is
     needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
-    TensorBoard writer (DQN).
+    TensorBoard writer (DQN). ``support``: ``(threshold, weights)`` restricts a linear
+    bandit to the actions the logs support (``LinUCB.support_threshold``, ``set_support``).
     """
     if settings.total_steps < 1:
         raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
     if spec.kind != "dqn":
         return _train_bandit(
-            spec, model, reward, settings, seed=seed, out=out, best_value=best_value
+            spec,
+            model,
+            reward,
+            settings,
+            seed=seed,
+            out=out,
+            best_value=best_value,
+            support=support,
         )
+    if support is not None:
+        raise UserError("train.support_threshold: only linear bandits (linucb, lints) take it")
     return _train_dqn(
         spec, model, reward, settings, seed=seed, out=out, model_path=model_path, writer=writer
     )
 
 
-def _train_bandit(spec, model, reward, settings, *, seed, out, best_value) -> TrainedAgent:
+def _train_bandit(
+    spec, model, reward, settings, *, seed, out, best_value, support=None
+) -> TrainedAgent:
     from supportrl.agents.training import REWARD_MODES, train_bandit
 
     if settings.backend != "native":
@@ -614,7 +681,16 @@ def _train_bandit(spec, model, reward, settings, *, seed, out, best_value) -> Tr
         raise UserError(
             f"train.reward_mode={settings.reward_mode!r}: expected one of {list(REWARD_MODES)}"
         )
-    agent = make_bandit(spec.kind, model.actions, model.feature_spec, seed=seed, **spec.params)
+    params = dict(spec.params)
+    if support is not None:
+        if spec.kind not in ("linucb", "lints"):
+            raise UserError(
+                f"train.support_threshold: only linear bandits (linucb, lints) take it, not {spec.kind}"
+            )
+        params["support_threshold"] = support[0]
+    agent = make_bandit(spec.kind, model.actions, model.feature_spec, seed=seed, **params)
+    if support is not None:
+        agent.set_support(support[1])
     result = train_bandit(
         agent,
         model,

@@ -150,7 +150,7 @@ def test_n_bootstrap_on_conversation_logs_is_an_error_naming_n_refit(
 # --- the key walk ------------------------------------------------------------------------
 
 WALKED = ("seed", "backend", "logger", "ray", "generate", "world", "reward", "simulator")
-WALKED += ("fit", "agent", "env", "train", "ope", "pipeline")
+WALKED += ("fit", "agent", "env", "train", "ope", "pipeline", "loop")
 """Config nodes whose every key reaches a stage's typed settings (:func:`stage_settings`)."""
 
 STAGE_OF = {"backend": "train", "logger": "train", "ray": "train"}
@@ -165,6 +165,7 @@ NOT_A_STAGE = {
     "engine": "where evaluate, validate and generate run (memory | local | ray)",
     "threads": "BLAS/torch threads of the process (experiments.entry.limit_threads)",
     "dir": "report's input directory",
+    "log": "abtest's input: an experiment's decision-log folder",
     "run": "export's input",
     "artifact": "serve's and deploy's input",
     "n_conversations": "deploy's conversations",
@@ -197,6 +198,9 @@ ALTERNATIVE = {
     "simulator.weighting": "none",
     "simulator.csat_missing": "respondents",
     "agent.n_step": 5,
+    "loop.production": "configs/rules/rules_clarify_first.yaml",
+    "loop.guardrail.metric": "resolution",
+    "train.support_threshold": 0.2,
 }
 """A changed value for keys whose type the walk cannot guess from the default."""
 
