@@ -65,6 +65,12 @@ RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 _SHOW_ROWS = 5
 
 
+PROPENSITY_FLOOR = 1e-3
+"""Every estimated propensity (of a logged action, by a model of the logging policy) is
+floored here: an importance weight of at most 1,000. The one floor of the simulators' behaviour
+cloning and of OPE's propensity models."""
+
+
 class LogValidationError(ValueError):
     """Logged data breaks schema v1; the message names the file, column and rows."""
 
