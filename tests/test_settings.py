@@ -383,3 +383,31 @@ def test_library_group_defaults_agree_with_the_library(group: str, option: str) 
     for (where, key), _ in TUNED.items():
         if where == f"{group}/{option}":
             assert values[key] != library[key], f"{where} {key} agrees now: drop it from TUNED"
+
+
+@pytest.mark.filterwarnings("ignore::supportrl.simulators.fitted.FitWarning")
+def test_ope_does_not_move_with_the_share_the_simulator_was_fitted_on(
+    small_generated: GeneratedLogs,
+) -> None:
+    """The pipeline reuses the simulator's CSAT model when it was fitted on all the logs;
+    fitted on part of them (fit.holdout), the same design is refitted on all of them, so
+    the rewards OPE reads are the same either way (were: another CSAT model)."""
+    from supportrl.experiments.stages import prepare_for_ope, split_conversations
+
+    logs = small_generated.logs
+    train, _ = split_conversations(logs, 0.2, seed=0)
+    on_all = fit_customer_model(logs, "glm", seed=0, max_iter=50)
+    on_part = fit_customer_model(train, "glm", seed=0, max_iter=50)
+    reward = RewardSpec()
+    reused = prepare_for_ope(logs, reward, seed=0, model=on_all)
+    refitted = prepare_for_ope(logs, reward, seed=0, model=on_part, fitted_on_all=False)
+    assert np.isnan(logs.csat).any()  # there is CSAT to impute
+    np.testing.assert_allclose(refitted.reward, reused.reward, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fit", "pipeline"])
+def test_help_lists_the_fit_keys_of_both_commands_that_read_them(name: str) -> None:
+    from supportrl.experiments.entry import help_text
+
+    text = help_text(name)
+    assert "holdout: 0.2" in text and "true_value_conversations: 50000" in text
