@@ -129,6 +129,11 @@ def run_round(
         }
         for name in policies
     }
+    print(f"[round {k}] candidates (ope {'estimate':>8}  true value; * shortlisted, control):")
+    for name, row in record["values"].items():
+        mark = "*" if name in names else ("control" if name == production.name else "")
+        ope = row["ope"]["estimate"] if row["ope"] else float("nan")
+        print(f"      {name:<30}{ope:>+9.3f}{row['true_value']:>+12.3f}  {mark}")
     if not names:
         print(f"[round {k}] no candidate left on the shortlist: production stays {production.name}")
         record["production"] = production.name

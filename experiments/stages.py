@@ -174,7 +174,7 @@ class OPESettings:
     sample_turns: int
     """``engine=local|ray``: nuisance models fitted on about this many turns."""
     refit_turns: int
-    """``engine=local|ray``: refitted models evaluated on about this many turns."""
+    """Refitted models are evaluated on a subset of about this many turns (all logs when smaller)."""
     max_weight: float | Literal["auto"] | None
     weight_share: float
     interval: Literal["normal", "percentile"]
@@ -1031,6 +1031,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             min_ess=settings.min_ess,
             min_support=settings.min_support,
             material_support=settings.material_support,
+            refit_turns=settings.refit_turns,
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc
