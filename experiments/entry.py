@@ -42,15 +42,15 @@ from supportrl.experiments.schema import (
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "validate": ("data",),
     "generate": ("generate", "world", "seed"),
-    "fit": ("data", "simulator", "fit", "world", "reward", "policies", "seed"),
+    "fit": ("data", "simulator", "fit", "generate", "world", "reward", "policies", "seed"),
     "train": ("agent", "env", "train", "world", "reward", "backend", "ray", "data", "seed"),
     "evaluate": ("data", "ope", "reward", "policies", "target_probs", "seed"),
     "pipeline": (
-        "data", "world", "simulator", "agent", "reward", "ope", "generate", "train",
+        "data", "world", "simulator", "fit", "agent", "reward", "ope", "generate", "train",
         "pipeline", "loop", "seed",
     ),
     "loop": (
-        "data", "world", "simulator", "agent", "reward", "ope", "generate", "train",
+        "data", "world", "simulator", "fit", "agent", "reward", "ope", "generate", "train",
         "pipeline", "loop", "seed",
     ),
     "abtest": ("log", "reward", "report", "seed"),

@@ -353,9 +353,9 @@ def learn(
     states = logs.states()
     with timed(timings, "evaluate"):
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        # the simulator's CSAT model imputes missing CSAT when it was fitted on all the logs
-        reuse = model if fitted.whole else None
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=reuse)
+        # missing CSAT: the simulator's CSAT model where it was fitted on all the logs, else
+        # the same design refitted on all of them (OPE does not move with fit.holdout)
+        prepared = prepare_for_ope(logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole)
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(
             candidates, model, reward, fit.simulated_conversations, seed=seed + 1

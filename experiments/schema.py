@@ -406,7 +406,6 @@ def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) ->
 
 RANGES: dict[tuple[str, str], tuple[float, bool, str]] = {
     ("generate", "partitions"): (1, True, "at least 1"),
-    ("ope", "n_bootstrap"): (1, True, "at least 1"),
     ("ope", "n_refit"): (2, True, "at least 2 (resamples of the refit bootstrap)"),
     ("ope", "weight_share"): (0, False, "above 0 (the auto clip is weight_share x conversations)"),
     ("ope", "sample_turns"): (1, True, "at least 1"),

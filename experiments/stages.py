@@ -953,18 +953,25 @@ def evaluate_stage(
 
 
 def prepare_for_ope(
-    logs: LoggedConversations, reward: RewardSpec, *, seed: int, model: Any = None
+    logs: LoggedConversations,
+    reward: RewardSpec,
+    *,
+    seed: int,
+    model: Any = None,
+    fitted_on_all: bool = True,
 ) -> Any:
     """The logs prepared for OPE (:func:`supportrl.ope.evaluate.prepare_conversations`),
     missing CSAT imputed by the MNAR selection model and refitted in every resample.
 
-    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs: its CSAT
+    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs
+    (``fitted_on_all``) or on part of them (``fit.holdout``, ``fit.sample_turns``): its CSAT
     model is reused instead of fitting a second one (the pipeline fits the simulator just
-    before) when the simulator fitted it with OPE's settings (``selection``, ``l2=1``, the
-    default ``max_turns``); otherwise one is fitted with those settings on the state basis
-    of the logs at the default ``max_turns`` (the design the reused model has), so OPE's
-    numbers do not depend on the simulator's settings. Without ``model``, the per-outcome
-    CSAT model is fitted here (:meth:`CsatImputation.from_logs`).
+    before) when the simulator fitted it on all of them with OPE's settings
+    (``selection``, ``l2=1``, the default ``max_turns``); otherwise one is fitted with those
+    settings on the state basis of the logs at the default ``max_turns`` (the design the
+    reused model has), so OPE's numbers depend neither on the simulator's settings nor on
+    the share it was fitted on. Without ``model``, the per-outcome CSAT model is fitted here
+    (:meth:`CsatImputation.from_logs`).
     """
     from supportrl.envs.rewards import DEFAULT_MAX_TURNS
     from supportrl.ope.evaluate import prepare_conversations
@@ -978,7 +985,8 @@ def prepare_for_ope(
     # thread): OPE's numbers must not move with the simulator's settings.
     params = getattr(model, "params", None)
     same = (
-        csat_model.method == "selection"
+        fitted_on_all
+        and csat_model.method == "selection"
         and float(getattr(params, "l2", 1.0)) == 1.0
         and int(getattr(params, "torch_threads", 1)) == 1
         and int(getattr(model, "max_turns", DEFAULT_MAX_TURNS)) == DEFAULT_MAX_TURNS

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
+from supportrl.simulators.logs import PROPENSITY_FLOOR
 
 
 def add_intercept(x: np.ndarray) -> np.ndarray:
@@ -155,10 +156,6 @@ class MultinomialLogit:
         """Action probabilities, shape (n, n_actions)."""
         logits = add_intercept(x) @ self.weights.T
         return np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
-
-
-PROPENSITY_FLOOR = 1e-3
-"""Estimated propensities are floored here (an importance weight of at most 1,000)."""
 
 
 def cross_fit_propensity(

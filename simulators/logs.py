@@ -16,8 +16,9 @@ any order: they are sorted by (``conversation_id``, ``turn``) on load.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,30 @@ RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 _SHOW_ROWS = 5
 
 
+PROPENSITY_FLOOR = 1e-3
+"""Every estimated propensity (of a logged action, by a model of the logging policy) is
+floored here: an importance weight of at most 1,000. The one floor of the simulators' behaviour
+cloning and of OPE's propensity models."""
+
+
 class LogValidationError(ValueError):
     """Logged data breaks schema v1; the message names the file, column and rows."""
+
+
+@contextlib.contextmanager
+def reading_parquet(path: str | Path) -> Iterator[None]:
+    """Turn pyarrow's errors while the block reads ``path`` (random bytes, a truncated
+    part, a corrupt page) into a :class:`LogValidationError` that names the file."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (LogValidationError, FileNotFoundError):
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise LogValidationError(
+            f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -149,7 +172,8 @@ def _read_one(path: Path, dictionary: bool = False) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             schema = _check_parquet_schema(path)
             if not dictionary:
-                return pd.read_parquet(path)
+                with reading_parquet(path):
+                    return pd.read_parquet(path)
             import pyarrow as pa
 
             strings = [
@@ -158,7 +182,8 @@ def _read_one(path: Path, dictionary: bool = False) -> pd.DataFrame:
                 if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
                 and f.name not in _PLAIN_COLUMNS
             ]
-            return pd.read_parquet(path, read_dictionary=strings)
+            with reading_parquet(path):
+                return pd.read_parquet(path, read_dictionary=strings)
     except LogValidationError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -187,7 +212,8 @@ def _check_parquet_schema(path: Path) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
+    with reading_parquet(path):
+        schema = pq.read_schema(path)
     nested = [f.name for f in schema if pa.types.is_nested(f.type)]
     if nested:
         kinds = ", ".join(f"{f.name!r} ({f.type})" for f in schema if f.name in nested)
