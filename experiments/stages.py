@@ -926,7 +926,15 @@ def evaluate_stage(
         returns = np.add.reduceat(prepared.reward, prepared.logs.offsets[:-1])
         logging_value = _mean_interval(returns, settings.alpha)
         return_range = (float(returns.min()), float(returns.max())) if len(returns) else None
-        evaluated = off_policy_evaluation(prepared, settings, seed=seed).evaluate(dict(candidates))
+        evaluation = off_policy_evaluation(prepared, settings, seed=seed)
+        evaluated = evaluation.evaluate(dict(candidates))
+        share = evaluation.refit_share()
+        if share < 1.0:
+            notes.append(
+                f"bootstrap: every resample's nuisance models refitted on a random {share:.3g} "
+                f"of the conversations (ope.refit_turns={evaluation.refit_turns}), their "
+                "variation scaled to the whole logs (docs/ope.md)"
+            )
         for name, res in evaluated.items():
             results[name] = res.rows()
             diagnostics[name] = res.as_dict()
