@@ -122,6 +122,7 @@ class LoopSection:
     rounds: int
     shortlist: int
     conversations: int
+    look_every: int
     share: float
     epsilon: float
     production: str

@@ -302,7 +302,9 @@ class LoopSettings:
     shortlist: int
     """Candidates per experiment."""
     conversations: int
-    """Conversations each experiment serves."""
+    """Most conversations an experiment serves (it stops earlier once it decides)."""
+    look_every: int
+    """Conversations between two looks at the experiment (the analysis is always valid)."""
     share: float
     """Traffic of all treatments together; control gets the rest."""
     epsilon: float
@@ -331,6 +333,10 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
         raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
     if settings.conversations < 200:
         raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
+    if not 100 <= settings.look_every <= settings.conversations:
+        raise UserError(
+            f"loop.look_every={settings.look_every}: expected 100 .. loop.conversations"
+        )
     if not 0 < settings.share < 1:
         raise UserError(f"loop.share={settings.share}: expected in (0, 1)")
     if not 0 < settings.epsilon <= 1:
