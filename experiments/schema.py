@@ -116,8 +116,17 @@ class PathsSection:
 
 
 @dataclass
+class MlflowSection:
+    enabled: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "supportrl"
+
+
+@dataclass
 class LoggerSection:
     progress: bool | Literal["auto"] = "auto"
+    tensorboard: bool = True
+    mlflow: MlflowSection = field(default_factory=MlflowSection)
 
 
 # --- sections of config.yaml ---------------------------------------------------------------
@@ -167,11 +176,25 @@ class PipelineSection:
 
 
 @dataclass
+class AshaSection:
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_t: int = 1000
+
+
+@dataclass
 class SweepSection:
     command: Literal["train", "pipeline", "fit", "evaluate", "generate"] = "train"
+    searcher: Literal["grid", "optuna"] = "grid"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    metric: str = "return"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = 1
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     trial_timeout_s: float | None = None
+    isolate: bool = False
+    asha: AshaSection = field(default_factory=AshaSection)
 
 
 @dataclass
@@ -384,6 +407,11 @@ def check_node(
     for key, value in node.items():
         if key not in schema:
             raise _unknown(where, str(key), list(schema), context)
+        if dataclasses.is_dataclass(schema[key]):  # a nested section (logger.mlflow)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a section of keys, got {value!r}")
+            check_node(value, _dataclass_schema(schema[key]), f"{where}{key}.", context)
+            continue
         if not _matches(value, schema[key]):
             raise ConfigError(
                 f"{where}{key}: expected {_type_name(schema[key])}, got {value!r}"

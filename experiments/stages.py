@@ -260,25 +260,36 @@ def train_stage(
     best_value: float | None = None,
     model_path: Path | None = None,
     writer: Any = None,
+    callback: Any = None,
 ) -> TrainedAgent:
     """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
 
     Writes the checkpoint to ``out/checkpoint``. ``model_path`` (a saved fitted model) is
     needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
-    TensorBoard writer (DQN).
+    TensorBoard writer (DQN); ``callback(env_steps, metrics)`` gets each bandit round's
+    learning-curve point (tracking, Tune trials).
     """
     if settings.total_steps < 1:
         raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
     if spec.kind != "dqn":
         return _train_bandit(
-            spec, model, reward, settings, seed=seed, out=out, best_value=best_value
+            spec,
+            model,
+            reward,
+            settings,
+            seed=seed,
+            out=out,
+            best_value=best_value,
+            callback=callback,
         )
     return _train_dqn(
         spec, model, reward, settings, seed=seed, out=out, model_path=model_path, writer=writer
     )
 
 
-def _train_bandit(spec, model, reward, settings, *, seed, out, best_value) -> TrainedAgent:
+def _train_bandit(
+    spec, model, reward, settings, *, seed, out, best_value, callback=None
+) -> TrainedAgent:
     from supportrl.agents.training import REWARD_MODES, train_bandit
 
     if settings.backend != "native":
@@ -298,6 +309,7 @@ def _train_bandit(spec, model, reward, settings, *, seed, out, best_value) -> Tr
         seed=seed,
         best_value=best_value,
         progress=settings.progress,
+        callback=callback,
     )
     checkpoint = agent.save(output(out / "checkpoint"))
     curve = {
