@@ -8,7 +8,9 @@ per-decision ones. Policies come from ``policies=[FILE.yaml | CHECKPOINT_DIR, ..
 external data, ``target_probs=PATH``.
 
 Writes ``result.json`` (``{"policies": {NAME: {ESTIMATOR: {"estimate", "ci_low",
-"ci_high"}}}, "diagnostics": .., "notes": ..}``), ``estimates.csv`` and ``forest.png``.
+"ci_high"}}}, "diagnostics": .., "notes": ..}``), ``estimates.csv``, ``forest.png`` and
+TensorBoard scalars + hparams (``POLICY/ESTIMATOR`` estimates and interval ends); with
+``logger=mlflow`` an MLflow run (:mod:`.tracking`).
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         print(
             f"note: ope.select={settings.select} does not apply to this data; headline {headline}"
         )
+    from supportrl.experiments.tracking import log_estimates
+
+    mlflow_run = log_estimates(
+        cfg, out, result.policies, result.logging_value, [out / "estimates.csv", out / "forest.png"]
+    )
     best = max(
         result.policies,
         key=lambda k: np.nan_to_num(result.policies[k][headline]["estimate"], nan=-np.inf),
@@ -104,6 +111,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "notes": result.notes,
             "select": headline,
             "logging_value": result.logging_value,
+            **({"mlflow_run_id": mlflow_run} if mlflow_run else {}),
         },
         f"evaluate: {len(result.policies)} policies; highest {headline}: {best} "
         f"({result.policies[best][headline]['estimate']:+.4f})",

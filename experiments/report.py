@@ -375,7 +375,7 @@ def write_report(
     if candidates:
         selection = select_winner(candidates, logging, estimator=select)
     else:
-        selection = Selection(None, None, "no OPE estimates in these runs: no selection")
+        selection = best_without_ope(rows)
     for r in rows:
         r["winner"] = r["config"] == selection.winner
     cells = display_rows(rows)
@@ -417,6 +417,22 @@ def write_report(
         "selection": selection.to_dict(),
         "n_runs": len(records),
     }
+
+
+def best_without_ope(rows: list[dict[str, Any]]) -> Selection:
+    """Runs without OPE (train sweeps): the best configuration by its mean true value over
+    seeds (known world), else by its mean simulated value; the metric is stated."""
+    for metric, label in (("true_value", "true value"), ("simulated_value", "simulated value")):
+        scored = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
+        if scored:
+            top = max(scored, key=lambda r: r[metric])
+            n = top.get("n_runs", 1)
+            reason = (
+                f"no OPE estimates in these runs; best by {label} (mean over {n} "
+                f"seed{'s' * (n != 1)}): {top['config']} ({top[metric]:+.4f})"
+            )
+            return Selection(top["config"], None, reason)
+    return Selection(None, None, "no OPE estimates or values in these runs: no selection")
 
 
 @command

@@ -7,8 +7,8 @@
 
 **Search space.** Hydra's sweep grammar: ``a=x,y`` and ``choice(x,y)`` (a choice),
 ``range(start,stop[,step])`` (integers or floats, ``stop`` excluded), ``interval(low,high)``
-(a continuous range; integer ends: integers, ends included) and ``tag(log, ...)`` (a log
-scale); an experiment's ``hydra.sweeper.params`` add axes. With ``sweep.searcher=grid``
+(a continuous range, ends included), ``tag(log, ...)`` (a log scale) and ``tag(int, ...)``
+(integers in an interval, as Hydra's Optuna sweeper reads it); an experiment's ``hydra.sweeper.params`` add axes. With ``sweep.searcher=grid``
 every combination of the choices and ranges is a trial (``sweep.num_samples`` times), and
 each ``interval`` is drawn at random per trial from ``seed`` (Tune's random search); with
 ``sweep.searcher=optuna`` Optuna's TPE proposes ``sweep.num_samples`` trials over the
@@ -236,9 +236,12 @@ def parse_space(args: list[str]) -> tuple[list[str], list[Axis]]:
             fixed.append(arg)
             continue
         key, value = o.get_key_element(), o.value()
-        log = "log" in (getattr(value, "tags", None) or set())
+        tags = getattr(value, "tags", None) or set()
+        log = "log" in tags
         if isinstance(value, IntervalSweep):
-            integer = isinstance(value.start, int) and isinstance(value.end, int)
+            integer = "int" in tags  # Hydra reads interval ends as floats
+            if integer and not (float(value.start).is_integer() and float(value.end).is_integer()):
+                raise UserError(f"{arg}: an integer interval needs whole-number ends")
             low, high = value.start, value.end
             if not low < high:
                 raise UserError(f"{arg}: an interval needs low < high")

@@ -254,3 +254,30 @@ def command_tracker(cfg: Any, out: Path, command: str, run_name: str) -> RunTrac
     return RunTracker(
         out, tracking_settings(cfg), run_name=f"{command} {run_name}", params={**params}
     )
+
+
+def log_estimates(
+    cfg: Any,
+    out: Path,
+    policies: Mapping[str, Mapping[str, Mapping[str, float]]],
+    logging_value: Mapping[str, float] | None,
+    files: list[Path],
+) -> str | None:
+    """An evaluation's estimates to TensorBoard and MLflow: ``POLICY/ESTIMATOR`` (the
+    estimate), ``.../ci_low``, ``.../ci_high``, and ``logging/value``; the MLflow run id."""
+    final: dict[str, float | None] = {}
+    for policy, rows in policies.items():
+        for estimator, row in rows.items():
+            if not isinstance(row, Mapping) or "estimate" not in row:
+                continue
+            final[f"{policy}/{estimator}"] = row.get("estimate")
+            final[f"{policy}/{estimator}/ci_low"] = row.get("ci_low")
+            final[f"{policy}/{estimator}/ci_high"] = row.get("ci_high")
+    if logging_value:
+        final["logging/value"] = logging_value.get("estimate")
+    with command_tracker(cfg, out, "evaluate", ",".join(policies)) as tracker:
+        for name, value in final.items():
+            if tracker.writer is not None and value is not None and math.isfinite(value):
+                tracker.writer.add_scalar(name, float(value), 0)
+        tracker.log_final(final, files=[f for f in files if f.exists()])
+        return tracker.mlflow_run_id
