@@ -156,7 +156,7 @@ class Predictor:
             encoder = StateEncoder(manifest["features"])
             policy = manifest["policy"]
             kind = policy["kind"]
-            if kind == "dqn":
+            if kind in ("dqn", "onnx"):  # onnx: any obs, epsilon -> probs graph (SB3)
                 scorer: Scorer = OnnxScorer(
                     path / policy["file"], encoder.dim, len(actions), threads
                 )
