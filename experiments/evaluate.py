@@ -81,7 +81,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     plot_or_warn(
         forest_plot,
         output(out / "forest.png"),
-        [{"label": f"{r['policy']} · {r['estimator']} ({r['scope']})", **r} for r in result.table],
+        [{"label": f"{r['policy']} · {r['estimator']}", **r} for r in result.table],
         level=1 - settings.alpha,
         logging_value=result.logging_value["estimate"]
         if data is None or isinstance(data, LoggedConversations)

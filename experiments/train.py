@@ -220,7 +220,12 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         if best_value is not None:  # reference lines: the best rule (or logger) and the logger
             reference = {f"best known ({best_name})": best_value, "logging policy": logging_value}
         curve_png = write_metrics(
-            out, trained.curve, title=f"{spec.kind} (seed {seed})", reference=reference
+            out,
+            trained.curve,
+            title=f"{spec.kind} (seed {seed})",
+            reference=reference,
+            source="true world" if isinstance(model, SyntheticWorld) else "fitted simulator",
+            regret_baseline=best_name,
         )
         tracker.log_final(
             {
