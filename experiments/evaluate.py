@@ -45,12 +45,18 @@ def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:
     if not paths and cfg.target_probs is None:
         raise UserError("nothing to evaluate: give policies=[FILE.yaml,..] or target_probs=PATH")
     states = data.states()
+    # a rule's string literals must be values the logs give their variable
+    vocabulary = {k: np.unique(v) for k, v in states.items() if np.asarray(v).dtype.kind in "OUS"}
     out: dict[str, np.ndarray] = {}
     for path in paths:
         name = policy_name(path)
         if name in out:
             raise UserError(f"policies: two policies are named {name!r}; rename one file")
-        out[name] = target_probs_of(load_policy(path, data.actions), states, data.actions)
+        policy = load_policy(path, data.actions)
+        if hasattr(policy, "check_literals"):
+            for note in policy.check_literals(vocabulary):
+                print(f"note: {note}")
+        out[name] = target_probs_of(policy, states, data.actions)
     if cfg.target_probs is not None:
         n_rows = data.n_turns if isinstance(data, LoggedConversations) else data.n_rounds
         probs = load_target_probs(cfg.target_probs, data.actions, n_rows)

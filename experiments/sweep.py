@@ -696,7 +696,8 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
             "sweep.searcher=optuna needs a search space (e.g. 'agent.alpha=interval(0.1,2)')"
         )
     before = {p.parent.name for p in (out / "trials").glob("*/result.json")}
-    todo = planned if planned is None else [t for t in planned if not t.result.exists()]
+    # grid: the planned trials not finished earlier; a searcher: None (Tune proposes them)
+    todo = None if planned is None else [t for t in planned if not t.result.exists()]
     label = f"{settings.searcher} search" + (
         f", {settings.scheduler}" if settings.scheduler != "fifo" else ""
     )
@@ -712,7 +713,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         )
     start = time.perf_counter()
     ran = (
-        run_on_tune(settings, cfg, out, planned=todo, fixed=fixed, axes=axes) if todo != [] else []
+        [] if todo == [] else run_on_tune(settings, cfg, out, planned=todo, fixed=fixed, axes=axes)
     )
     by_name = {r["trial"].name: r for r in ran}
     trials = planned if planned is not None else list(dict.fromkeys(r["trial"] for r in ran))

@@ -74,3 +74,40 @@ def test_drift_on_a_tiny_log_says_it_has_too_few_rows(small_logs, tmp_path: Path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "too few rows to read drift" in proc.stdout and "major shift" not in proc.stdout
+
+
+def test_rule_literals_are_checked_against_the_vocabulary() -> None:
+    from supportrl.agents.rules import RulePolicy
+    from supportrl.simulators.logs import DEFAULT_ACTIONS
+
+    vocabulary = {"intent": ["billing", "other", "cancel"], "tier": ["free", "pro"]}
+    typo = RulePolicy(
+        DEFAULT_ACTIONS,
+        [{"when": 'sentiment < 0 and intent == "othr"', "action": "empathize"}],
+        default="direct_answer",
+    )
+    with pytest.raises(
+        ValueError, match=r"rules\[0\].*'othr' is not a value of intent; did you mean 'other'\?"
+    ):
+        typo.check_literals(vocabulary)
+    listed = RulePolicy(
+        DEFAULT_ACTIONS,
+        [{"when": 'tier in ["pro", "enterprise"]', "action": "escalate_human"},
+         {"when": 'intent != "billing"', "action": "faq_link"}],
+        default="direct_answer",
+    )  # fmt: skip
+    notes = listed.check_literals(vocabulary)
+    assert len(notes) == 1 and "'enterprise' is not a value of tier" in notes[0]
+
+
+def test_evaluate_refuses_a_rule_with_a_misspelt_value(small_logs, tmp_path: Path) -> None:
+    rules = tmp_path / "rules_typo.yaml"
+    rules.write_text(
+        "rules:\n  - when: 'intent == \"biling\"'\n    action: empathize\ndefault: direct_answer\n"
+    )
+    proc = supportrl(
+        tmp_path / "outputs", "evaluate", f"data.turns={small_logs['turns']}",
+        f"data.customers={small_logs['customers']}", f"policies=[{rules}]",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'biling' is not a value of intent; did you mean 'billing'?" in proc.stderr
