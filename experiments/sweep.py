@@ -525,6 +525,9 @@ def run_on_tune(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # a worker reused after a stopped trial waits this long for that trial's thread to end
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+    # Ctrl-C reaches the sweep as KeyboardInterrupt (exit 130, resume later) instead of
+    # Tune's own handler, which ends the run as if it had finished
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -612,7 +615,7 @@ def run_on_tune(
             for t in results._experiment_analysis.trials
             if t.status not in ("TERMINATED", "ERROR")
         ]
-        if unfinished:  # Tune caught a Ctrl-C and stopped the run: the sweep is interrupted
+        if unfinished:  # Tune stopped the run early (e.g. SIGUSR1): the sweep is interrupted
             raise KeyboardInterrupt
         rows = []
         for res in results:
