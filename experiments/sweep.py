@@ -85,21 +85,21 @@ class Trial:
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """Section ``sweep`` (group ``sweep/``), checked."""
+    """Section ``sweep`` (group ``sweep/``; defaults in ``configs/sweep/grid.yaml``), checked."""
 
-    command: str = "train"
-    searcher: str = "grid"
-    scheduler: str = "fifo"
-    metric: str = "return"
-    mode: str = "max"
-    num_samples: int = 1
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    trial_timeout_s: float | None = None
-    isolate: bool = False
-    grace_period: int = 1
-    reduction_factor: int = 2
-    max_t: int = 1000
+    command: str
+    searcher: str
+    scheduler: str
+    metric: str
+    mode: str
+    num_samples: int
+    cpus_per_trial: float
+    max_concurrent: int | None
+    trial_timeout_s: float | None
+    isolate: bool
+    grace_period: int
+    reduction_factor: int
+    max_t: int
 
     def __post_init__(self) -> None:
         if self.searcher not in SEARCHERS:

@@ -66,14 +66,14 @@ def report_iteration(step: int, metrics: Mapping[str, float]) -> None:
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    """Section ``logger`` (the tracking part)."""
+    """Section ``logger`` (the tracking part; defaults in ``configs/logger/console.yaml``)."""
 
-    tensorboard: bool = True
-    mlflow: bool = False
-    tracking_uri: str | None = None
+    tensorboard: bool
+    mlflow: bool
+    tracking_uri: str | None
     """MLflow store; None: ``sqlite:///<output_dir>/mlflow.db``."""
-    experiment: str = "supportrl"
-    output_dir: Path = Path("outputs")
+    experiment: str
+    output_dir: Path
 
     @property
     def mlflow_uri(self) -> str:
@@ -89,12 +89,11 @@ class TrackingSettings:
 def tracking_settings(cfg: Any) -> TrackingSettings:
     """The tracking settings of a composed config (``logger.*``, ``paths.output_dir``)."""
     logger = cfg.logger
-    ml = logger.get("mlflow") or {}
     return TrackingSettings(
-        tensorboard=bool(logger.get("tensorboard", True)),
-        mlflow=bool(ml.get("enabled", False)),
-        tracking_uri=ml.get("tracking_uri"),
-        experiment=str(ml.get("experiment", "supportrl")),
+        tensorboard=bool(logger.tensorboard),
+        mlflow=bool(logger.mlflow.enabled),
+        tracking_uri=logger.mlflow.tracking_uri,
+        experiment=str(logger.mlflow.experiment),
         output_dir=Path(str(cfg.paths.output_dir)),
     )
 

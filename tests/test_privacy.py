@@ -47,11 +47,13 @@ def test_pipeline_outputs_hold_no_raw_customer_id(tmp_path: Path) -> None:
         "pipeline",
         "generate.n_conversations=400",
         "train.total_steps=1000",
-        "pipeline.true_value_conversations=300",
-        "pipeline.simulated_conversations=300",
+        "fit.true_value_conversations=300",
+        "fit.simulated_conversations=300",
         "n_conversations=200",
-        "ope.n_bootstrap=20",
+        "ope.n_refit=20",
         "logger.progress=false",
+        "loop.rounds=1",
+        "loop.conversations=300",
     )
     assert proc.returncode == 0, proc.stderr
     result = result_of(proc)

@@ -8,13 +8,22 @@ import pytest
 from supportrl.agents.sb3 import SB3Policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.export import export_policy
-from supportrl.experiments.stages import OPESettings, evaluate_stage
+from supportrl.experiments.stages import evaluate_stage, ope_settings
 from supportrl.serving import Predictor
 from supportrl.simulators.synthetic import generate_logs
 
 import supportrl  # noqa: F401  (registers the env ids)
 
 sb3 = pytest.importorskip("stable_baselines3")  # a dev dependency: `make setup` installs it
+
+
+def _config(*overrides: str):
+    """The composed config (the shipped defaults plus ``overrides``)."""
+    from hydra import compose, initialize_config_dir
+    from supportrl.experiments.common import CONFIG_PATH
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +58,8 @@ def test_ppo_policy_gives_the_models_distribution_on_raw_states(ppo, env) -> Non
 def test_a_ppo_policy_is_evaluated_off_policy_exported_and_served(ppo, env, tmp_path) -> None:
     logs = generate_logs(200, seed=5).logs
     policy = _policy(ppo, env)
-    settings = OPESettings(
-        conversation_estimators=("wpdis", "seq_dr"), decision_estimators=("snips",),
-        select="seq_dr", n_bootstrap=50, refit={"n_refit": 2},
-    )  # fmt: skip
+    settings = ope_settings(_config("ope.n_refit=2", "ope.conversation_estimators=[wpdis,seq_dr]",
+                                    "ope.decision_estimators=[snips]"))  # fmt: skip
     result = evaluate_stage(
         logs, RewardSpec(), {"ppo": policy.action_probs(logs.states())}, settings, seed=0
     )

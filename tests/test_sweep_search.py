@@ -105,8 +105,14 @@ def test_grid_draws_intervals_per_trial_from_the_seed() -> None:
     ],
 )
 def test_sweep_settings_name_the_wrong_key(kwargs: dict, message: str) -> None:
+    import yaml
+
+    grid_yaml = Path(__file__).parent.parent / "configs" / "sweep" / "grid.yaml"
+    defaults = yaml.safe_load(grid_yaml.read_text())
+    defaults.update(defaults.pop("asha"))
+    SweepSettings(**defaults)  # the shipped defaults are valid
     with pytest.raises(UserError, match=message):
-        SweepSettings(**kwargs)
+        SweepSettings(**{**defaults, **kwargs})
 
 
 def test_trial_metrics_and_best_trial() -> None:
@@ -262,7 +268,7 @@ def test_evaluate_writes_tensorboard_hparams_and_an_mlflow_run(tmp_path: Path) -
     turns = data["turns"]
     proc = supportrl(
         outputs, "evaluate", f"data.turns={turns}", f"data.customers={data['customers']}",
-        "logger=mlflow", "ope.n_bootstrap=20",
+        "logger=mlflow",
         "ope.n_refit=2", "policies=[configs/rules/rules_production.yaml]",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
