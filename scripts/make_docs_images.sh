@@ -8,9 +8,8 @@ OUT="${1:-$(mktemp -d)}"
 SUPPORTRL="${SUPPORTRL:-.venv/bin/supportrl}"
 "$SUPPORTRL" pipeline -m agent=linucb,lints seed=0,1,2 \
     generate.n_conversations=2000 train.total_steps=4000 \
-    pipeline.true_value_conversations=5000 pipeline.simulated_conversations=2000 \
     fit.simulated_conversations=2000 fit.true_value_conversations=5000 \
-    ope.n_bootstrap=200 ope.n_refit=10 logger.progress=false \
+    ope.n_refit=10 loop.rounds=0 logger.progress=false \
     "hydra.sweep.dir=$OUT/multirun" "paths.output_dir=$OUT"
 "$SUPPORTRL" report "dir=$OUT/multirun" "hydra.run.dir=$OUT/report" "paths.output_dir=$OUT"
 cp "$OUT/report/forest.png" docs/img/report_forest.png
