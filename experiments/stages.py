@@ -648,6 +648,7 @@ def train_stage(
     model_path: Path | None = None,
     writer: Any = None,
     support: tuple[float, np.ndarray] | None = None,
+    callback: Any = None,
 ) -> TrainedAgent:
     """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
 
@@ -655,6 +656,8 @@ def train_stage(
     needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
     TensorBoard writer (DQN). ``support``: ``(threshold, weights)`` restricts a linear
     bandit to the actions the logs support (``LinUCB.support_threshold``, ``set_support``).
+    ``callback(env_steps, metrics)`` gets each bandit round's learning-curve point
+    (tracking, Tune trials).
     """
     if settings.total_steps < 1:
         raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
@@ -668,6 +671,7 @@ def train_stage(
             out=out,
             best_value=best_value,
             support=support,
+            callback=callback,
         )
     if support is not None:
         raise UserError("train.support_threshold: only linear bandits (linucb, lints) take it")
@@ -677,7 +681,7 @@ def train_stage(
 
 
 def _train_bandit(
-    spec, model, reward, settings, *, seed, out, best_value, support=None
+    spec, model, reward, settings, *, seed, out, best_value, support=None, callback=None
 ) -> TrainedAgent:
     from supportrl.agents.training import REWARD_MODES, train_bandit
 
@@ -708,6 +712,7 @@ def _train_bandit(
         seed=seed,
         best_value=best_value,
         progress=settings.progress,
+        callback=callback,
     )
     checkpoint = agent.save(output(out / "checkpoint"))
     curve = {
