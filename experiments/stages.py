@@ -349,6 +349,13 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
     return settings
 
 
+def tracking_settings(cfg: DictConfig) -> Any:
+    """``logger.tensorboard`` and ``logger.mlflow.*`` (:mod:`.tracking`)."""
+    from supportrl.experiments.tracking import tracking_settings as read
+
+    return read(cfg)
+
+
 def stage_settings(cfg: DictConfig) -> dict[str, Any]:
     """Every stage's typed settings, by the config node they are read from: what the stages
     receive (the key-walk test changes each key and finds it here)."""
@@ -365,6 +372,7 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
         "ope": ope_settings(cfg),
         "pipeline": pipeline_settings(cfg),
         "loop": loop_settings(cfg),
+        "tracking": tracking_settings(cfg),
     }
 
 
