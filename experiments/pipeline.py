@@ -79,6 +79,7 @@ from supportrl.experiments.stages import (
     world_config,
 )
 from supportrl.experiments.summary import Interval, Selection, select_winner
+from supportrl.experiments.tracking import report_iteration
 from supportrl.experiments.validate import print_summary
 from supportrl.ope.evaluate import target_probs_of
 from supportrl.simulators.logs import load_conversations
@@ -315,9 +316,12 @@ def learn(
     agent_dir = out / "agents" / spec.kind
     with timed(timings, "train"):
         trained = train_stage(
-            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator"
-        )
-    write_metrics(agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})")
+            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator",
+            callback=report_iteration,  # a sweep's Tune trial sees every round (else a no-op)
+        )  # fmt: skip
+    write_metrics(
+        agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})", source="fitted simulator"
+    )
     print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
     sources = {name: trained.checkpoint}
     restricted: dict[str, Policy] = {}

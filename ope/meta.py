@@ -497,7 +497,7 @@ class OffPolicyEvaluation:
         if share * logs.n_conversations < MIN_REFIT_CONVERSATIONS:
             need = int(np.ceil(MIN_REFIT_CONVERSATIONS * logs.n_turns / logs.n_conversations))
             raise ValueError(
-                f"refit_turns={self.refit_turns}: the refit subset would hold about "
+                f"ope.refit_turns={self.refit_turns}: the refit subset would hold about "
                 f"{share * logs.n_conversations:.0f} conversations, too few to measure the "
                 f"refitted models' variation; raise it to at least {need}"
             )

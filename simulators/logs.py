@@ -575,6 +575,26 @@ def _check_inferred(table: _Table, categorical: Sequence[str], numeric: Sequence
                 "address?), not a feature; drop it or declare the features "
                 "(data.categorical=[..] data.numeric=[..])"
             )
+    _check_schema_aliases(table, [*categorical, *numeric])
+
+
+SCHEMA_ALIASES = {"propensity_score": "propensity", "pscore": "propensity"}
+"""Other tools' names of schema-v1 columns (Open Bandit Pipeline: ``pscore``; its Open
+Bandit Dataset files: ``propensity_score``)."""
+
+
+def _check_schema_aliases(table: _Table, features: Sequence[str]) -> None:
+    """Refuse an inferred feature that is another tool's name for a schema column (a
+    logging propensity read as a context feature would be estimated instead, silently)."""
+    for c in features:
+        meant = SCHEMA_ALIASES.get(str(c).lower())
+        if meant is not None and meant not in table.frame.columns:
+            raise LogValidationError(
+                f"{table.path}, column {c!r}: did you mean {meant}? It looks like the logging "
+                f"propensity under Open Bandit Pipeline's name; rename the column to {meant!r} "
+                f"(schema v1), pass data.propensity_col={c} (data=bandit), or declare the "
+                "features (data.categorical=[..] data.numeric=[..]) to keep it as a feature"
+            )
 
 
 def _feature_arrays(

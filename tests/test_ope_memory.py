@@ -90,7 +90,7 @@ def test_a_refit_subset_too_small_names_the_setting(
 ) -> None:
     prepared, probs = prepared_and_probs
     ope = OffPolicyEvaluation(prepared=prepared, n_refit=3, refit_turns=20)
-    with pytest.raises(ValueError, match=r"refit_turns=20: .* raise it to at least \d+"):
+    with pytest.raises(ValueError, match=r"ope.refit_turns=20: .* raise it to at least \d+"):
         ope.evaluate(probs)
     with pytest.raises(ValueError, match="refit_turns must be an int >= 1"):
         OffPolicyEvaluation(prepared=prepared, refit_turns=0)
