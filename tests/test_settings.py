@@ -159,7 +159,8 @@ STAGE_OF |= {
     for k in ("tensorboard", "mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment")
 }
 """Keys read into another node's settings (``train`` reads ``backend``, ``logger.progress``
-and ``ray``); every other node's keys show in the settings of the same name."""
+and ``ray``; the tracking settings read ``logger.tensorboard`` and ``logger.mlflow.*``);
+every other node's keys show in the settings of the same name."""
 
 NOT_A_STAGE = {
     "data": "the logs every command loads (experiments.common.load_data, validate, "
@@ -182,12 +183,6 @@ NOT_A_STAGE = {
 }
 """Top-level keys no stage reads: each is read by name by the one command it belongs to.
 Documented here so that a new key has to be placed: walked, or listed with its reader."""
-
-READ_BY_NAME = {
-    "logger.tensorboard": "experiments.tracking: TensorBoard files of train and evaluate",
-    "logger.mlflow": "experiments.tracking: the MLflow run of train and evaluate",
-}
-"""Keys of a walked node that one module reads by name instead of a stage (prefixes)."""
 
 ALTERNATIVE = {
     "generate.format": "csv",
@@ -273,8 +268,6 @@ def walk_cases() -> list[tuple[str, str, Any]]:
             if not choice and node in GROUP_OPTIONS:
                 continue  # walked with each option
             for key, value in leaves(cfg[node], node).items():
-                if any(key == k or key.startswith(k + ".") for k in READ_BY_NAME):
-                    continue
                 # a group's discriminator is chosen by the group override (agent=dqn), not set
                 if key not in ("simulator.kind", "agent.kind", "env.model"):
                     cases.append((choice, key, value))
@@ -303,9 +296,6 @@ def test_every_key_is_walked_or_said_to_belong_to_one_command() -> None:
     assert top == set(WALKED) | set(NOT_A_STAGE), (
         "a new top-level key: walk it (stage_settings) or say which command reads it"
     )
-    keys = leaves(composed_plain(), "")
-    for prefix in READ_BY_NAME:  # the list names keys that exist
-        assert any(k == prefix or k.startswith(prefix + ".") for k in keys), prefix
 
 
 @pytest.mark.parametrize(
