@@ -230,8 +230,6 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
         payload["fidelity"] = fidelity
     if segments:
         payload["segments"] = segments
-    payload["wall_s"] = round(time.perf_counter() - start, 3)
-    payload["timings_s"] = timings
     if loop.rounds > 0:
         with timed(timings, "rounds"):
             payload.update(
@@ -252,9 +250,18 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
                     timings,
                 )
             )
+    payload["wall_s"] = round(time.perf_counter() - start, 3)
+    payload["timings_s"] = timings
     payload["report"] = own_report(out, payload, ope)
     n_conv = payload["summary"]["conversations"]
-    return finish(payload, f"{headline(selection, result, ope)}; {n_conv} conversations -> {out}")
+    summary = headline(selection, result, ope)
+    if "production" in payload:
+        prod = payload["production"]
+        summary += (
+            f"; production after {loop.rounds} round(s): {prod['policy']} (true "
+            f"{prod['true_value']:+.3f}, best candidate {prod['best_candidate_true_value']:+.3f})"
+        )
+    return finish(payload, f"{summary}; {n_conv} conversations -> {out}")
 
 
 @dataclass
