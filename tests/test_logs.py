@@ -159,7 +159,7 @@ def test_valid_frame_loads(tmp_path: Path) -> None:
     [
         (b"", r"file is empty"),
         (b"conversation_id,turn,intent,sentiment,action,outcome\n", r"no rows"),
-        (b"PAR1\x00\x01garbage", r"cannot read file"),
+        (b"PAR1\x00\x01garbage", r"not a readable Parquet file"),
     ],
 )
 def test_empty_and_corrupt_files(tmp_path: Path, content: bytes, pattern: str) -> None:
