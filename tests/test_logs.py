@@ -305,7 +305,12 @@ def test_load_bandit_feedback(tmp_path: Path) -> None:
     assert data.categorical == ("position",) and data.numeric == ("age",)
     with pytest.raises(LogValidationError, match=re.escape("propensity column 'p' not found")):
         load_decisions(path, action_col="item", reward_col="click", propensity_col="p")
-    no_p = load_decisions(path, action_col="item", reward_col="click", propensity_col=None)
+    # an OBP-named propensity left among the context columns is not silently a feature
+    with pytest.raises(LogValidationError, match="did you mean propensity"):
+        load_decisions(path, action_col="item", reward_col="click", propensity_col=None)
+    bare = tmp_path / "bare.csv"
+    pd.read_csv(path).drop(columns="pscore").to_csv(bare, index=False)
+    no_p = load_decisions(bare, action_col="item", reward_col="click", propensity_col=None)
     assert not no_p.has_propensity
 
 
