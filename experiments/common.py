@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -110,6 +111,11 @@ def user_errors(
             if isinstance(exc, MissingMandatoryValue):
                 message = f"missing value for {exc.full_key}: set {exc.full_key}=..."
             _fail(message)
+        except OSError as exc:  # the environment, not a bug: disk full, permissions, ...
+            if os.environ.get("SUPPORTRL_DEBUG"):
+                raise
+            remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
+            _fail(describe_os_error(exc))
         except KeyboardInterrupt:
             remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
             print("interrupted", file=sys.stderr)
@@ -146,6 +152,21 @@ class RunDirGuard(Callback):
                     f"{out}: another supportrl run (pid {holder}) is writing into this "
                     "directory; wait for it or choose another hydra.run.dir"
                 )
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "no space left on the device; free space and run again",
+    errno.EDQUOT: "disk quota exceeded; free space and run again",
+    errno.EROFS: "read-only file system; choose a writable paths.output_dir",
+    errno.EACCES: "permission denied",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the file and the cause of an operating-system error."""
+    cause = _OS_HINTS.get(exc.errno or -1) or exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else "a file of this run"
+    return f"{where}: {cause} (the files this run wrote were removed)"
 
 
 def _fail(message: str) -> NoReturn:
@@ -223,6 +244,8 @@ def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
     removed with ``rmdir`` (empty), never recursively.
     """
     CREATED.remove(within=out)
+    for kept in CREATED.kept:
+        print(f"warning: kept {kept}: it holds files this run did not write", file=sys.stderr)
     lock.unlink(missing_ok=True)
     if not out.is_dir():
         return

@@ -1,0 +1,277 @@
+"""Production-grade safety (issue 22): each test is a reproduction that failed on main.
+
+Data loss (a run removes only files it created), artifact integrity (every byte of the
+folder checked, meaning checked on a probe batch), crashes on hostile files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from supportrl.agents.bandits import make_bandit
+from supportrl.agents.dqn import QPolicy, build_q_network
+from supportrl.agents.rules import load_rule_policy
+from supportrl.experiments.common import REPO_ROOT, lock_run_dir, remove_run_outputs
+from supportrl.experiments.export import export_policy
+from supportrl.experiments.sweep import Trial, set_aside_failed_attempt
+from supportrl.serving import ArtifactError, Predictor
+from supportrl.serving.artifact import redact_paths
+from supportrl.simulators.synthetic import SyntheticWorld
+
+from supportrl.files import CREATED, write_complete
+
+WORLD = SyntheticWorld()
+
+
+def dqn_policy() -> QPolicy:
+    network = build_q_network(WORLD.feature_spec.dim, len(WORLD.actions), (8,), True, seed=5)
+    return QPolicy(actions=WORLD.actions, feature_spec=WORLD.feature_spec, network=network)
+
+
+def export(policy: object, directory: Path, **kw: object) -> Path:
+    return export_policy(policy, directory, feature_spec=WORLD.feature_spec, **kw)
+
+
+def rehash(artifact: Path, **changes: object) -> None:
+    """Rewrite ``manifest.json`` with ``changes`` and re-sign it (an attacker who can
+    write the folder can do this): what remains is the loader's own checks."""
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest.update(changes)
+    for name in manifest["files"]:
+        if (artifact / name).is_file() and not (artifact / name).is_symlink():
+            manifest["files"][name] = hashlib.sha256((artifact / name).read_bytes()).hexdigest()
+    text = json.dumps(manifest, indent=2) + "\n"
+    (artifact / "manifest.json").write_text(text)
+    (artifact / "manifest.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+
+
+# --------------------------------------------------------------------------- 1-3 data loss
+
+
+def test_export_keeps_an_existing_artifact_tmp_folder(tmp_path: Path) -> None:
+    """Issue 22 item 1: export removed ``<run>/artifact.tmp/`` even when it succeeded."""
+    mine = tmp_path / "artifact.tmp"
+    mine.mkdir()
+    (mine / "notes.md").write_text("the user's")
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    assert (mine / "notes.md").read_text() == "the user's"
+    assert Predictor.load(artifact).kind == "dqn"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "artifact.tmp"]
+
+
+def test_sweep_resume_keeps_a_failed_trials_user_files(tmp_path: Path) -> None:
+    """Issue 22 item 2: resuming a sweep deleted a failed trial's folder with user files."""
+    trial = Trial(("agent=linucb",), "agent=linucb", tmp_path / "trials" / "agent=linucb")
+    (trial.directory / "my_plots").mkdir(parents=True)
+    (trial.directory / "notes.md").write_text("why it failed")
+    (trial.directory / "my_plots" / "a.png").write_bytes(b"png")
+    kept = set_aside_failed_attempt(trial)
+    assert kept is not None and not trial.directory.exists()
+    assert (kept / "notes.md").read_text() == "why it failed"
+    assert (kept / "my_plots" / "a.png").read_bytes() == b"png"
+    (trial.directory).mkdir()
+    (trial.result).write_text("{}")
+    assert set_aside_failed_attempt(trial) is None  # a finished trial is left alone
+
+
+def test_failed_run_keeps_a_user_file_inside_a_written_output_folder(tmp_path: Path) -> None:
+    """Issue 22 item 3: a failed run removed ``<run>/simulator/`` with a file the user
+    had put into it during the run. Now only the files the writer wrote go."""
+    outputs = tmp_path / "outputs"
+    run = outputs / "run"
+    run.mkdir(parents=True)
+    lock = lock_run_dir(run)
+    simulator = CREATED.claim(run / "simulator")
+    simulator.mkdir()
+    (simulator / "params.npz").write_bytes(b"ours")
+    write_complete(simulator, "simulator")  # the writer is done: its files are recorded
+    (simulator / "my_notes.txt").write_text("added by the user during the run")
+    half = CREATED.claim(run / "checkpoint")  # a writer that fails half-way
+    half.mkdir()
+    (half / "policy.npz").write_bytes(b"half")
+    remove_run_outputs(run, lock, outputs)
+    assert (simulator / "my_notes.txt").read_text() == "added by the user during the run"
+    assert sorted(p.name for p in simulator.iterdir()) == ["my_notes.txt"]
+    assert not half.exists()
+    assert CREATED.kept == [simulator]
+
+
+def test_clean_up_never_removes_a_file_the_user_replaced(tmp_path: Path) -> None:
+    out = CREATED.claim(tmp_path / "result.csv")
+    out.write_text("ours")
+    CREATED.record_file(out)
+    out.unlink()
+    out.write_text("the user's own file, same name")  # another file (inode) now
+    CREATED.remove(within=tmp_path)
+    assert out.read_text() == "the user's own file, same name"
+
+
+# --------------------------------------------------------------------------- 6 artifact folder
+
+
+def test_an_unlisted_file_in_the_artifact_is_refused(tmp_path: Path) -> None:
+    """Issue 22 item 6: an unlisted, rewritten ``theta.npy`` (or ONNX external data) was used."""
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    (artifact / "policy.onnx.data").write_bytes(b"external weights")
+    with pytest.raises(ArtifactError, match=r"policy.onnx.data: not listed in manifest.json"):
+        Predictor.load(artifact)
+
+
+def test_policy_file_outside_the_artifact_is_refused(tmp_path: Path) -> None:
+    """Issue 22 item 6: with ``files={}`` and ``policy.file='../x.onnx'`` a model outside ran."""
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    (tmp_path / "x.onnx").write_bytes((artifact / "policy.onnx").read_bytes())
+    (artifact / "policy.onnx").unlink()
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    rehash(artifact, files={}, policy={**manifest["policy"], "file": "../x.onnx"})
+    with pytest.raises(ArtifactError, match="not listed in 'files'"):
+        Predictor.load(artifact)
+
+
+def test_a_listed_symlink_is_refused(tmp_path: Path) -> None:
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    outside = tmp_path / "elsewhere.onnx"
+    os.replace(artifact / "policy.onnx", outside)
+    os.symlink(outside, artifact / "policy.onnx")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["files"]["policy.onnx"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    rehash(artifact, files=manifest["files"])
+    with pytest.raises(ArtifactError, match="not a regular file"):
+        Predictor.load(artifact)
+
+
+def test_duplicate_actions_are_refused(tmp_path: Path) -> None:
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    actions = list(WORLD.actions)
+    rehash(artifact, actions=[actions[0], *actions[:-1]])
+    with pytest.raises(ArtifactError, match="unique"):
+        Predictor.load(artifact)
+
+
+def _onnx_with_output(path: Path, dim: int, n_actions: int, value: float) -> None:
+    """A well-formed policy.onnx whose ``probs`` are ``value`` everywhere (not a distribution)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [dim, n_actions], [0.0] * (dim * n_actions))
+    b = helper.make_tensor("b", TensorProto.FLOAT, [n_actions], [value] * n_actions)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["obs", "w"], ["scores"]),
+            helper.make_node("Add", ["scores", "b"], ["probs"]),
+        ],
+        "bad",
+        [
+            helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", dim]),
+            helper.make_tensor_value_info("epsilon", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", n_actions])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan")])
+def test_a_model_giving_no_distribution_is_refused_at_load(value: float, tmp_path: Path) -> None:
+    """Issue 22 items 6 and 15: a bad model's negative or NaN probabilities were served."""
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    _onnx_with_output(artifact / "policy.onnx", WORLD.feature_spec.dim, len(WORLD.actions), value)
+    rehash(artifact)
+    with pytest.raises(ArtifactError, match="not a distribution.*probe batch"):
+        Predictor.load(artifact)
+
+
+# --------------------------------------------------------------------------- 7 crashes at load
+
+
+def rules_artifact(tmp_path: Path) -> Path:
+    policy = load_rule_policy(REPO_ROOT / "configs/rules/rules_production.yaml", WORLD.actions)
+    return export(policy, tmp_path / "artifact")
+
+
+def _edit_rules(artifact: Path, when: object) -> None:
+    rules = json.loads((artifact / "rules.json").read_text())
+    rules["rules"][0]["when"] = when
+    (artifact / "rules.json").write_text(json.dumps(rules))
+    rehash(artifact)
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ({"cmp": "===", "left": {"var": "turn"}, "right": {"const": 1}}, "unknown comparison"),
+        ({"cmp": "in", "left": {"var": "tier"}, "right": {"const": "vip"}}, "needs a list"),
+        ({"cmp": "<", "left": {"var": "turn"}, "right": {"list": [1]}}, "with a list"),
+        ({"and": []}, "non-empty list"),
+        ({"cmp": "==", "left": {"var": "tier"}, "right": {"const": None}}, "constant must be"),
+        ("turn > 1", "JSON object"),
+    ],
+)
+def test_rules_json_with_bad_operators_is_refused_at_load(
+    when: object, message: str, tmp_path: Path
+) -> None:
+    """Issue 22 item 7: ``===`` or ``in`` on a scalar loaded, then 500ed on every decision."""
+    artifact = rules_artifact(tmp_path)
+    _edit_rules(artifact, when)
+    with pytest.raises(ArtifactError, match=rf"rules.json: rules\[0\].when: .*{message}"):
+        Predictor.load(artifact)
+
+
+def test_rules_nested_3000_deep_are_refused_at_load(tmp_path: Path) -> None:
+    artifact = rules_artifact(tmp_path)
+    leaf = '{"cmp":">","left":{"var":"turn"},"right":{"const":1}}'
+    when = '{"not":' * 2997 + leaf + "}" * 2997
+    (artifact / "rules.json").write_text('{"rules":[{"when":' + when + "}]}")
+    rehash(artifact)
+    with pytest.raises(ArtifactError, match="rules.json: nested 300[0-9] levels deep"):
+        Predictor.load(artifact)
+
+
+def test_manifest_nested_3000_deep_is_refused(tmp_path: Path) -> None:
+    artifact = export(dqn_policy(), tmp_path / "artifact")
+    manifest = (artifact / "manifest.json").read_text()
+    deep = manifest.replace('"training": {', '"training": {"x": ' + "[" * 3000 + "]" * 3000 + ",")
+    (artifact / "manifest.json").write_text(deep)
+    digest = hashlib.sha256(deep.encode()).hexdigest()
+    (artifact / "manifest.sha256").write_text(digest + "\n")
+    with pytest.raises(ArtifactError, match="manifest.json: nested 300[0-9] levels deep"):
+        Predictor.load(artifact)
+
+
+def test_npy_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path: Path) -> None:
+    """Issue 22 item 7: a ``.npy`` header declaring 224 GiB allocated before the shape check."""
+    agent = make_bandit("linucb", WORLD.actions, WORLD.feature_spec, seed=0)
+    artifact = export(agent, tmp_path / "artifact")
+    header = {"descr": "<f8", "fortran_order": False, "shape": (173_000, 173_000)}
+    with open(artifact / "theta.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)  # no data follows
+    rehash(artifact)
+    with pytest.raises(ArtifactError, match=r"theta.npy: expected float64 of shape"):
+        Predictor.load(artifact)
+
+
+# --------------------------------------------------------------------------- 12 /manifest paths
+
+
+def test_exported_manifest_holds_no_absolute_path(tmp_path: Path) -> None:
+    """Issue 22 item 12: ``GET /manifest`` served absolute paths of data, run, checkpoint."""
+    artifact = export(
+        dqn_policy(),
+        tmp_path / "artifact",
+        source=str(tmp_path / "runs" / "train" / "checkpoint"),
+        training={"run": str(tmp_path / "runs" / "train"), "config": {"data": "/srv/d.csv"}},
+    )
+    text = (artifact / "manifest.json").read_text()
+    assert str(tmp_path) not in text and "/srv/" not in text
+    manifest = json.loads(text)
+    assert manifest["source"] == "checkpoint" and manifest["training"]["run"] == "train"
+    assert redact_paths({"a": ["C:\\\\data\\\\x.csv", "~/y.csv", "rel/z.csv"]}) == {
+        "a": ["x.csv", "y.csv", "rel/z.csv"]
+    }
