@@ -397,9 +397,27 @@ def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write JSON atomically (a unique temp file, then rename)."""
-    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return atomic_write_text(path, text)
+    """Write strict JSON atomically (a unique temp file, then rename).
+
+    Non-finite numbers (NaN, +-inf: an estimate that overflowed, an interval without
+    bounds) are written as ``null``, never as the non-standard ``NaN`` / ``Infinity``
+    that strict JSON readers refuse.
+    """
+    text = json.dumps(strict_json(payload), indent=2, default=_json_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with non-finite floats (also numpy scalars and arrays) replaced by None."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return strict_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

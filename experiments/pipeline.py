@@ -36,6 +36,7 @@ from supportrl.experiments.common import (
     finish,
     load_data,
     output,
+    plot_or_warn,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -175,7 +176,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         )
     print_ope(result, ope.alpha)
     logging = result.logging_value
-    write_forest(out, result, ope)
+    plot_or_warn(lambda _: write_forest(out, result, ope), out / "forest.png")
 
     segments = {}
     if cfg.report.segment_by:

@@ -406,6 +406,11 @@ _MALFORMED = (
 )
 
 
+MALFORMED_ERRORS = _MALFORMED
+"""Exceptions that building objects from malformed file content raises (for callers that
+skip a bad file with a warning instead of failing)."""
+
+
 def reports_malformed(where: Callable[..., Any]) -> Callable[[F], F]:
     """Decorate a loader so malformed content is a :class:`FileFormatError` naming the file.
 

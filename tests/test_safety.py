@@ -275,3 +275,89 @@ def test_exported_manifest_holds_no_absolute_path(tmp_path: Path) -> None:
     assert redact_paths({"a": ["C:\\\\data\\\\x.csv", "~/y.csv", "rel/z.csv"]}) == {
         "a": ["x.csv", "y.csv", "rel/z.csv"]
     }
+
+
+# --------------------------------------------------------------------------- 8, 9, 14, 15 outputs
+
+
+def test_matplotlib_math_text_in_a_policy_name_is_drawn_as_text(tmp_path: Path) -> None:
+    """Issue 22 item 8: a policy file named ``$\\frac{a}{$.yaml`` crashed the forest plot."""
+    from supportrl.experiments.plots import forest_plot
+
+    row = {"estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}
+    path = forest_plot(tmp_path / "forest.png", [{"label": "$\\frac{a}{$ · snips", **row}])
+    assert path.stat().st_size > 0
+
+
+def _evaluate_result(policies: list[str]) -> dict[str, object]:
+    row = {"snips": {"estimate": -0.25, "ci_low": -0.5, "ci_high": 0.0}}
+    return {"policies": {p: row for p in policies}, "diagnostics": {}}
+
+
+def test_report_skips_malformed_huge_and_special_result_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22 item 9: one bad result.json stopped the report, or hung it (FIFO, /dev/zero)."""
+    from supportrl.experiments.report import MAX_RESULT_BYTES, collect
+
+    root = tmp_path / "runs"
+    bad = {
+        "deep": "[" * 5000 + "]" * 5000,
+        "types": json.dumps({"agents": 1, "policies": 2}),
+        "keys": json.dumps({"policies": {"p": {"snips": {"estimate": 1}}}, "diagnostics": {}}),
+        "list": "[1, 2]",
+        "huge": " " * (MAX_RESULT_BYTES + 1),
+    }
+    for name, text in bad.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "result.json").write_text(text)
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / "result.json")
+    (root / "zero").mkdir()
+    os.symlink("/dev/zero", root / "zero" / "result.json")
+    (root / "good").mkdir()
+    (root / "good" / "result.json").write_text(json.dumps(_evaluate_result(["rules_a"])))
+    records = collect(root, "snips")
+    assert [r.agent for r in records] == ["rules_a"]
+    err = capsys.readouterr().err
+    for name in [*bad, "fifo", "zero"]:
+        assert f"warning: skipped {root / name / 'result.json'}" in err, (name, err)
+
+
+def test_report_csv_and_markdown_escape_user_text(tmp_path: Path) -> None:
+    """Issue 22 item 14: ``=HYPERLINK(..)`` was a live formula, ``<script>`` raw in report.md."""
+    from supportrl.experiments.report import collect, write_report
+
+    names = ['=HYPERLINK("http://evil","x")', "<img src=x onerror=alert(1)>", "+1", "@SUM(A1)"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "result.json").write_text(json.dumps(_evaluate_result(names)))
+    out = tmp_path / "report"
+    out.mkdir()
+    write_report(out, collect(tmp_path, "snips"), select="snips", title="<script>t</script>")
+    import csv
+
+    with open(out / "report.csv", newline="") as fh:
+        cells = [c for row in csv.reader(fh) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@")], cells
+    assert "'=HYPERLINK" in " ".join(cells)
+    md = (out / "report.md").read_text()
+    assert "<img" not in md and "<script>" not in md and "&lt;img" in md
+
+
+def test_result_json_is_strict_json(tmp_path: Path) -> None:
+    """Issue 22 item 15: an overflowing estimate wrote non-standard ``Infinity``."""
+    from supportrl.experiments.common import write_json
+
+    path = write_json(
+        tmp_path / "result.json",
+        {"estimate": float("inf"), "ci": [np.float64("nan"), -np.inf], "n": np.int64(3)},
+    )
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "estimate": None,
+        "ci": [None, None],
+        "n": 3,
+    }
