@@ -59,6 +59,13 @@ RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 _SHOW_ROWS = 5
 
+MAX_HANDLE_TIME_S = 7 * 86_400.0
+"""Longest ``handle_time_s`` of one turn (a week): beyond it, a unit or typing error that
+would swamp every reward (reward v1 charges per minute)."""
+MAX_ABS_VALUE = 1e12
+"""Largest magnitude of a numeric feature or a generic bandit reward: beyond it, sums and
+squares lose every digit (or overflow) in fitting and estimation."""
+
 
 class LogValidationError(ValueError):
     """Logged data breaks schema v1; the message names the file, column and rows."""
@@ -496,6 +503,30 @@ _PERSONAL_VALUES = {
 }
 
 
+_EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
+_PERSON_NAME = r"^[A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'\-]+)+$"
+_MIN_NAMES = 3
+"""Distinct values that must look like "First Last" before a column counts as names."""
+_FREE_TEXT_WORDS = 4
+"""Values of this many words or more are free text, not a category."""
+
+
+def _free_text_reason(sample: pd.Series) -> str:
+    """Why distinct values ``sample`` (str) are free text or names, not categories; "" if not.
+
+    Any e-mail address inside a value; half the values or more "First Last" names (at
+    least :data:`_MIN_NAMES` of them) or sentences of :data:`_FREE_TEXT_WORDS` words.
+    """
+    if sample.str.contains(_EMAIL_IN_TEXT, regex=True).any():
+        return "its values contain e-mail addresses"
+    names = sample.str.match(_PERSON_NAME)
+    if names.sum() >= _MIN_NAMES and names.mean() >= 0.5:
+        return "its values look like people's names"
+    if (sample.str.split().str.len() >= _FREE_TEXT_WORDS).mean() >= 0.5:
+        return "its values are free text"
+    return ""
+
+
 def _check_personal(table: _Table, columns: Sequence[str]) -> None:
     """Refuse columns that look like personal data (by name, or by their values).
 
@@ -512,6 +543,8 @@ def _check_personal(table: _Table, columns: Sequence[str]) -> None:
             for what, pattern in _PERSONAL_VALUES.items():
                 if len(sample) and sample.str.match(pattern).mean() >= 0.5:
                     reason = f"its values look like {what}"
+            if not reason and len(sample):
+                reason = _free_text_reason(sample)
         if reason:
             raise LogValidationError(
                 f"{table.path}, column {c!r}: {reason}; personal data is not used as a feature. "
@@ -564,6 +597,9 @@ def _feature_arrays(
         features[c] = labels[codes if rows is None else codes[rows]]
     for c in numeric:
         values = _numbers(table, c, allow_missing=False)
+        _check_range(
+            table, c, values, np.abs(values) > MAX_ABS_VALUE, f"within +-{MAX_ABS_VALUE:g}"
+        )
         # a copy: values may be a read-only view of the frame
         features[c] = values.copy() if rows is None else values[rows]
     return features
@@ -649,7 +685,13 @@ def load_conversations(
         csat = nan.copy()
     if "handle_time_s" in frame:
         handle = _numbers(table, "handle_time_s", allow_missing=True)
-        _check_range(table, "handle_time_s", handle, handle < 0, ">= 0")
+        _check_range(
+            table,
+            "handle_time_s",
+            handle,
+            (handle < 0) | (handle > MAX_HANDLE_TIME_S),
+            f">= 0 and at most {MAX_HANDLE_TIME_S:.0f} s (a week)",
+        )
     else:
         handle = nan.copy()
     timestamp = None
@@ -967,6 +1009,9 @@ def load_decisions(
     catalogue = tuple(str(a) for a in actions) if actions is not None else present
     action = _check_labels(table, action_col, codes, labels, catalogue, "action(s)")
     reward = _numbers(table, reward_col, allow_missing=False)
+    _check_range(
+        table, reward_col, reward, np.abs(reward) > MAX_ABS_VALUE, f"within +-{MAX_ABS_VALUE:g}"
+    )
     if propensity_col is not None:
         propensity = _numbers(table, propensity_col, allow_missing=False)
         _check_range(

@@ -24,6 +24,7 @@ from supportrl.serving.artifact import redact_paths
 from supportrl.simulators.synthetic import SyntheticWorld
 
 from supportrl.files import CREATED, write_complete
+from tests.helpers import truth_imputer
 
 WORLD = SyntheticWorld()
 
@@ -361,3 +362,83 @@ def test_result_json_is_strict_json(tmp_path: Path) -> None:
         "ci": [None, None],
         "n": 3,
     }
+
+
+# --------------------------------------------------------------------------- 13, 15 logs
+
+
+def _logs_with(tmp_path: Path, **columns: list[object]) -> Path:
+    from tests.test_logs import base_frame
+
+    frame = base_frame()
+    for name, values in columns.items():
+        frame[name] = values
+    path = tmp_path / "turns.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "reason"),
+    [
+        ("notes", ["ok", "ok", "write to jane.doe@example.com", "ok", "fine"], "e-mail"),
+        ("agent", ["Jane Doe", "Jane Doe", "Omar Haddad", "Li Wei", "Li Wei"], "names"),
+        ("summary", ["customer was upset about the bill"] * 4 + ["ok"], "free text"),
+    ],
+)
+def test_free_text_feature_columns_are_refused_unless_declared(
+    column: str, values: list[object], reason: str, tmp_path: Path
+) -> None:
+    """Issue 22 item 13: free text (e-mail in notes, agents' names) became categories."""
+    from supportrl.simulators.logs import LogValidationError, load_conversations
+
+    path = _logs_with(tmp_path, **{column: values})
+    with pytest.raises(LogValidationError, match=rf"turns.csv, column '{column}': .*{reason}"):
+        load_conversations(path)
+    declared = load_conversations(
+        path, categorical=["channel", column], numeric=["prior_contacts_30d"]
+    )
+    assert column in declared.categorical
+
+
+def test_a_huge_handle_time_fails_validation_by_row(tmp_path: Path) -> None:
+    """Issue 22 item 15: ``handle_time_s=1e300`` passed validate, then swamped every estimate."""
+    from supportrl.simulators.logs import LogValidationError, load_conversations
+
+    from tests.test_logs import base_frame
+
+    frame = base_frame()
+    frame.loc[3, "handle_time_s"] = 1e300
+    frame.to_csv(tmp_path / "turns.csv", index=False)
+    with pytest.raises(
+        LogValidationError, match=r"turns.csv, column .handle_time_s., row\(s\) 3: .*1e\+300"
+    ):
+        load_conversations(tmp_path / "turns.csv")
+
+
+def test_per_decision_estimates_outside_the_reward_range_are_flagged() -> None:
+    """Issue 22 item 15: a propensity of 1e-15 gave ips -1.35e11, flagged only 'low ESS'."""
+    import dataclasses
+
+    from supportrl.agents.base import ConstantPolicy
+    from supportrl.envs.rewards import RewardSpec
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.ope.meta import OffPolicyEvaluation
+    from supportrl.simulators.synthetic import generate_logs
+
+    gen = generate_logs(200, seed=2)
+    logs = gen.logs
+    action = logs.actions[int(logs.action[0])]
+    propensity = logs.propensity.copy()
+    propensity[logs.action == logs.action[0]] = 1e-15
+    logs = dataclasses.replace(logs, propensity=propensity)
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=truth_imputer(gen.true_csat), seed=0
+    )
+    probs = ConstantPolicy(logs.actions, action).action_probs(logs.states())
+    res = OffPolicyEvaluation(
+        prepared=prepared, n_bootstrap=4, conversation_estimators=("pdis",)
+    ).evaluate({"p": probs})["p"]
+    assert abs(res.decision["ips"].estimate) > 1e6
+    assert "outside reward range" in res.decision["ips"].flags
+    assert "outside reward range" not in res.decision["dm"].flags
