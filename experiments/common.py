@@ -111,11 +111,19 @@ def user_errors(
             if isinstance(exc, MissingMandatoryValue):
                 message = f"missing value for {exc.full_key}: set {exc.full_key}=..."
             _fail(message)
+        except MemoryError:
+            if os.environ.get("SUPPORTRL_DEBUG"):
+                raise
+            remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
+            _fail(
+                "out of memory: the input is too large for this machine (fewer rows, fewer "
+                "distinct values per column, or engine=ray for logs beyond one machine's memory)"
+            )
         except OSError as exc:  # the environment, not a bug: disk full, permissions, ...
             if os.environ.get("SUPPORTRL_DEBUG"):
                 raise
             remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
-            _fail(describe_os_error(exc))
+            _fail(describe_os_error(exc, out))
         except KeyboardInterrupt:
             remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
             print("interrupted", file=sys.stderr)
@@ -162,10 +170,10 @@ _OS_HINTS = {
 }
 
 
-def describe_os_error(exc: OSError) -> str:
-    """One line naming the file and the cause of an operating-system error."""
-    cause = _OS_HINTS.get(exc.errno or -1) or exc.strerror or type(exc).__name__
-    where = exc.filename if exc.filename is not None else "a file of this run"
+def describe_os_error(exc: OSError, out: Path) -> str:
+    """One line naming the file (else the run directory ``out``) and the cause."""
+    cause = _OS_HINTS.get(exc.errno or -1) or exc.strerror or str(exc)[:200] or "I/O error"
+    where = exc.filename if exc.filename is not None else f"writing into {out}"
     return f"{where}: {cause} (the files this run wrote were removed)"
 
 

@@ -16,6 +16,7 @@ any order: they are sorted by (``conversation_id``, ``turn``) on load.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,12 +185,36 @@ def _check_csv_header(path: Path) -> None:
         raise LogValidationError(f"{path}: column(s) {twice} appear more than once in the header")
 
 
+MAX_PARQUET_FOOTER_BYTES = 64 * 2**20
+"""Largest Parquet footer (schema and metadata) read: a real one is kilobytes."""
+
+
+def _check_parquet_footer(path: Path) -> None:
+    """Refuse a Parquet file whose footer (read whole by every reader) is huge, from its
+    last 8 bytes alone (4-byte footer length, ``PAR1``)."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size < 12:
+            raise LogValidationError(f"{path}: not a Parquet file ({size} bytes)")
+        fh.seek(size - 8)
+        tail = fh.read(8)
+    if tail[4:] != b"PAR1":
+        raise LogValidationError(f"{path}: not a Parquet file (no PAR1 footer)")
+    footer = int.from_bytes(tail[:4], "little")
+    if footer > MAX_PARQUET_FOOTER_BYTES:
+        raise LogValidationError(
+            f"{path}: Parquet metadata of {footer} bytes; at most {MAX_PARQUET_FOOTER_BYTES} "
+            "(a huge schema-metadata blob: rewrite the file without it)"
+        )
+
+
 def _check_parquet_schema(path: Path) -> Any:
     """The file's Arrow schema; list / struct / map columns are refused (schema-v1 values
     are strings and numbers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    _check_parquet_footer(path)
     schema = pq.read_schema(path)
     nested = [f.name for f in schema if pa.types.is_nested(f.type)]
     if nested:

@@ -442,3 +442,58 @@ def test_per_decision_estimates_outside_the_reward_range_are_flagged() -> None:
     assert abs(res.decision["ips"].estimate) > 1e6
     assert "outside reward range" in res.decision["ips"].flags
     assert "outside reward range" not in res.decision["dm"].flags
+
+
+# --------------------------------------------------------------------------- 10 disk full, Parquet
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path):
+    """A real 1 MiB file system (tmpfs; needs root): writes beyond it fail with ENOSPC."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)])
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_a_clean_error_and_leaves_no_partial_folder(tiny_disk: Path) -> None:
+    """Issue 22 item 10: ``generate`` on a full disk gave an OSError traceback and left a
+    partial hidden data folder behind."""
+    from tests.helpers import supportrl
+
+    run = tiny_disk / "run"
+    proc = supportrl(
+        tiny_disk, "generate", "generate.n_conversations=20000", f"hydra.run.dir={run}"
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: ") and "no space left" in proc.stderr
+    assert str(run) in proc.stderr
+    leftovers = [p for p in tiny_disk.rglob("*") if p.name.startswith(".data")]
+    assert not leftovers and not run.exists()
+
+
+def test_a_parquet_metadata_blob_is_refused_from_the_footer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 10: a 300 MB schema-metadata blob gave a thrift traceback. The cap is
+    lowered here so that a 2 MB blob stands in for the 300 MB one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from supportrl.simulators import logs as logs_module
+
+    from tests.test_logs import base_frame
+
+    table = pa.Table.from_pandas(base_frame(), preserve_index=False)
+    table = table.replace_schema_metadata({"blob": "x" * (2 * 2**20)})
+    pq.write_table(table, tmp_path / "turns.parquet")
+    monkeypatch.setattr(logs_module, "MAX_PARQUET_FOOTER_BYTES", 2**20)
+    with pytest.raises(logs_module.LogValidationError, match=r"turns.parquet: Parquet metadata"):
+        logs_module.load_conversations(tmp_path / "turns.parquet")
