@@ -195,11 +195,11 @@ def _check_parquet_footer(path: Path) -> None:
     with path.open("rb") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size < 12:
-            raise LogValidationError(f"{path}: not a Parquet file ({size} bytes)")
+            raise LogValidationError(f"{path}: cannot read file (not Parquet: {size} bytes)")
         fh.seek(size - 8)
         tail = fh.read(8)
     if tail[4:] != b"PAR1":
-        raise LogValidationError(f"{path}: not a Parquet file (no PAR1 footer)")
+        raise LogValidationError(f"{path}: cannot read file (not Parquet: no PAR1 footer)")
     footer = int.from_bytes(tail[:4], "little")
     if footer > MAX_PARQUET_FOOTER_BYTES:
         raise LogValidationError(
