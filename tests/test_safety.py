@@ -497,3 +497,35 @@ def test_a_parquet_metadata_blob_is_refused_from_the_footer(
     monkeypatch.setattr(logs_module, "MAX_PARQUET_FOOTER_BYTES", 2**20)
     with pytest.raises(logs_module.LogValidationError, match=r"turns.parquet: Parquet metadata"):
         logs_module.load_conversations(tmp_path / "turns.parquet")
+
+
+# --------------------------------------------------------------------------- 11 serving memory
+
+
+def test_one_long_category_value_does_not_widen_the_whole_batch(tmp_path: Path) -> None:
+    """Issue 22 item 11: one 60,000-character value made a fixed-width numpy string array
+    of the whole batch (0.17 -> 2.5 GB). Strings stay Python objects now."""
+    import tracemalloc
+
+    predictor = Predictor.load(export(dqn_policy(), tmp_path / "artifact"), on_invalid="error")
+    state = {
+        "turn": 1,
+        "previous_action": "clarify",
+        "intent": "billing",
+        "sentiment": -0.3,
+        "tier": "free",
+        "channel": "chat",
+        "tenure_months": 12,
+        "prior_contacts_30d": 1,
+    }
+    n = 400
+    columns = {k: [v] * n for k, v in state.items()}
+    columns["tier"] = ["free"] * (n - 1) + ["x" * 60_000]
+    encoded = predictor.encoder.encode_columns(columns, n)  # warm-up, and the check
+    assert encoded.invalid.tolist() == [False] * (n - 1) + [True]
+    assert encoded.columns["tier"].dtype == object
+    tracemalloc.start()
+    predictor.encoder.encode_columns(columns, n)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * 2**20, peak  # fixed width: 400 rows x 240 kB = 96 MB
