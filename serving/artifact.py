@@ -220,10 +220,10 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ArtifactError(
             f"{path}: policy.kind {_brief(kind)}; expected one of {list(POLICY_KINDS)}"
         )
-    needed = set(POLICY_FILES[kind])
+    needed: list[Any] = list(POLICY_FILES[kind])
     if kind in ("dqn", "rules"):
-        needed = {policy.get("file")}
-    for name in sorted(needed, key=str):
+        needed = [policy.get("file")]
+    for name in needed:
         if not isinstance(name, str) or name not in files:
             raise ArtifactError(
                 f"{path}: policy file {_brief(name)} is not listed in 'files' (so not verified)"
