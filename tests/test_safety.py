@@ -529,3 +529,43 @@ def test_one_long_category_value_does_not_widen_the_whole_batch(tmp_path: Path) 
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 4 * 2**20, peak  # fixed width: 400 rows x 240 kB = 96 MB
+
+
+# --------------------------------------------------------------------------- 9, 16 export inputs
+
+
+def _train_run(tmp_path: Path, result: object) -> Path:
+    run = tmp_path / "train"
+    (run / ".hydra").mkdir(parents=True)
+    checkpoint = make_bandit("linucb", WORLD.actions, WORLD.feature_spec, seed=0).save(
+        run / "checkpoint"
+    )
+    if isinstance(result, dict):
+        result = {**result, "checkpoint": str(checkpoint)}
+    (run / "result.json").write_text(json.dumps(result))
+    return run
+
+
+def test_export_reads_the_runs_hydra_config_bounded(tmp_path: Path) -> None:
+    """Issue 22 item 9: a YAML alias bomb in .hydra/config.yaml ran for minutes (9**6 nodes here)."""
+    from supportrl.experiments.export import resolve_source
+
+    from supportrl.files import FileFormatError
+
+    run = _train_run(tmp_path, {"agent": "linucb"})
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+              for p, c in zip("abcde", "bcdef", strict=True)]  # fmt: skip
+    (run / ".hydra" / "config.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(FileFormatError, match=r"config.yaml: more than \d+ YAML nodes"):
+        resolve_source(run)
+
+
+def test_export_of_a_run_whose_result_is_a_list_names_the_file(tmp_path: Path) -> None:
+    """Issue 22 item 16: ``export run=DIR`` with a list ``result.json`` gave a traceback."""
+    from supportrl.experiments.common import UserError
+    from supportrl.experiments.export import resolve_source
+
+    run = _train_run(tmp_path, [1, 2, 3])
+    with pytest.raises(UserError, match=r"train/result.json: expected a JSON object"):
+        resolve_source(run)
