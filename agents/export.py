@@ -283,6 +283,8 @@ def _write_linear(policy: Any, directory: Path) -> dict[str, Any]:
             allow_pickle=False,
         )
     params: dict[str, Any] = {"ridge": policy.ridge}
+    if policy.support_threshold > 0:
+        params["support_threshold"] = policy.support_threshold
     if policy.kind == "linucb":
         params["alpha"] = policy.alpha
     else:

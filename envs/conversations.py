@@ -144,6 +144,62 @@ class LoggedConversations:
         fields.update(replace)
         return LoggedConversations(**fields)
 
+    @staticmethod
+    def concat(parts: list[LoggedConversations], source: str = "") -> LoggedConversations:
+        """Logs pooled from several sources (e.g. several logging policies: per-decision
+        propensities keep pooled logs valid for OPE). Every part needs the same action
+        catalogue and context features; conversation ids must be distinct across parts.
+        ``customer_id``/``timestamp`` are kept only when every part has them."""
+        if not parts:
+            raise ValueError("concat: no logs given")
+        first = parts[0]
+        for part in parts[1:]:
+            if part.actions != first.actions:
+                raise ValueError(f"concat: action catalogues differ ({part.source})")
+            if set(part.categorical) != set(first.categorical) or set(part.numeric) != set(
+                first.numeric
+            ):
+                raise ValueError(
+                    f"concat: context features differ: {sorted(part.features)} vs "
+                    f"{sorted(first.features)} ({part.source})"
+                )
+        ids = np.concatenate([p.conversation_id.astype(str) for p in parts])
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("concat: conversation ids repeat across the parts")
+        lengths = np.concatenate([p.lengths for p in parts])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        def optional(name: str) -> np.ndarray | None:
+            arrays = [getattr(p, name) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return LoggedConversations(
+            actions=first.actions,
+            conversation_id=ids,
+            offsets=offsets,
+            **{
+                name: cat(name)
+                for name in (
+                    "turn", "intent", "sentiment", "action", "outcome",
+                    "propensity", "csat", "handle_time_s",
+                )
+            },
+            features={
+                k: np.concatenate(
+                    [p.features[k].astype(str if k in first.categorical else np.float64) for p in parts]
+                )
+                for k in first.features
+            },
+            categorical=first.categorical,
+            numeric=first.numeric,
+            customer_id=optional("customer_id"),
+            timestamp=optional("timestamp"),
+            source=source or " + ".join(p.source for p in parts),
+        )  # fmt: skip
+
     def select(self, conversations: np.ndarray) -> LoggedConversations:
         """The subset of conversations given by index array or boolean mask (kept in order)."""
         conversations = np.asarray(conversations)

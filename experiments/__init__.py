@@ -16,4 +16,6 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "deploy",
     "pipeline",
+    "abtest",
+    "loop",
 )

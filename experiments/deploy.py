@@ -138,6 +138,152 @@ def deploy_stage(
     )
 
 
+@dataclass(frozen=True)
+class ExperimentRun:
+    """An experiment served in process to a known world's customers."""
+
+    log: Path
+    """The decision log (schema-v1 Parquet parts with ``arm``, plus ``experiment.json``)."""
+    n_conversations: dict[str, int]
+    """Arm -> conversations it served."""
+    true_value: dict[str, float]
+    """Arm -> mean conversation return under the reward with the true CSAT (the world knows it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "log": str(self.log),
+            "n_conversations": self.n_conversations,
+            "true_value": self.true_value,
+        }
+
+
+def experiment_stage(
+    experiment: Any,
+    log_dir: Path,
+    *,
+    world: SyntheticWorld,
+    reward: RewardSpec,
+    n_conversations: int,
+    seed: int,
+    prefix: str = "x",
+    part_rows: int = 50_000,
+) -> ExperimentRun:
+    """Serve ``n_conversations`` customers of ``world`` through ``experiment`` (a
+    :class:`supportrl.serving.experiment.Experiment`) and log every decision.
+
+    The serving code decides: conversation ``<prefix><i>`` is assigned by the experiment's
+    salted hash (one customer per conversation), each arm's :class:`Predictor` acts, and
+    every logged propensity is the serving mixture's (:func:`mixture_propensities`, the
+    batch form of ``Experiment.decide``). Conversations are timestamped in id order, 30 s
+    apart; CSAT is logged where the customer answered (the world's missing-not-at-random
+    response).
+    """
+    from supportrl.serving import DecisionLogger
+    from supportrl.serving.experiment import mixture_propensities, pseudonym
+
+    if n_conversations < 2:
+        raise UserError(f"n_conversations={n_conversations}: serve at least 2 conversations")
+    if experiment.actions != world.actions:
+        raise UserError(
+            f"experiment: actions {list(experiment.actions)} differ from the world's {list(world.actions)}"
+        )
+    width = len(str(n_conversations - 1))
+    ids = np.char.add(prefix, np.char.zfill(np.arange(n_conversations).astype(str), width))
+    units = ids if experiment.config.unit == "conversation" else np.char.add("customer-", ids)
+    assigned = experiment.assign(units.tolist())
+    streams = np.random.SeedSequence(seed).spawn(len(experiment.arms) + 1)
+    parts, served, truth = [], {}, {}
+    for k, name in enumerate(experiment.arms):
+        where = np.flatnonzero(assigned == k)
+        served[name] = int(len(where))
+        if len(where) < 2:
+            truth[name] = float("nan")
+            if len(where) == 0:
+                continue
+        sim = serve_customers(
+            world,
+            experiment.predictors[k],
+            max(len(where), 2),
+            seed=int(streams[k].generate_state(1)[0]),
+            reward=reward,
+        )
+        logs = sim.logs
+        keep = logs.conversation_index < len(where)  # the 2-conversation minimum of one served
+        returns = sim.returns()[: len(where)]
+        truth[name] = float(returns.mean())
+        states = logs.states()
+        arm_probs = np.stack([p.action_probs(states) for p in experiment.predictors])
+        propensity = mixture_propensities(arm_probs, logs.offsets, logs.action, experiment.shares)
+        rows = np.flatnonzero(keep)
+        parts.append(
+            {
+                "conversation": where[logs.conversation_index[rows]],
+                "turn": logs.turn[rows],
+                "states": {k2: np.asarray(v)[rows] for k2, v in states.items()},
+                "action": logs.action[rows],
+                "propensity": propensity[rows],
+                "outcome": logs.outcome[rows],
+                "csat": logs.csat[rows],
+                "handle_time_s": logs.handle_time_s[rows],
+                "arm": np.full(len(rows), name, dtype=object),
+            }
+        )
+    rec = _merge(parts)
+    order = np.lexsort((rec["turn"], rec["conversation"]))
+    rec = _take(rec, order)
+    conversation = rec["conversation"]
+    start = np.flatnonzero(np.append(True, conversation[1:] != conversation[:-1]))
+    starts = np.repeat(start, np.diff(np.append(start, len(conversation))))
+    elapsed = np.cumsum(rec["handle_time_s"]) - rec["handle_time_s"]
+    elapsed -= elapsed[starts]
+    seconds = conversation * SECONDS_BETWEEN_CONVERSATIONS + elapsed
+    timestamps = DEPLOY_START + np.round(seconds * 1e6).astype("timedelta64[us]")
+    last = np.append(conversation[1:] != conversation[:-1], True)
+    rng = np.random.default_rng(streams[-1])
+    answered = world.csat_observed(rec["csat"], rng)
+    labels = np.asarray(world.actions)
+    cids = ids[conversation]
+    customers = (
+        None
+        if experiment.config.unit == "conversation"
+        else [pseudonym(experiment.config.salt, u) for u in units[conversation].tolist()]
+    )
+    logger = DecisionLogger.for_experiment(log_dir, experiment, part_rows=part_rows)
+    logger.log_batch(
+        cids,
+        rec["states"],
+        labels[rec["action"]],
+        rec["propensity"],
+        timestamps=timestamps,
+        handle_time_s=np.round(rec["handle_time_s"], 2),
+        arms=rec["arm"].tolist(),
+        customer_ids=customers,
+        decision_ids=np.char.add(np.char.add(cids, ":"), rec["turn"].astype(str)).tolist(),
+    )
+    logger.record_outcomes(
+        cids[last],
+        [OUTCOMES[o] for o in rec["outcome"][last].tolist()],
+        np.where(answered[last], rec["csat"][last], np.nan),
+    )
+    logger.close(censor_open=False)
+    experiment.write_description(log_dir)
+    return ExperimentRun(log=log_dir, n_conversations=served, true_value=truth)
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in parts[0].items():
+        if isinstance(value, dict):
+            out[key] = {k: np.concatenate([p[key][k] for p in parts]) for k in value}
+        else:
+            out[key] = np.concatenate([p[key] for p in parts])
+    return out
+
+
+def _take(rec: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    return {k: _take(v, rows) if isinstance(v, dict) else v[rows] for k, v in rec.items()}
+
+
 def validate_log(log: Path, actions: tuple[str, ...]) -> LoggedConversations:
     """Read the decision log back as schema-v1 conversations (raises on any violation)."""
     return load_conversations(log, actions=list(actions))

@@ -47,8 +47,13 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("data", "ope", "reward", "policies", "target_probs", "seed"),
     "pipeline": (
         "data", "world", "simulator", "agent", "reward", "ope", "generate", "train",
-        "pipeline", "seed",
+        "pipeline", "loop", "seed",
     ),
+    "loop": (
+        "data", "world", "simulator", "agent", "reward", "ope", "generate", "train",
+        "pipeline", "loop", "seed",
+    ),
+    "abtest": ("log", "reward", "report", "seed"),
     "sweep": ("sweep", "ray", "seed"),
     "report": ("dir", "report", "ope"),
     "export": ("run", "export", "data", "reward", "seed"),

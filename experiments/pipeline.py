@@ -24,12 +24,15 @@ Comparing agents, rewards or simulators is a multirun or a sweep over this comma
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_policy
+from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.common import (
     UserError,
@@ -43,6 +46,7 @@ from supportrl.experiments.common import (
     to_plain,
 )
 from supportrl.experiments.entry import command
+from supportrl.experiments.loop import LoopSettings
 from supportrl.experiments.plots import forest_plot, write_metrics
 from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
@@ -67,7 +71,7 @@ from supportrl.experiments.stages import (
 from supportrl.experiments.summary import Interval, Selection, select_winner
 from supportrl.experiments.validate import print_summary
 from supportrl.ope.evaluate import target_probs_of
-from supportrl.simulators.logs import LoggedConversations, load_conversations
+from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 
 STEPS = 7
@@ -130,6 +134,12 @@ def obtain_logs(
 
 @command
 def pipeline(cfg: DictConfig) -> dict[str, Any]:
+    return run_pipeline(cfg)
+
+
+def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
+    """The pipeline's work (``supportrl pipeline``); ``supportrl loop`` asks for at least
+    ``min_rounds`` improvement rounds."""
     out = run_dir()
     seed = int(cfg.seed)
     reward = reward_from_cfg(cfg)
@@ -148,32 +158,35 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     logs, data, world = obtain_logs(cfg, out, timings)
     baselines = load_baselines(cfg, logs.actions)  # a bad rule file fails before the fit
-
-    step(3, f"fit the customer simulator ({sim_spec.family})")
-    with timed(timings, "fit"):
-        model = fit_stage(logs, sim_spec, seed=seed, out=out)
-    print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
-
-    step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
-    agent_dir = out / "agents" / spec.kind
-    with timed(timings, "train"):
-        trained = train_stage(
-            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator"
+    loop = loop_settings(cfg)
+    if loop.rounds < min_rounds:
+        raise UserError(
+            f"loop.rounds={loop.rounds}: the loop command runs at least {min_rounds} round"
         )
-    write_metrics(agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})")
-    print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
+    production = {}
+    if loop.rounds > 0 and world is not None:  # production must be evaluated: it is the control
+        path = resolve_shipped(loop.production)
+        if path.stem not in baselines:
+            production = {path.stem: load_rule_policy(path, logs.actions)}
 
-    step(5, "evaluate the candidates off-policy on the logs, and in the simulator")
-    candidates: dict[str, Policy] = {spec.kind: trained.policy, **baselines}
-    states = logs.states()
-    with timed(timings, "evaluate"):
-        probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        # the simulator's CSAT model, fitted in step 3 on these logs, imputes missing CSAT
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=model)
-        result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
-        simulated = value_stage(
-            candidates, model, reward, int(cfg.pipeline.simulated_conversations), seed=seed + 1
-        )
+    learned = learn(
+        logs,
+        baselines,
+        spec,
+        settings,
+        sim_spec,
+        ope,
+        reward,
+        out=out,
+        seed=seed,
+        timings=timings,
+        name=spec.kind,
+        simulated_conversations=int(cfg.pipeline.simulated_conversations),
+        extra=production,
+        support_threshold=to_plain(cfg.train.get("support_threshold")),
+    )
+    trained, result, simulated = learned.trained, learned.result, learned.simulated
+    candidates, probs = learned.candidates, learned.probs
     print_ope(result, ope.alpha)
     logging = result.logging_value
     plot_or_warn(lambda _: write_forest(out, result, ope), out / "forest.png")
@@ -207,22 +220,285 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     )
     with timed(timings, "ship"):
         payload.update(
-            ship(cfg, out, selection, trained, logs, world, reward, result, simulated, truth)
+            ship(
+                cfg, out, selection, learned.sources, logs, world, reward, result, simulated, truth
+            )
         )
     if segments:
         payload["segments"] = segments
     payload["wall_s"] = round(time.perf_counter() - start, 3)
     payload["timings_s"] = timings
+    if loop.rounds > 0:
+        with timed(timings, "rounds"):
+            payload.update(
+                improvement_rounds(
+                    cfg,
+                    loop,
+                    out,
+                    logs,
+                    world,
+                    reward,
+                    baselines,
+                    spec,
+                    settings,
+                    sim_spec,
+                    ope,
+                    learned,
+                    seed,
+                    timings,
+                )
+            )
     payload["report"] = own_report(out, payload, ope)
     n_conv = payload["summary"]["conversations"]
     return finish(payload, f"{headline(selection, result, ope)}; {n_conv} conversations -> {out}")
+
+
+@dataclass
+class Learned:
+    """What one pass of steps 3-5 learned on a set of logs."""
+
+    model: Any
+    trained: TrainedAgent
+    candidates: dict[str, Policy]
+    sources: dict[str, Path]
+    """Candidate -> what export reads (trained agents' checkpoints)."""
+    probs: dict[str, Any]
+    result: OPEResult
+    simulated: dict[str, dict[str, float]]
+
+
+def learn(
+    logs: LoggedConversations,
+    baselines: dict[str, Policy],
+    spec: Any,
+    settings: Any,
+    sim_spec: Any,
+    ope: OPESettings,
+    reward: RewardSpec,
+    *,
+    out: Path,
+    seed: int,
+    timings: dict[str, float],
+    name: str,
+    simulated_conversations: int,
+    extra: dict[str, Policy] | None = None,
+    support_threshold: float | None = None,
+) -> Learned:
+    """Steps 3-5 on ``logs``: fit the simulator (``out/simulator``), train the agent
+    (``out/agents/<kind>``) as candidate ``name`` (and, with ``support_threshold``, as
+    ``<name>-supported`` restricted to the actions the logs support), evaluate them, the
+    baselines and ``extra`` (e.g. production) off-policy, and simulate their values."""
+    step(
+        3, f"fit the customer simulator ({sim_spec.family}) on {logs.n_conversations} conversations"
+    )
+    with timed(timings, "fit"):
+        model = fit_stage(logs, sim_spec, seed=seed, out=out)
+    print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
+
+    step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
+    agent_dir = out / "agents" / spec.kind
+    with timed(timings, "train"):
+        trained = train_stage(
+            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator"
+        )
+    write_metrics(agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})")
+    print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
+    sources = {name: trained.checkpoint}
+    restricted: dict[str, Policy] = {}
+    if support_threshold is not None and spec.kind not in ("linucb", "lints"):
+        print(f"      train.support_threshold: not applied to {spec.kind} (linear bandits only)")
+    elif support_threshold is not None:
+        with timed(timings, "train"):
+            weights = logging_logit(logs, model.feature_spec, seed=seed)
+            supported = train_stage(
+                spec,
+                model,
+                reward,
+                settings,
+                seed=seed,
+                out=out / "agents" / f"{spec.kind}-supported",
+                model_path=out / "simulator",
+                support=(float(support_threshold), weights),
+            )
+        restricted[f"{name}-supported"] = supported.policy
+        sources[f"{name}-supported"] = supported.checkpoint
+        print(
+            f"      {spec.kind}-supported: actions with estimated logging probability >= "
+            f"{support_threshold:g} only; {supported.env_steps} env steps in {supported.wall_s:.1f} s"
+        )
+
+    step(5, "evaluate the candidates off-policy on the logs, and in the simulator")
+    candidates: dict[str, Policy] = {
+        name: trained.policy,
+        **restricted,
+        **baselines,
+        **(extra or {}),
+    }
+    states = logs.states()
+    with timed(timings, "evaluate"):
+        probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
+        # the simulator's CSAT model, fitted in step 3 on these logs, imputes missing CSAT
+        prepared = prepare_for_ope(logs, reward, seed=seed, model=model)
+        result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
+        simulated = value_stage(candidates, model, reward, simulated_conversations, seed=seed + 1)
+    return Learned(model, trained, candidates, sources, probs, result, simulated)
+
+
+def logging_logit(
+    logs: LoggedConversations, spec: Any, *, seed: int, max_rows: int = 50_000
+) -> Any:
+    """The logging policy's multinomial logit on the agent's design rows (features and an
+    intercept), fitted on up to ``max_rows`` logged decisions: weights (n_actions, dim + 1)."""
+    from supportrl.ope.models import MultinomialLogit
+
+    rows = np.arange(logs.n_turns)
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+    states = {k: np.asarray(v)[rows] for k, v in logs.states().items()}
+    x = spec.encode(states)
+    return MultinomialLogit.fit(x, logs.action[rows], len(logs.actions)).weights
+
+
+def loop_settings(cfg: DictConfig) -> LoopSettings:
+    """Section ``loop`` as typed settings (checked)."""
+    from supportrl.experiments.loop import check_settings
+
+    section = cfg.get("loop") or {}
+    guard = section.get("guardrail") or {}
+    settings = LoopSettings(
+        rounds=int(section.get("rounds", 0)),
+        shortlist=int(section.get("shortlist", 2)),
+        conversations=int(section.get("conversations", 20_000)),
+        share=float(section.get("share", 0.5)),
+        epsilon=float(section.get("epsilon", 0.05)),
+        production=str(section.get("production", "configs/rules/rules_production.yaml")),
+        guardrail_metric=str(guard.get("metric", "value")),
+        max_drop=float(guard.get("max_drop", 0.0)),
+        alpha=float(section.get("alpha", 0.05)),
+    )
+    check_settings(settings)
+    return settings
+
+
+def improvement_rounds(
+    cfg: DictConfig,
+    loop: LoopSettings,
+    out: Path,
+    logs: LoggedConversations,
+    world: SyntheticWorld | None,
+    reward: RewardSpec,
+    baselines: dict[str, Policy],
+    spec: Any,
+    settings: Any,
+    sim_spec: Any,
+    ope: OPESettings,
+    first: Learned,
+    seed: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """``loop.rounds`` improvement rounds (:mod:`.loop`); ``{"rounds": [..], "production": {..}}``."""
+    from supportrl.experiments.loop import Candidate, RoundInputs, run_round
+
+    if world is None:
+        print("[rounds] skipped: the user's logs have no known world to experiment in")
+        return {}
+    select = ope.select
+    sources: dict[str, Path] = {
+        resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines
+    }
+    prod_path = resolve_shipped(loop.production)
+    production = Candidate(prod_path.stem, first.candidates[prod_path.stem], prod_path)
+    pool = logs
+    learned, name = first, spec.kind
+    rounds: list[dict[str, Any]] = []
+    best_true = -np.inf
+    trained_sources: dict[str, Path] = {}
+    for k in range(1, loop.rounds + 1):
+        if k > 1:
+            name = f"{spec.kind}-r{k}"
+            print(f"[round {k}] learn on the pooled logs ({pool.n_conversations} conversations)")
+            extra = {production.name: production.policy}
+            learned = learn(
+                pool,
+                baselines,
+                spec,
+                settings,
+                sim_spec,
+                ope,
+                reward,
+                out=out / "rounds" / f"round-{k}",
+                seed=seed + 100 * k,
+                timings={},
+                name=name,
+                simulated_conversations=int(cfg.pipeline.simulated_conversations),
+                extra=extra,
+                support_threshold=to_plain(cfg.train.get("support_threshold")),
+            )
+        trained_sources.update(learned.sources)
+        result = learned.result
+        if production.name not in result.policies:
+            raise UserError(f"loop.production: {production.name} was not evaluated")
+        selection = {n: result.selection(n, select) for n in result.policies}
+        candidates = {
+            n: Candidate(n, p, trained_sources.get(n) or sources[n])
+            for n, p in learned.candidates.items()
+            if n != production.name
+        }
+        record, production, decided = run_round(
+            k,
+            RoundInputs(candidates, selection),
+            production,
+            out=out,
+            logs=pool,
+            world=world,
+            reward=reward,
+            settings=loop,
+            true_value_conversations=int(cfg.pipeline.true_value_conversations),
+            seed=seed + 100 * k,
+        )
+        rounds.append(record)
+        best_true = max(
+            best_true,
+            max(v["true_value"] for n, v in record["values"].items() if n in candidates),
+        )
+        if decided is not None:
+            pool = LoggedConversations.concat(
+                [pool, decided], source=f"{pool.n_conversations}+round {k}"
+            )
+    prod_true = rounds[-1]["values"].get(production.name, {}).get("true_value")
+    if prod_true is None:
+        from supportrl.experiments.stages import value_stage
+
+        prod_true = value_stage(
+            {production.name: production.policy},
+            world,
+            reward,
+            int(cfg.pipeline.true_value_conversations),
+            seed=seed + 1,
+        )[production.name]["value"]
+    experiment = next((r["experiment"]["log"] for r in reversed(rounds) if "experiment" in r), None)
+    summary = {
+        "policy": production.name,
+        "true_value": prod_true,
+        "experiment": experiment,
+        "best_candidate_true_value": best_true,
+        "regret": best_true - prod_true,
+        **({"artifact": str(production.artifact)} if production.artifact else {}),
+    }
+    print(
+        f"[rounds] production after {loop.rounds} round(s): {production.name}, true value "
+        f"{prod_true:+.3f}; best candidate's true value {best_true:+.3f} "
+        f"(regret {best_true - prod_true:+.3f})",
+        flush=True,
+    )
+    return {"rounds": rounds, "production": summary}
 
 
 def ship(
     cfg: DictConfig,
     out: Path,
     selection: Selection,
-    trained: TrainedAgent,
+    trained_sources: dict[str, Path],
     logs: LoggedConversations,
     world: SyntheticWorld | None,
     reward: RewardSpec,
@@ -245,7 +521,7 @@ def ship(
         return {}
     if selection.winner is None:
         print(f"[ship] no candidate is safely better; exporting {name} (best lower bound) to check")
-    sources = {trained.kind: trained.checkpoint}
+    sources = dict(trained_sources)
     sources.update({resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines})
     select = str(cfg.ope.select)
     predicted = {

@@ -150,6 +150,7 @@ class TrainSection:
     regret_panel: str = "configs/rules"
     save_replay: bool = False
     resume: str | None = None
+    support_threshold: float | None = None
 
 
 @dataclass
@@ -164,6 +165,26 @@ class PipelineSection:
     baselines: list[str] = field(default_factory=list)
     true_value_conversations: int = 50_000
     simulated_conversations: int = 20_000
+
+
+@dataclass
+class GuardrailSection:
+    metric: Literal["value", "resolution", "csat", "escalation", "abandonment", "handle_time_s"] = (
+        "value"
+    )
+    max_drop: float = 0.0
+
+
+@dataclass
+class LoopSection:
+    rounds: int = 3
+    shortlist: int = 2
+    conversations: int = 20_000
+    share: float = 0.5
+    epsilon: float = 0.05
+    production: str = "configs/rules/rules_production.yaml"
+    guardrail: GuardrailSection = field(default_factory=GuardrailSection)
+    alpha: float = 0.05
 
 
 @dataclass
@@ -198,6 +219,7 @@ class ServeSection:
     fallback_action: str | None = None
     log_dir: str | None = None
     seed: int | None = None
+    experiment: str | None = None
 
 
 @dataclass
@@ -215,6 +237,7 @@ class Root:
     engine: Literal["memory", "local", "ray"] = "memory"
     threads: int | None = 1
     dir: str | None = None
+    log: str | None = None
     run: str | None = None
     artifact: str | None = None
     n_conversations: int = 10_000
@@ -229,6 +252,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "ray": RaySection,
     "pipeline": PipelineSection,
+    "loop": LoopSection,
     "sweep": SweepSection,
     "report": ReportSection,
     "export": ExportSection,

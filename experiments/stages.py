@@ -260,25 +260,38 @@ def train_stage(
     best_value: float | None = None,
     model_path: Path | None = None,
     writer: Any = None,
+    support: tuple[float, np.ndarray] | None = None,
 ) -> TrainedAgent:
     """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
 
     Writes the checkpoint to ``out/checkpoint``. ``model_path`` (a saved fitted model) is
     needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
-    TensorBoard writer (DQN).
+    TensorBoard writer (DQN). ``support``: ``(threshold, weights)`` restricts a linear
+    bandit to the actions the logs support (``LinUCB.support_threshold``, ``set_support``).
     """
     if settings.total_steps < 1:
         raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
     if spec.kind != "dqn":
         return _train_bandit(
-            spec, model, reward, settings, seed=seed, out=out, best_value=best_value
+            spec,
+            model,
+            reward,
+            settings,
+            seed=seed,
+            out=out,
+            best_value=best_value,
+            support=support,
         )
+    if support is not None:
+        raise UserError("train.support_threshold: only linear bandits (linucb, lints) take it")
     return _train_dqn(
         spec, model, reward, settings, seed=seed, out=out, model_path=model_path, writer=writer
     )
 
 
-def _train_bandit(spec, model, reward, settings, *, seed, out, best_value) -> TrainedAgent:
+def _train_bandit(
+    spec, model, reward, settings, *, seed, out, best_value, support=None
+) -> TrainedAgent:
     from supportrl.agents.training import REWARD_MODES, train_bandit
 
     if settings.backend != "native":
@@ -287,7 +300,16 @@ def _train_bandit(spec, model, reward, settings, *, seed, out, best_value) -> Tr
         raise UserError(
             f"train.reward_mode={settings.reward_mode!r}: expected one of {list(REWARD_MODES)}"
         )
-    agent = make_bandit(spec.kind, model.actions, model.feature_spec, seed=seed, **spec.params)
+    params = dict(spec.params)
+    if support is not None:
+        if spec.kind not in ("linucb", "lints"):
+            raise UserError(
+                f"train.support_threshold: only linear bandits (linucb, lints) take it, not {spec.kind}"
+            )
+        params["support_threshold"] = support[0]
+    agent = make_bandit(spec.kind, model.actions, model.feature_spec, seed=seed, **params)
+    if support is not None:
+        agent.set_support(support[1])
     result = train_bandit(
         agent,
         model,

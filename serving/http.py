@@ -7,9 +7,20 @@ Endpoints (JSON in, JSON out):
 * ``POST /v1/decide_batch`` ``{"states": [{...}, ...]}`` or ``{"columns": {NAME: [...]}}``,
   optional ``"conversation_ids": [...]`` -> ``{"actions", "propensities",
   "probabilities" (rows in catalogue order), "fallback", "reasons": {ROW: why}, "logged"}``;
-* ``POST /v1/outcome`` ``{"conversation_id", "outcome", "csat": null}`` -> ``{"recorded": true}``;
+* ``POST /v1/outcome`` ``{"conversation_id", "outcome", "csat": null, "handle_time_s": [..]}``
+  (seconds per logged turn) -> ``{"recorded": true}``;
 * ``GET /health`` -> ``{"status": "ok", "policy", "actions", "epsilon"}``;
-* ``GET /manifest`` -> the artifact's manifest.
+* ``GET /manifest`` -> the artifact's manifest (the control arm's in an experiment).
+
+With an experiment (:class:`~supportrl.serving.experiment.Experiment`, ``serve
+serve.experiment=FILE``), ``POST /v1/decide`` takes ``{"state", "conversation_id",
+"customer_id"}`` and answers ``{"action", "arm", "propensity", "arm_propensity",
+"decision_id", "probabilities", ...}``; the log gets the ``arm``, the pseudonymized
+``customer_id`` and the ``decision_id``. ``GET /v1/experiment`` shows the arms, shares and
+events; ``POST /v1/experiment/shares`` ``{"shares": {ARM: x}, "reason"}``,
+``POST /v1/experiment/stop`` ``{"arm", "reason"}`` and ``POST /v1/experiment/promote``
+``{"arm", "reason"}`` change the traffic without a restart (recorded in the log folder's
+``experiment.json``). ``/v1/decide_batch`` is not available in an experiment (409).
 
 A bad request gets a 4xx with ``{"error": message, "field": name}`` (400: not a JSON
 object; 422: a field fails a check; 404: an outcome for a conversation with no logged
@@ -36,6 +47,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from supportrl.serving.experiment import Experiment, ExperimentError, pseudonym
 from supportrl.serving.features import InvalidStateError
 from supportrl.serving.logger import DecisionLogger
 from supportrl.serving.predictor import Predictor
@@ -73,15 +85,23 @@ def _conversation_id(value: Any, field: str) -> str | None:
 class Service:
     """The request handling, independent of the web framework (plain dicts in and out)."""
 
-    def __init__(self, predictor: Predictor, logger: DecisionLogger | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        logger: DecisionLogger | None = None,
+        experiment: Experiment | None = None,
+    ) -> None:
         self.predictor = predictor
         self.logger = logger
+        self.experiment = experiment
 
     def decide(self, body: dict[str, Any]) -> dict[str, Any]:
         state = body.get("state")
         if not isinstance(state, dict):
             raise BadRequest(422, "state: expected a JSON object of state variables", "state")
         cid = _conversation_id(body.get("conversation_id"), "conversation_id")
+        if self.experiment is not None:
+            return self._decide_in_experiment(state, cid, body.get("customer_id"))
         try:
             decision = self.predictor.decide(state)
         except InvalidStateError as err:
@@ -98,7 +118,76 @@ class Service:
                 out["log_error"] = str(err)
         return out
 
+    def _decide_in_experiment(
+        self, state: dict[str, Any], cid: str | None, customer: Any
+    ) -> dict[str, Any]:
+        experiment = self.experiment
+        assert experiment is not None
+        if cid is None:
+            raise BadRequest(
+                422,
+                "conversation_id: required in an experiment (arms are sticky)",
+                "conversation_id",
+            )
+        try:
+            decision = experiment.decide(state, conversation_id=cid, customer_id=customer)
+        except ExperimentError as err:
+            raise BadRequest(422, str(err), err.field) from None
+        except InvalidStateError as err:
+            raise BadRequest(422, str(err), f"state.{err.field}") from None
+        out = {**decision.to_dict(), "logged": False}
+        if self.logger is not None:
+            try:
+                out["logged"] = self.logger.log(
+                    cid,
+                    state,
+                    decision.action,
+                    decision.propensity,
+                    arm=decision.arm,
+                    customer_id=None
+                    if customer is None
+                    else pseudonym(experiment.config.salt, customer),
+                    decision_id=decision.decision_id,
+                )
+            except ValueError as err:
+                out["log_error"] = str(err)
+        return out
+
+    def experiment_info(self) -> dict[str, Any]:
+        if self.experiment is None:
+            raise BadRequest(409, "no experiment is served (serve.experiment=FILE)", "experiment")
+        return self.experiment.describe()
+
+    def change_experiment(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``shares``, ``stop`` or ``promote``, recorded in the log folder's experiment.json."""
+        experiment = self.experiment
+        if experiment is None:
+            raise BadRequest(409, "no experiment is served (serve.experiment=FILE)", "experiment")
+        reason = body.get("reason", action)
+        if not isinstance(reason, str) or len(reason) > 500:
+            raise BadRequest(422, "reason: a string of at most 500 characters", "reason")
+        try:
+            if action == "shares":
+                shares = body.get("shares")
+                if not isinstance(shares, dict):
+                    raise BadRequest(422, "shares: expected an object ARM -> share", "shares")
+                experiment.set_shares(shares, reason)
+            else:
+                arm = body.get("arm")
+                if not isinstance(arm, str):
+                    raise BadRequest(422, "arm: expected an arm name", "arm")
+                (experiment.stop if action == "stop" else experiment.promote)(arm, reason)
+        except ExperimentError as err:
+            raise BadRequest(422, str(err), err.field) from None
+        if self.logger is not None:
+            experiment.write_description(self.logger.directory)
+        return experiment.describe()
+
     def decide_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.experiment is not None:
+            raise BadRequest(
+                409, "decide_batch is not available in an experiment: use /v1/decide", "states"
+            )
         if ("states" in body) == ("columns" in body):
             raise BadRequest(422, "give exactly one of 'states' (a list) or 'columns'", "states")
         field = "states" if "states" in body else "columns"
@@ -172,18 +261,41 @@ class Service:
             raise BadRequest(
                 422, f"csat: expected a number in [1, 5] or null, got {csat!r}", "csat"
             )
+        handle = body.get("handle_time_s")
+        if handle is not None:
+            values = handle if isinstance(handle, list) else [handle]
+            if (
+                not values
+                or len(values) > 1000
+                or not all(
+                    not isinstance(v, bool)
+                    and isinstance(v, int | float)
+                    and math.isfinite(v)
+                    and v >= 0
+                    for v in values
+                )
+            ):
+                raise BadRequest(
+                    422,
+                    "handle_time_s: expected seconds >= 0 per logged turn (a list, or one number)",
+                    "handle_time_s",
+                )
+            handle = values
+        if self.experiment is not None:
+            self.experiment.end(cid)
         if self.logger is None:
             raise BadRequest(
                 409, "no decision log configured (start with a log directory)", "conversation_id"
             )
         try:
-            recorded = self.logger.record_outcome(cid, outcome, csat)
+            recorded = self.logger.record_outcome(cid, outcome, csat, handle_time_s=handle)
         except KeyError as err:
             raise BadRequest(404, str(err.args[0]), "conversation_id") from None
         except ValueError as err:
             message = str(err)
             field = next(
-                (f for f in ("outcome", "csat") if message.startswith(f)), "conversation_id"
+                (f for f in ("outcome", "csat", "handle_time_s") if message.startswith(f)),
+                "conversation_id",
             )
             raise BadRequest(422, message, field) from None
         if not recorded:
@@ -197,6 +309,16 @@ class Service:
             "actions": list(self.predictor.actions),
             "epsilon": self.predictor.epsilon,
             "logging": self.logger is not None,
+            **(
+                {
+                    "experiment": {
+                        "arms": list(self.experiment.arms),
+                        "shares": self.experiment.describe()["shares"],
+                    }
+                }
+                if self.experiment is not None
+                else {}
+            ),
         }
 
 
@@ -208,10 +330,21 @@ def _state_columns(states: Any, predictor: Predictor, rows: np.ndarray) -> dict[
     return {name: [states[i][name] for i in take] for name in names}
 
 
-def create_app(predictor: Predictor, *, logger: DecisionLogger | None = None) -> FastAPI:
-    """The FastAPI application serving ``predictor`` (and logging to ``logger`` when given)."""
-
-    service = Service(predictor, logger)
+def create_app(
+    predictor: Predictor | None = None,
+    *,
+    logger: DecisionLogger | None = None,
+    experiment: Experiment | None = None,
+) -> FastAPI:
+    """The FastAPI application serving ``predictor``, or the arms of ``experiment`` (and
+    logging to ``logger`` when given)."""
+    if experiment is not None:
+        predictor = experiment.predictors[experiment.control]
+        if logger is not None:
+            experiment.write_description(logger.directory)
+    if predictor is None:
+        raise ValueError("create_app: give a predictor or an experiment")
+    service = Service(predictor, logger, experiment)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -247,6 +380,22 @@ def create_app(predictor: Predictor, *, logger: DecisionLogger | None = None) ->
     async def outcome(request: Request) -> JSONResponse:
         return answer(service.outcome, await request.body())
 
+    @app.get("/v1/experiment")
+    async def experiment_info() -> JSONResponse:
+        return answer(lambda _: service.experiment_info(), b"{}")
+
+    @app.post("/v1/experiment/shares")
+    async def experiment_shares(request: Request) -> JSONResponse:
+        return answer(lambda body: service.change_experiment("shares", body), await request.body())
+
+    @app.post("/v1/experiment/stop")
+    async def experiment_stop(request: Request) -> JSONResponse:
+        return answer(lambda body: service.change_experiment("stop", body), await request.body())
+
+    @app.post("/v1/experiment/promote")
+    async def experiment_promote(request: Request) -> JSONResponse:
+        return answer(lambda body: service.change_experiment("promote", body), await request.body())
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return service.health()
@@ -259,25 +408,40 @@ def create_app(predictor: Predictor, *, logger: DecisionLogger | None = None) ->
 
 
 def run_server(
-    predictor: Predictor,
+    predictor: Predictor | None,
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
     logger: DecisionLogger | None = None,
+    experiment: Experiment | None = None,
 ) -> None:
     """Serve until interrupted (uvicorn); the decision log is flushed on shutdown."""
     import uvicorn
 
-    print(f"serving {predictor.directory} ({predictor.kind}) on http://{host}:{port}", flush=True)
-    uvicorn.run(create_app(predictor, logger=logger), host=host, port=port, log_level="warning")
+    if experiment is not None:
+        arms = ", ".join(
+            f"{a} {s:g}" for a, s in zip(experiment.arms, experiment.shares, strict=True)
+        )
+        print(
+            f"serving experiment {experiment.config.name} ({arms}) on http://{host}:{port}",
+            flush=True,
+        )
+    elif predictor is not None:
+        print(
+            f"serving {predictor.directory} ({predictor.kind}) on http://{host}:{port}", flush=True
+        )
+    app = create_app(predictor, logger=logger, experiment=experiment)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m supportrl.serving.http ARTIFACT_DIR [--port N] [--log-dir DIR] ...``."""
+    """``python -m supportrl.serving.http ARTIFACT_DIR [--port N] [--log-dir DIR] ...`` or
+    ``python -m supportrl.serving.http --experiment FILE ...``."""
     parser = argparse.ArgumentParser(
         prog="python -m supportrl.serving.http", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("artifact")
+    parser.add_argument("artifact", nargs="?", default=None)
+    parser.add_argument("--experiment", default=None, help="an experiment file (arms, shares)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--epsilon", type=float, default=None)
@@ -286,6 +450,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    if (args.artifact is None) == (args.experiment is None):
+        raise SystemExit("error: give an artifact directory or --experiment FILE (one of them)")
+    if args.experiment is not None:
+        try:
+            experiment = Experiment.load(
+                args.experiment, seed=args.seed, on_invalid=args.on_invalid
+            )
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        logger = DecisionLogger.for_experiment(args.log_dir, experiment) if args.log_dir else None
+        run_server(None, host=args.host, port=args.port, logger=logger, experiment=experiment)
+        return
     try:
         predictor = Predictor.load(
             args.artifact,

@@ -46,6 +46,8 @@ class DecisionLogger:
         categorical: Sequence[str],
         numeric: Sequence[str],
         part_rows: int = 10_000,
+        experiment: bool = False,
+        customer_column: bool = False,
     ) -> None:
         try:
             import pyarrow  # noqa: F401
@@ -60,11 +62,16 @@ class DecisionLogger:
         self.categorical = tuple(c for c in categorical if c not in ("intent", "previous_action"))
         self.numeric = tuple(c for c in numeric if c not in ("turn", "sentiment"))
         self.part_rows = int(part_rows)
+        self.experiment = bool(experiment)
+        """Whether rows carry the experiment columns ``arm`` and ``decision_id``."""
+        self.customer_column = bool(customer_column)
+        """Whether rows carry a (pseudonymized) ``customer_id``: every row then needs one."""
         self._stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
         self._seq = 0
         self._chunks: list[dict[str, np.ndarray]] = []
         self._next_turn: dict[str, int] = {}
         self._done: dict[str, tuple[str, float]] = {}
+        self._handle: dict[str, np.ndarray] = {}
         self._dropped: set[str] = set()
         self._done_rows = 0
         self.parts: list[Path] = []
@@ -83,6 +90,26 @@ class DecisionLogger:
             part_rows=part_rows,
         )
 
+    @classmethod
+    def for_experiment(
+        cls, directory: str | os.PathLike[str], experiment: Any, *, part_rows: int = 10_000
+    ) -> DecisionLogger:
+        """A logger for an :class:`~supportrl.serving.experiment.Experiment`: the union of its
+        arms' state variables, plus the ``arm``, ``customer_id`` and ``decision_id`` columns."""
+        categorical: list[str] = []
+        numeric: list[str] = []
+        for p in experiment.predictors:
+            categorical += [c for c in p.encoder.categorical if c not in categorical]
+            numeric += [c for c in p.encoder.numeric if c not in numeric]
+        return cls(
+            directory,
+            categorical=categorical,
+            numeric=numeric,
+            part_rows=part_rows,
+            experiment=True,
+            customer_column=experiment.config.unit == "customer",
+        )
+
     # ------------------------------------------------------------------ decisions
 
     def log(
@@ -94,6 +121,9 @@ class DecisionLogger:
         *,
         timestamp: np.datetime64 | None = None,
         handle_time_s: float | None = None,
+        arm: str | None = None,
+        customer_id: str | None = None,
+        decision_id: str | None = None,
     ) -> bool:
         """Log one decision taken in ``state`` (its ``turn`` must be the conversation's next);
         False when the conversation was dropped (:meth:`drop`) and the row left out."""
@@ -105,6 +135,9 @@ class DecisionLogger:
             [propensity],
             timestamps=None if timestamp is None else [timestamp],
             handle_time_s=None if handle_time_s is None else [handle_time_s],
+            arms=None if arm is None else [arm],
+            customer_ids=None if decision_id is None else [customer_id or ""],
+            decision_ids=None if decision_id is None else [decision_id],
         )
 
     def log_batch(
@@ -116,13 +149,18 @@ class DecisionLogger:
         *,
         timestamps: Sequence[Any] | None = None,
         handle_time_s: Sequence[float] | None = None,
+        arms: Sequence[str] | None = None,
+        customer_ids: Sequence[str] | None = None,
+        decision_ids: Sequence[str] | None = None,
     ) -> int:
         """Log ``n`` decisions: ids, state columns, action labels and propensities, each (n,).
 
         Within one call a conversation's rows must come in turn order; each turn must be
         the conversation's next (0 for a new one). ``timestamps`` default to now (UTC);
         ``handle_time_s`` to missing. Rows of dropped conversations are left out; returns
-        the number of rows logged.
+        the number of rows logged. An experiment's logger (``experiment=True``) also takes
+        each row's ``arms``, ``customer_ids`` (already pseudonymized; "" when none) and
+        ``decision_ids``.
         """
         ids = np.asarray(conversation_ids, dtype=str)
         n = len(ids)
@@ -145,6 +183,15 @@ class DecisionLogger:
             if handle_time_s is None
             else np.asarray(handle_time_s, dtype=np.float64)
         )
+        if self.experiment:
+            if arms is None or decision_ids is None:
+                raise ValueError("arms, decision_ids: an experiment's log needs both")
+            chunk["arm"] = np.asarray(arms, dtype=object)
+            chunk["decision_id"] = np.asarray(decision_ids, dtype=object)
+        if self.customer_column:
+            if customer_ids is None or not all(customer_ids):
+                raise ValueError("customer_ids: this log keeps a customer id on every row")
+            chunk["customer_id"] = np.asarray(customer_ids, dtype=object)
         for name, values in chunk.items():
             if values.shape != (n,):
                 raise ValueError(f"{name}: expected {n} values, got shape {values.shape}")
@@ -172,6 +219,7 @@ class DecisionLogger:
             self._done_rows -= self._next_turn[cid]
             del self._done[cid]
         self._next_turn.pop(cid, None)
+        self._handle.pop(cid, None)
         self._chunks = [
             {k: v[c["conversation_id"] != cid] for k, v in c.items()} for c in self._chunks
         ]
@@ -200,15 +248,37 @@ class DecisionLogger:
 
     # ------------------------------------------------------------------ outcomes
 
-    def record_outcome(self, conversation_id: str, outcome: str, csat: float | None = None) -> bool:
+    def record_outcome(
+        self,
+        conversation_id: str,
+        outcome: str,
+        csat: float | None = None,
+        handle_time_s: Sequence[float] | float | None = None,
+    ) -> bool:
         """Complete a conversation: ``outcome`` goes on its last logged row, ``csat`` (1-5) too.
 
-        ``outcome="continue"`` marks a conversation cut off before it ended. False when the
-        conversation was dropped (:meth:`drop`) and the outcome ignored.
+        ``handle_time_s``: seconds each logged turn took, one number per turn in turn order
+        (a single number for a one-turn conversation); they replace what the decisions
+        logged. ``outcome="continue"`` marks a conversation cut off before it ended. False
+        when the conversation was dropped (:meth:`drop`) and the outcome ignored.
         """
-        return 1 == self.record_outcomes(
-            [conversation_id], [outcome], None if csat is None else [csat]
-        )
+        cid = str(conversation_id)
+        if handle_time_s is not None and cid not in self._dropped:
+            self._set_handle_time(cid, handle_time_s)
+        return 1 == self.record_outcomes([cid], [outcome], None if csat is None else [csat])
+
+    def _set_handle_time(self, cid: str, values: Sequence[float] | float) -> None:
+        if cid not in self._next_turn:
+            raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
+        turns = self._next_turn[cid]
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        if arr.ndim != 1 or len(arr) != turns:
+            raise ValueError(
+                f"handle_time_s: expected {turns} number(s), one per logged turn, got {len(arr)}"
+            )
+        if not (np.isfinite(arr) & (arr >= 0)).all():
+            raise ValueError("handle_time_s: every value must be a finite number >= 0")
+        self._handle[cid] = arr
 
     def record_outcomes(
         self,
@@ -270,9 +340,16 @@ class DecisionLogger:
         ends = cid[last].tolist()
         outcome[last] = [self._done[c][0] for c in ends]
         csat[last] = [self._done[c][1] for c in ends]
+        if self._handle:
+            starts = np.flatnonzero(np.append(True, cid[1:] != cid[:-1]))
+            for start, c in zip(starts.tolist(), ends, strict=True):
+                given = self._handle.get(c)
+                if given is not None:
+                    rows["handle_time_s"][start : start + len(given)] = given
         path = self._write_part(rows, outcome, csat)
         for c in ends:
             del self._done[c], self._next_turn[c]
+            self._handle.pop(c, None)
         self._done_rows = 0
         self._chunks = [rest] if len(rest["conversation_id"]) else []
         return path
@@ -296,6 +373,19 @@ class DecisionLogger:
                 "handle_time_s": pa.array(rows["handle_time_s"], pa.float64(), from_pandas=True),
                 "timestamp": pa.array(rows["timestamp"], pa.timestamp("us")),
                 **{c: pa.array(rows[c], pa.string()) for c in self.categorical},
+                **(
+                    {
+                        c: pa.array([v or None for v in rows[c].tolist()], pa.string())
+                        for c in ("arm", "decision_id")
+                    }
+                    if self.experiment
+                    else {}
+                ),
+                **(
+                    {"customer_id": pa.array(rows["customer_id"].tolist(), pa.string())}
+                    if self.customer_column
+                    else {}
+                ),
                 **{c: pa.array(rows[c]) for c in self.numeric},
             }
         )
@@ -315,7 +405,7 @@ class DecisionLogger:
             for cid in [c for c in self._next_turn if c not in self._done]:
                 self._done[cid] = ("continue", float("nan"))
         self.flush()
-        self._chunks, self._next_turn, self._done = [], {}, {}
+        self._chunks, self._next_turn, self._done, self._handle = [], {}, {}, {}
 
     def __enter__(self) -> DecisionLogger:
         return self

@@ -10,6 +10,7 @@ gives the probabilities of the policy it was exported from.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,6 +175,16 @@ class LinearScorer:
         self.a_inv_rows = np.ascontiguousarray(a_inv.reshape(n_actions * d, d))
         params = policy.get("params", {})
         where = f"{directory / 'manifest.json'}: policy.params"
+        if not isinstance(params, Mapping):
+            raise ArtifactError(f"{where}: expected an object")
+        self.support_threshold = (
+            _scale(params, "support_threshold", where) if "support_threshold" in params else 0.0
+        )
+        self.support = None
+        if self.support_threshold > 0:
+            if not self.support_threshold < 1:
+                raise ArtifactError(f"{where}.support_threshold: must be in [0, 1)")
+            self.support = load_array(directory / "support.npy", (n_actions, d))
         if self.kind == "linucb":
             self.alpha = _scale(params, "alpha", where)
         else:
@@ -209,9 +220,14 @@ class LinearScorer:
         x[:, :-1] = obs
         x[:, -1] = 1.0
         mean, width = self._mean_and_width(x)
+        allowed = (
+            None if self.support is None else _support_mask(x, self.support, self.support_threshold)
+        )
         if self.kind == "linucb":
             width *= self.alpha
             width += mean
+            if allowed is not None:
+                width = np.where(allowed, width, -np.inf)
             return epsilon_mix(greedy_probs(width), epsilon)
         width *= self.v
         n, k = mean.shape
@@ -222,6 +238,8 @@ class LinearScorer:
         for start in range(0, n, step):
             sl = slice(start, start + step)
             draws = mean[None, sl, :] + width[None, sl, :] * self.z[:, None, :]
+            if allowed is not None:
+                draws = np.where(allowed[None, sl, :], draws, -np.inf)
             wins = draws.argmax(axis=2)
             probs[sl] = (wins[:, :, None] == labels).mean(axis=0)
         return epsilon_mix(probs, epsilon)
@@ -237,11 +255,29 @@ def _scale(params: Any, key: str, where: str) -> float:
     return float(value)
 
 
+def _support_mask(x: np.ndarray, weights: np.ndarray, threshold: float) -> np.ndarray:
+    """Actions the training logs support: estimated logging probability
+    ``softmax(x @ weights.T) >= threshold``, the most likely always (as in training)."""
+    logits = x @ weights.T
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    return (p >= threshold) | (p >= p.max(axis=1, keepdims=True))
+
+
 # ---------------------------------------------------------------------- rule policies
 
 
 _ORDERING = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 _EQUALITY = {"==": np.equal, "!=": np.not_equal}
+_SCALAR = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 _OPERATORS = (*_ORDERING, *_EQUALITY, "in", "not in")
 MAX_RULES = 10_000
 MAX_RULES_BYTES = 4 * 2**20
@@ -366,6 +402,31 @@ class RuleScorer:
             result = (_ORDERING.get(op) or _EQUALITY[op])(left, value)
         result = np.asarray(result, dtype=bool)
         return np.full(n, bool(result)) if result.ndim == 0 else result
+
+    def _holds(self, node: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+        """:meth:`_mask` for one state of plain Python values (the one-decision hot path)."""
+        if "or" in node:
+            return any(self._holds(c, state) for c in node["or"])
+        if "and" in node:
+            return all(self._holds(c, state) for c in node["and"])
+        if "not" in node:
+            return not self._holds(node["not"], state)
+        if "const" in node:
+            return bool(node["const"])
+        left = state[node["left"]["var"]] if "var" in node["left"] else node["left"]["const"]
+        right = node["right"]
+        if "list" in right:
+            hit = left in right["list"]
+            return not hit if node["cmp"] == "not in" else hit
+        value = state[right["var"]] if "var" in right else right["const"]
+        return bool(_SCALAR[node["cmp"]](left, value))
+
+    def probs_one(self, state: Mapping[str, Any], epsilon: float) -> np.ndarray:
+        """:meth:`probs` for one clean state (plain values), float64 (n_actions,)."""
+        chosen = next((a for tree, a in self.rules if self._holds(tree, state)), self.default)
+        probs = np.full(self.n_actions, epsilon / self.n_actions)
+        probs[chosen] += 1.0 - epsilon
+        return probs
 
     def probs(
         self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float

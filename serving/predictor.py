@@ -212,6 +212,22 @@ class Predictor:
             reason=reason,
         )
 
+    def probabilities(self, state: Mapping[str, Any]) -> np.ndarray:
+        """Probabilities of every action for one raw state, float64 (n_actions,), exploration
+        included; an invalid state raises :class:`InvalidStateError` (or gets the fallback's
+        probabilities with ``on_invalid="fallback"``). Draws nothing."""
+        try:
+            obs, clean = self.encoder.encode_one(state)
+        except InvalidStateError:
+            if self.on_invalid == "error":
+                raise
+            return np.array(self._fallback_probs)
+        one = getattr(self._scorer, "probs_one", None)
+        if one is not None:  # rules: plain Python on one state, no arrays of length 1
+            return one(clean, self.epsilon)
+        columns = {k: np.asarray([v]) for k, v in clean.items()} if self._needs_columns else {}
+        return self._scorer.probs(obs, columns, self.epsilon)[0]
+
     def decide_batch(
         self, states: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
     ) -> BatchDecision:

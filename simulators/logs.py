@@ -55,6 +55,10 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "csat",
     "handle_time_s",
     "timestamp",
+    # decision logs of an experiment (docs/experiments.md): which arm decided, and the id
+    # of the decision; neither is a context feature
+    "arm",
+    "decision_id",
 )
 RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
 

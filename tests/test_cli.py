@@ -101,6 +101,8 @@ def test_pipeline_small(tmp_path: Path) -> None:
         "ope.n_refit=5",
         "logger.progress=false",
         "n_conversations=400",
+        "loop.rounds=1",
+        "loop.conversations=600",
     )
     assert proc.returncode == 0, proc.stderr
     out = run_dir_of(proc)
@@ -124,3 +126,15 @@ def test_pipeline_small(tmp_path: Path) -> None:
     # the console output is in the run's log file too
     assert "[4/7] train linucb" in (out / "pipeline.log").read_text()
     assert (out / "forest.png").exists() and (out / "agents/linucb/metrics.csv").exists()
+    # one improvement round (DESIGN 8b): shortlist, experiment against production, decision
+    (round_1,) = result["rounds"]
+    assert round_1["round"] == 1 and round_1["candidates"]
+    assert "rules_production" not in round_1["candidates"]  # production is the control
+    experiment = round_1["experiment"]
+    assert experiment["decision"]["action"] in ("promote", "roll_back", "continue")
+    assert set(experiment["arms"]) == {"rules_production", *round_1["candidates"]}
+    assert sum(a["n_conversations"] for a in experiment["arms"].values()) == 600
+    assert result["production"]["policy"] == round_1["production"]
+    assert isinstance(result["production"]["true_value"], float)
+    assert Path(result["production"]["experiment"], "experiment.json").is_file()
+    assert "[round 1] experiment:" in proc.stdout and "decision:" in proc.stdout

@@ -21,6 +21,7 @@ SMALL = (
     "ope.conversation_estimators=[pdis,seq_dr,fqe]",
     "ope.decision_estimators=[]",
     "logger.progress=false",
+    "loop.rounds=0",
 )
 
 

@@ -25,6 +25,7 @@ SMALL = (
     "ope.decision_estimators=[]",
     "pipeline.baselines=[configs/rules/rules_production.yaml]",
     "logger.progress=false",
+    "loop.rounds=0",
 )
 
 

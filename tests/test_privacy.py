@@ -52,6 +52,8 @@ def test_pipeline_outputs_hold_no_raw_customer_id(tmp_path: Path) -> None:
         "n_conversations=200",
         "ope.n_bootstrap=20",
         "logger.progress=false",
+        "loop.rounds=1",
+        "loop.conversations=300",
     )
     assert proc.returncode == 0, proc.stderr
     result = result_of(proc)

@@ -56,6 +56,16 @@ _MC_ELEMENTS = 2_000_000
 """Upper bound on (samples * rows * K) held at once by the Monte Carlo probabilities."""
 
 
+def support_mask(x: np.ndarray, weights: np.ndarray, threshold: float) -> np.ndarray:
+    """Actions whose estimated logging probability ``softmax(x @ weights.T)`` is at least
+    ``threshold`` (the most likely one always), bool (n, K), for design rows x (n, d)."""
+    logits = x @ weights.T
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    return (p >= threshold) | (p >= p.max(axis=1, keepdims=True))
+
+
 def _argmax_one(scores: list[float], rng: np.random.Generator) -> int:
     """Index of the largest score, ties (within TIE_RTOL) broken uniformly with ``rng``."""
     top = max(scores)
@@ -74,9 +84,36 @@ class _LinearBandit(Bandit):
 
     ridge: float = 1.0
     """Ridge penalty lambda (> 0): every A_a starts as lambda * I."""
+    support_threshold: float = 0.0
+    """Above 0, each state's actions are restricted to those the logs support: estimated
+    logging probability ``softmax([x, 1] @ support.T)`` at least this (the logger's most
+    likely action is always allowed); the weights come from :meth:`set_support`."""
 
     def _validate(self) -> None:
         self.ridge = check_real(self.ridge, "ridge", low=0.0, low_open=True)
+        self.support_threshold = check_real(self.support_threshold, "support_threshold", low=0.0)
+        if self.support_threshold >= 1.0:
+            raise ValueError(f"support_threshold must be in [0, 1), got {self.support_threshold}")
+
+    # -- support restriction ----------------------------------------------------------------
+    def set_support(self, weights: np.ndarray) -> None:
+        """The logging policy's multinomial logit on design rows, shape (K, d)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (self.n_actions, self.dim) or not np.isfinite(weights).all():
+            raise ValueError(
+                f"support weights: expected finite ({self.n_actions}, {self.dim}), got {weights.shape}"
+            )
+        self._support[...] = weights
+
+    def supported(self, x: np.ndarray) -> np.ndarray | None:
+        """Allowed actions for design rows x (n, d), bool (n, K); None when unrestricted."""
+        if self.support_threshold <= 0.0:
+            return None
+        return support_mask(x, self._support, self.support_threshold)
+
+    def _restrict(self, x: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        allowed = self.supported(x)
+        return scores if allowed is None else np.where(allowed, scores, -np.inf)
 
     # -- state ----------------------------------------------------------------------------
     @property
@@ -93,6 +130,7 @@ class _LinearBandit(Bandit):
         self._b = np.zeros((k, d))
         self._a_inv = np.tile(eye / self.ridge, (k, 1, 1))
         self._theta = np.zeros((k, d))
+        self._support = np.zeros((k, d))
         # Views into the arrays above; the arrays are only ever written in place.
         self._a_inv_rows = self._a_inv.reshape(k * d, d)
         self._feature_shape = (d - 1,)
@@ -134,21 +172,32 @@ class _LinearBandit(Bandit):
     def export_arrays(self) -> dict[str, np.ndarray]:
         """What a serving artifact needs to reproduce :meth:`action_probs`: ``theta`` (K, d)
         and ``a_inv`` (K, d, d), float64 copies (LinTS adds its probability draws ``z``)."""
-        return {"theta": self._theta.copy(), "a_inv": self._a_inv.copy()}
+        out = {"theta": self._theta.copy(), "a_inv": self._a_inv.copy()}
+        if self.support_threshold > 0:
+            out["support"] = self._support.copy()
+        return out
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         self._flush(refactor=False)
-        return {"a": self._A, "b": self._b, "a_inv": self._a_inv, "theta": self._theta}
+        out = {"a": self._A, "b": self._b, "a_inv": self._a_inv, "theta": self._theta}
+        if self.support_threshold > 0:
+            out["support"] = self._support
+        return out
 
     def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         k, d = self.n_actions, self.dim
-        return {"a": (k, d, d), "b": (k, d), "a_inv": (k, d, d), "theta": (k, d)}
+        out = {"a": (k, d, d), "b": (k, d), "a_inv": (k, d, d), "theta": (k, d)}
+        if self.support_threshold > 0:
+            out["support"] = (k, d)
+        return out
 
     def _set_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         self._A[...] = arrays["a"]
         self._b[...] = arrays["b"]
         self._a_inv[...] = arrays["a_inv"]
         self._theta[...] = arrays["theta"]
+        if "support" in arrays:
+            self._support[...] = arrays["support"]
         self._n_pending = 0
 
     # -- design rows ----------------------------------------------------------------------
@@ -387,7 +436,7 @@ class LinUCB(_LinearBandit):
         return width
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
-        return greedy_probs(self.ucb(x))
+        return greedy_probs(self._restrict(x, self.ucb(x)))
 
     def _act(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return sample_actions(self._probs(x), rng)
@@ -398,6 +447,8 @@ class LinUCB(_LinearBandit):
         np.sqrt(q, out=q)
         q *= self.alpha
         q += self._theta @ x
+        if self.support_threshold > 0:
+            q = self._restrict(x[None, :], q[None, :])[0]
         return q.tolist()
 
 
@@ -441,12 +492,15 @@ class LinTS(_LinearBandit):
         n, k = mean.shape
         s = self.n_prob_samples
         z = self._prob_rng().standard_normal((s, k))
+        allowed = self.supported(x)
         probs = np.empty((n, k))
         labels = np.arange(k)
         step = max(1, _MC_ELEMENTS // (s * k))
         for start in range(0, n, step):
             sl = slice(start, start + step)
             draws = mean[None, sl, :] + width[None, sl, :] * z[:, None, :]  # (S, rows, K)
+            if allowed is not None:
+                draws = np.where(allowed[None, sl, :], draws, -np.inf)
             wins = draws.argmax(axis=2)
             probs[sl] = (wins[:, :, None] == labels).mean(axis=0)
         return probs
@@ -456,7 +510,7 @@ class LinTS(_LinearBandit):
         width *= self.v
         width *= rng.standard_normal(width.shape)
         width += mean
-        return width.argmax(axis=1).astype(np.int64)
+        return self._restrict(x, width).argmax(axis=1).astype(np.int64)
 
     def _scores_one(self, x: np.ndarray, rng: np.random.Generator) -> list[float]:
         z = self._a_inv_rows @ x
@@ -465,4 +519,6 @@ class LinTS(_LinearBandit):
         q *= self.v
         q *= rng.standard_normal(self.n_actions)
         q += self._theta @ x
+        if self.support_threshold > 0:
+            q = self._restrict(x[None, :], q[None, :])[0]
         return q.tolist()

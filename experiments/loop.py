@@ -1,0 +1,240 @@
+"""Improvement rounds: learn, shortlist, experiment online against production, repeat.
+
+``pipeline loop.rounds=R`` (and ``supportrl loop``, the same with at least one round) runs,
+after the pipeline's first pass, ``R`` rounds on a known world. Each round:
+
+1. **learn** on every log so far (the generated logs plus each earlier round's decision
+   log, pooled: every row carries the propensity of the policy that logged it, so OPE
+   on the pool is valid): fit the simulator, train the agent (and, with
+   ``train.support_threshold``, a candidate restricted to actions the logs support),
+   evaluate every candidate off-policy. Round 1 reuses the pipeline's first pass;
+2. **shortlist** up to ``loop.shortlist`` candidates: by the ``ope.select`` point
+   estimate, leaving out any whose selection interval lies wholly below production's
+   estimate (clearly worse than control); production itself is the control, never a
+   candidate;
+3. **experiment**: export production and the shortlist as artifacts and serve the world's
+   customers through the serving code (:class:`supportrl.serving.experiment.Experiment`,
+   ``loop.conversations`` conversations, treatments sharing ``loop.share`` of the
+   traffic, each arm exploring with ``loop.epsilon``); analyse the decision log with
+   ``abtest`` (always-valid confidence sequences, guardrail ``loop.guardrail``);
+4. **decide**: ``promote`` makes the winning treatment production; ``roll_back`` and
+   ``continue`` keep production. The round's decision log joins the logs.
+
+The world is known, so every candidate's true value is printed beside the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from supportrl.agents.base import Policy
+from supportrl.envs.conversations import LoggedConversations
+from supportrl.envs.rewards import RewardSpec
+from supportrl.experiments.common import UserError, output
+from supportrl.experiments.entry import command
+from supportrl.simulators.synthetic import SyntheticWorld
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Section ``loop``."""
+
+    rounds: int
+    shortlist: int
+    conversations: int
+    share: float
+    epsilon: float
+    production: str
+    guardrail_metric: str = "value"
+    max_drop: float = 0.0
+    alpha: float = 0.05
+
+
+@dataclass
+class Candidate:
+    """A policy the loop can ship: its object (for OPE and true values) and its source
+    (a checkpoint or rule file, for export)."""
+
+    name: str
+    policy: Policy
+    source: Path
+    artifact: Path | None = None
+
+
+@dataclass
+class RoundInputs:
+    """What a round learned: candidates with their OPE rows (``ope.select`` and its
+    selection interval) and the logs they were learned on."""
+
+    candidates: dict[str, Candidate]
+    selection: dict[str, dict[str, float]]
+    """Name -> ``{"estimate", "ci_low", "ci_high"}`` of the selection interval (production included)."""
+
+
+def shortlist(selection: Mapping[str, Mapping[str, float]], production: str, k: int) -> list[str]:
+    """Up to ``k`` candidates by point estimate, none clearly worse than ``production``
+    (selection interval wholly below production's estimate), production left out."""
+    base = selection[production]["estimate"]
+    eligible = [
+        name
+        for name, row in selection.items()
+        if name != production and np.isfinite(row["estimate"]) and not row["ci_high"] < base
+    ]
+    eligible.sort(key=lambda name: -selection[name]["estimate"])
+    return eligible[:k]
+
+
+def experiment_config(
+    production: Candidate, treatments: list[Candidate], settings: LoopSettings, name: str
+) -> Any:
+    """The round's experiment: control ``production`` and the treatments sharing ``share``."""
+    from supportrl.serving.experiment import Arm, ExperimentConfig, Guardrail
+
+    each = settings.share / len(treatments)
+    arms = [Arm(production.name, production.artifact, 1.0 - settings.share, settings.epsilon)]
+    arms += [Arm(c.name, c.artifact, each, settings.epsilon) for c in treatments]
+    return ExperimentConfig(
+        arms=tuple(arms),
+        control=production.name,
+        unit="conversation",
+        guardrail=Guardrail(settings.guardrail_metric, settings.max_drop),
+        salt=name,
+        alpha=settings.alpha,
+        name=name,
+    )
+
+
+def run_round(
+    k: int,
+    inputs: RoundInputs,
+    production: Candidate,
+    *,
+    out: Path,
+    logs: LoggedConversations,
+    world: SyntheticWorld,
+    reward: RewardSpec,
+    settings: LoopSettings,
+    true_value_conversations: int,
+    seed: int,
+) -> tuple[dict[str, Any], Candidate, LoggedConversations]:
+    """Steps 2-4 of round ``k`` (module doc); (the round's record, production after it, the
+    round's decision log as conversations)."""
+    from supportrl.experiments.abtest import abtest_stage
+    from supportrl.experiments.deploy import experiment_stage
+    from supportrl.experiments.export import export_stage
+    from supportrl.experiments.stages import value_stage
+    from supportrl.serving.experiment import Experiment
+    from supportrl.simulators.logs import load_conversations
+
+    names = shortlist(inputs.selection, production.name, settings.shortlist)
+    record: dict[str, Any] = {"round": k, "candidates": names}
+    policies = {name: c.policy for name, c in inputs.candidates.items()}
+    policies[production.name] = production.policy
+    truth = value_stage(policies, world, reward, true_value_conversations, seed=seed + 1)
+    record["values"] = {
+        name: {
+            "ope": dict(inputs.selection[name]) if name in inputs.selection else None,
+            "true_value": truth[name]["value"],
+        }
+        for name in policies
+    }
+    if not names:
+        print(f"[round {k}] no candidate left on the shortlist: production stays {production.name}")
+        record["production"] = production.name
+        return record, production, None  # type: ignore[return-value]
+    round_dir = out / "rounds" / f"round-{k}"
+    for cand in [production, *(inputs.candidates[n] for n in names)]:
+        if cand.artifact is None:
+            cand.artifact = export_stage(
+                cand.source,
+                output(round_dir / "artifacts" / cand.name),
+                reference=logs,
+                evaluation={"ope": inputs.selection.get(cand.name)},
+            )
+    treatments = [inputs.candidates[n] for n in names]
+    config = experiment_config(production, treatments, settings, name=f"round-{k}")
+    experiment = Experiment.load(config, seed=seed)
+    shown = ", ".join(f"{a.name} {a.share:g}" for a in config.arms)
+    print(
+        f"[round {k}] experiment: {shown} (epsilon {settings.epsilon:g}) on "
+        f"{settings.conversations} conversations",
+        flush=True,
+    )
+    served = experiment_stage(
+        experiment,
+        output(round_dir / "decisions"),
+        world=world,
+        reward=reward,
+        n_conversations=settings.conversations,
+        seed=seed + 3,
+        prefix=f"r{k}-",
+    )
+    analysis = abtest_stage(served.log, reward, seed=seed)
+    analysis.pop("curves", None)
+    analysis["true_value"] = served.true_value
+    record["experiment"] = analysis
+    decision = analysis["decision"]
+    new = production
+    if decision["action"] == "promote":
+        new = inputs.candidates[decision["arm"]]
+    record["production"] = new.name
+    _print_round(k, record, production.name)
+    decided = load_conversations(served.log, actions=list(logs.actions))
+    return record, new, decided
+
+
+def _print_round(k: int, record: dict[str, Any], control: str) -> None:
+    analysis = record["experiment"]
+    values = record["values"]
+    print(f"      {'arm':<28}{'conversations':>14}{'value':>9}  always-valid interval     true")
+    for name, arm in analysis["arms"].items():
+        mark = " (control)" if name == control else ""
+        print(
+            f"      {name + mark:<28}{arm['n_conversations']:>14}{arm['value']:>+9.3f}  "
+            f"[{arm['ci_low']:+.3f}, {arm['ci_high']:+.3f}]{values[name]['true_value']:>+10.3f}"
+        )
+    for name, d in analysis["differences"].items():
+        print(
+            f"      {name} - {control}: {d['estimate']:+.3f}, confidence sequence "
+            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (true "
+            f"{values[name]['true_value'] - values[control]['true_value']:+.3f})"
+        )
+    srm = analysis["srm"]
+    decision = analysis["decision"]
+    print(
+        f"      sample ratio p = {srm['p_value']:.3g}; decision: {decision['action']} ({decision['reason']})"
+    )
+    print(f"      production after round {k}: {record['production']}", flush=True)
+
+
+def check_settings(settings: LoopSettings) -> None:
+    if settings.rounds < 0:
+        raise UserError(f"loop.rounds={settings.rounds}: expected >= 0")
+    if settings.shortlist < 1:
+        raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
+    if settings.conversations < 200:
+        raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
+    if not 0 < settings.share < 1:
+        raise UserError(f"loop.share={settings.share}: expected in (0, 1)")
+    if not 0 < settings.epsilon <= 1:
+        raise UserError(
+            f"loop.epsilon={settings.epsilon}: expected in (0, 1] (arms must explore so the "
+            "decision log supports every action)"
+        )
+
+
+@command
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """``supportrl loop``: the pipeline with at least one improvement round."""
+    from supportrl.experiments.pipeline import run_pipeline
+
+    return run_pipeline(cfg, min_rounds=1)
+
+
+if __name__ == "__main__":
+    main()
