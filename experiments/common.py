@@ -257,6 +257,7 @@ def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
     lock.unlink(missing_ok=True)
     if not out.is_dir():
         return
+    _remove_new_empty_dirs(out)
     root, here = output_root.resolve(), out.resolve()
     if here == root or root not in here.parents:
         return  # not a run directory of ours: leave Hydra's .hydra/ alone
@@ -281,17 +282,35 @@ def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
         parent = parent.parent
 
 
+def _remove_new_empty_dirs(out: Path) -> None:
+    """``rmdir`` the empty folders below ``out`` made since this process started (deepest
+    first): intermediate folders a failed run made (``agents/dqn/``); nothing is in them."""
+    for base, _, _ in sorted(os.walk(out, followlinks=False), key=lambda w: -len(w[0])):
+        path = Path(base)
+        if path == out or path.name == ".hydra":
+            continue
+        try:
+            if path.stat().st_ctime >= _PROCESS_START - 1:
+                path.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def plot_or_warn(plot: Callable[..., Any], path: Path, *args: Any, **kwargs: Any) -> bool:
     """Draw a figure to ``path``; a plotting failure is a printed warning, never a failed run.
 
     Returns whether the figure was written (a partial file is removed).
     """
+    new = not os.path.lexists(path)
     try:
         plot(path, *args, **kwargs)
     except Exception as exc:  # figures are optional outputs: any failure is only a warning
-        Path(path).unlink(missing_ok=True)
+        if new:
+            Path(path).unlink(missing_ok=True)
         print(f"warning: {Path(path).name} not written ({type(exc).__name__}: {exc})")
         return False
+    if new:
+        CREATED.record_file(path)  # this run's file: removed if the run fails later
     return True
 
 

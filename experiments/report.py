@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,14 @@ from supportrl.experiments.summary import (
     select_winner,
 )
 
-from supportrl.files import MALFORMED_ERRORS, FileFormatError, brief, read_json, read_yaml
+from supportrl.files import (
+    CREATED,
+    MALFORMED_ERRORS,
+    FileFormatError,
+    brief,
+    read_json,
+    read_yaml,
+)
 
 MAX_PLOTTED = 12
 """Figures show at most this many configurations (the best ones); the table has them all."""
@@ -49,6 +57,9 @@ MAX_PLOTTED = 12
 IGNORED_OVERRIDES = ("paths.", "hydra.", "threads", "logger.", "dir")
 """Overrides that do not change what a run computes (left out of configuration labels)."""
 
+
+REPORT_FIGURES = ("learning_curves.png", "forest.png", "agreement.png")
+"""The figures :func:`figures` may write."""
 
 MAX_RESULT_BYTES = 16 * 2**20
 """Largest ``result.json`` (and ``metrics.csv``) a report reads; a larger one is skipped."""
@@ -388,7 +399,15 @@ def write_report(
     title: str,
 ) -> dict[str, Any]:
     """Aggregate ``records`` and write ``report.csv``, ``report.md``, ``report.html`` and
-    the figures into ``out``; print the table. Returns the report's result.json payload."""
+    the figures into ``out``; print the table. Returns the report's result.json payload.
+
+    The files it creates are recorded as this run's (removed if the run fails later)."""
+    names = ("report.csv", "report.md", "report.html", *REPORT_FIGURES)
+    new = [
+        out / name
+        for name in names
+        if not os.path.lexists(out / name) or (out / name).absolute() in CREATED.files
+    ]
     rows = aggregate(records, level)
     for r in rows:
         r["disagrees"] = disagreement and flag_disagreement(r)
@@ -435,6 +454,9 @@ def write_report(
             f.write(f"## Per segment ({esc(select)}; action mix: candidate vs logging policy)\n\n")
             f.write(seg_table + "\n")
     page = write_html(out / "report.html", title, selection.reason, cells, figs, seg_cells)
+    for path in new:
+        if path.exists():
+            CREATED.record_file(path)
     return {
         "segments": segments,
         "rows": rows,

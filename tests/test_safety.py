@@ -569,3 +569,27 @@ def test_export_of_a_run_whose_result_is_a_list_names_the_file(tmp_path: Path) -
     run = _train_run(tmp_path, [1, 2, 3])
     with pytest.raises(UserError, match=r"train/result.json: expected a JSON object"):
         resolve_source(run)
+
+
+def test_a_failed_run_leaves_no_folder_from_figures_reports_or_empty_subfolders(
+    tmp_path: Path,
+) -> None:
+    """Issue 22 item 16: Ctrl-C late in the pipeline left a run folder behind: figures and
+    the report were never recorded, and intermediate folders (``agents/dqn/``) stayed."""
+    from supportrl.experiments.common import plot_or_warn
+    from supportrl.experiments.plots import forest_plot
+    from supportrl.experiments.report import collect, write_report
+
+    outputs = tmp_path / "outputs"
+    run = outputs / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    lock = lock_run_dir(run)
+    (run / "agents" / "dqn").mkdir(parents=True)  # a stage's folder, its files not yet written
+    row = {"label": "p", "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}
+    assert plot_or_warn(forest_plot, run / "forest.png", [row])
+    (tmp_path / "e" / "run").mkdir(parents=True)
+    (tmp_path / "e" / "run" / "result.json").write_text(json.dumps(_evaluate_result(["a"])))
+    write_report(run, collect(tmp_path / "e", "snips"), select="snips", title="t")
+    remove_run_outputs(run, lock, outputs)
+    assert not run.exists(), sorted(p.name for p in run.rglob("*"))
