@@ -4,9 +4,10 @@ Each round collects ``conversations_per_round`` whole conversations under the cu
 bandit from a vector env over the customer model (the collector of
 :mod:`supportrl.envs.collect`: ``conversations_per_round`` conversations stepped together,
 the ones still running at the end of a round carry on into the next), then updates the
-bandit with every turn of the round: with the immediate per-turn reward, or with the
-reward-to-go of the conversation from that turn (``reward_mode="return"``). Learning curves record the mean conversation return per
-round and, when the best known policy value is given, cumulative regret.
+bandit with every turn of the round: with the reward-to-go of the conversation from that
+turn (``reward_mode="return"``, the default) or with the immediate per-turn reward
+(``"immediate"``). Learning curves record the mean conversation return per round and, when
+the best known policy value is given, cumulative regret.
 """
 
 from __future__ import annotations
@@ -75,19 +76,26 @@ def train_bandit(
     *,
     total_steps: int,
     conversations_per_round: int = 256,
-    reward_mode: str = "immediate",
+    reward_mode: str = "return",
+    penalized: bool = True,
     seed: int = 0,
     best_value: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``bandit`` online for at least ``total_steps`` decisions (whole rounds)."""
+    """Train ``bandit`` online for at least ``total_steps`` decisions (whole rounds).
+
+    ``reward_mode``: learn from the conversation's reward-to-go (``"return"``, what a
+    policy's value sums) or from the turn's reward alone (``"immediate"``). ``penalized``:
+    subtract a fitted simulator's pessimism penalty from the rewards (setting ``env.penalized``;
+    the synthetic world has none).
+    """
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
     if total_steps < 1 or conversations_per_round < 1:
         raise ValueError("total_steps and conversations_per_round must be >= 1")
     env_seed, policy_seed = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(policy_seed)
-    env = SupportVectorEnv(conversations_per_round, model=model, reward=reward, penalized=True)
+    env = SupportVectorEnv(conversations_per_round, model=model, reward=reward, penalized=penalized)
     collector = Collector(env)
     collector.reset(seed=int(env_seed.generate_state(1)[0]))
     steps, conversations = 0, 0

@@ -12,56 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from supportrl.experiments.common import UserError, finish, run_dir, world_from_cfg
+from omegaconf import DictConfig
+from supportrl.experiments.common import finish, run_dir, world_from_cfg
 from supportrl.experiments.entry import command
-from supportrl.experiments.stages import generate_stage
+from supportrl.experiments.stages import generate_settings, generate_stage, ray_settings
 
 
 def generate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Generate logs into ``out/data``; returns the paths and sizes."""
-    partitions = int(cfg.generate.get("partitions", 1))
-    if partitions > 1:
-        return _generate_partitions(cfg, out, partitions)
     generated = generate_stage(
         world_from_cfg(cfg),
-        int(cfg.generate.n_conversations),
+        generate_settings(cfg),
         seed=int(cfg.seed),
         out=out,
-        customers_per_conversation=float(cfg.generate.customers_per_conversation),
-        fmt=str(cfg.generate.format),
+        engine=str(cfg.engine),
+        ray=ray_settings(cfg),
     )
     return generated.to_dict()
-
-
-def _generate_partitions(cfg: DictConfig, out: Path, partitions: int) -> dict[str, Any]:
-    """``generate.partitions > 1``: Parquet parts, one task each (docs/scale.md)."""
-    from supportrl.simulators.synthetic_parts import write_partitioned_logs
-
-    if str(cfg.generate.format) != "parquet":
-        raise UserError("generate.partitions > 1 writes Parquet parts; set generate.format=parquet")
-    try:
-        written = write_partitioned_logs(
-            out / "data",
-            int(cfg.generate.n_conversations),
-            partitions=partitions,
-            seed=int(cfg.seed),
-            world=world_from_cfg(cfg),
-            customers_per_conversation=float(cfg.generate.customers_per_conversation),
-            engine="ray" if cfg.get("engine") == "ray" else "local",
-            ray_address=OmegaConf.select(cfg, "ray.address", default=None),
-            num_cpus=int(OmegaConf.select(cfg, "ray.num_cpus", default=None) or 2),
-        )
-    except ValueError as exc:
-        raise UserError(f"generate: {exc}") from None
-    return {
-        "turns": str(written.turns),
-        "customers": str(written.customers),
-        "conversations": written.conversations,
-        "turn_rows": written.turn_rows,
-        "seed": int(cfg.seed),
-        "partitions": written.partitions,
-    }
 
 
 @command

@@ -35,24 +35,10 @@ from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import UserError, output
+from supportrl.experiments.common import output
 from supportrl.experiments.entry import command
+from supportrl.experiments.stages import LoopSettings
 from supportrl.simulators.synthetic import SyntheticWorld
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Section ``loop``."""
-
-    rounds: int
-    shortlist: int
-    conversations: int
-    share: float
-    epsilon: float
-    production: str
-    guardrail_metric: str = "value"
-    max_drop: float = 0.0
-    alpha: float = 0.05
 
 
 @dataclass
@@ -210,22 +196,6 @@ def _print_round(k: int, record: dict[str, Any], control: str) -> None:
         f"      sample ratio p = {srm['p_value']:.3g}; decision: {decision['action']} ({decision['reason']})"
     )
     print(f"      production after round {k}: {record['production']}", flush=True)
-
-
-def check_settings(settings: LoopSettings) -> None:
-    if settings.rounds < 0:
-        raise UserError(f"loop.rounds={settings.rounds}: expected >= 0")
-    if settings.shortlist < 1:
-        raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
-    if settings.conversations < 200:
-        raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
-    if not 0 < settings.share < 1:
-        raise UserError(f"loop.share={settings.share}: expected in (0, 1)")
-    if not 0 < settings.epsilon <= 1:
-        raise UserError(
-            f"loop.epsilon={settings.epsilon}: expected in (0, 1] (arms must explore so the "
-            "decision log supports every action)"
-        )
 
 
 @command

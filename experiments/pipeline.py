@@ -7,13 +7,15 @@ the same config, so every override reaches its stage:
    it, ``generate.n_conversations`` conversations are generated from the ground-truth
    world (``world.*``, ``seed``);
 2. validate: the logs' summary;
-3. fit the customer simulator of group ``simulator/`` (``simulator=glm|ensemble``);
+3. fit the customer simulator of group ``simulator/`` (``simulator=glm|ensemble``) as
+   ``fit`` does (``fit.*``: a share ``fit.holdout`` held out and scored, ``fit.sample_turns``);
 4. train the agent of group ``agent/`` in it for ``train.total_steps`` env steps under
    ``reward/``;
 5. evaluate the agent and the rule baselines (``pipeline.baselines``) off-policy on the
-   logs (``ope.*``), and their simulated values;
+   logs (``ope.*``), and their simulated values (``fit.simulated_conversations``);
 6. select: the highest lower bound of ``ope.select``, if it beats the logging policy;
-7. only on generated data (the world is known): every candidate's true value.
+7. only on generated data (the world is known): every candidate's true value
+   (``fit.true_value_conversations``).
 
 Writes data (when generated), ``simulator/``, ``agents/<kind>/`` (checkpoint,
 ``metrics.csv``, ``learning_curve.png``), ``forest.png`` and ``result.json``.
@@ -38,6 +40,7 @@ from supportrl.experiments.common import (
     UserError,
     finish,
     load_data,
+    log_limits,
     output,
     plot_or_warn,
     resolve_shipped,
@@ -46,20 +49,28 @@ from supportrl.experiments.common import (
     to_plain,
 )
 from supportrl.experiments.entry import command
-from supportrl.experiments.loop import LoopSettings
+from supportrl.experiments.fit import conversations_loader
 from supportrl.experiments.plots import forest_plot, write_metrics
 from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
+    LoopSettings,
     OPEResult,
     OPESettings,
     TrainedAgent,
     agent_spec,
     evaluate_stage,
+    fidelity_stage,
+    fit_data_stage,
+    fit_settings_of,
     fit_stage,
+    generate_settings,
     generate_stage,
+    loop_settings,
     ope_settings,
+    pipeline_settings,
     prepare_for_ope,
     print_ope,
+    ray_settings,
     segment_stage,
     simulator_spec,
     timed,
@@ -83,7 +94,7 @@ def step(k: int, text: str) -> None:
 
 def load_baselines(cfg: DictConfig, actions: tuple[str, ...]) -> dict[str, Policy]:
     baselines: dict[str, Policy] = {}
-    for path in to_plain(cfg.pipeline.baselines) or []:
+    for path in pipeline_settings(cfg).baselines:
         resolved = resolve_shipped(path)
         if resolved.stem in baselines:
             raise UserError(f"pipeline.baselines: two files named {resolved.stem!r}")
@@ -103,17 +114,14 @@ def obtain_logs(
     world = None
     if cfg.data.turns is None:
         world = SyntheticWorld(config=world_config(cfg))
-        n = int(cfg.generate.n_conversations)
+        generation = generate_settings(cfg)
+        n = generation.n_conversations
         step(1, f"generate {n} conversations from the ground-truth world (seed {seed})")
         with timed(timings, "generate"):
             generated = generate_stage(
-                world,
-                n,
-                seed=seed,
-                out=out,
-                customers_per_conversation=float(cfg.generate.customers_per_conversation),
-                fmt=str(cfg.generate.format),
-            )
+                world, generation, seed=seed, out=out, engine=str(cfg.engine),
+                ray=ray_settings(cfg),
+            )  # fmt: skip
         data = {"source": "synthetic", **generated.to_dict()}
         print(f"      turns: {generated.turns}")
         with timed(timings, "validate"):  # load + every schema-v1 check
@@ -143,11 +151,12 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
     out = run_dir()
     seed = int(cfg.seed)
     reward = reward_from_cfg(cfg)
-    spec, settings, sim_spec, ope = (
+    spec, settings, sim_spec, ope, fit = (
         agent_spec(cfg),
         train_settings(cfg),
         simulator_spec(cfg),
         ope_settings(cfg),
+        fit_settings_of(cfg),
     )
     if ope.select not in ope.conversation_estimators:
         raise UserError(
@@ -169,23 +178,18 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
         if path.stem not in baselines:
             production = {path.stem: load_rule_policy(path, logs.actions)}
 
+    turns = Path(str(cfg.data.turns or data["turns"]))
+    customers = cfg.data.customers if cfg.data.turns else data["customers"]
     learned = learn(
-        logs,
-        baselines,
-        spec,
-        settings,
-        sim_spec,
-        ope,
-        reward,
-        out=out,
-        seed=seed,
-        timings=timings,
-        name=spec.kind,
-        simulated_conversations=int(cfg.pipeline.simulated_conversations),
-        extra=production,
-        support_threshold=to_plain(cfg.train.get("support_threshold")),
-    )
+        logs, baselines, spec, settings, sim_spec, ope, reward, fit,
+        out=out, seed=seed, timings=timings, name=spec.kind, extra=production,
+        fit_data=lambda: fit_data_stage(
+            fit, seed=seed, turns=turns, load=conversations_loader(cfg, customers),
+            limits=log_limits(cfg), logs=logs,
+        ),
+    )  # fmt: skip
     trained, result, simulated = learned.trained, learned.result, learned.simulated
+    fidelity = learned.fidelity
     candidates, probs = learned.candidates, learned.probs
     print_ope(result, ope.alpha)
     logging = result.logging_value
@@ -210,9 +214,7 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
     print(f"      {selection.reason}")
 
     with timed(timings, "truth"):
-        truth = ground_truth(
-            world, candidates, reward, int(cfg.pipeline.true_value_conversations), seed
-        )
+        truth = ground_truth(world, candidates, reward, fit.true_value_conversations, seed)
 
     _print_table(candidates, result, simulated, truth, ope.select, selection.winner)
     payload = _payload(
@@ -224,6 +226,8 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
                 cfg, out, selection, learned.sources, logs, world, reward, result, simulated, truth
             )
         )
+    if fidelity is not None:
+        payload["fidelity"] = fidelity
     if segments:
         payload["segments"] = segments
     payload["wall_s"] = round(time.perf_counter() - start, 3)
@@ -265,6 +269,7 @@ class Learned:
     probs: dict[str, Any]
     result: OPEResult
     simulated: dict[str, dict[str, float]]
+    fidelity: dict[str, Any] | None = None
 
 
 def learn(
@@ -275,25 +280,37 @@ def learn(
     sim_spec: Any,
     ope: OPESettings,
     reward: RewardSpec,
+    fit: Any,
     *,
     out: Path,
     seed: int,
     timings: dict[str, float],
     name: str,
-    simulated_conversations: int,
     extra: dict[str, Policy] | None = None,
-    support_threshold: float | None = None,
+    fit_data: Any = None,
 ) -> Learned:
-    """Steps 3-5 on ``logs``: fit the simulator (``out/simulator``), train the agent
-    (``out/agents/<kind>``) as candidate ``name`` (and, with ``support_threshold``, as
-    ``<name>-supported`` restricted to the actions the logs support), evaluate them, the
-    baselines and ``extra`` (e.g. production) off-policy, and simulate their values."""
+    """Steps 3-5 on ``logs``: fit the simulator (``out/simulator``) on ``fit_data()`` (the
+    ``fit.*`` sample and holdout; default: ``logs`` with ``fit.holdout`` held out), train the
+    agent (``out/agents/<kind>``) as candidate ``name`` (and, with
+    ``train.support_threshold``, ``<name>-supported``, restricted to the actions the logs
+    support), evaluate them, the baselines and ``extra`` (e.g. production) off-policy, and
+    simulate their values."""
     step(
         3, f"fit the customer simulator ({sim_spec.family}) on {logs.n_conversations} conversations"
     )
     with timed(timings, "fit"):
-        model = fit_stage(logs, sim_spec, seed=seed, out=out)
+        if fit_data is None:  # logs pooled in memory: no file to sample from
+            fitted = fit_data_stage(fit, seed=seed, turns=Path("pooled"), load=None, logs=logs)
+        else:
+            fitted = fit_data()
+        model = fit_stage(
+            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
+        )
+        fidelity = None
+        if fitted.test is not None:
+            fidelity = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)
     print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
+    support_threshold = settings.support_threshold
 
     step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
     agent_dir = out / "agents" / spec.kind
@@ -337,11 +354,14 @@ def learn(
     states = logs.states()
     with timed(timings, "evaluate"):
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        # the simulator's CSAT model, fitted in step 3 on these logs, imputes missing CSAT
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=model)
+        # the simulator's CSAT model imputes missing CSAT when it was fitted on all the logs
+        reuse = model if fitted.whole else None
+        prepared = prepare_for_ope(logs, reward, seed=seed, model=reuse)
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
-        simulated = value_stage(candidates, model, reward, simulated_conversations, seed=seed + 1)
-    return Learned(model, trained, candidates, sources, probs, result, simulated)
+        simulated = value_stage(
+            candidates, model, reward, fit.simulated_conversations, seed=seed + 1
+        )
+    return Learned(model, trained, candidates, sources, probs, result, simulated, fidelity)
 
 
 def logging_logit(
@@ -357,27 +377,6 @@ def logging_logit(
     states = {k: np.asarray(v)[rows] for k, v in logs.states().items()}
     x = spec.encode(states)
     return MultinomialLogit.fit(x, logs.action[rows], len(logs.actions)).weights
-
-
-def loop_settings(cfg: DictConfig) -> LoopSettings:
-    """Section ``loop`` as typed settings (checked)."""
-    from supportrl.experiments.loop import check_settings
-
-    section = cfg.get("loop") or {}
-    guard = section.get("guardrail") or {}
-    settings = LoopSettings(
-        rounds=int(section.get("rounds", 0)),
-        shortlist=int(section.get("shortlist", 2)),
-        conversations=int(section.get("conversations", 20_000)),
-        share=float(section.get("share", 0.5)),
-        epsilon=float(section.get("epsilon", 0.05)),
-        production=str(section.get("production", "configs/rules/rules_production.yaml")),
-        guardrail_metric=str(guard.get("metric", "value")),
-        max_drop=float(guard.get("max_drop", 0.0)),
-        alpha=float(section.get("alpha", 0.05)),
-    )
-    check_settings(settings)
-    return settings
 
 
 def improvement_rounds(
@@ -403,8 +402,9 @@ def improvement_rounds(
         print("[rounds] skipped: the user's logs have no known world to experiment in")
         return {}
     select = ope.select
+    fit = fit_settings_of(cfg)
     sources: dict[str, Path] = {
-        resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines
+        resolve_shipped(p).stem: resolve_shipped(p) for p in pipeline_settings(cfg).baselines
     }
     prod_path = resolve_shipped(loop.production)
     production = Candidate(prod_path.stem, first.candidates[prod_path.stem], prod_path)
@@ -419,21 +419,10 @@ def improvement_rounds(
             print(f"[round {k}] learn on the pooled logs ({pool.n_conversations} conversations)")
             extra = {production.name: production.policy}
             learned = learn(
-                pool,
-                baselines,
-                spec,
-                settings,
-                sim_spec,
-                ope,
-                reward,
-                out=out / "rounds" / f"round-{k}",
-                seed=seed + 100 * k,
-                timings={},
-                name=name,
-                simulated_conversations=int(cfg.pipeline.simulated_conversations),
-                extra=extra,
-                support_threshold=to_plain(cfg.train.get("support_threshold")),
-            )
+                pool, baselines, spec, settings, sim_spec, ope, reward, fit,
+                out=out / "rounds" / f"round-{k}", seed=seed + 100 * k, timings={},
+                name=name, extra=extra,
+            )  # fmt: skip
         trained_sources.update(learned.sources)
         result = learned.result
         if production.name not in result.policies:
@@ -453,7 +442,7 @@ def improvement_rounds(
             world=world,
             reward=reward,
             settings=loop,
-            true_value_conversations=int(cfg.pipeline.true_value_conversations),
+            true_value_conversations=fit.true_value_conversations,
             seed=seed + 100 * k,
         )
         rounds.append(record)
@@ -473,7 +462,7 @@ def improvement_rounds(
             {production.name: production.policy},
             world,
             reward,
-            int(cfg.pipeline.true_value_conversations),
+            fit.true_value_conversations,
             seed=seed + 1,
         )[production.name]["value"]
     experiment = next((r["experiment"]["log"] for r in reversed(rounds) if "experiment" in r), None)
@@ -522,8 +511,10 @@ def ship(
     if selection.winner is None:
         print(f"[ship] no candidate is safely better; exporting {name} (best lower bound) to check")
     sources = dict(trained_sources)
-    sources.update({resolve_shipped(p).stem: resolve_shipped(p) for p in cfg.pipeline.baselines})
-    select = str(cfg.ope.select)
+    sources.update(
+        {resolve_shipped(p).stem: resolve_shipped(p) for p in pipeline_settings(cfg).baselines}
+    )
+    select = ope_settings(cfg).select
     predicted = {
         "ope": {"name": select, **result.selection(name, select)},
         "simulated_value": simulated[name]["value"],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from supportrl.experiments.common import (
     UserError,
     log_limits,
@@ -20,7 +20,12 @@ from supportrl.experiments.common import (
     to_plain,
 )
 from supportrl.experiments.loading import load_policy, policy_name
-from supportrl.experiments.stages import OPEResult, OPESettings, off_policy_evaluation
+from supportrl.experiments.stages import (
+    OPEResult,
+    OPESettings,
+    off_policy_evaluation,
+    ray_settings,
+)
 from supportrl.simulators.logs import DEFAULT_ACTIONS
 
 
@@ -54,8 +59,7 @@ def evaluate_in_partitions(cfg: DictConfig, settings: OPESettings) -> OPEResult:
         actions=actions,
         limits=log_limits(cfg),
     )
-    ray_cfg = cfg.get("ray") or {}
-    num_cpus = OmegaConf.select(cfg, "ray.num_cpus", default=None) or 2
+    ray = ray_settings(cfg)
     try:
         out = evaluate_partitioned(
             source,
@@ -63,12 +67,12 @@ def evaluate_in_partitions(cfg: DictConfig, settings: OPESettings) -> OPEResult:
             reward_from_cfg(cfg),
             lambda prepared: off_policy_evaluation(prepared, settings, seed=seed),
             csat_imputer=CsatImputation.from_logs,
-            sample_turns=int(OmegaConf.select(cfg, "ope.sample_turns", default=500_000)),
-            refit_turns=int(OmegaConf.select(cfg, "ope.refit_turns", default=20_000)),
-            memory_budget_mb=float(OmegaConf.select(cfg, "data.memory_budget_mb", default=1024)),
+            sample_turns=settings.sample_turns,
+            refit_turns=settings.refit_turns,
+            memory_budget_mb=float(data.memory_budget_mb),
             engine=str(cfg.engine),  # type: ignore[arg-type]
-            ray_address=ray_cfg.get("address"),
-            num_cpus=int(num_cpus),
+            ray_address=ray.address,
+            num_cpus=ray.num_cpus or 2,
             seed=seed,
         )
     except ValueError as exc:  # LogValidationError included: file, column and rows named

@@ -1,8 +1,10 @@
 """Config schemas: every key of every group and section, with its type, checked before a run.
 
-Each group option and each section of ``configs/config.yaml`` has a dataclass here (the
-agent, simulator, world and reward ones are the library's own dataclasses, so a new
-hyperparameter needs no second declaration). :func:`check_config` walks a composed config
+Each group option and each section of ``configs/config.yaml`` has a dataclass: the
+stages' own settings (:mod:`.stages`: ``generate``, ``fit``, ``train``, ``ray``, ``ope``,
+``pipeline``), the library's (agent, simulator, world, reward), or one here for the nodes no
+stage reads. Their fields have no defaults: a key's default is declared once, in
+``configs/``. Keys that were renamed are errors that name the new key (:data:`RENAMED`). :func:`check_config` walks a composed config
 and raises :class:`ConfigError` naming the first unknown key (with its closest allowed
 neighbours) or the first value of the wrong type. :func:`precheck_argv` composes the
 command line's overrides the way Hydra will (every value of a ``-m`` sweep at least once)
@@ -18,12 +20,20 @@ import itertools
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from supportrl.agents.bandits import BANDITS, hyperparameter_names
 from supportrl.envs.rewards import RewardSpec
+from supportrl.experiments.stages import (
+    FitSettings,
+    GenerateSettings,
+    OPESettings,
+    PipelineSettings,
+    RaySettings,
+    TrainSection,
+)
 from supportrl.simulators.synthetic import WorldConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -41,217 +51,149 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConversations:
-    kind: Literal["conversations"] = "conversations"
-    turns: str | None = None
-    customers: str | None = None
-    categorical: list[str] | None = None
-    numeric: list[str] | None = None
-    actions: list[str] | None = None
-    max_label_length: int = 200
-    max_levels: int = 1000
-    memory_budget_mb: float = 1024
+    kind: Literal["conversations"]
+    turns: str | None
+    customers: str | None
+    categorical: list[str] | None
+    numeric: list[str] | None
+    actions: list[str] | None
+    max_label_length: int
+    max_levels: int
+    memory_budget_mb: float
 
 
 @dataclass
 class DataBandit:
-    kind: Literal["bandit"] = "bandit"
-    path: str | None = None
-    action_col: str = "action"
-    reward_col: str = "reward"
-    propensity_col: str | None = "propensity"
-    context: list[str] | None = None
-    categorical: list[str] | None = None
-    numeric: list[str] | None = None
-    actions: list[str] | None = None
-    max_label_length: int = 200
-    max_levels: int = 1000
+    kind: Literal["bandit"]
+    path: str | None
+    action_col: str
+    reward_col: str
+    propensity_col: str | None
+    context: list[str] | None
+    categorical: list[str] | None
+    numeric: list[str] | None
+    actions: list[str] | None
+    max_label_length: int
+    max_levels: int
 
 
 @dataclass
 class EnvSynthetic:
-    model: Literal["synthetic"] = "synthetic"
-    penalized: bool = True
+    model: Literal["synthetic"]
+    penalized: bool
 
 
 @dataclass
 class EnvFitted:
-    model: Literal["fitted"] = "fitted"
-    path: str | None = None
-    penalized: bool = True
+    model: Literal["fitted"]
+    path: str | None
+    penalized: bool
 
 
 @dataclass
 class EnvLogs:
-    model: Literal["logs"] = "logs"
-    target: Literal["ips", "dr"] = "ips"
-    clip: float = 100.0
-    penalized: bool = False
-
-
-@dataclass
-class OPESection:
-    n_bootstrap: int = 1000
-    alpha: float = 0.05
-    conversation_estimators: list[str] = field(default_factory=list)
-    decision_estimators: list[str] = field(default_factory=list)
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    select: str = "seq_dr"
-    n_refit: int = 50
-    max_weight: float | Literal["auto"] | None = "auto"
-    weight_share: float = 0.05
-    interval: Literal["normal", "percentile"] = "normal"
-    se_multiplier: float = 2.5
-    selection_interval: Literal["auto", "widened", "bounds"] = "widened"
-    max_deficit: float = 0.05
-    material_support: float = 0.10
-    min_ess: float = 100.0
-    min_support: float = 0.005
-    sample_turns: int = 500_000
-    refit_turns: int = 20_000
+    model: Literal["logs"]
+    target: Literal["ips", "dr"]
+    clip: float
+    penalized: bool
 
 
 @dataclass
 class PathsSection:
-    output_dir: str = "outputs"
+    output_dir: str
 
 
 @dataclass
 class LoggerSection:
-    progress: bool | Literal["auto"] = "auto"
+    progress: bool | Literal["auto"]
 
 
 # --- sections of config.yaml ---------------------------------------------------------------
 
 
 @dataclass
-class GenerateSection:
-    n_conversations: int = 100_000
-    format: Literal["parquet", "csv"] = "parquet"
-    customers_per_conversation: float = 0.7
-    partitions: int = 1
-
-
-@dataclass
-class FitSection:
-    holdout: float = 0.2
-    sample_turns: int | None = None
-    sample_min_per_intent: int = 200
-    simulated_conversations: int = 20_000
-    true_value_conversations: int = 50_000
-    plots: bool = True
-
-
-@dataclass
-class TrainSection:
-    total_steps: int = 100_000
-    conversations_per_round: int = 256
-    reward_mode: Literal["immediate", "return"] = "return"
-    eval_conversations: int = 20_000
-    regret_panel: str = "configs/rules"
-    save_replay: bool = False
-    resume: str | None = None
-    support_threshold: float | None = None
-
-
-@dataclass
-class RaySection:
-    address: str | None = None
-    num_cpus: int | None = None
-    num_env_runners: int = 0
-
-
-@dataclass
-class PipelineSection:
-    baselines: list[str] = field(default_factory=list)
-    true_value_conversations: int = 50_000
-    simulated_conversations: int = 20_000
-
-
-@dataclass
 class GuardrailSection:
-    metric: Literal["value", "resolution", "csat", "escalation", "abandonment", "handle_time_s"] = (
-        "value"
-    )
-    max_drop: float = 0.0
+    metric: Literal["value", "resolution", "csat", "escalation", "abandonment", "handle_time_s"]
+    max_drop: float
 
 
 @dataclass
 class LoopSection:
-    rounds: int = 3
-    shortlist: int = 2
-    conversations: int = 20_000
-    share: float = 0.5
-    epsilon: float = 0.05
-    production: str = "configs/rules/rules_production.yaml"
-    guardrail: GuardrailSection = field(default_factory=GuardrailSection)
-    alpha: float = 0.05
+    rounds: int
+    shortlist: int
+    conversations: int
+    share: float
+    epsilon: float
+    production: str
+    guardrail: GuardrailSection
+    alpha: float
 
 
 @dataclass
 class SweepSection:
-    command: Literal["train", "pipeline", "fit", "evaluate", "generate"] = "train"
-    cpus_per_trial: float = 1.0
-    max_concurrent: int | None = None
-    trial_timeout_s: float | None = None
+    command: Literal["train", "pipeline", "fit", "evaluate", "generate"]
+    cpus_per_trial: float
+    max_concurrent: int | None
+    trial_timeout_s: float | None
 
 
 @dataclass
 class ReportSection:
-    select: str | None = None
-    segment_by: list[str] = field(default_factory=list)
-    confidence: float = 0.95
-    disagreement: bool = True
+    select: str | None
+    segment_by: list[str]
+    confidence: float
+    disagreement: bool
 
 
 @dataclass
 class ExportSection:
-    epsilon: float | None = None
-    fallback_action: str | None = None
-    summary_conversations: int = 5000
+    epsilon: float | None
+    fallback_action: str | None
+    summary_conversations: int
 
 
 @dataclass
 class ServeSection:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    epsilon: float | None = None
-    on_invalid: Literal["error", "fallback"] = "error"
-    fallback_action: str | None = None
-    log_dir: str | None = None
-    seed: int | None = None
-    experiment: str | None = None
+    host: str
+    port: int
+    epsilon: float | None
+    on_invalid: Literal["error", "fallback"]
+    fallback_action: str | None
+    log_dir: str | None
+    seed: int | None
+    experiment: str | None
 
 
 @dataclass
 class DeploySection:
-    epsilon: float | None = None
-    part_rows: int = 10_000
+    epsilon: float | None
+    part_rows: int
 
 
 @dataclass
 class Root:
-    seed: int = 0
-    policies: list[str] = field(default_factory=list)
-    target_probs: str | None = None
-    backend: Literal["native", "rllib"] = "native"
-    engine: Literal["memory", "local", "ray"] = "memory"
-    threads: int | None = 1
-    dir: str | None = None
-    log: str | None = None
-    run: str | None = None
-    artifact: str | None = None
-    n_conversations: int = 10_000
+    seed: int
+    policies: list[str]
+    target_probs: str | None
+    backend: Literal["native", "rllib"]
+    engine: Literal["memory", "local", "ray"]
+    threads: int | None
+    dir: str | None
+    log: str | None
+    run: str | None
+    artifact: str | None
+    n_conversations: int
 
 
 SECTIONS: dict[str, type] = {
-    "ope": OPESection,
+    "ope": OPESettings,
     "paths": PathsSection,
     "logger": LoggerSection,
-    "generate": GenerateSection,
-    "fit": FitSection,
+    "generate": GenerateSettings,
+    "fit": FitSettings,
     "train": TrainSection,
-    "ray": RaySection,
-    "pipeline": PipelineSection,
+    "ray": RaySettings,
+    "pipeline": PipelineSettings,
     "loop": LoopSection,
     "sweep": SweepSection,
     "report": ReportSection,
@@ -401,11 +343,23 @@ def _unknown(where: str, key: str, known: Sequence[str], context: str = "") -> C
     return ConfigError(f"unknown key {label}{context}{hint} (allowed: {', '.join(sorted(known))})")
 
 
+RENAMED: dict[str, str] = {
+    "pipeline.simulated_conversations": "fit.simulated_conversations",
+    "pipeline.true_value_conversations": "fit.true_value_conversations",
+}
+"""Old key -> its one name now (one key per setting, read by every command that uses it)."""
+
+
 def check_node(
     node: Mapping[str, Any], schema: Mapping[str, Any], where: str, context: str = ""
 ) -> None:
     """Every key of ``node`` is in ``schema`` and every value has its type."""
     for key, value in node.items():
+        if f"{where}{key}" in RENAMED:
+            new = RENAMED[f"{where}{key}"]
+            raise ConfigError(
+                f"{where}{key} was renamed: set {new}={value!r} (one key for `fit` and `pipeline`)"
+            )
         if key not in schema:
             raise _unknown(where, str(key), list(schema), context)
         if not _matches(value, schema[key]):
@@ -452,6 +406,8 @@ def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) ->
 
 RANGES: dict[tuple[str, str], tuple[float, bool, str]] = {
     ("generate", "partitions"): (1, True, "at least 1"),
+    ("ope", "n_bootstrap"): (1, True, "at least 1"),
+    ("ope", "n_refit"): (2, True, "at least 2 (resamples of the refit bootstrap)"),
     ("ope", "weight_share"): (0, False, "above 0 (the auto clip is weight_share x conversations)"),
     ("ope", "sample_turns"): (1, True, "at least 1"),
     ("ope", "refit_turns"): (1, True, "at least 1"),

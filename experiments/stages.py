@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from omegaconf import DictConfig
@@ -27,12 +28,21 @@ from supportrl.experiments.common import UserError, output, to_plain
 from supportrl.simulators.logs import (
     LoggedConversations,
     LoggedDecisions,
+    LogLimits,
     all_propensities_one,
     data_warnings,
 )
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs
 
 # --------------------------------------------------------------------------- settings
+#
+# One frozen dataclass per stage, its fields named as the config keys; the dataclasses of
+# whole sections are also the sections' schemas (experiments.schema), so a key is declared
+# once here, with its default once in configs/ (no field has a default: a key missing from
+# the config is an error, never a second default). The readers below are the only code
+# that turns a config into settings.
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,24 +54,6 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Section ``train`` (+ ``backend``, ``ray``, ``env.penalized``, ``logger.progress``)."""
-
-    total_steps: int
-    """Env steps (decisions) for every agent."""
-    conversations_per_round: int = 256
-    reward_mode: str = "immediate"
-    backend: str = "native"
-    penalized: bool = True
-    progress: bool = False
-    save_replay: bool = False
-    resume: str | None = None
-    ray_address: str | None = None
-    ray_num_cpus: int | None = None
-    ray_num_env_runners: int = 0
-
-
-@dataclass(frozen=True)
 class SimulatorSpec:
     """A customer-model family of group ``simulator/`` and its fit settings."""
 
@@ -70,18 +62,154 @@ class SimulatorSpec:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """Section ``ray``: where Ray runs (``backend=rllib``, ``engine=ray``, ``sweep``)."""
+
+    address: str | None
+    """An existing cluster's address; None: start Ray in this process."""
+    num_cpus: int | None
+    """CPUs of a local Ray (None: 2 for validate/evaluate/generate; all for rllib/sweep)."""
+    num_env_runners: int
+    """RLlib env-runner actors (0: sample in the driver)."""
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Section ``generate``: synthetic logs from the ground-truth world."""
+
+    n_conversations: int
+    format: Literal["parquet", "csv"]
+    customers_per_conversation: float
+    """Customers per conversation (< 1: returning customers)."""
+    partitions: int
+    """> 1: that many Parquet parts, each simulated from its own seed."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Section ``fit``: how the simulator is fitted and scored, by ``fit`` and ``pipeline``."""
+
+    holdout: float
+    """Share of conversations held out (not fitted on) for the fidelity report, in [0, 1)."""
+    sample_turns: int | None
+    """Fit on a stratified sample of whole conversations of about this many turns (Parquet
+    logs with more rows); None: on all of them."""
+    sample_min_per_intent: int
+    """Conversations a rarer first-turn intent keeps in the sample (all it has, if fewer)."""
+    simulated_conversations: int
+    """Monte Carlo conversations per policy in the fitted simulator (simulated values)."""
+    true_value_conversations: int
+    """Monte Carlo conversations per true value (the synthetic world only)."""
+    plots: bool
+    """Fidelity plots into ``RUN_DIR/plots/``."""
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Section ``train``: the step budget and the training loop."""
+
+    total_steps: int
+    """Env steps (decisions) for every agent."""
+    conversations_per_round: int
+    """Bandits: conversations collected per update round."""
+    reward_mode: Literal["immediate", "return"]
+    """Bandits: learn from the conversation's reward-to-go or from the turn's reward."""
+    eval_conversations: int
+    """Conversations for the final evaluation (``train``)."""
+    regret_panel: str
+    """Rule policies whose best true value is the regret baseline (synthetic world)."""
+    save_replay: bool
+    """DQN checkpoints also hold the replay buffer."""
+    resume: str | None
+    """DQN: a native checkpoint directory to continue from."""
+    support_threshold: float | None
+    """Pipeline and loop: also train a linear bandit restricted to the actions whose estimated
+    logging probability is at least this (null: none)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings(TrainSection):
+    """:class:`TrainSection` with what training reads outside ``train``: ``backend``,
+    ``env.penalized``, ``logger.progress`` and section ``ray``."""
+
+    backend: Literal["native", "rllib"]
+    penalized: bool
+    """Subtract a fitted simulator's pessimism penalty from rewards (``env.penalized``)."""
+    progress: bool
+    ray: RaySettings
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """Group ``env/``: the customer model agents train in and how its rewards are read."""
+
+    model: Literal["synthetic", "fitted", "logs"]
+    penalized: bool
+    path: str | None
+    """``env=fitted``: the saved simulator (a ``fit`` run's ``simulator/``); else None."""
+    target: Literal["ips", "dr"] | None
+    """``env=logs``: importance-weighted or doubly robust updates; else None."""
+    clip: float | None
+    """``env=logs``: upper bound of the importance weight; else None."""
+
+
+@dataclass(frozen=True)
 class OPESettings:
-    """Group ``ope/``: estimators, interval settings and the headline estimator ``select``."""
+    """Group ``ope/``: estimators, intervals and the headline estimator ``select``. Field
+    names are the keys; ``n_bootstrap`` and ``n_refit`` are two bootstraps: fixed-model on
+    generic bandit feedback, every nuisance model refitted on conversation logs."""
 
     conversation_estimators: tuple[str, ...]
     decision_estimators: tuple[str, ...]
+    params: Mapping[str, Mapping[str, Any]]
+    """Hyperparameters by estimator name."""
     select: str
-    n_bootstrap: int = 1000
-    alpha: float = 0.05
-    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    refit: Mapping[str, Any] = field(default_factory=dict)
-    """Settings of :class:`supportrl.ope.OffPolicyEvaluation` on conversation logs
-    (``n_bootstrap`` = ``ope.n_refit``, ``max_weight``, ``se_multiplier``, ...)."""
+    """The headline estimator: winner selection (its lower bound), summaries, reports."""
+    alpha: float
+    """Two-sided interval level 1 - alpha."""
+    n_bootstrap: int
+    """Resamples of the fixed-model bootstrap (generic bandit feedback, ``data=bandit``)."""
+    n_refit: int
+    """Resamples of the refit bootstrap (conversation logs)."""
+    sample_turns: int
+    """``engine=local|ray``: nuisance models fitted on about this many turns."""
+    refit_turns: int
+    """``engine=local|ray``: refitted models evaluated on about this many turns."""
+    max_weight: float | Literal["auto"] | None
+    weight_share: float
+    interval: Literal["normal", "percentile"]
+    se_multiplier: float
+    selection_interval: Literal["auto", "widened", "bounds"]
+    max_deficit: float
+    material_support: float
+    min_ess: float
+    min_support: float
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Section ``pipeline``: what the pipeline adds to the stages it shares."""
+
+    baselines: tuple[str, ...]
+    """Rule policy files evaluated beside the trained agent."""
+
+
+def read_section(cls: type[T], node: Any, **extra: Any) -> T:
+    """``cls`` from a config node whose keys are ``cls``'s fields (their names and types
+    checked by the schema before any command runs), ``extra`` filling the others. Ints
+    become floats and lists tuples where the field says so."""
+    values = {**dict(to_plain(node) or {}), **extra}
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            values[name] = tuple(value)
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a key missing from the config (a custom config directory)
+        raise UserError(f"{cls.__name__}: {exc}") from None
 
 
 def agent_spec(cfg: DictConfig) -> AgentSpec:
@@ -94,58 +222,144 @@ def agent_spec(cfg: DictConfig) -> AgentSpec:
     return AgentSpec(kind=str(kind), params=params)
 
 
-def train_settings(cfg: DictConfig) -> TrainSettings:
-    return TrainSettings(
-        total_steps=int(cfg.train.total_steps),
-        conversations_per_round=int(cfg.train.conversations_per_round),
-        reward_mode=str(cfg.train.reward_mode),
-        backend=str(cfg.backend),
-        penalized=bool(cfg.env.get("penalized", True)),
-        progress=bool(cfg.logger.progress),
-        save_replay=bool(cfg.train.save_replay),
-        resume=None if cfg.train.resume is None else str(cfg.train.resume),
-        ray_address=cfg.ray.address,
-        ray_num_cpus=cfg.ray.num_cpus,
-        ray_num_env_runners=int(cfg.ray.num_env_runners),
-    )
-
-
 def simulator_spec(cfg: DictConfig) -> SimulatorSpec:
     params = dict(to_plain(cfg.simulator))
     family = str(params.pop("kind", None))
     return SimulatorSpec(family=family, params=params)
 
 
-def ope_settings(cfg: DictConfig) -> OPESettings:
-    ope = cfg.ope
-    return OPESettings(
-        conversation_estimators=tuple(ope.conversation_estimators),
-        decision_estimators=tuple(ope.decision_estimators),
-        select=str(ope.select),
-        n_bootstrap=int(ope.n_bootstrap),
-        alpha=float(ope.alpha),
-        params=to_plain(ope.params) or {},
-        refit={key: to_plain(ope.get(key)) for key in REFIT_KEYS if key in ope},
+def ray_settings(cfg: DictConfig) -> RaySettings:
+    return read_section(RaySettings, cfg.ray)
+
+
+def generate_settings(cfg: DictConfig) -> GenerateSettings:
+    return read_section(GenerateSettings, cfg.generate)
+
+
+def fit_settings_of(cfg: DictConfig) -> FitSettings:
+    return read_section(FitSettings, cfg.fit)
+
+
+def env_settings(cfg: DictConfig) -> EnvSettings:
+    env = dict(to_plain(cfg.env))
+    return read_section(EnvSettings, {"path": None, "target": None, "clip": None, **env})
+
+
+def train_settings(cfg: DictConfig) -> TrainSettings:
+    return read_section(
+        TrainSettings,
+        cfg.train,
+        backend=str(cfg.backend),
+        penalized=env_settings(cfg).penalized,
+        progress=cfg.logger.progress is True,  # "auto" is resolved before a command runs
+        ray=ray_settings(cfg),
     )
 
 
-REFIT_KEYS = (
-    "n_refit",
-    "max_weight",
-    "weight_share",
-    "interval",
-    "se_multiplier",
-    "selection_interval",
-    "max_deficit",
-    "min_ess",
-    "min_support",
-    "material_support",
-)
-"""Keys of group ``ope/`` that configure the refit bootstrap of :class:`OffPolicyEvaluation`."""
+def ope_settings(cfg: DictConfig) -> OPESettings:
+    """Group ``ope/``. ``ope.n_bootstrap`` acts on generic bandit feedback only and
+    ``ope.n_refit`` on conversation logs only: set on the command line for the other kind of
+    data, it would do nothing, so it is an error naming the key that acts."""
+    conversations = cfg.data.kind == "conversations"
+    acting, idle = ("n_refit", "n_bootstrap") if conversations else ("n_bootstrap", "n_refit")
+    if f"ope.{idle}" in command_line_keys():
+        data = "conversation logs" if conversations else "generic bandit feedback"
+        raise UserError(
+            f"ope.{idle} does nothing on {data}: their bootstrap resamples are "
+            f"ope.{acting} (now {cfg.ope[acting]})"
+        )
+    return read_section(OPESettings, cfg.ope)
+
+
+def command_line_keys() -> set[str]:
+    """Keys this run's command line overrides (empty outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    task = HydraConfig.get().overrides.task
+    return {o.split("=", 1)[0].lstrip("+~") for o in task}
+
+
+def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
+    return read_section(PipelineSettings, cfg.pipeline)
 
 
 def world_config(cfg: DictConfig) -> WorldConfig:
     return WorldConfig(**dict(to_plain(cfg.world)))
+
+
+def reward_spec(cfg: DictConfig) -> RewardSpec:
+    return RewardSpec(**dict(to_plain(cfg.reward)))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Section ``loop``: improvement rounds (``experiments.loop``)."""
+
+    rounds: int
+    """Rounds after the pipeline's first pass (0: none)."""
+    shortlist: int
+    """Candidates per experiment."""
+    conversations: int
+    """Conversations each experiment serves."""
+    share: float
+    """Traffic of all treatments together; control gets the rest."""
+    epsilon: float
+    """Every arm's uniform exploration."""
+    production: str
+    """The production policy (a rule file) before round 1."""
+    guardrail_metric: str
+    max_drop: float
+    alpha: float
+    """Error rate of the always-valid confidence sequences."""
+
+
+def loop_settings(cfg: DictConfig) -> LoopSettings:
+    """Section ``loop`` (its ``guardrail`` flattened), checked."""
+    node = dict(to_plain(cfg.loop))
+    guard = node.pop("guardrail")
+    try:
+        settings = LoopSettings(
+            **node, guardrail_metric=str(guard["metric"]), max_drop=float(guard["max_drop"])
+        )
+    except (TypeError, KeyError) as exc:
+        raise UserError(f"loop: {exc}") from None
+    if settings.rounds < 0:
+        raise UserError(f"loop.rounds={settings.rounds}: expected >= 0")
+    if settings.shortlist < 1:
+        raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
+    if settings.conversations < 200:
+        raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
+    if not 0 < settings.share < 1:
+        raise UserError(f"loop.share={settings.share}: expected in (0, 1)")
+    if not 0 < settings.epsilon <= 1:
+        raise UserError(
+            f"loop.epsilon={settings.epsilon}: expected in (0, 1] (arms must explore so the "
+            "decision log supports every action)"
+        )
+    if not 0 < settings.alpha < 1:
+        raise UserError(f"loop.alpha={settings.alpha}: expected in (0, 1)")
+    return settings
+
+
+def stage_settings(cfg: DictConfig) -> dict[str, Any]:
+    """Every stage's typed settings, by the config node they are read from: what the stages
+    receive (the key-walk test changes each key and finds it here)."""
+    return {
+        "seed": int(cfg.seed),
+        "generate": generate_settings(cfg),
+        "world": world_config(cfg),
+        "reward": reward_spec(cfg),
+        "simulator": simulator_spec(cfg),
+        "fit": fit_settings_of(cfg),
+        "agent": agent_spec(cfg),
+        "env": env_settings(cfg),
+        "train": train_settings(cfg),
+        "ope": ope_settings(cfg),
+        "pipeline": pipeline_settings(cfg),
+        "loop": loop_settings(cfg),
+    }
 
 
 # --------------------------------------------------------------------------- generate
@@ -158,6 +372,7 @@ class GeneratedData:
     conversations: int
     turn_rows: int
     seed: int
+    partitions: int
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in vars(self).items()}
@@ -165,31 +380,197 @@ class GeneratedData:
 
 def generate_stage(
     world: SyntheticWorld,
-    n_conversations: int,
+    settings: GenerateSettings,
     *,
     seed: int,
     out: Path,
-    customers_per_conversation: float = 0.7,
-    fmt: str = "parquet",
+    engine: str = "local",
+    ray: RaySettings | None = None,
 ) -> GeneratedData:
-    """Simulate ``n_conversations`` logged conversations into ``out/data`` (schema v1)."""
+    """Simulate ``settings.n_conversations`` logged conversations into ``out/data`` (schema
+    v1): ``data/turns.parquet`` and ``data/customers.parquet`` (``.csv`` with
+    ``format="csv"``), or with ``partitions > 1`` the Parquet parts ``data/turns/`` and
+    ``data/customers/``, one simulated per task (``engine="ray"``: as Ray tasks on
+    ``ray``), byte-identical either way."""
+    if settings.partitions > 1:
+        from supportrl.simulators.synthetic_parts import write_partitioned_logs
+
+        if settings.format != "parquet":
+            raise UserError(
+                "generate.partitions > 1 writes Parquet parts; set generate.format=parquet"
+            )
+        try:
+            written = write_partitioned_logs(
+                out / "data",
+                settings.n_conversations,
+                partitions=settings.partitions,
+                seed=seed,
+                world=world,
+                customers_per_conversation=settings.customers_per_conversation,
+                engine="ray" if engine == "ray" else "local",
+                ray_address=None if ray is None else ray.address,
+                num_cpus=(None if ray is None else ray.num_cpus) or 2,
+            )
+        except ValueError as exc:
+            raise UserError(f"generate: {exc}") from None
+        return GeneratedData(
+            turns=Path(written.turns),
+            customers=Path(written.customers),
+            conversations=written.conversations,
+            turn_rows=written.turn_rows,
+            seed=seed,
+            partitions=written.partitions,
+        )
     generated = generate_logs(
-        n_conversations,
+        settings.n_conversations,
         seed=seed,
         world=world,
-        customers_per_conversation=customers_per_conversation,
+        customers_per_conversation=settings.customers_per_conversation,
     )
-    turns, customers = generated.write(out / "data", fmt=fmt)
+    turns, customers = generated.write(out / "data", fmt=settings.format)
     return GeneratedData(
         turns=turns,
         customers=customers,
         conversations=generated.logs.n_conversations,
         turn_rows=generated.logs.n_turns,
         seed=seed,
+        partitions=1,
     )
 
 
 # --------------------------------------------------------------------------- fit
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The conversations a simulator is fitted on (``train``) and scored against (``test``)."""
+
+    train: LoggedConversations
+    test: LoggedConversations | None
+    """The held-out conversations (``fit.holdout``); None when nothing is held out."""
+    weights: np.ndarray | None
+    """Sampling weight of each ``train`` conversation (``fit.sample_turns``); None: no sample."""
+    sample: dict[str, Any] | None
+    """How the sample was drawn (stated in the fidelity report); None: no sample."""
+
+    @property
+    def whole(self) -> bool:
+        """Whether ``train`` is all of the logs (no sample drawn, nothing held out)."""
+        return self.test is None and self.sample is None
+
+
+def split_conversations(
+    logs: LoggedConversations, holdout: float, seed: int
+) -> tuple[LoggedConversations, LoggedConversations | None]:
+    """(train, held-out) by conversation; held-out is None when ``holdout`` is 0."""
+    if not 0 <= holdout < 1:
+        raise UserError(f"fit.holdout must be in [0, 1), got {holdout}")
+    if holdout == 0 or logs.n_conversations < 2:
+        return logs, None
+    order = np.random.default_rng(seed).permutation(logs.n_conversations)
+    n_test = max(1, int(round(holdout * logs.n_conversations)))
+    test = np.zeros(logs.n_conversations, dtype=bool)
+    test[order[:n_test]] = True
+    return logs.select(~test), logs.select(test)
+
+
+def fit_data_stage(
+    settings: FitSettings,
+    *,
+    seed: int,
+    turns: Path,
+    load: Callable[[Any], LoggedConversations],
+    logs: LoggedConversations | Callable[[], LoggedConversations],
+    limits: LogLimits | None = None,
+) -> FitData:
+    """The conversations to fit on and to score against, as ``settings`` say.
+
+    With ``settings.sample_turns=N`` and Parquet ``turns`` of more than N rows: a random
+    sample of whole conversations of about N turns, stratified by the first turn's intent
+    (``settings.sample_min_per_intent``; each kept by a hash of its id) and read from
+    ``turns`` by ``load`` (a table -> validated conversations), weighted back to the logs'
+    mix; otherwise ``logs`` (the loaded logs, or a function that loads them). Then
+    ``settings.holdout`` of the conversations are held out.
+    """
+    from supportrl.simulators.logs_bounded import parquet_parts, stratified_sample
+
+    n = settings.sample_turns
+    turns = Path(turns)
+    parquet = turns.is_dir() or turns.suffix.lower() in (".parquet", ".pq")
+    rows = sum(r for _, r in parquet_parts(turns)) if n is not None and parquet else 0
+    sample, weights = None, None
+    if n is None or not parquet or rows <= n:
+        chosen = logs if isinstance(logs, LoggedConversations) else logs()
+    else:
+        share = n / rows
+        floor = settings.sample_min_per_intent
+        drawn = stratified_sample(turns, share, seed, load, limits, min_per_intent=floor)
+        chosen, weights = drawn.logs, drawn.weights
+        sample = {
+            "method": "random sample of whole conversations by a hash of conversation_id, "
+            "stratified by the first turn's intent; each conversation weighted by its inverse "
+            f"probability of inclusion (fit.sample_min_per_intent={floor})",
+            "share": share,
+            "conversations": chosen.n_conversations,
+            "turns": chosen.n_turns,
+            "of_turns": rows,
+            "strata": drawn.strata,
+        }
+        print(
+            f"fit.sample_turns={n}: fitting on a random sample of {chosen.n_conversations} "
+            f"conversations ({chosen.n_turns} of {rows} turns), stratified by intent"
+        )
+    train, test = split_conversations(chosen, settings.holdout, seed)
+    if weights is not None:  # the training conversations' sampling weights
+        import pandas as pd
+
+        index = pd.Index(chosen.conversation_id).get_indexer(train.conversation_id)
+        weights = weights[index]
+    return FitData(train=train, test=test, weights=weights, sample=sample)
+
+
+def fidelity_stage(
+    model: Any,
+    data: FitData,
+    reward: RewardSpec,
+    settings: FitSettings,
+    *,
+    seed: int,
+    out: Path,
+    world: CustomerModel | None = None,
+    policies: Mapping[str, Policy] | None = None,
+) -> dict[str, Any]:
+    """The fidelity report (:func:`simulators.fidelity.fidelity_report`) of ``model`` on the
+    held-out conversations (in-sample when none are held out): ``settings.
+    simulated_conversations`` per policy in the simulator, ``settings.
+    true_value_conversations`` in ``world`` (with ``policies``: the panel), plots into
+    ``out/plots`` when ``settings.plots``."""
+    from supportrl.simulators.fidelity import fidelity_report
+
+    if data.test is None:
+        print("warning: fit.holdout=0: the fidelity report is in-sample")
+    held_out = data.test if data.test is not None else data.train
+    report_model = model
+    if data.weights is not None:
+        # the held-out conversations keep the stratified sample's mix of intents, where the
+        # model's pool has the logs' mix: the replay starts from their own first states
+        first = model.logged_states(held_out).take(held_out.offsets[:-1])
+        report_model = dataclasses.replace(model, pool=first)
+    report = fidelity_report(
+        report_model,
+        held_out,
+        reward=reward,
+        world=world,
+        policies=policies,
+        n_simulated=settings.simulated_conversations,
+        n_true=settings.true_value_conversations,
+        seed=seed,
+        plots_dir=output(out / "plots") if settings.plots else None,
+    )
+    if data.sample is not None:
+        # the fit and the held-out scores come from the sample: say so with the fidelity
+        report["sample"] = data.sample
+    return report
 
 
 def fit_stage(
@@ -317,6 +698,7 @@ def _train_bandit(
         total_steps=settings.total_steps,
         conversations_per_round=settings.conversations_per_round,
         reward_mode=settings.reward_mode,
+        penalized=settings.penalized,
         seed=seed,
         best_value=best_value,
         progress=settings.progress,
@@ -428,9 +810,9 @@ def _train_rllib(config, model, reward, settings, *, seed, out, model_path) -> T
         actions=model.actions,
         feature_spec=model.feature_spec,
         seed=seed,
-        address=settings.ray_address,
-        num_cpus=settings.ray_num_cpus,
-        num_env_runners=settings.ray_num_env_runners,
+        address=settings.ray.address,
+        num_cpus=settings.ray.num_cpus,
+        num_env_runners=settings.ray.num_env_runners,
         progress=settings.progress,
     )
     policy = rl.policy.to_q_policy()
@@ -446,7 +828,7 @@ def _train_rllib(config, model, reward, settings, *, seed, out, model_path) -> T
         extra={
             "updates": int(rl.updates),
             "n_step": config.n_step,
-            "ray_address": settings.ray_address,
+            "ray_address": settings.ray.address,
         },
     )
 
@@ -614,22 +996,33 @@ def prepare_for_ope(
 def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) -> Any:
     """The :class:`supportrl.ope.OffPolicyEvaluation` that ``settings`` describe: every
     nuisance model refitted in each of ``ope.n_refit`` resamples, the winner chosen on the
-    widened interval of ``settings.select``."""
+    widened interval of ``ope.select``.
+
+    The one place where the config's names meet the library's: ``ope.n_refit`` is the
+    library's ``n_bootstrap`` (its bootstrap always refits), ``ope.select`` its
+    ``selection_estimator``, ``ope.params`` its ``estimator_params``.
+    """
     from supportrl.ope.meta import OffPolicyEvaluation
 
-    refit = dict(settings.refit)
-    n_refit = int(refit.pop("n_refit", 50))
     try:
         return OffPolicyEvaluation(
             prepared=prepared,
-            conversation_estimators=tuple(settings.conversation_estimators),
-            decision_estimators=tuple(settings.decision_estimators),
+            conversation_estimators=settings.conversation_estimators,
+            decision_estimators=settings.decision_estimators,
             estimator_params=dict(settings.params),
             selection_estimator=settings.select,
-            n_bootstrap=n_refit,
+            n_bootstrap=settings.n_refit,
             alpha=settings.alpha,
             seed=seed,
-            **refit,
+            max_weight=settings.max_weight,
+            weight_share=settings.weight_share,
+            interval=settings.interval,
+            se_multiplier=settings.se_multiplier,
+            selection_interval=settings.selection_interval,
+            max_deficit=settings.max_deficit,
+            min_ess=settings.min_ess,
+            min_support=settings.min_support,
+            material_support=settings.material_support,
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc

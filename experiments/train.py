@@ -45,6 +45,7 @@ from supportrl.experiments.stages import (
     AgentSpec,
     TrainedAgent,
     agent_spec,
+    env_settings,
     train_settings,
     train_stage,
     value_stage,
@@ -54,22 +55,24 @@ from supportrl.simulators.synthetic import SyntheticWorld
 
 def model_from_cfg(cfg: DictConfig) -> CustomerModel:
     """The customer model the ``env`` group selects."""
-    if cfg.env.model == "synthetic":
+    env = env_settings(cfg)
+    if env.model == "synthetic":
         return world_from_cfg(cfg)
-    if cfg.env.model == "fitted":
+    if env.model == "fitted":
         from supportrl.simulators.fitted import load_customer_model
 
-        return load_customer_model(cfg.env.path)
-    if cfg.env.model == "logs":
+        return load_customer_model(env.path)
+    if env.model == "logs":
         raise UserError("env=logs (offline learning from logs) is for bandits only")
-    raise UserError(f"env.model={cfg.env.model!r}: expected 'synthetic', 'fitted' or 'logs'")
+    raise UserError(f"env.model={env.model!r}: expected 'synthetic', 'fitted' or 'logs'")
 
 
 def known_values(world: SyntheticWorld, cfg: DictConfig) -> dict[str, float]:
     """True values of the logging policy and the rule panel (``train.regret_panel``)."""
     reward = reward_from_cfg(cfg)
     candidates: dict[str, Policy] = {"logging": world.logging_policy}
-    candidates.update(load_rule_panel(resolve_shipped(cfg.train.regret_panel), world.actions))
+    panel = resolve_shipped(train_settings(cfg).regret_panel)
+    candidates.update(load_rule_panel(panel, world.actions))
     values = value_stage(candidates, world, reward, 20_000, seed=int(cfg.seed) + 7)
     return {name: v["value"] for name, v in values.items()}
 
@@ -104,13 +107,14 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
         print(f"note: {note}")
     data = prepared.logs  # conversations cut at reward.max_turns, as the rewards are
     kind = spec.kind
+    env = env_settings(cfg)
     agent = make_bandit(kind, data.actions, prepared.feature_spec, seed=seed, **spec.params)
-    mode = str(cfg.train.reward_mode)
+    mode = train_settings(cfg).reward_mode
     if mode not in REWARD_MODES:
         raise UserError(f"train.reward_mode={mode!r}: expected one of {list(REWARD_MODES)}")
     target = prepared.reward if mode == "immediate" else reward_to_go(prepared.reward, data.offsets)
     reward_hat = None
-    if cfg.env.target == "dr":
+    if env.target == "dr":
         reward_hat = cross_fit_reward(
             prepared.x,
             data.action,
@@ -125,9 +129,9 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
         data.action,
         target,
         prepared.propensity,
-        target=str(cfg.env.target),
+        target=str(env.target),
         reward_hat=reward_hat,
-        clip=float(cfg.env.clip),
+        clip=float(env.clip),
     )
     wall = time.perf_counter() - start
     checkpoint = agent.save(output(out / "checkpoint"))
@@ -157,7 +161,7 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
         "checkpoint": str(checkpoint),
         "env": "logs",
         "reward_mode": mode,
-        "offline_target": str(cfg.env.target),
+        "offline_target": str(env.target),
         "weights": {
             "ess": stats.effective_sample_size,
             "max_weight": stats.max_weight,
@@ -166,7 +170,7 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     }
     return finish(
         summary,
-        f"train {kind} offline ({cfg.env.target}): {data.n_turns} logged decisions in {wall:.1f} s, "
+        f"train {kind} offline ({env.target}): {data.n_turns} logged decisions in {wall:.1f} s, "
         f"{settings.select} estimate {estimate['estimate']:+.4f}",
     )
 
@@ -185,7 +189,8 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         best_name = max(known, key=known.__getitem__)
         best_value, logging_value = known[best_name], known["logging"]
         print(f"best known policy: {best_name} (true value {best_value:+.4f})")
-    model_path = Path(str(cfg.env.path)) if cfg.env.model == "fitted" else None
+    env = env_settings(cfg)
+    model_path = Path(str(env.path)) if env.model == "fitted" else None
     with SummaryWriter(logdir=str(out)) as writer:
         trained = train_stage(
             spec,
@@ -205,7 +210,7 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         reference = {f"best known ({best_name})": best_value, "logging policy": logging_value}
     write_metrics(out, trained.curve, title=f"{spec.kind} (seed {seed})", reference=reference)
     final = value_stage(
-        {spec.kind: trained.policy}, model, reward, int(cfg.train.eval_conversations), seed=seed + 1
+        {spec.kind: trained.policy}, model, reward, settings.eval_conversations, seed=seed + 1
     )[spec.kind]
     summary: dict[str, Any] = {
         "agent": spec.kind,
@@ -218,7 +223,7 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         "final_return_source": "true value" if isinstance(model, SyntheticWorld) else "simulated",
         "checkpoint": str(trained.checkpoint),
         "metrics": str(out / "metrics.csv"),
-        "env": str(cfg.env.model),
+        "env": env.model,
         "seed": seed,
         **trained.extra,
     }
@@ -252,7 +257,7 @@ def log_curve(writer: Any, trained: TrainedAgent) -> None:
 def main(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir()
     spec = agent_spec(cfg)
-    if cfg.env.model == "logs":
+    if env_settings(cfg).model == "logs":
         if spec.kind not in BANDITS:
             raise UserError("env=logs (offline learning from logs) is for bandits only")
         if str(cfg.backend) != "native":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -16,7 +17,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.common import CONFIG_PATH
 from supportrl.experiments.entry import check_overrides, help_text
 from supportrl.experiments.schema import ConfigError, check_config, covering_sets
-from supportrl.experiments.stages import AgentSpec, TrainSettings, dqn_config
+from supportrl.experiments.stages import AgentSpec, dqn_config, stage_settings
 from supportrl.simulators.fitted import fit_settings
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig
 
@@ -34,6 +35,13 @@ def composed(overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=False)
 
 
+def staged(overrides: list[str]) -> dict[str, Any]:
+    """What every stage receives from the config these overrides compose."""
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return stage_settings(cfg)
+
+
 @pytest.mark.parametrize(
     ("group", "option"), [(g, o) for g in GROUPS for o in options(g)], ids=lambda x: str(x)
 )
@@ -45,9 +53,10 @@ def test_every_group_option_composes_validates_and_instantiates(group: str, opti
     if group == "agent":
         kind = node.pop("kind")
         if kind == "dqn":
-            config = dqn_config(AgentSpec(kind, node), TrainSettings(total_steps=1234))
+            native = staged(["agent=dqn", "train.total_steps=1234"])["train"]
+            config = dqn_config(AgentSpec(kind, node), native)
             assert config.total_steps == 1234 and config.n_step == 3
-            rllib = dqn_config(AgentSpec(kind, node), TrainSettings(1, backend="rllib"))
+            rllib = dqn_config(AgentSpec(kind, node), staged(["backend=rllib"])["train"])
             assert rllib.n_step == 1  # RLlib's default that learns
         else:
             make_bandit(kind, world.actions, world.feature_spec, **node)

@@ -120,8 +120,8 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "supportrl.experiments.cli",
         "evaluate",
         *args,
-        "ope.n_bootstrap=100",
-        "ope.n_refit=10",
+        # the bootstrap that acts: fixed-model on bandit feedback, refit on conversation logs
+        "ope.n_bootstrap=100" if "data=bandit" in args else "ope.n_refit=10",
         f"paths.output_dir={tmp_path / 'out'}",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -15,8 +15,8 @@ from tests.helpers import result_of, run_dir_of, supportrl
 SMALL = (
     "generate.n_conversations=400",
     "train.total_steps=800",
-    "pipeline.true_value_conversations=400",
-    "pipeline.simulated_conversations=400",
+    "fit.true_value_conversations=400",
+    "fit.simulated_conversations=400",
     "ope.n_refit=6",
     "ope.conversation_estimators=[pdis,seq_dr,fqe]",
     "ope.decision_estimators=[]",

@@ -18,9 +18,9 @@ from tests.helpers import result_of, run_dir_of, supportrl
 SMALL = (
     "generate.n_conversations=300",
     "train.total_steps=600",
-    "pipeline.true_value_conversations=300",
-    "pipeline.simulated_conversations=300",
-    "ope.n_bootstrap=20",
+    "fit.true_value_conversations=300",
+    "fit.simulated_conversations=300",
+    "ope.n_refit=20",
     "ope.conversation_estimators=[wpdis,seq_dr]",
     "ope.decision_estimators=[]",
     "pipeline.baselines=[configs/rules/rules_production.yaml]",
@@ -96,6 +96,30 @@ def test_simulator_group_reaches_fit(base, tmp_path: Path) -> None:
         result["policies"]["linucb"]["simulated_value"]
         != (base[0]["policies"]["linucb"]["simulated_value"])
     )
+
+
+def test_fit_keys_reach_the_pipeline_fit(base, tmp_path: Path) -> None:
+    result, out = run(
+        tmp_path,
+        "fit.holdout=0.5",
+        "fit.sample_turns=700",
+        "fit.sample_min_per_intent=5",
+        "fit.simulated_conversations=200",
+        "fit.true_value_conversations=200",
+        "fit.plots=false",
+    )
+    n_turns = base[0]["summary"]["turns"]
+    # held out and scored as `fit` does: 0.2 of all the logs by default, 0.5 of a sample here
+    assert 0.1 * n_turns < base[0]["fidelity"]["outcome_model"]["n_decisions"] < 0.3 * n_turns
+    assert result["fidelity"]["sample"]["of_turns"] == n_turns
+    assert "fit.sample_min_per_intent=5" in result["fidelity"]["sample"]["method"]
+    assert "plots" in base[0]["fidelity"] and "plots" not in result["fidelity"]
+    assert not (out / "plots").exists()
+    for key in ("simulated_value", "true_value"):
+        assert (
+            result["policies"]["rules_production"][key]
+            != base[0]["policies"]["rules_production"][key]
+        )
 
 
 def test_agent_and_budget_reach_train(base, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_export_train_run_and_evaluate_checkpoint_vs_artifact(
         f"data.turns={turns}",
         f"data.customers={customers}",
         f"policies=[{checkpoint},{artifact}]",
-        "ope.n_bootstrap=20",
+        "ope.n_refit=20",
     )
     assert evaluate.returncode == 0, evaluate.stderr
     policies = result_of(evaluate)["policies"]
@@ -119,7 +119,7 @@ def test_deploy_writes_a_log_that_validate_and_evaluate_read(tmp_path: Path) -> 
     # on-policy: the logged propensities are the artifact's, so every importance weight is 1
     # and the estimate is the logged mean return; it must agree with the deployed value
     evaluate = supportrl(
-        tmp_path, "evaluate", f"data.turns={log}", f"policies=[{artifact}]", "ope.n_bootstrap=50"
+        tmp_path, "evaluate", f"data.turns={log}", f"policies=[{artifact}]", "ope.n_refit=50"
     )
     assert evaluate.returncode == 0, evaluate.stderr
     (estimates,) = result_of(evaluate)["policies"].values()

@@ -122,7 +122,7 @@ def test_train_offline_from_logs_command(tmp_path: Path, target: str) -> None:
     cmd = [
         sys.executable, "-m", "supportrl.experiments.cli", "train", "agent=linucb", "env=logs",
         f"env.target={target}", f"data.turns={turns}", f"data.customers={customers}",
-        "ope.n_bootstrap=50", "ope.n_refit=10", f"paths.output_dir={tmp_path / 'out'}",
+        "ope.n_refit=10", f"paths.output_dir={tmp_path / 'out'}",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
