@@ -19,8 +19,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/supportrl pipeline
 
+# the fast tier on both cores (pytest-xdist), one BLAS thread per worker; tests that start
+# Ray share one worker (tests/conftest.py)
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -q -n 2 --dist loadgroup
 
 test-full: $(STAMP)
 	$(PY) -m pytest -q

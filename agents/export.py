@@ -255,9 +255,17 @@ def write_policy_files(
         if policy.feature_spec != spec:
             raise ValueError("export: feature_spec differs from the DQN policy's own")
         return _write_onnx(policy, directory)
+    if type(policy).__name__ == "SB3Policy":  # by name: stable-baselines3 is optional
+        if policy.feature_spec != spec:
+            raise ValueError("export: feature_spec differs from the SB3 policy's own")
+        import onnx
+
+        onnx.save_model(policy.onnx_model(), str(directory / "policy.onnx"))
+        entry = {"kind": "onnx", "file": "policy.onnx", "opset": OPSET, "model": policy.source}
+        return {"policy": entry, "files": ["policy.onnx"]}
     raise ValueError(
         f"export: cannot export a {type(policy).__name__}; exportable policies are "
-        "DQN, LinUCB, LinTS and rule policies"
+        "DQN, LinUCB, LinTS, rule policies and Stable-Baselines3 models (SB3Policy)"
     )
 
 

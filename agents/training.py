@@ -13,6 +13,7 @@ the best known policy value is given, cumulative regret.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +82,17 @@ def train_bandit(
     seed: int = 0,
     best_value: float | None = None,
     progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``bandit`` online for at least ``total_steps`` decisions (whole rounds).
 
     ``reward_mode``: learn from the conversation's reward-to-go (``"return"``, what a
     policy's value sums) or from the turn's reward alone (``"immediate"``). ``penalized``:
     subtract a fitted simulator's pessimism penalty from the rewards (setting ``env.penalized``;
-    the synthetic world has none).
+    the synthetic world has none). ``callback(env_steps, metrics)`` runs after every round
+    with that round's learning-curve point (``charts/episodic_return``, and
+    ``charts/cumulative_regret`` with ``best_value``), e.g. to stream it to TensorBoard or to
+    a Ray Tune trial.
     """
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
@@ -119,6 +124,11 @@ def train_bandit(
             regret_sum += float((best_value - conv_returns).sum())
             regret.append(regret_sum)
         bar.update(sim.logs.n_turns)
+        if callback is not None:
+            point = {"charts/episodic_return": returns[-1]}
+            if best_value is not None:
+                point["charts/cumulative_regret"] = regret_sum
+            callback(steps, point)
     bar.close()
     wall = time.perf_counter() - start
     curve = LearningCurve(

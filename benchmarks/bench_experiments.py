@@ -75,7 +75,7 @@ def serve(
         salt=f"bench-{seed}",
     )
     exp = Experiment.load(config, seed=seed)
-    log = root / f"log-{seed}-{names[1]}-{shares[1]}"
+    log = Path(tempfile.mkdtemp(prefix=f"log-{seed}-", dir=root)) / "decisions"
     experiment_stage(exp, log, world=WORLD, reward=REWARD, n_conversations=n, seed=seed)
     if declared is not None:  # the file says one split, the traffic had another
         desc = json.loads((log / "experiment.json").read_text())
@@ -136,17 +136,15 @@ def bench_power(root: Path, art: dict[str, Path], seeds: int, n: int) -> None:
         ).value
         for name in art
     }
-    base = truth["rules_production"]
     print(
         "true values: "
         + ", ".join(f"{k} {v:+.3f}" for k, v in sorted(truth.items(), key=lambda kv: kv[1]))
     )
     for target in (+0.05, -0.05):
-        other = min(
-            (k for k in art if k != "rules_production"), key=lambda k: abs(truth[k] - base - target)
-        )
-        delta = truth[other] - base
-        arms = {"control": art["rules_production"], other: art[other]}
+        pairs = [(a, b) for a in art for b in art if a != b and truth[a] > -0.1 and truth[b] > -0.1]
+        control, other = min(pairs, key=lambda ab: abs(truth[ab[1]] - truth[ab[0]] - target))
+        delta = truth[other] - truth[control]
+        arms = {control: art[control], other: art[other]}
         ours, naive = [], []
         for seed in range(seeds):
             low, high, nlow, nhigh = looks(
@@ -159,7 +157,7 @@ def bench_power(root: Path, art: dict[str, Path], seeds: int, n: int) -> None:
         done = [x for x in ours if x is not None]
         what = "promote" if target > 0 else "roll back"
         print(
-            f"  {other} - rules_production: true {delta:+.3f}: {what} in {len(done)}/{seeds} "
+            f"  {other} - {control}: true {delta:+.3f}: {what} in {len(done)}/{seeds} "
             f"experiments of {n}; conversations to decide: median "
             f"{np.median(done) if done else float('nan'):.0f} (quartiles "
             f"{np.percentile(done, 25) if done else float('nan'):.0f}-"

@@ -1,11 +1,12 @@
 """Sweeps: Hydra's basic launcher vs Ray Tune on one machine, and ``report`` over many runs.
 
 1. The same 12-trial search space (4 bandits x 3 seeds, ``--steps`` env steps each, the
-   synthetic world) run twice, as ``supportrl train -m ...`` (Hydra's basic launcher: one
-   process, trials one after another) and as ``supportrl sweep ...`` (Ray Tune: local Ray,
-   one process per trial, ``--cpus`` CPUs for Ray, 1 per trial). Prints both wall times,
-   their ratio, and Tune's overhead per trial (extra wall seconds per trial over the
-   basic launcher; on 2 busy cores parallel trials cannot win back a process start each).
+   synthetic world) run as ``supportrl train -m ...`` (Hydra's basic launcher, the anchor:
+   one process, trials one after another) and as ``supportrl sweep ...`` (Ray Tune: local
+   Ray started once, ``--cpus`` CPUs for Ray, 1 per trial, each trial run inside a reused
+   Ray worker); with ``--isolate`` also ``sweep.isolate=true`` (a fresh process per trial,
+   the sweep's former only mode). Prints the wall times, their ratio, and Tune's overhead
+   per trial (extra wall seconds per trial over the basic launcher).
 2. ``report`` over ``--runs`` fixture pipeline runs (4 seeds per configuration): our
    ``collect + write_report`` (table, CSV, markdown, HTML with figures) against the anchor,
    reading the same ``result.json`` files in a plain loop.
@@ -37,31 +38,38 @@ def supportrl(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     return time.perf_counter() - start, proc
 
 
-def sweeps(tmp: Path, steps: int, cpus: int) -> None:
-    trial = [f"train.total_steps={steps}", "train.eval_conversations=5000"]
-    basic_s, _ = supportrl(
-        "train", "-m", f"agent={AGENTS}", f"seed={SEEDS}", *trial, f"paths.output_dir={tmp}/basic"
-    )
-    tune_s, _ = supportrl(
+def tune_sweep(tmp: Path, name: str, trial: list[str], cpus: int, *extra: str) -> float:
+    wall, _ = supportrl(
         "sweep",
         f"agent={AGENTS}",
         f"seed={SEEDS}",
         *trial,
+        *extra,
         f"ray.num_cpus={cpus}",
-        f"hydra.run.dir={tmp}/tune",
+        f"hydra.run.dir={tmp}/{name}",
         f"paths.output_dir={tmp}",
     )
-    result = json.loads((tmp / "tune" / "result.json").read_text())
+    result = json.loads((tmp / name / "result.json").read_text())
     assert result["completed"] == 12, result
-    trial_s = [t["wall_s"] for t in result["trials"]]
-    n = len(trial_s)
+    return wall
+
+
+def sweeps(tmp: Path, steps: int, cpus: int, isolate: bool) -> None:
+    trial = [f"train.total_steps={steps}", "train.eval_conversations=5000"]
+    basic_s, _ = supportrl(
+        "train", "-m", f"agent={AGENTS}", f"seed={SEEDS}", *trial, f"paths.output_dir={tmp}/basic"
+    )
+    rows = [("Hydra basic launcher (anchor)", basic_s)]
+    rows.append(("Ray Tune, trials in workers", tune_sweep(tmp, "tune", trial, cpus)))
+    if isolate:
+        wall = tune_sweep(tmp, "isolated", trial, cpus, "sweep.isolate=true")
+        rows.append(("Ray Tune, a process per trial", wall))
+    n = 12
     print(f"12-trial sweep (4 bandits x 3 seeds, {steps} env steps each), {cpus} CPUs for Ray")
-    print(f"{'launcher':<34}{'wall s':>9}{'per trial s':>13}")
-    print(f"{'Hydra basic launcher (anchor)':<34}{basic_s:>9.1f}{basic_s / n:>13.2f}")
-    print(f"{'Ray Tune (supportrl sweep)':<34}{tune_s:>9.1f}{tune_s / n:>13.2f}")
-    print(f"ratio Tune / basic: {tune_s / basic_s:.2f}")
-    print(f"Tune overhead per trial: {(tune_s - basic_s) / n:+.2f} s")
-    print(f"mean trial process wall (inside Tune): {sum(trial_s) / n:.2f} s")
+    print(f"{'launcher':<34}{'wall s':>9}{'per trial s':>13}{'/ basic':>9}{'overhead/trial s':>18}")
+    for label, wall in rows:
+        extra = (wall - basic_s) / n
+        print(f"{label:<34}{wall:>9.1f}{wall / n:>13.2f}{wall / basic_s:>9.2f}{extra:>+18.2f}")
 
 
 def fixture_runs(root: Path, n: int) -> None:
@@ -119,11 +127,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--skip-sweeps", action="store_true")
+    parser.add_argument("--isolate", action="store_true", help="also time sweep.isolate=true")
+    parser.add_argument("--skip-report", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_sweeps:
-            sweeps(Path(tmp), args.steps, args.cpus)
-        report_time(Path(tmp), args.runs)
+            sweeps(Path(tmp), args.steps, args.cpus, args.isolate)
+        if not args.skip_report:
+            report_time(Path(tmp), args.runs)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
 from supportrl.experiments.common import UserError, finish, reward_from_cfg, run_dir, to_plain
 from supportrl.experiments.entry import command
-from supportrl.ope.abtest import ExperimentData, analyse, segment_breakdown
+from supportrl.ope.abtest import T_STAR, ExperimentData, analyse, segment_breakdown
 from supportrl.simulators.logs import LoggedConversations, load_conversations
 
 
@@ -82,10 +82,16 @@ def _shares_per_conversation(
     events = [e for e in description.get("events", []) if isinstance(e.get("shares"), dict)]
     if not events:
         events = [{"time": None, "shares": {a: v["share"] for a, v in description["arms"].items()}}]
-    table = np.array([[float(e["shares"].get(a, 0.0)) for a in arms] for e in events])
     if starts is None or len(events) == 1:
-        return np.repeat(table[:1], n, axis=0)
-    times = np.array([np.datetime64(str(e["time"]).rstrip("Z"), "us") for e in events])
+        first = [[float(events[0]["shares"].get(a, 0.0)) for a in arms]]
+        return np.repeat(np.array(first), n, axis=0)
+    try:
+        times = np.array([np.datetime64(str(e["time"]).rstrip("Z"), "us") for e in events])
+    except ValueError:
+        raise UserError("experiment.json: an event's time is not an ISO 8601 date-time") from None
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    table = np.array([[float(events[i]["shares"].get(a, 0.0)) for a in arms] for i in order])
     idx = np.searchsorted(times, starts.astype("datetime64[us]"), side="right") - 1
     return table[np.maximum(idx, 0)]
 
@@ -171,6 +177,7 @@ def abtest_stage(
             alpha=float(description.get("alpha", 0.05)),
             guardrail_metric=str(guard.get("metric", "value")),
             max_drop=float(guard.get("max_drop", 0.0)),
+            t_star=float(description.get("horizon") or T_STAR),
         )
         if segment_by:
             result["segments"] = segment_breakdown(

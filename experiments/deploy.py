@@ -167,6 +167,9 @@ def experiment_stage(
     seed: int,
     prefix: str = "x",
     part_rows: int = 50_000,
+    start: int = 0,
+    width: int | None = None,
+    logger: Any = None,
 ) -> ExperimentRun:
     """Serve ``n_conversations`` customers of ``world`` through ``experiment`` (a
     :class:`supportrl.serving.experiment.Experiment`) and log every decision.
@@ -177,6 +180,11 @@ def experiment_stage(
     batch form of ``Experiment.decide``). Conversations are timestamped in id order, 30 s
     apart; CSAT is logged where the customer answered (the world's missing-not-at-random
     response).
+
+    Served in chunks (an experiment looked at as it runs): ``start`` is the index of the
+    chunk's first conversation (ids and the clock go on from there), ``width`` the digits of
+    the ids, and ``logger`` the open :class:`DecisionLogger` the chunks share (default: a new
+    one, closed at the end).
     """
     from supportrl.serving import DecisionLogger
     from supportrl.serving.experiment import mixture_propensities, pseudonym
@@ -187,8 +195,10 @@ def experiment_stage(
         raise UserError(
             f"experiment: actions {list(experiment.actions)} differ from the world's {list(world.actions)}"
         )
-    width = len(str(n_conversations - 1))
-    ids = np.char.add(prefix, np.char.zfill(np.arange(n_conversations).astype(str), width))
+    width = width or len(str(start + n_conversations - 1))
+    ids = np.char.add(
+        prefix, np.char.zfill(np.arange(start, start + n_conversations).astype(str), width)
+    )
     units = ids if experiment.config.unit == "conversation" else np.char.add("customer-", ids)
     assigned = experiment.assign(units.tolist())
     streams = np.random.SeedSequence(seed).spawn(len(experiment.arms) + 1)
@@ -232,11 +242,11 @@ def experiment_stage(
     order = np.lexsort((rec["turn"], rec["conversation"]))
     rec = _take(rec, order)
     conversation = rec["conversation"]
-    start = np.flatnonzero(np.append(True, conversation[1:] != conversation[:-1]))
-    starts = np.repeat(start, np.diff(np.append(start, len(conversation))))
+    first = np.flatnonzero(np.append(True, conversation[1:] != conversation[:-1]))
+    starts = np.repeat(first, np.diff(np.append(first, len(conversation))))
     elapsed = np.cumsum(rec["handle_time_s"]) - rec["handle_time_s"]
     elapsed -= elapsed[starts]
-    seconds = conversation * SECONDS_BETWEEN_CONVERSATIONS + elapsed
+    seconds = (start + conversation) * SECONDS_BETWEEN_CONVERSATIONS + elapsed
     timestamps = DEPLOY_START + np.round(seconds * 1e6).astype("timedelta64[us]")
     last = np.append(conversation[1:] != conversation[:-1], True)
     rng = np.random.default_rng(streams[-1])
@@ -248,7 +258,9 @@ def experiment_stage(
         if experiment.config.unit == "conversation"
         else [pseudonym(experiment.config.salt, u) for u in units[conversation].tolist()]
     )
-    logger = DecisionLogger.for_experiment(log_dir, experiment, part_rows=part_rows)
+    own = logger is None
+    if own:
+        logger = DecisionLogger.for_experiment(log_dir, experiment, part_rows=part_rows)
     logger.log_batch(
         cids,
         rec["states"],
@@ -265,9 +277,18 @@ def experiment_stage(
         [OUTCOMES[o] for o in rec["outcome"][last].tolist()],
         np.where(answered[last], rec["csat"][last], np.nan),
     )
-    logger.close(censor_open=False)
+    if own:
+        logger.close(censor_open=False)
+    else:
+        logger.flush()
     experiment.write_description(log_dir)
     return ExperimentRun(log=log_dir, n_conversations=served, true_value=truth)
+
+
+def experiment_clock(index: int) -> str:
+    """The simulated time conversation ``index`` of an in-process experiment starts (UTC)."""
+    at = DEPLOY_START + np.timedelta64(int(index * SECONDS_BETWEEN_CONVERSATIONS * 1e6), "us")
+    return str(at.astype("datetime64[s]")) + "Z"
 
 
 def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:

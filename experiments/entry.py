@@ -42,15 +42,15 @@ from supportrl.experiments.schema import (
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "validate": ("data",),
     "generate": ("generate", "world", "seed"),
-    "fit": ("data", "simulator", "fit", "world", "reward", "policies", "seed"),
+    "fit": ("data", "simulator", "fit", "generate", "world", "reward", "policies", "seed"),
     "train": ("agent", "env", "train", "world", "reward", "backend", "ray", "data", "seed"),
     "evaluate": ("data", "ope", "reward", "policies", "target_probs", "seed"),
     "pipeline": (
-        "data", "world", "simulator", "agent", "reward", "ope", "generate", "train",
+        "data", "world", "simulator", "fit", "agent", "reward", "ope", "generate", "train",
         "pipeline", "loop", "seed",
     ),
     "loop": (
-        "data", "world", "simulator", "agent", "reward", "ope", "generate", "train",
+        "data", "world", "simulator", "fit", "agent", "reward", "ope", "generate", "train",
         "pipeline", "loop", "seed",
     ),
     "abtest": ("log", "reward", "report", "seed"),
@@ -176,6 +176,37 @@ def _compose_named(overrides: list[str]) -> dict[str, Any]:
     raise ConfigError(f"cannot compose the overrides {overrides}")
 
 
+PATH_KEYS = (
+    "run", "dir", "artifact", "target_probs", "data.turns", "data.customers", "data.path",
+    "env.path", "train.resume", "serve.experiment", "serve.log_dir", "hydra.run.dir",
+    "paths.output_dir",
+)  # fmt: skip
+"""Keys whose value is one path: a folder the tool names ``agent=linucb,seed=0`` is taken as
+it is, not parsed as Hydra's grammar."""
+
+
+def quote_paths(argv: list[str]) -> list[str]:
+    """``run=outputs/multirun/.../agent=linucb,seed=0`` -> ``run='outputs/.../agent=linucb,seed=0'``.
+
+    A value of a :data:`PATH_KEYS` key is quoted for Hydra when it holds ``=`` (never valid
+    unquoted in an override's value) or when it holds ``,`` and names an existing path (a
+    ``-m`` sweep over paths keeps working). Quoted values and values without those
+    characters pass unchanged; a single quote inside is escaped.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        plain = key.lstrip("+~")
+        if not sep or plain not in PATH_KEYS or value[:1] in ("'", '"'):
+            out.append(arg)
+            continue
+        if "=" in value or ("," in value and os.path.exists(value)):
+            escaped = value.replace("'", "\\'")
+            arg = f"{key}='{escaped}'"
+        out.append(arg)
+    return out
+
+
 def overrides_of(argv: list[str]) -> list[str]:
     """The Hydra overrides of a command line (flags such as ``-m`` left out)."""
     return [
@@ -290,10 +321,11 @@ def command(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     )
 
     def main() -> Any:
-        argv = sys.argv[1:]
+        argv = quote_paths(sys.argv[1:])
         if "--help" in argv or "-h" in argv:
             print(help_text(name))
             sys.exit(0)
+        sys.argv = [sys.argv[0], *argv]  # Hydra reads the (quoted) command line itself
         precheck_argv(argv, name)
         return hydra_main()
 

@@ -8,7 +8,9 @@ per-decision ones. Policies come from ``policies=[FILE.yaml | CHECKPOINT_DIR, ..
 external data, ``target_probs=PATH``.
 
 Writes ``result.json`` (``{"policies": {NAME: {ESTIMATOR: {"estimate", "ci_low",
-"ci_high"}}}, "diagnostics": .., "notes": ..}``), ``estimates.csv`` and ``forest.png``.
+"ci_high"}}}, "diagnostics": .., "notes": ..}``), ``estimates.csv``, ``forest.png`` and
+TensorBoard scalars + hparams (``POLICY/ESTIMATOR`` estimates and interval ends); with
+``logger=mlflow`` an MLflow run (:mod:`.tracking`).
 """
 
 from __future__ import annotations
@@ -43,12 +45,18 @@ def candidate_probs(cfg: DictConfig, data: Any) -> dict[str, np.ndarray]:
     if not paths and cfg.target_probs is None:
         raise UserError("nothing to evaluate: give policies=[FILE.yaml,..] or target_probs=PATH")
     states = data.states()
+    # a rule's string literals must be values the logs give their variable
+    vocabulary = {k: np.unique(v) for k, v in states.items() if np.asarray(v).dtype.kind in "OUS"}
     out: dict[str, np.ndarray] = {}
     for path in paths:
         name = policy_name(path)
         if name in out:
             raise UserError(f"policies: two policies are named {name!r}; rename one file")
-        out[name] = target_probs_of(load_policy(path, data.actions), states, data.actions)
+        policy = load_policy(path, data.actions)
+        if hasattr(policy, "check_literals"):
+            for note in policy.check_literals(vocabulary):
+                print(f"note: {note}")
+        out[name] = target_probs_of(policy, states, data.actions)
     if cfg.target_probs is not None:
         n_rows = data.n_turns if isinstance(data, LoggedConversations) else data.n_rounds
         probs = load_target_probs(cfg.target_probs, data.actions, n_rows)
@@ -79,7 +87,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     plot_or_warn(
         forest_plot,
         output(out / "forest.png"),
-        [{"label": f"{r['policy']} · {r['estimator']} ({r['scope']})", **r} for r in result.table],
+        [{"label": f"{r['policy']} · {r['estimator']}", **r} for r in result.table],
         level=1 - settings.alpha,
         logging_value=result.logging_value["estimate"]
         if data is None or isinstance(data, LoggedConversations)
@@ -93,6 +101,11 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         print(
             f"note: ope.select={settings.select} does not apply to this data; headline {headline}"
         )
+    from supportrl.experiments.tracking import log_estimates
+
+    mlflow_run = log_estimates(
+        cfg, out, result.policies, result.logging_value, [out / "estimates.csv", out / "forest.png"]
+    )
     best = max(
         result.policies,
         key=lambda k: np.nan_to_num(result.policies[k][headline]["estimate"], nan=-np.inf),
@@ -104,6 +117,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             "notes": result.notes,
             "select": headline,
             "logging_value": result.logging_value,
+            **({"mlflow_run_id": mlflow_run} if mlflow_run else {}),
         },
         f"evaluate: {len(result.policies)} policies; highest {headline}: {best} "
         f"({result.policies[best][headline]['estimate']:+.4f})",

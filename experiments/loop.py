@@ -92,6 +92,7 @@ def experiment_config(
         salt=name,
         alpha=settings.alpha,
         name=name,
+        horizon=settings.conversations,
     )
 
 
@@ -110,8 +111,7 @@ def run_round(
 ) -> tuple[dict[str, Any], Candidate, LoggedConversations]:
     """Steps 2-4 of round ``k`` (module doc); (the round's record, production after it, the
     round's decision log as conversations)."""
-    from supportrl.experiments.abtest import abtest_stage
-    from supportrl.experiments.deploy import experiment_stage
+    from supportrl.experiments.deploy import experiment_clock
     from supportrl.experiments.export import export_stage
     from supportrl.experiments.stages import value_stage
     from supportrl.serving.experiment import Experiment
@@ -129,6 +129,11 @@ def run_round(
         }
         for name in policies
     }
+    print(f"[round {k}] candidates (ope {'estimate':>8}  true value; * shortlisted, control):")
+    for name, row in record["values"].items():
+        mark = "*" if name in names else ("control" if name == production.name else "")
+        ope = row["ope"]["estimate"] if row["ope"] else float("nan")
+        print(f"      {name:<30}{ope:>+9.3f}{row['true_value']:>+12.3f}  {mark}")
     if not names:
         print(f"[round {k}] no candidate left on the shortlist: production stays {production.name}")
         record["production"] = production.name
@@ -144,25 +149,19 @@ def run_round(
             )
     treatments = [inputs.candidates[n] for n in names]
     config = experiment_config(production, treatments, settings, name=f"round-{k}")
-    experiment = Experiment.load(config, seed=seed)
+    experiment = Experiment.load(config, seed=seed, start_time=experiment_clock(0))
     shown = ", ".join(f"{a.name} {a.share:g}" for a in config.arms)
     print(
-        f"[round {k}] experiment: {shown} (epsilon {settings.epsilon:g}) on "
-        f"{settings.conversations} conversations",
+        f"[round {k}] experiment: {shown} (epsilon {settings.epsilon:g}), up to "
+        f"{settings.conversations} conversations, analysed every {settings.look_every}",
         flush=True,
     )
-    served = experiment_stage(
-        experiment,
-        output(round_dir / "decisions"),
-        world=world,
-        reward=reward,
-        n_conversations=settings.conversations,
-        seed=seed + 3,
-        prefix=f"r{k}-",
+    log = output(round_dir / "decisions")
+    analysis, served = _run_experiment(
+        experiment, log, world=world, reward=reward, settings=settings, seed=seed, prefix=f"r{k}-"
     )
-    analysis = abtest_stage(served.log, reward, seed=seed)
     analysis.pop("curves", None)
-    analysis["true_value"] = served.true_value
+    analysis["true_value"] = served
     record["experiment"] = analysis
     decision = analysis["decision"]
     new = production
@@ -170,8 +169,59 @@ def run_round(
         new = inputs.candidates[decision["arm"]]
     record["production"] = new.name
     _print_round(k, record, production.name)
-    decided = load_conversations(served.log, actions=list(logs.actions))
+    decided = load_conversations(log, actions=list(logs.actions))
     return record, new, decided
+
+
+def _run_experiment(
+    experiment: Any,
+    log: Path,
+    *,
+    world: SyntheticWorld,
+    reward: RewardSpec,
+    settings: LoopSettings,
+    seed: int,
+    prefix: str,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Serve the experiment in chunks of ``look_every`` conversations, analysing after each
+    (the confidence sequences allow it), until it decides or ``conversations`` are served.
+    An arm that breaches its guardrail while others go on is stopped (its share to control,
+    recorded at the simulated time). Returns the last analysis and each arm's true value
+    (mean conversation return with the true CSAT, over every chunk)."""
+    from supportrl.experiments.abtest import abtest_stage
+    from supportrl.experiments.deploy import experiment_clock, experiment_stage
+    from supportrl.serving import DecisionLogger
+
+    logger = DecisionLogger.for_experiment(log, experiment, part_rows=50_000)
+    width = len(str(settings.conversations - 1))
+    served, sums = 0, {a: [0, 0.0] for a in experiment.arms}
+    analysis: dict[str, Any] = {}
+    while served < settings.conversations:
+        n = min(settings.look_every, settings.conversations - served)
+        chunk = experiment_stage(
+            experiment, log, world=world, reward=reward, n_conversations=n,
+            seed=seed + 3 + served, prefix=prefix, start=served, width=width, logger=logger,
+        )  # fmt: skip
+        served += n
+        for arm, count in chunk.n_conversations.items():
+            if count:
+                sums[arm][0] += count
+                sums[arm][1] += count * chunk.true_value[arm]
+        analysis = abtest_stage(log, reward, seed=seed)
+        decision = analysis["decision"]
+        print(
+            f"      after {served} conversations: {decision['action']} ({decision['reason']})",
+            flush=True,
+        )
+        if decision["action"] in ("promote", "roll_back"):
+            break
+        for arm in decision.get("stop", []):
+            if experiment.shares[experiment.arms.index(arm)] > 0:
+                experiment.stop(arm, "guardrail breached", at=experiment_clock(served))
+    logger.close(censor_open=False)
+    experiment.write_description(log)
+    truth = {a: (total / count if count else float("nan")) for a, (count, total) in sums.items()}
+    return analysis, truth
 
 
 def _print_round(k: int, record: dict[str, Any], control: str) -> None:

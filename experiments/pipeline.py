@@ -80,6 +80,7 @@ from supportrl.experiments.stages import (
     world_config,
 )
 from supportrl.experiments.summary import Interval, Selection, select_winner
+from supportrl.experiments.tracking import report_iteration
 from supportrl.experiments.validate import print_summary
 from supportrl.ope.evaluate import target_probs_of
 from supportrl.simulators.logs import load_conversations
@@ -316,9 +317,12 @@ def learn(
     agent_dir = out / "agents" / spec.kind
     with timed(timings, "train"):
         trained = train_stage(
-            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator"
-        )
-    write_metrics(agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})")
+            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator",
+            callback=report_iteration,  # a sweep's Tune trial sees every round (else a no-op)
+        )  # fmt: skip
+    write_metrics(
+        agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})", source="fitted simulator"
+    )
     print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
     sources = {name: trained.checkpoint}
     restricted: dict[str, Policy] = {}
@@ -354,9 +358,9 @@ def learn(
     states = logs.states()
     with timed(timings, "evaluate"):
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        # the simulator's CSAT model imputes missing CSAT when it was fitted on all the logs
-        reuse = model if fitted.whole else None
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=reuse)
+        # missing CSAT: the simulator's CSAT model where it was fitted on all the logs, else
+        # the same design refitted on all of them (OPE does not move with fit.holdout)
+        prepared = prepare_for_ope(logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole)
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(
             candidates, model, reward, fit.simulated_conversations, seed=seed + 1

@@ -113,8 +113,12 @@ def records_of(run: Path, result: dict[str, Any], select: str) -> list[RunRecord
             trained = name == result.get("agent")
             values = {"simulated_value": row.get("simulated_value"), "logging_value": logging}
             # the pipeline's winner is chosen on the honest selection interval (the select
-            # estimator widened by model disagreement and missing support): report that one
+            # estimator widened by model disagreement and missing support): report that one,
+            # and the plain interval beside it (ope_ci_*) for the figures
             values.update(_ope_values(row.get("selection") or row.get(select)))
+            plain = row.get(select)
+            if row.get("selection") and plain:
+                values.update(ope_ci_low=plain["ci_low"], ope_ci_high=plain["ci_high"])
             if "true_value" in row:
                 values["true_value"] = row["true_value"]
             if trained:
@@ -288,8 +292,10 @@ def figures(out: Path, rows, records, select: str, level: float, logging: float 
     for rec in records:
         if rec.curve is not None:
             by_config.setdefault(rec.config, []).append(rec.curve)
+    simulated = {rec.config for rec in records if rec.curve is not None
+                 and rec.values.get("simulated_value") is not None}  # fmt: skip
     for config, curves in by_config.items():
-        band = curve_band(curves)
+        band = curve_band(curves, confidence=level)  # the tables' t-interval over seeds
         if band is not None:
             bands[config] = (*band, len(curves))
     if len(bands) > MAX_PLOTTED:  # a readable figure: the best configurations by final return
@@ -304,28 +310,43 @@ def figures(out: Path, rows, records, select: str, level: float, logging: float 
         if known:
             references[f"{label} (true value)"] = float(np.mean(known))
     if bands:
+        sim = [c for c in bands if c in simulated]
+        source = None
+        if sim:
+            source = "fitted simulator" if len(sim) == len(bands) else "fitted simulator for some"
+            # true values beside simulated curves: say which is which
+            references = {f"{k}; curves are simulated" if i == 0 else k: v
+                          for i, (k, v) in enumerate(references.items())}  # fmt: skip
         figs["Learning curves"] = learning_curves(
-            out / "learning_curves.png", bands, reference=references
+            out / "learning_curves.png",
+            bands,
+            reference=references,
+            band_label=f"band = {level:.0%} t-interval over seeds (as in the table)",
+            source=source,
         )
     ope_rows = [r for r in rows if r.get("ope_estimate") is not None]
     # a readable figure: the configurations with the highest lower bounds
     ope_rows = sorted(ope_rows, key=lambda r: -r.get("ope_low", r["ope_estimate"]))[:MAX_PLOTTED]
     if ope_rows:
+        forest_rows = []
+        for r in ope_rows:
+            row = {"label": r["config"], "policy": r["agent"], "estimate": r["ope_estimate"]}
+            if r.get("ope_ci_low") is not None:  # a pipeline's: plain and selection intervals
+                row.update(ci_low=r["ope_ci_low"], ci_high=r["ope_ci_high"])
+                row.update(selection_low=r.get("ope_low"), selection_high=r.get("ope_high"))
+            else:
+                row.update(ci_low=r.get("ope_low", r["ope_estimate"]),
+                           ci_high=r.get("ope_high", r["ope_estimate"]))  # fmt: skip
+            forest_rows.append(row)
+        n_seeds = sorted({r["n_runs"] for r in ope_rows})
+        over = "one seed" if n_seeds == [1] else "mean over seeds"
         figs[f"OPE forest plot ({select})"] = forest_plot(
             out / "forest.png",
-            [
-                {
-                    "label": r["config"],
-                    "policy": r["agent"],
-                    "estimate": r["ope_estimate"],
-                    "ci_low": r.get("ope_low", r["ope_estimate"]),
-                    "ci_high": r.get("ope_high", r["ope_estimate"]),
-                }
-                for r in ope_rows
-            ],
+            forest_rows,
             level=level,
             logging_value=logging,
-            title=f"OPE estimate ({select}) per configuration, mean over seeds",
+            title=f"OPE estimate ({select}) per configuration, {over}",
+            interval_label=f"95% interval of {select} (mean of the seeds' bounds)",
         )
     both = [r for r in ope_rows if r.get("simulated_value") is not None]
     if both:
@@ -423,7 +444,7 @@ def write_report(
     if candidates:
         selection = select_winner(candidates, logging, estimator=select)
     else:
-        selection = Selection(None, None, "no OPE estimates in these runs: no selection")
+        selection = best_without_ope(rows)
     for r in rows:
         r["winner"] = r["config"] == selection.winner
     cells = display_rows(rows)
@@ -468,6 +489,22 @@ def write_report(
         "selection": selection.to_dict(),
         "n_runs": len(records),
     }
+
+
+def best_without_ope(rows: list[dict[str, Any]]) -> Selection:
+    """Runs without OPE (train sweeps): the best configuration by its mean true value over
+    seeds (known world), else by its mean simulated value; the metric is stated."""
+    for metric, label in (("true_value", "true value"), ("simulated_value", "simulated value")):
+        scored = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
+        if scored:
+            top = max(scored, key=lambda r: r[metric])
+            n = top.get("n_runs", 1)
+            reason = (
+                f"no OPE estimates in these runs; best by {label} (mean over {n} "
+                f"seed{'s' * (n != 1)}): {top['config']} ({top[metric]:+.4f})"
+            )
+            return Selection(top["config"], None, reason)
+    return Selection(None, None, "no OPE estimates or values in these runs: no selection")
 
 
 @command

@@ -104,8 +104,17 @@ class PathsSection:
 
 
 @dataclass
+class MlflowSection:
+    enabled: bool
+    tracking_uri: str | None
+    experiment: str
+
+
+@dataclass
 class LoggerSection:
     progress: bool | Literal["auto"]
+    tensorboard: bool
+    mlflow: MlflowSection
 
 
 # --- sections of config.yaml ---------------------------------------------------------------
@@ -122,6 +131,7 @@ class LoopSection:
     rounds: int
     shortlist: int
     conversations: int
+    look_every: int
     share: float
     epsilon: float
     production: str
@@ -130,11 +140,25 @@ class LoopSection:
 
 
 @dataclass
+class AshaSection:
+    grace_period: int
+    reduction_factor: int
+    max_t: int
+
+
+@dataclass
 class SweepSection:
     command: Literal["train", "pipeline", "fit", "evaluate", "generate"]
+    searcher: Literal["grid", "optuna"]
+    scheduler: Literal["fifo", "asha"]
+    metric: str
+    mode: Literal["max", "min"]
+    num_samples: int
     cpus_per_trial: float
     max_concurrent: int | None
     trial_timeout_s: float | None
+    isolate: bool
+    asha: AshaSection
 
 
 @dataclass
@@ -362,6 +386,11 @@ def check_node(
             )
         if key not in schema:
             raise _unknown(where, str(key), list(schema), context)
+        if dataclasses.is_dataclass(schema[key]):  # a nested section (logger.mlflow)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a section of keys, got {value!r}")
+            check_node(value, _dataclass_schema(schema[key]), f"{where}{key}.", context)
+            continue
         if not _matches(value, schema[key]):
             raise ConfigError(
                 f"{where}{key}: expected {_type_name(schema[key])}, got {value!r}"
@@ -406,7 +435,6 @@ def check_config(cfg: Mapping[str, Any], light: frozenset[str] = frozenset()) ->
 
 RANGES: dict[tuple[str, str], tuple[float, bool, str]] = {
     ("generate", "partitions"): (1, True, "at least 1"),
-    ("ope", "n_bootstrap"): (1, True, "at least 1"),
     ("ope", "n_refit"): (2, True, "at least 2 (resamples of the refit bootstrap)"),
     ("ope", "weight_share"): (0, False, "above 0 (the auto clip is weight_share x conversations)"),
     ("ope", "sample_turns"): (1, True, "at least 1"),

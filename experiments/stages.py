@@ -174,7 +174,7 @@ class OPESettings:
     sample_turns: int
     """``engine=local|ray``: nuisance models fitted on about this many turns."""
     refit_turns: int
-    """``engine=local|ray``: refitted models evaluated on about this many turns."""
+    """Refitted models are evaluated on a subset of about this many turns (all logs when smaller)."""
     max_weight: float | Literal["auto"] | None
     weight_share: float
     interval: Literal["normal", "percentile"]
@@ -302,7 +302,9 @@ class LoopSettings:
     shortlist: int
     """Candidates per experiment."""
     conversations: int
-    """Conversations each experiment serves."""
+    """Most conversations an experiment serves (it stops earlier once it decides)."""
+    look_every: int
+    """Conversations between two looks at the experiment (the analysis is always valid)."""
     share: float
     """Traffic of all treatments together; control gets the rest."""
     epsilon: float
@@ -331,6 +333,10 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
         raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
     if settings.conversations < 200:
         raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
+    if not 100 <= settings.look_every <= settings.conversations:
+        raise UserError(
+            f"loop.look_every={settings.look_every}: expected 100 .. loop.conversations"
+        )
     if not 0 < settings.share < 1:
         raise UserError(f"loop.share={settings.share}: expected in (0, 1)")
     if not 0 < settings.epsilon <= 1:
@@ -642,6 +648,7 @@ def train_stage(
     model_path: Path | None = None,
     writer: Any = None,
     support: tuple[float, np.ndarray] | None = None,
+    callback: Any = None,
 ) -> TrainedAgent:
     """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
 
@@ -649,6 +656,8 @@ def train_stage(
     needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
     TensorBoard writer (DQN). ``support``: ``(threshold, weights)`` restricts a linear
     bandit to the actions the logs support (``LinUCB.support_threshold``, ``set_support``).
+    ``callback(env_steps, metrics)`` gets each bandit round's learning-curve point
+    (tracking, Tune trials).
     """
     if settings.total_steps < 1:
         raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
@@ -662,6 +671,7 @@ def train_stage(
             out=out,
             best_value=best_value,
             support=support,
+            callback=callback,
         )
     if support is not None:
         raise UserError("train.support_threshold: only linear bandits (linucb, lints) take it")
@@ -671,7 +681,7 @@ def train_stage(
 
 
 def _train_bandit(
-    spec, model, reward, settings, *, seed, out, best_value, support=None
+    spec, model, reward, settings, *, seed, out, best_value, support=None, callback=None
 ) -> TrainedAgent:
     from supportrl.agents.training import REWARD_MODES, train_bandit
 
@@ -702,6 +712,7 @@ def _train_bandit(
         seed=seed,
         best_value=best_value,
         progress=settings.progress,
+        callback=callback,
     )
     checkpoint = agent.save(output(out / "checkpoint"))
     curve = {
@@ -926,7 +937,15 @@ def evaluate_stage(
         returns = np.add.reduceat(prepared.reward, prepared.logs.offsets[:-1])
         logging_value = _mean_interval(returns, settings.alpha)
         return_range = (float(returns.min()), float(returns.max())) if len(returns) else None
-        evaluated = off_policy_evaluation(prepared, settings, seed=seed).evaluate(dict(candidates))
+        evaluation = off_policy_evaluation(prepared, settings, seed=seed)
+        evaluated = evaluation.evaluate(dict(candidates))
+        share = evaluation.refit_share()
+        if share < 1.0:
+            notes.append(
+                f"bootstrap: every resample's nuisance models refitted on a random {share:.3g} "
+                f"of the conversations (ope.refit_turns={evaluation.refit_turns}), their "
+                "variation scaled to the whole logs (docs/ope.md)"
+            )
         for name, res in evaluated.items():
             results[name] = res.rows()
             diagnostics[name] = res.as_dict()
@@ -953,18 +972,25 @@ def evaluate_stage(
 
 
 def prepare_for_ope(
-    logs: LoggedConversations, reward: RewardSpec, *, seed: int, model: Any = None
+    logs: LoggedConversations,
+    reward: RewardSpec,
+    *,
+    seed: int,
+    model: Any = None,
+    fitted_on_all: bool = True,
 ) -> Any:
     """The logs prepared for OPE (:func:`supportrl.ope.evaluate.prepare_conversations`),
     missing CSAT imputed by the MNAR selection model and refitted in every resample.
 
-    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs: its CSAT
+    ``model``: a fitted simulator (``FittedCustomerModel``) fitted on these logs
+    (``fitted_on_all``) or on part of them (``fit.holdout``, ``fit.sample_turns``): its CSAT
     model is reused instead of fitting a second one (the pipeline fits the simulator just
-    before) when the simulator fitted it with OPE's settings (``selection``, ``l2=1``, the
-    default ``max_turns``); otherwise one is fitted with those settings on the state basis
-    of the logs at the default ``max_turns`` (the design the reused model has), so OPE's
-    numbers do not depend on the simulator's settings. Without ``model``, the per-outcome
-    CSAT model is fitted here (:meth:`CsatImputation.from_logs`).
+    before) when the simulator fitted it on all of them with OPE's settings
+    (``selection``, ``l2=1``, the default ``max_turns``); otherwise one is fitted with those
+    settings on the state basis of the logs at the default ``max_turns`` (the design the
+    reused model has), so OPE's numbers depend neither on the simulator's settings nor on
+    the share it was fitted on. Without ``model``, the per-outcome CSAT model is fitted here
+    (:meth:`CsatImputation.from_logs`).
     """
     from supportrl.envs.rewards import DEFAULT_MAX_TURNS
     from supportrl.ope.evaluate import prepare_conversations
@@ -978,7 +1004,8 @@ def prepare_for_ope(
     # thread): OPE's numbers must not move with the simulator's settings.
     params = getattr(model, "params", None)
     same = (
-        csat_model.method == "selection"
+        fitted_on_all
+        and csat_model.method == "selection"
         and float(getattr(params, "l2", 1.0)) == 1.0
         and int(getattr(params, "torch_threads", 1)) == 1
         and int(getattr(model, "max_turns", DEFAULT_MAX_TURNS)) == DEFAULT_MAX_TURNS
@@ -1023,6 +1050,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             min_ess=settings.min_ess,
             min_support=settings.min_support,
             material_support=settings.material_support,
+            refit_turns=settings.refit_turns,
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc

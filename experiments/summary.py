@@ -117,6 +117,8 @@ VALUE_COLUMNS = (
     "ope_estimate",
     "ope_low",
     "ope_high",
+    "ope_ci_low",
+    "ope_ci_high",
     "true_value",
     "logging_value",
     "env_steps",
@@ -150,7 +152,14 @@ def aggregate(records: Sequence[RunRecord], confidence: float = 0.95) -> list[di
                 continue
             mean, low, high = t_interval(values, confidence)
             row[col] = mean
-            if col not in ("ope_low", "ope_high", "env_steps", "wall_s"):
+            if col not in (
+                "ope_low",
+                "ope_high",
+                "ope_ci_low",
+                "ope_ci_high",
+                "env_steps",
+                "wall_s",
+            ):
                 row[f"{col}_seed_low"] = low
                 row[f"{col}_seed_high"] = high
         rows.append(row)
@@ -168,12 +177,16 @@ def flag_disagreement(row: Mapping[str, Any]) -> bool:
 
 
 def curve_band(
-    curves: Sequence[Mapping[str, np.ndarray]], metric: str = "charts/episodic_return"
+    curves: Sequence[Mapping[str, np.ndarray]],
+    metric: str = "charts/episodic_return",
+    confidence: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(env_steps, mean, low, high) of a metric across seeds, on the shortest run's steps.
 
     Curves are interpolated onto the steps of the first curve (cut at the shortest run);
-    the band is the min..max over seeds. None when no curve has the metric.
+    the band is the min..max over seeds, or with ``confidence`` the t-interval of the mean
+    over seeds at each step (as :func:`aggregate` gives the tables). None when no curve has
+    the metric.
     """
     usable = [c for c in curves if metric in c and len(c["env_steps"]) > 0]
     if not usable:
@@ -187,7 +200,14 @@ def curve_band(
             for c in usable
         ]
     )
-    return steps, stacked.mean(axis=0), stacked.min(axis=0), stacked.max(axis=0)
+    mean = stacked.mean(axis=0)
+    if confidence is None or len(stacked) < 2:
+        return steps, mean, stacked.min(axis=0), stacked.max(axis=0)
+    from scipy.stats import t as student_t
+
+    n = len(stacked)
+    half = student_t.ppf(0.5 + confidence / 2, n - 1) * stacked.std(axis=0, ddof=1) / np.sqrt(n)
+    return steps, mean, mean - half, mean + half
 
 
 def segment_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:

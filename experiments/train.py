@@ -176,8 +176,12 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
 
 
 def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any]:
-    """Train ``spec`` in the env's customer model (:func:`stages.train_stage`) and report."""
-    from tensorboardX import SummaryWriter
+    """Train ``spec`` in the env's customer model (:func:`stages.train_stage`) and report.
+
+    Every learning-curve point goes to TensorBoard, MLflow (``logger=mlflow``) and, in a
+    sweep, to the Tune trial as it is made (:mod:`.tracking`).
+    """
+    from supportrl.experiments.tracking import command_tracker
 
     model = model_from_cfg(cfg)
     reward = reward_from_cfg(cfg)
@@ -191,7 +195,9 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         print(f"best known policy: {best_name} (true value {best_value:+.4f})")
     env = env_settings(cfg)
     model_path = Path(str(env.path)) if env.model == "fitted" else None
-    with SummaryWriter(logdir=str(out)) as writer:
+    tracker = command_tracker(cfg, out, "train", f"{spec.kind} seed={seed}")
+    with tracker:
+        live = spec.kind != "dqn" or settings.backend == "native"
         trained = train_stage(
             spec,
             model,
@@ -201,18 +207,54 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
             out=out,
             best_value=best_value if spec.kind != "dqn" else None,
             model_path=model_path,
-            writer=writer if spec.kind == "dqn" and settings.backend == "native" else None,
+            writer=tracker if spec.kind == "dqn" and settings.backend == "native" else None,
+            callback=tracker.log_iteration,
         )
-        if not (spec.kind == "dqn" and settings.backend == "native"):
-            log_curve(writer, trained)  # the native DQN learner logs while it trains
-    reference = None
-    if best_value is not None:  # reference lines: the best rule (or logger) and the logger
-        reference = {f"best known ({best_name})": best_value, "logging policy": logging_value}
-    write_metrics(out, trained.curve, title=f"{spec.kind} (seed {seed})", reference=reference)
+        if not live:
+            log_curve(tracker, trained)  # RLlib's curve, once it is done
+        summary = _online_summary(settings, env.model, out, spec, trained, model, reward, seed)
+        if best_value is not None:
+            summary.update(
+                best_known_policy=best_name,
+                best_known_value=best_value,
+                logging_true_value=logging_value,
+            )
+            if "charts/cumulative_regret" in trained.curve:
+                summary["cumulative_regret"] = float(trained.curve["charts/cumulative_regret"][-1])
+        reference = None
+        if best_value is not None:  # reference lines: the best rule (or logger) and the logger
+            reference = {f"best known ({best_name})": best_value, "logging policy": logging_value}
+        curve_png = write_metrics(
+            out,
+            trained.curve,
+            title=f"{spec.kind} (seed {seed})",
+            reference=reference,
+            source="true world" if isinstance(model, SyntheticWorld) else "fitted simulator",
+            regret_baseline=best_name,
+        )
+        tracker.log_final(
+            {
+                k: summary.get(k)
+                for k in ("final_return", "cumulative_regret", "env_steps", "sps", "wall_s")
+            },
+            files=[out / "metrics.csv", curve_png, Path(trained.checkpoint)],
+        )
+        if tracker.mlflow_run_id is not None:
+            summary["mlflow_run_id"] = tracker.mlflow_run_id
+    return finish(
+        summary,
+        f"train {spec.kind} ({trained.backend}): {trained.env_steps} steps in "
+        f"{trained.wall_s:.1f} s ({trained.sps:,.0f} steps/s), "
+        f"final return {summary['final_return']:+.4f}",
+    )
+
+
+def _online_summary(settings, env_model, out, spec, trained, model, reward, seed) -> dict[str, Any]:
+    """``result.json`` of an online run: the trained policy's value by simulation."""
     final = value_stage(
         {spec.kind: trained.policy}, model, reward, settings.eval_conversations, seed=seed + 1
     )[spec.kind]
-    summary: dict[str, Any] = {
+    return {
         "agent": spec.kind,
         "backend": trained.backend,
         "env_steps": trained.env_steps,
@@ -223,23 +265,10 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
         "final_return_source": "true value" if isinstance(model, SyntheticWorld) else "simulated",
         "checkpoint": str(trained.checkpoint),
         "metrics": str(out / "metrics.csv"),
-        "env": env.model,
+        "env": env_model,
         "seed": seed,
         **trained.extra,
     }
-    if best_value is not None:
-        summary.update(
-            best_known_policy=best_name,
-            best_known_value=best_value,
-            logging_true_value=logging_value,
-        )
-        if "charts/cumulative_regret" in trained.curve:
-            summary["cumulative_regret"] = float(trained.curve["charts/cumulative_regret"][-1])
-    return finish(
-        summary,
-        f"train {spec.kind} ({trained.backend}): {trained.env_steps} steps in "
-        f"{trained.wall_s:.1f} s ({trained.sps:,.0f} steps/s), final return {final['value']:+.4f}",
-    )
 
 
 def log_curve(writer: Any, trained: TrainedAgent) -> None:

@@ -226,10 +226,10 @@ def difference_terms(
     return psi, rows
 
 
-def _arm_summary(data: ExperimentData, k: int, alpha: float) -> dict[str, Any]:
+def _arm_summary(data: ExperimentData, k: int, alpha: float, t_star: float) -> dict[str, Any]:
     rows = data.arm == k
     values = data.value[rows]
-    cs = confidence_sequence(values, alpha)
+    cs = confidence_sequence(values, alpha, t_star=t_star)
     metrics = {}
     for name, arr in data.metrics.items():
         sub = arr[rows]
@@ -253,6 +253,7 @@ def analyse(
     max_drop: float = 0.0,
     adjust: bool = True,
     curve_points: int = 200,
+    t_star: float = T_STAR,
 ) -> dict[str, Any]:
     """The analysis of ``data`` (result.json's ``arms``, ``differences``, ``srm``,
     ``decision``; plus ``curves``: each difference's sequence at up to ``curve_points`` times).
@@ -263,7 +264,8 @@ def analyse(
     (every treatment breached: the decision is ``roll_back``); otherwise ``continue``,
     with the conversations the leading treatment still needs at its current effect.
     Nothing is decided before every arm has :data:`MIN_CONVERSATIONS` or while the
-    sample ratio is flagged.
+    sample ratio is flagged. ``t_star``: where the sequences are tightest (the planned
+    horizon, fixed in advance).
     """
     if control not in data.arms:
         raise ValueError(f"control: {control!r} is not an arm of {list(data.arms)}")
@@ -272,7 +274,7 @@ def analyse(
     c = data.arms.index(control)
     treatments = [k for k in range(len(data.arms)) if k != c]
     level = alpha / max(len(treatments), 1)
-    arms = {name: _arm_summary(data, k, alpha) for k, name in enumerate(data.arms)}
+    arms = {name: _arm_summary(data, k, alpha, t_star) for k, name in enumerate(data.arms)}
     n = len(data.value)
     units = data.units if data.units is not None else np.arange(n).astype(str)
     _, first = np.unique(units, return_index=True)
@@ -284,7 +286,7 @@ def analyse(
     for k in treatments:
         name = data.arms[k]
         psi, rows = difference_terms(data, k, c, data.value, adjust=adjust)
-        cs = confidence_sequence(psi, level)
+        cs = confidence_sequence(psi, level, t_star=t_star)
         plain, _ = difference_terms(data, k, c, data.value, adjust=False)
         row = {
             **cs.last(),
@@ -299,7 +301,7 @@ def analyse(
             guard = row
         else:
             gpsi, _ = difference_terms(data, k, c, data.metrics[guardrail_metric], adjust=adjust)
-            guard = confidence_sequence(gpsi, level).last()
+            guard = confidence_sequence(gpsi, level, t_star=t_star).last()
             row["guardrail"] = {"metric": guardrail_metric, **guard}
         direction = DIRECTIONS.get(guardrail_metric, +1)
         worst = guard["ci_high"] if direction > 0 else -guard["ci_low"]
@@ -308,7 +310,7 @@ def analyse(
             and arms[control]["n_conversations"] >= MIN_CONVERSATIONS
         )
         row["guardrail_breached"] = bool(enough and worst < -max_drop)
-        needed = conversations_needed(sd, row["estimate"], level, T_STAR)
+        needed = conversations_needed(sd, row["estimate"], level, t_star)
         row["conversations_needed"] = None if needed is None else max(int(needed) - len(psi), 0)
         differences[name] = row
         step = max(1, len(psi) // curve_points)

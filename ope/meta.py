@@ -14,8 +14,9 @@ weights, CSAT imputation), to typed results (:class:`PolicyEvaluation`, frozen).
 that *refits every nuisance model in each resample* (the CSAT model, estimated propensities,
 the balancing weights, the reward model of the per-decision estimators, and fitted Q
 evaluation of every policy, which feeds ``fqe``, ``seq_dr`` and ``wdr``): it covers sampling noise and
-the estimation error of those models. It does not cover bias that no resample reveals:
-confounding through variables the logs do not record (FQE's main error), a CSAT
+the estimation error of those models (logs above ``refit_turns`` turns refit them on a
+random subset of conversations of that size: :meth:`OffPolicyEvaluation.evaluate`). It
+does not cover bias that no resample reveals: confounding through variables the logs do not record (FQE's main error), a CSAT
 selection model that is wrong, or actions the logs never take. For those: the
 FQE-vs-importance-sampling disagreement widens the *selection* interval, and where the
 target policy puts material mass on unsupported actions, partial-identification bounds
@@ -69,6 +70,7 @@ __all__ = [
     "OffPolicyEvaluation",
     "PolicyDiagnostics",
     "PolicyEvaluation",
+    "PolicyStatistics",
     "SupportReport",
     "format_results",
 ]
@@ -79,6 +81,9 @@ IMPORTANCE_WEIGHTED: frozenset[str] = frozenset(
 """Estimators whose precision rests on the importance weights (flagged on low ESS)."""
 
 _SEQUENTIAL_CLIPPED = ("pdis", "wpdis", "seq_dr", "wdr")
+
+MIN_REFIT_CONVERSATIONS = 50
+"""Fewest conversations a refit subset may expect to hold (its noise would dominate)."""
 
 
 @dataclass(frozen=True)
@@ -218,10 +223,54 @@ class PolicyEvaluation:
 
 
 @dataclass(frozen=True)
-class _Fit:
-    """Values of every statistic on one (re)sample, per policy."""
+class PolicyStatistics:
+    """Every statistic of one policy under one fit of the nuisance models (the point fit
+    or a resample's): what :meth:`OffPolicyEvaluation.evaluate_reference` computes per
+    resample and :func:`ope.streaming.finish` reads off the summed partitions, the one
+    record between fitting and finishing (:meth:`OffPolicyEvaluation.finish_policy`)."""
 
-    values: list[dict[str, float]]
+    estimates: Mapping[str, float]
+    """Estimator name -> value (conversation-level and per-decision)."""
+    deficit_lower: float
+    """Model-free lower bound of the value (:func:`ope.support.deficit_bounds`)."""
+    deficit_upper: float
+    deficit: float
+    """Target probability mass the sample does not represent."""
+    support_lower: float
+    """Partial-identification lower bound for the unsupported part
+    (:func:`ope.support.support_bounds`)."""
+    support_upper: float
+    unsupported: float
+    """Probability that a conversation under the policy reaches an unsupported action."""
+
+    def shifted(
+        self, refit: PolicyStatistics, held: PolicyStatistics, scale: float
+    ) -> PolicyStatistics:
+        """``self + scale * (refit - held)``, statistic by statistic (a resample whose
+        models' variation is measured on a refit subset)."""
+
+        def f(a: float, b: float, c: float) -> float:
+            return a + scale * (b - c)
+
+        return PolicyStatistics(
+            estimates={
+                k: f(v, refit.estimates[k], held.estimates[k]) for k, v in self.estimates.items()
+            },
+            **{
+                name: f(getattr(self, name), getattr(refit, name), getattr(held, name))
+                for name in _BOUND_FIELDS
+            },
+        )
+
+
+_BOUND_FIELDS = (
+    "deficit_lower",
+    "deficit_upper",
+    "deficit",
+    "support_lower",
+    "support_upper",
+    "unsupported",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +330,14 @@ class OffPolicyEvaluation:
     """Conversation (or decision) ESS below which importance-weighted estimates are flagged."""
     min_ess_share: float = 0.01
     """... or below this share of the conversations (decisions), whichever is larger."""
+    refit_turns: int | None = 20_000
+    """Logs of more turns than this: every resample's nuisance models are refitted on a
+    random subset of whole conversations (drawn by id hash) of about this many turns, the
+    other conversations' resamples keep the point fit's models, and the subset's
+    refitted-minus-point-fit difference, scaled by ``sqrt(share)``, carries the models'
+    variation (:meth:`evaluate`); ``None``, or logs of at most this many turns: every
+    resample refits on all the logs (the same intervals as :meth:`evaluate_reference`, to
+    rounding)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -313,6 +370,10 @@ class OffPolicyEvaluation:
                 raise ValueError(f"max_weight must be > 0, 'auto' or None, got {self.max_weight!r}")
         if not 0.0 < self.weight_share <= 1.0:
             raise ValueError(f"weight_share must be in (0, 1], got {self.weight_share}")
+        if self.refit_turns is not None and (
+            isinstance(self.refit_turns, bool) or int(self.refit_turns) < 1
+        ):
+            raise ValueError(f"refit_turns must be an int >= 1 or None, got {self.refit_turns!r}")
 
     @property
     def clip(self) -> float | None:
@@ -347,7 +408,9 @@ class OffPolicyEvaluation:
 
     # ------------------------------------------------------------------ one fit
 
-    def _fit(self, probs: np.ndarray, supported: np.ndarray, counts: np.ndarray | None) -> _Fit:
+    def _fit(
+        self, probs: np.ndarray, supported: np.ndarray, counts: np.ndarray | None
+    ) -> list[PolicyStatistics]:
         """Fit every nuisance model on a resample and evaluate every statistic.
 
         ``probs`` (m, n_turns, K), ``supported`` (n_turns, K) bool; ``counts``
@@ -390,15 +453,17 @@ class OffPolicyEvaluation:
             bandit = BanditFeedback(
                 action=logs.action, reward=reward, propensity=propensity, n_actions=n_actions
             )
-        values: list[dict[str, float]] = []
+        values: list[PolicyStatistics] = []
         for p in range(m):
-            row: dict[str, float] = {}
+            estimates: dict[str, float] = {}
             for name, est in conversation.items():
                 stat = est._validated_statistic(seq, probs[p], q_all[p])
-                row[name] = stat.resampled_value(conv_counts)
+                estimates[name] = stat.resampled_value(conv_counts)
+            for name, est in decision.items():
+                stat = est._validated_statistic(bandit, probs[p], reward_hat)
+                estimates[name] = stat.resampled_value(turn_counts)
             bounds = deficit_bounds(seq, probs[p], prep.return_range, max_weight=self.clip)
-            row["_lower"], row["_upper"] = bounds.value(conv_counts)
-            row["_deficit"] = bounds.deficit(conv_counts)
+            lower, upper = bounds.value(conv_counts)
             s_low, s_high = support_bounds(
                 seq,
                 probs[p],
@@ -407,53 +472,120 @@ class OffPolicyEvaluation:
                 prep.return_range,
                 max_weight=self.clip,
             )
-            row["_s_lower"] = s_low.resampled_value(conv_counts)
-            row["_s_upper"] = s_high.resampled_value(conv_counts)
             mass = unsupported_statistic(seq, probs[p], supported, max_weight=self.clip)
-            row["_mass"] = mass.resampled_value(conv_counts)
-            for name, est in decision.items():
-                stat = est._validated_statistic(bandit, probs[p], reward_hat)
-                row[name] = stat.resampled_value(turn_counts)
-            values.append(row)
-        return _Fit(values=values)
+            values.append(
+                PolicyStatistics(
+                    estimates=estimates,
+                    deficit_lower=lower,
+                    deficit_upper=upper,
+                    deficit=bounds.deficit(conv_counts),
+                    support_lower=s_low.resampled_value(conv_counts),
+                    support_upper=s_high.resampled_value(conv_counts),
+                    unsupported=mass.resampled_value(conv_counts),
+                )
+            )
+        return values
 
     # ------------------------------------------------------------------ public
+
+    def refit_share(self) -> float:
+        """Share of the conversations whose resamples refit the nuisance models (1: all;
+        see :attr:`refit_turns`). ValueError when the subset would hold fewer than
+        :data:`MIN_REFIT_CONVERSATIONS` conversations."""
+        logs = self.prepared.logs
+        if self.refit_turns is None or logs.n_turns <= self.refit_turns:
+            return 1.0
+        share = self.refit_turns / logs.n_turns
+        if share * logs.n_conversations < MIN_REFIT_CONVERSATIONS:
+            need = int(np.ceil(MIN_REFIT_CONVERSATIONS * logs.n_turns / logs.n_conversations))
+            raise ValueError(
+                f"ope.refit_turns={self.refit_turns}: the refit subset would hold about "
+                f"{share * logs.n_conversations:.0f} conversations, too few to measure the "
+                f"refitted models' variation; raise it to at least {need}"
+            )
+        return share
 
     def evaluate(self, policies: Mapping[str, np.ndarray]) -> dict[str, PolicyEvaluation]:
         """Evaluate every policy: ``name -> target_probs`` of shape (n_turns, n_actions).
 
         ``target_probs`` follow the logs' turn order (all turns of the logs as given, or
         the ones kept after the cut at ``max_turns``). Deterministic given ``seed``.
+
+        One pass of the partitioned engine's machinery (:mod:`ope.streaming`) over logs
+        held in memory: the point fit evaluates every estimator once and weighs it by all
+        resamples' counts in one matrix product; the resamples' refitted models are fitted
+        and evaluated on the refit subset (:attr:`refit_turns`; all the logs when they are
+        small, and then every number equals :meth:`evaluate_reference` to rounding).
+        Resample ``k`` is then (all logs, point fit, counts ``k``) + ``sqrt(share)`` x
+        ((subset, refit ``k``) - (subset, its point fit)), both on counts ``k``.
         """
+        if not policies:
+            raise ValueError("policies: nothing to evaluate")
+        from supportrl.ope import streaming
+
+        csat_model = self.prepared.csat_model
+        if csat_model is not None and not hasattr(csat_model, "psi"):
+            return self.evaluate_reference(policies)  # a CSAT imputer of another kind
+        names = list(policies)
+        probs = self._target_probs(policies)
+        share = self.refit_share()
+        fits = streaming.fit_nuisance(self, probs, names, resamples=share >= 1.0)
+        supported = support_mask(
+            fits.behaviour.predict(self.prepared.x),
+            self.prepared.logs.action,
+            min_probability=self.min_support,
+        )
+        subset = None
+        if share < 1.0:
+            logs = self.prepared.logs
+            keep = streaming.refit_subset(logs.conversation_id, self.seed, share)
+            sub_prep = streaming.select_prepared(self.prepared, keep)
+            # the subset's statistics use the whole logs' clip: the value it measures
+            # differences of is the whole logs' estimate
+            sub_ope = dataclasses.replace(self, prepared=sub_prep, max_weight=self.clip)
+            turns = keep[logs.conversation_index]
+            sub_fits = streaming.fit_nuisance(
+                sub_ope, probs[:, turns], names, refit_point=True, behaviour=fits.behaviour
+            )
+            sub_fits = dataclasses.replace(sub_fits, return_range=fits.return_range)
+            subset = (sub_fits, sub_prep, turns)
+            fits = dataclasses.replace(fits, refit_share=share, refit_scale=float(np.sqrt(share)))
+        sums = streaming.memory_sums(fits, self.prepared, probs, supported, subset)
+        return streaming.finish(self, fits, probs, sums, whole_logs=True)
+
+    def _target_probs(self, policies: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Every policy's validated target probabilities, (m, n_turns, n_actions)."""
+        prep = self.prepared
+        n_actions = len(prep.logs.actions)
+        return np.stack(
+            [
+                check_target_probs(
+                    prep.target_rows(np.asarray(policies[k])),
+                    prep.logs.n_turns,
+                    n_actions,
+                    name=f"target_probs of {k!r}",
+                )
+                for k in policies
+            ]
+        )
+
+    def evaluate_reference(self, policies: Mapping[str, np.ndarray]) -> dict[str, PolicyEvaluation]:
+        """:meth:`evaluate` written plainly, the reference the tests hold it equal to:
+        every resample refits every nuisance model on all the logs and evaluates every
+        estimator again (``refit_turns`` is not used)."""
         if not policies:
             raise ValueError("policies: nothing to evaluate")
         prep = self.prepared
         logs = prep.logs
-        n_actions = len(logs.actions)
         names = list(policies)
-        probs = np.stack(
-            [
-                check_target_probs(
-                    prep.target_rows(np.asarray(policies[k])),
-                    logs.n_turns,
-                    n_actions,
-                    name=f"target_probs of {k!r}",
-                )
-                for k in names
-            ]
-        )
+        probs = self._target_probs(policies)
         supported = support_mask(prep.behaviour, logs.action, min_probability=self.min_support)
         point = self._fit(probs, supported, None)
         # counts keyed by conversation id: streamed and Ray evaluation draw the same ones
         counts = poisson_weights(logs.conversation_id, int(self.n_bootstrap), self.seed)
         replicates = [self._fit(probs, supported, c) for c in counts]
         return {
-            name: self._policy(
-                probs[p],
-                supported,
-                point.values[p],
-                {k: np.array([r.values[p][k] for r in replicates]) for k in point.values[p]},
-            )
+            name: self.finish_policy(probs[p], supported, point[p], [r[p] for r in replicates])
             for p, name in enumerate(names)
         }
 
@@ -466,13 +598,16 @@ class OffPolicyEvaluation:
         half = float(norm.ppf(1 - self.alpha / 2)) * self.se_multiplier * se
         return estimate - half, estimate + half, se
 
-    def _policy(
+    def finish_policy(
         self,
         probs: np.ndarray,
         supported: np.ndarray,
-        point: dict[str, float],
-        reps: dict[str, np.ndarray],
+        point: PolicyStatistics,
+        resamples: Sequence[PolicyStatistics],
     ) -> PolicyEvaluation:
+        """One policy's estimates, intervals, support report and diagnostics from its
+        statistics under the point fit and under every resample; ``probs`` (n_turns, K)
+        its target probabilities on the logs (or the sample), ``supported`` (n_turns, K)."""
         prep = self.prepared
         diag = self._diagnostics(probs, supported, point)
         rr = prep.return_range
@@ -481,38 +616,44 @@ class OffPolicyEvaluation:
             # one decision earns a step reward, plus the terminal terms on a last turn
             "decision": (rr.step_low + min(0.0, rr.end_low), rr.step_high + max(0.0, rr.end_high)),
         }
-        mass = point["_mass"]
+        mass = point.unsupported
         unsupported = mass > self.material_support
-        deficit = point["_deficit"]
+        deficit = point.deficit
+
+        def reps(name: str) -> np.ndarray:
+            if name in point.estimates:
+                return np.array([r.estimates[name] for r in resamples])
+            return np.array([getattr(r, name) for r in resamples])
 
         def estimate(name: str, scope: str) -> Estimate:
-            low, high, se = self._interval(point[name], reps[name])
+            value = point.estimates[name]
+            low, high, se = self._interval(value, reps(name))
             flags = []
             ess = diag.ess_conversation if scope == "conversation" else diag.ess_decision
             n = diag.n_conversations if scope == "conversation" else diag.n_turns
             if name in IMPORTANCE_WEIGHTED and ess < max(self.min_ess, self.min_ess_share * n):
                 flags.append("low ESS")
             lo_range, hi_range = ranges[scope]
-            if not lo_range <= point[name] <= hi_range:  # NaN and +-inf included
+            if not lo_range <= value <= hi_range:  # NaN and +-inf included
                 flags.append("outside reward range")
             if scope == "conversation" and unsupported:
                 flags.append("unsupported")
-            return Estimate(point[name], low, high, se, tuple(flags))
+            return Estimate(value, low, high, se, tuple(flags))
 
         conversation = {n: estimate(n, "conversation") for n in self.conversation_estimators}
         decision = {n: estimate(n, "decision") for n in self.decision_estimators}
         sel = self.selection_estimator
         base = conversation.get(sel) or estimate(sel, "conversation")
         lo_range, hi_range = ranges["conversation"]
-        low_d, _, _ = self._interval(point["_lower"], reps["_lower"])
-        _, high_d, _ = self._interval(point["_upper"], reps["_upper"])
+        low_d, _, _ = self._interval(point.deficit_lower, reps("deficit_lower"))
+        _, high_d, _ = self._interval(point.deficit_upper, reps("deficit_upper"))
         # a value cannot leave the range reward v1 allows, whatever the resampling says
         low_d, high_d = max(low_d, lo_range), min(high_d, hi_range)
-        deficit_bounds = Bounds(point["_lower"], point["_upper"], low_d, high_d)
-        low_s, _, _ = self._interval(point["_s_lower"], reps["_s_lower"])
-        _, high_s, _ = self._interval(point["_s_upper"], reps["_s_upper"])
+        deficit_bounds = Bounds(point.deficit_lower, point.deficit_upper, low_d, high_d)
+        low_s, _, _ = self._interval(point.support_lower, reps("support_lower"))
+        _, high_s, _ = self._interval(point.support_upper, reps("support_upper"))
         low_s, high_s = max(low_s, lo_range), min(high_s, hi_range)
-        bounds = Bounds(point["_s_lower"], point["_s_upper"], low_s, high_s)
+        bounds = Bounds(point.support_lower, point.support_upper, low_s, high_s)
         gap = abs(diag.disagreement)
         low = min(base.ci_low, base.estimate - gap)
         high = max(base.ci_high, base.estimate + gap)
@@ -556,7 +697,7 @@ class OffPolicyEvaluation:
         )
 
     def _diagnostics(
-        self, probs: np.ndarray, supported: np.ndarray, point: dict[str, float]
+        self, probs: np.ndarray, supported: np.ndarray, point: PolicyStatistics
     ) -> PolicyDiagnostics:
         prep = self.prepared
         logs = prep.logs
@@ -580,7 +721,7 @@ class OffPolicyEvaluation:
         )
         ess_conversation = effective_sample_size(conv_w)
         reference = self.selection_estimator if self.selection_estimator != "fqe" else "seq_dr"
-        disagreement = point["fqe"] - point[reference]
+        disagreement = point.estimates["fqe"] - point.estimates[reference]
         warnings = support_warning(
             probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
         )

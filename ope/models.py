@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
+from supportrl.simulators.logs import PROPENSITY_FLOOR
 
 
 def add_intercept(x: np.ndarray) -> np.ndarray:
@@ -135,10 +136,14 @@ class MultinomialLogit:
 
         def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
             w = flat.reshape(n_actions, d)
+            # log-softmax by hand: scipy's logsumexp costs several times this per call
             logits = xi @ w.T
-            logp = logits - logsumexp(logits, axis=1, keepdims=True)
+            logits -= logits.max(axis=1, keepdims=True)
+            e = np.exp(logits)
+            total_e = e.sum(axis=1, keepdims=True)
+            logp = logits - np.log(total_e)
             value = -(wonehot * logp).sum() / total + 0.5 * l2 * (w[:, :-1] ** 2).sum() / total
-            grad = (np.exp(logp) * sw[:, None] - wonehot).T @ xi / total
+            grad = ((e / total_e) * sw[:, None] - wonehot).T @ xi / total
             grad[:, :-1] += l2 * w[:, :-1] / total
             return value, grad.ravel()
 
@@ -151,10 +156,6 @@ class MultinomialLogit:
         """Action probabilities, shape (n, n_actions)."""
         logits = add_intercept(x) @ self.weights.T
         return np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
-
-
-PROPENSITY_FLOOR = 1e-3
-"""Estimated propensities are floored here (an importance weight of at most 1,000)."""
 
 
 def cross_fit_propensity(
@@ -236,6 +237,12 @@ class RidgeSystem:
     inverse: np.ndarray
     pooled: np.ndarray
     """Per-action flag, shape (n_actions,): True where the action has no row of positive weight."""
+    order: np.ndarray | None = None
+    """Row order that groups the rows by action (stable), shape (n,)."""
+    sorted_xi: np.ndarray | None = None
+    """``xi[order]``: each action's rows one contiguous block (no copy per solve)."""
+    bounds: np.ndarray | None = None
+    """Block of action ``a`` in ``sorted_xi``: rows ``bounds[a]:bounds[a + 1]``."""
 
     @classmethod
     def build(
@@ -263,7 +270,13 @@ class RidgeSystem:
                 continue
             xa = xi[rows]
             inverse[a] = np.linalg.inv((xa * w[rows, None]).T @ xa + penalty)
-        return cls(xi=xi, actions=np.asarray(actions), weights=w, inverse=inverse, pooled=pooled)
+        actions = np.asarray(actions)
+        order = np.argsort(actions, kind="stable")
+        bounds = np.searchsorted(actions[order], np.arange(n_actions + 1))
+        return cls(
+            xi=xi, actions=actions, weights=w, inverse=inverse, pooled=pooled,
+            order=order, sorted_xi=xi[order], bounds=bounds,
+        )  # fmt: skip
 
     def solve(self, y: np.ndarray) -> np.ndarray:
         """Coefficients for targets ``y`` (n, m): shape (n_actions, d + 1, m).
@@ -274,9 +287,15 @@ class RidgeSystem:
         n_actions, d, _ = self.inverse.shape
         coef = np.zeros((n_actions, d, y.shape[1]))
         total = self.weights.sum()
+        sorted_wy = wy[self.order] if self.order is not None else None
         for a in range(n_actions):
             if self.pooled[a]:
                 coef[a, -1] = wy.sum(axis=0) / total if total > 0 else 0.0
+                continue
+            if self.sorted_xi is not None and self.bounds is not None and sorted_wy is not None:
+                # the same rows in the same order as a mask would pick, without copying them
+                lo, hi = self.bounds[a], self.bounds[a + 1]
+                coef[a] = self.inverse[a] @ (self.sorted_xi[lo:hi].T @ sorted_wy[lo:hi])
                 continue
             rows = self.actions == a
             coef[a] = self.inverse[a] @ (self.xi[rows].T @ wy[rows])

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
-from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.meta import MIN_REFIT_CONVERSATIONS, OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.progress import progress
 from supportrl.ope.streaming import (
     RANGE_KEY,
     NuisanceFits,
@@ -262,10 +263,6 @@ def _check_csat_levels(
             )
 
 
-MIN_REFIT_CONVERSATIONS = 50
-"""Fewest conversations the refit subset may expect to hold (its noise would dominate)."""
-
-
 def _refit_share(refit_turns: int, n_turns: int, n_conversations: float) -> float:
     """Share of the conversations in the refit subset; ValueError, before any partition
     runs, when the subset would hold fewer than :data:`MIN_REFIT_CONVERSATIONS` of the
@@ -295,12 +292,13 @@ def _local_partitions(
     with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
         # one read of the logs into per-partition files beats every partition reading all
         spilled = spill_passes(parts, n_partitions, Path(tmp)) if n_partitions > 2 else None
-        return [
-            _partition(
-                source, parts, n_partitions, fits, policies, k, spilled[k] if spilled else None
-            )
-            for k in range(n_partitions)
-        ]
+        out = []
+        with progress(n_partitions, "OPE partitions") as bar:
+            for k in range(n_partitions):
+                one = spilled[k] if spilled else None
+                out.append(_partition(source, parts, n_partitions, fits, policies, k, one))
+                bar.update(1)
+        return out
 
 
 def evaluate_partitioned(
@@ -352,6 +350,12 @@ def evaluate_partitioned(
         sample, reward, csat_imputer=csat_imputer, levels=levels, seed=seed
     )
     _check_csat_levels(prepared, levels)
+    if prepared.csat_model is not None and getattr(prepared.csat_model, "spec", None) is None:
+        raise ValueError(
+            "csat: evaluation in partitions imputes CSAT with CsatImputation.from_logs (its "
+            f"state encoding); got {type(prepared.csat_model).__name__} without one "
+            "(from_basis / from_model designs are supported in memory only)"
+        )
     ope = make_ope(prepared)
     if share < 1.0 and ope.max_weight == "auto":
         # the clip grows with the whole logs, not the sample: their number of

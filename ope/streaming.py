@@ -45,7 +45,12 @@ from supportrl.ope.data import BanditFeedback, SequentialFeedback
 from supportrl.ope.diagnostics import WeightStatistics, support_warning
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import PreparedConversations, target_probs_of
-from supportrl.ope.meta import OffPolicyEvaluation, PolicyDiagnostics, PolicyEvaluation
+from supportrl.ope.meta import (
+    OffPolicyEvaluation,
+    PolicyDiagnostics,
+    PolicyEvaluation,
+    PolicyStatistics,
+)
 from supportrl.ope.models import (
     PROPENSITY_FLOOR,
     MultinomialLogit,
@@ -76,7 +81,9 @@ __all__ = [
     "add_sums",
     "finish",
     "fit_nuisance",
+    "memory_sums",
     "partition_sums",
+    "select_prepared",
 ]
 
 CROSS_FIT_FOLDS = 5
@@ -128,6 +135,11 @@ class NuisanceFits:
     """Share of the conversations (drawn by id hash) on which every resample's refitted
     models are evaluated; the others' resamples hold the models at the point fit (1: all
     are refitted, as in memory; see :func:`partition_sums`)."""
+    refit_scale: float = 1.0
+    """Factor on what refitting changes on the refit subset (:func:`finish`): 1 when the
+    resamples' models were fitted on the whole sample; ``sqrt(refit_share)`` when they were
+    fitted on the refit subset itself (in memory, :meth:`OffPolicyEvaluation.evaluate`):
+    models fitted on a ``share`` of the conversations vary ``1 / share`` times as much."""
 
 
 REFIT_STREAM = 2**32
@@ -140,6 +152,20 @@ RANGE_KEY = "_return_range"
 """Key of (lowest return, -highest return), shape (1, 2): combined by minimum, not summed."""
 MIN_SUFFIX = "/min"
 """Keys ending so are combined by minimum (a maximum is kept as its negative)."""
+
+DIAG_FIELDS = (
+    "n_turns",
+    "weight_sum",
+    "weight_sq",
+    "n_conversations",
+    "conversation_weight_sum",
+    "conversation_weight_sq",
+    "clipped",
+    "unsupported_mass",
+    "zero_weights",
+)
+"""The sums behind each policy's diagnostics, in the order of its ``_diag`` array
+(per-turn weights ``w``, conversation weights, clipped conversations, unsupported mass)."""
 
 WEIGHT_BIN_RATIO = 1.005
 """Bins of the decision-weight histogram: geometric, this ratio wide (0.5% resolution)."""
@@ -279,18 +305,23 @@ def fit_chunk(
     decision: bool,
     indices: Sequence[int],
     counts: np.ndarray,
+    refit_point: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> list[tuple[Any, np.ndarray, tuple[PerActionRidge, ...], tuple[MultinomialLogit, ...]]]:
     """The fits ``indices`` (0: the point fit; ``1 + k``: resample ``k``, counted by the row
     of ``counts`` (len(indices), n_conversations) at the same position): for each, the CSAT
     model, the FQE coefficients of every target, the reward models (with ``decision``) and
     the propensity models (when propensities are estimated). Fits are independent: chunks
-    of them can run in any process."""
+    of them can run in any process. ``refit_point``: the point fit refits the CSAT model on
+    ``prep`` too (a refit subset's own point fit) instead of taking ``prep``'s model;
+    ``progress(1)`` is called after every fit."""
     logs = prep.logs
     n_actions = len(logs.actions)
     out = []
     for i, c in zip(indices, counts, strict=True):
-        csat_model = _csat_model(prep, None if i == 0 else c)
-        reward = _sample_reward(prep, csat_model, i > 0)
+        refit = i > 0 or refit_point
+        csat_model = _csat_model(prep, c if refit else None)
+        reward = _sample_reward(prep, csat_model, refit)
         turn_counts = np.asarray(c, dtype=np.float64)[logs.conversation_index]
         propensity, p_models = _sample_propensity(prep, folds, turn_counts)
         balance = balancing_weights(propensity, logs.action, n_actions, counts=turn_counts)
@@ -299,6 +330,8 @@ def fit_chunk(
         q_coef = _fqe_coef(system, reward, logs.offsets, targets)
         models = _reward_models(prep, reward, weight, folds) if decision else ()
         out.append((csat_model, q_coef, models, p_models))
+        if progress is not None:
+            progress(1)
     return out
 
 
@@ -354,6 +387,9 @@ def fit_nuisance(
     refit_share: float = 1.0,
     map_fits: Callable[..., list[Any]] | None = None,
     n_chunks: int = 1,
+    resamples: bool = True,
+    refit_point: bool = False,
+    behaviour: MultinomialLogit | None = None,
 ) -> NuisanceFits:
     """Fit every nuisance model on ``ope.prepared`` (the sample) for the point estimate and
     each of ``ope.n_bootstrap`` resamples, as :meth:`OffPolicyEvaluation.evaluate` does.
@@ -361,35 +397,36 @@ def fit_nuisance(
     ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
     ``map_fits(fn, args, shared)``: ``[fn(*shared, *a) for a in args]`` somewhere (e.g. as
     Ray tasks, ``simulators.logs_bounded.map_passes``); the fits are split into ``n_chunks``
-    chunks of consecutive fits (:func:`fit_chunk`). Default: in this process.
+    chunks of consecutive fits (:func:`fit_chunk`). Default: in this process, with a
+    progress report (:func:`ope.progress.progress`). ``resamples=False``: the point fit
+    only (the resamples' models are fitted elsewhere, on the refit subset);
+    ``refit_point``: see :func:`fit_chunk`; ``behaviour``: the logger's model when already
+    fitted.
     """
+    from supportrl.ope.progress import progress
+
     prep = ope.prepared
     logs = prep.logs
     assert prep.reward_spec is not None
-    if prep.csat_model is not None and getattr(prep.csat_model, "spec", None) is None:
-        raise ValueError(
-            "csat: evaluation in partitions imputes CSAT with CsatImputation.from_logs (its "
-            f"state encoding); got {type(prep.csat_model).__name__} without one (from_basis / "
-            "from_model designs are supported in memory only)"
-        )
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
     counts = poisson_weights(logs.conversation_id, ope.n_bootstrap, ope.seed, hashes=hashes)
-    behaviour = _behaviour_model(prep)
+    behaviour = _behaviour_model(prep) if behaviour is None else behaviour
     supported = support_mask(
         behaviour.predict(prep.x), logs.action, min_probability=ope.min_support
     )
     sub = np.where(supported[None], probs, 0.0)
     targets = np.concatenate([probs, sub])
     folds = fold_ids(np.arange(logs.n_conversations), CROSS_FIT_FOLDS, prep.seed)
-    n_fits = 1 + int(ope.n_bootstrap)
+    n_fits = 1 + int(ope.n_bootstrap) if resamples else 1
     all_counts = np.concatenate([np.ones((1, logs.n_conversations)), counts])
     chunks = [list(c) for c in np.array_split(np.arange(n_fits), min(n_fits, max(1, n_chunks)))]
     shared = (prep, targets, folds, bool(ope.decision_estimators))
     if map_fits is None:
-        done = [fit_chunk(*shared, c, all_counts[c]) for c in chunks]
+        with progress(n_fits, "OPE nuisance fits") as bar:
+            done = [fit_chunk(*shared, c, all_counts[c], refit_point, bar.update) for c in chunks]
     else:
-        done = map_fits(fit_chunk, [(c, all_counts[c]) for c in chunks], shared)
+        done = map_fits(fit_chunk, [(c, all_counts[c], refit_point) for c in chunks], shared)
     fitted = [f for chunk in done for f in chunk]
     csat_models = tuple(f[0] for f in fitted) if prep.csat_model is not None else ()
     q_coef = [f[1] for f in fitted]
@@ -398,7 +435,7 @@ def fit_nuisance(
     order = np.argsort(hashes)
     median = _handle_medians(logs, n_actions)
     # partitions encode their CSAT design as the imputer encoded the sample's
-    csat_spec = prep.csat_model.spec if prep.csat_model is not None else None  # type: ignore[attr-defined]
+    csat_spec = getattr(prep.csat_model, "spec", None)
     conversation = ope._conversation_estimators()
     return NuisanceFits(
         actions=logs.actions,
@@ -608,7 +645,9 @@ def _statistics(
             seq, probs[p], supported, q_all[m + p], fits.return_range, max_weight=fits.max_weight
         )
         mass = unsupported_statistic(seq, probs[p], supported, max_weight=fits.max_weight)
-        for key, stat in (("_s_lower", s_low), ("_s_upper", s_high), ("_mass", mass)):
+        for key, stat in (
+            ("_support_lower", s_low), ("_support_upper", s_high), ("_unsupported", mass)
+        ):  # fmt: skip
             out.append(_Statistic(f"{p}/{key}", stat.numerators, stat.denominators))
         for name, est in fits.decision.items():
             stat = est._validated_statistic(bandit, probs[p], reward_hat)
@@ -752,6 +791,114 @@ def partition_sums(
     return sums
 
 
+def select_prepared(prep: PreparedConversations, keep: np.ndarray) -> PreparedConversations:
+    """The prepared logs of the conversations ``keep`` ((n_conversations,) bool), with the
+    CSAT imputation restricted to them (its refits then fit on them only)."""
+    logs = prep.logs
+    turns = keep[logs.conversation_index]
+    csat_model = prep.csat_model
+    if csat_model is not None:
+        imp: Any = csat_model
+        rows = keep[imp.conversation]
+        csat_model = dataclasses.replace(
+            imp,
+            psi=imp.psi[rows],
+            observed=imp.observed[rows],
+            rows=(np.cumsum(turns) - 1)[imp.rows[rows]],
+            conversation=(np.cumsum(keep) - 1)[imp.conversation[rows]],
+            logged=imp.logged[turns],
+        )
+    return dataclasses.replace(
+        prep,
+        logs=logs.select(keep),
+        reward=prep.reward[turns],
+        propensity=prep.propensity[turns],
+        x=prep.x[turns],
+        notes=[],
+        kept_rows=None,
+        n_source_turns=int(turns.sum()),
+        handle_time_s=None if prep.handle_time_s is None else prep.handle_time_s[turns],
+        csat=None if prep.csat is None else prep.csat[turns],
+        csat_model=csat_model,
+    )
+
+
+def _part_of_prepared(fits: NuisanceFits, prep: PreparedConversations) -> _Part:
+    """:func:`_prepare` of logs that are the sample itself, from what ``prep`` holds
+    (every conversation predicted by its fold's out-of-fold models)."""
+    logs = prep.logs
+    fold = fold_ids(np.arange(logs.n_conversations), CROSS_FIT_FOLDS, prep.seed)
+    imp: Any = prep.csat_model
+    missing_csat = np.isnan(imp.observed) if imp is not None else np.zeros(0, dtype=bool)
+    psi = None
+    if imp is not None and missing_csat.any() and fits.csat_models:
+        psi = imp.psi[missing_csat]
+    rows_missing = imp.rows[missing_csat] if imp is not None else np.zeros(0, dtype=np.int64)
+    csat = prep.csat if prep.csat is not None else logs.csat
+    reward = prep.reward
+    if psi is not None and fits.csat_models[0] is not imp.model:
+        # a refit subset's own point fit (refit_point): its CSAT model imputes
+        assert prep.csat is not None
+        csat = csat.copy()
+        csat[rows_missing] = fits.csat_models[0].imputed(psi)
+        shift = fits.reward_spec.csat_weight * (csat - prep.csat) / 2.0
+        reward = reward + np.where(logs.outcome != CONTINUE, np.nan_to_num(shift), 0.0)
+    turn_fold = fold[logs.conversation_index]
+    missing = np.flatnonzero(np.isnan(logs.propensity))
+    propensity = prep.propensity
+    if len(missing) and fits.propensity_models:
+        propensity = propensity.copy()
+        propensity[missing] = _estimate_propensity(
+            fits, prep.x[missing], logs.action[missing], turn_fold[missing], 0
+        )
+    return _Part(
+        logs=logs,
+        x=prep.x,
+        reward=reward,
+        csat=csat,
+        psi_missing=psi,
+        rows_missing=rows_missing,
+        fold=turn_fold,
+        counts=poisson_weights(logs.conversation_id, fits.n_resamples, fits.seed),
+        propensity=propensity,
+        propensity_missing=missing,
+    )
+
+
+def memory_sums(
+    fits: NuisanceFits,
+    prep: PreparedConversations,
+    probs: np.ndarray,
+    supported: np.ndarray,
+    subset: tuple[NuisanceFits, PreparedConversations, np.ndarray] | None = None,
+) -> PartitionSums:
+    """:func:`partition_sums` of logs held in memory that are the sample itself
+    (``probs`` (m, n_turns, K) the policies' target probabilities, ``supported``
+    (n_turns, K) the support mask). ``subset``: (its fits, its prepared logs, its turns
+    mask) of a refit subset whose resamples' models were fitted on it; then the whole
+    logs' resamples hold ``fits`` (the point fit) and the subset adds what refitting
+    changes (keys ``refit:`` and ``fixed:``, both under the subset's own fits)."""
+    logs = prep.logs
+    part = _part_of_prepared(fits, prep)
+    sums = PartitionSums()
+    returns = np.add.reduceat(part.reward, logs.offsets[:-1])
+    sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
+    if len(returns):
+        sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
+    sums.add("_actions", 0, np.bincount(logs.action, minlength=len(fits.actions)), 1)
+    if subset is None:
+        _refit_sums(sums, fits, part, probs, supported)
+    else:
+        sub_fits, sub_prep, turns = subset
+        sub = _part_of_prepared(sub_fits, sub_prep)
+        _fixed_sums(sums, fits, part, probs, supported)
+        args = (sub_fits, sub, probs[:, turns], supported[turns])
+        _refit_sums(sums, *args, prefix=REFIT_PREFIX)
+        _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
+    # no diagnostics' sums: finish(whole_logs=True) reads the diagnostics off the rows
+    return sums
+
+
 def _target_probs(
     fits: NuisanceFits, logs: LoggedConversations, policies: Mapping[str, Any]
 ) -> np.ndarray:
@@ -787,9 +934,13 @@ def _add_diagnostics(
                 cumulative_weights(seq, probs, max_weight=fits.max_weight)[last] >= fits.max_weight
             ).sum()
         )
-    values = [len(w), w.sum(), w @ w, len(conv_w), conv_w.sum(), conv_w @ conv_w, clipped,
-              unsupported_mass(probs, supported).sum(), (w == 0).sum()]  # fmt: skip
-    sums.add(f"{p}/_diag", 0, np.array(values), 1)
+    values = {
+        "n_turns": len(w), "weight_sum": w.sum(), "weight_sq": w @ w,
+        "n_conversations": len(conv_w), "conversation_weight_sum": conv_w.sum(),
+        "conversation_weight_sq": conv_w @ conv_w, "clipped": clipped,
+        "unsupported_mass": unsupported_mass(probs, supported).sum(), "zero_weights": (w == 0).sum(),
+    }  # fmt: skip
+    sums.add(f"{p}/_diag", 0, np.array([values[k] for k in DIAG_FIELDS]), 1)
     sums.add(f"{p}/_target_mass", 0, probs.sum(axis=0), 1)
     if len(w):
         sums.add(f"{p}/_weight_max{MIN_SUFFIX}", 0, -w.max(), 1)
@@ -813,7 +964,7 @@ def _weight_bins(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _weight_statistics(
-    diag: np.ndarray,
+    diag: Mapping[str, float],
     weight_max: float,
     bins: tuple[np.ndarray, np.ndarray, np.ndarray],
     levels: Sequence[float],
@@ -822,7 +973,7 @@ def _weight_statistics(
     mean, maximum, share of zeros and ESS; quantiles from the histogram ``bins`` (counts,
     smallest and minus the largest weight per bin): exact where the order statistics' bins
     hold one distinct value, else within the bin's 0.5% of it."""
-    n, total, zero = diag[0], diag[1], diag[8]
+    n, total, zero = diag["n_turns"], diag["weight_sum"], diag["zero_weights"]
     counts, low, neg_high = bins
     ranks = np.cumsum(counts) + zero
 
@@ -850,7 +1001,7 @@ def _weight_statistics(
         max=float(weight_max),
         quantiles=quantiles,
         share_zero=float(zero / n) if n else 0.0,
-        ess=float(_ess(total, diag[2])),
+        ess=float(_ess(total, diag["weight_sq"])),
     )
 
 
@@ -859,24 +1010,30 @@ def _weight_statistics(
 
 def _values(
     sums: PartitionSums, fits: NuisanceFits, p: int, i: int, prefix: str = ""
-) -> dict[str, float]:
-    """Every statistic of policy ``p`` on fit ``i``: the row ``OffPolicyEvaluation._fit`` makes."""
+) -> PolicyStatistics:
+    """Every statistic of policy ``p`` on fit ``i``: the record
+    ``OffPolicyEvaluation.evaluate_reference`` computes per fit."""
     from supportrl.ope.intervals import _safe_ratio
 
     a, key = sums.arrays, f"{prefix}{p}/"
-    row: dict[str, float] = {}
-    names = [*fits.conversation, *fits.decision, "_s_lower", "_s_upper", "_mass"]
-    for name in names:
+
+    def ratio(name: str) -> float:
         num, den = a[f"{key}{name}/num"][i], a[f"{key}{name}/den"][i]
-        row[name] = float(_safe_ratio(num, den).sum())
+        return float(_safe_ratio(num, den).sum())
+
     total = max(float(a[f"{key}_deficit/n"][i][0]), 1e-300)
     base = float(a[f"{key}_deficit/pdis"][i][0]) / total
     delta = a[f"{key}_deficit/drop"][i] / total
     low, high = np.minimum(fits.return_range.low, 0.0), np.maximum(fits.return_range.high, 0.0)
-    row["_lower"] = base + float(np.minimum(delta * low, delta * high).sum())
-    row["_upper"] = base + float(np.maximum(delta * low, delta * high).sum())
-    row["_deficit"] = float(delta.sum())
-    return row
+    return PolicyStatistics(
+        estimates={name: ratio(name) for name in (*fits.conversation, *fits.decision)},
+        deficit_lower=base + float(np.minimum(delta * low, delta * high).sum()),
+        deficit_upper=base + float(np.maximum(delta * low, delta * high).sum()),
+        deficit=float(delta.sum()),
+        support_lower=ratio("_support_lower"),
+        support_upper=ratio("_support_upper"),
+        unsupported=ratio("_unsupported"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -886,25 +1043,26 @@ class _Finisher(OffPolicyEvaluation):
     diag_sums: dict[str, np.ndarray] = field(default_factory=dict)
 
     def _diagnostics(
-        self, probs: np.ndarray, supported: np.ndarray, point: dict[str, float]
+        self, probs: np.ndarray, supported: np.ndarray, point: PolicyStatistics
     ) -> PolicyDiagnostics:
         diag = super()._diagnostics(probs, supported, point)
         d = self.diag_sums
-        s = d["diag"]
-        n_conversations, ess = int(s[3]), float(_ess(s[4], s[5]))
-        clipped = float(s[6] / s[3]) if s[3] else 0.0
+        s = dict(zip(DIAG_FIELDS, d["diag"], strict=True))
+        n_conversations = int(s["n_conversations"])
+        ess = float(_ess(s["conversation_weight_sum"], s["conversation_weight_sq"]))
+        clipped = float(s["clipped"] / n_conversations) if n_conversations else 0.0
         # every figure and warning from the whole logs' sums, not the sample's rows: the
         # support warning reads the policy's mean probabilities and the logged counts
         logs = self.prepared.logs
-        mean_probs = (d["target_mass"] / max(s[0], 1.0))[None]
+        mean_probs = (d["target_mass"] / max(s["n_turns"], 1.0))[None]
         warnings = support_warning(mean_probs, d["actions"], action_names=logs.actions)
         warnings += self._weight_warnings(ess, n_conversations, clipped, diag.disagreement)
         weights = _weight_statistics(s, d["weight_max"], d["bins"], list(diag.weights.quantiles))
         return dataclasses.replace(
             diag,
-            n_turns=int(s[0]),
+            n_turns=int(s["n_turns"]),
             n_conversations=n_conversations,
-            ess_decision=float(_ess(s[1], s[2])),
+            ess_decision=float(_ess(s["weight_sum"], s["weight_sq"])),
             ess_conversation=ess,
             weights=weights,
             clipped_share=clipped,
@@ -912,7 +1070,7 @@ class _Finisher(OffPolicyEvaluation):
         )
 
 
-def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> dict[str, float]:
+def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) -> PolicyStatistics:
     """The statistics of resample ``i``: as refitted when every conversation is refitted;
     otherwise the resample with the point fit's models plus, measured on the refit subset,
     what refitting changes (its refitted value minus its value with the point fit's models).
@@ -927,7 +1085,7 @@ def _resample_values(sums: PartitionSums, fits: NuisanceFits, p: int, i: int) ->
         )
     refit = _values(sums, fits, p, i, REFIT_PREFIX)
     held = _values(sums, fits, p, i, FIXED_PREFIX)
-    return {k: v + (refit[k] - held[k]) for k, v in fixed.items()}
+    return fixed.shifted(refit, held, fits.refit_scale)
 
 
 def _ess(total: float, sum_sq: float) -> float:
@@ -936,12 +1094,19 @@ def _ess(total: float, sum_sq: float) -> float:
 
 
 def finish(
-    ope: OffPolicyEvaluation, fits: NuisanceFits, sample_probs: np.ndarray, sums: PartitionSums
+    ope: OffPolicyEvaluation,
+    fits: NuisanceFits,
+    sample_probs: np.ndarray,
+    sums: PartitionSums,
+    *,
+    whole_logs: bool = False,
 ) -> dict[str, PolicyEvaluation]:
     """Estimates, intervals and diagnostics from the summed statistics of all partitions.
 
     ``ope``: the evaluation on the sample that :func:`fit_nuisance` was given (its interval
     settings and its own interval code are used); ``sample_probs`` (m, n_sample_turns, K).
+    ``whole_logs``: the sample is all the logs (in memory), so the diagnostics come from
+    its rows (exact weight quantiles) instead of the summed histograms.
     """
     prep = ope.prepared
     fin = _Finisher(
@@ -954,12 +1119,14 @@ def finish(
     out = {}
     for p, name in enumerate(fits.policy_names):
         point = _values(sums, fits, p, 0)
-        reps_rows = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
-        reps = {k: np.array([r[k] for r in reps_rows]) for k in point}
+        reps = [_resample_values(sums, fits, p, i) for i in range(1, 1 + fits.n_resamples)]
+        if whole_logs:
+            out[name] = ope.finish_policy(sample_probs[p], supported, point, reps)
+            continue
         a = sums.arrays
-        s = a[f"{p}/_diag"][0]
+        s = dict(zip(DIAG_FIELDS, a[f"{p}/_diag"][0], strict=True))
         fin.diag_sums.update(
-            diag=s,
+            diag=a[f"{p}/_diag"][0],
             target_mass=a[f"{p}/_target_mass"][0],
             actions=a["_actions"][0],
             weight_max=-float(a.get(f"{p}/_weight_max{MIN_SUFFIX}", np.zeros((1, 1)))[0][0]),
@@ -968,7 +1135,8 @@ def finish(
                 for suffix in ("", f"_low{MIN_SUFFIX}", f"_high{MIN_SUFFIX}")
             ),
         )
-        res = fin._policy(sample_probs[p], supported, point, reps)
-        support = dataclasses.replace(res.support, unsupported_decision=float(s[7] / s[0]))
+        res = fin.finish_policy(sample_probs[p], supported, point, reps)
+        share = float(s["unsupported_mass"] / s["n_turns"])
+        support = dataclasses.replace(res.support, unsupported_decision=share)
         out[name] = dataclasses.replace(res, support=support)
     return out

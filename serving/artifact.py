@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 """Artifact schema version this build writes and reads; bump it (keep reading 1) on change."""
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
-POLICY_KINDS = ("dqn", "linucb", "lints", "rules")
+POLICY_KINDS = ("dqn", "onnx", "linucb", "lints", "rules")
 """Policy kinds an artifact may hold."""
 
 

@@ -113,6 +113,9 @@ class ExperimentConfig:
     alpha: float = 0.05
     """Error rate of the analysis' confidence sequences (false promotions, whenever looked at)."""
     name: str = "experiment"
+    horizon: int | None = None
+    """Conversations the experiment plans for at most: its confidence sequences are tightest
+    there (None: the analysis' default). Fixed before the data are seen."""
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.arms]
@@ -144,6 +147,10 @@ class ExperimentConfig:
             raise ExperimentError("guardrail.max_drop: a number >= 0", "guardrail.max_drop")
         if not 0 < self.alpha < 1:
             raise ExperimentError(f"alpha: must be in (0, 1), got {self.alpha}", "alpha")
+        if self.horizon is not None and self.horizon < 100:
+            raise ExperimentError(
+                f"horizon: at least 100 conversations, got {self.horizon}", "horizon"
+            )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -160,6 +167,7 @@ class ExperimentConfig:
             "unit": self.unit,
             "guardrail": {"metric": self.guardrail.metric, "max_drop": self.guardrail.max_drop},
             "alpha": self.alpha,
+            "horizon": self.horizon,
         }
 
     @classmethod
@@ -169,7 +177,7 @@ class ExperimentConfig:
         """Build from a parsed experiment file; relative artifact paths are taken from ``base``."""
         if not isinstance(data, Mapping):
             raise ExperimentError("experiment: expected a mapping with arms, control, unit")
-        known = {"arms", "control", "unit", "guardrail", "salt", "alpha", "name"}
+        known = {"arms", "control", "unit", "guardrail", "salt", "alpha", "name", "horizon"}
         unknown = sorted(set(map(str, data)) - known)
         if unknown:
             raise ExperimentError(f"experiment: unknown key(s) {unknown}; keys are {sorted(known)}")
@@ -213,6 +221,9 @@ class ExperimentConfig:
             salt=str(data.get("salt") or name),
             alpha=_number(data.get("alpha", 0.05), "alpha"),
             name=str(data.get("name") or name),
+            horizon=None
+            if data.get("horizon") is None
+            else int(_number(data["horizon"], "horizon")),
         )
 
 
@@ -355,6 +366,7 @@ class Experiment:
         *,
         seed: int | None = None,
         max_open_conversations: int = MAX_OPEN_CONVERSATIONS,
+        start_time: str | None = None,
     ) -> None:
         self.config = config
         self.arms = config.names
@@ -366,7 +378,7 @@ class Experiment:
         self.shares = np.array([a.share for a in config.arms], dtype=np.float64)
         self.control = self.arms.index(config.control)
         self.events: list[dict[str, Any]] = []
-        self._record("start", "experiment started")
+        self._record("start", "experiment started", start_time)
         self._rng = np.random.default_rng(seed)
         self._open: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._max_open = int(max_open_conversations)
@@ -383,14 +395,16 @@ class Experiment:
         *,
         seed: int | None = None,
         on_invalid: str = "error",
+        start_time: str | None = None,
     ) -> Experiment:
-        """Read an experiment file (or take a config) and load every arm's artifact."""
+        """Read an experiment file (or take a config) and load every arm's artifact;
+        ``start_time`` dates the start event (default now; a simulation passes its clock)."""
         config = path if isinstance(path, ExperimentConfig) else read_experiment_file(path)
         predictors = {
             arm.name: Predictor.load(arm.artifact, epsilon=arm.epsilon, on_invalid=on_invalid)
             for arm in config.arms
         }
-        return cls(config, predictors, seed=seed)
+        return cls(config, predictors, seed=seed, start_time=start_time)
 
     # ------------------------------------------------------------------ assignment
 
@@ -455,8 +469,11 @@ class Experiment:
 
     # ------------------------------------------------------------------ changes
 
-    def set_shares(self, shares: Mapping[str, float], reason: str = "shares changed") -> None:
-        """New traffic shares (every arm named, summing to 1); applies to new conversations."""
+    def set_shares(
+        self, shares: Mapping[str, float], reason: str = "shares changed", *, at: str | None = None
+    ) -> None:
+        """New traffic shares (every arm named, summing to 1); applies to new conversations.
+        ``at``: the time recorded (ISO 8601, UTC; default now), e.g. a simulation's clock."""
         unknown = sorted(set(shares) - set(self.arms))
         if unknown:
             raise ExperimentError(
@@ -468,9 +485,9 @@ class Experiment:
         if not math.isclose(float(new.sum()), 1.0, abs_tol=1e-9):
             raise ExperimentError(f"shares: must sum to 1, got {new.sum():g}", "shares")
         self.shares = new
-        self._record("shares", reason)
+        self._record("shares", reason, at)
 
-    def stop(self, arm: str, reason: str = "arm stopped") -> None:
+    def stop(self, arm: str, reason: str = "arm stopped", *, at: str | None = None) -> None:
         """Stop ``arm`` (roll back): its share goes to control."""
         if arm not in self.arms:
             raise ExperimentError(f"arm: unknown arm {arm!r}; arms are {list(self.arms)}", "arm")
@@ -479,18 +496,20 @@ class Experiment:
         shares = dict(zip(self.arms, self.shares.tolist(), strict=True))
         shares[self.arms[self.control]] += shares[arm]
         shares[arm] = 0.0
-        self.set_shares(shares, reason=f"stop {arm}: {reason}")
+        self.set_shares(shares, reason=f"stop {arm}: {reason}", at=at)
 
-    def promote(self, arm: str, reason: str = "promoted") -> None:
+    def promote(self, arm: str, reason: str = "promoted", *, at: str | None = None) -> None:
         """Send all traffic to ``arm``."""
         if arm not in self.arms:
             raise ExperimentError(f"arm: unknown arm {arm!r}; arms are {list(self.arms)}", "arm")
-        self.set_shares({a: float(a == arm) for a in self.arms}, reason=f"promote {arm}: {reason}")
+        self.set_shares(
+            {a: float(a == arm) for a in self.arms}, reason=f"promote {arm}: {reason}", at=at
+        )
 
-    def _record(self, kind: str, reason: str) -> None:
+    def _record(self, kind: str, reason: str, at: str | None = None) -> None:
         self.events.append(
             {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "time": at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "event": kind,
                 "reason": reason,
                 "shares": dict(zip(self.arms, self.shares.tolist(), strict=True)),

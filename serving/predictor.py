@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from supportrl.serving.artifact import ArtifactError, read_manifest
 from supportrl.serving.features import MISSING, Encoded, InvalidStateError, StateEncoder
-from supportrl.serving.models import LinearScorer, OnnxScorer, RuleScorer, Scorer, epsilon_mix
+from supportrl.serving.models import LinearScorer, OnnxScorer, RuleScorer, Scorer
 
 ON_INVALID = ("error", "fallback")
 
@@ -115,7 +115,9 @@ class Predictor:
         if fallback_action is not None:
             one = np.zeros((1, n))
             one[0, self.actions.index(fallback_action)] = 1.0
-            self._fallback_probs = epsilon_mix(one, self.epsilon)[0]
+            # deterministic: a fallback is a rule for states the policy cannot read, not a
+            # decision to explore (logged with propensity 1 and flagged)
+            self._fallback_probs = one[0]
         self._rng = np.random.default_rng(seed)
         self._labels = np.asarray(self.actions, dtype=str)
 
@@ -138,7 +140,8 @@ class Predictor:
             directory: the artifact (``manifest.json`` and the files it lists).
             epsilon: uniform exploration mixed into every decision, in [0, 1]; None takes
                 the manifest's ``exploration.epsilon``. Above 0, every action keeps a
-                propensity of at least ``epsilon / n_actions``, so logs stay usable for OPE.
+                propensity of at least ``epsilon / n_actions``, so logs stay usable for OPE
+                (fallback decisions excepted: they are deterministic, propensity 1, flagged).
             on_invalid: ``"error"`` (an invalid state raises :class:`InvalidStateError`) or
                 ``"fallback"`` (it gets ``fallback_action``, flagged in the decision).
             fallback_action: the action for invalid states; None takes the manifest's.
@@ -156,7 +159,7 @@ class Predictor:
             encoder = StateEncoder(manifest["features"])
             policy = manifest["policy"]
             kind = policy["kind"]
-            if kind == "dqn":
+            if kind in ("dqn", "onnx"):  # onnx: any obs, epsilon -> probs graph (SB3)
                 scorer: Scorer = OnnxScorer(
                     path / policy["file"], encoder.dim, len(actions), threads
                 )

@@ -10,6 +10,7 @@ from supportrl.envs.conversations import LoggedConversations
 from supportrl.simulators.fitted_behaviour import fit_behaviour_policy
 from supportrl.simulators.fitted_config import FitConfig
 from supportrl.simulators.fitted_features import Basis
+from supportrl.simulators.logs import PROPENSITY_FLOOR
 
 
 def propensity_weights(
@@ -81,7 +82,7 @@ def decision_weights(
         behaviour = cloned if config.weighting == "sequential" else None
     if missing.any():
         propensity = propensity.copy()
-        propensity[missing] = np.clip(cloned[missing], 1e-3, 1.0)
+        propensity[missing] = np.clip(cloned[missing], PROPENSITY_FLOOR, 1.0)
         notes.append(
             f"{int(missing.sum())} of {n} propensities missing: estimated by a behaviour-cloned "
             "logging policy (these carry no unlogged confounders)"

@@ -16,9 +16,10 @@ any order: they are sorted by (``conversation_id``, ``turn``) on load.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,30 @@ MAX_ABS_VALUE = 1e12
 squares lose every digit (or overflow) in fitting and estimation."""
 
 
+PROPENSITY_FLOOR = 1e-3
+"""Every estimated propensity (of a logged action, by a model of the logging policy) is
+floored here: an importance weight of at most 1,000. The one floor of the simulators' behaviour
+cloning and of OPE's propensity models."""
+
+
 class LogValidationError(ValueError):
     """Logged data breaks schema v1; the message names the file, column and rows."""
+
+
+@contextlib.contextmanager
+def reading_parquet(path: str | Path) -> Iterator[None]:
+    """Turn pyarrow's errors while the block reads ``path`` (random bytes, a truncated
+    part, a corrupt page) into a :class:`LogValidationError` that names the file."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (LogValidationError, FileNotFoundError):
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise LogValidationError(
+            f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -157,7 +180,8 @@ def _read_one(path: Path, dictionary: bool = False) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             schema = _check_parquet_schema(path)
             if not dictionary:
-                return pd.read_parquet(path)
+                with reading_parquet(path):
+                    return pd.read_parquet(path)
             import pyarrow as pa
 
             strings = [
@@ -166,7 +190,8 @@ def _read_one(path: Path, dictionary: bool = False) -> pd.DataFrame:
                 if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
                 and f.name not in _PLAIN_COLUMNS
             ]
-            return pd.read_parquet(path, read_dictionary=strings)
+            with reading_parquet(path):
+                return pd.read_parquet(path, read_dictionary=strings)
     except LogValidationError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -195,17 +220,15 @@ MAX_PARQUET_FOOTER_BYTES = 64 * 2**20
 
 def _check_parquet_footer(path: Path) -> None:
     """Refuse a Parquet file whose footer (read whole by every reader) is huge, from its
-    last 8 bytes alone (4-byte footer length, ``PAR1``)."""
+    last 8 bytes alone (4-byte footer length, ``PAR1``); other damage is pyarrow's to name."""
     with path.open("rb") as fh:
         size = fh.seek(0, os.SEEK_END)
         if size < 12:
-            raise LogValidationError(f"{path}: cannot read file (not Parquet: {size} bytes)")
+            return
         fh.seek(size - 8)
         tail = fh.read(8)
-    if tail[4:] != b"PAR1":
-        raise LogValidationError(f"{path}: cannot read file (not Parquet: no PAR1 footer)")
     footer = int.from_bytes(tail[:4], "little")
-    if footer > MAX_PARQUET_FOOTER_BYTES:
+    if tail[4:] == b"PAR1" and footer > MAX_PARQUET_FOOTER_BYTES:
         raise LogValidationError(
             f"{path}: Parquet metadata of {footer} bytes; at most {MAX_PARQUET_FOOTER_BYTES} "
             "(a huge schema-metadata blob: rewrite the file without it)"
@@ -219,7 +242,8 @@ def _check_parquet_schema(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     _check_parquet_footer(path)
-    schema = pq.read_schema(path)
+    with reading_parquet(path):
+        schema = pq.read_schema(path)
     nested = [f.name for f in schema if pa.types.is_nested(f.type)]
     if nested:
         kinds = ", ".join(f"{f.name!r} ({f.type})" for f in schema if f.name in nested)
@@ -606,6 +630,26 @@ def _check_inferred(table: _Table, categorical: Sequence[str], numeric: Sequence
                 f"{table.path}, column {c!r}: a different value on every row (an id, an e-mail "
                 "address?), not a feature; drop it or declare the features "
                 "(data.categorical=[..] data.numeric=[..])"
+            )
+    _check_schema_aliases(table, [*categorical, *numeric])
+
+
+SCHEMA_ALIASES = {"propensity_score": "propensity", "pscore": "propensity"}
+"""Other tools' names of schema-v1 columns (Open Bandit Pipeline: ``pscore``; its Open
+Bandit Dataset files: ``propensity_score``)."""
+
+
+def _check_schema_aliases(table: _Table, features: Sequence[str]) -> None:
+    """Refuse an inferred feature that is another tool's name for a schema column (a
+    logging propensity read as a context feature would be estimated instead, silently)."""
+    for c in features:
+        meant = SCHEMA_ALIASES.get(str(c).lower())
+        if meant is not None and meant not in table.frame.columns:
+            raise LogValidationError(
+                f"{table.path}, column {c!r}: did you mean {meant}? It looks like the logging "
+                f"propensity under Open Bandit Pipeline's name; rename the column to {meant!r} "
+                f"(schema v1), pass data.propensity_col={c} (data=bandit), or declare the "
+                "features (data.categorical=[..] data.numeric=[..]) to keep it as a feature"
             )
 
 

@@ -36,6 +36,7 @@ from supportrl.simulators.logs import (
     _Table,
     all_propensities_one,
     load_conversations,
+    reading_parquet,
 )
 
 BYTES_PER_ROW = 700
@@ -70,9 +71,21 @@ def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
     parts = []
     for f in files:
         _check_parquet_schema(f)
-        parts.append((f, pq.ParquetFile(f).metadata.num_rows))
+        with reading_parquet(f):
+            parts.append((f, pq.ParquetFile(f).metadata.num_rows))
     _check_schemas(files)
     return parts
+
+
+def _batches(file: Path, batches: Iterator[Any]) -> Iterator[Any]:
+    """``batches`` of ``file``; a corrupt page is an error naming the file."""
+    it = iter(batches)
+    while True:
+        with reading_parquet(file):
+            batch = next(it, None)
+        if batch is None:
+            return
+        yield batch
 
 
 def _check_schemas(files: Sequence[Path]) -> None:
@@ -208,7 +221,7 @@ def stratified_sample(
             raise LogValidationError(
                 f"{file}: missing required column(s) {missing}; found {pf.schema_arrow.names}"
             )
-        for batch in pf.iter_batches(BATCH_ROWS, columns=columns):
+        for batch in _batches(file, pf.iter_batches(BATCH_ROWS, columns=columns)):
             frame = batch.to_pandas()
             every.append(np.unique(id_hash(frame["conversation_id"].to_numpy())))
             first = frame[pd.to_numeric(frame["turn"], errors="coerce") == 0]
@@ -297,7 +310,7 @@ def select_table(
 
     frames, ids, offset = [], [], 0
     for file, _ in parts:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
+        for batch in _batches(file, pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS)):
             if "conversation_id" not in batch.schema.names:
                 return None  # load_conversations names the missing column
             conv = pd.Series(batch.column("conversation_id").to_pandas())
@@ -341,7 +354,7 @@ def spill_passes(
     offset = 0
     try:
         for file, _ in parts:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS):
+            for batch in _batches(file, pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS)):
                 n = batch.num_rows
                 rows = pa.array(np.arange(offset, offset + n, dtype=np.int64))
                 batch = pa.RecordBatch.from_arrays([*batch.columns, rows], schema=schema)

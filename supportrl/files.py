@@ -38,7 +38,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import yaml
@@ -511,14 +511,17 @@ def str_list(
 # --- atomic writes and the completion marker ------------------------------------------------
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a unique temporary file beside ``path``, then rename it over."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
+    """The one atomic writer: ``write(fh)`` fills a unique temporary file beside ``path``,
+    which is then renamed over it, so a reader sees the old file or the whole new one, never
+    a half-written one (the temporary file is removed if ``write`` fails). The serving
+    package, which installs without this one, keeps its own copy."""
     path = Path(path)
     new = not os.path.lexists(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -526,6 +529,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     if new and CREATED.owns(path):
         CREATED.record_file(path)  # ours to remove if the run fails; a replaced file is not
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -58,7 +58,11 @@ def test_a_huge_label_is_refused_before_a_fixed_width_array(tmp_path: Path) -> N
         r"at most 200 \(set data\.max_label_length=N",
     ):
         load_conversations(path)
-    assert load_conversations(path, limits=LogLimits(max_label_length=100_000)).n_turns == 10_000
+    # a raised limit lets a long label through (300 characters: at 100,000 the fixed-width
+    # array alone is the 4 GB of the reproduction, a minute of the test tier)
+    frame.loc[7, "intent"] = "x" * 300
+    frame.to_parquet(path, index=False)
+    assert load_conversations(path, limits=LogLimits(max_label_length=300)).n_turns == 10_000
 
 
 def test_too_many_intents_is_refused_with_the_setting_to_change(tmp_path: Path) -> None:
@@ -257,3 +261,64 @@ def test_censored_logs_and_constant_propensities_are_warned(tmp_path: Path, fmt:
     assert "warning: every conversation is censored" in proc.stdout
     assert "warning: every logged propensity is 1 but 5 different actions occur" in proc.stdout
     assert len(result_of(proc)["summary"]["warnings"]) == 2
+
+
+def _unreadable(tmp_path: Path, kind: str, turns: Path) -> tuple[str, Path]:
+    """(the ``data.turns`` value, the unreadable file it must be named by)."""
+    rng = np.random.default_rng(0)
+    if kind == "random bytes":
+        path = tmp_path / "random.parquet"
+        path.write_bytes(rng.bytes(2000))
+        return str(path), path
+    # a directory of parts, the last one cut in half (a copy that did not finish)
+    frame = pd.read_parquet(turns)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        frame.iloc[rows].to_parquet(parts / f"part-{i}.parquet", index=False)
+    cut = parts / "part-2.parquet"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    return str(parts), cut
+
+
+EVALUATE = ["evaluate", "policies=[configs/rules/rules_production.yaml]"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "command"),
+    [
+        ("random bytes", ["validate"]),
+        ("random bytes", EVALUATE),
+        ("random bytes", ["pipeline"]),
+        ("truncated part", ["validate"]),
+        ("truncated part", [*EVALUATE, "engine=local"]),
+        ("truncated part", ["fit", "fit.sample_turns=100"]),
+    ],
+    ids=lambda c: c if isinstance(c, str) else " ".join(c[:1] + c[2:]),
+)
+def test_an_unreadable_parquet_file_is_named(
+    tmp_path: Path, small_log_files: tuple[Path, Path], kind: str, command: list[str]
+) -> None:
+    """Reproduction: pyarrow's "Parquet magic bytes not found in footer", no file named."""
+    turns, customers = small_log_files
+    given, culprit = _unreadable(tmp_path, kind, turns)
+    proc = supportrl(
+        tmp_path / "outputs", *command, f"data.turns={given}", f"data.customers={customers}"
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: {culprit}: not a readable Parquet file (" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+
+
+def test_an_unreadable_customers_file_is_named(
+    tmp_path: Path, small_log_files: tuple[Path, Path]
+) -> None:
+    turns, _ = small_log_files
+    customers = tmp_path / "customers.parquet"
+    customers.write_bytes(np.random.default_rng(1).bytes(500))
+    proc = supportrl(
+        tmp_path / "outputs", "validate", f"data.turns={turns}", f"data.customers={customers}"
+    )
+    assert proc.returncode == 2
+    assert f"error: {customers}: not a readable Parquet file (" in proc.stderr

@@ -431,3 +431,19 @@ def test_rule_scorer_one_state_path_equals_the_column_path(small_generated, tmp_
         for r in rows:
             one = {k: (v[r].item() if hasattr(v[r], "item") else v[r]) for k, v in states.items()}
             assert p.probabilities(one) == pytest.approx(batch[r]), (path.stem, r)
+
+
+def test_shares_follow_the_recorded_events_by_start_time(artifacts, tmp_path) -> None:
+    """A stop recorded at a (simulated) time applies to conversations that start after it."""
+    from supportrl.experiments.abtest import _shares_per_conversation
+    from supportrl.experiments.deploy import experiment_clock
+
+    exp = Experiment.load(
+        write_experiment(tmp_path / "e.json", artifacts, horizon=5000),
+        start_time=experiment_clock(0),
+    )
+    assert exp.config.horizon == 5000 and exp.describe()["horizon"] == 5000
+    exp.stop("empathy", "guardrail", at=experiment_clock(100))
+    starts = np.array(["2026-03-01T00:10:00", "2026-03-01T01:00:00"], dtype="datetime64[ns]")
+    shares = _shares_per_conversation(exp.describe(), list(exp.arms), starts, 2)
+    assert shares.tolist() == [[0.5, 0.5], [1.0, 0.0]]  # 100 conversations x 30 s = 50 min

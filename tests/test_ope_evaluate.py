@@ -121,7 +121,8 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "evaluate",
         *args,
         # the bootstrap that acts: fixed-model on bandit feedback, refit on conversation logs
-        "ope.n_bootstrap=100" if "data=bandit" in args else "ope.n_refit=10",
+        # (the tests read estimates and the layout, not interval widths)
+        "ope.n_bootstrap=100" if "data=bandit" in args else "ope.n_refit=3",
         f"paths.output_dir={tmp_path / 'out'}",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -120,6 +120,10 @@ def test_fit_keys_reach_the_pipeline_fit(base, tmp_path: Path) -> None:
             result["policies"]["rules_production"][key]
             != base[0]["policies"]["rules_production"][key]
         )
+    # OPE reads all the logs whatever share the simulator was fitted on: the baselines'
+    # estimates and the logging value do not move with fit.*
+    assert seq_dr(result, "rules_production") == pytest.approx(seq_dr(base[0], "rules_production"))
+    assert result["logging_value"] == pytest.approx(base[0]["logging_value"])
 
 
 def test_agent_and_budget_reach_train(base, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ def test_pipeline_outputs_hold_no_raw_customer_id(tmp_path: Path) -> None:
         "logger.progress=false",
         "loop.rounds=1",
         "loop.conversations=300",
+        "loop.look_every=300",
     )
     assert proc.returncode == 0, proc.stderr
     result = result_of(proc)

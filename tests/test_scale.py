@@ -83,7 +83,7 @@ def in_memory(logs_dir: tuple[Path, Path]) -> dict[str, PolicyEvaluation]:
     probs = {
         k: target_probs_of(p, states, logs.actions) for k, p in _policies(logs.actions).items()
     }
-    return _ope(prepared).evaluate(probs)
+    return _ope(prepared).evaluate_reference(probs)  # the plain refit loop
 
 
 @pytest.fixture(scope="module")
@@ -466,7 +466,7 @@ def test_estimated_propensities_give_the_in_memory_numbers(
     assert prepared.propensity_estimated
     states = logs.states()
     policies = _policies(logs.actions)
-    memory = _ope(prepared).evaluate(
+    memory = _ope(prepared).evaluate_reference(
         {k: target_probs_of(p, states, logs.actions) for k, p in policies.items()}
     )
     streamed = _partitioned(unlogged_propensities, memory_budget_mb=0.01)

@@ -125,6 +125,11 @@ def test_old_pipeline_keys_are_errors_naming_the_new_key(old: str, new: str) -> 
         check_overrides([f"+{old}=300"])
 
 
+def test_n_refit_below_two_is_refused_before_any_work() -> None:
+    with pytest.raises(ConfigError, match=r"ope.n_refit=1: must be at least 2"):
+        check_overrides(["ope.n_refit=1"])
+
+
 def test_n_bootstrap_on_conversation_logs_is_an_error_naming_n_refit(
     small_log_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -301,3 +306,108 @@ def test_every_experiment_key_is_walked(experiment: str) -> None:
         assert group in WALKED, entry
     for swept in text["hydra"]["sweeper"]["params"]:  # a group (agent) or a key (agent.alpha)
         assert swept in WALKED or swept in walked, swept
+
+
+# --- defaults of the library-backed groups -----------------------------------------------
+
+TUNED = {
+    ("agent/ucb1", "c"): "the config's choice; the library keeps Auer et al.'s sqrt(2)",
+    ("agent/linucb", "alpha"): "the config's choice; the library keeps 1.0",
+    ("agent/lints", "v"): "the config's choice; the library keeps 0.5",
+    ("agent/thompson_bernoulli", "reward_range"): "reward v1's range; the library's is [0, 1]",
+    ("agent/dqn", "n_step"): "null: the backend's default (3 native, 1 RLlib), see dqn_config",
+    ("simulator/glm", "weighting"): "sequential for confounded logs; the library fits "
+    "unweighted unless asked",
+    ("simulator/ensemble", "weighting"): "as simulator/glm",
+}
+"""Group options whose value differs from the library dataclass's default, and why; every
+other key of an agent, simulator, world or reward option equals the library's default, so
+the two declarations cannot drift apart silently."""
+
+
+def _library_defaults(group: str, option: str) -> dict[str, Any]:
+    import dataclasses
+
+    from supportrl.agents.bandits import BANDITS
+    from supportrl.envs.rewards import RewardSpec
+    from supportrl.simulators.synthetic import WorldConfig
+
+    def of(cls: type) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
+
+    if group == "world":
+        return of(WorldConfig)
+    if group == "reward":
+        return of(RewardSpec)
+    if group == "agent" and option == "dqn":
+        from supportrl.agents.dqn import DQNConfig
+
+        return of(DQNConfig)
+    if group == "agent":
+        return of(BANDITS[option])
+    from supportrl.simulators.fitted import FitConfig, GLMParams
+
+    if option == "glm":
+        return {**of(FitConfig), **of(GLMParams)}
+    from supportrl.simulators.fitted_ensemble import EnsembleParams
+
+    return {**of(FitConfig), **of(EnsembleParams)}
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        (g, p.stem)
+        for g in ("agent", "simulator", "world")
+        for p in sorted(Path(CONFIG_PATH, g).glob("*.yaml"))
+    ]
+    + [("reward", "v1")],
+)
+def test_library_group_defaults_agree_with_the_library(group: str, option: str) -> None:
+    import yaml
+
+    values = yaml.safe_load(Path(CONFIG_PATH, group, f"{option}.yaml").read_text())
+    library = _library_defaults(group, option)
+    for key, value in values.items():
+        if key == "kind" or (f"{group}/{option}", key) in TUNED:
+            continue
+        expected = library[key]
+        expected = list(expected) if isinstance(expected, tuple) else expected
+        assert value == expected, f"configs/{group}/{option}.yaml {key}: {value} != {expected}"
+    for (where, key), _ in TUNED.items():
+        if where == f"{group}/{option}":
+            assert values[key] != library[key], f"{where} {key} agrees now: drop it from TUNED"
+
+
+@pytest.mark.filterwarnings("ignore::supportrl.simulators.fitted.FitWarning")
+def test_ope_does_not_move_with_the_share_the_simulator_was_fitted_on(
+    small_generated: GeneratedLogs,
+) -> None:
+    """The pipeline reuses the simulator's CSAT model when it was fitted on all the logs;
+    fitted on part of them (fit.holdout), the same design is refitted on all of them, so
+    the rewards OPE reads are the same either way (were: another CSAT model)."""
+    from supportrl.experiments.stages import prepare_for_ope, split_conversations
+
+    logs = small_generated.logs
+    train, _ = split_conversations(logs, 0.2, seed=0)
+    on_all = fit_customer_model(logs, "glm", seed=0, max_iter=50)
+    on_part = fit_customer_model(train, "glm", seed=0, max_iter=50)
+    reward = RewardSpec()
+    reused = prepare_for_ope(logs, reward, seed=0, model=on_all)
+    refitted = prepare_for_ope(logs, reward, seed=0, model=on_part, fitted_on_all=False)
+    assert np.isnan(logs.csat).any()  # there is CSAT to impute
+    np.testing.assert_allclose(refitted.reward, reused.reward, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fit", "pipeline"])
+def test_help_lists_the_fit_keys_of_both_commands_that_read_them(name: str) -> None:
+    from supportrl.experiments.entry import help_text
+
+    text = help_text(name)
+    assert "holdout: 0.2" in text and "true_value_conversations: 50000" in text

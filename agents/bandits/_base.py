@@ -14,7 +14,7 @@ import numpy as np
 from supportrl.agents.base import BasePolicy, States, batch_size
 from supportrl.envs.features import FeatureSpec
 
-from supportrl.files import write_complete
+from supportrl.files import atomic_write, atomic_write_text, write_complete
 
 FORMAT = "supportrl.bandit"
 """Value of ``format`` in ``bandit.json``."""
@@ -256,13 +256,8 @@ class Bandit(BasePolicy):
             "feature_spec": None if self.feature_spec is None else self.feature_spec.to_dict(),
             "rng_state": self._rng.bit_generator.state,
         }
-        tmp_params = path / (PARAMS_FILE + ".tmp")
-        with open(tmp_params, "wb") as fh:
-            np.savez(fh, **arrays)
-        tmp_meta = path / (META_FILE + ".tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp_params, path / PARAMS_FILE)
-        os.replace(tmp_meta, path / META_FILE)
+        atomic_write(path / PARAMS_FILE, lambda fh: np.savez(fh, **arrays))
+        atomic_write_text(path / META_FILE, json.dumps(meta, indent=2) + "\n")
         write_complete(path, "bandit")
         return path
 

@@ -44,7 +44,6 @@ from supportrl.agents.dqn.policy import (
     read_json,
     read_npz,
     write_npz,
-    write_text,
 )
 from supportrl.agents.dqn.replay import ReplayBuffer
 from supportrl.envs.collect import Collector
@@ -52,7 +51,7 @@ from supportrl.envs.features import FeatureSpec
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from supportrl.files import check_complete, reports_malformed, write_complete
+from supportrl.files import atomic_write_text, check_complete, reports_malformed, write_complete
 
 FORMAT = "supportrl.dqn_learner"
 FORMAT_VERSION = 1
@@ -446,7 +445,7 @@ class DQNLearner:
             write_npz(path / REPLAY_NPZ, self.replay.state_arrays())
         elif (path / REPLAY_NPZ).exists():
             (path / REPLAY_NPZ).unlink()
-        write_text(path / LEARNER_JSON, _json_dumps(meta))
+        atomic_write_text(path / LEARNER_JSON, _json_dumps(meta))
         write_complete(path, "dqn")  # last: lists the learner files too
         return path
 

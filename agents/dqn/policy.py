@@ -120,7 +120,7 @@ class QPolicy(BasePolicy):
             "epsilon": self.epsilon,
         }
         write_npz(path / POLICY_NPZ, module_arrays(self.network))
-        write_text(path / POLICY_JSON, json.dumps(meta, indent=2) + "\n")
+        files.atomic_write_text(path / POLICY_JSON, json.dumps(meta, indent=2) + "\n")
         write_complete(path, "dqn")
         return path
 
@@ -190,17 +190,8 @@ def load_module_arrays(
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """``np.savez`` to a temporary name, then rename (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """``np.savez`` through the one atomic writer (never a half-written file)."""
+    files.atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def read_npz(

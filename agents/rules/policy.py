@@ -11,7 +11,12 @@ import numpy as np
 from supportrl.agents.base import BasePolicy, States, batch_size, epsilon_mix, one_hot
 from supportrl.agents.rules.evaluation import _mask
 from supportrl.agents.rules.parser import parse_expression
-from supportrl.agents.rules.syntax import Expr, RuleSyntaxError, expression_variables
+from supportrl.agents.rules.syntax import (
+    Expr,
+    RuleSyntaxError,
+    expression_variables,
+    string_comparisons,
+)
 
 from supportrl.files import brief
 
@@ -127,6 +132,34 @@ class RulePolicy(BasePolicy):
                 f"{self._where}: rules on features the data does not have: "
                 f"{'; '.join(problems)}. Available variables: {sorted(map(str, available))}"
             )
+
+    def check_literals(self, vocabulary: Mapping[str, Iterable[str]]) -> list[str]:
+        """Compare every string literal with the values ``vocabulary`` gives its variable.
+
+        A literal that is not a value of its variable never matches. Raises ``ValueError``
+        naming the rule when the literal is close to a known value (a typo: ``"othr"`` for
+        ``"other"``); returns notes for the other unknown literals (a value the logs do
+        not hold, which the rule may still mean).
+        """
+        import difflib
+
+        typos, notes = [], []
+        for i, (rule, condition) in enumerate(zip(self.rules, self._conditions, strict=True)):
+            for name, literal in string_comparisons(condition):
+                if name not in vocabulary:
+                    continue
+                known = sorted({str(v) for v in vocabulary[name]})
+                if literal in known:
+                    continue
+                close = difflib.get_close_matches(literal, known, n=1, cutoff=0.6)
+                text = f"rules[{i}] ({brief(rule.when)}): {literal!r} is not a value of {name}"
+                if close:
+                    typos.append(f"{text}; did you mean {close[0]!r}?")
+                else:
+                    notes.append(f"{text} in the data (values: {known[:20]}); it never matches")
+        if typos:
+            raise ValueError(f"{self._where}: {'; '.join(typos)}")
+        return [f"{self._where}: {n}" for n in notes]
 
     def decide(self, states: States) -> np.ndarray:
         """Index of the chosen action for each state, shape (n,), dtype int64 (no exploration)."""

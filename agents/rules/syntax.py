@@ -121,6 +121,22 @@ def expression_variables(expr: Expr | ListLiteral) -> frozenset[str]:
             return frozenset()
 
 
+def string_comparisons(expr: Expr | ListLiteral) -> list[tuple[str, str]]:
+    """``(variable, literal)`` for every string literal compared with a state variable
+    (``intent == "billing"``, ``tier in ["pro", "free"]``)."""
+    match expr:
+        case Compare(_, Var(name), Const(value)) | Compare(_, Const(value), Var(name)):
+            return [(name, value)] if isinstance(value, str) else []
+        case Compare(_, Var(name), ListLiteral(values)):
+            return [(name, v) for v in values if isinstance(v, str)]
+        case Not(operand):
+            return string_comparisons(operand)
+        case And(operands) | Or(operands):
+            return [pair for o in operands for pair in string_comparisons(o)]
+        case _:
+            return []
+
+
 def _literal_kind(value: Scalar) -> str:
     if isinstance(value, bool):  # before int: bool is an int subclass
         return "bool"

@@ -1,0 +1,35 @@
+"""The one atomic writer: a reader sees the old file or the whole new one, never a part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from supportrl.agents.bandits import make_bandit
+from supportrl.simulators.synthetic import SyntheticWorld
+
+from supportrl.files import atomic_write
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "params.npz"
+    path.write_bytes(b"old")
+
+    def half(fh) -> None:  # noqa: ANN001
+        fh.write(b"new but only half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["params.npz"]
+    atomic_write(path, lambda fh: np.savez(fh, a=np.arange(3)))
+    np.testing.assert_array_equal(np.load(path)["a"], np.arange(3))
+
+
+def test_a_checkpoint_holds_no_temporary_files(tmp_path: Path) -> None:
+    world = SyntheticWorld()
+    agent = make_bandit("linucb", world.actions, world.feature_spec, seed=0)
+    saved = Path(agent.save(tmp_path / "checkpoint"))
+    assert not [p for p in saved.iterdir() if p.name.endswith(".tmp")]
