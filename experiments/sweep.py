@@ -370,9 +370,9 @@ class TrialStopped(BaseException):
 
 
 def _redo_unfinished(trial: Trial) -> None:
-    """Before a trial runs again: the unfinished folder of an earlier attempt goes."""
-    if trial.directory.exists() and not trial.result.exists():
-        shutil.rmtree(trial.directory)  # a killed earlier attempt: ours to redo
+    """Before a trial runs again: the unfinished folder of an earlier attempt is moved
+    aside, never deleted (:func:`set_aside_failed_attempt`)."""
+    set_aside_failed_attempt(trial)
 
 
 def trial_args(trial: Trial, cmd: str) -> list[str]:
