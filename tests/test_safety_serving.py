@@ -275,3 +275,44 @@ def test_a_model_fault_is_a_500_naming_the_model(artifact: Path, tmp_path: Path)
         )
         assert status == 500 and answer["field"] == "model", answer
         assert "not a distribution" in answer["error"]
+
+
+def test_serve_exits_non_zero_when_rows_could_not_be_written(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """Issue 22 items 4 and 5: rows lost at shutdown, and the process exited 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "log"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supportrl.serving.http", str(artifact), "--port", str(port)]
+        + ["--log-dir", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(base, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            time.sleep(0.2)
+        assert call(base, "POST", "/v1/decide", {"state": STATE, "conversation_id": "z"})[0] == 200
+        shutil.rmtree(log)
+        log.write_text("not a folder")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, stderr
+    assert f"error: decision log {log}: 1 rows could not be written" in stderr, stderr
