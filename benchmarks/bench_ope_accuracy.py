@@ -63,7 +63,7 @@ def main() -> None:
 
             prepared = prepare_conversations(logs, RewardSpec(), csat_imputer=imputer, seed=seed)
             evaluated = OffPolicyEvaluation(
-                prepared=prepared, n_bootstrap=args.bootstrap, seed=seed, decision_estimators=()
+                prepared=prepared, n_refit=args.bootstrap, seed=seed, decision_estimators=()
             ).evaluate({k: p.action_probs(logs.states()) for k, p in panel.items()})
             rows = [evaluated[k].conversation for k in panel]
             for e in CONVERSATION_ESTIMATORS:

@@ -143,7 +143,7 @@ def main() -> None:
             found: dict[str, dict[str, tuple[float, float, float]]] = {k: {} for k in probs}
             res = OffPolicyEvaluation(
                 prepared=prepared,
-                n_bootstrap=refits,
+                n_refit=refits,
                 decision_estimators=(),
                 se_multiplier=args.se_multiplier,
                 max_weight=clip,

@@ -58,9 +58,9 @@ def main() -> None:
     }
     ope = OffPolicyEvaluation(
         prepared=prepared,
-        n_bootstrap=args.refits,
+        n_refit=args.refits,
         refit_turns=args.refit_turns,
-        estimator_params={"switch_dr": {"tau": 100.0}, "dr_os": {"lambda_": 100.0}},
+        params={"switch_dr": {"tau": 100.0}, "dr_os": {"lambda_": 100.0}},
         seed=args.seed,
     )
     start = time.perf_counter()

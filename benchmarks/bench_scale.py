@@ -98,7 +98,7 @@ from supportrl.simulators.logs import DEFAULT_ACTIONS
 names = ["rules_faq_first", "rules_clarify_first", "rules_escalate_late"]
 policies = {n: load_rule_policy(f"configs/rules/{n}.yaml", DEFAULT_ACTIONS) for n in names}
 def make(prepared):
-    return OffPolicyEvaluation(prepared=prepared, n_bootstrap=int(sys.argv[2]), seed=0)
+    return OffPolicyEvaluation(prepared=prepared, n_refit=int(sys.argv[2]), seed=0)
 """
 
 EVALUATE_MEMORY = (

@@ -349,6 +349,13 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
     return settings
 
 
+def tracking_settings(cfg: DictConfig) -> Any:
+    """``logger.tensorboard`` and ``logger.mlflow.*`` (:mod:`.tracking`)."""
+    from supportrl.experiments.tracking import tracking_settings as read
+
+    return read(cfg)
+
+
 def stage_settings(cfg: DictConfig) -> dict[str, Any]:
     """Every stage's typed settings, by the config node they are read from: what the stages
     receive (the key-walk test changes each key and finds it here)."""
@@ -365,6 +372,7 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
         "ope": ope_settings(cfg),
         "pipeline": pipeline_settings(cfg),
         "loop": loop_settings(cfg),
+        "tracking": tracking_settings(cfg),
     }
 
 
@@ -960,7 +968,7 @@ def evaluate_stage(
                 data,
                 probs,
                 estimators=list(settings.decision_estimators),
-                estimator_params=params,
+                params=params,
                 **common,
             )
             results[name] = res.rows()
@@ -1023,11 +1031,8 @@ def prepare_for_ope(
 def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) -> Any:
     """The :class:`supportrl.ope.OffPolicyEvaluation` that ``settings`` describe: every
     nuisance model refitted in each of ``ope.n_refit`` resamples, the winner chosen on the
-    widened interval of ``ope.select``.
-
-    The one place where the config's names meet the library's: ``ope.n_refit`` is the
-    library's ``n_bootstrap`` (its bootstrap always refits), ``ope.select`` its
-    ``selection_estimator``, ``ope.params`` its ``estimator_params``.
+    widened interval of ``ope.select``. The library's names are the keys' (``n_refit``,
+    ``select``, ``params``).
     """
     from supportrl.ope.meta import OffPolicyEvaluation
 
@@ -1036,9 +1041,9 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             prepared=prepared,
             conversation_estimators=settings.conversation_estimators,
             decision_estimators=settings.decision_estimators,
-            estimator_params=dict(settings.params),
-            selection_estimator=settings.select,
-            n_bootstrap=settings.n_refit,
+            params=dict(settings.params),
+            select=settings.select,
+            n_refit=settings.n_refit,
             alpha=settings.alpha,
             seed=seed,
             max_weight=settings.max_weight,

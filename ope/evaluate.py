@@ -366,7 +366,7 @@ def evaluate_decisions(
     alpha: float = 0.05,
     seed: int = 0,
     estimators: Sequence[str] = DECISION_ESTIMATORS,
-    estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DecisionEvaluation:
     """Per-decision estimators on generic logged bandit feedback.
 
@@ -376,7 +376,7 @@ def evaluate_decisions(
     """
     n_actions = len(data.actions)
     check_target_probs(target_probs, data.n_rounds, n_actions)
-    params = {k: dict(v) for k, v in (estimator_params or {}).items()}
+    by_estimator = {k: dict(v) for k, v in (params or {}).items()}
     notes = []
     spec = build_feature_spec(
         data.context,
@@ -401,7 +401,7 @@ def evaluate_decisions(
     )
     reward_hat = cross_fit_reward(x, data.action, data.reward, n_actions, seed=seed)
     decision = {
-        name: make_estimator(name, **params.get(name, {})).interval(
+        name: make_estimator(name, **by_estimator.get(name, {})).interval(
             feedback, target_probs, reward_hat, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
         )
         for name in estimators

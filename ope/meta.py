@@ -197,7 +197,7 @@ class PolicyEvaluation:
     """The selection estimator's interval widened by the FQE-vs-IS disagreement and, where
     support is missing, by the partial-identification bounds: choose policies on its
     ``ci_low``."""
-    selection_estimator: str
+    select: str
     support: SupportReport
     diagnostics: PolicyDiagnostics
 
@@ -210,7 +210,7 @@ class PolicyEvaluation:
         s = self.support
         return {
             **self.diagnostics.as_dict(),
-            "selection": {"estimator": self.selection_estimator, **self.selection.as_dict()},
+            "selection": {"estimator": self.select, **self.selection.as_dict()},
             "support": {
                 "unsupported_decision": s.unsupported_decision,
                 "unsupported_conversation": s.unsupported_conversation,
@@ -280,11 +280,9 @@ class OffPolicyEvaluation:
     prepared: PreparedConversations
     conversation_estimators: Sequence[str] = CONVERSATION_ESTIMATORS
     decision_estimators: Sequence[str] = DECISION_ESTIMATORS
-    estimator_params: Mapping[str, Mapping[str, Any]] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     """Hyperparameters by estimator name (e.g. ``{"switch_dr": {"tau": 50}}``)."""
-    selection_estimator: str = "seq_dr"
+    select: str = "seq_dr"
     """Conversation-level estimator whose widened interval picks the winner."""
     selection_interval: Literal["auto", "widened", "bounds"] = "widened"
     """``"widened"``: the selection estimator's interval widened to at least its
@@ -298,7 +296,7 @@ class OffPolicyEvaluation:
     mode warns that the data cannot pin the value down)."""
     max_weight: float | Literal["auto"] | None = "auto"
     """Clip of the cumulative weights of ``pdis wpdis seq_dr wdr`` (unless
-    ``estimator_params`` sets one); ``"auto"``: ``weight_share`` times the number of
+    ``params`` sets one); ``"auto"``: ``weight_share`` times the number of
     conversations (:attr:`clip`); ``None``: no clipping. A fixed clip leaves a share of
     each policy's probability mass unrepresented that does not shrink with the sample,
     and seq_dr fills that share in with a Q-model that confounding biases: at 100k
@@ -310,7 +308,7 @@ class OffPolicyEvaluation:
     """With ``max_weight="auto"``: the clip is this share of the number of conversations,
     i.e. no conversation carries more weight than ``weight_share`` of the sample's
     (250 at 5k conversations, 1,000 at 20k, 5,000 at 100k)."""
-    n_bootstrap: int = 50
+    n_refit: int = 50
     """Resamples; every one refits all nuisance models (the normal interval needs only
     their standard deviation, which 50 pin down to about 10%)."""
     alpha: float = 0.05
@@ -343,7 +341,7 @@ class OffPolicyEvaluation:
     def __post_init__(self) -> None:
         unknown = [
             n
-            for n in (*self.conversation_estimators, self.selection_estimator)
+            for n in (*self.conversation_estimators, self.select)
             if n not in CONVERSATION_ESTIMATORS
         ]
         unknown += [n for n in self.decision_estimators if n not in DECISION_ESTIMATORS]
@@ -352,8 +350,8 @@ class OffPolicyEvaluation:
                 f"unknown estimator(s) {unknown}: conversation-level {list(CONVERSATION_ESTIMATORS)}, "
                 f"per-decision {list(DECISION_ESTIMATORS)}"
             )
-        if isinstance(self.n_bootstrap, bool) or int(self.n_bootstrap) < 2:
-            raise ValueError(f"n_bootstrap must be an int >= 2, got {self.n_bootstrap!r}")
+        if isinstance(self.n_refit, bool) or int(self.n_refit) < 2:
+            raise ValueError(f"n_refit must be an int >= 2, got {self.n_refit!r}")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.selection_interval not in ("auto", "widened", "bounds"):
@@ -386,11 +384,11 @@ class OffPolicyEvaluation:
     # ------------------------------------------------------------------ estimators
 
     def _conversation_estimators(self) -> dict[str, SequentialEstimator]:
-        names = dict.fromkeys([*self.conversation_estimators, self.selection_estimator, "fqe"])
+        names = dict.fromkeys([*self.conversation_estimators, self.select, "fqe"])
         names.update(dict.fromkeys(n for n in ("seq_dr",) if n not in names))
         out = {}
         for name in names:
-            params = dict(self.estimator_params.get(name, {}))
+            params = dict(self.params.get(name, {}))
             if name in _SEQUENTIAL_CLIPPED:
                 params.setdefault("max_weight", self.clip)
             est = make_estimator(name, **params)
@@ -401,7 +399,7 @@ class OffPolicyEvaluation:
     def _decision_estimators(self) -> dict[str, BanditEstimator]:
         out = {}
         for name in self.decision_estimators:
-            est = make_estimator(name, **dict(self.estimator_params.get(name, {})))
+            est = make_estimator(name, **dict(self.params.get(name, {})))
             assert isinstance(est, BanditEstimator)
             out[name] = est
         return out
@@ -582,7 +580,7 @@ class OffPolicyEvaluation:
         supported = support_mask(prep.behaviour, logs.action, min_probability=self.min_support)
         point = self._fit(probs, supported, None)
         # counts keyed by conversation id: streamed and Ray evaluation draw the same ones
-        counts = poisson_weights(logs.conversation_id, int(self.n_bootstrap), self.seed)
+        counts = poisson_weights(logs.conversation_id, int(self.n_refit), self.seed)
         replicates = [self._fit(probs, supported, c) for c in counts]
         return {
             name: self.finish_policy(probs[p], supported, point[p], [r[p] for r in replicates])
@@ -642,7 +640,7 @@ class OffPolicyEvaluation:
 
         conversation = {n: estimate(n, "conversation") for n in self.conversation_estimators}
         decision = {n: estimate(n, "decision") for n in self.decision_estimators}
-        sel = self.selection_estimator
+        sel = self.select
         base = conversation.get(sel) or estimate(sel, "conversation")
         lo_range, hi_range = ranges["conversation"]
         low_d, _, _ = self._interval(point.deficit_lower, reps("deficit_lower"))
@@ -691,7 +689,7 @@ class OffPolicyEvaluation:
             conversation=MappingProxyType(conversation),
             decision=MappingProxyType(decision),
             selection=selection,
-            selection_estimator=sel,
+            select=sel,
             support=support,
             diagnostics=diag,
         )
@@ -720,7 +718,7 @@ class OffPolicyEvaluation:
             )
         )
         ess_conversation = effective_sample_size(conv_w)
-        reference = self.selection_estimator if self.selection_estimator != "fqe" else "seq_dr"
+        reference = self.select if self.select != "fqe" else "seq_dr"
         disagreement = point.estimates["fqe"] - point.estimates[reference]
         warnings = support_warning(
             probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
@@ -744,7 +742,7 @@ class OffPolicyEvaluation:
         self, ess_conversation: float, n_conversations: int, clipped: float, disagreement: float
     ) -> list[str]:
         """Warnings on the conversation weights' ESS, the clipped share and the fqe gap."""
-        reference = self.selection_estimator if self.selection_estimator != "fqe" else "seq_dr"
+        reference = self.select if self.select != "fqe" else "seq_dr"
         warnings = []
         if ess_conversation < max(self.min_ess, self.min_ess_share * n_conversations):
             warnings.append(
@@ -794,7 +792,7 @@ def format_results(
         rows = {**res.conversation, **res.decision}
         shown = list(estimators) if estimators is not None else list(rows)
         rows = {k: rows[k] for k in shown if k in rows}
-        rows[f"select:{res.selection_estimator}"] = res.selection
+        rows[f"select:{res.select}"] = res.selection
         for est, e in rows.items():
             true = f"{truth[name]:>+14.3f}" if truth and name in truth else ""
             lines.append(

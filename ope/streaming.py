@@ -392,7 +392,7 @@ def fit_nuisance(
     behaviour: MultinomialLogit | None = None,
 ) -> NuisanceFits:
     """Fit every nuisance model on ``ope.prepared`` (the sample) for the point estimate and
-    each of ``ope.n_bootstrap`` resamples, as :meth:`OffPolicyEvaluation.evaluate` does.
+    each of ``ope.n_refit`` resamples, as :meth:`OffPolicyEvaluation.evaluate` does.
 
     ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
     ``map_fits(fn, args, shared)``: ``[fn(*shared, *a) for a in args]`` somewhere (e.g. as
@@ -410,7 +410,7 @@ def fit_nuisance(
     assert prep.reward_spec is not None
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
-    counts = poisson_weights(logs.conversation_id, ope.n_bootstrap, ope.seed, hashes=hashes)
+    counts = poisson_weights(logs.conversation_id, ope.n_refit, ope.seed, hashes=hashes)
     behaviour = _behaviour_model(prep) if behaviour is None else behaviour
     supported = support_mask(
         behaviour.predict(prep.x), logs.action, min_probability=ope.min_support
@@ -418,7 +418,7 @@ def fit_nuisance(
     sub = np.where(supported[None], probs, 0.0)
     targets = np.concatenate([probs, sub])
     folds = fold_ids(np.arange(logs.n_conversations), CROSS_FIT_FOLDS, prep.seed)
-    n_fits = 1 + int(ope.n_bootstrap) if resamples else 1
+    n_fits = 1 + int(ope.n_refit) if resamples else 1
     all_counts = np.concatenate([np.ones((1, logs.n_conversations)), counts])
     chunks = [list(c) for c in np.array_split(np.arange(n_fits), min(n_fits, max(1, n_chunks)))]
     shared = (prep, targets, folds, bool(ope.decision_estimators))
@@ -451,7 +451,7 @@ def fit_nuisance(
         sample_hash=hashes[order],
         sample_fold=folds[order],
         policy_names=tuple(policy_names),
-        n_resamples=int(ope.n_bootstrap),
+        n_resamples=int(ope.n_refit),
         seed=ope.seed,
         min_support=ope.min_support,
         max_weight=ope.clip,

@@ -32,7 +32,7 @@ def test_auto_clip_is_a_share_of_the_conversations(logs_and_prepared) -> None:
 
     def run(**kw):
         ope = OffPolicyEvaluation(
-            prepared=prepared, n_bootstrap=2, decision_estimators=(), seed=0, **kw
+            prepared=prepared, n_refit=2, decision_estimators=(), seed=0, **kw
         )
         return ope, ope.evaluate(probs)["p"]
 

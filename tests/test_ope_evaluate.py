@@ -63,7 +63,7 @@ def test_every_estimator_reported_with_intervals(generated) -> None:
         generated.logs, RewardSpec(), csat_imputer=truth_imputer(generated.true_csat)
     )
     policy = ConstantPolicy(generated.logs.actions, "direct_answer", epsilon=0.2)
-    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=10).evaluate(
+    res = OffPolicyEvaluation(prepared=prepared, n_refit=10).evaluate(
         {"direct": policy.action_probs(generated.logs.states())}
     )["direct"]
     assert set(res.conversation) == set(CONVERSATION_ESTIMATORS)
@@ -86,7 +86,7 @@ def test_on_policy_ips_equals_the_logged_mean(generated) -> None:
     rest = (1 - logs.propensity) / (len(logs.actions) - 1)
     probs = np.where(probs > 0, probs, rest[:, None])
     res = OffPolicyEvaluation(
-        prepared=prepared, n_bootstrap=5, decision_estimators=("ips",), max_weight=None
+        prepared=prepared, n_refit=5, decision_estimators=("ips",), max_weight=None
     ).evaluate({"logger": probs})["logger"]
     logged_mean = np.bincount(logs.conversation_index, weights=prepared.reward).mean()
     assert res.conversation["pdis"].estimate == pytest.approx(logged_mean, abs=1e-12)
@@ -192,7 +192,7 @@ def test_doubly_robust_tracks_truth_on_the_synthetic_world() -> None:
         )
         results = OffPolicyEvaluation(
             prepared=prepared,
-            n_bootstrap=40,
+            n_refit=40,
             conversation_estimators=("seq_dr",),
             decision_estimators=(),
             seed=seed,
@@ -227,7 +227,7 @@ def test_conversations_are_cut_at_max_turns(generated) -> None:
     # target probabilities for the original turns are accepted and cut the same way
     probs = np.zeros((logs.n_turns, 6))
     probs[np.arange(logs.n_turns), logs.action] = 1.0  # deterministic copy of the log
-    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=3, decision_estimators=()).evaluate(
+    res = OffPolicyEvaluation(prepared=prepared, n_refit=3, decision_estimators=()).evaluate(
         {"copy": probs}
     )
     assert np.isfinite(res["copy"].conversation["pdis"].estimate)

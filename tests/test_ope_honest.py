@@ -34,7 +34,7 @@ def test_bounds_contain_the_truth_when_support_is_missing() -> None:
     config = WorldConfig(support_gaps=True)
     gen, prepared = prepared_logs(2000, 3, config)
     policy = ConstantPolicy(gen.logs.actions, "offer_credit")
-    res = OffPolicyEvaluation(prepared=prepared, n_bootstrap=8, decision_estimators=()).evaluate(
+    res = OffPolicyEvaluation(prepared=prepared, n_refit=8, decision_estimators=()).evaluate(
         {"credit": policy.action_probs(gen.logs.states())}
     )["credit"]
     truth = true_value(policy, 20_000, world=SyntheticWorld(config), seed=1).value
@@ -65,7 +65,7 @@ def _fqe_width(n: int, seed: int) -> tuple[float, float, float]:
     probs = panel["rules_clarify_first"].action_probs(gen.logs.states())
     res = OffPolicyEvaluation(
         prepared=prepared,
-        n_bootstrap=20,
+        n_refit=20,
         conversation_estimators=("fqe",),
         decision_estimators=(),
         seed=seed,
@@ -113,7 +113,7 @@ def test_refitted_fqe_interval_covers_the_truth_where_the_fixed_one_did_not() ->
             refit = (
                 OffPolicyEvaluation(
                     prepared=prepared,
-                    n_bootstrap=30,
+                    n_refit=30,
                     conversation_estimators=("fqe",),
                     decision_estimators=(),
                 )
@@ -163,7 +163,7 @@ def test_selection_intervals_cover_the_truth_on_a_fixed_set_of_worlds() -> None:
             for eps in (0.0, 0.3)
         }
         results = OffPolicyEvaluation(
-            prepared=prepared, n_bootstrap=15, decision_estimators=(), seed=11
+            prepared=prepared, n_refit=15, decision_estimators=(), seed=11
         ).evaluate({k: p.action_probs(gen.logs.states()) for k, p in policies.items()})
         for k, p in policies.items():
             truth = true_value(p, 20_000, world=world, seed=5).value

@@ -53,7 +53,7 @@ def test_evaluate_equals_the_plain_refit_loop_when_the_subset_is_all_the_logs(
     prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]],
 ) -> None:
     prepared, probs = prepared_and_probs
-    ope = OffPolicyEvaluation(prepared=prepared, n_bootstrap=5, seed=2)
+    ope = OffPolicyEvaluation(prepared=prepared, n_refit=5, seed=2)
     assert ope.refit_share() == 1.0
     fast, reference = ope.evaluate(probs), ope.evaluate_reference(probs)
     for name in POLICIES:
@@ -73,7 +73,7 @@ def test_refits_on_a_subset_keep_the_estimates_and_the_size_of_the_intervals(
     times too wide."""
     prepared, probs = prepared_and_probs
     n_turns = prepared.logs.n_turns
-    ope = OffPolicyEvaluation(prepared=prepared, n_bootstrap=16, seed=2, refit_turns=n_turns // 4)
+    ope = OffPolicyEvaluation(prepared=prepared, n_refit=16, seed=2, refit_turns=n_turns // 4)
     share = ope.refit_share()
     assert 0.15 < share < 0.35
     subset, reference = ope.evaluate(probs), ope.evaluate_reference(probs)
@@ -89,7 +89,7 @@ def test_a_refit_subset_too_small_names_the_setting(
     prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]],
 ) -> None:
     prepared, probs = prepared_and_probs
-    ope = OffPolicyEvaluation(prepared=prepared, n_bootstrap=3, refit_turns=20)
+    ope = OffPolicyEvaluation(prepared=prepared, n_refit=3, refit_turns=20)
     with pytest.raises(ValueError, match=r"ope.refit_turns=20: .* raise it to at least \d+"):
         ope.evaluate(probs)
     with pytest.raises(ValueError, match="refit_turns must be an int >= 1"):

@@ -46,7 +46,7 @@ def test_each_policy_validated_once(monkeypatch) -> None:
     counts = []
     for n_bootstrap in (2, 6):
         calls.update(meta=0, estimators=0)
-        evaluation = OffPolicyEvaluation(prepared=prepared, n_bootstrap=n_bootstrap)
+        evaluation = OffPolicyEvaluation(prepared=prepared, n_refit=n_bootstrap)
         results = evaluation.evaluate(policies)
         counts.append(dict(calls))
     # Once per policy where it is received; the weight diagnostics check their input

@@ -42,7 +42,7 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _ope(prepared: PreparedConversations) -> OffPolicyEvaluation:
-    return OffPolicyEvaluation(prepared=prepared, n_bootstrap=N_REFIT, seed=7)
+    return OffPolicyEvaluation(prepared=prepared, n_refit=N_REFIT, seed=7)
 
 
 def _policies(actions: tuple[str, ...]) -> dict[str, Any]:
@@ -284,7 +284,7 @@ validate_conversations_bounded(turns, memory_budget_mb=2)
 policy = load_rule_policy(sys.argv[2], DEFAULT_ACTIONS)
 out = evaluate_partitioned(
     LogSource(turns), {"p": policy}, RewardSpec(),
-    lambda prep: OffPolicyEvaluation(prepared=prep, n_bootstrap=2, decision_estimators=()),
+    lambda prep: OffPolicyEvaluation(prepared=prep, n_refit=2, decision_estimators=()),
     csat_imputer=CsatImputation.from_logs, sample_turns=4000, memory_budget_mb=6,
 )
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]

@@ -35,7 +35,7 @@ def rare_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
 
 
 def _ope(prepared: PreparedConversations) -> OffPolicyEvaluation:
-    return OffPolicyEvaluation(prepared=prepared, n_bootstrap=2, seed=7, decision_estimators=())
+    return OffPolicyEvaluation(prepared=prepared, n_refit=2, seed=7, decision_estimators=())
 
 
 def _evaluate(turns: Path, customers: Path, imputer: Any, **kwargs: Any) -> Any:

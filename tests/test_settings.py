@@ -154,8 +154,13 @@ WALKED += ("fit", "agent", "env", "train", "ope", "pipeline", "loop")
 """Config nodes whose every key reaches a stage's typed settings (:func:`stage_settings`)."""
 
 STAGE_OF = {"backend": "train", "logger": "train", "ray": "train"}
+STAGE_OF |= {
+    f"logger.{k}": "tracking"
+    for k in ("tensorboard", "mlflow.enabled", "mlflow.tracking_uri", "mlflow.experiment")
+}
 """Keys read into another node's settings (``train`` reads ``backend``, ``logger.progress``
-and ``ray``); every other node's keys show in the settings of the same name."""
+and ``ray``; the tracking settings read ``logger.tensorboard`` and ``logger.mlflow.*``);
+every other node's keys show in the settings of the same name."""
 
 NOT_A_STAGE = {
     "data": "the logs every command loads (experiments.common.load_data, validate, "
@@ -201,6 +206,8 @@ ALTERNATIVE = {
     "loop.production": "configs/rules/rules_clarify_first.yaml",
     "loop.guardrail.metric": "resolution",
     "train.support_threshold": 0.2,
+    "logger.mlflow.tracking_uri": "sqlite:///elsewhere.db",
+    "logger.mlflow.experiment": "another",
 }
 """A changed value for keys whose type the walk cannot guess from the default."""
 
@@ -271,7 +278,7 @@ def walk_cases() -> list[tuple[str, str, Any]]:
 def test_every_key_reaches_its_stage(choice: str, key: str, value: Any) -> None:
     """Changing the key (as an override would) changes the settings its stage receives."""
     head = key.split(".")[0]
-    stage = STAGE_OF.get(head, head)
+    stage = STAGE_OF.get(key, STAGE_OF.get(head, head))
     base = (choice,) if choice else ()
     cfg = copy.deepcopy(composed_cfg(*base))
     before = stage_settings(cfg)[stage]
