@@ -437,7 +437,7 @@ def test_per_decision_estimates_outside_the_reward_range_are_flagged() -> None:
     )
     probs = ConstantPolicy(logs.actions, action).action_probs(logs.states())
     res = OffPolicyEvaluation(
-        prepared=prepared, n_bootstrap=4, conversation_estimators=("pdis",)
+        prepared=prepared, n_refit=4, conversation_estimators=("pdis",)
     ).evaluate({"p": probs})["p"]
     assert abs(res.decision["ips"].estimate) > 1e6
     assert "outside reward range" in res.decision["ips"].flags
