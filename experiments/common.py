@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -110,6 +111,19 @@ def user_errors(
             if isinstance(exc, MissingMandatoryValue):
                 message = f"missing value for {exc.full_key}: set {exc.full_key}=..."
             _fail(message)
+        except MemoryError:
+            if os.environ.get("SUPPORTRL_DEBUG"):
+                raise
+            remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
+            _fail(
+                "out of memory: the input is too large for this machine (fewer rows, fewer "
+                "distinct values per column, or engine=ray for logs beyond one machine's memory)"
+            )
+        except OSError as exc:  # the environment, not a bug: disk full, permissions, ...
+            if os.environ.get("SUPPORTRL_DEBUG"):
+                raise
+            remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
+            _fail(describe_os_error(exc, out))
         except KeyboardInterrupt:
             remove_run_outputs(out, lock, Path(str(cfg.paths.output_dir)))
             print("interrupted", file=sys.stderr)
@@ -146,6 +160,21 @@ class RunDirGuard(Callback):
                     f"{out}: another supportrl run (pid {holder}) is writing into this "
                     "directory; wait for it or choose another hydra.run.dir"
                 )
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "no space left on the device; free space and run again",
+    errno.EDQUOT: "disk quota exceeded; free space and run again",
+    errno.EROFS: "read-only file system; choose a writable paths.output_dir",
+    errno.EACCES: "permission denied",
+}
+
+
+def describe_os_error(exc: OSError, out: Path) -> str:
+    """One line naming the file (else the run directory ``out``) and the cause."""
+    cause = _OS_HINTS.get(exc.errno or -1) or exc.strerror or str(exc)[:200] or "I/O error"
+    where = exc.filename if exc.filename is not None else f"writing into {out}"
+    return f"{where}: {cause} (the files this run wrote were removed)"
 
 
 def _fail(message: str) -> NoReturn:
@@ -223,9 +252,12 @@ def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
     removed with ``rmdir`` (empty), never recursively.
     """
     CREATED.remove(within=out)
+    for kept in CREATED.kept:
+        print(f"warning: kept {kept}: it holds files this run did not write", file=sys.stderr)
     lock.unlink(missing_ok=True)
     if not out.is_dir():
         return
+    _remove_new_empty_dirs(out)
     root, here = output_root.resolve(), out.resolve()
     if here == root or root not in here.parents:
         return  # not a run directory of ours: leave Hydra's .hydra/ alone
@@ -250,17 +282,35 @@ def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
         parent = parent.parent
 
 
+def _remove_new_empty_dirs(out: Path) -> None:
+    """``rmdir`` the empty folders below ``out`` made since this process started (deepest
+    first): intermediate folders a failed run made (``agents/dqn/``); nothing is in them."""
+    for base, _, _ in sorted(os.walk(out, followlinks=False), key=lambda w: -len(w[0])):
+        path = Path(base)
+        if path == out or path.name == ".hydra":
+            continue
+        try:
+            if path.stat().st_ctime >= _PROCESS_START - 1:
+                path.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def plot_or_warn(plot: Callable[..., Any], path: Path, *args: Any, **kwargs: Any) -> bool:
     """Draw a figure to ``path``; a plotting failure is a printed warning, never a failed run.
 
     Returns whether the figure was written (a partial file is removed).
     """
+    new = not os.path.lexists(path)
     try:
         plot(path, *args, **kwargs)
     except Exception as exc:  # figures are optional outputs: any failure is only a warning
-        Path(path).unlink(missing_ok=True)
+        if new:
+            Path(path).unlink(missing_ok=True)
         print(f"warning: {Path(path).name} not written ({type(exc).__name__}: {exc})")
         return False
+    if new:
+        CREATED.record_file(path)  # this run's file: removed if the run fails later
     return True
 
 
@@ -374,9 +424,27 @@ def _load_data(cfg: DictConfig) -> LoggedConversations | LoggedDecisions:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write JSON atomically (a unique temp file, then rename)."""
-    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return atomic_write_text(path, text)
+    """Write strict JSON atomically (a unique temp file, then rename).
+
+    Non-finite numbers (NaN, +-inf: an estimate that overflowed, an interval without
+    bounds) are written as ``null``, never as the non-standard ``NaN`` / ``Infinity``
+    that strict JSON readers refuse.
+    """
+    text = json.dumps(strict_json(payload), indent=2, default=_json_default, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with non-finite floats (also numpy scalars and arrays) replaced by None."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        return strict_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -16,7 +16,6 @@ Options: ``export.epsilon`` (exploration the artifact applies; null keeps the po
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,8 +37,10 @@ from supportrl.experiments.common import (
     world_from_cfg,
 )
 from supportrl.experiments.entry import command
-from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, write_manifest
+from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, redact_paths, write_manifest
 from supportrl.simulators.logs import LoggedConversations
+
+from supportrl.files import CREATED, brief, read_json, read_yaml
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,13 @@ def resolve_source(path: Path) -> ExportSource:
         return ExportSource(path, _checkpoint_meta(path), {})
     result_path = path / "result.json"
     if result_path.is_file():
-        result = json.loads(result_path.read_text())
+        result = read_json(result_path)
+        if not isinstance(result, dict):
+            raise UserError(
+                f"{result_path}: expected a JSON object (a train run's result), got {brief(result)}"
+            )
         checkpoint = result.get("checkpoint")
-        if not checkpoint:
+        if not checkpoint or not isinstance(checkpoint, str):
             raise UserError(f"{result_path}: names no checkpoint; is {path} a train run?")
         training = {
             "run": str(path),
@@ -78,9 +83,7 @@ def resolve_source(path: Path) -> ExportSource:
         }
         config = path / ".hydra" / "config.yaml"
         if config.is_file():
-            import yaml
-
-            training["config"] = yaml.safe_load(config.read_text())
+            training["config"] = read_yaml(config)  # bounded: no alias bomb, no deep nesting
         evaluation = {}
         if "final_return" in result:
             evaluation["final_return"] = {
@@ -99,7 +102,9 @@ def resolve_source(path: Path) -> ExportSource:
 def _checkpoint_meta(path: Path) -> dict[str, Any]:
     for name in ("bandit.json", "policy.json"):
         if (path / name).is_file():
-            meta = json.loads((path / name).read_text())
+            meta = read_json(path / name)
+            if not isinstance(meta, dict):
+                raise UserError(f"{path / name}: expected a JSON object, got {brief(meta)}")
             keep = ("kind", "hyperparameters", "network", "epsilon", "format_version")
             return {"checkpoint": str(path), **{k: meta[k] for k in keep if k in meta}}
     return {"checkpoint": str(path)}
@@ -184,8 +189,11 @@ def export_policy(
         training, evaluation, training_data: recorded in the manifest as given.
         rule_file: the rule policy's YAML file, copied as ``policy.yaml``.
 
-    Written to ``<directory>.tmp`` first and renamed, so a failure leaves nothing behind.
-    Raises ValueError for a policy kind that cannot be exported or an existing directory.
+    Written to a new, uniquely named hidden directory beside ``directory`` first and
+    renamed, so a failure leaves nothing behind and nothing that existed is removed.
+    Absolute paths in the manifest (training data, run and checkpoint folders) are cut
+    to their last part: ``GET /manifest`` serves it. Raises ValueError for a policy kind
+    that cannot be exported or an existing directory.
     """
     from supportrl.agents.export import feature_manifest, write_policy_files
 
@@ -200,9 +208,7 @@ def export_policy(
         raise ValueError(
             f"fallback_action: unknown action {fallback_action!r}; catalogue is {actions}"
         )
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
     try:
         info = write_policy_files(policy, tmp, spec, rule_file)
         own = float(getattr(policy, "epsilon", 0.0))
@@ -225,11 +231,18 @@ def export_policy(
             "training_data": dict(training_data or {}),
             "files": info["files"],
         }
-        write_manifest(tmp, _finite(manifest))
-        tmp.replace(directory)
+        write_manifest(tmp, redact_paths(_finite(manifest)))
+        try:
+            tmp.rename(directory)  # refuses a non-empty directory made meanwhile
+        except OSError:
+            raise ValueError(f"{directory}: already exists; export into a new directory") from None
     except BaseException:
+        # the temporary directory is ours alone (made above): nothing half-written stays
         shutil.rmtree(tmp, ignore_errors=True)
+        CREATED.forget([tmp])
         raise
+    CREATED.record(directory)
+    CREATED.forget([tmp])
     return directory
 
 
@@ -273,7 +286,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         epsilon=to_plain(cfg.export.epsilon),
         fallback_action=to_plain(cfg.export.fallback_action),
     )
-    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest = read_json(artifact / "manifest.json")
     kind = manifest["policy"]["kind"]
     return finish(
         {"artifact": str(artifact), "policy": kind, "source": str(source)},

@@ -42,6 +42,7 @@ from supportrl.experiments.common import (
     load_data,
     log_limits,
     output,
+    plot_or_warn,
     resolve_shipped,
     reward_from_cfg,
     run_dir,
@@ -193,7 +194,7 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
     candidates, probs = learned.candidates, learned.probs
     print_ope(result, ope.alpha)
     logging = result.logging_value
-    write_forest(out, result, ope)
+    plot_or_warn(lambda _: write_forest(out, result, ope), out / "forest.png")
 
     segments = {}
     if cfg.report.segment_by:

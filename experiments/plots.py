@@ -35,7 +35,8 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 11, "axes.titlesize": 12})
+    # labels are user text (policy file names): "$" must never start matplotlib math text
+    plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "text.parse_math": False})
     return plt
 
 

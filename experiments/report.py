@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,15 @@ from supportrl.experiments.summary import (
     select_winner,
 )
 
+from supportrl.files import (
+    CREATED,
+    MALFORMED_ERRORS,
+    FileFormatError,
+    brief,
+    read_json,
+    read_yaml,
+)
+
 MAX_PLOTTED = 12
 """Figures show at most this many configurations (the best ones); the table has them all."""
 
@@ -48,14 +58,21 @@ IGNORED_OVERRIDES = ("paths.", "hydra.", "threads", "logger.", "dir")
 """Overrides that do not change what a run computes (left out of configuration labels)."""
 
 
+REPORT_FIGURES = ("learning_curves.png", "forest.png", "agreement.png")
+"""The figures :func:`figures` may write."""
+
+MAX_RESULT_BYTES = 16 * 2**20
+"""Largest ``result.json`` (and ``metrics.csv``) a report reads; a larger one is skipped."""
+
+
 def run_overrides(run: Path) -> list[str]:
     """A run's task overrides (Hydra's ``.hydra/overrides.yaml``), setup keys left out."""
-    import yaml
-
     path = run / ".hydra" / "overrides.yaml"
     if not path.exists():
         return []
-    items = yaml.safe_load(path.read_text()) or []
+    items = read_yaml(path) or []
+    if not isinstance(items, list):
+        raise FileFormatError(f"{path}: expected a list of overrides, got {brief(items)}")
     return [str(o) for o in items if not str(o).lstrip("+~").startswith(IGNORED_OVERRIDES)]
 
 
@@ -67,15 +84,16 @@ def _seed(overrides: list[str], result: dict[str, Any], run: Path) -> int | None
         return int(result["seed"])
     config = run / ".hydra" / "config.yaml"
     if config.exists():
-        import yaml
-
-        return yaml.safe_load(config.read_text()).get("seed")
+        seed = read_yaml(config).get("seed")
+        return None if seed is None else int(seed)
     return None
 
 
 def _curve(path: Path) -> dict[str, np.ndarray] | None:
     if not path.exists():
         return None
+    if not path.is_file() or path.stat().st_size > MAX_RESULT_BYTES:
+        raise FileFormatError(f"{path}: not a regular file of at most {MAX_RESULT_BYTES} bytes")
     import pandas as pd
 
     frame = pd.read_csv(path)
@@ -171,11 +189,16 @@ def collect(root: Path, select: str) -> list[RunRecord]:
     records: list[RunRecord] = []
     for path in sorted(root.rglob("result.json")):
         try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # not a finished run
-        if isinstance(result, dict):
+            # bounded: regular files only (never a FIFO or /dev/zero), at most 16 MiB, 64 deep
+            result = read_json(path, max_bytes=MAX_RESULT_BYTES)
+            if not isinstance(result, dict):
+                raise FileFormatError(f"{path}: expected a JSON object, got {brief(result)}")
             records.extend(records_of(path.parent, result, select))
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except (*MALFORMED_ERRORS, OSError) as exc:
+            message = str(exc) if str(path) in str(exc) else f"{path}: {type(exc).__name__} {exc}"
+            print(f"warning: skipped {message[:300]}", file=sys.stderr)
     return relabel(records)
 
 
@@ -237,11 +260,28 @@ def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def markdown(cells: list[dict[str, str]]) -> str:
+def markdown(cells: list[dict[str, str]], *, escape: bool = True) -> str:
+    """The cells as a Markdown table; ``escape``: HTML escaped (Markdown renders raw HTML)."""
+
+    def cell(text: str) -> str:
+        text = html.escape(text) if escape else text
+        return text.replace("|", "\\|").replace("\n", " ")
+
     header = list(cells[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c[h].replace("|", "\\|") for h in header) + " |" for c in cells]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c[h]) for h in header) + " |" for c in cells]
     return "\n".join(lines)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A CSV cell starting with one of these is a formula to a spreadsheet: it gets a ``'``."""
+
+
+def csv_safe(value: Any) -> Any:
+    """``value``, with a leading ``'`` if it is text a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def figures(out: Path, rows, records, select: str, level: float, logging: float | None):
@@ -380,7 +420,15 @@ def write_report(
     title: str,
 ) -> dict[str, Any]:
     """Aggregate ``records`` and write ``report.csv``, ``report.md``, ``report.html`` and
-    the figures into ``out``; print the table. Returns the report's result.json payload."""
+    the figures into ``out``; print the table. Returns the report's result.json payload.
+
+    The files it creates are recorded as this run's (removed if the run fails later)."""
+    names = ("report.csv", "report.md", "report.html", *REPORT_FIGURES)
+    new = [
+        out / name
+        for name in names
+        if not os.path.lexists(out / name) or (out / name).absolute() in CREATED.files
+    ]
     rows = aggregate(records, level)
     for r in rows:
         r["disagrees"] = disagreement and flag_disagreement(r)
@@ -401,32 +449,35 @@ def write_report(
         r["winner"] = r["config"] == selection.winner
     cells = display_rows(rows)
     table = markdown(cells)
-    print(table)
+    print(markdown(cells, escape=False))
     print(selection.reason)
     figs = figures(out, rows, records, select, level, logging)
 
     import pandas as pd
 
     csv = out / "report.csv"
-    pd.DataFrame([{**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows]).to_csv(
-        csv, index=False
-    )
+    frame = pd.DataFrame([{**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows])
+    frame.map(csv_safe).rename(columns=csv_safe).to_csv(csv, index=False)
     md = out / "report.md"
+    esc = html.escape
     md.write_text(
-        f"# {title}\n\n{len(records)} runs, {len(rows)} configurations; values are means over "
-        f"seeds with {level:.0%} t-intervals; OPE is {select}.\n\n{table}\n\n"
-        f"**Selection:** {selection.reason}\n\n"
-        + "".join(f"![{name}]({p.name})\n\n" for name, p in figs.items())
+        f"# {esc(title)}\n\n{len(records)} runs, {len(rows)} configurations; values are means "
+        f"over seeds with {level:.0%} t-intervals; OPE is {esc(select)}.\n\n{table}\n\n"
+        f"**Selection:** {esc(selection.reason)}\n\n"
+        + "".join(f"![{esc(name)}]({esc(p.name)})\n\n" for name, p in figs.items())
     )
     segments = segment_rows(records)
     seg_cells = segment_cells(segments)
     if seg_cells:
         seg_table = markdown(seg_cells)
-        print(seg_table)
+        print(markdown(seg_cells, escape=False))
         with md.open("a") as f:
-            f.write(f"## Per segment ({select}; action mix: candidate vs logging policy)\n\n")
+            f.write(f"## Per segment ({esc(select)}; action mix: candidate vs logging policy)\n\n")
             f.write(seg_table + "\n")
     page = write_html(out / "report.html", title, selection.reason, cells, figs, seg_cells)
+    for path in new:
+        if path.exists():
+            CREATED.record_file(path)
     return {
         "segments": segments,
         "rows": rows,

@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -312,10 +311,27 @@ def _quoted(path: Path) -> str:
     return f"'{text}'"
 
 
+def set_aside_failed_attempt(trial: Trial) -> Path | None:
+    """Before a trial runs again: move an earlier, unfinished attempt's folder aside.
+
+    Nothing is deleted: the folder (with whatever a user added to it, notes or plots) is
+    renamed to ``<name>.attempt-N`` beside it and the path is returned; None when there
+    was no unfinished attempt.
+    """
+    if not os.path.lexists(trial.directory) or trial.result.exists():
+        return None
+    for n in range(1, 10_000):
+        target = trial.directory.with_name(f"{trial.name}.attempt-{n}")
+        if not os.path.lexists(target):
+            trial.directory.rename(target)
+            print(f"sweep: kept the unfinished earlier attempt of {trial.name} as {target}")
+            return target
+    raise ValueError(f"{trial.directory}: too many earlier attempts kept beside it")
+
+
 def run_trial(trial: Trial, cmd: str, timeout: float | None, cwd: str) -> dict[str, Any]:
     """Run one trial as ``supportrl CMD OVERRIDES`` in a fresh process; its outcome."""
-    if trial.directory.exists() and not trial.result.exists():
-        shutil.rmtree(trial.directory)  # a killed earlier attempt: ours to redo
+    set_aside_failed_attempt(trial)
     args = [
         sys.executable,
         "-m",
@@ -354,9 +370,9 @@ class TrialStopped(BaseException):
 
 
 def _redo_unfinished(trial: Trial) -> None:
-    """Before a trial runs again: the unfinished folder of an earlier attempt goes."""
-    if trial.directory.exists() and not trial.result.exists():
-        shutil.rmtree(trial.directory)  # a killed earlier attempt: ours to redo
+    """Before a trial runs again: the unfinished folder of an earlier attempt is moved
+    aside, never deleted (:func:`set_aside_failed_attempt`)."""
+    set_aside_failed_attempt(trial)
 
 
 def trial_args(trial: Trial, cmd: str) -> list[str]:

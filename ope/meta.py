@@ -608,7 +608,12 @@ class OffPolicyEvaluation:
         its target probabilities on the logs (or the sample), ``supported`` (n_turns, K)."""
         prep = self.prepared
         diag = self._diagnostics(probs, supported, point)
-        lo_range, hi_range = prep.return_range.value_low, prep.return_range.value_high
+        rr = prep.return_range
+        ranges = {
+            "conversation": (rr.value_low, rr.value_high),
+            # one decision earns a step reward, plus the terminal terms on a last turn
+            "decision": (rr.step_low + min(0.0, rr.end_low), rr.step_high + max(0.0, rr.end_high)),
+        }
         mass = point.unsupported
         unsupported = mass > self.material_support
         deficit = point.deficit
@@ -626,7 +631,8 @@ class OffPolicyEvaluation:
             n = diag.n_conversations if scope == "conversation" else diag.n_turns
             if name in IMPORTANCE_WEIGHTED and ess < max(self.min_ess, self.min_ess_share * n):
                 flags.append("low ESS")
-            if scope == "conversation" and not lo_range <= value <= hi_range:
+            lo_range, hi_range = ranges[scope]
+            if not lo_range <= value <= hi_range:  # NaN and +-inf included
                 flags.append("outside reward range")
             if scope == "conversation" and unsupported:
                 flags.append("unsupported")
@@ -636,6 +642,7 @@ class OffPolicyEvaluation:
         decision = {n: estimate(n, "decision") for n in self.decision_estimators}
         sel = self.select
         base = conversation.get(sel) or estimate(sel, "conversation")
+        lo_range, hi_range = ranges["conversation"]
         low_d, _, _ = self._interval(point.deficit_lower, reps("deficit_lower"))
         _, high_d, _ = self._interval(point.deficit_upper, reps("deficit_upper"))
         # a value cannot leave the range reward v1 allows, whatever the resampling says

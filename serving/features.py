@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ class Encoded:
     obs: np.ndarray
     """Encoded states, float32 (n, dim); rows of invalid states are zeros."""
     columns: dict[str, np.ndarray]
-    """Clean raw columns: categorical as str (n,), numeric as float64 (n,)."""
+    """Clean raw columns: categorical as an object array of str (n,) (``""`` where not a
+    string), numeric as float64 (n,)."""
     invalid: np.ndarray
     """bool (n,): the row failed a check."""
     reasons: dict[int, tuple[str, str]]
@@ -73,11 +75,6 @@ class StateEncoder:
         self.categorical = cat
         self.numeric = num
         self.index = {name: {lv: i for i, lv in enumerate(levels)} for name, levels in cat.items()}
-        self._sorted = {}
-        for name, levels in cat.items():
-            arr = np.asarray(levels, dtype=str)
-            order = np.argsort(arr)
-            self._sorted[name] = (arr[order], order)
         offsets, col = {}, 0
         for name, levels in cat.items():
             offsets[name] = col
@@ -212,11 +209,16 @@ class StateEncoder:
         return values
 
     def _codes(self, name: str, strings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Level index of each string (0 where unknown) and whether it is a known level."""
-        sorted_levels, order = self._sorted[name]
-        pos = np.minimum(np.searchsorted(sorted_levels, strings), len(sorted_levels) - 1)
-        known = sorted_levels[pos] == strings
-        return order[pos], known
+        """Level index of each string (0 where unknown) and whether it is a known level.
+
+        ``strings`` is an object array of str; one dict lookup per value (C-level ``map``).
+        """
+        index = self.index[name]
+        codes = np.fromiter(
+            map(index.get, strings, repeat(-1, len(strings))), dtype=np.int64, count=len(strings)
+        )
+        known = codes >= 0
+        return np.where(known, codes, 0), known
 
     # ------------------------------------------------------------------ messages
 
@@ -246,19 +248,22 @@ class StateEncoder:
 
 
 def _as_strings(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(str array, ok mask): ``ok`` is False where a value is not a string."""
+    """(object array of str, ok mask): ``ok`` is False where a value is not a string.
+
+    Object arrays, never fixed-width numpy strings: one 60,000-character value would make
+    a fixed-width array of the whole batch 240 kB per row. Non-strings become ``""``.
+    """
     n = len(values)
-    if isinstance(values, list):
-        if set(map(type, values)) <= {str}:  # the common case, checked at C speed
-            return np.array(values, dtype=str), np.ones(n, dtype=bool)
-        values = _objects(values)
-    if values.dtype.kind == "U":
-        return values, np.ones(n, dtype=bool)
-    if values.dtype.kind == "O":
-        ok = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=n)
-        strings = np.where(ok, values, "").astype(str)
-        return strings, ok
-    return np.full(n, "", dtype=str), np.zeros(n, dtype=bool)
+    if isinstance(values, np.ndarray) and values.dtype.kind == "U":
+        return values.astype(object), np.ones(n, dtype=bool)
+    items = values if isinstance(values, list) else _objects(list(values))
+    if isinstance(values, list) and set(map(type, values)) <= {str}:  # the common case
+        return _objects(values), np.ones(n, dtype=bool)
+    objects = items if isinstance(items, np.ndarray) else _objects(items)
+    ok = np.fromiter(map(isinstance, objects, repeat(str, n)), dtype=bool, count=n)
+    strings = objects.copy()
+    strings[~ok] = ""
+    return strings, ok
 
 
 def _as_floats(values: np.ndarray | list[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -23,9 +23,13 @@ events; ``POST /v1/experiment/shares`` ``{"shares": {ARM: x}, "reason"}``,
 ``experiment.json``). ``/v1/decide_batch`` is not available in an experiment (409).
 
 A bad request gets a 4xx with ``{"error": message, "field": name}`` (400: not a JSON
-object; 422: a field fails a check; 404: an outcome for a conversation with no logged
-decisions; 409: an outcome while no decision log is configured); bad input never gets
-a 5xx. With a :class:`~supportrl.serving.DecisionLogger`, decisions that carry a
+object, or nested deeper than :data:`MAX_DEPTH`; 413: a body over :data:`MAX_BODY_BYTES`,
+refused before it is parsed; 422: a field fails a check, e.g. an id over
+:data:`~supportrl.serving.logger.MAX_ID_LENGTH` characters; 404: an outcome for a
+conversation with no logged decisions; 409: an outcome while no decision log is
+configured); bad input never gets a 5xx. A 5xx is the server's fault: 500 when the
+policy's model gives no distribution (``field: "model"``), 503 ``"not logging"`` while the
+decision log cannot be written (``GET /health`` answers 503 then too). With a :class:`~supportrl.serving.DecisionLogger`, decisions that carry a
 ``conversation_id`` are logged (schema v1), and outcomes complete them. A conversation
 with a decision that used the fallback action is answered but left out of the log (its
 state is not a valid row; ``DecisionLogger.drop``).
@@ -40,6 +44,8 @@ import argparse
 import contextlib
 import json
 import math
+import re
+import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -47,13 +53,24 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from supportrl.serving.artifact import ArtifactError, redact_paths
 from supportrl.serving.experiment import Experiment, ExperimentError, pseudonym
 from supportrl.serving.features import InvalidStateError
-from supportrl.serving.logger import DecisionLogger
+from supportrl.serving.logger import (
+    MAX_ID_LENGTH,
+    DecisionLogger,
+    LogUnavailable,
+    LogWriteError,
+)
 from supportrl.serving.predictor import Predictor
 
 MAX_BATCH = 10_000
 """Most states one ``/v1/decide_batch`` request may carry."""
+MAX_BODY_BYTES = 8 * 2**20
+"""Largest request body (bytes), checked before it is read whole or parsed."""
+MAX_DEPTH = 32
+"""Deepest nesting of a request body, checked before it is parsed."""
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class BadRequest(Exception):
@@ -64,7 +81,18 @@ class BadRequest(Exception):
         self.status, self.message, self.field = status, message, field
 
 
+def json_depth(body: bytes) -> int:
+    """Deepest bracket nesting of a JSON body (strings ignored), without parsing it."""
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    step = (codes == ord("[")).astype(np.int64) + (codes == ord("{"))
+    step -= (codes == ord("]")).astype(np.int64) + (codes == ord("}"))
+    return int(np.cumsum(step).max(initial=0))
+
+
 def _object(body: bytes) -> dict[str, Any]:
+    depth = json_depth(body)
+    if depth > MAX_DEPTH:
+        raise BadRequest(400, f"body: nested {depth} levels deep; at most {MAX_DEPTH}", "body")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -77,8 +105,13 @@ def _object(body: bytes) -> dict[str, Any]:
 def _conversation_id(value: Any, field: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
-        raise BadRequest(422, f"{field}: expected a non-empty string, got {value!r}", field)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise BadRequest(
+            422,
+            f"{field}: expected a non-empty string of at most {MAX_ID_LENGTH} characters, "
+            f"got {type(value).__name__}{f' of {len(value)} characters' if isinstance(value, str) else ''}",
+            field,
+        )
     return value
 
 
@@ -114,7 +147,7 @@ class Service:
                 return out
             try:
                 out["logged"] = self.logger.log(cid, state, decision.action, decision.propensity)
-            except ValueError as err:
+            except (ValueError, LogUnavailable) as err:
                 out["log_error"] = str(err)
         return out
 
@@ -149,7 +182,7 @@ class Service:
                     else pseudonym(experiment.config.salt, customer),
                     decision_id=decision.decision_id,
                 )
-            except ValueError as err:
+            except (ValueError, LogUnavailable) as err:
                 out["log_error"] = str(err)
         return out
 
@@ -208,10 +241,13 @@ class Service:
         if ids is not None and (
             not isinstance(ids, list)
             or len(ids) != n
-            or not all(isinstance(i, str) and i for i in ids)
+            or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids)
         ):
             raise BadRequest(
-                422, f"conversation_ids: expected {n} non-empty strings", "conversation_ids"
+                422,
+                f"conversation_ids: expected {n} non-empty strings of at most {MAX_ID_LENGTH} "
+                "characters",
+                "conversation_ids",
             )
         try:
             batch = self.predictor.decide_batch(states)
@@ -235,7 +271,7 @@ class Service:
                     batch.propensity[valid].tolist(),
                 )
                 logged = True
-            except ValueError as err:
+            except (ValueError, LogUnavailable) as err:
                 log_error = str(err)
         return {
             "actions": batch.actions.tolist(),
@@ -289,6 +325,8 @@ class Service:
             )
         try:
             recorded = self.logger.record_outcome(cid, outcome, csat, handle_time_s=handle)
+        except (LogUnavailable, LogWriteError) as err:
+            raise BadRequest(503, f"not logging: {err}", "log") from None
         except KeyError as err:
             raise BadRequest(404, str(err.args[0]), "conversation_id") from None
         except ValueError as err:
@@ -303,6 +341,12 @@ class Service:
         return {"recorded": True}
 
     def health(self) -> dict[str, Any]:
+        if self.logger is not None and not self.logger.healthy:
+            raise BadRequest(
+                503,
+                f"not logging: {self.logger.error} ({self.logger.unwritten_rows} rows held)",
+                "log",
+            )
         return {
             "status": "ok",
             "policy": self.predictor.kind,
@@ -330,6 +374,22 @@ def _state_columns(states: Any, predictor: Predictor, rows: np.ndarray) -> dict[
     return {name: [states[i][name] for i in take] for name in names}
 
 
+async def read_body(request: Request) -> bytes:
+    """The request body, refused (413) past :data:`MAX_BODY_BYTES` before it is all read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(
+            413, f"body: Content-Length {declared[:20]}; at most {MAX_BODY_BYTES} bytes", "body"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(413, f"body: larger than {MAX_BODY_BYTES} bytes", "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(
     predictor: Predictor | None = None,
     *,
@@ -350,7 +410,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         if logger is not None:  # completed conversations reach disk; open ones as cut off
-            logger.close()
+            try:
+                logger.close()
+            except LogWriteError as err:  # reported, and the exit code says so (run_server)
+                print(f"error: {err}", file=sys.stderr, flush=True)
 
     app = FastAPI(title="supportrl policy", lifespan=lifespan)
     app.state.service = service
@@ -360,9 +423,18 @@ def create_app(
             return JSONResponse(handler(_object(body)))
         except BadRequest as err:
             return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
+        except ArtifactError as err:  # the policy's model failed: the server's fault
+            return JSONResponse({"error": f"model: {err}", "field": "model"}, status_code=500)
         except (ValueError, TypeError) as err:  # input the checks above did not foresee
             field = getattr(err, "field", "body")
             return JSONResponse({"error": str(err), "field": field}, status_code=422)
+
+    async def respond(handler: Any, request: Request) -> JSONResponse:
+        try:
+            body = await read_body(request)
+        except BadRequest as err:
+            return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
+        return answer(handler, body)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -370,15 +442,15 @@ def create_app(
 
     @app.post("/v1/decide")
     async def decide(request: Request) -> JSONResponse:
-        return answer(service.decide, await request.body())
+        return await respond(service.decide, request)
 
     @app.post("/v1/decide_batch")
     async def decide_batch(request: Request) -> JSONResponse:
-        return answer(service.decide_batch, await request.body())
+        return await respond(service.decide_batch, request)
 
     @app.post("/v1/outcome")
     async def outcome(request: Request) -> JSONResponse:
-        return answer(service.outcome, await request.body())
+        return await respond(service.outcome, request)
 
     @app.get("/v1/experiment")
     async def experiment_info() -> JSONResponse:
@@ -386,23 +458,23 @@ def create_app(
 
     @app.post("/v1/experiment/shares")
     async def experiment_shares(request: Request) -> JSONResponse:
-        return answer(lambda body: service.change_experiment("shares", body), await request.body())
+        return await respond(lambda body: service.change_experiment("shares", body), request)
 
     @app.post("/v1/experiment/stop")
     async def experiment_stop(request: Request) -> JSONResponse:
-        return answer(lambda body: service.change_experiment("stop", body), await request.body())
+        return await respond(lambda body: service.change_experiment("stop", body), request)
 
     @app.post("/v1/experiment/promote")
     async def experiment_promote(request: Request) -> JSONResponse:
-        return answer(lambda body: service.change_experiment("promote", body), await request.body())
+        return await respond(lambda body: service.change_experiment("promote", body), request)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return service.health()
+    async def health() -> JSONResponse:
+        return answer(lambda _: service.health(), b"{}")
 
     @app.get("/manifest")
     async def manifest() -> dict[str, Any]:
-        return predictor.manifest
+        return redact_paths(predictor.manifest)  # no absolute path of the exporting machine
 
     return app
 
@@ -432,6 +504,11 @@ def run_server(
         )
     app = create_app(predictor, logger=logger, experiment=experiment)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+    if logger is not None and (logger.unwritten_rows or not logger.healthy):
+        raise SystemExit(
+            f"error: decision log {logger.directory}: {logger.unwritten_rows} rows could not be "
+            f"written ({logger.error})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,14 @@ written and never corrupts an earlier one. The directory is then a schema-v1 log
 ``supportrl validate data.turns=DIR`` and ``supportrl evaluate data.turns=DIR`` read it
 as it is (docs/log-schema.md).
 
+Bounded and failure-aware: ids are capped at :data:`MAX_ID_LENGTH` characters and strings
+are kept as Python objects (never fixed-width numpy strings); completed conversations are
+written at least every ``flush_interval_s`` seconds of activity; at most ``max_open``
+conversations are held open (the oldest is then written as cut off); a write that fails
+(folder removed, read-only, disk full) keeps the rows in memory (up to ``max_buffer_rows``),
+recreates the folder and tries again, and :attr:`DecisionLogger.error` says why meanwhile.
+:meth:`DecisionLogger.close` raises :class:`LogWriteError` when rows could not be written.
+
 Writing Parquet needs pyarrow (``pip install "./serving[log]"``); nothing else beyond numpy.
 """
 
@@ -26,6 +34,28 @@ OUTCOMES = ("continue", "resolved", "escalated", "abandoned")
 """Schema-v1 outcomes; ``continue`` on a conversation's last row means it was cut off."""
 STATE_COLUMNS = ("turn", "intent", "sentiment")
 """Schema-v1 state columns; ``previous_action`` is derived from the actions on reading."""
+MAX_ID_LENGTH = 256
+"""Longest conversation, customer or decision id (characters) a log row may carry."""
+MAX_LABEL_LENGTH = 256
+"""Longest categorical value or action label (characters) a log row may carry."""
+
+
+class LogWriteError(OSError):
+    """Rows of the decision log could not be written (the folder is gone, read-only, full)."""
+
+
+class LogUnavailable(RuntimeError):
+    """The log holds as many unwritten rows as it may (``max_buffer_rows``): new rows are
+    refused until a write succeeds."""
+
+
+def _strings(values: Any, name: str, limit: int) -> np.ndarray:
+    """``values`` as an object array of str, each at most ``limit`` characters (ValueError)."""
+    out = np.fromiter(map(str, values), dtype=object, count=len(values))
+    if len(out) and max(map(len, out)) > limit:
+        row = next(i for i, v in enumerate(out) if len(v) > limit)
+        raise ValueError(f"{name}: row {row} is longer than {limit} characters")
+    return out
 
 
 class DecisionLogger:
@@ -37,6 +67,11 @@ class DecisionLogger:
             ``previous_action`` included or not: both are handled).
         numeric: numeric state variables (``turn``, ``sentiment`` and context features).
         part_rows: completed rows per part (a part is written once this many are ready).
+        flush_interval_s: completed conversations are written at the first call after this
+            many seconds even when fewer than ``part_rows`` rows are ready.
+        max_open: most conversations held open; beyond it the oldest is closed as cut off.
+        max_buffer_rows: most rows held in memory while writes fail; beyond it
+            :class:`LogUnavailable`.
     """
 
     def __init__(
@@ -48,6 +83,9 @@ class DecisionLogger:
         part_rows: int = 10_000,
         experiment: bool = False,
         customer_column: bool = False,
+        flush_interval_s: float = 10.0,
+        max_open: int = 100_000,
+        max_buffer_rows: int = 2_000_000,
     ) -> None:
         try:
             import pyarrow  # noqa: F401
@@ -57,6 +95,8 @@ class DecisionLogger:
             ) from exc
         if part_rows < 1:
             raise ValueError(f"part_rows must be >= 1, got {part_rows}")
+        if max_open < 1 or max_buffer_rows < 1 or not flush_interval_s >= 0:
+            raise ValueError("max_open, max_buffer_rows >= 1 and flush_interval_s >= 0 required")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.categorical = tuple(c for c in categorical if c not in ("intent", "previous_action"))
@@ -77,10 +117,25 @@ class DecisionLogger:
         self.parts: list[Path] = []
         """Parts written so far."""
         self.rows_written = 0
+        self.flush_interval_s = float(flush_interval_s)
+        self.max_open = int(max_open)
+        self.max_buffer_rows = int(max_buffer_rows)
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self.error: str | None = None
+        """Why the last write failed (None when the last write succeeded)."""
+        self.failed_writes = 0
 
     @classmethod
     def for_predictor(
-        cls, directory: str | os.PathLike[str], predictor: Any, *, part_rows: int = 10_000
+        cls,
+        directory: str | os.PathLike[str],
+        predictor: Any,
+        *,
+        part_rows: int = 10_000,
+        flush_interval_s: float = 10.0,
+        max_open: int = 100_000,
+        max_buffer_rows: int = 2_000_000,
     ) -> DecisionLogger:
         """A logger for the state variables of a :class:`~supportrl.serving.Predictor`."""
         return cls(
@@ -88,6 +143,9 @@ class DecisionLogger:
             categorical=tuple(predictor.encoder.categorical),
             numeric=tuple(predictor.encoder.numeric),
             part_rows=part_rows,
+            flush_interval_s=flush_interval_s,
+            max_open=max_open,
+            max_buffer_rows=max_buffer_rows,
         )
 
     @classmethod
@@ -162,17 +220,24 @@ class DecisionLogger:
         each row's ``arms``, ``customer_ids`` (already pseudonymized; "" when none) and
         ``decision_ids``.
         """
-        ids = np.asarray(conversation_ids, dtype=str)
+        ids = _strings(conversation_ids, "conversation_ids", MAX_ID_LENGTH)
         n = len(ids)
+        if self._buffered + n > self.max_buffer_rows:
+            self._maybe_flush(force=True)
+            if self._buffered + n > self.max_buffer_rows:
+                raise LogUnavailable(
+                    f"decision log {self.directory}: {self._buffered} rows wait to be written "
+                    f"({self.error or 'too many open conversations'}); new rows are refused"
+                )
         missing = [name for name in self._state_names() if name not in states]
         if missing:
             raise ValueError(f"states: missing state variable(s) {missing}")
         chunk = {"conversation_id": ids}
         for name in ("intent", *self.categorical):
-            chunk[name] = np.asarray(states[name], dtype=str)
+            chunk[name] = _strings(states[name], name, MAX_LABEL_LENGTH)
         for name in ("turn", "sentiment", *self.numeric):
             chunk[name] = np.asarray(states[name], dtype=np.float64)
-        chunk["action"] = np.asarray(actions, dtype=str)
+        chunk["action"] = _strings(actions, "actions", MAX_LABEL_LENGTH)
         chunk["propensity"] = np.asarray(propensities, dtype=np.float64)
         if timestamps is None:
             chunk["timestamp"] = np.full(n, np.datetime64(time.time_ns() // 1000, "us"))
@@ -186,12 +251,12 @@ class DecisionLogger:
         if self.experiment:
             if arms is None or decision_ids is None:
                 raise ValueError("arms, decision_ids: an experiment's log needs both")
-            chunk["arm"] = np.asarray(arms, dtype=object)
-            chunk["decision_id"] = np.asarray(decision_ids, dtype=object)
+            chunk["arm"] = _strings(arms, "arms", MAX_LABEL_LENGTH)
+            chunk["decision_id"] = _strings(decision_ids, "decision_ids", MAX_ID_LENGTH)
         if self.customer_column:
             if customer_ids is None or not all(customer_ids):
                 raise ValueError("customer_ids: this log keeps a customer id on every row")
-            chunk["customer_id"] = np.asarray(customer_ids, dtype=object)
+            chunk["customer_id"] = _strings(customer_ids, "customer_ids", MAX_ID_LENGTH)
         for name, values in chunk.items():
             if values.shape != (n,):
                 raise ValueError(f"{name}: expected {n} values, got shape {values.shape}")
@@ -201,33 +266,65 @@ class DecisionLogger:
                 f"propensities: must be in (0, 1]; rows {np.flatnonzero(bad)[:5].tolist()}"
             )
         if self._dropped:
-            keep = ~np.isin(ids, np.asarray(list(self._dropped), dtype=str))
+            keep = np.fromiter(
+                (c not in self._dropped for c in ids.tolist()), dtype=bool, count=len(ids)
+            )
             chunk = {k: v[keep] for k, v in chunk.items()}
             ids = chunk["conversation_id"]
         self._check_turns(ids, chunk["turn"])
         if len(ids):
             self._chunks.append(chunk)
+            self._buffered += len(ids)
+        self._evict_open()
+        self._maybe_flush()
         return len(ids)
 
     def drop(self, conversation_id: str) -> None:
         """Leave a conversation out of the log (e.g. one of its states was invalid, so its rows
         would not be valid schema v1): rows logged so far are discarded, later decisions and
         its outcome are ignored."""
-        cid = str(conversation_id)
-        self._dropped.add(cid)
+        cid = str(conversation_id)[:MAX_ID_LENGTH]
+        self._dropped.add(cid)  # its held rows are left out when the next part is written
         if cid in self._done:
             self._done_rows -= self._next_turn[cid]
             del self._done[cid]
         self._next_turn.pop(cid, None)
         self._handle.pop(cid, None)
-        self._chunks = [
-            {k: v[c["conversation_id"] != cid] for k, v in c.items()} for c in self._chunks
-        ]
 
     @property
     def dropped(self) -> int:
         """Conversations left out with :meth:`drop`."""
         return len(self._dropped)
+
+    def _evict_open(self) -> None:
+        """Close the oldest open conversations as cut off while more than ``max_open`` are open."""
+        excess = self.open_conversations - self.max_open
+        if excess <= 0:
+            return
+        for cid in list(self._next_turn):
+            if excess <= 0:
+                break
+            if cid not in self._done:
+                self._done[cid] = ("continue", float("nan"))
+                self._done_rows += self._next_turn[cid]
+                excess -= 1
+
+    def _maybe_flush(self, *, force: bool = False) -> None:
+        """Write completed conversations when ``part_rows`` are ready or the interval passed;
+        a failed write is kept in :attr:`error` (rows stay held, tried again later)."""
+        due = self._done_rows >= self.part_rows or (
+            time.monotonic() - self._last_flush >= self.flush_interval_s
+        )
+        if self._done and (due or force):
+            try:
+                self.flush()
+            except OSError:
+                pass  # recorded in self.error by flush; the rows stay held
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last write succeeded (or none failed yet)."""
+        return self.error is None
 
     def _state_names(self) -> tuple[str, ...]:
         return ("turn", "intent", "sentiment", *self.categorical, *self.numeric)
@@ -311,8 +408,7 @@ class DecisionLogger:
         for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
             self._done[cid] = (outcome, score)
             self._done_rows += self._next_turn[cid]
-        if self._done_rows >= self.part_rows:
-            self.flush()
+        self._maybe_flush()
         return len(ids)
 
     @property
@@ -323,15 +419,22 @@ class DecisionLogger:
     # ------------------------------------------------------------------ writing
 
     def flush(self) -> Path | None:
-        """Write every completed conversation as one new part; returns it (None if none)."""
+        """Write every completed conversation as one new part; returns it (None if none).
+
+        Raises :class:`LogWriteError` (the rows stay held, :attr:`error` says why) when the
+        part cannot be written; the folder is recreated first if it was removed.
+        """
+        self._last_flush = time.monotonic()
         if not self._done:
             return None
         columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
-        done_ids = np.asarray(list(self._done), dtype=str)
-        is_done = np.isin(columns["conversation_id"], done_ids)
-        rest = {k: v[~is_done] for k, v in columns.items()}
-        rows = {k: v[is_done] for k, v in columns.items()}
-        order = np.lexsort((rows["turn"], rows["conversation_id"]))
+        cids = columns["conversation_id"].tolist()
+        is_done = np.fromiter((c in self._done for c in cids), dtype=bool, count=len(cids))
+        dropped = np.fromiter((c in self._dropped for c in cids), dtype=bool, count=len(cids))
+        rest = {k: v[~is_done & ~dropped] for k, v in columns.items()}
+        rows = {k: v[is_done & ~dropped] for k, v in columns.items()}
+        _, codes = np.unique(rows["conversation_id"], return_inverse=True)
+        order = np.lexsort((rows["turn"], codes.reshape(-1)))
         rows = {k: v[order] for k, v in rows.items()}
         cid = rows["conversation_id"]
         last = np.append(cid[1:] != cid[:-1], True)
@@ -346,12 +449,22 @@ class DecisionLogger:
                 given = self._handle.get(c)
                 if given is not None:
                     rows["handle_time_s"][start : start + len(given)] = given
-        path = self._write_part(rows, outcome, csat)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)  # recreated if it was removed
+            path = self._write_part(rows, outcome, csat)
+        except OSError as exc:
+            self.failed_writes += 1
+            self.error = f"{self.directory}: {exc.strerror or exc}"
+            raise LogWriteError(
+                exc.errno, f"decision log: {len(cid)} rows not written ({self.error})"
+            ) from None
+        self.error = None
         for c in ends:
             del self._done[c], self._next_turn[c]
             self._handle.pop(c, None)
         self._done_rows = 0
         self._chunks = [rest] if len(rest["conversation_id"]) else []
+        self._buffered = len(rest["conversation_id"])
         return path
 
     def _write_part(
@@ -392,20 +505,34 @@ class DecisionLogger:
         self._seq += 1
         path = self.directory / f"part-{self._stamp}-{self._seq:05d}.parquet"
         tmp = path.with_name("." + path.name + ".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-written part
+            raise
         self.parts.append(path)
         self.rows_written += table.num_rows
         return path
 
+    @property
+    def unwritten_rows(self) -> int:
+        """Rows held in memory, not yet in a part."""
+        return self._buffered
+
     def close(self, *, censor_open: bool = True) -> None:
         """Flush; with ``censor_open`` conversations without an outcome are written as cut off
-        (last row ``continue``), otherwise they are dropped."""
+        (last row ``continue``), otherwise they are dropped.
+
+        Raises :class:`LogWriteError` naming the folder and the number of rows lost when the
+        last part cannot be written (the held rows are kept, so a caller may retry).
+        """
         if censor_open:
             for cid in [c for c in self._next_turn if c not in self._done]:
                 self._done[cid] = ("continue", float("nan"))
         self.flush()
         self._chunks, self._next_turn, self._done, self._handle = [], {}, {}, {}
+        self._buffered = 0
 
     def __enter__(self) -> DecisionLogger:
         return self

@@ -9,14 +9,14 @@ gives the probabilities of the policy it was exported from.
 
 from __future__ import annotations
 
-import json
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from supportrl.serving.artifact import ArtifactError
+from supportrl.serving.artifact import ArtifactError, read_json_bounded
 
 TIE_RTOL = 1e-12
 """Scores within this relative distance of the row maximum count as tied (as in training)."""
@@ -50,16 +50,61 @@ def greedy_probs(scores: np.ndarray) -> np.ndarray:
 
 
 def load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A float64 ``.npy`` array of ``shape``, read without pickle; ArtifactError otherwise."""
+    """A float64 ``.npy`` array of ``shape``, read without pickle; ArtifactError otherwise.
+
+    The header (shape, dtype) is checked before a byte of data is read, so a header that
+    declares a huge array costs nothing.
+    """
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable array ({exc})") from exc
-    if arr.shape != shape or arr.dtype != np.float64 or not np.isfinite(arr).all():
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                found, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version in ((2, 0), (3, 0)):
+                found, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"npy version {version}")
+            if tuple(found) != shape or dtype != np.float64:
+                raise ArtifactError(
+                    f"{path}: expected float64 of shape {shape}, got {dtype} {tuple(found)}"
+                )
+            arr = np.fromfile(fh, dtype=np.float64, count=math.prod(shape))
+    except ArtifactError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ArtifactError(f"{path}: unreadable array ({str(exc)[:160]})") from None
+    if arr.size != math.prod(shape):
+        raise ArtifactError(f"{path}: truncated ({arr.size} of {math.prod(shape)} values)")
+    arr = arr.reshape(shape, order="F" if fortran else "C")
+    if not np.isfinite(arr).all():
+        raise ArtifactError(f"{path}: has NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def check_probs(probs: Any, n: int, n_actions: int, where: str) -> np.ndarray:
+    """``probs`` as float64 (n, n_actions): finite, in [0, 1], rows summing to 1.
+
+    A policy that breaks this is a broken artifact (:class:`ArtifactError`), never the
+    client's fault.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (n, n_actions):
+        raise ArtifactError(f"{where}: gave shape {probs.shape}; expected ({n}, {n_actions})")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1 + 1e-6).all()
+        ok = ok and bool(np.allclose(probs.sum(axis=1), 1.0, atol=1e-4))
+    if not ok:
         raise ArtifactError(
-            f"{path}: expected finite float64 of shape {shape}, got {arr.dtype} {arr.shape}"
+            f"{where}: gave probabilities that are not a distribution (NaN, negative, above 1 "
+            "or rows not summing to 1)"
         )
-    return arr
+    return probs
+
+
+def probe_obs(dim: int) -> np.ndarray:
+    """A fixed probe batch of encoded states, float32 (4, dim): zeros, ones, -ones, a ramp."""
+    ramp = np.linspace(-1.0, 1.0, dim) if dim else np.zeros(0)
+    return np.stack([np.zeros(dim), np.ones(dim), -np.ones(dim), ramp]).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- DQN (ONNX)
@@ -87,8 +132,16 @@ class OnnxScorer:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if set(inputs) != {"obs", "epsilon"} or inputs["obs"][1] != dim:
             raise ArtifactError(f"{path}: expected inputs obs (n, {dim}) and epsilon, got {inputs}")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if "probs" not in outputs:
+            raise ArtifactError(f"{path}: expected an output named 'probs', got {outputs[:8]}")
         self.n_actions = n_actions
+        self.path = path
         self._epsilon = np.zeros(1, dtype=np.float32)
+        try:  # meaning, not only shape: a probe batch must give distributions
+            self.probs(probe_obs(dim), {}, 0.0)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc} on the load-time probe batch") from None
 
     def probs(
         self, obs: np.ndarray, columns: Mapping[str, np.ndarray], epsilon: float
@@ -96,7 +149,11 @@ class OnnxScorer:
         eps = self._epsilon
         if eps[0] != np.float32(epsilon):  # a fresh array: never mutate one in use elsewhere
             eps = self._epsilon = np.array([epsilon], dtype=np.float32)
-        return self.session.run(["probs"], {"obs": obs, "epsilon": eps})[0].astype(np.float64)
+        try:
+            out = self.session.run(["probs"], {"obs": obs, "epsilon": eps})[0]
+        except Exception as exc:  # onnxruntime's own types: a model fault, not the client's
+            raise ArtifactError(f"{self.path}: the model failed ({str(exc)[:200]})") from None
+        return check_probs(out, obs.shape[0], self.n_actions, str(self.path))
 
 
 # ---------------------------------------------------------------------- linear bandits
@@ -117,18 +174,31 @@ class LinearScorer:
         a_inv = load_array(directory / "a_inv.npy", (n_actions, d, d))
         self.a_inv_rows = np.ascontiguousarray(a_inv.reshape(n_actions * d, d))
         params = policy.get("params", {})
-        self.support_threshold = float(params.get("support_threshold", 0.0))
+        where = f"{directory / 'manifest.json'}: policy.params"
+        if not isinstance(params, Mapping):
+            raise ArtifactError(f"{where}: expected an object")
+        self.support_threshold = (
+            _scale(params, "support_threshold", where) if "support_threshold" in params else 0.0
+        )
         self.support = None
         if self.support_threshold > 0:
             if not self.support_threshold < 1:
-                raise ArtifactError("policy.params.support_threshold: must be in [0, 1)")
+                raise ArtifactError(f"{where}.support_threshold: must be in [0, 1)")
             self.support = load_array(directory / "support.npy", (n_actions, d))
         if self.kind == "linucb":
-            self.alpha = float(params["alpha"])
+            self.alpha = _scale(params, "alpha", where)
         else:
-            self.v = float(params["v"])
-            self.z = load_array(directory / "z.npy", (int(params["n_prob_samples"]), n_actions))
+            self.v = _scale(params, "v", where)
+            samples = params.get("n_prob_samples")
+            if (
+                isinstance(samples, bool)
+                or not isinstance(samples, int)
+                or not 1 <= samples <= 10**5
+            ):
+                raise ArtifactError(f"{where}.n_prob_samples: an integer in [1, 100000] expected")
+            self.z = load_array(directory / "z.npy", (samples, n_actions))
         self.n_actions, self.d = n_actions, d
+        check_probs(self.probs(probe_obs(dim), {}, 0.0), 4, n_actions, str(directory))
 
     def _mean_and_width(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k, d, n = self.n_actions, self.d, x.shape[0]
@@ -175,6 +245,16 @@ class LinearScorer:
         return epsilon_mix(probs, epsilon)
 
 
+def _scale(params: Any, key: str, where: str) -> float:
+    """A finite, non-negative number ``params[key]``; ArtifactError naming the field."""
+    value = params.get(key) if isinstance(params, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ArtifactError(f"{where}.{key}: a finite number expected, got {type(value).__name__}")
+    if value < 0:
+        raise ArtifactError(f"{where}.{key}: must be >= 0, got {value}")
+    return float(value)
+
+
 def _support_mask(x: np.ndarray, weights: np.ndarray, threshold: float) -> np.ndarray:
     """Actions the training logs support: estimated logging probability
     ``softmax(x @ weights.T) >= threshold``, the most likely always (as in training)."""
@@ -198,6 +278,20 @@ _SCALAR = {
     "==": operator.eq,
     "!=": operator.ne,
 }
+_OPERATORS = (*_ORDERING, *_EQUALITY, "in", "not in")
+MAX_RULES = 10_000
+MAX_RULES_BYTES = 4 * 2**20
+"""Largest ``rules.json`` read (bytes)."""
+
+
+def _const_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float) and math.isfinite(value):
+        return "number"
+    raise ValueError("a constant must be a string, a finite number or a boolean")
 
 
 class RuleScorer:
@@ -217,46 +311,71 @@ class RuleScorer:
         categorical: Sequence[str],
         numeric: Sequence[str],
     ) -> None:
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-            self.default = list(actions).index(spec["default"])
-            self.rules = [(r["when"], list(actions).index(r["action"])) for r in spec["rules"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ArtifactError(f"{path}: malformed rules ({exc!r})") from exc
+        spec = read_json_bounded(path, MAX_RULES_BYTES)
+        actions = list(actions)
         self.kinds = {**{c: "string" for c in categorical}, **{c: "number" for c in numeric}}
-        for i, (tree, _) in enumerate(self.rules):
+        if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
+            raise ArtifactError(f"{path}: expected an object with a list 'rules'")
+        if spec.get("default") not in actions:
+            raise ArtifactError(f"{path}: default: not an action of the catalogue")
+        if len(spec["rules"]) > MAX_RULES:
+            raise ArtifactError(f"{path}: {len(spec['rules'])} rules; at most {MAX_RULES}")
+        self.default = actions.index(spec["default"])
+        self.rules = []
+        for i, rule in enumerate(spec["rules"]):
+            if not isinstance(rule, dict) or rule.get("action") not in actions:
+                raise ArtifactError(f"{path}: rules[{i}].action: not an action of the catalogue")
             try:
-                self._check(tree)
+                self._check(rule.get("when"))
             except (ValueError, KeyError, TypeError) as exc:
-                raise ArtifactError(f"{path}: rules[{i}]: {exc}") from exc
+                raise ArtifactError(f"{path}: rules[{i}].when: {exc}") from None
+            self.rules.append((rule["when"], actions.index(rule["action"])))
         self.n_actions = len(actions)
 
-    def _kind(self, node: Mapping[str, Any]) -> str:
+    def _kind(self, node: Any) -> str:
+        if not isinstance(node, dict) or len(node) != 1:
+            raise ValueError("an operand must be {'var': NAME} or {'const': VALUE}")
         if "var" in node:
-            if node["var"] not in self.kinds:
-                raise ValueError(f"reads {node['var']!r}, which is not in the feature spec")
+            if not isinstance(node["var"], str) or node["var"] not in self.kinds:
+                raise ValueError("reads a variable that is not in the feature spec")
             return self.kinds[node["var"]]
-        value = node["const"]
-        if isinstance(value, bool):
-            return "bool"
-        return "string" if isinstance(value, str) else "number"
+        if "const" not in node:
+            raise ValueError("an operand must be {'var': NAME} or {'const': VALUE}")
+        return _const_kind(node["const"])
 
-    def _check(self, node: Mapping[str, Any]) -> None:
+    def _check(self, node: Any) -> None:
+        """Structure and types of a condition tree (depth already bounded by the reader)."""
+        if not isinstance(node, dict):
+            raise ValueError("a condition must be a JSON object")
         if "and" in node or "or" in node:
-            for child in node.get("and", node.get("or")):
+            children = node.get("and", node.get("or"))
+            if len(node) != 1 or not isinstance(children, list) or not children:
+                raise ValueError("'and' / 'or' take a non-empty list of conditions")
+            for child in children:
                 self._check(child)
         elif "not" in node:
+            if len(node) != 1:
+                raise ValueError("'not' takes one condition")
             self._check(node["not"])
         elif "cmp" in node:
+            op = node["cmp"]
+            if set(node) != {"cmp", "left", "right"} or op not in _OPERATORS:
+                raise ValueError(f"unknown comparison {str(op)[:20]!r}; known: {list(_OPERATORS)}")
             left = self._kind(node["left"])
             right = node["right"]
-            kinds = (
-                {self._kind({"const": v}) for v in right["list"]}
-                if "list" in right
-                else {self._kind(right)}
-            )
-            if kinds - {left} or (node["cmp"] in _ORDERING and left != "number"):
-                raise ValueError(f"comparison {node['cmp']!r} of mismatched types")
+            if op in ("in", "not in"):
+                if not isinstance(right, dict) or set(right) != {"list"}:
+                    raise ValueError(f"{op!r} needs a list on its right")
+                items = right["list"]
+                if not isinstance(items, list):
+                    raise ValueError(f"{op!r} needs a list on its right")
+                kinds = {_const_kind(v) for v in items}
+            else:
+                if isinstance(right, dict) and "list" in right:
+                    raise ValueError(f"{op!r} cannot compare with a list")
+                kinds = {self._kind(right)}
+            if kinds - {left} or (op in _ORDERING and left != "number"):
+                raise ValueError(f"comparison {op!r} of mismatched types")
         elif self._kind(node) != "bool":
             raise ValueError("a condition must be boolean")
 

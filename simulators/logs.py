@@ -17,6 +17,7 @@ any order: they are sorted by (``conversation_id``, ``turn``) on load.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
 RESERVED_COLUMNS: frozenset[str] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
 
 _SHOW_ROWS = 5
+
+MAX_HANDLE_TIME_S = 7 * 86_400.0
+"""Longest ``handle_time_s`` of one turn (a week): beyond it, a unit or typing error that
+would swamp every reward (reward v1 charges per minute)."""
+MAX_ABS_VALUE = 1e12
+"""Largest magnitude of a numeric feature or a generic bandit reward: beyond it, sums and
+squares lose every digit (or overflow) in fitting and estimation."""
 
 
 PROPENSITY_FLOOR = 1e-3
@@ -206,12 +214,34 @@ def _check_csv_header(path: Path) -> None:
         raise LogValidationError(f"{path}: column(s) {twice} appear more than once in the header")
 
 
+MAX_PARQUET_FOOTER_BYTES = 64 * 2**20
+"""Largest Parquet footer (schema and metadata) read: a real one is kilobytes."""
+
+
+def _check_parquet_footer(path: Path) -> None:
+    """Refuse a Parquet file whose footer (read whole by every reader) is huge, from its
+    last 8 bytes alone (4-byte footer length, ``PAR1``); other damage is pyarrow's to name."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size < 12:
+            return
+        fh.seek(size - 8)
+        tail = fh.read(8)
+    footer = int.from_bytes(tail[:4], "little")
+    if tail[4:] == b"PAR1" and footer > MAX_PARQUET_FOOTER_BYTES:
+        raise LogValidationError(
+            f"{path}: Parquet metadata of {footer} bytes; at most {MAX_PARQUET_FOOTER_BYTES} "
+            "(a huge schema-metadata blob: rewrite the file without it)"
+        )
+
+
 def _check_parquet_schema(path: Path) -> Any:
     """The file's Arrow schema; list / struct / map columns are refused (schema-v1 values
     are strings and numbers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    _check_parquet_footer(path)
     with reading_parquet(path):
         schema = pq.read_schema(path)
     nested = [f.name for f in schema if pa.types.is_nested(f.type)]
@@ -526,6 +556,30 @@ _PERSONAL_VALUES = {
 }
 
 
+_EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"
+_PERSON_NAME = r"^[A-Z][a-z]+(?: [A-Z]\.)?(?: [A-Z][a-z'\-]+)+$"
+_MIN_NAMES = 3
+"""Distinct values that must look like "First Last" before a column counts as names."""
+_FREE_TEXT_WORDS = 4
+"""Values of this many words or more are free text, not a category."""
+
+
+def _free_text_reason(sample: pd.Series) -> str:
+    """Why distinct values ``sample`` (str) are free text or names, not categories; "" if not.
+
+    Any e-mail address inside a value; half the values or more "First Last" names (at
+    least :data:`_MIN_NAMES` of them) or sentences of :data:`_FREE_TEXT_WORDS` words.
+    """
+    if sample.str.contains(_EMAIL_IN_TEXT, regex=True).any():
+        return "its values contain e-mail addresses"
+    names = sample.str.match(_PERSON_NAME)
+    if names.sum() >= _MIN_NAMES and names.mean() >= 0.5:
+        return "its values look like people's names"
+    if (sample.str.split().str.len() >= _FREE_TEXT_WORDS).mean() >= 0.5:
+        return "its values are free text"
+    return ""
+
+
 def _check_personal(table: _Table, columns: Sequence[str]) -> None:
     """Refuse columns that look like personal data (by name, or by their values).
 
@@ -542,6 +596,8 @@ def _check_personal(table: _Table, columns: Sequence[str]) -> None:
             for what, pattern in _PERSONAL_VALUES.items():
                 if len(sample) and sample.str.match(pattern).mean() >= 0.5:
                     reason = f"its values look like {what}"
+            if not reason and len(sample):
+                reason = _free_text_reason(sample)
         if reason:
             raise LogValidationError(
                 f"{table.path}, column {c!r}: {reason}; personal data is not used as a feature. "
@@ -614,6 +670,9 @@ def _feature_arrays(
         features[c] = labels[codes if rows is None else codes[rows]]
     for c in numeric:
         values = _numbers(table, c, allow_missing=False)
+        _check_range(
+            table, c, values, np.abs(values) > MAX_ABS_VALUE, f"within +-{MAX_ABS_VALUE:g}"
+        )
         # a copy: values may be a read-only view of the frame
         features[c] = values.copy() if rows is None else values[rows]
     return features
@@ -699,7 +758,13 @@ def load_conversations(
         csat = nan.copy()
     if "handle_time_s" in frame:
         handle = _numbers(table, "handle_time_s", allow_missing=True)
-        _check_range(table, "handle_time_s", handle, handle < 0, ">= 0")
+        _check_range(
+            table,
+            "handle_time_s",
+            handle,
+            (handle < 0) | (handle > MAX_HANDLE_TIME_S),
+            f">= 0 and at most {MAX_HANDLE_TIME_S:.0f} s (a week)",
+        )
     else:
         handle = nan.copy()
     timestamp = None
@@ -1017,6 +1082,9 @@ def load_decisions(
     catalogue = tuple(str(a) for a in actions) if actions is not None else present
     action = _check_labels(table, action_col, codes, labels, catalogue, "action(s)")
     reward = _numbers(table, reward_col, allow_missing=False)
+    _check_range(
+        table, reward_col, reward, np.abs(reward) > MAX_ABS_VALUE, f"within +-{MAX_ABS_VALUE:g}"
+    )
     if propensity_col is not None:
         propensity = _numbers(table, propensity_col, allow_missing=False)
         _check_range(
