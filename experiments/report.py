@@ -346,7 +346,7 @@ def figures(out: Path, rows, records, select: str, level: float, logging: float 
             level=level,
             logging_value=logging,
             title=f"OPE estimate ({select}) per configuration, {over}",
-            interval_label=f"95% interval of {select} (mean of the seeds' bounds)",
+            interval_label=f"{level:.0%} interval of {select} (mean of the seeds' bounds)",
         )
     both = [r for r in ope_rows if r.get("simulated_value") is not None]
     if both:

@@ -81,6 +81,7 @@ MAX_LABEL_LENGTH = 256
 """Longest action label (characters)."""
 POLICY_FILES = {
     "dqn": ("policy.onnx",),
+    "onnx": ("policy.onnx",),
     "linucb": ("theta.npy", "a_inv.npy"),
     "lints": ("theta.npy", "a_inv.npy", "z.npy"),
     "rules": ("rules.json",),
@@ -221,7 +222,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: policy.kind {_brief(kind)}; expected one of {list(POLICY_KINDS)}"
         )
     needed: list[Any] = list(POLICY_FILES[kind])
-    if kind in ("dqn", "rules"):
+    if kind in ("dqn", "onnx", "rules"):
         needed = [policy.get("file")]
     for name in needed:
         if not isinstance(name, str) or name not in files:
