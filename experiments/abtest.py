@@ -222,15 +222,27 @@ def write_sequence_plot(path: Path, result: dict[str, Any]) -> Path | None:
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
+    lows, highs = [], []
     for name, c in curves.items():
         line = ax.plot(
             c["n"], c["estimate"], label=f"{name} − {result['control']}".replace("$", r"\$")
         )
         ax.fill_between(c["n"], c["ci_low"], c["ci_high"], alpha=0.2, color=line[0].get_color())
+        # the first conversations' bands are huge: scale the axis to the rest, cut those at the edge
+        late = [i for i, n in enumerate(c["n"]) if n >= max(1000, 0.1 * c["n"][-1])] or [-1]
+        lows += [c["ci_low"][i] for i in late]
+        highs += [c["ci_high"][i] for i in late]
+    pad = 0.15 * (max(highs) - min(lows) or 1.0)
+    ax.set_ylim(min(min(lows), 0.0) - pad, max(max(highs), 0.0) + pad)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xlabel("conversations analysed (in start order)")
     ax.set_ylabel("difference in value (reward per conversation)")
-    ax.set_title(f"Always-valid {100 * (1 - result['alpha']):.0f}% confidence sequences")
+    k = len(curves)
+    each = f"; each of {k} differences at {100 * (1 - result['alpha'] / k):.1f}%" if k > 1 else ""
+    ax.set_title(
+        f"Always-valid confidence sequences ({100 * (1 - result['alpha']):.0f}% overall{each})",
+        fontsize=10,
+    )
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
