@@ -293,8 +293,9 @@ def write_analysis_report(out: Path, result: dict[str, Any]) -> dict[str, str]:
         lines.append("![confidence sequences](sequence.png)")
     md = "\n".join(lines) + "\n"
     (out / "report.md").write_text(md)
-    body = "".join(
-        f"<p>{html.escape(line)}</p>" if not line.startswith("|") else "" for line in lines[:4]
+    body = (
+        f"<p>Decision log: <code>{html.escape(str(result['log']))}</code></p>"
+        f"<p>Control: <code>{html.escape(str(control))}</code></p>"
     )
     table = _html_tables(result)
     img = ""
