@@ -189,7 +189,7 @@ class Service:
     def experiment_info(self) -> dict[str, Any]:
         if self.experiment is None:
             raise BadRequest(409, "no experiment is served (serve.experiment=FILE)", "experiment")
-        return self.experiment.describe()
+        return _public(self.experiment.describe())
 
     def change_experiment(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """``shares``, ``stop`` or ``promote``, recorded in the log folder's experiment.json."""
@@ -214,7 +214,7 @@ class Service:
             raise BadRequest(422, str(err), err.field) from None
         if self.logger is not None:
             experiment.write_description(self.logger.directory)
-        return experiment.describe()
+        return _public(experiment.describe())
 
     def decide_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.experiment is not None:
@@ -364,6 +364,16 @@ class Service:
                 else {}
             ),
         }
+
+
+def _public(description: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's description as HTTP shows it: artifact folders by name, no absolute
+    paths (the log folder's experiment.json keeps them)."""
+    arms = {
+        name: {**arm, "artifact": str(arm["artifact"]).rstrip("/").rsplit("/", 1)[-1]}
+        for name, arm in description["arms"].items()
+    }
+    return {**description, "arms": arms}
 
 
 def _state_columns(states: Any, predictor: Predictor, rows: np.ndarray) -> dict[str, Any]:

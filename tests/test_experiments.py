@@ -447,3 +447,10 @@ def test_shares_follow_the_recorded_events_by_start_time(artifacts, tmp_path) ->
     starts = np.array(["2026-03-01T00:10:00", "2026-03-01T01:00:00"], dtype="datetime64[ns]")
     shares = _shares_per_conversation(exp.describe(), list(exp.arms), starts, 2)
     assert shares.tolist() == [[0.5, 0.5], [1.0, 0.0]]  # 100 conversations x 30 s = 50 min
+
+
+def test_http_experiment_view_names_artifacts_without_absolute_paths(exp_server) -> None:
+    base, _, _ = exp_server
+    status, info = call(base, "GET", "/v1/experiment")
+    assert status == 200
+    assert all(not arm["artifact"].startswith("/") for arm in info["arms"].values())
