@@ -1,6 +1,6 @@
 """Improvement rounds on the synthetic world: how close production gets to the best candidate.
 
-    python -m benchmarks.bench_rounds [--seeds 10] [--conversations 100000] [--rounds 3] [-- OVERRIDES]
+    python -m benchmarks.bench_rounds [--seeds 10] [--first-seed 0] [--conversations 100000] [--rounds 3] [-- OVERRIDES]
 
 Runs ``supportrl pipeline seed=S loop.rounds=R`` (the default budget otherwise, or the
 overrides given after ``--``) for each seed, in a fresh process, and reads
@@ -55,13 +55,14 @@ def wrong_promotions(result: dict) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     ours, anchor, wrong, walls = [], [], 0, []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             start = time.perf_counter()
             r = run(seed, args.rounds, args.conversations, args.overrides, Path(tmp))
             walls.append(time.perf_counter() - start)
