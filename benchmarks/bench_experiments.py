@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,6 +38,8 @@ from supportrl.experiments.export import export_policy
 from supportrl.ope.abtest import analyse, confidence_sequence, difference_terms
 from supportrl.serving.experiment import Arm, Experiment, ExperimentConfig
 from supportrl.simulators.synthetic import SyntheticWorld
+
+from benchmarks.bench_serving import http_load, start_server
 
 RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
 WORLD = SyntheticWorld()
@@ -185,8 +184,6 @@ def bench_srm(root: Path, art: dict[str, Path], seeds: int) -> None:
 
 
 def http_bench(root: Path, art: dict[str, Path], seconds: float) -> None:
-    import http.client
-    import socket
 
     from benchmarks.bench_serving import percentiles  # noqa: F401  (same conventions)
 
@@ -220,99 +217,14 @@ def http_bench(root: Path, art: dict[str, Path], seconds: float) -> None:
         for t in ("free", "pro")
     ]
 
-    def start(args: list[str]) -> tuple[subprocess.Popen, int]:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "supportrl.serving.http",
-                *args,
-                "--port",
-                str(port),
-                "--log-dir",
-                str(root / f"httplog-{port}"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    return proc, port
-            except OSError:
-                time.sleep(0.2)
-        proc.kill()
-        raise RuntimeError(proc.stderr.read().decode()[-2000:])
-
-    def load(port: int, experiment: bool, rate: float = 500.0, threads: int = 4) -> dict:
-        latencies, arms_seen, lock = [], {}, threading.Lock()
-        errors = [0]
-        interval = threads / rate
-        t0 = time.perf_counter() + 0.2
-
-        def worker(k: int) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            mine, seen, errs = [], {}, 0
-            for i in range(int(seconds * rate / threads)):
-                due = t0 + (i + k / threads) * interval
-                pause = due - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                j = i * threads + k
-                body = {"state": states[j % len(states)], "conversation_id": f"c{k}-{i}"}
-                if experiment:
-                    body["customer_id"] = f"customer-{j % 1000}"
-                begin = time.perf_counter()
-                try:
-                    conn.request(
-                        "POST", "/v1/decide", json.dumps(body), {"Content-Type": "application/json"}
-                    )
-                    resp = conn.getresponse()
-                    answer = json.loads(resp.read())
-                    if resp.status != 200:
-                        errs += 1
-                    elif experiment:
-                        seen.setdefault(body["customer_id"], set()).add(answer["arm"])
-                except (OSError, http.client.HTTPException):
-                    errs += 1
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                mine.append(time.perf_counter() - begin)
-            with lock:
-                latencies.extend(mine)
-                errors[0] += errs
-                for c, a in seen.items():
-                    arms_seen.setdefault(c, set()).update(a)
-
-        pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-        begin = time.perf_counter()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        wall = time.perf_counter() - begin
-        ms = np.asarray(latencies) * 1000
-        return {
-            "rps": len(ms) / wall,
-            "p50": float(np.percentile(ms, 50)),
-            "p99": float(np.percentile(ms, 99)),
-            "errors": errors[0],
-            "changed": sum(len(a) > 1 for a in arms_seen.values()),
-            "customers": len(arms_seen),
-        }
-
     for label, args, experiment in (
         ("experiment, 2 arms", ["--experiment", str(exp_file)], True),
         ("one artifact (anchor)", [str(art["rules_production"])], False),
     ):
-        proc, port = start(args)
+        log_dir = root / f"httplog-{'experiment' if experiment else 'artifact'}"
+        proc, port = start_server(*args, "--log-dir", str(log_dir))
         try:
-            r = load(port, experiment)
+            r = http_load(port, states, 500.0, seconds, customers=1000 if experiment else 0)
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -322,8 +234,8 @@ def http_bench(root: Path, art: dict[str, Path], seconds: float) -> None:
             else ""
         )
         print(
-            f"HTTP {label}: {r['rps']:.0f} decisions/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
-            f"errors {r['errors']}{extra}"
+            f"HTTP {label}: {r['achieved_rps']:.0f} decisions/s, p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms, errors {r['errors']}{extra}"
         )
 
 

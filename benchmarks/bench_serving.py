@@ -53,32 +53,48 @@ def time_calls(fn, args: list, repeat: int) -> list[int]:
 
 
 def http_load(
-    port: int, states: list[dict], rate: float, seconds: float, threads: int = 4
+    port: int,
+    states: list[dict],
+    rate: float,
+    seconds: float,
+    threads: int = 4,
+    customers: int = 0,
 ) -> dict[str, float]:
-    """Open-loop load: each thread sends at rate/threads on its own keep-alive connection."""
+    """Open-loop load: each thread sends at rate/threads on its own keep-alive connection.
+
+    With ``customers``, request j carries ``customer_id`` ``customer-{j % customers}`` and
+    the answer's ``arm`` is tracked: ``changed`` counts customers served by two arms."""
     latencies: list[float] = []
     errors = [0]
+    arms_seen: dict[str, set] = {}
     lock = threading.Lock()
     interval = threads / rate
     t0 = time.perf_counter() + 0.2
 
     def worker(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine, errs = [], 0
+        mine, seen, errs = [], {}, 0
         n = int(seconds * rate / threads)
         for i in range(n):
             due = t0 + (i + k / threads) * interval
             pause = due - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            body = json.dumps({"state": states[(i * threads + k) % len(states)]})
+            j = i * threads + k
+            body = {"state": states[j % len(states)]}
+            if customers:
+                body |= {"conversation_id": f"c{k}-{i}", "customer_id": f"customer-{j % customers}"}
             start = time.perf_counter()
             try:
-                conn.request("POST", "/v1/decide", body, {"Content-Type": "application/json"})
+                conn.request(
+                    "POST", "/v1/decide", json.dumps(body), {"Content-Type": "application/json"}
+                )
                 resp = conn.getresponse()
-                resp.read()
+                answer = resp.read()
                 if resp.status != 200:
                     errs += 1
+                elif customers:
+                    seen.setdefault(body["customer_id"], set()).add(json.loads(answer)["arm"])
             except (OSError, http.client.HTTPException):
                 errs += 1
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -86,6 +102,8 @@ def http_load(
         with lock:
             latencies.extend(mine)
             errors[0] += errs
+            for c, a in seen.items():
+                arms_seen.setdefault(c, set()).update(a)
 
     pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
     begin = time.perf_counter()
@@ -101,14 +119,17 @@ def http_load(
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "errors": errors[0],
+        "changed": sum(len(a) > 1 for a in arms_seen.values()),
+        "customers": len(arms_seen),
     }
 
 
-def start_server(artifact: Path) -> tuple[subprocess.Popen, int]:
+def start_server(*args: str) -> tuple[subprocess.Popen, int]:
+    """``python -m supportrl.serving.http ARGS --port P`` on a free port, once /health answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "supportrl.serving.http", str(artifact), "--port", str(port)]
+    cmd = [sys.executable, "-m", "supportrl.serving.http", *args, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -120,7 +141,7 @@ def start_server(artifact: Path) -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the HTTP server did not start")
+    raise RuntimeError("the HTTP server did not start: " + proc.stderr.read().decode()[-2000:])
 
 
 def main() -> None:
@@ -199,7 +220,7 @@ def main() -> None:
         print(f"{name:<42}{rate:>14,.0f}")
 
     if args.http_seconds > 0:
-        proc, port = start_server(artifact)
+        proc, port = start_server(str(artifact))
         try:
             http_load(port, dicts, args.http_rate, 2.0)  # warm-up
             res = http_load(port, dicts, args.http_rate, args.http_seconds)
