@@ -287,7 +287,7 @@ def _family_fields(family: str):
         if family == "glm":
             params_cls = GLMParams
         else:
-            from supportrl.simulators.fitted_ensemble import EnsembleParams
+            from supportrl.simulators.fitted.ensemble import EnsembleParams
 
             params_cls = EnsembleParams
         return {

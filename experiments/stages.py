@@ -407,7 +407,7 @@ def generate_stage(
     ``data/customers/``, one simulated per task (``engine="ray"``: as Ray tasks on
     ``ray``), byte-identical either way."""
     if settings.partitions > 1:
-        from supportrl.simulators.synthetic_parts import write_partitioned_logs
+        from supportrl.simulators.synthetic.parts import write_partitioned_logs
 
         if settings.format != "parquet":
             raise UserError(
@@ -506,7 +506,7 @@ def fit_data_stage(
     mix; otherwise ``logs`` (the loaded logs, or a function that loads them). Then
     ``settings.holdout`` of the conversations are held out.
     """
-    from supportrl.simulators.logs_bounded import parquet_parts, stratified_sample
+    from supportrl.simulators.logs.bounded import parquet_parts, stratified_sample
 
     n = settings.sample_turns
     turns = Path(turns)
@@ -1002,8 +1002,8 @@ def prepare_for_ope(
     """
     from supportrl.envs.rewards import DEFAULT_MAX_TURNS
     from supportrl.ope.evaluate import prepare_conversations
-    from supportrl.simulators.fitted_behaviour import logs_basis
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.behaviour import logs_basis
+    from supportrl.simulators.fitted.csat import CsatImputation
 
     csat_model, basis = getattr(model, "csat", None), getattr(model, "basis", None)
     if csat_model is None or basis is None:

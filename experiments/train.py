@@ -93,7 +93,7 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     from supportrl.experiments.stages import evaluate_stage, ope_settings
     from supportrl.ope.evaluate import prepare_conversations
     from supportrl.ope.models import cross_fit_reward
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
     from supportrl.simulators.logs import LoggedConversations
 
     data = load_data(cfg)

@@ -51,7 +51,7 @@ CONVERSATION_ESTIMATORS: tuple[str, ...] = ("pdis", "wpdis", "seq_dr", "wdr", "f
 
 class RefittableCsat(Protocol):
     """Imputed CSAT that can be refitted on a bootstrap resample of the conversations
-    (``simulators.fitted_csat.CsatImputation``)."""
+    (``simulators.fitted.csat.CsatImputation``)."""
 
     @property
     def n_imputed(self) -> int:

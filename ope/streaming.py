@@ -73,7 +73,7 @@ from supportrl.ope.support import (
     unsupported_statistic,
 )
 from supportrl.simulators.logs import LoggedConversations
-from supportrl.simulators.logs_bounded import find_sorted
+from supportrl.simulators.logs.bounded import find_sorted
 
 __all__ = [
     "NuisanceFits",
@@ -103,7 +103,7 @@ class NuisanceFits:
     csat_spec: FeatureSpec | None
     """Encoding of the CSAT model's design (``None``: no CSAT to impute)."""
     csat_models: tuple[Any, ...]
-    """``simulators.fitted_csat.CsatModel`` per fit; empty: no CSAT to impute."""
+    """``simulators.fitted.csat.CsatModel`` per fit; empty: no CSAT to impute."""
     handle_median: np.ndarray
     """(n_actions,) median handle time of each action on the sample (imputes missing ones)."""
     behaviour: MultinomialLogit
@@ -263,7 +263,7 @@ def _reward_models(
 def _csat_model(prep: PreparedConversations, counts: np.ndarray | None) -> Any:
     """The CSAT model of the point fit (``counts`` None) or of a resample (as
     ``CsatImputation.csat``); None without CSAT to impute."""
-    from supportrl.simulators.fitted_csat import fit_csat
+    from supportrl.simulators.fitted.csat import fit_csat
 
     imp = prep.csat_model
     if imp is None:
@@ -396,7 +396,7 @@ def fit_nuisance(
 
     ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
     ``map_fits(fn, args, shared)``: ``[fn(*shared, *a) for a in args]`` somewhere (e.g. as
-    Ray tasks, ``simulators.logs_bounded.map_passes``); the fits are split into ``n_chunks``
+    Ray tasks, ``simulators.logs.bounded.map_passes``); the fits are split into ``n_chunks``
     chunks of consecutive fits (:func:`fit_chunk`). Default: in this process, with a
     progress report (:func:`ope.progress.progress`). ``resamples=False``: the point fit
     only (the resamples' models are fitted elsewhere, on the refit subset);
@@ -508,7 +508,7 @@ def _estimate_propensity(
 def _prepare(fits: NuisanceFits, logs: LoggedConversations) -> _Part:
     """A partition's rewards (CSAT imputed by the point fit), features and counts, as
     :func:`ope.evaluate.prepare_conversations` prepares the whole logs."""
-    from supportrl.simulators.fitted_csat import csat_outcome_design
+    from supportrl.simulators.fitted.csat import csat_outcome_design
 
     spec = fits.reward_spec
     if (logs.lengths > spec.max_turns).any():

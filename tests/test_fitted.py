@@ -1,4 +1,4 @@
-"""Customer models fitted from logs (simulators/fitted.py) and the fidelity report."""
+"""Customer models fitted from logs (simulators/fitted/) and the fidelity report."""
 
 from __future__ import annotations
 

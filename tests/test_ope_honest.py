@@ -147,7 +147,7 @@ class _Mixed:
 def test_selection_intervals_cover_the_truth_on_a_fixed_set_of_worlds() -> None:
     """Two worlds (confounded with support gaps: the project's own; neither), 4,000 logged
     conversations each, three rule policies as written and mixed 30% with uniform."""
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
 
     covered, total = 0, 0
     for config in (WorldConfig(), WorldConfig(confounding=0.0, support_gaps=False)):

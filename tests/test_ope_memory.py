@@ -14,7 +14,7 @@ from supportrl.ope import progress as progress_module
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
 from supportrl.ope.progress import progress
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.synthetic import generate_logs
 
 RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"

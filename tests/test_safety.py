@@ -487,7 +487,7 @@ def test_a_parquet_metadata_blob_is_refused_from_the_footer(
     lowered here so that a 2 MB blob stands in for the 300 MB one."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from supportrl.simulators import logs as logs_module
+    from supportrl.simulators.logs import loading as logs_module
 
     from tests.test_logs import base_frame
 

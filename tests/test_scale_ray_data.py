@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from supportrl.simulators.logs import LogLimits, LogValidationError, load_conversations
-from supportrl.simulators.logs_bounded import (
+from supportrl.simulators.logs.bounded import (
     map_partitions_ray_data,
     parquet_parts,
     pass_of,

@@ -14,7 +14,7 @@ from supportrl.ope.evaluate import PreparedConversations
 from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.simulators.fitted import fit_customer_model
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import generate_logs
 
@@ -107,7 +107,7 @@ def _fail_on_one(k: int) -> int:
 @pytest.mark.slow
 def test_ray_task_error_reaches_the_user_as_the_task_raised_it() -> None:
     from supportrl.simulators.logs import LogValidationError
-    from supportrl.simulators.logs_bounded import map_passes
+    from supportrl.simulators.logs.bounded import map_passes
 
     with pytest.raises(LogValidationError) as info:
         map_passes(_fail_on_one, [(0,), (1,)], engine="ray", num_cpus=1)
@@ -148,7 +148,7 @@ def test_return_range_and_data_warnings_as_in_memory(
 
 
 def test_failed_partitioned_generation_leaves_nothing_behind(tmp_path: Path) -> None:
-    from supportrl.simulators.synthetic_parts import write_partitioned_logs
+    from supportrl.simulators.synthetic.parts import write_partitioned_logs
 
     from supportrl.files import CREATED
 

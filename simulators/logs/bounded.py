@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from supportrl.simulators.logs import (
+from supportrl.simulators.logs.loading import (
     DEFAULT_ACTIONS,
     MAX_INFERRED_LEVELS,
     MIN_ROWS_UNIQUE,

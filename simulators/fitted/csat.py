@@ -32,8 +32,8 @@ import torch
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
-from supportrl.simulators.fitted_features import Basis
-from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
+from supportrl.simulators.fitted.features import Basis
+from supportrl.simulators.fitted.glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
 
 CSAT_LEVELS = np.arange(1.0, 6.0)
 """The CSAT scores the model distributes over, shape (5,)."""

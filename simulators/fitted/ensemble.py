@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from supportrl.simulators.fitted_glm import softmax, torch_threads
+from supportrl.simulators.fitted.glm import softmax, torch_threads
 
 N_OUTPUTS = 7
 _LOG_SD_MIN, _LOG_SD_MAX = -6.0, 2.0

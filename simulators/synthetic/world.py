@@ -55,7 +55,7 @@ from supportrl.files import CREATED
 
 if TYPE_CHECKING:
     from supportrl.envs.scalar import RandomStream
-    from supportrl.simulators.synthetic_scalar import WorldScalarSim
+    from supportrl.simulators.synthetic.scalar import WorldScalarSim
 
 INTENTS: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancel")
 UNKNOWN_INTENT = "other"
@@ -224,9 +224,9 @@ class SyntheticWorld:
         """One conversation of this world stepped in Python floats (the single env's fast path).
 
         Same dynamics as :meth:`initial_state` and :meth:`step`, random numbers from ``stream``
-        (:class:`~supportrl.envs.scalar.RandomStream`); see :mod:`supportrl.simulators.synthetic_scalar`.
+        (:class:`~supportrl.envs.scalar.RandomStream`); see :mod:`supportrl.simulators.synthetic.scalar`.
         """
-        from supportrl.simulators.synthetic_scalar import WorldScalarSim
+        from supportrl.simulators.synthetic.scalar import WorldScalarSim
 
         return WorldScalarSim(self, stream)
 

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import OUTCOMES, REWARD_VERSION
-from supportrl.simulators.fitted_config import FamilyParams, FitConfig, GLMParams
-from supportrl.simulators.fitted_csat import CSAT_LEVELS, CsatModel
-from supportrl.simulators.fitted_dynamics import Dynamics, EnsembleDynamics, GLMDynamics
-from supportrl.simulators.fitted_ensemble import EnsembleParams
-from supportrl.simulators.fitted_features import Basis, FittedState
-from supportrl.simulators.fitted_glm import SoftmaxFit
-from supportrl.simulators.fitted_model import FittedCustomerModel
+from supportrl.simulators.fitted.config import FamilyParams, FitConfig, GLMParams
+from supportrl.simulators.fitted.csat import CSAT_LEVELS, CsatModel
+from supportrl.simulators.fitted.dynamics import Dynamics, EnsembleDynamics, GLMDynamics
+from supportrl.simulators.fitted.ensemble import EnsembleParams
+from supportrl.simulators.fitted.features import Basis, FittedState
+from supportrl.simulators.fitted.glm import SoftmaxFit
+from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.logs import SCHEMA_VERSION
 
 from supportrl.files import (

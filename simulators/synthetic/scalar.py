@@ -18,7 +18,7 @@ import numpy as np
 from supportrl.envs.features import NO_PREVIOUS_ACTION
 from supportrl.envs.rewards import ABANDONED, CONTINUE, ESCALATED, RESOLVED
 from supportrl.envs.scalar import RandomStream
-from supportrl.simulators.synthetic import (
+from supportrl.simulators.synthetic.world import (
     _COMPLEXITY_SENSITIVITY,
     _HANDLE_TIME_S,
     _RESOLVE_BASE,
