@@ -7,7 +7,7 @@ up each partition's statistics (:func:`ope.streaming.partition_sums`). ``engine=
 runs the partitions one after another in this process; with ``engine="ray"`` Ray Data
 reads the logs and groups the rows by partition, each partition's statistics are computed
 in a Ray task (a local Ray, or the cluster at ``ray_address``) and added here
-(:func:`~supportrl.simulators.logs.bounded.map_partitions_ray_data`). Both give the same
+(:func:`~supportrl.simulators.logs.partitioned.map_partitions_ray_data`). Both give the same
 numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the logs
 (``docs/scale.md``).
 """
@@ -47,16 +47,18 @@ from supportrl.simulators.logs import (
     load_conversations,
 )
 from supportrl.simulators.logs.bounded import (
-    RAY_DATA_OBJECT_STORE_MB,
-    map_partitions_ray_data,
-    map_passes,
     parquet_parts,
     pass_of,
-    ray_session,
     read_spilled,
     sample_conversations,
     select_table,
     spill_passes,
+)
+from supportrl.simulators.logs.partitioned import (
+    RAY_DATA_OBJECT_STORE_MB,
+    map_partitions_ray_data,
+    map_passes,
+    ray_session,
 )
 
 __all__ = ["EVALUATE_BYTES_PER_ROW", "LogSource", "PartitionedEvaluation", "evaluate_partitioned"]
@@ -327,7 +329,7 @@ def evaluate_partitioned(
     read once into one temporary Parquet file per partition under ``spill_dir`` (default:
     the system's temporary directory; deleted at the end), so that each partition reads
     only its own rows. ``engine="ray"``: Ray Data reads and groups them
-    (:func:`~supportrl.simulators.logs.bounded.map_partitions_ray_data`; ``spill_dir``
+    (:func:`~supportrl.simulators.logs.partitioned.map_partitions_ray_data`; ``spill_dir``
     unused).
 
     The bootstrap refits the nuisance models in every resample, as in memory; their

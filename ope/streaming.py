@@ -396,7 +396,7 @@ def fit_nuisance(
 
     ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
     ``map_fits(fn, args, shared)``: ``[fn(*shared, *a) for a in args]`` somewhere (e.g. as
-    Ray tasks, ``simulators.logs.bounded.map_passes``); the fits are split into ``n_chunks``
+    Ray tasks, ``simulators.logs.partitioned.map_passes``); the fits are split into ``n_chunks``
     chunks of consecutive fits (:func:`fit_chunk`). Default: in this process, with a
     progress report (:func:`ope.progress.progress`). ``resamples=False``: the point fit
     only (the resamples' models are fitted elsewhere, on the refit subset);

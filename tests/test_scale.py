@@ -18,7 +18,8 @@ from supportrl.ope.resample import poisson_weights
 from supportrl.ope.streaming import add_sums, finish, fit_nuisance, partition_sums, refit_subset
 from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
-from supportrl.simulators.logs.bounded import sample_conversations, validate_conversations_bounded
+from supportrl.simulators.logs.bounded import sample_conversations
+from supportrl.simulators.logs.validation import validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
 from supportrl.simulators.synthetic.parts import write_partitioned_logs
 

@@ -107,7 +107,7 @@ def _fail_on_one(k: int) -> int:
 @pytest.mark.slow
 def test_ray_task_error_reaches_the_user_as_the_task_raised_it() -> None:
     from supportrl.simulators.logs import LogValidationError
-    from supportrl.simulators.logs.bounded import map_passes
+    from supportrl.simulators.logs.partitioned import map_passes
 
     with pytest.raises(LogValidationError) as info:
         map_passes(_fail_on_one, [(0,), (1,)], engine="ray", num_cpus=1)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from supportrl.simulators.logs.bounded import map_passes
+from supportrl.simulators.logs.partitioned import map_passes
 from supportrl.simulators.synthetic.world import CUSTOMER_FEATURES, SyntheticWorld, generate_logs
 
 from supportrl.files import CREATED
