@@ -89,7 +89,17 @@ def fit_customer_model(
         raise TypeError(f"logs must be LoggedConversations, got {type(logs).__name__}")
     if logs.n_turns == 0:
         raise ValueError("logs: no turns to fit")
+    return _fit(logs, config, family_params, conversation_weights)
 
+
+def _fit(
+    logs: LoggedConversations,
+    config: FitConfig,
+    family_params: FamilyParams,
+    conversation_weights: np.ndarray | None,
+) -> FittedCustomerModel:
+    """:func:`fit_customer_model` on checked arguments: basis, weights, the response
+    models, CSAT, intent changes, the first-state pool and support counts."""
     sampling = _sampling_weights(logs, conversation_weights)
     basis = logs_basis(logs, config.max_turns)
     state = basis.state_from_named(logs.states())
@@ -101,20 +111,9 @@ def fit_customer_model(
         "basis": list(basis.names),
     }
     notes = _coverage_notes(logs, basis)
-    weights, stats, weight_notes = decision_weights(
-        logs, basis, phi, config, threads=family_params.torch_threads
+    weights, turn_sampling = _fit_weights(
+        logs, basis, phi, config, family_params, sampling, info, notes
     )
-    if stats is not None:
-        info["weights"] = stats
-    notes += weight_notes
-    turn_sampling = None if sampling is None else sampling[logs.conversation_index]
-    if turn_sampling is not None:
-        weights = weights * turn_sampling
-        info["conversation_weights"] = {
-            "min": float(sampling.min()),
-            "max": float(sampling.max()),
-            "effective_conversations": float(sampling.sum() ** 2 / (sampling**2).sum()),
-        }
     dynamics, handle_known = _fit_dynamics(
         logs, basis, phi, weights, config, family_params, info, notes
     )
@@ -123,7 +122,7 @@ def fit_customer_model(
     )
     trans = _intent_transitions(logs, basis, state, info, notes, sampling=turn_sampling)
     for note in notes:
-        warnings.warn(note, FitWarning, stacklevel=2)
+        warnings.warn(note, FitWarning, stacklevel=3)
     return FittedCustomerModel(
         actions=tuple(logs.actions),
         config=config,
@@ -138,6 +137,36 @@ def fit_customer_model(
         warnings=notes,
         info=info,
     )
+
+
+def _fit_weights(
+    logs: LoggedConversations,
+    basis: Basis,
+    phi: np.ndarray,
+    config: FitConfig,
+    family_params: FamilyParams,
+    sampling: np.ndarray | None,
+    info: dict[str, Any],
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each decision's fitting weight, shape (n_turns,): its confounding weight
+    (:func:`decision_weights`) times its conversation's sampling weight; and each turn's
+    sampling weight (None: all 1). Statistics go to ``info``, notes to ``notes``."""
+    weights, stats, weight_notes = decision_weights(
+        logs, basis, phi, config, threads=family_params.torch_threads
+    )
+    if stats is not None:
+        info["weights"] = stats
+    notes.extend(weight_notes)
+    turn_sampling = None if sampling is None else sampling[logs.conversation_index]
+    if turn_sampling is not None:
+        weights = weights * turn_sampling
+        info["conversation_weights"] = {
+            "min": float(sampling.min()),
+            "max": float(sampling.max()),
+            "effective_conversations": float(sampling.sum() ** 2 / (sampling**2).sum()),
+        }
+    return weights, turn_sampling
 
 
 def _sampling_weights(

@@ -118,15 +118,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-@reports_malformed(lambda path: Path(path) / JSON_FILE)
-def load_customer_model(path: str | Path) -> FittedCustomerModel:
-    """Load a model written by :meth:`FittedCustomerModel.save` (no code runs, no pickle).
-
-    Raises:
-        ValueError: naming the file, when it is missing, corrupt, of another format or
-            version, or inconsistent with its companion file.
-    """
-    path = Path(path)
+def _read_header(path: Path) -> dict[str, Any]:
+    """The ``simulator.json`` of the model directory ``path``, once both files are there, the
+    directory is complete, and the file is this format at this version."""
     json_path, npz_path = path / JSON_FILE, path / PARAMS_FILE
     for p in (json_path, npz_path):
         if not p.is_file():
@@ -144,6 +138,20 @@ def load_customer_model(path: str | Path) -> FittedCustomerModel:
         raise ValueError(
             f"{json_path}: format_version {version!r} unsupported; this supportrl reads version {FORMAT_VERSION}"
         )
+    return meta
+
+
+@reports_malformed(lambda path: Path(path) / JSON_FILE)
+def load_customer_model(path: str | Path) -> FittedCustomerModel:
+    """Load a model written by :meth:`FittedCustomerModel.save` (no code runs, no pickle).
+
+    Raises:
+        ValueError: naming the file, when it is missing, corrupt, of another format or
+            version, or inconsistent with its companion file.
+    """
+    path = Path(path)
+    json_path, npz_path = path / JSON_FILE, path / PARAMS_FILE
+    meta = _read_header(path)
     try:
         if meta["schema_version"] != SCHEMA_VERSION or meta["reward_version"] != REWARD_VERSION:
             raise ValueError(

@@ -1,14 +1,20 @@
 """The ground-truth synthetic world: it generates schema-v1 logs and knows every policy's true value.
 
-Modules: :mod:`~supportrl.simulators.synthetic.world` (the world, its logging policy, log
-generation and true values), :mod:`~supportrl.simulators.synthetic.scalar` (the world's
-scalar fast path for single-env stepping) and :mod:`~supportrl.simulators.synthetic.parts`
-(logs written as Parquet parts, larger than memory). Every public name is importable from
-here.
+Modules: :mod:`~supportrl.simulators.synthetic.world` (the world and its logging policy),
+:mod:`~supportrl.simulators.synthetic.generate` (log generation and true values),
+:mod:`~supportrl.simulators.synthetic.scalar` (the world's scalar fast path for single-env
+stepping) and :mod:`~supportrl.simulators.synthetic.parts` (logs written as Parquet parts,
+larger than memory). Every public name is importable from here.
 """
 
 from __future__ import annotations
 
+from supportrl.simulators.synthetic.generate import (
+    GeneratedLogs,
+    TrueValue,
+    generate_logs,
+    true_value,
+)
 from supportrl.simulators.synthetic.parts import (
     PartitionedLogs,
     partition_sizes,
@@ -20,16 +26,12 @@ from supportrl.simulators.synthetic.world import (
     INTENTS,
     NUMERIC_FEATURES,
     OUTCOMES,
-    GeneratedLogs,
     LoggingPolicy,
     SyntheticWorld,
-    TrueValue,
     WorldConfig,
     WorldState,
-    generate_logs,
     make_env,
     make_vector_env,
-    true_value,
     world_from_config,
 )
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from supportrl.simulators.logs.partitioned import map_passes
-from supportrl.simulators.synthetic.world import CUSTOMER_FEATURES, SyntheticWorld, generate_logs
+from supportrl.simulators.synthetic.generate import generate_logs
+from supportrl.simulators.synthetic.world import CUSTOMER_FEATURES, SyntheticWorld
 
 from supportrl.files import CREATED
 
