@@ -28,7 +28,7 @@ from supportrl.simulators.logs import (
 )
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig
 
-from supportrl.files import CREATED, atomic_write_text
+from supportrl.outputs import CREATED, atomic_write_text
 
 CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "configs")
 """The Hydra config directory (``configs/`` at the repository root)."""

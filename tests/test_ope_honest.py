@@ -12,8 +12,9 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.ope import make_estimator
 from supportrl.ope.data import SequentialFeedback
 from supportrl.ope.evaluate import prepare_conversations
-from supportrl.ope.meta import OffPolicyEvaluation, format_results
+from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.models import balancing_weights, fitted_q_evaluation
+from supportrl.ope.results import format_results
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
 from tests.helpers import truth_imputer

@@ -23,7 +23,7 @@ from supportrl.serving import ArtifactError, Predictor
 from supportrl.serving.artifact import redact_paths
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from supportrl.files import CREATED, write_complete
+from supportrl.outputs import CREATED, write_complete
 from tests.helpers import truth_imputer
 
 WORLD = SyntheticWorld()

@@ -12,10 +12,14 @@ import pytest
 from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
-from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.finish import finish
+from supportrl.ope.meta import OffPolicyEvaluation
+from supportrl.ope.nuisance import fit_nuisance
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.ope.resample import poisson_weights
-from supportrl.ope.streaming import add_sums, finish, fit_nuisance, partition_sums, refit_subset
+from supportrl.ope.results import PolicyEvaluation
+from supportrl.ope.streaming import partition_sums, refit_subset
+from supportrl.ope.sums import add_sums
 from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
 from supportrl.simulators.logs.bounded import sample_conversations

@@ -81,7 +81,7 @@ def test_imputer_on_a_simulator_basis_is_refused_clearly(
 
 
 def test_refits_use_the_imputers_method(rare_logs: tuple[Path, Path, str]) -> None:
-    from supportrl.ope.streaming import _csat_model
+    from supportrl.ope.nuisance import _csat_model
 
     turns, customers, _ = rare_logs
     logs = load_conversations(turns, customers=customers)
@@ -150,7 +150,7 @@ def test_return_range_and_data_warnings_as_in_memory(
 def test_failed_partitioned_generation_leaves_nothing_behind(tmp_path: Path) -> None:
     from supportrl.simulators.synthetic.parts import write_partitioned_logs
 
-    from supportrl.files import CREATED
+    from supportrl.outputs import CREATED
 
     parent = tmp_path / "gen"
     parent.mkdir()

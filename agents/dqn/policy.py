@@ -26,7 +26,8 @@ from supportrl.agents.dqn.network import QNetwork
 from supportrl.envs.features import FeatureSpec
 
 from supportrl import files
-from supportrl.files import ArraySpec, brief, check_complete, field_of, str_list, write_complete
+from supportrl.files import ArraySpec, brief, field_of, str_list
+from supportrl.outputs import check_complete, write_complete
 
 FORMAT = "supportrl.q_policy"
 """Value of ``format`` in ``policy.json``."""

@@ -227,7 +227,7 @@ def print_ope(result: OPEResult, alpha: float) -> None:
             print(f"  warning: {row['policy']} {row['estimator']}: {flag}")
             result.notes.append(f"{row['policy']} {row['estimator']}: {flag}")
     if result.evaluated:
-        from supportrl.ope.meta import format_results
+        from supportrl.ope.results import format_results
 
         # the selection intervals, then ESS, support, FQE-vs-IS and weight warnings
         for line in format_results(result.evaluated, estimators=[], level=level)[1:]:

@@ -26,14 +26,8 @@ from supportrl.simulators.fitted.glm import SoftmaxFit
 from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.logs import SCHEMA_VERSION
 
-from supportrl.files import (
-    brief,
-    check_complete,
-    read_declared_npz,
-    read_json,
-    reports_malformed,
-    write_complete,
-)
+from supportrl.files import brief, read_declared_npz, read_json, reports_malformed
+from supportrl.outputs import check_complete, write_complete
 
 FORMAT = "supportrl.fitted_customer_model"
 FORMAT_VERSION = 1

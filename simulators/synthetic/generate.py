@@ -18,7 +18,7 @@ from supportrl.envs.rewards import (
 )
 from supportrl.simulators.logs import LoggedConversations
 
-from supportrl.files import CREATED
+from supportrl.outputs import CREATED
 
 if TYPE_CHECKING:
     pass

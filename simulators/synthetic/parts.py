@@ -23,7 +23,7 @@ from supportrl.simulators.logs.partitioned import map_passes
 from supportrl.simulators.synthetic.generate import generate_logs
 from supportrl.simulators.synthetic.world import CUSTOMER_FEATURES, SyntheticWorld
 
-from supportrl.files import CREATED
+from supportrl.outputs import CREATED
 
 __all__ = ["PartitionedLogs", "partition_sizes", "write_partitioned_logs"]
 
