@@ -99,7 +99,8 @@ from supportrl.simulators.fitted.dynamics import EnsembleDynamics, GLMDynamics, 
 from supportrl.simulators.fitted.ensemble import EnsembleParams
 from supportrl.simulators.fitted.features import FittedState
 from supportrl.simulators.fitted.fit import fit_customer_model, impute_csat
-from supportrl.simulators.fitted.io import FORMAT_VERSION, load_customer_model
+from supportrl.simulators.fitted.io import FORMAT_VERSION
+from supportrl.simulators.fitted.load import load_customer_model
 from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.fitted.weights import propensity_weights
 

@@ -15,16 +15,18 @@ from supportrl.simulators.synthetic.generate import (
     generate_logs,
     true_value,
 )
+from supportrl.simulators.synthetic.params import (
+    CATEGORICAL_FEATURES,
+    DETECTED_INTENTS,
+    INTENTS,
+    NUMERIC_FEATURES,
+)
 from supportrl.simulators.synthetic.parts import (
     PartitionedLogs,
     partition_sizes,
     write_partitioned_logs,
 )
 from supportrl.simulators.synthetic.world import (
-    CATEGORICAL_FEATURES,
-    DETECTED_INTENTS,
-    INTENTS,
-    NUMERIC_FEATURES,
     OUTCOMES,
     LoggingPolicy,
     SyntheticWorld,

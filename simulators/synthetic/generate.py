@@ -22,13 +22,13 @@ from supportrl.outputs import CREATED
 
 if TYPE_CHECKING:
     pass
-from supportrl.simulators.synthetic.world import (
+from supportrl.simulators.synthetic.params import (
     CATEGORICAL_FEATURES,
     CUSTOMER_FEATURES,
     NUMERIC_FEATURES,
     TIERS,
-    SyntheticWorld,
 )
+from supportrl.simulators.synthetic.world import SyntheticWorld
 
 TrueValue = PolicyValue
 """The value of a policy in the ground-truth world (a :class:`PolicyValue`)."""

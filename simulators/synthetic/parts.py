@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from supportrl.simulators.logs.partitioned import map_passes
 from supportrl.simulators.synthetic.generate import generate_logs
-from supportrl.simulators.synthetic.world import CUSTOMER_FEATURES, SyntheticWorld
+from supportrl.simulators.synthetic.params import CUSTOMER_FEATURES
+from supportrl.simulators.synthetic.world import SyntheticWorld
 
 from supportrl.outputs import CREATED
 
