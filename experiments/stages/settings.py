@@ -270,6 +270,14 @@ def reward_spec(cfg: DictConfig) -> RewardSpec:
 
 
 @dataclass(frozen=True)
+class GuardrailSettings:
+    """Section ``loop.guardrail``: the metric an experiment must not lose on, and how much."""
+
+    metric: Literal["value", "resolution", "csat", "escalation", "abandonment", "handle_time_s"]
+    max_drop: float
+
+
+@dataclass(frozen=True)
 class LoopSettings:
     """Section ``loop``: improvement rounds (``experiments.loop``)."""
 
@@ -287,20 +295,20 @@ class LoopSettings:
     """Every arm's uniform exploration."""
     production: str
     """The production policy (a rule file) before round 1."""
-    guardrail_metric: str
-    max_drop: float
+    guardrail: GuardrailSettings
     alpha: float
     """Error rate of the always-valid confidence sequences."""
 
 
 def loop_settings(cfg: DictConfig) -> LoopSettings:
-    """Section ``loop`` (its ``guardrail`` flattened), checked."""
+    """Section ``loop``, checked."""
     node = dict(to_plain(cfg.loop))
     guard = node.pop("guardrail")
     try:
-        settings = LoopSettings(
-            **node, guardrail_metric=str(guard["metric"]), max_drop=float(guard["max_drop"])
+        guardrail = GuardrailSettings(
+            metric=str(guard["metric"]), max_drop=float(guard["max_drop"])
         )
+        settings = LoopSettings(**node, guardrail=guardrail)
     except (TypeError, KeyError) as exc:
         raise UserError(f"loop: {exc}") from None
     if settings.rounds < 0:
