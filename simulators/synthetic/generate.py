@@ -75,7 +75,7 @@ class GeneratedLogs:
         Customer attributes go to the customers table only, joined back on load. Written
         to a uniquely named temporary directory beside ``directory`` first, then renamed,
         so a failure leaves nothing behind and two writers never share a temporary name.
-        Both paths are recorded in :data:`supportrl.files.CREATED` as they are created.
+        Both paths are recorded in :data:`supportrl.outputs.CREATED` as they are created.
         """
         if fmt not in ("parquet", "csv"):
             raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
