@@ -363,6 +363,19 @@ def refit_subset(conversation_id: np.ndarray, seed: int, share: float) -> np.nda
     return id_uniform(id_hash(conversation_id), seed, REFIT_STREAM) < share
 
 
+def _log_totals(part: _Part, n_actions: int) -> PartitionSums:
+    """New sums holding the logs' own totals: the count, sum and sum of squares of the
+    conversations' returns, their range, and the logged action counts."""
+    sums = PartitionSums()
+    logs = part.logs
+    returns = np.add.reduceat(part.reward, logs.offsets[:-1])
+    sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
+    if len(returns):
+        sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
+    sums.add("_actions", 0, np.bincount(logs.action, minlength=n_actions), 1)
+    return sums
+
+
 def partition_sums(
     fits: NuisanceFits, logs: LoggedConversations, policies: Mapping[str, Any]
 ) -> PartitionSums:
@@ -381,12 +394,7 @@ def partition_sums(
     supported = support_mask(
         fits.behaviour.predict(part.x), logs.action, min_probability=fits.min_support
     )
-    sums = PartitionSums()
-    returns = np.add.reduceat(part.reward, logs.offsets[:-1])
-    sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
-    if len(returns):
-        sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
-    sums.add("_actions", 0, np.bincount(logs.action, minlength=len(fits.actions)), 1)
+    sums = _log_totals(part, len(fits.actions))
     if fits.refit_share >= 1.0:
         _refit_sums(sums, fits, part, probs, supported)
     else:
@@ -494,14 +502,8 @@ def memory_sums(
     mask) of a refit subset whose resamples' models were fitted on it; then the whole
     logs' resamples hold ``fits`` (the point fit) and the subset adds what refitting
     changes (keys ``refit:`` and ``fixed:``, both under the subset's own fits)."""
-    logs = prep.logs
     part = _part_of_prepared(fits, prep)
-    sums = PartitionSums()
-    returns = np.add.reduceat(part.reward, logs.offsets[:-1])
-    sums.add("_returns", 0, np.array([len(returns), returns.sum(), returns @ returns]), 1)
-    if len(returns):
-        sums.add(RANGE_KEY, 0, np.array([returns.min(), -returns.max()]), 1)
-    sums.add("_actions", 0, np.bincount(logs.action, minlength=len(fits.actions)), 1)
+    sums = _log_totals(part, len(fits.actions))
     if subset is None:
         _refit_sums(sums, fits, part, probs, supported)
     else:

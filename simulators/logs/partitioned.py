@@ -72,6 +72,20 @@ def _unwrapped(exc: BaseException) -> BaseException:
     return exc
 
 
+@contextlib.contextmanager
+def _task_errors() -> Iterator[None]:
+    """Raise a failed Ray task's own error (:func:`_unwrapped`) instead of Ray's wrapper."""
+    import ray
+
+    try:
+        yield
+    except ray.exceptions.RayTaskError as exc:
+        cause = _unwrapped(exc)
+        if cause is exc:
+            raise
+        raise cause from None
+
+
 def map_passes(
     fn: Callable[..., Any],
     args: Sequence[tuple[Any, ...]],
@@ -96,13 +110,8 @@ def map_passes(
     try:
         task = ray.remote(num_cpus=1)(fn)
         refs = [ray.put(v) for v in shared]
-        try:
+        with _task_errors():
             return ray.get([task.remote(*refs, *a) for a in args])
-        except ray.exceptions.RayTaskError as exc:
-            cause = _unwrapped(exc)
-            if cause is exc:
-                raise
-            raise cause from None
     finally:
         if started:
             ray.shutdown()
@@ -237,7 +246,7 @@ def map_partitions_ray_data(
         return [fn(*shared, k, table) for k in range(n_partitions)]
     started = _start_ray(ray_address, num_cpus, RAY_DATA_OBJECT_STORE_MB)
     try:
-        with _ray_data_settings():
+        with _ray_data_settings(), _task_errors():
             schema = _read_schema(parts)
             rows = (
                 ray.data.read_parquet(
@@ -254,11 +263,6 @@ def map_partitions_ray_data(
                 )
                 .take_all()
             )
-    except ray.exceptions.RayTaskError as exc:
-        cause = _unwrapped(exc)
-        if cause is exc:
-            raise
-        raise cause from None
     finally:
         if started:
             ray.shutdown()

@@ -50,7 +50,6 @@ from supportrl.simulators.synthetic.params import (
     _HANDLE_TIME_S,
     _RESOLVE_BASE,
     _SENTIMENT_DELTA,
-    CATEGORICAL_FEATURES,
     CHANNELS,
     CLARIFY,
     DETECTED_INTENTS,
@@ -59,7 +58,6 @@ from supportrl.simulators.synthetic.params import (
     ESCALATE_HUMAN,
     FAQ_LINK,
     INTENTS,
-    NUMERIC_FEATURES,
     OFFER_CREDIT,
     TIERS,
     UNKNOWN_INTENT,
@@ -471,10 +469,6 @@ def make_vector_env(
 
 
 __all__ = [
-    "CATEGORICAL_FEATURES",
-    "DETECTED_INTENTS",
-    "INTENTS",
-    "NUMERIC_FEATURES",
     "OUTCOMES",
     "LoggingPolicy",
     "SyntheticWorld",
