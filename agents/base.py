@@ -1,4 +1,6 @@
-"""The `Policy` protocol shared by rules, bandits, DQN, RLlib and loaded artifacts.
+"""Shared parts of policies: the `Policy` protocol (defined in :mod:`supportrl.policy`, below
+every package, and importable from here), a base class, greedy and epsilon-mixed
+probabilities, and the uniform and constant policies.
 
 A *state batch* is a mapping from state-variable name to a 1-D array of length ``n``: the
 raw named state of ``n`` decisions (``turn``, ``previous_action``, ``intent``,
@@ -9,49 +11,11 @@ through :class:`Policy` only (docs/policy.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import numpy as np
 
-States = Mapping[str, np.ndarray]
-"""A batch of raw named states: name -> array of shape (n,)."""
-
-
-@runtime_checkable
-class Policy(Protocol):
-    """Anything that maps a batch of raw named states to action probabilities."""
-
-    actions: tuple[str, ...]
-    """The action catalogue; column ``j`` of :meth:`action_probs` is ``actions[j]``."""
-
-    def action_probs(self, states: States) -> np.ndarray:
-        """Probabilities of every action, shape (n, n_actions), rows summing to 1."""
-        ...
-
-    def act(self, states: States, rng: np.random.Generator) -> np.ndarray:
-        """Sampled action indices, shape (n,), dtype int64."""
-        ...
-
-
-def batch_size(states: States) -> int:
-    """Number of states in a batch; every array must have the same length."""
-    if not states:
-        raise ValueError("states: empty state batch (no state variables)")
-    sizes = {name: len(values) for name, values in states.items()}
-    n = next(iter(sizes.values()))
-    if any(size != n for size in sizes.values()):
-        raise ValueError(f"states: arrays of different lengths {sizes}")
-    return n
-
-
-def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw one action per row of ``probs`` (shape (n, n_actions)) by inverse CDF, vectorised."""
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
-    actions = (u >= cdf).sum(axis=1)
-    return np.minimum(actions, probs.shape[1] - 1).astype(np.int64)
-
+from supportrl.policy import Policy, States, batch_size, sample_actions
 
 TIE_RTOL = 1e-12
 """Scores within this relative distance of the row maximum count as tied (rounding noise)."""
@@ -123,3 +87,18 @@ class ConstantPolicy(BasePolicy):
         n = batch_size(states)
         index = np.full(n, self.actions.index(self.action))
         return epsilon_mix(one_hot(index, len(self.actions)), self.epsilon)
+
+
+__all__ = [
+    "TIE_RTOL",
+    "BasePolicy",
+    "ConstantPolicy",
+    "Policy",
+    "States",
+    "UniformPolicy",
+    "batch_size",
+    "epsilon_mix",
+    "greedy_probs",
+    "one_hot",
+    "sample_actions",
+]

@@ -20,10 +20,10 @@ import warnings
 
 import numpy as np
 import torch
-from supportrl.simulators import fitted_glm
 from supportrl.simulators.fitted import fit_customer_model
-from supportrl.simulators.fitted_behaviour import logs_basis
-from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch
+from supportrl.simulators.fitted import glm as fitted_glm
+from supportrl.simulators.fitted.behaviour import logs_basis
+from supportrl.simulators.fitted.glm import SoftmaxFit, fit_softmax, minimize_torch
 from supportrl.simulators.synthetic import generate_logs
 from threadpoolctl import threadpool_limits
 

@@ -37,7 +37,7 @@ from supportrl.ope.data import SequentialFeedback
 from supportrl.ope.evaluate import prepare_conversations
 from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.models import balancing_weights, fitted_q_evaluation
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "rules"

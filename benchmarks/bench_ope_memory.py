@@ -25,7 +25,7 @@ from supportrl.agents.rules import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.synthetic import generate_logs
 
 RULES = Path(__file__).resolve().parent.parent / "configs" / "rules"

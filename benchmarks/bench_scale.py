@@ -80,7 +80,7 @@ extra = {"turns": load_conversations(sys.argv[1]).n_turns}
 """
 
 VALIDATE_BOUNDED = """
-from supportrl.simulators.logs_bounded import validate_conversations_bounded
+from supportrl.simulators.logs.bounded import validate_conversations_bounded
 s = validate_conversations_bounded(sys.argv[1], memory_budget_mb=float(sys.argv[2]),
                                    engine=sys.argv[3], num_cpus=int(sys.argv[4]))
 extra = {"turns": s["turns"], "passes": s["passes"]}
@@ -93,7 +93,7 @@ os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS
 from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.meta import OffPolicyEvaluation
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import DEFAULT_ACTIONS
 names = ["rules_faq_first", "rules_clarify_first", "rules_escalate_late"]
 policies = {n: load_rule_policy(f"configs/rules/{n}.yaml", DEFAULT_ACTIONS) for n in names}

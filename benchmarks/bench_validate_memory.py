@@ -32,7 +32,7 @@ print(int(hwm) / 1024, wall)
 """
 
 OURS = """
-from supportrl.simulators.logs_bounded import validate_conversations_bounded
+from supportrl.simulators.logs.bounded import validate_conversations_bounded
 summary = validate_conversations_bounded(sys.argv[1], memory_budget_mb=float(sys.argv[2]))
 assert summary["turns"] > 0
 """
@@ -49,7 +49,7 @@ assert load_conversations(sys.argv[1]).summary()["turns"] > 0
 """
 
 BASELINE = """
-import supportrl.simulators.logs_bounded
+import supportrl.simulators.logs.bounded
 """
 
 

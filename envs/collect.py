@@ -9,7 +9,7 @@ through its spaces and its documented info keys only. Two ways to use it:
   on rows that ended, its action mask, the returns of the conversations that ended).
   DQN collects its replay this way.
 * :meth:`Collector.collect` -- whole conversations under a
-  :class:`~supportrl.agents.base.Policy` reading the raw named states of
+  :class:`~supportrl.policy.Policy` reading the raw named states of
   ``infos["state"]``, returned as :class:`SimulatedConversations` (per-turn arrays in the
   project's one per-turn type, :class:`~supportrl.envs.conversations.LoggedConversations`).
   Bandit training, true and simulated policy values, the fidelity report and log
@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from supportrl.agents.base import Policy, sample_actions
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import RewardSpec
 from supportrl.envs.vector import SupportVectorEnv
+
+from supportrl.policy import Policy, sample_actions
 
 REQUIRED_STEP_INFOS: tuple[str, ...] = ("outcome", "handle_time_s", "csat", "penalty")
 """Step info keys :meth:`Collector.collect` reads besides ``state`` and ``action_mask``."""

@@ -28,7 +28,7 @@ from supportrl.simulators.logs import (
 )
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig
 
-from supportrl.files import CREATED, atomic_write_text
+from supportrl.outputs import CREATED, atomic_write_text
 
 CONFIG_PATH = str(Path(__file__).resolve().parent.parent / "configs")
 """The Hydra config directory (``configs/`` at the repository root)."""
@@ -84,7 +84,7 @@ def user_errors(
     into it is refused) and, unless ``allow_finished`` (commands that resume, like a
     sweep), a directory that already holds ``result.json`` is refused. On a user mistake
     (:data:`USER_ERRORS`) or an interrupt, only the paths this run recorded as it created
-    them (:func:`output`, :data:`supportrl.files.CREATED`) are removed, and the run
+    them (:func:`output`, :data:`supportrl.outputs.CREATED`) are removed, and the run
     directory itself only when nothing but this run's Hydra files is left in it: files a
     user keeps there, or adds while the command runs, are never touched. Set
     ``SUPPORTRL_DEBUG=1`` to get the traceback instead. Use as ``@user_errors`` or
@@ -246,7 +246,7 @@ HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml
 def remove_run_outputs(out: Path, lock: Path, output_root: Path) -> None:
     """Delete what a failed run created in ``out`` (see :func:`user_errors`).
 
-    Only recorded paths go (:data:`supportrl.files.CREATED`). Hydra's own files and the
+    Only recorded paths go (:data:`supportrl.outputs.CREATED`). Hydra's own files and the
     run directory go too when nothing else is left, the files were written by this
     process and the directory lies under ``output_root``; directories are only ever
     removed with ``rmdir`` (empty), never recursively.

@@ -40,7 +40,8 @@ from supportrl.experiments.entry import command
 from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, redact_paths, write_manifest
 from supportrl.simulators.logs import LoggedConversations
 
-from supportrl.files import CREATED, brief, read_json, read_yaml
+from supportrl.files import brief, read_json, read_yaml
+from supportrl.outputs import CREATED
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,27 @@ def export_stage(
     )
 
 
+def _checked_export(
+    policy: Policy,
+    directory: Path,
+    feature_spec: FeatureSpec | None,
+    fallback_action: str | None,
+) -> tuple[FeatureSpec, list[str]]:
+    """:func:`export_policy`'s arguments checked before anything is written: the feature
+    spec to record and the action catalogue."""
+    if directory.exists():
+        raise ValueError(f"{directory}: already exists; export into a new directory")
+    spec = feature_spec if feature_spec is not None else getattr(policy, "feature_spec", None)
+    if spec is None:
+        raise ValueError(f"export: {type(policy).__name__} has no feature spec; pass feature_spec")
+    actions = list(policy.actions)
+    if fallback_action is not None and fallback_action not in actions:
+        raise ValueError(
+            f"fallback_action: unknown action {fallback_action!r}; catalogue is {actions}"
+        )
+    return spec, actions
+
+
 def export_policy(
     policy: Policy,
     directory: str | Path,
@@ -198,16 +220,8 @@ def export_policy(
     from supportrl.agents.export import feature_manifest, write_policy_files
 
     directory = Path(directory)
-    if directory.exists():
-        raise ValueError(f"{directory}: already exists; export into a new directory")
-    spec = feature_spec if feature_spec is not None else getattr(policy, "feature_spec", None)
-    if spec is None:
-        raise ValueError(f"export: {type(policy).__name__} has no feature spec; pass feature_spec")
-    actions = list(policy.actions)
-    if fallback_action is not None and fallback_action not in actions:
-        raise ValueError(
-            f"fallback_action: unknown action {fallback_action!r}; catalogue is {actions}"
-        )
+    spec, actions = _checked_export(policy, directory, feature_spec, fallback_action)
+    records = {"training": training, "evaluation": evaluation, "training_data": training_data}
     tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
     try:
         info = write_policy_files(policy, tmp, spec, rule_file)
@@ -226,9 +240,7 @@ def export_policy(
                 "policy_epsilon": own,
             },
             "fallback_action": fallback_action,
-            "training": dict(training or {}),
-            "evaluation": dict(evaluation or {}),
-            "training_data": dict(training_data or {}),
+            **{k: dict(v or {}) for k, v in records.items()},
             "files": info["files"],
         }
         write_manifest(tmp, redact_paths(_finite(manifest)))

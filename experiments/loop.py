@@ -88,7 +88,7 @@ def experiment_config(
         arms=tuple(arms),
         control=production.name,
         unit="conversation",
-        guardrail=Guardrail(settings.guardrail_metric, settings.max_drop),
+        guardrail=Guardrail(settings.guardrail.metric, settings.guardrail.max_drop),
         salt=name,
         alpha=settings.alpha,
         name=name,

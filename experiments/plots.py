@@ -137,6 +137,38 @@ def forest_plot(
     return path
 
 
+def _draw_interval(
+    ax: Any,
+    yi: float,
+    r: Mapping[str, Any],
+    colour: str,
+    limits: tuple[float, float],
+    handles: dict[str, Any],
+    plain_name: str,
+) -> None:
+    """One row of :func:`forest_figure` at height ``yi``: the estimate with its plain
+    interval, and its selection interval (thin, cut at the axis ``limits`` with an arrow);
+    rows without finite numbers are listed, not drawn. Legend entries go to ``handles``."""
+    est, c_lo, c_hi = r["estimate"], r["ci_low"], r["ci_high"]
+    if not _finite(est, c_lo, c_hi):
+        return
+    est, c_lo, c_hi = float(est), float(c_lo), float(c_hi)
+    lo, hi = limits
+    if _finite(r.get("selection_low"), r.get("selection_high")):
+        s_lo, s_hi = float(r["selection_low"]), float(r["selection_high"])
+        handles["selection interval (widened: model disagreement, support)"] = ax.plot(
+            [max(s_lo, lo), min(s_hi, hi)], [yi, yi], color=colour, lw=0.8, ls=":"
+        )[0]
+        for edge, cut, marker in ((s_lo, lo, "<"), (s_hi, hi, ">")):
+            if (edge < cut) if marker == "<" else (edge > cut):
+                ax.plot([cut], [yi], marker=marker, color=colour, ms=5)
+    # an estimate a rounding error outside its interval must not break the plot
+    xerr = [[max(est - c_lo, 0.0)], [max(c_hi - est, 0.0)]]
+    handles[plain_name] = ax.errorbar(
+        [est], [yi], xerr=xerr, fmt="o", ms=4, capsize=3, color=colour, lw=1.8
+    )
+
+
 def forest_figure(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -195,24 +227,8 @@ def forest_figure(
         pad = 0.08 * (hi - lo or 1.0)
         lo, hi = lo - pad, hi + pad
         for yi, r, lab in zip(y, group, labels, strict=True):
-            est, c_lo, c_hi = r["estimate"], r["ci_low"], r["ci_high"]
-            if not _finite(est, c_lo, c_hi):
-                continue  # n/a rows: listed, not drawn
-            est, c_lo, c_hi = float(est), float(c_lo), float(c_hi)
-            c = colours[str(r.get("policy", lab))]
-            if _finite(r.get("selection_low"), r.get("selection_high")):
-                s_lo, s_hi = float(r["selection_low"]), float(r["selection_high"])
-                handles["selection interval (widened: model disagreement, support)"] = ax.plot(
-                    [max(s_lo, lo), min(s_hi, hi)], [yi, yi], color=c, lw=0.8, ls=":"
-                )[0]
-                for edge, cut, marker in ((s_lo, lo, "<"), (s_hi, hi, ">")):
-                    if (edge < cut) if marker == "<" else (edge > cut):
-                        ax.plot([cut], [yi], marker=marker, color=c, ms=5)
-            # an estimate a rounding error outside its interval must not break the plot
-            xerr = [[max(est - c_lo, 0.0)], [max(c_hi - est, 0.0)]]
-            handles[plain_name] = ax.errorbar(
-                [est], [yi], xerr=xerr, fmt="o", ms=4, capsize=3, color=c, lw=1.8
-            )
+            colour = colours[str(r.get("policy", lab))]
+            _draw_interval(ax, yi, r, colour, (lo, hi), handles, plain_name)
         ax.set_xlim(lo, hi)
         ax.set_yticks(y, [short(lab) for lab in labels], fontsize=8)
         handles["zero"] = ax.axvline(0.0, color="grey", lw=0.9, ls=":")

@@ -42,14 +42,8 @@ from supportrl.experiments.summary import (
     select_winner,
 )
 
-from supportrl.files import (
-    CREATED,
-    MALFORMED_ERRORS,
-    FileFormatError,
-    brief,
-    read_json,
-    read_yaml,
-)
+from supportrl.files import MALFORMED_ERRORS, FileFormatError, brief, read_json, read_yaml
+from supportrl.outputs import CREATED
 
 MAX_PLOTTED = 12
 """Figures show at most this many configurations (the best ones); the table has them all."""

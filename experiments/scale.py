@@ -32,7 +32,7 @@ from supportrl.simulators.logs import DEFAULT_ACTIONS
 def evaluate_in_partitions(cfg: DictConfig, settings: OPESettings) -> OPEResult:
     """Every candidate of ``policies=[..]`` on ``data.turns`` (Parquet), ``engine`` local or ray."""
     from supportrl.ope.partitioned import LogSource, evaluate_partitioned
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
 
     data = cfg.data
     if data.kind != "conversations" or data.turns is None:

@@ -29,6 +29,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.stages import (
     FitSettings,
     GenerateSettings,
+    LoopSettings,
     OPESettings,
     PipelineSettings,
     RaySettings,
@@ -121,25 +122,6 @@ class LoggerSection:
 
 
 @dataclass
-class GuardrailSection:
-    metric: Literal["value", "resolution", "csat", "escalation", "abandonment", "handle_time_s"]
-    max_drop: float
-
-
-@dataclass
-class LoopSection:
-    rounds: int
-    shortlist: int
-    conversations: int
-    look_every: int
-    share: float
-    epsilon: float
-    production: str
-    guardrail: GuardrailSection
-    alpha: float
-
-
-@dataclass
 class AshaSection:
     grace_period: int
     reduction_factor: int
@@ -218,7 +200,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "ray": RaySettings,
     "pipeline": PipelineSettings,
-    "loop": LoopSection,
+    "loop": LoopSettings,
     "sweep": SweepSection,
     "report": ReportSection,
     "export": ExportSection,
@@ -287,7 +269,7 @@ def _family_fields(family: str):
         if family == "glm":
             params_cls = GLMParams
         else:
-            from supportrl.simulators.fitted_ensemble import EnsembleParams
+            from supportrl.simulators.fitted.ensemble import EnsembleParams
 
             params_cls = EnsembleParams
         return {

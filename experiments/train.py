@@ -77,6 +77,33 @@ def known_values(world: SyntheticWorld, cfg: DictConfig) -> dict[str, float]:
     return {name: v["value"] for name, v in values.items()}
 
 
+def _offline_estimate(
+    cfg: DictConfig, prepared: Any, reward: Any, kind: str, agent: Any, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """The offline-trained ``agent``'s estimate by the headline estimator ``ope.select``
+    on the logs it learned from (``prepared``); and the OPE settings used."""
+    import dataclasses
+
+    from supportrl.experiments.stages import evaluate_stage, ope_settings
+
+    settings = ope_settings(cfg)
+    if settings.select not in settings.conversation_estimators:
+        raise UserError(f"ope.select={settings.select!r}: expected a conversation-level estimator")
+    settings = dataclasses.replace(
+        settings, conversation_estimators=(settings.select,), decision_estimators=()
+    )
+    data = prepared.logs
+    estimate = evaluate_stage(
+        data,
+        reward,
+        {kind: agent.action_probs(data.states())},
+        settings,
+        seed=seed,
+        prepared=prepared,
+    ).policies[kind][settings.select]
+    return settings, estimate
+
+
 def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any]:
     """``env=logs``: learn a bandit from logged decisions without a simulator.
 
@@ -86,14 +113,12 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     (``env.target``). ``final_return`` is the learned policy's off-policy estimate by the
     headline estimator ``ope.select`` on the same logs.
     """
-    import dataclasses
     import time
 
     from supportrl.agents.bandits import fit_offline
-    from supportrl.experiments.stages import evaluate_stage, ope_settings
     from supportrl.ope.evaluate import prepare_conversations
     from supportrl.ope.models import cross_fit_reward
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
     from supportrl.simulators.logs import LoggedConversations
 
     data = load_data(cfg)
@@ -116,13 +141,9 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     reward_hat = None
     if env.target == "dr":
         reward_hat = cross_fit_reward(
-            prepared.x,
-            data.action,
-            target,
-            len(data.actions),
-            groups=data.conversation_index,
-            seed=seed,
-        )
+            prepared.x, data.action, target, len(data.actions),
+            groups=data.conversation_index, seed=seed,
+        )  # fmt: skip
     stats = fit_offline(
         agent,
         data.states(),
@@ -135,20 +156,7 @@ def train_bandit_offline_command(cfg: DictConfig, out: Path, spec: AgentSpec) ->
     )
     wall = time.perf_counter() - start
     checkpoint = agent.save(output(out / "checkpoint"))
-    settings = ope_settings(cfg)
-    if settings.select not in settings.conversation_estimators:
-        raise UserError(f"ope.select={settings.select!r}: expected a conversation-level estimator")
-    settings = dataclasses.replace(
-        settings, conversation_estimators=(settings.select,), decision_estimators=()
-    )
-    estimate = evaluate_stage(
-        data,
-        reward,
-        {kind: agent.action_probs(data.states())},
-        settings,
-        seed=seed,
-        prepared=prepared,
-    ).policies[kind][settings.select]
+    settings, estimate = _offline_estimate(cfg, prepared, reward, kind, agent, seed)
     summary: dict[str, Any] = {
         "agent": kind,
         "backend": "native",

@@ -15,7 +15,7 @@ from supportrl.simulators.logs import (
     all_propensities_one,
     data_warnings,
 )
-from supportrl.simulators.logs_bounded import validate_conversations_bounded
+from supportrl.simulators.logs.validation import validate_conversations_bounded
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -15,9 +15,6 @@ decision, ``pdis wpdis seq_dr wdr fqe`` per conversation.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
 from supportrl.ope.diagnostics import (
     WeightStatistics,
@@ -44,6 +41,11 @@ from supportrl.ope.intervals import (
     bootstrap_interval,
     bootstrap_replicates,
 )
+from supportrl.ope.meta import OffPolicyEvaluation
+from supportrl.ope.partitioned import LogSource, PartitionedEvaluation, evaluate_partitioned
+from supportrl.ope.registry import ESTIMATORS, make_estimator
+from supportrl.ope.resample import poisson_weights
+from supportrl.ope.results import Estimate, PolicyEvaluation, format_results
 from supportrl.ope.sequential import (
     FQE,
     PDIS,
@@ -85,68 +87,12 @@ __all__ = [
     "make_estimator",
     "support_warning",
     "weight_statistics",
+    "Estimate",
+    "OffPolicyEvaluation",
+    "PolicyEvaluation",
+    "format_results",
+    "LogSource",
+    "PartitionedEvaluation",
+    "evaluate_partitioned",
+    "poisson_weights",
 ]
-
-ESTIMATORS: dict[str, type[BanditEstimator] | type[SequentialEstimator]] = {
-    cls.name: cls
-    for cls in (
-        DirectMethod,
-        IPS,
-        SNIPS,
-        DoublyRobust,
-        SelfNormalizedDR,
-        SwitchDR,
-        DROptimisticShrinkage,
-        PDIS,
-        WPDIS,
-        SequentialDR,
-        WeightedDR,
-        FQE,
-    )
-}
-"""Estimator name (as in configs and ``result.json``) -> class."""
-
-
-def make_estimator(name: str, **params: Any) -> BanditEstimator | SequentialEstimator:
-    """Build the estimator registered as ``name`` with hyperparameters ``params``.
-
-    Raises:
-        ValueError: for an unknown name (the message lists the valid ones) or a
-            hyperparameter the estimator does not have (the message lists its fields).
-    """
-    try:
-        cls = ESTIMATORS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown estimator {name!r}; valid names: {', '.join(ESTIMATORS)}"
-        ) from None
-    fields = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"estimator {name!r} has no parameter {', '.join(unknown)}; "
-            f"its parameters: {', '.join(fields)}"
-        )
-    return cls(**params)
-
-
-# After make_estimator: the orchestration object builds estimators through it.
-from supportrl.ope.meta import (  # noqa: E402
-    Estimate,
-    OffPolicyEvaluation,
-    PolicyEvaluation,
-    format_results,
-)
-
-__all__ += ["Estimate", "OffPolicyEvaluation", "PolicyEvaluation", "format_results"]
-
-# Logs larger than memory: resamples keyed by conversation id, evaluation in partitions or
-# on Ray with the in-memory numbers (docs/scale.md).
-from supportrl.ope.partitioned import (  # noqa: E402
-    LogSource,
-    PartitionedEvaluation,
-    evaluate_partitioned,
-)
-from supportrl.ope.resample import poisson_weights  # noqa: E402
-
-__all__ += ["LogSource", "PartitionedEvaluation", "evaluate_partitioned", "poisson_weights"]

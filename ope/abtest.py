@@ -244,6 +244,48 @@ def _arm_summary(data: ExperimentData, k: int, alpha: float, t_star: float) -> d
     }
 
 
+def _difference(
+    data: ExperimentData,
+    k: int,
+    c: int,
+    level: float,
+    guardrail_metric: str,
+    max_drop: float,
+    enough: bool,
+    *,
+    adjust: bool,
+    t_star: float,
+) -> tuple[dict[str, Any], Any]:
+    """Treatment ``k`` against control ``c``: the row of result.json's ``differences`` (the
+    value difference's confidence sequence at its last point, the variance reduction, the
+    guardrail, the conversations still needed) and the value difference's sequence.
+    ``enough``: both arms have enough conversations to call a guardrail breached."""
+    psi, _ = difference_terms(data, k, c, data.value, adjust=adjust)
+    cs = confidence_sequence(psi, level, t_star=t_star)
+    plain, _ = difference_terms(data, k, c, data.value, adjust=False)
+    row = {
+        **cs.last(),
+        "n_conversations": int(len(psi)),
+        "alpha": level,
+        "variance_reduction": float(1.0 - psi.var() / plain.var())
+        if len(psi) > 2 and plain.var() > 0
+        else 0.0,
+    }
+    sd = float(psi.std(ddof=1)) if len(psi) > 1 else math.nan
+    if guardrail_metric == "value":
+        guard = row
+    else:
+        gpsi, _ = difference_terms(data, k, c, data.metrics[guardrail_metric], adjust=adjust)
+        guard = confidence_sequence(gpsi, level, t_star=t_star).last()
+        row["guardrail"] = {"metric": guardrail_metric, **guard}
+    direction = DIRECTIONS.get(guardrail_metric, +1)
+    worst = guard["ci_high"] if direction > 0 else -guard["ci_low"]
+    row["guardrail_breached"] = bool(enough and worst < -max_drop)
+    needed = conversations_needed(sd, row["estimate"], level, t_star)
+    row["conversations_needed"] = None if needed is None else max(int(needed) - len(psi), 0)
+    return row, cs
+
+
 def analyse(
     data: ExperimentData,
     *,
@@ -285,36 +327,17 @@ def analyse(
     promote, breached, leading = [], [], None
     for k in treatments:
         name = data.arms[k]
-        psi, rows = difference_terms(data, k, c, data.value, adjust=adjust)
-        cs = confidence_sequence(psi, level, t_star=t_star)
-        plain, _ = difference_terms(data, k, c, data.value, adjust=False)
-        row = {
-            **cs.last(),
-            "n_conversations": int(len(psi)),
-            "alpha": level,
-            "variance_reduction": float(1.0 - psi.var() / plain.var())
-            if len(psi) > 2 and plain.var() > 0
-            else 0.0,
-        }
-        sd = float(psi.std(ddof=1)) if len(psi) > 1 else math.nan
-        if guardrail_metric == "value":
-            guard = row
-        else:
-            gpsi, _ = difference_terms(data, k, c, data.metrics[guardrail_metric], adjust=adjust)
-            guard = confidence_sequence(gpsi, level, t_star=t_star).last()
-            row["guardrail"] = {"metric": guardrail_metric, **guard}
-        direction = DIRECTIONS.get(guardrail_metric, +1)
-        worst = guard["ci_high"] if direction > 0 else -guard["ci_low"]
         enough = (
             arms[name]["n_conversations"] >= MIN_CONVERSATIONS
             and arms[control]["n_conversations"] >= MIN_CONVERSATIONS
         )
-        row["guardrail_breached"] = bool(enough and worst < -max_drop)
-        needed = conversations_needed(sd, row["estimate"], level, t_star)
-        row["conversations_needed"] = None if needed is None else max(int(needed) - len(psi), 0)
+        row, cs = _difference(
+            data, k, c, level, guardrail_metric, max_drop, enough, adjust=adjust, t_star=t_star
+        )
         differences[name] = row
-        step = max(1, len(psi) // curve_points)
-        at = np.arange(step - 1, len(psi), step)
+        n_psi = row["n_conversations"]
+        step = max(1, n_psi // curve_points)
+        at = np.arange(step - 1, n_psi, step)
         curves[name] = {
             "n": (at + 1).tolist(),
             "estimate": cs.estimate[at].tolist(),

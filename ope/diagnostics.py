@@ -79,6 +79,31 @@ def weight_statistics(
     )
 
 
+def _support_inputs(
+    target_probs: np.ndarray, logged: np.ndarray, action_names: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`support_warning`'s arguments checked: the target probabilities (n, n_actions),
+    the logged counts or probabilities as float64, and the actions' labels."""
+    logged_array = np.asarray(logged, dtype=np.float64)
+    n_actions = logged_array.shape[-1] if logged_array.ndim in (1, 2) else -1
+    if n_actions < 1:
+        raise ValueError(
+            f"logged must be counts (n_actions,) or probabilities (n, n_actions), "
+            f"got shape {logged_array.shape}"
+        )
+    probs = np.asarray(target_probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"target_probs must be 2-D (n, n_actions), got shape {probs.shape}")
+    probs = check_target_probs(probs, probs.shape[0], n_actions)
+    if action_names is None:
+        names = [f"action {a}" for a in range(n_actions)]
+    elif len(action_names) != n_actions:
+        raise ValueError(f"action_names must have {n_actions} names, got {len(action_names)}")
+    else:
+        names = [f"action {name!r}" for name in action_names]
+    return probs, logged_array, names
+
+
 def support_warning(
     target_probs: np.ndarray,
     logged: np.ndarray,
@@ -110,24 +135,8 @@ def support_warning(
     Returns:
         One readable sentence per problem; empty when the logs cover the target policy.
     """
-    logged_array = np.asarray(logged, dtype=np.float64)
-    n_actions = logged_array.shape[-1] if logged_array.ndim in (1, 2) else -1
-    if n_actions < 1:
-        raise ValueError(
-            f"logged must be counts (n_actions,) or probabilities (n, n_actions), "
-            f"got shape {logged_array.shape}"
-        )
-    probs = np.asarray(target_probs, dtype=np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"target_probs must be 2-D (n, n_actions), got shape {probs.shape}")
-    probs = check_target_probs(probs, probs.shape[0], n_actions)
-    if action_names is None:
-        names = [f"action {a}" for a in range(n_actions)]
-    elif len(action_names) != n_actions:
-        raise ValueError(f"action_names must have {n_actions} names, got {len(action_names)}")
-    else:
-        names = [f"action {name!r}" for name in action_names]
-
+    probs, logged_array, names = _support_inputs(target_probs, logged, action_names)
+    n_actions = len(names)
     target_share = probs.mean(axis=0)
     counts: np.ndarray | None = None
     warnings: list[str] = []

@@ -27,7 +27,6 @@ import pandas as pd
 from supportrl.agents.base import Policy
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, RewardSpec
-from supportrl.ope import make_estimator
 from supportrl.ope.data import BanditFeedback
 from supportrl.ope.diagnostics import (
     WeightStatistics,
@@ -42,6 +41,7 @@ from supportrl.ope.models import (
     cross_fit_propensity,
     cross_fit_reward,
 )
+from supportrl.ope.registry import make_estimator
 from supportrl.ope.support import ReturnRange, behaviour_probs
 from supportrl.simulators.logs import LoggedConversations, LoggedDecisions
 
@@ -51,7 +51,7 @@ CONVERSATION_ESTIMATORS: tuple[str, ...] = ("pdis", "wpdis", "seq_dr", "wdr", "f
 
 class RefittableCsat(Protocol):
     """Imputed CSAT that can be refitted on a bootstrap resample of the conversations
-    (``simulators.fitted_csat.CsatImputation``)."""
+    (``simulators.fitted.csat.CsatImputation``)."""
 
     @property
     def n_imputed(self) -> int:
@@ -197,6 +197,35 @@ def _impute_handle_time(logs: LoggedConversations, reward: RewardSpec) -> tuple[
     return handle, int(missing.sum())
 
 
+def _imputed_csat(
+    logs: LoggedConversations,
+    reward: RewardSpec,
+    csat_imputer: CsatImputer | None,
+    notes: list[str],
+) -> tuple[np.ndarray, Any]:
+    """The logs' CSAT (n_turns,) with the missing terminal ones imputed by ``csat_imputer``
+    (when the reward counts CSAT), and the imputer's model (None unless it returned one)."""
+    terminal = logs.outcome != CONTINUE
+    csat = logs.csat
+    csat_model = None
+    missing_csat = int((terminal & np.isnan(csat)).sum())
+    if missing_csat and reward.csat_weight != 0:
+        if csat_imputer is None:
+            raise ValueError(
+                f"csat: {missing_csat} terminal turn(s) lack CSAT and no CSAT model was given to impute them"
+            )
+        imputed = csat_imputer(logs)
+        if isinstance(imputed, tuple):
+            csat, n_imputed = imputed
+        else:
+            csat_model = imputed
+            csat, n_imputed = imputed.csat(), imputed.n_imputed
+        notes.append(
+            f"imputed CSAT on {n_imputed} of {int(terminal.sum())} terminal turns with the fitted CSAT model"
+        )
+    return csat, csat_model
+
+
 def prepare_conversations(
     logs: LoggedConversations,
     reward: RewardSpec,
@@ -225,24 +254,7 @@ def prepare_conversations(
             f"values count their first {reward.max_turns} turns ({n_source_turns - logs.n_turns} "
             "later turns left out, as the value of a policy is defined)"
         )
-    terminal = logs.outcome != CONTINUE
-    csat = logs.csat
-    csat_model = None
-    missing_csat = int((terminal & np.isnan(csat)).sum())
-    if missing_csat and reward.csat_weight != 0:
-        if csat_imputer is None:
-            raise ValueError(
-                f"csat: {missing_csat} terminal turn(s) lack CSAT and no CSAT model was given to impute them"
-            )
-        imputed = csat_imputer(logs)
-        if isinstance(imputed, tuple):
-            csat, n_imputed = imputed
-        else:
-            csat_model = imputed
-            csat, n_imputed = imputed.csat(), imputed.n_imputed
-        notes.append(
-            f"imputed CSAT on {n_imputed} of {int(terminal.sum())} terminal turns with the fitted CSAT model"
-        )
+    csat, csat_model = _imputed_csat(logs, reward, csat_imputer, notes)
     handle, n_handle = _impute_handle_time(logs, reward)
     if n_handle:
         notes.append(f"imputed handle_time_s on {n_handle} turns with the per-action median")

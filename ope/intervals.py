@@ -200,6 +200,28 @@ def _resample_sums(
     return out
 
 
+def _all_resample_sums(
+    columns_t: np.ndarray, n_bootstrap: int, seed: int, n_threads: int | None
+) -> np.ndarray:
+    """:func:`_resample_sums` of ``n_bootstrap`` resamples, shape (n_bootstrap, n_columns),
+    in blocks of :data:`_RESAMPLES_PER_TASK` on ``n_threads`` threads, each block with its
+    own random stream spawned from ``seed`` (the result does not depend on the threads)."""
+    n_tasks = -(-n_bootstrap // _RESAMPLES_PER_TASK)
+    streams = np.random.SeedSequence(seed).spawn(n_tasks)
+
+    def task(t: int) -> np.ndarray:
+        size = min(_RESAMPLES_PER_TASK, n_bootstrap - t * _RESAMPLES_PER_TASK)
+        return _resample_sums(columns_t, np.random.default_rng(streams[t]), size)
+
+    n_threads = default_n_threads() if n_threads is None else max(1, int(n_threads))
+    if n_threads == 1 or n_tasks == 1:
+        parts = [task(t) for t in range(n_tasks)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(n_threads, n_tasks)) as pool:
+            parts = list(pool.map(task, range(n_tasks)))
+    return np.concatenate(parts)
+
+
 def bootstrap_replicates(
     statistic: RatioStatistic,
     *,
@@ -260,20 +282,7 @@ def bootstrap_replicates(
     columns_t[:-1] = (sums[:, varying] - shift[varying]).T
     columns_t[-1] = 1.0
 
-    n_tasks = -(-n_bootstrap // _RESAMPLES_PER_TASK)
-    streams = np.random.SeedSequence(seed).spawn(n_tasks)
-
-    def task(t: int) -> np.ndarray:
-        size = min(_RESAMPLES_PER_TASK, n_bootstrap - t * _RESAMPLES_PER_TASK)
-        return _resample_sums(columns_t, np.random.default_rng(streams[t]), size)
-
-    n_threads = default_n_threads() if n_threads is None else max(1, int(n_threads))
-    if n_threads == 1 or n_tasks == 1:
-        parts = [task(t) for t in range(n_tasks)]
-    else:
-        with ThreadPoolExecutor(max_workers=min(n_threads, n_tasks)) as pool:
-            parts = list(pool.map(task, range(n_tasks)))
-    raw = np.concatenate(parts)  # (n_bootstrap, n_varying + 1)
+    raw = _all_resample_sums(columns_t, n_bootstrap, seed, n_threads)
 
     resampled = raw[:, -1:] * shift  # sum_g c[b, g] S[g, :], shape (n_bootstrap, m)
     resampled[:, varying] += raw[:, :-1]

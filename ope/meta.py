@@ -31,17 +31,15 @@ world (``benchmarks/bench_ope_calibration.py``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 from scipy.stats import norm
-from supportrl.ope import make_estimator
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
 from supportrl.ope.diagnostics import (
-    WeightStatistics,
     effective_sample_size,
     support_warning,
     weight_statistics,
@@ -52,9 +50,22 @@ from supportrl.ope.evaluate import (
     DECISION_ESTIMATORS,
     PreparedConversations,
 )
+from supportrl.ope.finish import finish
 from supportrl.ope.models import RidgeSystem, balancing_weights, cross_fit_reward, fitted_q_many
+from supportrl.ope.nuisance import fit_nuisance
+from supportrl.ope.registry import make_estimator
 from supportrl.ope.resample import poisson_weights
+from supportrl.ope.results import (
+    Bounds,
+    Estimate,
+    PolicyDiagnostics,
+    PolicyEvaluation,
+    PolicyStatistics,
+    SupportReport,
+    _with_warning,
+)
 from supportrl.ope.sequential import SequentialEstimator, cumulative_weights
+from supportrl.ope.streaming import memory_sums, refit_subset, select_prepared
 from supportrl.ope.support import (
     deficit_bounds,
     support_bounds,
@@ -63,17 +74,7 @@ from supportrl.ope.support import (
     unsupported_statistic,
 )
 
-__all__ = [
-    "IMPORTANCE_WEIGHTED",
-    "Bounds",
-    "Estimate",
-    "OffPolicyEvaluation",
-    "PolicyDiagnostics",
-    "PolicyEvaluation",
-    "PolicyStatistics",
-    "SupportReport",
-    "format_results",
-]
+__all__ = ["IMPORTANCE_WEIGHTED", "OffPolicyEvaluation"]
 
 IMPORTANCE_WEIGHTED: frozenset[str] = frozenset(
     {"pdis", "wpdis", "seq_dr", "wdr", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os"}
@@ -84,193 +85,6 @@ _SEQUENTIAL_CLIPPED = ("pdis", "wpdis", "seq_dr", "wdr")
 
 MIN_REFIT_CONVERSATIONS = 50
 """Fewest conversations a refit subset may expect to hold (its noise would dominate)."""
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A value with its interval and the warnings that belong next to it."""
-
-    estimate: float
-    ci_low: float
-    ci_high: float
-    std_err: float
-    """Standard deviation of the refitted bootstrap replicates."""
-    flags: tuple[str, ...] = ()
-    """Short warnings for the table: ``low ESS``, ``outside reward range``, ``unsupported``."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """``{"estimate", "ci_low", "ci_high", "std_err", "flags"}`` for ``result.json``."""
-        return {
-            "estimate": self.estimate,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "std_err": self.std_err,
-            "flags": list(self.flags),
-        }
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """Partial-identification bounds: the value if the unsupported part earns the worst /
-    the best return the reward allows, each with its sampling interval."""
-
-    lower: float
-    upper: float
-    ci_low: float
-    """Lower end of the interval of ``lower``."""
-    ci_high: float
-    """Upper end of the interval of ``upper``."""
-
-
-@dataclass(frozen=True)
-class SupportReport:
-    """How much of the target policy's behaviour the logs cover."""
-
-    unsupported_decision: float
-    """Mean target probability on actions the logger (almost) never takes in that state,
-    over logged turns."""
-    unsupported_conversation: float
-    """Estimated probability that a conversation under the target policy takes such an
-    action at some turn."""
-    deficit: float
-    """Target probability mass the sample does not represent: ``1 - mean_c rho_c`` of the
-    clipped cumulative weights at the last turn (missing support, heavy tails, clipping)."""
-    material: bool
-    """``unsupported_conversation`` above ``material_support``: the value is then only
-    partially identified and the selection interval includes ``bounds``."""
-    bounds: Bounds
-    """Partial-identification bounds for the unsupported part
-    (:func:`ope.support.support_bounds`)."""
-    deficit_bounds: Bounds
-    """Model-free bounds for all the mass the sample misses (:func:`ope.support.deficit_bounds`)."""
-
-
-@dataclass(frozen=True)
-class PolicyDiagnostics:
-    """Weights, effective sample sizes and warnings of one policy on the logs."""
-
-    n_turns: int
-    n_conversations: int
-    ess_decision: float
-    """Kish ESS of the per-turn weights ``pi(a_t|s_t) / p_t``."""
-    ess_conversation: float
-    """Kish ESS of the unclipped whole-conversation weights."""
-    weights: WeightStatistics
-    """Per-turn importance weights."""
-    clipped_share: float
-    """Share of conversations whose cumulative weight reached ``max_weight``."""
-    disagreement: float
-    """``fqe`` minus the importance-weighted selection estimate (``seq_dr`` when ``fqe``
-    is the selection estimator): model bias the bootstrap does not see."""
-    warnings: tuple[str, ...]
-    max_weight: float | None = None
-    """The clip of the cumulative weights in use (:attr:`OffPolicyEvaluation.clip`)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "max_weight": self.max_weight,
-            "n_turns": self.n_turns,
-            "n_conversations": self.n_conversations,
-            "ess_decision": self.ess_decision,
-            "ess_conversation": self.ess_conversation,
-            "weights": {
-                "mean": self.weights.mean,
-                "max": self.weights.max,
-                "share_zero": self.weights.share_zero,
-                "quantiles": {str(q): v for q, v in self.weights.quantiles.items()},
-            },
-            "clipped_share": self.clipped_share,
-            "fqe_minus_is": self.disagreement,
-            "warnings": list(self.warnings),
-        }
-
-
-@dataclass(frozen=True)
-class PolicyEvaluation:
-    """Everything OPE says about one policy."""
-
-    conversation: Mapping[str, Estimate]
-    """Conversation-level estimators (expected conversation return) by name."""
-    decision: Mapping[str, Estimate]
-    """Per-decision estimators (expected reward of one decision) by name."""
-    selection: Estimate
-    """The selection estimator's interval widened by the FQE-vs-IS disagreement and, where
-    support is missing, by the partial-identification bounds: choose policies on its
-    ``ci_low``."""
-    select: str
-    support: SupportReport
-    diagnostics: PolicyDiagnostics
-
-    def rows(self) -> dict[str, dict[str, Any]]:
-        """``{ESTIMATOR: {"estimate", "ci_low", "ci_high", ...}}`` (``result.json``'s layout)."""
-        return {name: e.as_dict() for name, e in {**self.conversation, **self.decision}.items()}
-
-    def as_dict(self) -> dict[str, Any]:
-        """Diagnostics, support and the selection interval as plain data."""
-        s = self.support
-        return {
-            **self.diagnostics.as_dict(),
-            "selection": {"estimator": self.select, **self.selection.as_dict()},
-            "support": {
-                "unsupported_decision": s.unsupported_decision,
-                "unsupported_conversation": s.unsupported_conversation,
-                "deficit": s.deficit,
-                "material": s.material,
-                "bounds": dataclasses.asdict(s.bounds),
-                "deficit_bounds": dataclasses.asdict(s.deficit_bounds),
-            },
-        }
-
-
-@dataclass(frozen=True)
-class PolicyStatistics:
-    """Every statistic of one policy under one fit of the nuisance models (the point fit
-    or a resample's): what :meth:`OffPolicyEvaluation.evaluate_reference` computes per
-    resample and :func:`ope.streaming.finish` reads off the summed partitions, the one
-    record between fitting and finishing (:meth:`OffPolicyEvaluation.finish_policy`)."""
-
-    estimates: Mapping[str, float]
-    """Estimator name -> value (conversation-level and per-decision)."""
-    deficit_lower: float
-    """Model-free lower bound of the value (:func:`ope.support.deficit_bounds`)."""
-    deficit_upper: float
-    deficit: float
-    """Target probability mass the sample does not represent."""
-    support_lower: float
-    """Partial-identification lower bound for the unsupported part
-    (:func:`ope.support.support_bounds`)."""
-    support_upper: float
-    unsupported: float
-    """Probability that a conversation under the policy reaches an unsupported action."""
-
-    def shifted(
-        self, refit: PolicyStatistics, held: PolicyStatistics, scale: float
-    ) -> PolicyStatistics:
-        """``self + scale * (refit - held)``, statistic by statistic (a resample whose
-        models' variation is measured on a refit subset)."""
-
-        def f(a: float, b: float, c: float) -> float:
-            return a + scale * (b - c)
-
-        return PolicyStatistics(
-            estimates={
-                k: f(v, refit.estimates[k], held.estimates[k]) for k, v in self.estimates.items()
-            },
-            **{
-                name: f(getattr(self, name), getattr(refit, name), getattr(held, name))
-                for name in _BOUND_FIELDS
-            },
-        )
-
-
-_BOUND_FIELDS = (
-    "deficit_lower",
-    "deficit_upper",
-    "deficit",
-    "support_lower",
-    "support_upper",
-    "unsupported",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -519,15 +333,13 @@ class OffPolicyEvaluation:
         """
         if not policies:
             raise ValueError("policies: nothing to evaluate")
-        from supportrl.ope import streaming
-
         csat_model = self.prepared.csat_model
         if csat_model is not None and not hasattr(csat_model, "psi"):
             return self.evaluate_reference(policies)  # a CSAT imputer of another kind
         names = list(policies)
         probs = self._target_probs(policies)
         share = self.refit_share()
-        fits = streaming.fit_nuisance(self, probs, names, resamples=share >= 1.0)
+        fits = fit_nuisance(self, probs, names, resamples=share >= 1.0)
         supported = support_mask(
             fits.behaviour.predict(self.prepared.x),
             self.prepared.logs.action,
@@ -536,20 +348,20 @@ class OffPolicyEvaluation:
         subset = None
         if share < 1.0:
             logs = self.prepared.logs
-            keep = streaming.refit_subset(logs.conversation_id, self.seed, share)
-            sub_prep = streaming.select_prepared(self.prepared, keep)
+            keep = refit_subset(logs.conversation_id, self.seed, share)
+            sub_prep = select_prepared(self.prepared, keep)
             # the subset's statistics use the whole logs' clip: the value it measures
             # differences of is the whole logs' estimate
             sub_ope = dataclasses.replace(self, prepared=sub_prep, max_weight=self.clip)
             turns = keep[logs.conversation_index]
-            sub_fits = streaming.fit_nuisance(
+            sub_fits = fit_nuisance(
                 sub_ope, probs[:, turns], names, refit_point=True, behaviour=fits.behaviour
             )
             sub_fits = dataclasses.replace(sub_fits, return_range=fits.return_range)
             subset = (sub_fits, sub_prep, turns)
             fits = dataclasses.replace(fits, refit_share=share, refit_scale=float(np.sqrt(share)))
-        sums = streaming.memory_sums(fits, self.prepared, probs, supported, subset)
-        return streaming.finish(self, fits, probs, sums, whole_logs=True)
+        sums = memory_sums(fits, self.prepared, probs, supported, subset)
+        return finish(self, fits, probs, sums, whole_logs=True)
 
     def _target_probs(self, policies: Mapping[str, np.ndarray]) -> np.ndarray:
         """Every policy's validated target probabilities, (m, n_turns, n_actions)."""
@@ -602,12 +414,18 @@ class OffPolicyEvaluation:
         supported: np.ndarray,
         point: PolicyStatistics,
         resamples: Sequence[PolicyStatistics],
+        *,
+        diagnostics: PolicyDiagnostics | None = None,
     ) -> PolicyEvaluation:
         """One policy's estimates, intervals, support report and diagnostics from its
         statistics under the point fit and under every resample; ``probs`` (n_turns, K)
-        its target probabilities on the logs (or the sample), ``supported`` (n_turns, K)."""
+        its target probabilities on the logs (or the sample), ``supported`` (n_turns, K).
+        ``diagnostics``: the policy's diagnostics when they come from elsewhere (the whole
+        logs' sums, when these logs are a sample); default :meth:`policy_diagnostics`."""
         prep = self.prepared
-        diag = self._diagnostics(probs, supported, point)
+        diag = (
+            self.policy_diagnostics(probs, supported, point) if diagnostics is None else diagnostics
+        )
         rr = prep.return_range
         ranges = {
             "conversation": (rr.value_low, rr.value_high),
@@ -642,25 +460,17 @@ class OffPolicyEvaluation:
         decision = {n: estimate(n, "decision") for n in self.decision_estimators}
         sel = self.select
         base = conversation.get(sel) or estimate(sel, "conversation")
-        lo_range, hi_range = ranges["conversation"]
-        low_d, _, _ = self._interval(point.deficit_lower, reps("deficit_lower"))
-        _, high_d, _ = self._interval(point.deficit_upper, reps("deficit_upper"))
-        # a value cannot leave the range reward v1 allows, whatever the resampling says
-        low_d, high_d = max(low_d, lo_range), min(high_d, hi_range)
-        deficit_bounds = Bounds(point.deficit_lower, point.deficit_upper, low_d, high_d)
-        low_s, _, _ = self._interval(point.support_lower, reps("support_lower"))
-        _, high_s, _ = self._interval(point.support_upper, reps("support_upper"))
-        low_s, high_s = max(low_s, lo_range), min(high_s, hi_range)
-        bounds = Bounds(point.support_lower, point.support_upper, low_s, high_s)
+        bounds = self._bounds(point, reps, "support", ranges["conversation"])
+        deficit_bounds = self._bounds(point, reps, "deficit", ranges["conversation"])
         gap = abs(diag.disagreement)
         low = min(base.ci_low, base.estimate - gap)
         high = max(base.ci_high, base.estimate + gap)
         if unsupported:
-            low, high = min(low, low_s), max(high, high_s)
+            low, high = min(low, bounds.ci_low), max(high, bounds.ci_high)
         if self.selection_interval == "auto" and deficit > self.max_deficit:
-            low, high = min(low, low_d), max(high, high_d)
+            low, high = min(low, deficit_bounds.ci_low), max(high, deficit_bounds.ci_high)
         if self.selection_interval == "bounds":
-            low, high = low_d, high_d
+            low, high = deficit_bounds.ci_low, deficit_bounds.ci_high
         selection = Estimate(base.estimate, low, high, base.std_err, base.flags)
         support = SupportReport(
             unsupported_decision=float(unsupported_mass(probs, supported).mean()),
@@ -670,7 +480,37 @@ class OffPolicyEvaluation:
             bounds=bounds,
             deficit_bounds=deficit_bounds,
         )
-        if unsupported:
+        return PolicyEvaluation(
+            conversation=MappingProxyType(conversation),
+            decision=MappingProxyType(decision),
+            selection=selection,
+            select=sel,
+            support=support,
+            diagnostics=self._support_warnings(diag, support),
+        )
+
+    def _bounds(
+        self,
+        point: PolicyStatistics,
+        reps: Callable[[str], np.ndarray],
+        kind: Literal["support", "deficit"],
+        value_range: tuple[float, float],
+    ) -> Bounds:
+        """The ``support`` (partial identification) or ``deficit`` (model-free) bounds of
+        ``point`` with their interval over the resamples' ``reps(name)``, the interval cut
+        to ``value_range``: a value cannot leave the range reward v1 allows, whatever the
+        resampling says."""
+        lower, upper = getattr(point, f"{kind}_lower"), getattr(point, f"{kind}_upper")
+        low, _, _ = self._interval(lower, reps(f"{kind}_lower"))
+        _, high, _ = self._interval(upper, reps(f"{kind}_upper"))
+        return Bounds(lower, upper, max(low, value_range[0]), min(high, value_range[1]))
+
+    def _support_warnings(
+        self, diag: PolicyDiagnostics, support: SupportReport
+    ) -> PolicyDiagnostics:
+        """``diag`` with the warnings of a material unsupported mass and of a large deficit."""
+        bounds, mass, deficit = support.bounds, support.unsupported_conversation, support.deficit
+        if support.material:
             diag = _with_warning(
                 diag,
                 f"{mass:.1%} of conversations under this policy reach an action the logs "
@@ -679,22 +519,16 @@ class OffPolicyEvaluation:
                 f"interval [{bounds.ci_low:+.3f}, {bounds.ci_high:+.3f}]",
             )
         if deficit > self.max_deficit:
+            low_d, high_d = support.deficit_bounds.ci_low, support.deficit_bounds.ci_high
             diag = _with_warning(
                 diag,
                 f"the logs represent only {1 - deficit:.0%} of this policy's probability mass "
                 f"(the rest lies in trajectories too rare to be sampled, or clipped): the data "
                 f"cannot pin its value down; model-free bounds [{low_d:+.3f}, {high_d:+.3f}]",
             )
-        return PolicyEvaluation(
-            conversation=MappingProxyType(conversation),
-            decision=MappingProxyType(decision),
-            selection=selection,
-            select=sel,
-            support=support,
-            diagnostics=diag,
-        )
+        return diag
 
-    def _diagnostics(
+    def policy_diagnostics(
         self, probs: np.ndarray, supported: np.ndarray, point: PolicyStatistics
     ) -> PolicyDiagnostics:
         prep = self.prepared
@@ -723,7 +557,7 @@ class OffPolicyEvaluation:
         warnings = support_warning(
             probs, np.bincount(logs.action, minlength=n_actions), action_names=logs.actions
         )
-        warnings += self._weight_warnings(
+        warnings += self.weight_warnings(
             ess_conversation, logs.n_conversations, clipped, float(disagreement)
         )
         return PolicyDiagnostics(
@@ -738,7 +572,7 @@ class OffPolicyEvaluation:
             max_weight=self.clip,
         )
 
-    def _weight_warnings(
+    def weight_warnings(
         self, ess_conversation: float, n_conversations: int, clipped: float, disagreement: float
     ) -> list[str]:
         """Warnings on the conversation weights' ESS, the clipped share and the fqe gap."""
@@ -762,53 +596,3 @@ class OffPolicyEvaluation:
                 "widened by it"
             )
         return warnings
-
-
-def _with_warning(diag: PolicyDiagnostics, text: str) -> PolicyDiagnostics:
-    from dataclasses import replace
-
-    return replace(diag, warnings=(*diag.warnings, text))
-
-
-def format_results(
-    results: Mapping[str, PolicyEvaluation],
-    *,
-    estimators: Sequence[str] | None = None,
-    truth: Mapping[str, float] | None = None,
-    level: int = 95,
-) -> list[str]:
-    """Printable lines: one row per (policy, estimator) with its flags, then every policy's
-    ESS, support and weight warnings. Call it wherever OPE numbers are printed.
-
-    ``estimators``: the conversation/decision estimators to show (default: all evaluated,
-    then the selection interval); ``truth``: known true values to print beside them.
-    """
-    lines = [
-        f"{'policy':<26}{'estimator':<15}{'estimate':>10}   {level}% interval"
-        + ("          true" if truth else "")
-        + "   flags"
-    ]
-    for name, res in results.items():
-        rows = {**res.conversation, **res.decision}
-        shown = list(estimators) if estimators is not None else list(rows)
-        rows = {k: rows[k] for k in shown if k in rows}
-        rows[f"select:{res.select}"] = res.selection
-        for est, e in rows.items():
-            true = f"{truth[name]:>+14.3f}" if truth and name in truth else ""
-            lines.append(
-                f"{name:<26}{est:<15}{e.estimate:>+10.4f}   [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
-                f"{true}   {', '.join(e.flags)}"
-            )
-    for name, res in results.items():
-        d, s = res.diagnostics, res.support
-        lines.append(
-            f"{name}: ESS per decision {d.ess_decision:.0f}, per conversation "
-            f"{d.ess_conversation:.0f} of {d.n_conversations}; unsupported mass "
-            f"{s.unsupported_decision:.1%} per decision, {s.unsupported_conversation:.1%} per "
-            f"conversation; {s.deficit:.1%} of its mass unrepresented; fqe - is "
-            f"{d.disagreement:+.3f}; weights clipped at "
-            f"{'none' if d.max_weight is None else f'{d.max_weight:g}'}; model-free bounds "
-            f"[{s.deficit_bounds.ci_low:+.3f}, {s.deficit_bounds.ci_high:+.3f}]"
-        )
-        lines.extend(f"  warning: {w}" for w in d.warnings)
-    return lines

@@ -7,7 +7,7 @@ up each partition's statistics (:func:`ope.streaming.partition_sums`). ``engine=
 runs the partitions one after another in this process; with ``engine="ray"`` Ray Data
 reads the logs and groups the rows by partition, each partition's statistics are computed
 in a Ray task (a local Ray, or the cluster at ``ray_address``) and added here
-(:func:`~supportrl.simulators.logs_bounded.map_partitions_ray_data`). Both give the same
+(:func:`~supportrl.simulators.logs.partitioned.map_partitions_ray_data`). Both give the same
 numbers, and the in-memory ``OffPolicyEvaluation``'s when the sample is all the logs
 (``docs/scale.md``).
 """
@@ -28,17 +28,13 @@ import numpy as np
 import pandas as pd
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
-from supportrl.ope.meta import MIN_REFIT_CONVERSATIONS, OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.finish import finish
+from supportrl.ope.meta import MIN_REFIT_CONVERSATIONS, OffPolicyEvaluation
+from supportrl.ope.nuisance import NuisanceFits, fit_nuisance
 from supportrl.ope.progress import progress
-from supportrl.ope.streaming import (
-    RANGE_KEY,
-    NuisanceFits,
-    PartitionSums,
-    add_sums,
-    finish,
-    fit_nuisance,
-    partition_sums,
-)
+from supportrl.ope.results import PolicyEvaluation
+from supportrl.ope.streaming import partition_sums
+from supportrl.ope.sums import RANGE_KEY, PartitionSums, add_sums
 from supportrl.simulators.logs import (
     LoggedConversations,
     LogLimits,
@@ -46,17 +42,19 @@ from supportrl.simulators.logs import (
     data_warnings,
     load_conversations,
 )
-from supportrl.simulators.logs_bounded import (
-    RAY_DATA_OBJECT_STORE_MB,
-    map_partitions_ray_data,
-    map_passes,
+from supportrl.simulators.logs.bounded import (
     parquet_parts,
     pass_of,
-    ray_session,
     read_spilled,
     sample_conversations,
     select_table,
     spill_passes,
+)
+from supportrl.simulators.logs.partitioned import (
+    RAY_DATA_OBJECT_STORE_MB,
+    map_partitions_ray_data,
+    map_passes,
+    ray_session,
 )
 
 __all__ = ["EVALUATE_BYTES_PER_ROW", "LogSource", "PartitionedEvaluation", "evaluate_partitioned"]
@@ -240,7 +238,7 @@ def _category_levels(
 
 def _is_from_logs(imputer: Any) -> bool:
     """Whether ``imputer`` is ``CsatImputation.from_logs`` (which takes ``levels``)."""
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
 
     return getattr(imputer, "__func__", None) is CsatImputation.from_logs.__func__
 
@@ -301,6 +299,100 @@ def _local_partitions(
         return out
 
 
+def _sample_evaluation(
+    source: LogSource,
+    parts: Sequence[tuple[Path, int]],
+    share: float,
+    reward: RewardSpec,
+    make_ope: Callable[[PreparedConversations], OffPolicyEvaluation],
+    csat_imputer: Any,
+    seed: int,
+) -> tuple[LoggedConversations, PreparedConversations, OffPolicyEvaluation]:
+    """The nuisance sample (each conversation kept with probability ``share``), its prepared
+    logs and the evaluation on them, its clip set for the whole logs."""
+    sample = sample_conversations(source.turns, share, seed, source.load, source.limits)
+    levels = _category_levels(source, parts, sample) if share < 1.0 else None
+    if levels is not None and _is_from_logs(csat_imputer):
+        csat_imputer = functools.partial(csat_imputer, levels=levels)
+    prepared = prepare_conversations(
+        sample, reward, csat_imputer=csat_imputer, levels=levels, seed=seed
+    )
+    _check_csat_levels(prepared, levels)
+    if prepared.csat_model is not None and getattr(prepared.csat_model, "spec", None) is None:
+        raise ValueError(
+            "csat: evaluation in partitions imputes CSAT with CsatImputation.from_logs (its "
+            f"state encoding); got {type(prepared.csat_model).__name__} without one "
+            "(from_basis / from_model designs are supported in memory only)"
+        )
+    ope = make_ope(prepared)
+    if share < 1.0 and ope.max_weight == "auto":
+        # the clip grows with the whole logs, not the sample: their number of
+        # conversations, estimated from the sample's share (fixed before any partition runs)
+        total = sample.n_conversations / share
+        ope = dataclasses.replace(ope, max_weight=max(ope.weight_share * total, 1.0))
+    return sample, prepared, ope
+
+
+def _sampling_notes(
+    sample: LoggedConversations, share: float, n_turns: int, refit_share: float, refit_turns: int
+) -> list[str]:
+    """What the nuisance sample and the refit subset are, when they are not all the logs."""
+    notes = []
+    if share < 1.0:
+        notes.append(
+            f"nuisance models fitted on a random sample of {sample.n_conversations} "
+            f"conversations ({sample.n_turns} turns, each conversation kept with probability "
+            f"{share:.3g}); estimates and intervals sum over all {n_turns} turns"
+        )
+    if refit_share < 1.0:
+        notes.append(
+            f"bootstrap: nuisance models refitted per resample and evaluated on a random "
+            f"{refit_share:.3g} of the conversations (ope.refit_turns={refit_turns}); the "
+            "others' resamples keep the point fit's models"
+        )
+    return notes
+
+
+def _on_ray(
+    source: LogSource,
+    parts: Sequence[tuple[Path, int]],
+    n_partitions: int,
+    ope: OffPolicyEvaluation,
+    probs: np.ndarray,
+    policies: Mapping[str, Any],
+    refit_share: float,
+    *,
+    ray_address: str | None,
+    num_cpus: int,
+) -> tuple[NuisanceFits, float, list[Any]]:
+    """The nuisance fits as Ray tasks (the 1 + n_resamples fits are independent: chunks of
+    them), the time they were done, and every partition's statistics with Ray Data reading
+    the files and grouping the rows by partition."""
+
+    def on_ray(fn: Callable[..., Any], args: list[Any], shared: tuple[Any, ...]) -> Any:
+        return map_passes(
+            fn, args, engine="ray", ray_address=ray_address, num_cpus=num_cpus, shared=shared
+        )
+
+    names = list(policies)
+    fits = fit_nuisance(
+        ope, probs, names, refit_share=refit_share, map_fits=on_ray, n_chunks=4 * num_cpus
+    )
+    fitted = time.perf_counter()
+    pieces = map_partitions_ray_data(
+        _partition_of_table, parts, source.turns, n_partitions, source.limits,
+        ray_address=ray_address, num_cpus=num_cpus, shared=(source, fits, dict(policies)),
+    )  # fmt: skip
+    return fits, fitted, pieces
+
+
+def _n_partitions(n_turns: int, memory_budget_mb: float, engine: str, num_cpus: int) -> int:
+    """Partitions of about ``memory_budget_mb`` of rows each; at least ``num_cpus`` on Ray."""
+    rows_per_partition = max(1_000, int(memory_budget_mb * 2**20 / EVALUATE_BYTES_PER_ROW))
+    n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
+    return max(n_partitions, num_cpus) if engine == "ray" else n_partitions
+
+
 def evaluate_partitioned(
     source: LogSource,
     policies: Mapping[str, Any],
@@ -327,14 +419,12 @@ def evaluate_partitioned(
     read once into one temporary Parquet file per partition under ``spill_dir`` (default:
     the system's temporary directory; deleted at the end), so that each partition reads
     only its own rows. ``engine="ray"``: Ray Data reads and groups them
-    (:func:`~supportrl.simulators.logs_bounded.map_partitions_ray_data`; ``spill_dir``
+    (:func:`~supportrl.simulators.logs.partitioned.map_partitions_ray_data`; ``spill_dir``
     unused).
 
-    The bootstrap refits the nuisance models in every resample, as in memory; their
-    predictions under every refit are evaluated on a subset of about ``refit_turns`` turns
-    (conversations drawn by id hash; all when the logs have no more), while the resamples
-    of the other conversations keep the point fit's models, so that a partition evaluates
-    every estimator once, not once per resample (:func:`ope.streaming.partition_sums`).
+    The bootstrap refits the nuisance models in every resample, as in memory, evaluated on
+    a subset of about ``refit_turns`` turns (by id hash); the other conversations'
+    resamples keep the point fit's models (:func:`ope.streaming.partition_sums`).
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -342,51 +432,19 @@ def evaluate_partitioned(
     parts = parquet_parts(source.turns)
     n_turns = sum(n for _, n in parts)
     share = min(1.0, sample_turns / max(n_turns, 1))
-    sample = sample_conversations(source.turns, share, seed, source.load, source.limits)
-    levels = _category_levels(source, parts, sample) if share < 1.0 else None
-    if levels is not None and _is_from_logs(csat_imputer):
-        csat_imputer = functools.partial(csat_imputer, levels=levels)
-    prepared = prepare_conversations(
-        sample, reward, csat_imputer=csat_imputer, levels=levels, seed=seed
+    sample, prepared, ope = _sample_evaluation(
+        source, parts, share, reward, make_ope, csat_imputer, seed
     )
-    _check_csat_levels(prepared, levels)
-    if prepared.csat_model is not None and getattr(prepared.csat_model, "spec", None) is None:
-        raise ValueError(
-            "csat: evaluation in partitions imputes CSAT with CsatImputation.from_logs (its "
-            f"state encoding); got {type(prepared.csat_model).__name__} without one "
-            "(from_basis / from_model designs are supported in memory only)"
-        )
-    ope = make_ope(prepared)
-    if share < 1.0 and ope.max_weight == "auto":
-        # the clip grows with the whole logs, not the sample: their number of
-        # conversations, estimated from the sample's share (fixed before any partition runs)
-        total = sample.n_conversations / share
-        ope = dataclasses.replace(ope, max_weight=max(ope.weight_share * total, 1.0))
     names = list(policies)
     states = prepared.logs.states()
     probs = np.stack([target_probs_of(policies[k], states, prepared.logs.actions) for k in names])
     refit_share = _refit_share(refit_turns, n_turns, sample.n_conversations / share)
-    rows_per_partition = max(1_000, int(memory_budget_mb * 2**20 / EVALUATE_BYTES_PER_ROW))
-    n_partitions = max(1, math.ceil(n_turns / rows_per_partition))
-    if engine == "ray":
-        n_partitions = max(n_partitions, num_cpus)
+    n_partitions = _n_partitions(n_turns, memory_budget_mb, engine, num_cpus)
     with ray_session(engine, ray_address, num_cpus, RAY_DATA_OBJECT_STORE_MB):
         if engine == "ray":
-            # the 1 + n_resamples fits are independent: chunks of them as Ray tasks
-            def on_ray(fn: Callable[..., Any], args: list[Any], shared: tuple[Any, ...]) -> Any:
-                return map_passes(
-                    fn, args, engine="ray", ray_address=ray_address, num_cpus=num_cpus,
-                    shared=shared,
-                )  # fmt: skip
-
-            fits = fit_nuisance(
-                ope, probs, names, refit_share=refit_share, map_fits=on_ray, n_chunks=4 * num_cpus
-            )
-            fitted = time.perf_counter()
-            # Ray Data reads the files and groups the rows by partition
-            pieces = map_partitions_ray_data(
-                _partition_of_table, parts, source.turns, n_partitions, source.limits,
-                ray_address=ray_address, num_cpus=num_cpus, shared=(source, fits, dict(policies)),
+            fits, fitted, pieces = _on_ray(
+                source, parts, n_partitions, ope, probs, policies, refit_share,
+                ray_address=ray_address, num_cpus=num_cpus,
             )  # fmt: skip
         else:
             fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
@@ -396,20 +454,8 @@ def evaluate_partitioned(
     summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))
     low, high = min(r[3] for _, r, _ in pieces), max(r[4] for _, r, _ in pieces)
-    notes = list(prepared.notes)
-    notes.extend(_data_warnings([c for _, _, c in pieces]))
-    if share < 1.0:
-        notes.append(
-            f"nuisance models fitted on a random sample of {sample.n_conversations} "
-            f"conversations ({sample.n_turns} turns, each conversation kept with probability "
-            f"{share:.3g}); estimates and intervals sum over all {n_turns} turns"
-        )
-    if refit_share < 1.0:
-        notes.append(
-            f"bootstrap: nuisance models refitted per resample and evaluated on a random "
-            f"{refit_share:.3g} of the conversations (ope.refit_turns={refit_turns}); the "
-            "others' resamples keep the point fit's models"
-        )
+    notes = list(prepared.notes) + _data_warnings([c for _, _, c in pieces])
+    notes += _sampling_notes(sample, share, n_turns, refit_share, refit_turns)
     return PartitionedEvaluation(
         results=finish(ope, fits, probs, sums),
         n_partitions=n_partitions,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from supportrl.simulators.logs_bounded import id_hash, id_uniform
+from supportrl.simulators.logs.bounded import id_hash, id_uniform
 
 __all__ = ["id_hash", "id_uniform", "poisson_weights"]
 

@@ -37,7 +37,7 @@ from supportrl.envs.collect import simulate
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
 from supportrl.simulators.fitted import FittedCustomerModel, fit_behaviour_policy
-from supportrl.simulators.fitted_csat import CSAT_LEVELS
+from supportrl.simulators.fitted.csat import CSAT_LEVELS
 from supportrl.simulators.logs import LoggedConversations
 
 if TYPE_CHECKING:

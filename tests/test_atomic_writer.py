@@ -9,7 +9,7 @@ import pytest
 from supportrl.agents.bandits import make_bandit
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from supportrl.files import atomic_write
+from supportrl.outputs import atomic_write
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:

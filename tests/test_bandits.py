@@ -24,7 +24,7 @@ from supportrl.agents.bandits import (
 from supportrl.agents.base import Policy
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 
-from supportrl.files import write_complete
+from supportrl.outputs import write_complete
 
 ACTIONS = ("empathize", "direct_answer", "faq_link", "clarify", "offer_credit", "escalate_human")
 K = len(ACTIONS)

@@ -27,7 +27,7 @@ from supportrl.agents.dqn import (
 from supportrl.envs import SupportVectorEnv
 from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
-from supportrl.files import write_complete
+from supportrl.outputs import write_complete
 from tests.helpers import run_dir_of
 
 G = 0.5

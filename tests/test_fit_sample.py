@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from supportrl.simulators.fitted import fit_customer_model
 from supportrl.simulators.logs import LogValidationError, load_conversations
-from supportrl.simulators.logs_bounded import sample_conversations, stratified_sample
+from supportrl.simulators.logs.bounded import sample_conversations, stratified_sample
 from supportrl.simulators.synthetic import generate_logs
 
 from tests.helpers import result_of, supportrl

@@ -1,4 +1,4 @@
-"""Customer models fitted from logs (simulators/fitted.py) and the fidelity report."""
+"""Customer models fitted from logs (simulators/fitted/) and the fidelity report."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from supportrl.simulators.fitted import (
 from supportrl.simulators.logs import LoggedConversations
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
-from supportrl.files import MARKER, write_complete
+from supportrl.outputs import MARKER, write_complete
 from tests.helpers import run_dir_of
 
 AGENTS = Path(__file__).resolve().parent.parent / "configs" / "rules"

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from supportrl.simulators import fitted_glm
-from supportrl.simulators.fitted_glm import fit_softmax
+from supportrl.simulators.fitted import glm as fitted_glm
+from supportrl.simulators.fitted.glm import fit_softmax
 
 
 def autograd_loss(

@@ -29,7 +29,7 @@ from supportrl.envs.features import build_feature_spec
 from supportrl.simulators.fitted import fit_customer_model, load_customer_model
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
-from supportrl.files import MARKER, write_complete
+from supportrl.outputs import MARKER, write_complete
 
 ACTIONS = SyntheticWorld().actions
 USER_ERRORS = (ValueError, TypeError)

@@ -30,8 +30,8 @@ from supportrl.files import (
     read_json,
     read_npz,
     read_yaml,
-    write_complete,
 )
+from supportrl.outputs import write_complete
 
 ACTIONS = SyntheticWorld().actions
 

@@ -1,11 +1,14 @@
 """Layering of the library, read from the source files' imports (AST; nothing is imported).
 
-Bottom to top: ``envs`` (customer-model protocol, env, collector) and ``agents.base`` (the
-Policy protocol); then ``simulators``, ``agents`` and ``ope``; then ``experiments`` and
-``serving``. A package imports only its own layer or lower ones, the package graph has no
-cycle, ``simulators`` and ``agents`` stay independent of each other (except the shared
-``agents.base``), Hydra is for ``experiments`` only, and ``serving`` loads without torch,
-Ray, Hydra or pandas.
+Bottom to top: the root package's modules ``supportrl.files``, ``supportrl.outputs``,
+``supportrl.policy`` (the Policy protocol) and ``supportrl.privacy``; then ``envs``
+(customer-model protocol, env, collector) and ``agents.base`` (shared policy parts); then
+``simulators``, ``agents`` and ``ope``; then ``experiments`` and ``serving``. A package
+imports only its own layer or lower ones, the package graph has no cycle, no module
+imports one that imports it back (sub-packages included), ``envs`` does not import
+``agents``, ``simulators`` and ``agents`` stay independent of each other (except the
+shared ``agents.base``), Hydra is for ``experiments`` only, ``serving`` loads without
+torch, Ray, Hydra or pandas, and docs/architecture.md draws exactly these dependencies.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("envs", "agents", "simulators", "ope", "serving", "experiments")
+ROOT_MODULES = ("files", "outputs", "policy", "privacy")
+"""Modules of the root package ``supportrl`` below every sub-package (one node, ``supportrl``)."""
 LAYER = {
+    "supportrl": -1,
     "envs": 0,
     "agents.base": 0,
     "simulators": 1,
@@ -35,6 +41,8 @@ SERVING_FORBIDDEN = ("torch", "ray", "hydra", "omegaconf", "pandas")
 def node_of(module: str) -> str | None:
     """Layer node of a ``supportrl.*`` module name (``agents.base`` is its own node)."""
     parts = module.split(".")
+    if len(parts) >= 2 and parts[0] == "supportrl" and parts[1] in ROOT_MODULES:
+        return "supportrl"
     if len(parts) < 2 or parts[0] != "supportrl" or parts[1] not in PACKAGES:
         return None
     if parts[1] == "agents" and len(parts) > 2 and parts[2] == "base":
@@ -56,7 +64,7 @@ def imports_of(path: Path) -> list[str]:
 
 
 def source_files() -> list[tuple[str, Path]]:
-    files = []
+    files = [(f"supportrl.{name}", ROOT / "supportrl" / f"{name}.py") for name in ROOT_MODULES]
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).with_suffix("")
@@ -83,6 +91,7 @@ def test_the_layering_scan_sees_the_known_dependencies() -> None:
     assert ("simulators", "envs") in graph
     assert ("experiments", "simulators") in graph
     assert ("agents", "agents.base") in graph
+    assert ("envs", "supportrl") in graph
 
 
 def test_no_package_imports_a_higher_layer() -> None:
@@ -90,6 +99,15 @@ def test_no_package_imports_a_higher_layer() -> None:
         f"{src} -> {dst}": files for (src, dst), files in edges().items() if LAYER[dst] > LAYER[src]
     }
     assert not bad, f"imports of a higher layer: {bad}"
+
+
+def test_the_policy_protocol_is_below_envs() -> None:
+    """The collector steps any Policy without importing agents: the protocol lives in
+    ``supportrl.policy``, below envs."""
+    graph = edges()
+    assert ("envs", "agents.base") not in graph, graph.get(("envs", "agents.base"))
+    assert ("envs", "agents") not in graph, graph.get(("envs", "agents"))
+    assert ("agents.base", "supportrl") in graph
 
 
 def test_simulators_and_agents_are_independent() -> None:
@@ -115,6 +133,116 @@ def test_no_package_cycles() -> None:
 
     cycles = [node for node in graph if node in reach(node)]
     assert not cycles, f"package cycles through {cycles}: {graph}"
+
+
+MODULE_CYCLES_ALLOWED = {
+    frozenset({"supportrl.experiments.loop", "supportrl.experiments.pipeline"}),
+}
+"""Module cycles that still exist, in files another change owns (to shrink, never grow)."""
+
+
+def runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """The library modules ``path`` imports when it runs (function-level imports too; not
+    those under ``if TYPE_CHECKING:``, which never run). ``from a.b import c`` counts as an
+    import of ``a.b.c`` when that is a module (importing it first imports ``a.b``, which
+    is harmless unless ``a.b`` imports the importer back: then it is a cycle here too)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    type_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                out.add(full if full in modules else node.module)
+    return out & modules
+
+
+def module_cycles() -> list[frozenset[str]]:
+    """Groups of library modules that import each other (strongly connected components)."""
+    paths = dict(source_files())
+    modules = set(paths)
+    graph = {m: runtime_imports(p, modules) - {m} for m, p in paths.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[frozenset[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(frozenset(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_module_cycle_scan_sees_a_cycle(tmp_path: Path) -> None:
+    """The scanner is not blind: two modules importing each other are one cycle, and an
+    import under ``if TYPE_CHECKING:`` is none."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("import supportrl.envs.b\n")
+    b.write_text("def f():\n    from supportrl.envs import a\n")
+    known = {"supportrl.envs.a", "supportrl.envs.b"}
+    assert runtime_imports(a, known) == {"supportrl.envs.b"}
+    assert runtime_imports(b, known) == {"supportrl.envs.a"}
+    b.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import supportrl.envs.a\n"
+    )
+    assert runtime_imports(b, known) == set()
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """No import cycle between modules, inside a package or across sub-packages (e.g.
+    ``ope.meta`` and ``ope.streaming``; a package ``__init__`` and a module that imports the
+    package back)."""
+    cycles = [sorted(c) for c in module_cycles() if c not in MODULE_CYCLES_ALLOWED]
+    assert not cycles, f"modules importing each other: {cycles}"
+
+
+def documented_edges() -> set[tuple[str, str]]:
+    """The arrows of the diagram under "## Layers" in docs/architecture.md, as nodes."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("## Layers", 1)[1].split("```mermaid", 1)[1].split("```", 1)[0]
+    names = {"root": "supportrl", "agents_base": "agents.base"}
+    found = set()
+    for line in block.splitlines():
+        if "-->" not in line:
+            continue
+        src, dst = (part.strip().split("[")[0] for part in line.split("-->"))
+        found.add((names.get(src, src), names.get(dst, dst)))
+    return found
+
+
+def test_the_architecture_page_draws_every_dependency_and_no_other() -> None:
+    drawn, actual = documented_edges(), set(edges())
+    assert drawn, "docs/architecture.md: no diagram under ## Layers"
+    assert not actual - drawn, f"dependencies missing from docs/architecture.md: {actual - drawn}"
+    assert not drawn - actual, f"arrows in docs/architecture.md the code lacks: {drawn - actual}"
 
 
 def test_hydra_only_in_experiments() -> None:

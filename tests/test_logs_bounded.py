@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from supportrl.simulators.logs import LogValidationError, load_conversations
-from supportrl.simulators.logs_bounded import passes_needed, validate_conversations_bounded
+from supportrl.simulators.logs.bounded import passes_needed
+from supportrl.simulators.logs.validation import validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
 
 

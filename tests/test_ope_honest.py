@@ -12,8 +12,9 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.ope import make_estimator
 from supportrl.ope.data import SequentialFeedback
 from supportrl.ope.evaluate import prepare_conversations
-from supportrl.ope.meta import OffPolicyEvaluation, format_results
+from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.models import balancing_weights, fitted_q_evaluation
+from supportrl.ope.results import format_results
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
 from tests.helpers import truth_imputer
@@ -147,7 +148,7 @@ class _Mixed:
 def test_selection_intervals_cover_the_truth_on_a_fixed_set_of_worlds() -> None:
     """Two worlds (confounded with support gaps: the project's own; neither), 4,000 logged
     conversations each, three rule policies as written and mixed 30% with uniform."""
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
 
     covered, total = 0, 0
     for config in (WorldConfig(), WorldConfig(confounding=0.0, support_gaps=False)):

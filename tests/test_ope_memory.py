@@ -12,9 +12,10 @@ from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope import progress as progress_module
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
-from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.progress import progress
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.ope.results import PolicyEvaluation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.synthetic import generate_logs
 
 RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"

@@ -17,7 +17,8 @@ import pytest
 from supportrl.experiments.common import LOCK_FILE, lock_run_dir, remove_run_outputs
 from supportrl.simulators.synthetic import generate_logs
 
-from supportrl.files import CREATED, MARKER, FileFormatError, check_complete, write_complete
+from supportrl.files import FileFormatError
+from supportrl.outputs import CREATED, MARKER, check_complete, write_complete
 from tests.helpers import result_of, supportrl
 from tests.test_logs import base_frame
 

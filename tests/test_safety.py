@@ -23,7 +23,7 @@ from supportrl.serving import ArtifactError, Predictor
 from supportrl.serving.artifact import redact_paths
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from supportrl.files import CREATED, write_complete
+from supportrl.outputs import CREATED, write_complete
 from tests.helpers import truth_imputer
 
 WORLD = SyntheticWorld()
@@ -488,13 +488,14 @@ def test_a_parquet_metadata_blob_is_refused_from_the_footer(
     import pyarrow as pa
     import pyarrow.parquet as pq
     from supportrl.simulators import logs as logs_module
+    from supportrl.simulators.logs import reading
 
     from tests.test_logs import base_frame
 
     table = pa.Table.from_pandas(base_frame(), preserve_index=False)
     table = table.replace_schema_metadata({"blob": "x" * (2 * 2**20)})
     pq.write_table(table, tmp_path / "turns.parquet")
-    monkeypatch.setattr(logs_module, "MAX_PARQUET_FOOTER_BYTES", 2**20)
+    monkeypatch.setattr(reading, "MAX_PARQUET_FOOTER_BYTES", 2**20)
     with pytest.raises(logs_module.LogValidationError, match=r"turns.parquet: Parquet metadata"):
         logs_module.load_conversations(tmp_path / "turns.parquet")
 

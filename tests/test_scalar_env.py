@@ -19,12 +19,13 @@ from supportrl.envs import ScalarVectorEnv, SupportEnv, SupportVectorEnv
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import OUTCOMES
 from supportrl.envs.scalar import RandomStream
-from supportrl.simulators import fitted_scalar, synthetic_scalar
 from supportrl.simulators.fitted import FitWarning, fit_customer_model
-from supportrl.simulators.fitted_csat import csat_design
-from supportrl.simulators.fitted_features import FittedState
-from supportrl.simulators.fitted_model import FittedCustomerModel
+from supportrl.simulators.fitted import scalar as fitted_scalar
+from supportrl.simulators.fitted.csat import csat_design
+from supportrl.simulators.fitted.features import FittedState
+from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
+from supportrl.simulators.synthetic import scalar as synthetic_scalar
 
 Z_LIMIT = 4.0
 """Largest |z| allowed between the two paths (many comparisons, all seeded)."""

@@ -12,15 +12,20 @@ import pytest
 from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.evaluate import PreparedConversations, prepare_conversations, target_probs_of
-from supportrl.ope.meta import OffPolicyEvaluation, PolicyEvaluation
+from supportrl.ope.finish import finish
+from supportrl.ope.meta import OffPolicyEvaluation
+from supportrl.ope.nuisance import fit_nuisance
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.ope.resample import poisson_weights
-from supportrl.ope.streaming import add_sums, finish, fit_nuisance, partition_sums, refit_subset
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.ope.results import PolicyEvaluation
+from supportrl.ope.streaming import partition_sums, refit_subset
+from supportrl.ope.sums import add_sums
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import LogValidationError, load_conversations
-from supportrl.simulators.logs_bounded import sample_conversations, validate_conversations_bounded
+from supportrl.simulators.logs.bounded import sample_conversations
+from supportrl.simulators.logs.validation import validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
-from supportrl.simulators.synthetic_parts import write_partitioned_logs
+from supportrl.simulators.synthetic.parts import write_partitioned_logs
 
 from tests.helpers import result_of, supportrl
 
@@ -276,9 +281,9 @@ from supportrl.agents.rules.loading import load_rule_policy
 from supportrl.envs.rewards import RewardSpec
 from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import DEFAULT_ACTIONS
-from supportrl.simulators.logs_bounded import sample_conversations, validate_conversations_bounded
+from supportrl.simulators.logs.bounded import sample_conversations, validate_conversations_bounded
 turns = Path(sys.argv[1])
 validate_conversations_bounded(turns, memory_budget_mb=2)
 policy = load_rule_policy(sys.argv[2], DEFAULT_ACTIONS)

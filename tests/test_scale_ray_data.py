@@ -10,12 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from supportrl.simulators.logs import LogLimits, LogValidationError, load_conversations
-from supportrl.simulators.logs_bounded import (
-    map_partitions_ray_data,
-    parquet_parts,
-    pass_of,
-    select_table,
-)
+from supportrl.simulators.logs.bounded import parquet_parts, pass_of, select_table
+from supportrl.simulators.logs.partitioned import map_partitions_ray_data
 from supportrl.simulators.synthetic import generate_logs
 
 N_PARTITIONS = 3

@@ -14,7 +14,7 @@ from supportrl.ope.evaluate import PreparedConversations
 from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.ope.partitioned import LogSource, evaluate_partitioned
 from supportrl.simulators.fitted import fit_customer_model
-from supportrl.simulators.fitted_csat import CsatImputation
+from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import generate_logs
 
@@ -81,7 +81,7 @@ def test_imputer_on_a_simulator_basis_is_refused_clearly(
 
 
 def test_refits_use_the_imputers_method(rare_logs: tuple[Path, Path, str]) -> None:
-    from supportrl.ope.streaming import _csat_model
+    from supportrl.ope.nuisance import _csat_model
 
     turns, customers, _ = rare_logs
     logs = load_conversations(turns, customers=customers)
@@ -107,7 +107,7 @@ def _fail_on_one(k: int) -> int:
 @pytest.mark.slow
 def test_ray_task_error_reaches_the_user_as_the_task_raised_it() -> None:
     from supportrl.simulators.logs import LogValidationError
-    from supportrl.simulators.logs_bounded import map_passes
+    from supportrl.simulators.logs.partitioned import map_passes
 
     with pytest.raises(LogValidationError) as info:
         map_passes(_fail_on_one, [(0,), (1,)], engine="ray", num_cpus=1)
@@ -148,9 +148,9 @@ def test_return_range_and_data_warnings_as_in_memory(
 
 
 def test_failed_partitioned_generation_leaves_nothing_behind(tmp_path: Path) -> None:
-    from supportrl.simulators.synthetic_parts import write_partitioned_logs
+    from supportrl.simulators.synthetic.parts import write_partitioned_logs
 
-    from supportrl.files import CREATED
+    from supportrl.outputs import CREATED
 
     parent = tmp_path / "gen"
     parent.mkdir()

@@ -362,7 +362,7 @@ def _library_defaults(group: str, option: str) -> dict[str, Any]:
 
     if option == "glm":
         return {**of(FitConfig), **of(GLMParams)}
-    from supportrl.simulators.fitted_ensemble import EnsembleParams
+    from supportrl.simulators.fitted.ensemble import EnsembleParams
 
     return {**of(FitConfig), **of(EnsembleParams)}
 

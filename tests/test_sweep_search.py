@@ -14,15 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from supportrl.experiments.common import UserError
-from supportrl.experiments.sweep import (
-    Axis,
-    SweepSettings,
-    best_trial,
-    check_args,
-    grid,
-    parse_space,
-    trial_metrics,
-)
+from supportrl.experiments.sweep import best_trial, trial_metrics
+from supportrl.experiments.sweep_space import Axis, SweepSettings, check_args, grid, parse_space
 
 from tests.helpers import result_of, run_dir_of, supportrl
 

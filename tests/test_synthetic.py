@@ -11,13 +11,8 @@ from supportrl.agents.base import ConstantPolicy, UniformPolicy
 from supportrl.envs.collect import simulate
 from supportrl.envs.rewards import RewardSpec
 from supportrl.simulators.logs import DEFAULT_ACTIONS
-from supportrl.simulators.synthetic import (
-    OFFER_CREDIT,
-    SyntheticWorld,
-    WorldConfig,
-    generate_logs,
-    true_value,
-)
+from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
+from supportrl.simulators.synthetic.params import OFFER_CREDIT
 
 
 def digest(path: Path) -> str:

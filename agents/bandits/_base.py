@@ -14,7 +14,7 @@ import numpy as np
 from supportrl.agents.base import BasePolicy, States, batch_size
 from supportrl.envs.features import FeatureSpec
 
-from supportrl.files import atomic_write, atomic_write_text, write_complete
+from supportrl.outputs import atomic_write, atomic_write_text, write_complete
 
 FORMAT = "supportrl.bandit"
 """Value of ``format`` in ``bandit.json``."""

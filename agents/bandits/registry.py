@@ -24,12 +24,12 @@ from supportrl.files import (
     ArraySpec,
     FileFormatError,
     brief,
-    check_complete,
     read_json,
     read_npz,
     reports_malformed,
     str_list,
 )
+from supportrl.outputs import check_complete
 
 BANDITS: MappingProxyType[str, type[Bandit]] = MappingProxyType(
     {

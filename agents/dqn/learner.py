@@ -51,7 +51,8 @@ from supportrl.envs.features import FeatureSpec
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from supportrl.files import atomic_write_text, check_complete, reports_malformed, write_complete
+from supportrl.files import reports_malformed
+from supportrl.outputs import atomic_write_text, check_complete, write_complete
 
 FORMAT = "supportrl.dqn_learner"
 FORMAT_VERSION = 1

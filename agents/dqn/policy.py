@@ -25,8 +25,9 @@ from supportrl.agents.dqn.checks import MAX_ACTIONS, check_architecture, module_
 from supportrl.agents.dqn.network import QNetwork
 from supportrl.envs.features import FeatureSpec
 
-from supportrl import files
-from supportrl.files import ArraySpec, brief, check_complete, field_of, str_list, write_complete
+from supportrl import files, outputs
+from supportrl.files import ArraySpec, brief, field_of, str_list
+from supportrl.outputs import check_complete, write_complete
 
 FORMAT = "supportrl.q_policy"
 """Value of ``format`` in ``policy.json``."""
@@ -120,7 +121,7 @@ class QPolicy(BasePolicy):
             "epsilon": self.epsilon,
         }
         write_npz(path / POLICY_NPZ, module_arrays(self.network))
-        files.atomic_write_text(path / POLICY_JSON, json.dumps(meta, indent=2) + "\n")
+        outputs.atomic_write_text(path / POLICY_JSON, json.dumps(meta, indent=2) + "\n")
         write_complete(path, "dqn")
         return path
 
@@ -191,7 +192,7 @@ def load_module_arrays(
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """``np.savez`` through the one atomic writer (never a half-written file)."""
-    files.atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    outputs.atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def read_npz(

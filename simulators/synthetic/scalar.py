@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from supportrl.envs.features import NO_PREVIOUS_ACTION
 from supportrl.envs.rewards import ABANDONED, CONTINUE, ESCALATED, RESOLVED
 from supportrl.envs.scalar import RandomStream
-from supportrl.simulators.synthetic import (
+from supportrl.simulators.synthetic.params import (
     _COMPLEXITY_SENSITIVITY,
     _HANDLE_TIME_S,
     _RESOLVE_BASE,
@@ -32,8 +32,10 @@ from supportrl.simulators.synthetic import (
     FAQ_LINK,
     TIERS,
     UNKNOWN_INTENT,
-    SyntheticWorld,
 )
+
+if TYPE_CHECKING:
+    from supportrl.simulators.synthetic.world import SyntheticWorld
 
 # Python copies of the world's coefficient tables (indexing a tuple beats numpy scalars).
 RESOLVE_BASE: tuple[tuple[float, ...], ...] = tuple(map(tuple, _RESOLVE_BASE.tolist()))

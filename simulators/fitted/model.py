@@ -1,7 +1,7 @@
 """FittedCustomerModel: a customer simulator fitted from logs, as a CustomerModel.
 
 Built by :func:`~supportrl.simulators.fitted.fit_customer_model` or
-:func:`~supportrl.simulators.fitted_io.load_customer_model`; the module docstring of
+:func:`~supportrl.simulators.fitted.io.load_customer_model`; the module docstring of
 :mod:`supportrl.simulators.fitted` describes what is fitted and the pessimism.
 """
 
@@ -18,19 +18,19 @@ from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.model import Transition
 from supportrl.envs.rewards import ABANDONED, CONTINUE
-from supportrl.simulators.fitted_config import FamilyParams, FitConfig
-from supportrl.simulators.fitted_csat import (
+from supportrl.simulators.fitted.config import FamilyParams, FitConfig
+from supportrl.simulators.fitted.csat import (
     CSAT_LEVELS,
     CsatModel,
     csat_design,
     impute_terminal_csat,
 )
-from supportrl.simulators.fitted_dynamics import Dynamics, Prediction
-from supportrl.simulators.fitted_features import Basis, FittedState, effective_support
+from supportrl.simulators.fitted.dynamics import Dynamics, Prediction
+from supportrl.simulators.fitted.features import Basis, FittedState, effective_support
 
 if TYPE_CHECKING:
     from supportrl.envs.scalar import RandomStream
-    from supportrl.simulators.fitted_scalar import GLMScalarSim
+    from supportrl.simulators.fitted.scalar import GLMScalarSim
 
 
 @dataclass
@@ -127,9 +127,9 @@ class FittedCustomerModel:
 
         Same dynamics as :meth:`initial_state` and :meth:`step`, random numbers from
         ``stream``; None for the ensemble family (the env then steps the batched model).
-        See :mod:`supportrl.simulators.fitted_scalar`.
+        See :mod:`supportrl.simulators.fitted.scalar`.
         """
-        from supportrl.simulators.fitted_scalar import glm_scalar_sim
+        from supportrl.simulators.fitted.scalar import glm_scalar_sim
 
         return glm_scalar_sim(self, stream)
 
@@ -280,8 +280,8 @@ class FittedCustomerModel:
     def save(self, path: str | Path) -> Path:
         """Write ``simulator.json`` and ``params.npz`` into directory ``path`` (created).
 
-        See :func:`~supportrl.simulators.fitted_io.save_customer_model`.
+        See :func:`~supportrl.simulators.fitted.io.save_customer_model`.
         """
-        from supportrl.simulators.fitted_io import save_customer_model
+        from supportrl.simulators.fitted.io import save_customer_model
 
         return save_customer_model(self, path)

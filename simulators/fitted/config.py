@@ -1,6 +1,6 @@
 """Settings of a fitted customer model: :class:`FitConfig` (shared) and :class:`GLMParams`.
 
-The ensemble family's parameters are :class:`~supportrl.simulators.fitted_ensemble.EnsembleParams`;
+The ensemble family's parameters are :class:`~supportrl.simulators.fitted.ensemble.EnsembleParams`;
 :func:`fit_settings` validates a mix of both as :func:`~supportrl.simulators.fitted.fit_customer_model`
 takes them.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 from supportrl.envs.rewards import DEFAULT_MAX_TURNS
-from supportrl.simulators.fitted_csat import CSAT_METHODS
-from supportrl.simulators.fitted_ensemble import EnsembleParams
+from supportrl.simulators.fitted.csat import CSAT_METHODS
+from supportrl.simulators.fitted.ensemble import EnsembleParams
 
 FAMILIES: tuple[str, ...] = ("glm", "ensemble")
 WEIGHTINGS: tuple[str, ...] = ("none", "propensity", "sequential")
@@ -91,7 +91,7 @@ FamilyParams = GLMParams | EnsembleParams
 
 def fit_settings(family: str = "glm", **settings: Any) -> tuple[FitConfig, FamilyParams]:
     """Validate fit settings without fitting: the common :class:`FitConfig` and the family's
-    parameters (:class:`GLMParams` or :class:`~simulators.fitted_ensemble.EnsembleParams`).
+    parameters (:class:`GLMParams` or :class:`~simulators.fitted.ensemble.EnsembleParams`).
 
     ``settings`` mixes both, as :func:`fit_customer_model` takes them. Unknown names and
     bad values raise ValueError.

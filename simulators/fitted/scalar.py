@@ -2,7 +2,7 @@
 
 :class:`GLMScalarSim` is :meth:`FittedCustomerModel.initial_state` and
 :meth:`FittedCustomerModel.step` of the ``glm`` family for one conversation: the same
-coefficients, the same design ``phi(s)`` (:class:`~simulators.fitted_features.Basis`),
+coefficients, the same design ``phi(s)`` (:class:`~simulators.fitted.features.Basis`),
 the same support cells, pessimism and CSAT model. It is what ``SupportEnv`` steps over a
 glm simulator; the batched step stays the path of the vector env. The two agree in
 distribution, not draw for draw (tests/test_scalar_env.py).
@@ -29,8 +29,8 @@ import numpy as np
 from supportrl.envs.features import NO_PREVIOUS_ACTION
 from supportrl.envs.rewards import ABANDONED, CONTINUE, ESCALATED, RESOLVED
 from supportrl.envs.scalar import RandomStream
-from supportrl.simulators.fitted_dynamics import GLMDynamics
-from supportrl.simulators.fitted_features import (
+from supportrl.simulators.fitted.dynamics import GLMDynamics
+from supportrl.simulators.fitted.features import (
     NUMERIC_CLIP,
     SENTIMENT_KNOTS,
     SUPPORT_SENTIMENT_EDGES,
@@ -38,7 +38,7 @@ from supportrl.simulators.fitted_features import (
 )
 
 if TYPE_CHECKING:
-    from supportrl.simulators.fitted_model import FittedCustomerModel
+    from supportrl.simulators.fitted.model import FittedCustomerModel
 
 K_OUTCOME, K_SENTIMENT, K_HANDLE, K_CSAT = 0, 3, 4, 5
 """Offsets of each response in a row of ``K = 9`` linear predictors."""

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from supportrl.simulators.logs_bounded import map_passes
-from supportrl.simulators.synthetic import CUSTOMER_FEATURES, SyntheticWorld, generate_logs
+from supportrl.simulators.logs.partitioned import map_passes
+from supportrl.simulators.synthetic.generate import generate_logs
+from supportrl.simulators.synthetic.params import CUSTOMER_FEATURES
+from supportrl.simulators.synthetic.world import SyntheticWorld
 
-from supportrl.files import CREATED
+from supportrl.outputs import CREATED
 
 __all__ = ["PartitionedLogs", "partition_sizes", "write_partitioned_logs"]
 

@@ -1,132 +1,38 @@
-"""Simulator files: :func:`save_customer_model` and :func:`load_customer_model`.
-
-A fitted simulator is a directory with ``simulator.json`` (format version, family, schema
-and reward versions, actions, feature spec, hyperparameters, warnings, fit diagnostics,
-and the name, shape and dtype of every array) and ``params.npz`` (every fitted array).
-No pickle anywhere: the npz is read with ``allow_pickle=False``; a corrupt or foreign
-file raises ValueError naming it.
-"""
+"""Reading a fitted customer model back (:func:`load_customer_model`): no code runs, no pickle;
+every file checked against its header, and the model stepped once so arrays that disagree
+with their metadata fail on load, not mid-run."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from supportrl.envs.features import FeatureSpec
-from supportrl.envs.rewards import OUTCOMES, REWARD_VERSION
-from supportrl.simulators.fitted_config import FamilyParams, FitConfig, GLMParams
-from supportrl.simulators.fitted_csat import CSAT_LEVELS, CsatModel
-from supportrl.simulators.fitted_dynamics import Dynamics, EnsembleDynamics, GLMDynamics
-from supportrl.simulators.fitted_ensemble import EnsembleParams
-from supportrl.simulators.fitted_features import Basis, FittedState
-from supportrl.simulators.fitted_glm import SoftmaxFit
-from supportrl.simulators.fitted_model import FittedCustomerModel
+from supportrl.envs.rewards import REWARD_VERSION
+from supportrl.simulators.fitted.config import FamilyParams, FitConfig, GLMParams
+from supportrl.simulators.fitted.csat import CsatModel
+from supportrl.simulators.fitted.dynamics import Dynamics, EnsembleDynamics, GLMDynamics
+from supportrl.simulators.fitted.ensemble import EnsembleParams
+from supportrl.simulators.fitted.features import Basis, FittedState
+from supportrl.simulators.fitted.glm import SoftmaxFit
+from supportrl.simulators.fitted.io import (
+    ARRAY_BOUNDS,
+    FORMAT,
+    FORMAT_VERSION,
+    JSON_FILE,
+    PARAMS_FILE,
+)
+from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.logs import SCHEMA_VERSION
 
-from supportrl.files import (
-    brief,
-    check_complete,
-    read_declared_npz,
-    read_json,
-    reports_malformed,
-    write_complete,
-)
-
-FORMAT = "supportrl.fitted_customer_model"
-FORMAT_VERSION = 1
-JSON_FILE = "simulator.json"
-
-ARRAY_BOUNDS = {"": 1e9, "pool/": 1e15, "support/": 1e15}
-"""Largest absolute parameter value accepted on load (pool states: feature values)."""
-PARAMS_FILE = "params.npz"
+from supportrl.files import brief, read_declared_npz, read_json, reports_malformed
+from supportrl.outputs import check_complete
 
 
-def save_customer_model(model: FittedCustomerModel, path: str | Path) -> Path:
-    """Write ``simulator.json`` and ``params.npz`` into directory ``path`` (created).
-
-    Files are written to temporary names first and then renamed.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    arrays = _arrays(model)
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "family": model.family,
-        "schema_version": SCHEMA_VERSION,
-        "reward_version": REWARD_VERSION,
-        "actions": list(model.actions),
-        "outcomes": list(OUTCOMES),
-        "feature_spec": model.feature_spec.to_dict(),
-        "config": dataclasses.asdict(model.config),
-        "params": dataclasses.asdict(model.params),
-        "handle_time_known": model.handle_time_known,
-        "csat": {
-            "levels": CSAT_LEVELS.tolist(),
-            "method": model.csat.method,
-            "response_rate_by_level": model.csat.response.tolist(),
-            "iterations": model.csat.iterations,
-        },
-        "initial_state_pool": {
-            "size": len(model.pool),
-            "arrays": sorted(k for k in arrays if k.startswith("pool/")),
-            "encoding": "categorical variables as codes into feature_spec levels; "
-            "previous_action -1 = none",
-        },
-        "support_keys": list(model.support),
-        "warnings": list(model.warnings),
-        "info": model.info,
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
-    }
-    tmp_npz = path / (PARAMS_FILE + ".tmp")
-    with open(tmp_npz, "wb") as fh:
-        np.savez(fh, **arrays)
-    tmp_npz.replace(path / PARAMS_FILE)
-    tmp_json = path / (JSON_FILE + ".tmp")
-    tmp_json.write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
-    tmp_json.replace(path / JSON_FILE)
-    write_complete(path, "simulator")
-    return path
-
-
-def _arrays(model: FittedCustomerModel) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = dict(model.dynamics.arrays())
-    arrays["csat/coef"] = model.csat.fit.coef
-    arrays["csat/response"] = model.csat.response
-    arrays["intent_transition"] = model.intent_transition
-    arrays["pool/turn"] = model.pool.turn
-    arrays["pool/previous_action"] = model.pool.previous_action
-    arrays["pool/intent"] = model.pool.intent
-    arrays["pool/sentiment"] = model.pool.sentiment
-    for k, v in model.pool.categorical.items():
-        arrays[f"pool/categorical/{k}"] = v
-    for k, v in model.pool.numeric.items():
-        arrays[f"pool/numeric/{k}"] = v
-    for k, v in model.support.items():
-        arrays[f"support/{k}"] = v
-    return arrays
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-@reports_malformed(lambda path: Path(path) / JSON_FILE)
-def load_customer_model(path: str | Path) -> FittedCustomerModel:
-    """Load a model written by :meth:`FittedCustomerModel.save` (no code runs, no pickle).
-
-    Raises:
-        ValueError: naming the file, when it is missing, corrupt, of another format or
-            version, or inconsistent with its companion file.
-    """
-    path = Path(path)
+def _read_header(path: Path) -> dict[str, Any]:
+    """The ``simulator.json`` of the model directory ``path``, once both files are there, the
+    directory is complete, and the file is this format at this version."""
     json_path, npz_path = path / JSON_FILE, path / PARAMS_FILE
     for p in (json_path, npz_path):
         if not p.is_file():
@@ -144,6 +50,20 @@ def load_customer_model(path: str | Path) -> FittedCustomerModel:
         raise ValueError(
             f"{json_path}: format_version {version!r} unsupported; this supportrl reads version {FORMAT_VERSION}"
         )
+    return meta
+
+
+@reports_malformed(lambda path: Path(path) / JSON_FILE)
+def load_customer_model(path: str | Path) -> FittedCustomerModel:
+    """Load a model written by :meth:`FittedCustomerModel.save` (no code runs, no pickle).
+
+    Raises:
+        ValueError: naming the file, when it is missing, corrupt, of another format or
+            version, or inconsistent with its companion file.
+    """
+    path = Path(path)
+    json_path, npz_path = path / JSON_FILE, path / PARAMS_FILE
+    meta = _read_header(path)
     try:
         if meta["schema_version"] != SCHEMA_VERSION or meta["reward_version"] != REWARD_VERSION:
             raise ValueError(

@@ -1,87 +1,6 @@
-"""Customer simulators fitted from logged conversations.
-
-:func:`fit_customer_model` turns :class:`~supportrl.envs.conversations.LoggedConversations`
-into a :class:`FittedCustomerModel`, a :class:`~supportrl.envs.model.CustomerModel`: the
-env, the collector and ``policy_value(policy, n, model=simulator)`` (its *simulated*
-value) run on it exactly as on the ground-truth world.
-
-Modules: :mod:`~supportrl.simulators.fitted_config` (settings),
-:mod:`~supportrl.simulators.fitted_features` (state basis, support counts),
-:mod:`~supportrl.simulators.fitted_dynamics` (response models),
-:mod:`~supportrl.simulators.fitted_csat` (CSAT and its imputation),
-:mod:`~supportrl.simulators.fitted_behaviour` (behaviour cloning),
-:mod:`~supportrl.simulators.fitted_weights` (confounding weights),
-:mod:`~supportrl.simulators.fitted_model` (the model), :mod:`~supportrl.simulators.fitted_io`
-(files), and this module (the fit). Every public name is importable from here.
-
-What is fitted
---------------
-* **Initial state**: logged first-turn tuples (context features, intent, sentiment) are
-  resampled uniformly; nothing is generated.
-* **Response model** for (state, action): the outcome distribution (continue / resolved
-  / escalated / abandoned), the next sentiment (Gaussian, clipped to [-1, 1]) and the
-  handle time (log-normal on ``log1p`` seconds). Two families:
-
-  - ``glm``: multinomial logit and linear-Gaussian regressions on ``phi(s)`` (see
-    :class:`~simulators.fitted_features.Basis`) with shared effects plus one block of
-    action-specific effects per action (``one_hot(action) (x) phi(s)``), L2-regularised;
-  - ``ensemble``: K torch networks (:mod:`simulators.fitted_ensemble`), each the glm's
-    linear design plus an MLP, on bootstrap resamples; their disagreement is the
-    uncertainty of each (state, action).
-* **Intent evolution**: the detected intent at the next turn given (intent, action) is a
-  categorical transition counted on consecutive logged turns (plus one pseudo-count of
-  "unchanged"); unseen pairs keep their intent.
-* **CSAT** at the end, given the last state, action and outcome, corrected for surveys
-  missing not at random (:mod:`simulators.fitted_csat`); :meth:`FittedCustomerModel.
-  csat_imputation` fills the logs' missing CSAT for OPE. It is fitted without the
-  confounding weights (it conditions on the final state and outcome, and imputation
-  needs the observational conditional of the logged rows).
-
-Confounding
------------
-The logging policy saw variables the logs do not record (e.g. how hard a case is) and
-chose actions by them; a naive fit then learns that the actions it picked for easy cases
-work well for everyone. The logged propensity carries that hidden influence, so
-``weighting`` reweights the logged decisions:
-
-* ``propensity``: each decision by ``1 / propensity``, divided by the mean of those
-  weights over the decisions with the same action (stabilised), clipped at
-  ``weight_clip``. This makes the *current* choice look random given the logged state.
-* ``sequential``: each decision by the product over its conversation so far of
-  ``pi_hat(a | s) / propensity``, normalised to mean 1 and clipped, where ``pi_hat`` is
-  a behaviour-cloned logger that sees only the logged state (stabilised weights of a
-  marginal structural model). The hidden variable persists through the conversation, so
-  which conversations reach turn ``t`` in a given state also depends on the logger's
-  earlier, confounded choices; the product undoes those too, and the cloned numerator
-  keeps the weights' variance down. On the synthetic world with confounding this is what
-  brings policy values close to the truth (``benchmarks/bench_fidelity.py``).
-
-Missing propensities are estimated by a behaviour-cloned logging policy (recorded in
-``warnings``; such estimates carry no unlogged confounders).
-
-Pessimism
----------
-* ``penalty`` (lambda): every step reports ``Transition.penalty = lambda * u(s, a)``, to
-  be subtracted from the reward. ``u`` is the ensemble's disagreement (square root of
-  the summed variance of the outcome probabilities across members) for ``ensemble`` and
-  ``1 / sqrt(1 + n(s, a))`` for ``glm``, where ``n(s, a)`` is the support count below.
-* ``min_support``: the support count ``n(s, a)`` is the fewest logged decisions taking
-  ``a`` in the state's cell over each support key (every categorical state variable,
-  binned turn, binned sentiment). Pairs with ``n(s, a) < min_support`` are masked:
-  :meth:`FittedCustomerModel.action_mask` returns False there, and if a policy takes a
-  masked action anyway the customer **abandons** the conversation with CSAT 1 (the worst
-  outcome the reward knows), plus the penalty.
-
-Files
------
-:meth:`FittedCustomerModel.save` writes a directory with ``simulator.json`` (format
-version, family, schema and reward versions, actions, feature spec, hyperparameters,
-warnings, fit diagnostics, and the name, shape and dtype of every array) and
-``params.npz`` (every fitted array, including the initial-state pool as codes into the
-feature spec's levels and raw numeric values; ensemble weights as plain arrays).
-No pickle anywhere: :func:`load_customer_model` reads the npz with
-``allow_pickle=False``; a corrupt or foreign file raises ValueError naming it.
-"""
+"""The fit: :func:`fit_customer_model` turns logged conversations into a
+:class:`~supportrl.simulators.fitted.model.FittedCustomerModel` (the package docstring,
+:mod:`supportrl.simulators.fitted`, describes what is fitted and how)."""
 
 from __future__ import annotations
 
@@ -92,30 +11,26 @@ from typing import Any
 import numpy as np
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.rewards import CONTINUE, DEFAULT_MAX_TURNS
-from supportrl.simulators.fitted_behaviour import BehaviourPolicy, fit_behaviour_policy, logs_basis
-from supportrl.simulators.fitted_config import (
-    FAMILIES,
-    WEIGHTINGS,
+from supportrl.simulators.fitted.behaviour import logs_basis
+from supportrl.simulators.fitted.config import (
     FamilyParams,
     FitConfig,
     FitWarning,
     GLMParams,
     fit_settings,
 )
-from supportrl.simulators.fitted_csat import CsatModel, csat_design, fit_csat, impute_terminal_csat
-from supportrl.simulators.fitted_dynamics import (
+from supportrl.simulators.fitted.csat import CsatModel, csat_design, fit_csat, impute_terminal_csat
+from supportrl.simulators.fitted.dynamics import (
     Dynamics,
     EnsembleDynamics,
     GLMDynamics,
-    Prediction,
     fit_glm,
 )
-from supportrl.simulators.fitted_ensemble import EnsembleParams, fit_ensemble
-from supportrl.simulators.fitted_features import Basis, FittedState, support_counts
-from supportrl.simulators.fitted_glm import GaussianFit
-from supportrl.simulators.fitted_io import FORMAT_VERSION, load_customer_model
-from supportrl.simulators.fitted_model import FittedCustomerModel
-from supportrl.simulators.fitted_weights import decision_weights, propensity_weights
+from supportrl.simulators.fitted.ensemble import fit_ensemble
+from supportrl.simulators.fitted.features import Basis, FittedState, support_counts
+from supportrl.simulators.fitted.glm import GaussianFit
+from supportrl.simulators.fitted.model import FittedCustomerModel
+from supportrl.simulators.fitted.weights import decision_weights
 
 
 def fit_customer_model(
@@ -154,7 +69,7 @@ def fit_customer_model(
             proportion to them, so the model describes the logs the sample was drawn from.
             ``None``: all 1.
         **params: the family's hyperparameters (:class:`GLMParams` or
-            :class:`~supportrl.simulators.fitted_ensemble.EnsembleParams` fields).
+            :class:`~supportrl.simulators.fitted.ensemble.EnsembleParams` fields).
 
     What the logs could not teach (an action never taken, a single intent, no CSAT, ...)
     is listed in ``model.warnings`` and issued as :class:`FitWarning`.
@@ -174,7 +89,17 @@ def fit_customer_model(
         raise TypeError(f"logs must be LoggedConversations, got {type(logs).__name__}")
     if logs.n_turns == 0:
         raise ValueError("logs: no turns to fit")
+    return _fit(logs, config, family_params, conversation_weights)
 
+
+def _fit(
+    logs: LoggedConversations,
+    config: FitConfig,
+    family_params: FamilyParams,
+    conversation_weights: np.ndarray | None,
+) -> FittedCustomerModel:
+    """:func:`fit_customer_model` on checked arguments: basis, weights, the response
+    models, CSAT, intent changes, the first-state pool and support counts."""
     sampling = _sampling_weights(logs, conversation_weights)
     basis = logs_basis(logs, config.max_turns)
     state = basis.state_from_named(logs.states())
@@ -186,20 +111,9 @@ def fit_customer_model(
         "basis": list(basis.names),
     }
     notes = _coverage_notes(logs, basis)
-    weights, stats, weight_notes = decision_weights(
-        logs, basis, phi, config, threads=family_params.torch_threads
+    weights, turn_sampling = _fit_weights(
+        logs, basis, phi, config, family_params, sampling, info, notes
     )
-    if stats is not None:
-        info["weights"] = stats
-    notes += weight_notes
-    turn_sampling = None if sampling is None else sampling[logs.conversation_index]
-    if turn_sampling is not None:
-        weights = weights * turn_sampling
-        info["conversation_weights"] = {
-            "min": float(sampling.min()),
-            "max": float(sampling.max()),
-            "effective_conversations": float(sampling.sum() ** 2 / (sampling**2).sum()),
-        }
     dynamics, handle_known = _fit_dynamics(
         logs, basis, phi, weights, config, family_params, info, notes
     )
@@ -208,7 +122,7 @@ def fit_customer_model(
     )
     trans = _intent_transitions(logs, basis, state, info, notes, sampling=turn_sampling)
     for note in notes:
-        warnings.warn(note, FitWarning, stacklevel=2)
+        warnings.warn(note, FitWarning, stacklevel=3)
     return FittedCustomerModel(
         actions=tuple(logs.actions),
         config=config,
@@ -223,6 +137,36 @@ def fit_customer_model(
         warnings=notes,
         info=info,
     )
+
+
+def _fit_weights(
+    logs: LoggedConversations,
+    basis: Basis,
+    phi: np.ndarray,
+    config: FitConfig,
+    family_params: FamilyParams,
+    sampling: np.ndarray | None,
+    info: dict[str, Any],
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each decision's fitting weight, shape (n_turns,): its confounding weight
+    (:func:`decision_weights`) times its conversation's sampling weight; and each turn's
+    sampling weight (None: all 1). Statistics go to ``info``, notes to ``notes``."""
+    weights, stats, weight_notes = decision_weights(
+        logs, basis, phi, config, threads=family_params.torch_threads
+    )
+    if stats is not None:
+        info["weights"] = stats
+    notes.extend(weight_notes)
+    turn_sampling = None if sampling is None else sampling[logs.conversation_index]
+    if turn_sampling is not None:
+        weights = weights * turn_sampling
+        info["conversation_weights"] = {
+            "min": float(sampling.min()),
+            "max": float(sampling.max()),
+            "effective_conversations": float(sampling.sum() ** 2 / (sampling**2).sum()),
+        }
+    return weights, turn_sampling
 
 
 def _sampling_weights(
@@ -468,26 +412,3 @@ def impute_csat(
     )
     model = fit_csat(psi, logs.csat[terminal], method="selection", l2=l2, threads=threads)
     return impute_terminal_csat(logs, basis, model)
-
-
-__all__ = [
-    "FAMILIES",
-    "FORMAT_VERSION",
-    "WEIGHTINGS",
-    "BehaviourPolicy",
-    "EnsembleDynamics",
-    "EnsembleParams",
-    "FitConfig",
-    "FitWarning",
-    "FittedCustomerModel",
-    "FittedState",
-    "GLMDynamics",
-    "GLMParams",
-    "Prediction",
-    "fit_behaviour_policy",
-    "fit_customer_model",
-    "fit_settings",
-    "impute_csat",
-    "load_customer_model",
-    "propensity_weights",
-]

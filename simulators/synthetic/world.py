@@ -26,16 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from supportrl.agents.base import BasePolicy, Policy, States, sample_actions
-from supportrl.envs.collect import PolicyValue, policy_value, simulate
+from supportrl.agents.base import BasePolicy, States, sample_actions
 from supportrl.envs.features import NO_PREVIOUS_ACTION, FeatureSpec
 from supportrl.envs.model import CustomerModel, Transition
 from supportrl.envs.rewards import (
@@ -45,48 +41,31 @@ from supportrl.envs.rewards import (
     ESCALATED,
     OUTCOMES,
     RESOLVED,
-    RewardSpec,
 )
 from supportrl.envs.support_env import SupportEnv
 from supportrl.envs.vector import SupportVectorEnv
-from supportrl.simulators.logs import DEFAULT_ACTIONS, LoggedConversations
-
-from supportrl.files import CREATED
+from supportrl.simulators.logs import DEFAULT_ACTIONS
+from supportrl.simulators.synthetic.params import (
+    _COMPLEXITY_SENSITIVITY,
+    _HANDLE_TIME_S,
+    _RESOLVE_BASE,
+    _SENTIMENT_DELTA,
+    CHANNELS,
+    CLARIFY,
+    DETECTED_INTENTS,
+    DIRECT_ANSWER,
+    EMPATHIZE,
+    ESCALATE_HUMAN,
+    FAQ_LINK,
+    INTENTS,
+    OFFER_CREDIT,
+    TIERS,
+    UNKNOWN_INTENT,
+)
 
 if TYPE_CHECKING:
     from supportrl.envs.scalar import RandomStream
-    from supportrl.simulators.synthetic_scalar import WorldScalarSim
-
-INTENTS: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancel")
-UNKNOWN_INTENT = "other"
-DETECTED_INTENTS: tuple[str, ...] = (*INTENTS, UNKNOWN_INTENT)
-TIERS: tuple[str, ...] = ("free", "pro", "enterprise")
-CHANNELS: tuple[str, ...] = ("chat", "web", "mobile")
-CATEGORICAL_FEATURES: tuple[str, ...] = ("tier", "channel")
-NUMERIC_FEATURES: tuple[str, ...] = ("tenure_months", "prior_contacts_30d")
-CUSTOMER_FEATURES: tuple[str, ...] = ("tier", "tenure_months")
-"""Features that belong to the customer (the customers table), not the conversation."""
-
-EMPATHIZE, DIRECT_ANSWER, FAQ_LINK, CLARIFY, OFFER_CREDIT, ESCALATE_HUMAN = range(6)
-
-# Resolution logit by (action, true intent) before state effects; rows follow
-# DEFAULT_ACTIONS, columns INTENTS.
-_RESOLVE_BASE = np.array(
-    [
-        [-2.6, -2.8, -2.6, -2.6, -2.2],  # empathize: rarely resolves by itself
-        [-0.6, -0.9, -0.7, -0.5, -1.4],  # direct_answer
-        [-1.8, -1.6, -0.6, -0.4, -2.4],  # faq_link: good for account and shipping
-        [-4.0, -4.0, -4.0, -4.0, -4.0],  # clarify: never resolves, reveals the intent
-        [-0.3, -2.2, -2.0, -1.0, -0.4],  # offer_credit: billing and cancellations
-        [-9.0, -9.0, -9.0, -9.0, -9.0],  # escalate_human: handled by the escalation row
-    ]
-)
-# How strongly complexity lowers the chance that an action resolves the case.
-_COMPLEXITY_SENSITIVITY = np.array([0.3, 1.2, 1.0, 0.0, 0.6, 0.0])
-# Mean sentiment change when the conversation goes on, by action.
-_SENTIMENT_DELTA = np.array([0.22, 0.0, -0.08, -0.04, 0.3, 0.0])
-# Mean handle time in seconds by action.
-_HANDLE_TIME_S = np.array([40.0, 65.0, 20.0, 35.0, 55.0, 240.0])
+    from supportrl.simulators.synthetic.scalar import WorldScalarSim
 
 
 @dataclass(frozen=True)
@@ -224,9 +203,9 @@ class SyntheticWorld:
         """One conversation of this world stepped in Python floats (the single env's fast path).
 
         Same dynamics as :meth:`initial_state` and :meth:`step`, random numbers from ``stream``
-        (:class:`~supportrl.envs.scalar.RandomStream`); see :mod:`supportrl.simulators.synthetic_scalar`.
+        (:class:`~supportrl.envs.scalar.RandomStream`); see :mod:`supportrl.simulators.synthetic.scalar`.
         """
-        from supportrl.simulators.synthetic_scalar import WorldScalarSim
+        from supportrl.simulators.synthetic.scalar import WorldScalarSim
 
         return WorldScalarSim(self, stream)
 
@@ -462,148 +441,7 @@ class LoggingPolicy(BasePolicy):
 # ---------------------------------------------------------------------- values
 
 
-TrueValue = PolicyValue
-"""The value of a policy in the ground-truth world (a :class:`PolicyValue`)."""
-
-
-def true_value(
-    policy: Policy,
-    n: int = 100_000,
-    *,
-    world: SyntheticWorld | None = None,
-    reward: RewardSpec | None = None,
-    seed: int = 0,
-) -> PolicyValue:
-    """True value of ``policy`` (expected conversation return under ``reward``) in the world.
-
-    Vectorised Monte Carlo over ``n`` conversations of the ground-truth ``world`` (default
-    ``SyntheticWorld()``). The value in a fitted simulator is a *simulated* value:
-    :func:`supportrl.envs.collect.policy_value` with ``model=`` gives it.
-    """
-    world = world or SyntheticWorld()
-    if not isinstance(world, SyntheticWorld):
-        raise TypeError(
-            f"world: the ground-truth SyntheticWorld, got {type(world).__name__}; for the value "
-            "in another customer model use supportrl.envs.collect.policy_value(policy, n, model=...)"
-        )
-    return policy_value(policy, n, model=world, reward=reward, seed=seed)
-
-
 # ---------------------------------------------------------------------- logs
-
-
-@dataclass(frozen=True)
-class GeneratedLogs:
-    """Logs written by the logging policy, plus what the logs hide (for validation)."""
-
-    logs: LoggedConversations
-    customers: dict[str, np.ndarray]
-    """Customers table: ``customer_id`` plus customer attributes, shape (n_customers,)."""
-    true_csat: np.ndarray
-    """(n_turns,) true CSAT on terminal turns (NaN elsewhere), before survey non-response."""
-    complexity: np.ndarray
-    """(n_conversations,) the hidden complexity."""
-
-    def write(self, directory: str | Path, fmt: str = "parquet") -> tuple[Path, Path]:
-        """Write ``turns.<fmt>`` and ``customers.<fmt>`` (schema v1) into a new ``directory``.
-
-        Customer attributes go to the customers table only, joined back on load. Written
-        to a uniquely named temporary directory beside ``directory`` first, then renamed,
-        so a failure leaves nothing behind and two writers never share a temporary name.
-        Both paths are recorded in :data:`supportrl.files.CREATED` as they are created.
-        """
-        if fmt not in ("parquet", "csv"):
-            raise ValueError(f"format must be 'parquet' or 'csv', got {fmt!r}")
-        directory = Path(directory)
-        if os.path.lexists(directory):
-            raise ValueError(f"{directory}: already exists; choose a new directory")
-        tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
-        turns = self.logs.to_frame().drop(columns=list(CUSTOMER_FEATURES))
-        customers = pd.DataFrame(self.customers)
-        customers["customer_id"] = customers["customer_id"].astype(object)
-        customers["tier"] = customers["tier"].astype(object)
-        for name, frame in (("turns", turns), ("customers", customers)):
-            if fmt == "parquet":
-                frame.to_parquet(tmp / f"{name}.parquet", index=False)
-            else:
-                frame.to_csv(tmp / f"{name}.csv", index=False)
-        try:
-            # rename() refuses a non-empty target, so a directory filled meanwhile is kept
-            tmp.rename(directory)
-        except OSError:
-            raise ValueError(f"{directory}: already exists; choose a new directory") from None
-        CREATED.record(directory)
-        CREATED.forget([tmp])
-        return directory / f"turns.{fmt}", directory / f"customers.{fmt}"
-
-
-def generate_logs(
-    n_conversations: int,
-    *,
-    seed: int = 0,
-    world: SyntheticWorld | None = None,
-    customers_per_conversation: float = 0.7,
-    start: str = "2026-01-01T00:00:00",
-    days: float = 30.0,
-) -> GeneratedLogs:
-    """Simulate the logging policy and return schema-v1 logs (deterministic given ``seed``).
-
-    Customers come back: the pool has ``customers_per_conversation * n`` customers and
-    each conversation picks one uniformly. Timestamps spread conversation starts over
-    ``days`` from ``start`` and advance by each turn's handle time. The conversations
-    come from the collector over the vector env (:func:`supportrl.envs.collect.simulate`),
-    like every other simulation.
-    """
-    if n_conversations < 1:
-        raise ValueError(f"n_conversations must be >= 1, got {n_conversations}")
-    world = world or SyntheticWorld()
-    pool_seed, sim_seed, log_seed = np.random.SeedSequence(seed).spawn(3)
-    n_customers = max(1, int(round(customers_per_conversation * n_conversations)))
-    pool = world.sample_customers(n_customers, np.random.default_rng(pool_seed))
-    pooled = world.with_customers(pool)
-    sim = simulate(
-        pooled,
-        pooled.logging_policy,
-        n_conversations,
-        seed=int(sim_seed.generate_state(1)[0]),
-        reward=RewardSpec(max_turns=world.max_turns),
-    )
-    sim_logs, rng = sim.logs, np.random.default_rng(log_seed)
-    observed = world.csat_observed(sim_logs.csat, rng)
-    width = len(str(n_conversations - 1))
-    conversation_id = np.char.add("c", np.char.zfill(np.arange(n_conversations).astype(str), width))
-    cwidth = len(str(n_customers - 1))
-    customer_labels = np.char.add("u", np.char.zfill(np.arange(n_customers).astype(str), cwidth))
-    conversation = sim_logs.conversation_index
-    starts = np.sort(rng.random(n_conversations)) * days * 86400.0
-    elapsed = np.cumsum(sim_logs.handle_time_s) - sim_logs.handle_time_s
-    elapsed = elapsed - elapsed[sim_logs.offsets[:-1]][conversation]
-    seconds = starts[conversation] + elapsed
-    timestamp = np.datetime64(start, "ms") + np.round(seconds * 1000).astype("timedelta64[ms]")
-    logs = dataclasses.replace(
-        sim_logs,
-        conversation_id=conversation_id,
-        sentiment=np.round(sim_logs.sentiment, 4),
-        csat=np.where(observed, sim_logs.csat, np.nan),
-        handle_time_s=np.round(sim_logs.handle_time_s, 2),
-        features={
-            name: sim_logs.features[name] for name in (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
-        },
-        categorical=CATEGORICAL_FEATURES,
-        numeric=NUMERIC_FEATURES,
-        customer_id=customer_labels[sim.hidden["customer"]],
-        timestamp=timestamp.astype("datetime64[ns]"),
-        source="synthetic",
-    )
-    customers = {
-        "customer_id": customer_labels,
-        "tier": np.asarray(TIERS, dtype=str)[pool["tier"]],
-        "tenure_months": pool["tenure_months"],
-    }
-    complexity = sim.hidden["complexity"][sim_logs.offsets[:-1]]
-    return GeneratedLogs(
-        logs=logs, customers=customers, true_csat=sim_logs.csat, complexity=complexity
-    )
 
 
 # ---------------------------------------------------------------------- env ids
@@ -631,20 +469,12 @@ def make_vector_env(
 
 
 __all__ = [
-    "CATEGORICAL_FEATURES",
-    "DETECTED_INTENTS",
-    "INTENTS",
-    "NUMERIC_FEATURES",
     "OUTCOMES",
-    "GeneratedLogs",
     "LoggingPolicy",
     "SyntheticWorld",
-    "TrueValue",
     "WorldConfig",
     "WorldState",
-    "generate_logs",
     "make_env",
     "world_from_config",
     "make_vector_env",
-    "true_value",
 ]

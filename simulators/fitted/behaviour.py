@@ -7,8 +7,8 @@ from supportrl.agents.base import BasePolicy, States
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import build_feature_spec
 from supportrl.envs.rewards import DEFAULT_MAX_TURNS
-from supportrl.simulators.fitted_features import Basis
-from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax
+from supportrl.simulators.fitted.features import Basis
+from supportrl.simulators.fitted.glm import SoftmaxFit, fit_softmax
 
 
 class BehaviourPolicy(BasePolicy):

@@ -2,7 +2,7 @@
 
 :class:`GLMDynamics` (multinomial logit + linear-Gaussian regressions, fitted by
 :func:`fit_glm`) and :class:`EnsembleDynamics` (the torch ensemble of
-:mod:`supportrl.simulators.fitted_ensemble`) both answer ``predict(phi, action) ->``
+:mod:`supportrl.simulators.fitted.ensemble`) both answer ``predict(phi, action) ->``
 :class:`Prediction`, and convert to and from the plain arrays the simulator files hold.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from supportrl.envs.rewards import OUTCOMES
-from supportrl.simulators.fitted_config import GLMParams
-from supportrl.simulators.fitted_ensemble import EnsembleNet
-from supportrl.simulators.fitted_glm import GaussianFit, SoftmaxFit, fit_gaussian, fit_softmax
+from supportrl.simulators.fitted.config import GLMParams
+from supportrl.simulators.fitted.ensemble import EnsembleNet
+from supportrl.simulators.fitted.glm import GaussianFit, SoftmaxFit, fit_gaussian, fit_softmax
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class GLMDynamics:
 
 @dataclass(frozen=True)
 class EnsembleDynamics:
-    """K wide-and-deep members (:class:`~simulators.fitted_ensemble.EnsembleNet`)."""
+    """K wide-and-deep members (:class:`~simulators.fitted.ensemble.EnsembleNet`)."""
 
     net: EnsembleNet
 

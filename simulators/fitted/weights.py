@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 from supportrl.envs.conversations import LoggedConversations
-from supportrl.simulators.fitted_behaviour import fit_behaviour_policy
-from supportrl.simulators.fitted_config import FitConfig
-from supportrl.simulators.fitted_features import Basis
+from supportrl.simulators.fitted.behaviour import fit_behaviour_policy
+from supportrl.simulators.fitted.config import FitConfig
+from supportrl.simulators.fitted.features import Basis
 from supportrl.simulators.logs import PROPENSITY_FLOOR
 
 

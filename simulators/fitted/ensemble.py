@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from supportrl.simulators.fitted_glm import softmax, torch_threads
+from supportrl.simulators.fitted.glm import softmax, torch_threads
 
 N_OUTPUTS = 7
 _LOG_SD_MIN, _LOG_SD_MAX = -6.0, 2.0
@@ -194,6 +194,29 @@ def _nll(h: Any, y: Any, s: Any, has_s: Any, hh: Any, has_h: Any) -> Any:
     return nll_o + nll_s + nll_h
 
 
+def _member_weights(
+    rng: np.random.Generator, conversation: np.ndarray, weights: np.ndarray, k: int, bootstrap: bool
+) -> np.ndarray:
+    """Row weights of each member, shape (k, n) float32: ``weights`` (n,) times a Poisson(1)
+    bootstrap count per conversation (``conversation`` (n,) its index) when ``bootstrap``."""
+    n = len(conversation)
+    n_conv = int(conversation.max()) + 1 if n else 0
+    if bootstrap:
+        boot = rng.poisson(1.0, size=(k, n_conv)).astype(np.float32)[:, conversation]
+    else:
+        boot = np.ones((k, n), dtype=np.float32)
+    return boot * weights.astype(np.float32)[None, :]
+
+
+def _standardised(log_handle: np.ndarray, has_h: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``log_handle`` (n,) centred and scaled on its known rows (``has_h``), missing rows at
+    the centre; and the centre and scale."""
+    h_center = float(log_handle[has_h].mean()) if has_h.any() else 0.0
+    h_scale = float(log_handle[has_h].std()) if has_h.sum() > 1 else 1.0
+    h_scale = h_scale if h_scale > 0 else 1.0
+    return (np.nan_to_num(log_handle, nan=h_center) - h_center) / h_scale, h_center, h_scale
+
+
 def fit_ensemble(
     phi: np.ndarray,
     action: np.ndarray,
@@ -227,19 +250,10 @@ def fit_ensemble(
     sizes = [p + n_actions] + [params.hidden] * params.n_layers + [N_OUTPUTS]
     w0, b0 = _init_weights(rng, sizes, k)
     lin0 = np.zeros((k, n_actions, p, N_OUTPUTS), dtype=np.float32)
-    n_conv = int(conversation.max()) + 1 if n else 0
-    if params.bootstrap:
-        boot = rng.poisson(1.0, size=(k, n_conv)).astype(np.float32)[:, conversation]
-    else:
-        boot = np.ones((k, n), dtype=np.float32)
-    row_w = boot * weights.astype(np.float32)[None, :]
-
+    row_w = _member_weights(rng, conversation, weights, k, params.bootstrap)
     has_s = ~np.isnan(next_sentiment)
     has_h = ~np.isnan(log_handle)
-    h_center = float(log_handle[has_h].mean()) if has_h.any() else 0.0
-    h_scale = float(log_handle[has_h].std()) if has_h.sum() > 1 else 1.0
-    h_scale = h_scale if h_scale > 0 else 1.0
-    h_std = (np.nan_to_num(log_handle, nan=h_center) - h_center) / h_scale
+    h_std, h_center, h_scale = _standardised(log_handle, has_h)
 
     with torch_threads(params.torch_threads):
         phi_t = torch.from_numpy(phi.astype(np.float32))

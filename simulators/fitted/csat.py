@@ -32,8 +32,8 @@ import torch
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.rewards import CONTINUE, OUTCOMES
-from supportrl.simulators.fitted_features import Basis
-from supportrl.simulators.fitted_glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
+from supportrl.simulators.fitted.features import Basis
+from supportrl.simulators.fitted.glm import SoftmaxFit, fit_softmax, minimize_torch, preconditioners
 
 CSAT_LEVELS = np.arange(1.0, 6.0)
 """The CSAT scores the model distributes over, shape (5,)."""
@@ -161,7 +161,29 @@ def fit_csat(
     )
     if method == "respondents" or observed.all():
         return CsatModel(fit=fit, response=np.full(5, rate), method="respondents")
+    return _fit_selection(
+        psi, labels, w, observed, fit, rate, l2=l2, max_iter=max_iter, threads=threads, init=init
+    )
 
+
+def _fit_selection(
+    psi: np.ndarray,
+    labels: np.ndarray,
+    w: np.ndarray,
+    observed: np.ndarray,
+    fit: SoftmaxFit,
+    rate: float,
+    *,
+    l2: float,
+    max_iter: int,
+    threads: int,
+    init: CsatModel | None,
+) -> CsatModel:
+    """The ``selection`` fit of :func:`fit_csat`: coefficients and answer rates ``g``
+    jointly, from ``fit`` (the respondents' fit, or the warm start) and the overall answer
+    rate ``rate``. ``labels`` (n, 5) soft CSAT labels, ``w`` (n,) weights, ``observed``
+    (n,) bool: answered rows."""
+    n, q = psi.shape
     x_obs = torch.from_numpy(np.ascontiguousarray(psi[observed]))
     wy_obs = torch.from_numpy(labels[observed] * w[observed, None])
     x_mis = torch.from_numpy(np.ascontiguousarray(psi[~observed]))

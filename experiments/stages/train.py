@@ -1,0 +1,249 @@
+"""The train stage: an agent trained in a simulator (bandits online, native DQN, RLlib), one
+typed result for every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from supportrl.agents.bandits import make_bandit
+from supportrl.agents.base import Policy
+from supportrl.envs.model import CustomerModel
+from supportrl.envs.rewards import RewardSpec
+from supportrl.experiments.common import UserError, output
+from supportrl.experiments.stages.settings import (
+    AgentSpec,
+    TrainSettings,
+)
+from supportrl.simulators.synthetic import SyntheticWorld
+
+
+@dataclass(frozen=True)
+class TrainedAgent:
+    """What :func:`train_stage` returns: the policy, its checkpoint and its learning curve."""
+
+    kind: str
+    backend: str
+    policy: Policy
+    checkpoint: Path
+    env_steps: int
+    wall_s: float
+    curve: Mapping[str, np.ndarray]
+    """Metric columns, ``env_steps`` first (fixed names: ``charts/episodic_return``, ...)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def sps(self) -> float:
+        return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+def train_stage(
+    spec: AgentSpec,
+    model: CustomerModel,
+    reward: RewardSpec,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    out: Path,
+    best_value: float | None = None,
+    model_path: Path | None = None,
+    writer: Any = None,
+    support: tuple[float, np.ndarray] | None = None,
+    callback: Any = None,
+) -> TrainedAgent:
+    """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
+
+    Writes the checkpoint to ``out/checkpoint``. ``model_path`` (a saved fitted model) is
+    needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
+    TensorBoard writer (DQN). ``support``: ``(threshold, weights)`` restricts a linear
+    bandit to the actions the logs support (``LinUCB.support_threshold``, ``set_support``).
+    ``callback(env_steps, metrics)`` gets each bandit round's learning-curve point
+    (tracking, Tune trials).
+    """
+    if settings.total_steps < 1:
+        raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
+    if spec.kind != "dqn":
+        return _train_bandit(
+            spec,
+            model,
+            reward,
+            settings,
+            seed=seed,
+            out=out,
+            best_value=best_value,
+            support=support,
+            callback=callback,
+        )
+    if support is not None:
+        raise UserError("train.support_threshold: only linear bandits (linucb, lints) take it")
+    return _train_dqn(
+        spec, model, reward, settings, seed=seed, out=out, model_path=model_path, writer=writer
+    )
+
+
+def _train_bandit(
+    spec, model, reward, settings, *, seed, out, best_value, support=None, callback=None
+) -> TrainedAgent:
+    from supportrl.agents.training import REWARD_MODES, train_bandit
+
+    if settings.backend != "native":
+        raise UserError(f"backend={settings.backend}: bandits train natively only (backend=native)")
+    if settings.reward_mode not in REWARD_MODES:
+        raise UserError(
+            f"train.reward_mode={settings.reward_mode!r}: expected one of {list(REWARD_MODES)}"
+        )
+    params = dict(spec.params)
+    if support is not None:
+        if spec.kind not in ("linucb", "lints"):
+            raise UserError(
+                f"train.support_threshold: only linear bandits (linucb, lints) take it, not {spec.kind}"
+            )
+        params["support_threshold"] = support[0]
+    agent = make_bandit(spec.kind, model.actions, model.feature_spec, seed=seed, **params)
+    if support is not None:
+        agent.set_support(support[1])
+    result = train_bandit(
+        agent,
+        model,
+        reward,
+        total_steps=settings.total_steps,
+        conversations_per_round=settings.conversations_per_round,
+        reward_mode=settings.reward_mode,
+        penalized=settings.penalized,
+        seed=seed,
+        best_value=best_value,
+        progress=settings.progress,
+        callback=callback,
+    )
+    checkpoint = agent.save(output(out / "checkpoint"))
+    curve = {
+        "env_steps": result.curve.env_steps,
+        "charts/episodic_return": result.curve.episodic_return,
+    }
+    if result.curve.cumulative_regret is not None:
+        curve["charts/cumulative_regret"] = result.curve.cumulative_regret
+    return TrainedAgent(
+        kind=spec.kind,
+        backend="native",
+        policy=agent,
+        checkpoint=Path(checkpoint),
+        env_steps=result.env_steps,
+        wall_s=result.wall_s,
+        curve=curve,
+        extra={"reward_mode": settings.reward_mode},
+    )
+
+
+def dqn_config(spec: AgentSpec, settings: TrainSettings):
+    """The :class:`agents.dqn.DQNConfig` of ``spec`` with the shared step budget.
+
+    ``n_step: null`` is the backend's default: 3 native, 1 with RLlib (whose n-step TD
+    loss climbs on this env).
+    """
+    from supportrl.agents.dqn import DQNConfig
+
+    params = dict(spec.params)
+    if params.get("n_step") is None:
+        params["n_step"] = 1 if settings.backend == "rllib" else 3
+    params["total_steps"] = settings.total_steps
+    return DQNConfig.from_dict(params)
+
+
+def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, writer) -> TrainedAgent:
+    from supportrl.agents.dqn import DQNLearner
+    from supportrl.envs import SupportVectorEnv
+
+    config = dqn_config(spec, settings)
+    extra: dict[str, Any] = {}
+    if settings.backend == "rllib":
+        return _train_rllib(
+            config, model, reward, settings, seed=seed, out=out, model_path=model_path
+        )
+    if settings.backend != "native":
+        raise UserError(f"backend={settings.backend!r}: expected 'native' or 'rllib'")
+    env = SupportVectorEnv(
+        config.num_envs, model=model, reward=reward, penalized=settings.penalized
+    )
+    if settings.resume:
+        from supportrl.experiments.common import resolve_shipped
+
+        # The checkpoint's hyperparameters, trained on up to train.total_steps.
+        learner = DQNLearner.load(resolve_shipped(settings.resume), env)
+        learner.config = dataclasses.replace(learner.config, total_steps=config.total_steps)
+        if learner.env_steps >= config.total_steps:
+            raise UserError(
+                f"train.resume: the checkpoint is at {learner.env_steps} env steps; "
+                f"set train.total_steps above that (now {config.total_steps})"
+            )
+        extra.update(resumed_from=settings.resume, resumed_at_env_steps=learner.env_steps)
+    else:
+        learner = DQNLearner(config=config, env=env, seed=seed)
+    result = learner.train(progress=settings.progress, writer=writer)
+    checkpoint = learner.save(output(out / "checkpoint"), include_replay=settings.save_replay)
+    import torch
+
+    extra.update(
+        torch_threads=torch.get_num_threads(),  # `threads` (default 1), whatever the machine says
+        episodes=result.episodes,
+        updates=int(result.updates),
+        updates_per_env_step=learner.config.updates_per_env_step,
+        n_step=learner.config.n_step,
+    )
+    return TrainedAgent(
+        kind="dqn",
+        backend="native",
+        policy=learner.policy,
+        checkpoint=Path(checkpoint),
+        env_steps=int(result.env_steps),
+        wall_s=float(result.wall_s),
+        curve=result.curve,
+        extra=extra,
+    )
+
+
+def _train_rllib(config, model, reward, settings, *, seed, out, model_path) -> TrainedAgent:
+    from supportrl.agents.rllib import support_env_config, train_rllib
+
+    if settings.resume:
+        raise UserError("train.resume: resuming is supported with backend=native only")
+    if isinstance(model, SyntheticWorld):
+        env_config = support_env_config(
+            world=model.config, reward=reward, penalized=settings.penalized
+        )
+    elif model_path is not None:
+        env_config = support_env_config(
+            model_path=str(Path(model_path).resolve()), reward=reward, penalized=settings.penalized
+        )
+    else:
+        raise UserError("backend=rllib needs the synthetic world or a saved simulator (env.path)")
+    rl = train_rllib(
+        config,
+        env_config=env_config,
+        actions=model.actions,
+        feature_spec=model.feature_spec,
+        seed=seed,
+        address=settings.ray.address,
+        num_cpus=settings.ray.num_cpus,
+        num_env_runners=settings.ray.num_env_runners,
+        progress=settings.progress,
+    )
+    policy = rl.policy.to_q_policy()
+    checkpoint = policy.save(output(out / "checkpoint"))
+    return TrainedAgent(
+        kind="dqn",
+        backend="rllib",
+        policy=policy,
+        checkpoint=Path(checkpoint),
+        env_steps=int(rl.env_steps),
+        wall_s=float(rl.wall_s),
+        curve=rl.curve,
+        extra={
+            "updates": int(rl.updates),
+            "n_step": config.n_step,
+            "ray_address": settings.ray.address,
+        },
+    )
