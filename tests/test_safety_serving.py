@@ -114,7 +114,8 @@ def test_a_removed_log_folder_is_recreated(tmp_path: Path) -> None:
 
 def test_an_unwritable_log_keeps_its_rows_reports_and_recovers(tmp_path: Path) -> None:
     """Issue 22 item 5: a log folder that cannot be written: rows are held (not lost), the
-    logger says why, a later write succeeds once the folder can be made again; close()
+    logger says why and refuses what it cannot make durable (nothing is acknowledged that
+    is not in the journal), and writes again once the folder can be made again; close()
     raises when rows could still not be written."""
     predictor = Predictor.load(export_policy_dir(tmp_path))
     log = tmp_path / "log"
@@ -122,21 +123,27 @@ def test_an_unwritable_log_keeps_its_rows_reports_and_recovers(tmp_path: Path) -
     logger.log("a", STATE, WORLD.actions[0], 0.5)
     shutil.rmtree(log)
     log.write_text("not a folder")  # mkdir and every write now fail (as root too)
-    assert logger.record_outcome("a", "resolved")  # held, not lost
+    with pytest.raises(LogUnavailable, match="the journal cannot be written"):
+        logger.record_outcome("a", "resolved")  # not durable: refused, not acknowledged
     assert not logger.healthy and str(log) in str(logger.error)
-    assert logger.unwritten_rows == 1
-    logger.log("b", STATE, WORLD.actions[1], 0.5)
-    with pytest.raises(LogWriteError, match=r"decision log: 2 rows not written"):
+    assert logger.unwritten_rows == 1  # "a" is still held
+    with pytest.raises(LogUnavailable):
+        logger.log("b", STATE, WORLD.actions[1], 0.5)
+    with pytest.raises(LogWriteError, match=r"decision log: 1 rows not written"):
         logger.close()
     log.unlink()
-    logger.close()  # the held rows are written now
-    assert sorted(load_conversations(log).conversation_id.tolist()) == ["a", "b"]
+    logger.close()  # the held rows are written now ("a" cut off by the first close)
+    logs = load_conversations(log)
+    assert logs.conversation_id.tolist() == ["a"] and logs.outcome.tolist() == [0]
+    assert [p.suffix for p in log.iterdir()] == [".parquet"]  # no journal left behind
 
 
 def test_the_buffer_is_bounded_while_writes_fail(tmp_path: Path) -> None:
     predictor = Predictor.load(export_policy_dir(tmp_path))
     log = tmp_path / "log"
-    logger = DecisionLogger.for_predictor(log, predictor, part_rows=1, max_buffer_rows=3)
+    logger = DecisionLogger.for_predictor(
+        log, predictor, part_rows=1, max_buffer_rows=3, journal=False
+    )  # with the journal a folder that cannot be written refuses rows at once (test above)
     shutil.rmtree(log)
     log.write_text("not a folder")
     for cid in ("a", "b", "c"):
@@ -189,18 +196,21 @@ def test_request_limits_before_parsing(service: tuple[str, Path]) -> None:
 def test_health_is_503_not_logging_and_outcomes_are_never_500(
     service: tuple[str, Path],
 ) -> None:
-    """Issue 22 item 5: with the log folder gone or unwritable, outcomes got 500."""
+    """Issue 22 item 5: with the log folder gone or unwritable, outcomes got 500. Now an
+    outcome that cannot be made durable is a 503 (not acknowledged), and a retry once the
+    folder can be written again records it."""
     base, log = service
     assert call(base, "POST", "/v1/decide", {"state": STATE, "conversation_id": "k1"})[0] == 200
     shutil.rmtree(log)
     log.write_text("not a folder")
-    status, answer = call(
-        base, "POST", "/v1/outcome", {"conversation_id": "k1", "outcome": "resolved"}
-    )
-    assert status == 200 and answer["recorded"] is True  # held in memory
+    outcome = {"conversation_id": "k1", "outcome": "resolved"}
+    status, answer = call(base, "POST", "/v1/outcome", outcome)
+    assert status == 503 and answer["field"] == "log" and "not logging" in answer["error"]
     status, health = call(base, "GET", "/health")
     assert status == 503 and health["field"] == "log" and "not logging" in health["error"]
     log.unlink()
+    status, answer = call(base, "POST", "/v1/outcome", outcome)  # the client retries
+    assert status == 200 and answer["recorded"] is True
     assert call(base, "POST", "/v1/decide", {"state": STATE, "conversation_id": "k2"})[0] == 200
     assert (
         call(base, "POST", "/v1/outcome", {"conversation_id": "k2", "outcome": "resolved"})[0]
