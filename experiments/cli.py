@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from supportrl.experiments import COMMANDS
+
+from supportrl import _interrupted_while_importing
 
 USAGE = f"usage: supportrl <command> [hydra overrides]\ncommands: {', '.join(COMMANDS)}"
 
 
 def main(argv: list[str] | None = None) -> None:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+        # from here Ctrl-C is KeyboardInterrupt again: the command cleans up what it created
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -24,8 +30,15 @@ def main(argv: list[str] | None = None) -> None:
         module = importlib.import_module(f"supportrl.experiments.{command}")
         module.main()
     except KeyboardInterrupt:  # before or after the command's own handler (see user_errors)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # interrupted and cleaned up (user_errors): a SIGINT that a
+            # library re-raises late (seen: 1 exit in 15 by the signal during finalization)
+            # must not turn exit 130 into a death by signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
 
 
 if __name__ == "__main__":
