@@ -553,9 +553,11 @@ def run_server(
             flush=True,
         )
     app = create_app(predictor, logger=logger, experiment=experiment)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(
-        sockets=[sock]
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on (as uvicorn.run)
+        pass
     if logger is not None and (logger.unwritten_rows or not logger.healthy):
         raise SystemExit(
             f"error: decision log {logger.directory}: {logger.unwritten_rows} rows could not be "
