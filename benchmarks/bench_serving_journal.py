@@ -7,7 +7,8 @@ supportrl.serving.http`` in its own process on 127.0.0.1, logging to a fresh fol
 times over: no log (anchor), a log held in memory until its part is written
 (``--no-log-journal``: what every version before the journal did), the journal (default),
 the journal with ``--log-fsync``. Traffic is conversations of two ``/v1/decide`` calls and a
-``/v1/outcome``, from four client threads on keep-alive connections:
+``/v1/outcome`` (the anchor: ``/v1/decide`` without a conversation id), from four client
+threads on keep-alive connections:
 
 * closed loop (each thread sends its next call when the answer is in): calls/s the server
   sustains, p50 and p99 latency;
@@ -46,7 +47,7 @@ STATE = {
     "prior_contacts_30d": 1,
 }
 CONFIGS = {
-    "no log (anchor)": None,
+    "no log (anchor)": None,  # decisions only: nothing to log
     "log, no journal (before)": ["--no-log-journal"],
     "log + journal (now)": [],
     "log + journal + fsync": ["--log-fsync"],
@@ -74,8 +75,11 @@ def start(artifact: Path, log: Path, extra: list[str] | None) -> tuple[subproces
     raise RuntimeError(proc.stderr.read().decode()[-2000:])
 
 
-def load(port: int, seconds: float, rate: float | None, threads: int = 4) -> dict[str, float]:
-    """Conversations of decide, decide, outcome; ``rate`` None: closed loop."""
+def load(
+    port: int, seconds: float, rate: float | None, tag: str, logged: bool, threads: int = 4
+) -> dict[str, float]:
+    """Conversations of decide, decide, outcome (``logged``; else decisions without a
+    conversation id, nothing to log); ``rate`` None: closed loop. ``tag`` prefixes the ids."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -95,8 +99,10 @@ def load(port: int, seconds: float, rate: float | None, threads: int = 4) -> dic
                     time.sleep(pause)
             elif time.perf_counter() >= stop:
                 break
-            cid = f"c{k}-{i // 3}"
-            if i % 3 < 2:
+            cid = f"{tag}{k}-{i // 3}"
+            if not logged:
+                path, body = "/v1/decide", {"state": {**STATE, "turn": 0}}
+            elif i % 3 < 2:
                 path = "/v1/decide"
                 body = {"state": {**STATE, "turn": i % 3}, "conversation_id": cid}
             else:
@@ -146,7 +152,7 @@ def main() -> None:
                 proc, port = start(artifact, log, extra)
                 try:
                     for mode, rate in (("closed loop", None), (f"{args.rate:g}/s", args.rate)):
-                        out = load(port, args.seconds, rate)
+                        out = load(port, args.seconds, rate, mode[:4], extra is not None)
                         key = (label, mode)
                         if key not in best or out["p99"] < best[key]["p99"]:
                             best[key] = out

@@ -121,7 +121,10 @@ def _interrupt_at(stage: int, tmp_path: Path) -> None:
         proc.wait()
         pytest.fail(f"stage {stage} never started: {''.join(seen)[-2000:]}")
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, f"{''.join(seen)}{out}"[-2000:] + err[-2000:]
+    # 130 as a shell shows it: exit(130), or a death by SIGINT after the clean-up and the
+    # `interrupted` line (seen in about 1 interrupt in 15 in the fit stage; not pinned down,
+    # likely a library re-emitting the signal, as pyarrow's SignalStopHandler does)
+    assert proc.returncode in (130, -signal.SIGINT), f"{''.join(seen)}{out}"[-2000:] + err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
     assert (run / "mine.txt").read_text() == "the user's"
     assert sorted(p.name for p in run.iterdir() if _not_hydra(p)) == ["mine.txt"]
