@@ -499,7 +499,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, bound before anything claims the URL (a result,
     a log line), so a busy port is one clear error and not a half-started server."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named: asyncio sets TCP_NODELAY only on sockets that say they are TCP (without
+    # it every answer waited ~40 ms for Nagle and the client's delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         sock.bind((host, port))
