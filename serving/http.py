@@ -61,6 +61,7 @@ from supportrl.serving.features import InvalidStateError
 from supportrl.serving.logger import (
     MAX_ID_LENGTH,
     DecisionLogger,
+    JournalError,
     LogUnavailable,
     LogWriteError,
 )
@@ -567,6 +568,18 @@ def run_server(
         )
 
 
+def _logger(make: Any, args: argparse.Namespace) -> DecisionLogger | None:
+    """The decision log of ``--log-dir`` (None without); a journal left by an earlier server
+    that cannot be read back is ``error: FILE: line N ...`` and exit 2."""
+    if args.log_dir is None:
+        return None
+    try:
+        return make(args.log_dir)
+    except (JournalError, OSError) as err:
+        print(f"error: --log-dir {args.log_dir}: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m supportrl.serving.http ARTIFACT_DIR [--port N] [--log-dir DIR] ...`` or
     ``python -m supportrl.serving.http --experiment FILE ...``."""
@@ -608,10 +621,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
-        logger = (
-            DecisionLogger.for_experiment(args.log_dir, experiment, **log_options)
-            if args.log_dir
-            else None
+        logger = _logger(
+            lambda d: DecisionLogger.for_experiment(d, experiment, **log_options), args
         )
         run_server(
             None, host=args.host, port=args.port, logger=logger, experiment=experiment, sock=sock
@@ -627,11 +638,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    logger = (
-        DecisionLogger.for_predictor(args.log_dir, predictor, **log_options)
-        if args.log_dir
-        else None
-    )
+    logger = _logger(lambda d: DecisionLogger.for_predictor(d, predictor, **log_options), args)
     run_server(predictor, host=args.host, port=args.port, logger=logger, sock=sock)
 
 

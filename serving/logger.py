@@ -265,6 +265,7 @@ def _recover(directory: Path, stamp: str, segments: list[Path]) -> Path | None:
         max_open=2**62,
         max_buffer_rows=2**62,
         journal=False,
+        recover=False,
     )
     logger._stamp = f"{stamp}-recovered"
     replayed: set[str] = set()

@@ -267,3 +267,25 @@ def test_a_torn_last_line_is_skipped_and_a_corrupt_line_is_named(tmp_path: Path)
     segment.write_bytes(b"\n".join(lines))
     with pytest.raises(JournalError, match=rf"{segment.name}: line 2 is not a journal line"):
         _logger(log2)
+
+
+def test_a_damaged_journal_stops_the_server_naming_the_file_and_line(
+    artifacts: list[Path], tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    logger = _logger(log)
+    logger.log("a", STATE, WORLD.actions[0], 0.5)
+    logger.log("b", STATE, WORLD.actions[0], 0.5)
+    _abandon(logger)
+    (segment,) = log.glob(".journal-*.jsonl")
+    segment.write_bytes(segment.read_bytes().replace(b'"e":"d"', b'"e":"?"', 1))
+    proc = subprocess.run(
+        [sys.executable, "-m", "supportrl.serving.http", str(artifacts[0])]
+        + ["--port", str(free_port()), "--log-dir", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"{segment}: line 2: unknown journal event '?'" in proc.stderr
+    assert segment.exists()  # kept for the operator to look at
