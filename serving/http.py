@@ -34,8 +34,15 @@ decision log cannot be written (``GET /health`` answers 503 then too). With a :c
 with a decision that used the fallback action is answered but left out of the log (its
 state is not a valid row; ``DecisionLogger.drop``).
 
+A decision answered ``"logged": true`` and an outcome answered ``"recorded": true`` are in
+the log folder's journal before the answer is sent (a killed server loses none; the next
+server on the folder recovers them: :mod:`supportrl.serving.logger`); what the journal
+cannot hold is refused (``log_error``, 503) rather than acknowledged. ``--log-fsync`` syncs
+each journal line to disk, ``--no-log-journal`` keeps rows only in memory.
+
 Run it with ``python -m supportrl.serving.http ARTIFACT_DIR --port 8080`` or
-``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise.
+``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise,
+before anything claims the URL: a port in use is ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations

@@ -632,10 +632,13 @@ class DecisionLogger:
             journal.append(event)
         except OSError as exc:
             self.error = f"{self.directory}: journal: {exc.strerror or exc}"
+            self.failed_writes += 1
             raise LogUnavailable(
                 f"decision log {self.directory}: the journal cannot be written "
                 f"({exc.strerror or exc}); not logged"
             ) from None
+        if self.error is not None and self.error.startswith(f"{self.directory}: journal:"):
+            self.error = None  # the journal is written again (parts report their own errors)
 
     def _snapshot(self, *, full: bool) -> list[dict[str, Any]]:
         """Journal lines for the held rows: open conversations only, or (``full``) every held
