@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import threading
 
 from supportrl.experiments import COMMANDS
 
@@ -30,15 +31,10 @@ def main(argv: list[str] | None = None) -> None:
         module = importlib.import_module(f"supportrl.experiments.{command}")
         module.main()
     except KeyboardInterrupt:  # before or after the command's own handler (see user_errors)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still exit 130
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except SystemExit as exc:
-        if exc.code == 130:  # interrupted and cleaned up (user_errors): a SIGINT that a
-            # library re-raises late (seen: 1 exit in 15 by the signal during finalization)
-            # must not turn exit 130 into a death by signal
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise
 
 
 if __name__ == "__main__":
