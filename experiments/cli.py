@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 from supportrl.experiments import COMMANDS
+
+from supportrl import _interrupted_while_importing
 
 USAGE = f"usage: supportrl <command> [hydra overrides]\ncommands: {', '.join(COMMANDS)}"
 
 
 def main(argv: list[str] | None = None) -> None:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+        # from here Ctrl-C is KeyboardInterrupt again: the command cleans up what it created
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -24,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         module = importlib.import_module(f"supportrl.experiments.{command}")
         module.main()
     except KeyboardInterrupt:  # before or after the command's own handler (see user_errors)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still exit 130
         print("interrupted", file=sys.stderr)
         sys.exit(130)
 

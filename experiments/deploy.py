@@ -113,7 +113,8 @@ def deploy_stage(
     last = ro.offsets[1:] - 1
     answered = world.csat_observed(ro.csat, np.random.default_rng((seed, 1)))
     labels = np.asarray(world.actions)
-    logger = DecisionLogger.for_predictor(log_dir, predictor, part_rows=part_rows)
+    # a simulation acknowledges nothing to a client: no journal (docs/security.md)
+    logger = DecisionLogger.for_predictor(log_dir, predictor, part_rows=part_rows, journal=False)
     logger.log_batch(
         ids[conversation],
         ro.states(),
@@ -260,7 +261,9 @@ def experiment_stage(
     )
     own = logger is None
     if own:
-        logger = DecisionLogger.for_experiment(log_dir, experiment, part_rows=part_rows)
+        logger = DecisionLogger.for_experiment(
+            log_dir, experiment, part_rows=part_rows, journal=False
+        )
     logger.log_batch(
         cids,
         rec["states"],

@@ -192,7 +192,7 @@ def _run_experiment(
     from supportrl.experiments.deploy import experiment_clock, experiment_stage
     from supportrl.serving import DecisionLogger
 
-    logger = DecisionLogger.for_experiment(log, experiment, part_rows=50_000)
+    logger = DecisionLogger.for_experiment(log, experiment, part_rows=50_000, journal=False)
     width = len(str(settings.conversations - 1))
     served, sums = 0, {a: [0, 0.0] for a in experiment.arms}
     analysis: dict[str, Any] = {}

@@ -60,6 +60,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     port = int(s.port)
     if not 0 < port < 65536:
         raise UserError(f"serve.port={port}: expected a port in 1..65535")
+    sock = listen(str(s.host), port)  # before result.json claims the URL
     log_dir = None if s.log_dir is None else Path(str(s.log_dir))
     logger = None if log_dir is None else DecisionLogger.for_predictor(log_dir, predictor)
     url = f"http://{s.host}:{port}"
@@ -67,7 +68,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         {"artifact": str(predictor.directory), "url": url, "log_dir": log_dir},
         f"serve: {predictor.kind} policy at {url} (Ctrl-C to stop)",
     )
-    run_server(predictor, host=str(s.host), port=port, logger=logger)
+    run_server(predictor, host=str(s.host), port=port, logger=logger, sock=sock)
     return {}
 
 
@@ -87,6 +88,7 @@ def serve_experiment(cfg: DictConfig) -> dict[str, Any]:
     port = int(s.port)
     if not 0 < port < 65536:
         raise UserError(f"serve.port={port}: expected a port in 1..65535")
+    sock = listen(str(s.host), port)  # before result.json claims the URL
     log_dir = None if s.log_dir is None else Path(str(s.log_dir))
     logger = None if log_dir is None else DecisionLogger.for_experiment(log_dir, experiment)
     url = f"http://{s.host}:{port}"
@@ -95,8 +97,18 @@ def serve_experiment(cfg: DictConfig) -> dict[str, Any]:
         {"experiment": experiment.describe(), "url": url, "log_dir": log_dir},
         f"serve: experiment {experiment.config.name} ({arms}) at {url} (Ctrl-C to stop)",
     )
-    run_server(None, host=str(s.host), port=port, logger=logger, experiment=experiment)
+    run_server(None, host=str(s.host), port=port, logger=logger, experiment=experiment, sock=sock)
     return {}
+
+
+def listen(host: str, port: int) -> Any:
+    """The service's socket, bound now: a busy port is a user error naming it (exit 2)."""
+    from supportrl.serving.http import PortUnavailable, bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except PortUnavailable as err:
+        raise UserError(f"serve.port={port}: {err.strerror}") from None
 
 
 if __name__ == "__main__":

@@ -34,17 +34,26 @@ decision log cannot be written (``GET /health`` answers 503 then too). With a :c
 with a decision that used the fallback action is answered but left out of the log (its
 state is not a valid row; ``DecisionLogger.drop``).
 
+A decision answered ``"logged": true`` and an outcome answered ``"recorded": true`` are in
+the log folder's journal before the answer is sent (a killed server loses none; the next
+server on the folder recovers them: :mod:`supportrl.serving.logger`); what the journal
+cannot hold is refused (``log_error``, 503) rather than acknowledged. ``--log-fsync`` syncs
+each journal line to disk, ``--no-log-journal`` keeps rows only in memory.
+
 Run it with ``python -m supportrl.serving.http ARTIFACT_DIR --port 8080`` or
-``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise.
+``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise,
+before anything claims the URL: a port in use is ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -59,6 +68,7 @@ from supportrl.serving.features import InvalidStateError
 from supportrl.serving.logger import (
     MAX_ID_LENGTH,
     DecisionLogger,
+    JournalError,
     LogUnavailable,
     LogWriteError,
 )
@@ -489,6 +499,33 @@ def create_app(
     return app
 
 
+class PortUnavailable(OSError):
+    """The service cannot listen on the address it was given (in use, not this machine's)."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before anything claims the URL (a result,
+    a log line), so a busy port is one clear error and not a half-started server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto named: asyncio sets TCP_NODELAY only on sockets that say they are TCP (without
+    # it every answer waited ~40 ms for Nagle and the client's delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = (
+            "already in use (another server listens there; choose another port)"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
+        raise PortUnavailable(exc.errno, f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_server(
     predictor: Predictor | None,
     *,
@@ -496,9 +533,16 @@ def run_server(
     port: int = 8080,
     logger: DecisionLogger | None = None,
     experiment: Experiment | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until interrupted (uvicorn); the decision log is flushed on shutdown."""
+    """Serve until interrupted (uvicorn); the decision log is flushed on shutdown.
+
+    ``sock``: a socket from :func:`bind_socket` (else ``host:port`` is bound here, and
+    :class:`PortUnavailable` raised if it cannot be)."""
     import uvicorn
+
+    if sock is None:
+        sock = bind_socket(host, port)
 
     if experiment is not None:
         arms = ", ".join(
@@ -512,13 +556,35 @@ def run_server(
         print(
             f"serving {predictor.directory} ({predictor.kind}) on http://{host}:{port}", flush=True
         )
+    if logger is not None and logger.recovered:
+        print(
+            f"decision log {logger.directory}: recovered the journal of an earlier server into "
+            + ", ".join(p.name for p in logger.recovered),
+            flush=True,
+        )
     app = create_app(predictor, logger=logger, experiment=experiment)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on (as uvicorn.run)
+        pass
     if logger is not None and (logger.unwritten_rows or not logger.healthy):
         raise SystemExit(
             f"error: decision log {logger.directory}: {logger.unwritten_rows} rows could not be "
             f"written ({logger.error})"
         )
+
+
+def _logger(make: Any, args: argparse.Namespace) -> DecisionLogger | None:
+    """The decision log of ``--log-dir`` (None without); a journal left by an earlier server
+    that cannot be read back is ``error: FILE: line N ...`` and exit 2."""
+    if args.log_dir is None:
+        return None
+    try:
+        return make(args.log_dir)
+    except (JournalError, OSError) as err:
+        print(f"error: --log-dir {args.log_dir}: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -535,10 +601,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--on-invalid", choices=("error", "fallback"), default="error")
     parser.add_argument("--fallback-action", default=None)
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument(
+        "--log-fsync",
+        action="store_true",
+        help="fsync each decision log journal line (survives power loss, not only a crash)",
+    )
+    parser.add_argument(
+        "--no-log-journal",
+        action="store_true",
+        help="hold logged rows in memory until their part is written (a crash loses them)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     if (args.artifact is None) == (args.experiment is None):
         raise SystemExit("error: give an artifact directory or --experiment FILE (one of them)")
+    try:
+        sock = bind_socket(args.host, args.port)
+    except PortUnavailable as err:
+        print(f"error: --port {args.port}: {err.strerror}", file=sys.stderr)
+        sys.exit(2)
+    log_options = {"journal": not args.no_log_journal, "sync": args.log_fsync}
     if args.experiment is not None:
         try:
             experiment = Experiment.load(
@@ -546,8 +628,12 @@ def main(argv: list[str] | None = None) -> None:
             )
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
-        logger = DecisionLogger.for_experiment(args.log_dir, experiment) if args.log_dir else None
-        run_server(None, host=args.host, port=args.port, logger=logger, experiment=experiment)
+        logger = _logger(
+            lambda d: DecisionLogger.for_experiment(d, experiment, **log_options), args
+        )
+        run_server(
+            None, host=args.host, port=args.port, logger=logger, experiment=experiment, sock=sock
+        )
         return
     try:
         predictor = Predictor.load(
@@ -559,8 +645,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    logger = DecisionLogger.for_predictor(args.log_dir, predictor) if args.log_dir else None
-    run_server(predictor, host=args.host, port=args.port, logger=logger)
+    logger = _logger(lambda d: DecisionLogger.for_predictor(d, predictor, **log_options), args)
+    run_server(predictor, host=args.host, port=args.port, logger=logger, sock=sock)
 
 
 if __name__ == "__main__":

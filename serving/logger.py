@@ -17,14 +17,28 @@ conversations are held open (the oldest is then written as cut off); a write tha
 recreates the folder and tries again, and :attr:`DecisionLogger.error` says why meanwhile.
 :meth:`DecisionLogger.close` raises :class:`LogWriteError` when rows could not be written.
 
+Durable before acknowledged: every decision, outcome and drop is appended to a journal in
+the log folder (``.journal-<stamp>-<n>.jsonl``, one JSON line per call, ``os.write``)
+before the call returns, so a process killed at any instant (``kill -9``) loses nothing a
+client was told was logged; with ``sync=True`` each line is also ``fsync``-ed (power loss
+too). When a part is written the journal starts a new segment holding only the rows still
+open, and the older segments are removed: the journal stays about one flush interval long.
+A journal that cannot be written refuses the row (:class:`LogUnavailable`). A new
+:class:`DecisionLogger` on the folder (``serve`` restarted) first turns the journals of
+processes that ended without closing into parts (:func:`recover_journals`): completed
+conversations with their outcomes, open ones as cut off. The loaders read only
+``*.parquet``; the journal is invisible to ``validate``, ``evaluate`` and ``abtest``.
+
 Writing Parquet needs pyarrow (``pip install "./serving[log]"``); nothing else beyond numpy.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +54,11 @@ MAX_LABEL_LENGTH = 256
 """Longest categorical value or action label (characters) a log row may carry."""
 
 
+JOURNAL_VERSION = 1
+"""Version of the journal's line format (its header says which)."""
+_JOURNAL = re.compile(r"^\.journal-(?P<stamp>.+)-(?P<n>\d{5})\.jsonl$")
+
+
 class LogWriteError(OSError):
     """Rows of the decision log could not be written (the folder is gone, read-only, full)."""
 
@@ -47,6 +66,221 @@ class LogWriteError(OSError):
 class LogUnavailable(RuntimeError):
     """The log holds as many unwritten rows as it may (``max_buffer_rows``): new rows are
     refused until a write succeeds."""
+
+
+class JournalError(ValueError):
+    """A journal line that cannot be read back (names the file and the line)."""
+
+
+def _lock(fd: int, *, wait: bool) -> bool:
+    """An exclusive lock on an open journal segment (False: another process holds it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows): journals are not shared
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _encode(chunk: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Rows as JSON-ready columns (timestamps as microseconds since the epoch)."""
+    return {
+        k: (v.astype("datetime64[us]").astype(np.int64) if k == "timestamp" else v).tolist()
+        for k, v in chunk.items()
+    }
+
+
+class _Journal:
+    """The append-only journal of one :class:`DecisionLogger` (module doc).
+
+    Segment ``n`` starts with a header line ``{"journal": 1, "columns": {...}, "replaces":
+    [older segments], "part": PART}``: once ``PART`` exists the segments it replaces are
+    obsolete, and its snapshot lines (``"s": 1``, the rows still open when ``PART`` was
+    written) stand for them. Then one line per call: ``{"e": "d", "c": {COLUMN: [...]}}``
+    (decisions), ``{"e": "o", ...}`` (outcomes), ``{"e": "x", "id": ...}`` (a drop).
+    """
+
+    def __init__(self, directory: Path, stamp: str, columns: dict[str, Any], sync: bool) -> None:
+        self.directory, self.stamp, self.columns, self.sync = directory, stamp, columns, sync
+        self.n = 0
+        self.segments: list[Path] = []
+        self.fd = -1
+
+    def _new_segment(self, replaces: list[str], part: str | None, snapshot: list[dict]) -> None:
+        """Write the next segment whole under a temporary name, rename it, append to it."""
+        self.n += 1
+        path = self.directory / f".journal-{self.stamp}-{self.n:05d}.jsonl"
+        tmp = path.with_name(path.name + ".tmp")
+        header = {"journal": JOURNAL_VERSION, "columns": self.columns}
+        lines = [{**header, "replaces": replaces, "part": part}, *snapshot]
+        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            _lock(fd, wait=True)
+            self._write(fd, data)
+            if self.sync:
+                os.fsync(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        if self.fd >= 0:
+            os.close(self.fd)  # its lock goes with it; the file stays until retired
+        self.fd = fd
+        self.segments.append(path)
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    @property
+    def unlinked(self) -> bool:
+        """Whether the current segment was removed from the folder (e.g. the folder was)."""
+        return self.fd < 0 or os.fstat(self.fd).st_nlink == 0
+
+    def append(self, event: dict[str, Any]) -> None:
+        """One line, written before the call that logged it returns (OSError if it cannot)."""
+        self._write(self.fd, (json.dumps(event, separators=(",", ":")) + "\n").encode())
+        if self.sync:
+            os.fsync(self.fd)
+
+    def start(self, snapshot: list[dict]) -> None:
+        """A first segment (or a fresh one when the folder lost the journal): replaces none."""
+        self.segments = [p for p in self.segments if p.exists()]
+        self._new_segment([p.name for p in self.segments], None, snapshot)
+
+    def rotate(self, part: str, snapshot: list[dict]) -> None:
+        """A new segment before ``part`` is written: ``snapshot`` is what stays held after it."""
+        self._new_segment([p.name for p in self.segments], part, snapshot)
+
+    def retire(self) -> None:
+        """``part`` was written: the segments before the newest are obsolete."""
+        for path in self.segments[:-1]:
+            path.unlink(missing_ok=True)
+        self.segments = self.segments[-1:]
+
+    def close(self, *, remove: bool) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if remove:
+            for path in self.segments:
+                path.unlink(missing_ok=True)
+            self.segments = []
+
+
+def _read_journal(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, event) of a segment; a torn last line (killed mid-write) is skipped."""
+    with path.open("rb") as f:
+        lines = f.read().split(b"\n")
+    last = len(lines) - 1
+    for i, raw in enumerate(lines):
+        if not raw:
+            continue
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            if i == last:  # never acknowledged: the call that wrote it did not return
+                return
+            raise JournalError(f"{path}: line {i + 1} is not a journal line") from None
+        if not isinstance(event, dict):
+            raise JournalError(f"{path}: line {i + 1} is not a journal line")
+        yield i + 1, event
+
+
+def recover_journals(directory: str | os.PathLike[str]) -> list[Path]:
+    """Turn the journals in ``directory`` left by loggers that did not close into parts.
+
+    Journals held by a running logger (locked) are left alone. Per journal: completed
+    conversations keep their outcomes, open ones are written as cut off (``continue``), and
+    the part is named ``part-<stamp>-recovered-00001.parquet``; its segments are then
+    removed (if that part already exists, the journal was recovered before and is only
+    removed). Returns the parts written. Raises :class:`JournalError` naming the file and
+    line of a journal that cannot be read.
+    """
+    directory = Path(directory)
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for path in directory.glob(".journal-*.jsonl"):
+        m = _JOURNAL.match(path.name)
+        if m:
+            groups.setdefault(m["stamp"], []).append((int(m["n"]), path))
+    written = []
+    for stamp, numbered in sorted(groups.items()):
+        segments = [p for _, p in sorted(numbered)]
+        fds = []
+        try:
+            for path in segments:
+                fds.append(os.open(path, os.O_RDONLY))
+                if not _lock(fds[-1], wait=False):
+                    break  # a running logger's journal
+            else:
+                part = _recover(directory, stamp, segments)
+                if part is not None:
+                    written.append(part)
+                for path in segments:
+                    path.unlink(missing_ok=True)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    return written
+
+
+def _recover(directory: Path, stamp: str, segments: list[Path]) -> Path | None:
+    """Replay one logger's journal segments into a part (see :func:`recover_journals`)."""
+    target = directory / f"part-{stamp}-recovered-00001.parquet"
+    if target.exists():
+        return None
+    events = {p: list(_read_journal(p)) for p in segments}
+    headers = {}
+    for path, lines in events.items():
+        if not lines or "journal" not in lines[0][1]:
+            raise JournalError(f"{path}: line 1 is not a journal header")
+        if lines[0][1]["journal"] != JOURNAL_VERSION:
+            raise JournalError(f"{path}: journal version {lines[0][1]['journal']!r} unknown")
+        headers[path.name] = lines[0][1]
+    obsolete = {
+        name
+        for header in headers.values()
+        if header.get("part") and (directory / header["part"]).exists()
+        for name in header["replaces"]
+    }
+    live = [p for p in segments if p.name not in obsolete]
+    if not live:
+        return None
+    columns = headers[live[0].name]["columns"]
+    logger = DecisionLogger(
+        directory,
+        categorical=columns["categorical"],
+        numeric=columns["numeric"],
+        experiment=columns["experiment"],
+        customer_column=columns["customer_column"],
+        part_rows=2**62,
+        flush_interval_s=float("inf"),
+        max_open=2**62,
+        max_buffer_rows=2**62,
+        journal=False,
+        recover=False,
+    )
+    logger._stamp = f"{stamp}-recovered"
+    replayed: set[str] = set()
+    for path in live:
+        skip_snapshot = any(name in replayed for name in headers[path.name]["replaces"])
+        for line, event in events[path][1:]:
+            if skip_snapshot and event.get("s"):
+                continue
+            try:
+                logger._replay(event)
+            except (KeyError, TypeError, ValueError) as err:
+                raise JournalError(f"{path}: line {line}: {err}") from None
+        replayed.add(path.name)
+    logger.close()  # one part: every conversation, open ones as cut off
+    return logger.parts[0] if logger.parts else None
 
 
 def _strings(values: Any, name: str, limit: int) -> np.ndarray:
@@ -72,6 +306,12 @@ class DecisionLogger:
         max_open: most conversations held open; beyond it the oldest is closed as cut off.
         max_buffer_rows: most rows held in memory while writes fail; beyond it
             :class:`LogUnavailable`.
+        journal: append every call to the folder's journal before it returns (module doc);
+            False keeps rows only in memory until their part is written.
+        sync: ``fsync`` each journal line (survives power loss, not only a killed process;
+            costs a disk flush per call).
+        recover: first turn journals left in ``directory`` by loggers that did not close
+            into parts (:func:`recover_journals`; :attr:`recovered` lists them).
     """
 
     def __init__(
@@ -86,6 +326,9 @@ class DecisionLogger:
         flush_interval_s: float = 10.0,
         max_open: int = 100_000,
         max_buffer_rows: int = 2_000_000,
+        journal: bool = True,
+        sync: bool = False,
+        recover: bool = True,
     ) -> None:
         try:
             import pyarrow  # noqa: F401
@@ -125,6 +368,18 @@ class DecisionLogger:
         self.error: str | None = None
         """Why the last write failed (None when the last write succeeded)."""
         self.failed_writes = 0
+        self.recovered: list[Path] = recover_journals(self.directory) if recover else []
+        """Parts written from journals of earlier loggers that did not close."""
+        self._journal: _Journal | None = None
+        if journal:
+            columns = {
+                "categorical": list(self.categorical),
+                "numeric": list(self.numeric),
+                "experiment": self.experiment,
+                "customer_column": self.customer_column,
+            }
+            self._journal = _Journal(self.directory, self._stamp, columns, sync)
+            self._journal.start([])
 
     @classmethod
     def for_predictor(
@@ -136,6 +391,8 @@ class DecisionLogger:
         flush_interval_s: float = 10.0,
         max_open: int = 100_000,
         max_buffer_rows: int = 2_000_000,
+        journal: bool = True,
+        sync: bool = False,
     ) -> DecisionLogger:
         """A logger for the state variables of a :class:`~supportrl.serving.Predictor`."""
         return cls(
@@ -146,11 +403,19 @@ class DecisionLogger:
             flush_interval_s=flush_interval_s,
             max_open=max_open,
             max_buffer_rows=max_buffer_rows,
+            journal=journal,
+            sync=sync,
         )
 
     @classmethod
     def for_experiment(
-        cls, directory: str | os.PathLike[str], experiment: Any, *, part_rows: int = 10_000
+        cls,
+        directory: str | os.PathLike[str],
+        experiment: Any,
+        *,
+        part_rows: int = 10_000,
+        journal: bool = True,
+        sync: bool = False,
     ) -> DecisionLogger:
         """A logger for an :class:`~supportrl.serving.experiment.Experiment`: the union of its
         arms' state variables, plus the ``arm``, ``customer_id`` and ``decision_id`` columns."""
@@ -166,6 +431,8 @@ class DecisionLogger:
             part_rows=part_rows,
             experiment=True,
             customer_column=experiment.config.unit == "customer",
+            journal=journal,
+            sync=sync,
         )
 
     # ------------------------------------------------------------------ decisions
@@ -271,10 +538,12 @@ class DecisionLogger:
             )
             chunk = {k: v[keep] for k, v in chunk.items()}
             ids = chunk["conversation_id"]
-        self._check_turns(ids, chunk["turn"])
+        turns = self._check_turns(ids, chunk["turn"])
         if len(ids):
+            self._journal_append({"e": "d", "c": _encode(chunk)})  # durable, then held
             self._chunks.append(chunk)
             self._buffered += len(ids)
+        self._next_turn.update(turns)
         self._evict_open()
         self._maybe_flush()
         return len(ids)
@@ -284,6 +553,11 @@ class DecisionLogger:
         would not be valid schema v1): rows logged so far are discarded, later decisions and
         its outcome are ignored."""
         cid = str(conversation_id)[:MAX_ID_LENGTH]
+        if cid not in self._dropped:
+            try:  # a drop lost with the journal only leaves its rows in, cut off
+                self._journal_append({"e": "x", "id": cid})
+            except LogUnavailable:
+                pass
         self._dropped.add(cid)  # its held rows are left out when the next part is written
         if cid in self._done:
             self._done_rows -= self._next_turn[cid]
@@ -329,19 +603,97 @@ class DecisionLogger:
     def _state_names(self) -> tuple[str, ...]:
         return ("turn", "intent", "sentiment", *self.categorical, *self.numeric)
 
-    def _check_turns(self, ids: np.ndarray, turns: np.ndarray) -> None:
-        expected = dict(self._next_turn)
+    def _check_turns(self, ids: np.ndarray, turns: np.ndarray) -> dict[str, int]:
+        """The conversations' next turns after these rows (ValueError if out of order)."""
+        expected: dict[str, int] = {}
         for i, (cid, turn) in enumerate(zip(ids.tolist(), turns.tolist(), strict=True)):
             if cid in self._done:
                 raise ValueError(f"conversation {cid!r}: already completed by record_outcome")
-            want = expected.get(cid, 0)
+            want = expected.get(cid, self._next_turn.get(cid, 0))
             if turn != want:
                 raise ValueError(
                     f"conversation {cid!r}: row {i} has turn {turn:g}, expected {want} "
                     "(turns are 0, 1, 2, ... in order)"
                 )
             expected[cid] = want + 1
-        self._next_turn = expected
+        return expected
+
+    def _journal_append(self, event: dict[str, Any]) -> None:
+        """Write ``event`` to the journal before the call is acknowledged; a journal that was
+        removed (with its folder) is started again with every held row. LogUnavailable when
+        it cannot be written: the call is then refused, not acknowledged."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            if journal.unlinked:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                journal.start(self._snapshot(full=True))
+            journal.append(event)
+        except OSError as exc:
+            self.error = f"{self.directory}: journal: {exc.strerror or exc}"
+            self.failed_writes += 1
+            raise LogUnavailable(
+                f"decision log {self.directory}: the journal cannot be written "
+                f"({exc.strerror or exc}); not logged"
+            ) from None
+        if self.error is not None and self.error.startswith(f"{self.directory}: journal:"):
+            self.error = None  # the journal is written again (parts report their own errors)
+
+    def _snapshot(self, *, full: bool) -> list[dict[str, Any]]:
+        """Journal lines for the held rows: open conversations only, or (``full``) every held
+        row and the outcomes of completed conversations."""
+        if not self._chunks:
+            return []
+        columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
+        cids = columns["conversation_id"].tolist()
+        keep = np.fromiter(
+            (c not in self._dropped and (full or c not in self._done) for c in cids),
+            dtype=bool,
+            count=len(cids),
+        )
+        lines: list[dict[str, Any]] = []
+        if keep.any():
+            lines.append({"e": "d", "s": 1, "c": _encode({k: v[keep] for k, v in columns.items()})})
+        if full and self._done:
+            done = list(self._done)
+            lines.append(
+                {
+                    "e": "o",
+                    "s": 1,
+                    "ids": done,
+                    "outcomes": [self._done[c][0] for c in done],
+                    "csat": [self._done[c][1] for c in done],
+                    "h": {c: self._handle[c].tolist() for c in done if c in self._handle},
+                }
+            )
+        return lines
+
+    def _replay(self, event: dict[str, Any]) -> None:
+        """Apply one journal line (recovery)."""
+        kind = event["e"]
+        if kind == "d":
+            c = event["c"]
+            self.log_batch(
+                c["conversation_id"],
+                {name: c[name] for name in self._state_names()},
+                c["action"],
+                c["propensity"],
+                timestamps=np.asarray(c["timestamp"], dtype=np.int64).astype("datetime64[us]"),
+                handle_time_s=c["handle_time_s"],
+                arms=c.get("arm"),
+                customer_ids=c.get("customer_id"),
+                decision_ids=c.get("decision_id"),
+            )
+        elif kind == "o":
+            handles = {
+                cid: np.asarray(v, dtype=np.float64) for cid, v in event.get("h", {}).items()
+            }
+            self._record(event["ids"], event["outcomes"], event["csat"], handles)
+        elif kind == "x":
+            self.drop(event["id"])
+        else:
+            raise ValueError(f"unknown journal event {kind!r}")
 
     # ------------------------------------------------------------------ outcomes
 
@@ -360,11 +712,12 @@ class DecisionLogger:
         when the conversation was dropped (:meth:`drop`) and the outcome ignored.
         """
         cid = str(conversation_id)
+        handles = {}
         if handle_time_s is not None and cid not in self._dropped:
-            self._set_handle_time(cid, handle_time_s)
-        return 1 == self.record_outcomes([cid], [outcome], None if csat is None else [csat])
+            handles[cid] = self._handle_times(cid, handle_time_s)
+        return 1 == self._record([cid], [outcome], None if csat is None else [csat], handles)
 
-    def _set_handle_time(self, cid: str, values: Sequence[float] | float) -> None:
+    def _handle_times(self, cid: str, values: Sequence[float] | float) -> np.ndarray:
         if cid not in self._next_turn:
             raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
         turns = self._next_turn[cid]
@@ -375,7 +728,7 @@ class DecisionLogger:
             )
         if not (np.isfinite(arr) & (arr >= 0)).all():
             raise ValueError("handle_time_s: every value must be a finite number >= 0")
-        self._handle[cid] = arr
+        return arr
 
     def record_outcomes(
         self,
@@ -385,6 +738,15 @@ class DecisionLogger:
     ) -> int:
         """:meth:`record_outcome` for many conversations; ``csat`` may hold NaN for "no survey".
         Returns how many were recorded (outcomes of dropped conversations are ignored)."""
+        return self._record(conversation_ids, outcomes, csat, {})
+
+    def _record(
+        self,
+        conversation_ids: Sequence[str],
+        outcomes: Sequence[str],
+        csat: Sequence[float] | None,
+        handles: dict[str, np.ndarray],
+    ) -> int:
         ids = [str(c) for c in conversation_ids]
         scores = np.full(len(ids), np.nan) if csat is None else np.asarray(csat, dtype=np.float64)
         if len(outcomes) != len(ids) or scores.shape != (len(ids),):
@@ -405,6 +767,18 @@ class DecisionLogger:
                 raise ValueError(f"outcome: {outcome!r} is not one of {list(OUTCOMES)}")
             if not (np.isnan(score) or 1.0 <= score <= 5.0):
                 raise ValueError(f"csat: must be in [1, 5], got {score}")
+        handles = {c: h for c, h in handles.items() if c in ids}
+        if ids:
+            self._journal_append(
+                {
+                    "e": "o",
+                    "ids": ids,
+                    "outcomes": list(outcomes),
+                    "csat": scores.tolist(),
+                    "h": {c: h.tolist() for c, h in handles.items()},
+                }
+            )
+        self._handle.update(handles)
         for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
             self._done[cid] = (outcome, score)
             self._done_rows += self._next_turn[cid]
@@ -449,9 +823,18 @@ class DecisionLogger:
                 given = self._handle.get(c)
                 if given is not None:
                     rows["handle_time_s"][start : start + len(given)] = given
+        self._seq += 1
+        path = self.directory / f"part-{self._stamp}-{self._seq:05d}.parquet"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)  # recreated if it was removed
-            path = self._write_part(rows, outcome, csat)
+            if self._journal is not None:
+                if self._journal.unlinked:  # removed with its folder: every held row again
+                    self._journal.start(self._snapshot(full=True))
+                held = (
+                    [{"e": "d", "s": 1, "c": _encode(rest)}] if len(rest["conversation_id"]) else []
+                )
+                self._journal.rotate(path.name, held)  # what stays held once the part exists
+            self._write_part(path, rows, outcome, csat)
         except OSError as exc:
             self.failed_writes += 1
             self.error = f"{self.directory}: {exc.strerror or exc}"
@@ -459,6 +842,8 @@ class DecisionLogger:
                 exc.errno, f"decision log: {len(cid)} rows not written ({self.error})"
             ) from None
         self.error = None
+        if self._journal is not None:
+            self._journal.retire()
         for c in ends:
             del self._done[c], self._next_turn[c]
             self._handle.pop(c, None)
@@ -468,8 +853,8 @@ class DecisionLogger:
         return path
 
     def _write_part(
-        self, rows: dict[str, np.ndarray], outcome: np.ndarray, csat: np.ndarray
-    ) -> Path:
+        self, path: Path, rows: dict[str, np.ndarray], outcome: np.ndarray, csat: np.ndarray
+    ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -502,8 +887,6 @@ class DecisionLogger:
                 **{c: pa.array(rows[c]) for c in self.numeric},
             }
         )
-        self._seq += 1
-        path = self.directory / f"part-{self._stamp}-{self._seq:05d}.parquet"
         tmp = path.with_name("." + path.name + ".tmp")
         try:
             pq.write_table(table, tmp)
@@ -513,7 +896,6 @@ class DecisionLogger:
             raise
         self.parts.append(path)
         self.rows_written += table.num_rows
-        return path
 
     @property
     def unwritten_rows(self) -> int:
@@ -525,12 +907,20 @@ class DecisionLogger:
         (last row ``continue``), otherwise they are dropped.
 
         Raises :class:`LogWriteError` naming the folder and the number of rows lost when the
-        last part cannot be written (the held rows are kept, so a caller may retry).
+        last part cannot be written (the held rows are kept, so a caller may retry, and stay
+        in the journal, so the next logger on the folder writes them).
         """
         if censor_open:
             for cid in [c for c in self._next_turn if c not in self._done]:
                 self._done[cid] = ("continue", float("nan"))
-        self.flush()
+        try:
+            self.flush()
+        except LogWriteError:
+            if self._journal is not None:
+                self._journal.close(remove=False)  # unlocked: recovered by the next logger
+            raise
+        if self._journal is not None:
+            self._journal.close(remove=True)
         self._chunks, self._next_turn, self._done, self._handle = [], {}, {}, {}
         self._buffered = 0
 

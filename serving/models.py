@@ -22,6 +22,33 @@ TIE_RTOL = 1e-12
 """Scores within this relative distance of the row maximum count as tied (as in training)."""
 _CHUNK_ROWS = 8192
 _MC_ELEMENTS = 2_000_000
+ONNX_BATCH_ROWS = 1024
+"""Most rows one onnxruntime call gets: a larger batch runs in slices of this many, and the
+load-time probe runs one full slice, so a graph whose memory grows with the batch size is
+exercised at its largest call before it serves (docs/security.md)."""
+ONNX_ARENA_BYTES = 1 << 30
+"""Most memory onnxruntime's CPU arena may hold for the ONNX policies of this process, all
+together (their tensors: inputs, intermediates, outputs); an allocation beyond it fails the
+call (an :class:`ArtifactError`) instead of exhausting the machine."""
+_arena: list[bool] = []
+
+
+def _capped_arena() -> bool:
+    """Register the process's capped CPU arena once (onnxruntime's environment allocator);
+    False if onnxruntime refuses it (the sessions then use their own, uncapped arenas)."""
+    if not _arena:
+        import onnxruntime as ort
+
+        try:
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            # extend strategy 1: grow by what is asked, so the cap is reached only when needed
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(ONNX_ARENA_BYTES, 1, -1, -1))
+            _arena.append(True)
+        except Exception:  # an older onnxruntime, or an allocator registered by the host
+            _arena.append(False)
+    return _arena[0]
 
 
 class Scorer(Protocol):
@@ -123,6 +150,9 @@ class OnnxScorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 4  # a failing call is reported as an ArtifactError
+        if _capped_arena():
+            options.add_session_config_entry("session.use_env_allocators", "1")
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
@@ -138,8 +168,10 @@ class OnnxScorer:
         self.n_actions = n_actions
         self.path = path
         self._epsilon = np.zeros(1, dtype=np.float32)
-        try:  # meaning, not only shape: a probe batch must give distributions
+        try:  # meaning, not only shape: a probe batch must give distributions, and so must
+            # the largest slice a call gets (memory that grows with the batch shows here)
             self.probs(probe_obs(dim), {}, 0.0)
+            self.probs(np.resize(probe_obs(dim), (ONNX_BATCH_ROWS, dim)), {}, 0.0)
         except ArtifactError as exc:
             raise ArtifactError(f"{exc} on the load-time probe batch") from None
 
@@ -150,10 +182,16 @@ class OnnxScorer:
         if eps[0] != np.float32(epsilon):  # a fresh array: never mutate one in use elsewhere
             eps = self._epsilon = np.array([epsilon], dtype=np.float32)
         try:
-            out = self.session.run(["probs"], {"obs": obs, "epsilon": eps})[0]
+            out = [
+                self.session.run(["probs"], {"obs": obs[i : i + ONNX_BATCH_ROWS], "epsilon": eps})[
+                    0
+                ]
+                for i in range(0, max(len(obs), 1), ONNX_BATCH_ROWS)
+            ]
         except Exception as exc:  # onnxruntime's own types: a model fault, not the client's
             raise ArtifactError(f"{self.path}: the model failed ({str(exc)[:200]})") from None
-        return check_probs(out, obs.shape[0], self.n_actions, str(self.path))
+        probs = out[0] if len(out) == 1 else np.concatenate(out)
+        return check_probs(probs, obs.shape[0], self.n_actions, str(self.path))
 
 
 # ---------------------------------------------------------------------- linear bandits

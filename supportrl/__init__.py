@@ -10,8 +10,32 @@ first use, so ``from supportrl.serving import Predictor`` never pulls torch, Ray
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import os
+import signal
+import sys
+
+
+def _interrupted_while_importing(signum: int, frame: object) -> None:
+    sys.stderr.write("interrupted\n")
+    os._exit(130)  # nothing is written yet: only imports have run
+
+
+def _quiet_interrupts_in_the_command_line() -> None:
+    """For the ``supportrl`` command only (the console script, or ``python -m
+    supportrl.experiments.cli``): Ctrl-C while the imports below run (Gymnasium, numpy)
+    exits 130 with one ``interrupted`` line, no traceback. ``experiments.cli.main`` gives
+    SIGINT back to Python before the command starts (it then handles KeyboardInterrupt)."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    script = os.path.basename(sys.argv[0]) in ("supportrl", "supportrl.exe")
+    module = "supportrl.experiments.cli" in argv[1:3] and "-m" in argv[1:3]
+    if (script or module) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_importing)
+
+
+_quiet_interrupts_in_the_command_line()
+
+import importlib  # noqa: E402
+from typing import Any  # noqa: E402
 
 __version__ = "0.1.0"
 

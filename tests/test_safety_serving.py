@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.experiments.export import export_policy
@@ -114,7 +115,8 @@ def test_a_removed_log_folder_is_recreated(tmp_path: Path) -> None:
 
 def test_an_unwritable_log_keeps_its_rows_reports_and_recovers(tmp_path: Path) -> None:
     """Issue 22 item 5: a log folder that cannot be written: rows are held (not lost), the
-    logger says why, a later write succeeds once the folder can be made again; close()
+    logger says why and refuses what it cannot make durable (nothing is acknowledged that
+    is not in the journal), and writes again once the folder can be made again; close()
     raises when rows could still not be written."""
     predictor = Predictor.load(export_policy_dir(tmp_path))
     log = tmp_path / "log"
@@ -122,21 +124,27 @@ def test_an_unwritable_log_keeps_its_rows_reports_and_recovers(tmp_path: Path) -
     logger.log("a", STATE, WORLD.actions[0], 0.5)
     shutil.rmtree(log)
     log.write_text("not a folder")  # mkdir and every write now fail (as root too)
-    assert logger.record_outcome("a", "resolved")  # held, not lost
+    with pytest.raises(LogUnavailable, match="the journal cannot be written"):
+        logger.record_outcome("a", "resolved")  # not durable: refused, not acknowledged
     assert not logger.healthy and str(log) in str(logger.error)
-    assert logger.unwritten_rows == 1
-    logger.log("b", STATE, WORLD.actions[1], 0.5)
-    with pytest.raises(LogWriteError, match=r"decision log: 2 rows not written"):
+    assert logger.unwritten_rows == 1  # "a" is still held
+    with pytest.raises(LogUnavailable):
+        logger.log("b", STATE, WORLD.actions[1], 0.5)
+    with pytest.raises(LogWriteError, match=r"decision log: 1 rows not written"):
         logger.close()
     log.unlink()
-    logger.close()  # the held rows are written now
-    assert sorted(load_conversations(log).conversation_id.tolist()) == ["a", "b"]
+    logger.close()  # the held rows are written now ("a" cut off by the first close)
+    logs = load_conversations(log)
+    assert logs.conversation_id.tolist() == ["a"] and logs.outcome.tolist() == [0]
+    assert [p.suffix for p in log.iterdir()] == [".parquet"]  # no journal left behind
 
 
 def test_the_buffer_is_bounded_while_writes_fail(tmp_path: Path) -> None:
     predictor = Predictor.load(export_policy_dir(tmp_path))
     log = tmp_path / "log"
-    logger = DecisionLogger.for_predictor(log, predictor, part_rows=1, max_buffer_rows=3)
+    logger = DecisionLogger.for_predictor(
+        log, predictor, part_rows=1, max_buffer_rows=3, journal=False
+    )  # with the journal a folder that cannot be written refuses rows at once (test above)
     shutil.rmtree(log)
     log.write_text("not a folder")
     for cid in ("a", "b", "c"):
@@ -189,18 +197,21 @@ def test_request_limits_before_parsing(service: tuple[str, Path]) -> None:
 def test_health_is_503_not_logging_and_outcomes_are_never_500(
     service: tuple[str, Path],
 ) -> None:
-    """Issue 22 item 5: with the log folder gone or unwritable, outcomes got 500."""
+    """Issue 22 item 5: with the log folder gone or unwritable, outcomes got 500. Now an
+    outcome that cannot be made durable is a 503 (not acknowledged), and a retry once the
+    folder can be written again records it."""
     base, log = service
     assert call(base, "POST", "/v1/decide", {"state": STATE, "conversation_id": "k1"})[0] == 200
     shutil.rmtree(log)
     log.write_text("not a folder")
-    status, answer = call(
-        base, "POST", "/v1/outcome", {"conversation_id": "k1", "outcome": "resolved"}
-    )
-    assert status == 200 and answer["recorded"] is True  # held in memory
+    outcome = {"conversation_id": "k1", "outcome": "resolved"}
+    status, answer = call(base, "POST", "/v1/outcome", outcome)
+    assert status == 503 and answer["field"] == "log" and "not logging" in answer["error"]
     status, health = call(base, "GET", "/health")
     assert status == 503 and health["field"] == "log" and "not logging" in health["error"]
     log.unlink()
+    status, answer = call(base, "POST", "/v1/outcome", outcome)  # the client retries
+    assert status == 200 and answer["recorded"] is True
     assert call(base, "POST", "/v1/decide", {"state": STATE, "conversation_id": "k2"})[0] == 200
     assert (
         call(base, "POST", "/v1/outcome", {"conversation_id": "k2", "outcome": "resolved"})[0]
@@ -316,3 +327,86 @@ def test_serve_exits_non_zero_when_rows_could_not_be_written(
             proc.kill()
     assert proc.returncode != 0, stderr
     assert f"error: decision log {log}: 1 rows could not be written" in stderr, stderr
+
+
+def _with_graph(artifact: Path, copy: Path, nodes: list, init: list) -> Path:
+    """``artifact`` copied with its policy.onnx replaced by a graph obs, epsilon -> probs
+    (the manifest's hashes updated, as an exporter would write them)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shutil.copytree(artifact, copy)
+    dim, k = WORLD.feature_spec.dim, len(WORLD.actions)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", dim]),
+            helper.make_tensor_value_info("epsilon", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", k])],
+        initializer=init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(copy / "policy.onnx"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["policy.onnx"] = hashlib.sha256(
+        (copy / "policy.onnx").read_bytes()
+    ).hexdigest()
+    text = json.dumps(manifest)
+    (copy / "manifest.json").write_text(text)
+    (copy / "manifest.sha256").write_text(hashlib.sha256(text.encode()).hexdigest())
+    return copy
+
+
+def _tiled_graph(reps: int) -> tuple[list, list]:
+    """probs = uniform + 0 * max(tile(obs, reps)): a (n, dim * reps) float32 intermediate."""
+    from onnx import TensorProto, helper
+
+    k = len(WORLD.actions)
+    nodes = [
+        helper.make_node("Tile", ["obs", "reps"], ["big"]),
+        helper.make_node("ReduceMax", ["big"], ["top"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["top", "nought"], ["zero"]),
+        helper.make_node("Add", ["zero", "uniform"], ["probs"]),
+    ]
+    init = [
+        helper.make_tensor("reps", TensorProto.INT64, [2], [1, reps]),
+        helper.make_tensor("nought", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("uniform", TensorProto.FLOAT, [k], [1.0 / k] * k),
+    ]
+    return nodes, init
+
+
+def test_a_graph_whose_memory_grows_with_the_batch_is_refused_at_load(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """Issue 22 item 7: an ONNX graph that passes the 4-row load probe could exhaust memory
+    on a big batch. The probe now runs a full slice (ONNX_BATCH_ROWS rows), and
+    onnxruntime's arena is capped (ONNX_ARENA_BYTES): 1.6 GB at 1,024 rows is refused
+    without being allocated."""
+    from supportrl.serving.artifact import ArtifactError
+    from supportrl.serving.models import ONNX_ARENA_BYTES, ONNX_BATCH_ROWS
+
+    reps = 20_000  # 4 rows: 6 MB; 1,024 rows: 1.6 GB
+    assert ONNX_BATCH_ROWS * WORLD.feature_spec.dim * reps * 4 > ONNX_ARENA_BYTES
+    copy = _with_graph(artifact, tmp_path / "grows", *_tiled_graph(reps))
+    with pytest.raises(ArtifactError, match=r"policy\.onnx: the model failed .*load-time probe"):
+        Predictor.load(copy)
+
+
+def test_a_batch_larger_than_a_slice_is_run_in_slices(artifact: Path, tmp_path: Path) -> None:
+    """A modest per-row graph serves a batch of several slices, one distribution per row."""
+    from supportrl.serving.models import ONNX_BATCH_ROWS
+
+    predictor = Predictor.load(_with_graph(artifact, tmp_path / "small", *_tiled_graph(4)))
+    n = 2 * ONNX_BATCH_ROWS + 3
+    batch = predictor.decide_batch(_states(n))
+    assert batch.probabilities.shape == (n, len(WORLD.actions))
+    assert np.allclose(batch.probabilities, 1.0 / len(WORLD.actions))
+    real = Predictor.load(artifact)
+    states = {**_states(n), "sentiment": list(np.linspace(-1, 1, n))}
+    whole = real.decide_batch(states).probabilities
+    one = real.decide_batch({k: v[n - 3 :] for k, v in states.items()}).probabilities
+    assert np.allclose(whole[n - 3 :], one)  # the last slice's rows, as when run alone

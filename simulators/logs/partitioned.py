@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from supportrl.simulators.logs.bounded import _pass_table, pass_of
+from supportrl.simulators.logs.bounded import _pass_table, _small_dictionaries, pass_of
 from supportrl.simulators.logs.reading import _Table
 from supportrl.simulators.logs.schema import LogLimits, LogValidationError
 
@@ -155,7 +155,7 @@ def _run_partition(
     from ray import cloudpickle
 
     k = int(batch.column(PARTITION_COLUMN)[0].as_py())
-    frame = batch.drop_columns([PARTITION_COLUMN]).to_pandas()
+    frame = _small_dictionaries(batch.drop_columns([PARTITION_COLUMN])).to_pandas()
     table = _Table(frame=frame, path=root, parts=parts, limits=limits)
     try:
         ok, out = True, fn(*shared, k, table)
