@@ -29,7 +29,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.stages import (
     FitSettings,
     GenerateSettings,
-    OPESettings,
+    OPESection,
     PipelineSettings,
     RaySettings,
     TrainSection,
@@ -210,7 +210,7 @@ class Root:
 
 
 SECTIONS: dict[str, type] = {
-    "ope": OPESettings,
+    "ope": OPESection,
     "paths": PathsSection,
     "logger": LoggerSection,
     "generate": GenerateSettings,

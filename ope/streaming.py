@@ -423,7 +423,7 @@ def fit_nuisance(
     chunks = [list(c) for c in np.array_split(np.arange(n_fits), min(n_fits, max(1, n_chunks)))]
     shared = (prep, targets, folds, bool(ope.decision_estimators))
     if map_fits is None:
-        with progress(n_fits, "OPE nuisance fits") as bar:
+        with progress(n_fits, "OPE nuisance fits", enabled=ope.progress) as bar:
             done = [fit_chunk(*shared, c, all_counts[c], refit_point, bar.update) for c in chunks]
     else:
         done = map_fits(fit_chunk, [(c, all_counts[c], refit_point) for c in chunks], shared)
