@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
+ROOT = REPO
 PACKAGES = ("envs", "agents", "simulators", "ope", "serving", "experiments")
 LAYER = {
     "envs": 0,

@@ -4,7 +4,6 @@ numbers when the refit subset is all the logs; refits on the subset above ``refi
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,9 @@ from supportrl.ope.progress import progress
 from supportrl.simulators.fitted_csat import CsatImputation
 from supportrl.simulators.synthetic import generate_logs
 
-RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+from tests.helpers import REPO
+
+RULES = REPO / "configs" / "rules"
 POLICIES = ("rules_production", "rules_empathize_negative")
 
 
