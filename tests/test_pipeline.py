@@ -194,3 +194,16 @@ def test_stage_timings_recorded(base) -> None:
     assert stages <= set(timings), timings
     assert all(value >= 0 for value in timings.values())
     assert sum(timings.values()) <= result["wall_s"]  # stages do not overlap
+
+
+def test_a_stage_timed_twice_adds_up(monkeypatch) -> None:
+    """``timed`` adds to a stage's seconds: the pipeline times ``train`` once per agent."""
+    from supportrl.experiments import stages
+
+    clock = iter([0.0, 1.0, 10.0, 12.5])
+    monkeypatch.setattr(stages.time, "perf_counter", lambda: next(clock))
+    timings: dict[str, float] = {}
+    for _ in range(2):
+        with stages.timed(timings, "train"):
+            pass
+    assert timings == {"train": 3.5}
