@@ -114,7 +114,8 @@ def round_table(row: dict[str, Any]) -> None:
     names += sorted({k for r in rounds for k in r} - set(names))
     print(f"{'stage':<12}" + "".join(f"{'round ' + str(k + 1):>10}" for k in range(len(rounds))))
     for name in names:
-        print(f"{name:<12}" + "".join(f"{r.get(name, 0.0):>10.1f}" for r in rounds))
+        cells = (f"{r[name]:>10.1f}" if name in r else f"{'-':>10}" for r in rounds)
+        print(f"{name:<12}" + "".join(cells))
     totals = [row["timings"].get(f"round{k + 1}", float("nan")) for k in range(len(rounds))]
     print(f"{'total':<12}" + "".join(f"{t:>10.1f}" for t in totals))
 
