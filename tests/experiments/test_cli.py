@@ -11,7 +11,7 @@ import pandas as pd
 
 from tests.helpers import run_dir_of
 from tests.helpers import supportrl as run_supportrl
-from tests.test_logs import base_frame
+from tests.simulators.test_logs import base_frame
 
 
 def supportrl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -38,7 +38,7 @@ from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 
 from tests.helpers import REPO, result_of, supportrl
-from tests.test_serving_http import STATE, call, free_port
+from tests.serving.test_serving_http import STATE, call, free_port
 
 WORLD = SyntheticWorld()
 RULES = REPO / "configs" / "rules"

@@ -91,7 +91,7 @@ def test_simulator_reaches_fit(base, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # the group reaches the fit as simulator.l2 does (test_simulator_reaches_fit);
-# the ensemble family's fit: tests/test_fitted.py
+# the ensemble family's fit: tests/simulators/test_fitted.py
 def test_simulator_group_reaches_fit(base, tmp_path: Path) -> None:
     result, out = run(tmp_path, "simulator=ensemble", "simulator.epochs=1", "simulator.n_members=2")
     sim = json.loads((out / "simulator" / "simulator.json").read_text())
