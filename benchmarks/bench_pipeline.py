@@ -1,15 +1,19 @@
 """The pipeline command at several log sizes: wall time, peak RSS and a per-stage table.
 
-    python -m benchmarks.bench_pipeline [--conversations 25000 100000 400000] [-- OVERRIDES]
+    python -m benchmarks.bench_pipeline [--conversations 100000] [--rounds-only] [-- OVERRIDES]
 
 Each size is one ``supportrl pipeline generate.n_conversations=N`` in a fresh process
-(default config otherwise; extra Hydra overrides after ``--``), in a temporary output
-directory. Per size it prints the wall time, the peak resident memory of that process
-(``wait4``'s ``ru_maxrss``: the process and any children it waited for) and the stage
-times the pipeline records in ``result.json`` (``timings_s``). Anchors measured in the
-same run: the first size's figures (how each grows with the logs: linear scaling means
-a time ratio equal to the size ratio) and the peak RSS of a process that only imports
-what the pipeline imports (the fixed cost under every figure).
+(default config otherwise, so ``loop.rounds`` improvement rounds included; extra Hydra
+overrides after ``--``), in a temporary output directory. Per size it prints the wall
+time, the peak resident memory of that process (``wait4``'s ``ru_maxrss``: the process and
+any children it waited for) and the stage times the pipeline records in ``result.json``
+(``timings_s``: the first pass's stages and ``round1`` .. ``roundR``), then each round's
+own stages (``rounds[k].timings_s``: fit, train, evaluate on the pooled logs; truth,
+export, serve, analysis of the experiment). Anchors measured in the same run: the same
+command with ``loop.rounds=0`` (the first pass alone: what the rounds add), the first
+size's figures (how each grows with the logs) and the peak RSS of a process that only
+imports what the pipeline imports (the fixed cost under every figure).
+``--rounds-only`` skips the first-pass anchor.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 STAGES = ("generate", "validate", "fit", "train", "evaluate", "select", "truth", "ship")
 """The pipeline's stages in order, as named in ``result.json``'s ``timings_s``."""
@@ -43,7 +48,21 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
     return wall, usage.ru_maxrss / 1024, stdout  # Linux: ru_maxrss in KiB
 
 
-def pipeline_run(n: int, overrides: list[str], root: Path) -> dict[str, object]:
+ROUND_STAGES = (
+    "fit",
+    "train",
+    "evaluate",
+    "truth",
+    "export",
+    "serve",
+    "analysis",
+    "read_log",
+    "pool",
+)
+"""A round's stages in order, as named in its record's ``timings_s``."""
+
+
+def pipeline_run(n: int, overrides: list[str], root: Path) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
@@ -67,49 +86,92 @@ def pipeline_run(n: int, overrides: list[str], root: Path) -> dict[str, object]:
         "wall": wall,
         "rss": rss,
         "timings": result["timings_s"],
+        "rounds": [r.get("timings_s", {}) for r in result.get("rounds", [])],
     }
+
+
+def stage_table(rows: list[dict[str, Any]], labels: list[str]) -> None:
+    """Stage seconds, one column per run; ``other``: wall minus the stages."""
+    names = [s for s in STAGES if any(s in r["timings"] for r in rows)]
+    names += sorted({k for r in rows for k in r["timings"]} - set(names))
+    print(f"{'stage (s)':<12}" + "".join(f"{label:>16}" for label in labels))
+    for name in names:
+        cells = "".join(
+            f"{r['timings'][name]:>16.1f}" if name in r["timings"] else f"{'-':>16}" for r in rows
+        )
+        print(f"{name:<12}{cells}")
+    other = "".join(f"{r['wall'] - sum(r['timings'].values()):>16.1f}" for r in rows)
+    print(f"{'other':<12}{other}   (start-up, imports, report: wall minus the stages)")
+
+
+def round_table(row: dict[str, Any]) -> None:
+    """One run's rounds: each round's stages (seconds)."""
+    rounds = row["rounds"]
+    if not rounds:
+        return
+    print(f"\nrounds of the {row['n']:,}-conversation run (s; round 1 reuses the first pass)")
+    names = [s for s in ROUND_STAGES if any(s in r for r in rounds)]
+    names += sorted({k for r in rounds for k in r} - set(names))
+    print(f"{'stage':<12}" + "".join(f"{'round ' + str(k + 1):>10}" for k in range(len(rounds))))
+    for name in names:
+        cells = (f"{r[name]:>10.1f}" if name in r else f"{'-':>10}" for r in rounds)
+        print(f"{name:<12}" + "".join(cells))
+    totals = [row["timings"].get(f"round{k + 1}", float("nan")) for k in range(len(rounds))]
+    print(f"{'total':<12}" + "".join(f"{t:>10.1f}" for t in totals))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, nargs="+", default=[25_000, 100_000, 400_000])
+    parser.add_argument("--conversations", type=int, nargs="+", default=[100_000])
+    parser.add_argument(
+        "--rounds-only", action="store_true", help="skip the loop.rounds=0 anchor runs"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = parser.parse_args()
 
     imports = "import supportrl.experiments.pipeline, torch, pandas, pyarrow, scipy"
     _, base_rss, _ = run_measured([sys.executable, "-c", imports])
-    rows = []
+    rows, anchors = [], []
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.conversations:
-            rows.append(pipeline_run(n, list(args.overrides), Path(tmp)))
+            rows.append(pipeline_run(n, list(args.overrides), Path(tmp) / "rounds"))
             print(f"done {n}: {rows[-1]['wall']:.1f} s", file=sys.stderr, flush=True)
+            loads.append(os.getloadavg()[0])
+            if not args.rounds_only:
+                first_pass = [*args.overrides, "loop.rounds=0"]
+                anchors.append(pipeline_run(n, first_pass, Path(tmp) / "first"))
+                print(f"done {n}, first pass: {anchors[-1]['wall']:.1f} s", file=sys.stderr)
+                loads.append(os.getloadavg()[0])
 
     first = rows[0]
     print(
         f"pipeline, default config{' + ' + ' '.join(args.overrides) if args.overrides else ''}; "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"load average (1 min) {min(loads):.2f}-{max(loads):.2f} during the runs"
     )
     header = f"{'conversations':>14}{'turns':>11}{'wall s':>9}{'x first':>9}{'peak MiB':>10}{'x first':>9}"
+    header += f"{'anchor: first pass s':>22}{'rounds add':>12}"
     print(header)
-    for row in rows:
+    for k, row in enumerate(rows):
+        anchor = anchors[k]["wall"] if anchors else float("nan")
         print(
             f"{row['n']:>14,}{row['turns']:>11,}{row['wall']:>9.1f}"
             f"{row['wall'] / first['wall']:>8.2f}x{row['rss']:>10,.0f}"
-            f"{row['rss'] / first['rss']:>8.2f}x"
+            f"{row['rss'] / first['rss']:>8.2f}x{anchor:>22.1f}{row['wall'] - anchor:>12.1f}"
         )
     print(f"anchor: a process importing the pipeline's modules peaks at {base_rss:,.0f} MiB")
     print()
-    names = [s for s in STAGES if any(s in r["timings"] for r in rows)]
-    names += sorted({k for r in rows for k in r["timings"]} - set(names))
-    print(f"{'stage (s)':<12}" + "".join(f"{r['n']:>12,}" for r in rows))
-    for name in names:
-        cells = "".join(
-            f"{r['timings'][name]:>12.1f}" if name in r["timings"] else f"{'-':>12}" for r in rows
-        )
-        print(f"{name:<12}{cells}")
-    other = "".join(f"{r['wall'] - sum(r['timings'].values()):>12.1f}" for r in rows)
-    print(f"{'other':<12}{other}   (start-up, imports, report: wall minus the stages)")
+    runs, labels = [], []
+    for k, row in enumerate(rows):
+        runs.append(row)
+        labels.append(f"{row['n']:,}")
+        if anchors:
+            runs.append(anchors[k])
+            labels.append(f"{row['n']:,} 1st pass")
+    stage_table(runs, labels)
+    for row in rows:
+        round_table(row)
 
 
 if __name__ == "__main__":

@@ -108,20 +108,25 @@ def run_round(
     settings: LoopSettings,
     true_value_conversations: int,
     seed: int,
+    timings: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], Candidate, LoggedConversations]:
     """Steps 2-4 of round ``k`` (module doc); (the round's record, production after it, the
-    round's decision log as conversations)."""
+    round's decision log as conversations). ``timings`` gets the wall seconds of the
+    round's ``truth``, ``export``, ``serve`` and ``analysis`` (every look) and ``read_log``."""
     from supportrl.experiments.deploy import experiment_clock
     from supportrl.experiments.export import export_stage
-    from supportrl.experiments.stages import value_stage
+    from supportrl.experiments.stages import timed, value_stage
     from supportrl.serving.experiment import Experiment
     from supportrl.simulators.logs import load_conversations
+
+    timings = {} if timings is None else timings
 
     names = shortlist(inputs.selection, production.name, settings.shortlist)
     record: dict[str, Any] = {"round": k, "candidates": names}
     policies = {name: c.policy for name, c in inputs.candidates.items()}
     policies[production.name] = production.policy
-    truth = value_stage(policies, world, reward, true_value_conversations, seed=seed + 1)
+    with timed(timings, "truth"):
+        truth = value_stage(policies, world, reward, true_value_conversations, seed=seed + 1)
     record["values"] = {
         name: {
             "ope": dict(inputs.selection[name]) if name in inputs.selection else None,
@@ -141,12 +146,13 @@ def run_round(
     round_dir = out / "rounds" / f"round-{k}"
     for cand in [production, *(inputs.candidates[n] for n in names)]:
         if cand.artifact is None:
-            cand.artifact = export_stage(
-                cand.source,
-                output(round_dir / "artifacts" / cand.name),
-                reference=logs,
-                evaluation={"ope": inputs.selection.get(cand.name)},
-            )
+            with timed(timings, "export"):
+                cand.artifact = export_stage(
+                    cand.source,
+                    output(round_dir / "artifacts" / cand.name),
+                    reference=logs,
+                    evaluation={"ope": inputs.selection.get(cand.name)},
+                )
     treatments = [inputs.candidates[n] for n in names]
     config = experiment_config(production, treatments, settings, name=f"round-{k}")
     experiment = Experiment.load(config, seed=seed, start_time=experiment_clock(0))
@@ -158,8 +164,9 @@ def run_round(
     )
     log = output(round_dir / "decisions")
     analysis, served = _run_experiment(
-        experiment, log, world=world, reward=reward, settings=settings, seed=seed, prefix=f"r{k}-"
-    )
+        experiment, log, world=world, reward=reward, settings=settings, seed=seed,
+        prefix=f"r{k}-", timings=timings,
+    )  # fmt: skip
     analysis.pop("curves", None)
     analysis["true_value"] = served
     record["experiment"] = analysis
@@ -169,7 +176,8 @@ def run_round(
         new = inputs.candidates[decision["arm"]]
     record["production"] = new.name
     _print_round(k, record, production.name)
-    decided = load_conversations(log, actions=list(logs.actions))
+    with timed(timings, "read_log"):
+        decided = load_conversations(log, actions=list(logs.actions))
     return record, new, decided
 
 
@@ -182,14 +190,17 @@ def _run_experiment(
     settings: LoopSettings,
     seed: int,
     prefix: str,
+    timings: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Serve the experiment in chunks of ``look_every`` conversations, analysing after each
     (the confidence sequences allow it), until it decides or ``conversations`` are served.
     An arm that breaches its guardrail while others go on is stopped (its share to control,
     recorded at the simulated time). Returns the last analysis and each arm's true value
-    (mean conversation return with the true CSAT, over every chunk)."""
+    (mean conversation return with the true CSAT, over every chunk). ``timings`` gets the
+    seconds spent serving (``serve``) and analysing (``analysis``)."""
     from supportrl.experiments.abtest import abtest_stage
     from supportrl.experiments.deploy import experiment_clock, experiment_stage
+    from supportrl.experiments.stages import timed
     from supportrl.serving import DecisionLogger
 
     logger = DecisionLogger.for_experiment(log, experiment, part_rows=50_000, journal=False)
@@ -198,16 +209,18 @@ def _run_experiment(
     analysis: dict[str, Any] = {}
     while served < settings.conversations:
         n = min(settings.look_every, settings.conversations - served)
-        chunk = experiment_stage(
-            experiment, log, world=world, reward=reward, n_conversations=n,
-            seed=seed + 3 + served, prefix=prefix, start=served, width=width, logger=logger,
-        )  # fmt: skip
+        with timed(timings, "serve"):
+            chunk = experiment_stage(
+                experiment, log, world=world, reward=reward, n_conversations=n,
+                seed=seed + 3 + served, prefix=prefix, start=served, width=width, logger=logger,
+            )  # fmt: skip
         served += n
         for arm, count in chunk.n_conversations.items():
             if count:
                 sums[arm][0] += count
                 sums[arm][1] += count * chunk.true_value[arm]
-        analysis = abtest_stage(log, reward, seed=seed)
+        with timed(timings, "analysis"):
+            analysis = abtest_stage(log, reward, seed=seed)
         decision = analysis["decision"]
         print(
             f"      after {served} conversations: {decision['action']} ({decision['reason']})",

@@ -231,26 +231,25 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
         payload["fidelity"] = fidelity
     if segments:
         payload["segments"] = segments
-    if loop.rounds > 0:
-        with timed(timings, "rounds"):
-            payload.update(
-                improvement_rounds(
-                    cfg,
-                    loop,
-                    out,
-                    logs,
-                    world,
-                    reward,
-                    baselines,
-                    spec,
-                    settings,
-                    sim_spec,
-                    ope,
-                    learned,
-                    seed,
-                    timings,
-                )
+    if loop.rounds > 0:  # timings_s gets round1 .. roundR, each round's record its stages
+        payload.update(
+            improvement_rounds(
+                cfg,
+                loop,
+                out,
+                logs,
+                world,
+                reward,
+                baselines,
+                spec,
+                settings,
+                sim_spec,
+                ope,
+                learned,
+                seed,
+                timings,
             )
+        )
     payload["wall_s"] = round(time.perf_counter() - start, 3)
     payload["timings_s"] = timings
     payload["report"] = own_report(out, payload, ope)
@@ -296,13 +295,15 @@ def learn(
     name: str,
     extra: dict[str, Policy] | None = None,
     fit_data: Any = None,
+    fidelity: bool = True,
 ) -> Learned:
     """Steps 3-5 on ``logs``: fit the simulator (``out/simulator``) on ``fit_data()`` (the
     ``fit.*`` sample and holdout; default: ``logs`` with ``fit.holdout`` held out), train the
     agent (``out/agents/<kind>``) as candidate ``name`` (and, with
     ``train.support_threshold``, ``<name>-supported``, restricted to the actions the logs
     support), evaluate them, the baselines and ``extra`` (e.g. production) off-policy, and
-    simulate their values."""
+    simulate their values. ``fidelity``: score the simulator on the held-out conversations
+    (the first pass reports it; the rounds' re-fits are not reported, so they skip it)."""
     step(
         3, f"fit the customer simulator ({sim_spec.family}) on {logs.n_conversations} conversations"
     )
@@ -314,9 +315,9 @@ def learn(
         model = fit_stage(
             fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
         )
-        fidelity = None
-        if fitted.test is not None:
-            fidelity = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)
+        report = None
+        if fidelity and fitted.test is not None:
+            report = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)
     print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
     support_threshold = settings.support_threshold
 
@@ -372,7 +373,7 @@ def learn(
         simulated = value_stage(
             candidates, model, reward, fit.simulated_conversations, seed=seed + 1
         )
-    return Learned(model, trained, candidates, sources, probs, result, simulated, fidelity)
+    return Learned(model, trained, candidates, sources, probs, result, simulated, report)
 
 
 def logging_logit(
@@ -425,14 +426,16 @@ def improvement_rounds(
     best_true = -np.inf
     trained_sources: dict[str, Path] = {}
     for k in range(1, loop.rounds + 1):
+        started = time.perf_counter()
+        stages: dict[str, float] = {}  # the round's fit, train, evaluate, truth, experiment
         if k > 1:
             name = f"{spec.kind}-r{k}"
             print(f"[round {k}] learn on the pooled logs ({pool.n_conversations} conversations)")
             extra = {production.name: production.policy}
             learned = learn(
                 pool, baselines, spec, settings, sim_spec, ope, reward, fit,
-                out=out / "rounds" / f"round-{k}", seed=seed + 100 * k, timings={},
-                name=name, extra=extra,
+                out=out / "rounds" / f"round-{k}", seed=seed + 100 * k, timings=stages,
+                name=name, extra=extra, fidelity=False,
             )  # fmt: skip
         trained_sources.update(learned.sources)
         result = learned.result
@@ -455,16 +458,20 @@ def improvement_rounds(
             settings=loop,
             true_value_conversations=fit.true_value_conversations,
             seed=seed + 100 * k,
+            timings=stages,
         )
+        if decided is not None:
+            with timed(stages, "pool"):
+                pool = LoggedConversations.concat(
+                    [pool, decided], source=f"{pool.n_conversations}+round {k}"
+                )
+        timings[f"round{k}"] = round(time.perf_counter() - started, 3)
+        record["timings_s"] = stages
         rounds.append(record)
         best_true = max(
             best_true,
             max(v["true_value"] for n, v in record["values"].items() if n in candidates),
         )
-        if decided is not None:
-            pool = LoggedConversations.concat(
-                [pool, decided], source=f"{pool.n_conversations}+round {k}"
-            )
     prod_true = rounds[-1]["values"].get(production.name, {}).get("true_value")
     if prod_true is None:
         from supportrl.experiments.stages import value_stage

@@ -30,7 +30,7 @@ from supportrl.experiments.stages import (
     FitSettings,
     GenerateSettings,
     LoopSettings,
-    OPESettings,
+    OPESection,
     PipelineSettings,
     RaySettings,
     TrainSection,
@@ -192,7 +192,7 @@ class Root:
 
 
 SECTIONS: dict[str, type] = {
-    "ope": OPESettings,
+    "ope": OPESection,
     "paths": PathsSection,
     "logger": LoggerSection,
     "generate": GenerateSettings,

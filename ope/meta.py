@@ -151,6 +151,9 @@ class OffPolicyEvaluation:
     resample refits on all the logs (the same intervals as :meth:`evaluate_reference`, to
     rounding)."""
     seed: int = 0
+    progress: bool = True
+    """Report long loops (resample fits, partitions) on stderr (:mod:`ope.progress`);
+    False: silent (the commands' ``logger.progress=false``)."""
 
     def __post_init__(self) -> None:
         unknown = [

@@ -273,14 +273,17 @@ def _fit_chunks(
     n_chunks: int,
     refit_point: bool,
     map_fits: Callable[..., list[Any]] | None,
+    *,
+    show_progress: bool = True,
 ) -> list[Any]:
     """Fits ``0 .. n_fits - 1`` by :func:`fit_chunk` in ``n_chunks`` chunks of consecutive
-    fits, in this process with a progress report or by ``map_fits``; in fit order."""
+    fits, in this process with a progress report (``show_progress``) or by ``map_fits``; in
+    fit order."""
     from supportrl.ope.progress import progress
 
     chunks = [list(c) for c in np.array_split(np.arange(n_fits), min(n_fits, max(1, n_chunks)))]
     if map_fits is None:
-        with progress(n_fits, "OPE nuisance fits") as bar:
+        with progress(n_fits, "OPE nuisance fits", enabled=show_progress) as bar:
             done = [fit_chunk(*shared, c, all_counts[c], refit_point, bar.update) for c in chunks]
     else:
         done = map_fits(fit_chunk, [(c, all_counts[c], refit_point) for c in chunks], shared)
@@ -327,7 +330,9 @@ def fit_nuisance(
     n_fits = 1 + int(ope.n_refit) if resamples else 1
     all_counts = np.concatenate([np.ones((1, logs.n_conversations)), counts])
     shared = (prep, targets, folds, bool(ope.decision_estimators))
-    fitted = _fit_chunks(shared, all_counts, n_fits, n_chunks, refit_point, map_fits)
+    fitted = _fit_chunks(
+        shared, all_counts, n_fits, n_chunks, refit_point, map_fits, show_progress=ope.progress
+    )
     csat_models = tuple(f[0] for f in fitted) if prep.csat_model is not None else ()
     q_coef = [f[1] for f in fitted]
     reward_models = [f[2] for f in fitted] if ope.decision_estimators else []

@@ -285,13 +285,16 @@ def _local_partitions(
     fits: NuisanceFits,
     policies: Mapping[str, Any],
     spill_dir: str | Path | None,
+    *,
+    show_progress: bool = True,
 ) -> list[tuple[PartitionSums, tuple[float, ...], dict[str, Any]]]:
-    """Every partition's statistics in this process, one after another."""
+    """Every partition's statistics in this process, one after another (``show_progress``:
+    report them, :mod:`ope.progress`)."""
     with tempfile.TemporaryDirectory(prefix="supportrl-partitions-", dir=spill_dir) as tmp:
         # one read of the logs into per-partition files beats every partition reading all
         spilled = spill_passes(parts, n_partitions, Path(tmp)) if n_partitions > 2 else None
         out = []
-        with progress(n_partitions, "OPE partitions") as bar:
+        with progress(n_partitions, "OPE partitions", enabled=show_progress) as bar:
             for k in range(n_partitions):
                 one = spilled[k] if spilled else None
                 out.append(_partition(source, parts, n_partitions, fits, policies, k, one))
@@ -449,7 +452,9 @@ def evaluate_partitioned(
         else:
             fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
             fitted = time.perf_counter()
-            pieces = _local_partitions(source, parts, n_partitions, fits, policies, spill_dir)
+            pieces = _local_partitions(
+                source, parts, n_partitions, fits, policies, spill_dir, show_progress=ope.progress
+            )
     sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))

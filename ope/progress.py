@@ -1,5 +1,7 @@
 """Progress of long OPE loops (resample fits, partitions): a tqdm bar on a terminal, one
-line every :data:`LINE_INTERVAL_S` seconds otherwise (logs, CI), nothing for short loops.
+line every :data:`LINE_INTERVAL_S` seconds otherwise (logs, CI), nothing for short loops,
+and nothing at all when the caller turns it off (``enabled=False``: the commands'
+``logger.progress=false``, through :attr:`OffPolicyEvaluation.progress`).
 
     with progress(n_fits, "OPE nuisance fits") as bar:
         for ...:
@@ -30,6 +32,8 @@ class Progress:
     stream: IO[str]
     bar: Any = None
     """A tqdm bar (terminal), or None (periodic lines)."""
+    enabled: bool = True
+    """False: count silently."""
     done: int = 0
     started: float = field(default_factory=time.perf_counter)
     last_line: float = field(default_factory=time.perf_counter)
@@ -38,6 +42,8 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
+            return
+        if not self.enabled:
             return
         now = time.perf_counter()
         if now - self.last_line >= LINE_INTERVAL_S and self.done < self.total:
@@ -53,16 +59,19 @@ class Progress:
 
 
 @contextmanager
-def progress(total: int, description: str, *, stream: IO[str] | None = None) -> Iterator[Progress]:
+def progress(
+    total: int, description: str, *, stream: IO[str] | None = None, enabled: bool = True
+) -> Iterator[Progress]:
     """A :class:`Progress` of ``total`` steps: a tqdm bar when ``stream`` (default stderr)
-    is a terminal, else a line every :data:`LINE_INTERVAL_S` seconds while it runs."""
+    is a terminal, else a line every :data:`LINE_INTERVAL_S` seconds while it runs; with
+    ``enabled=False``, neither (it only counts)."""
     out = sys.stderr if stream is None else stream
     bar = None
-    if out.isatty():
+    if enabled and out.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=description, file=out, leave=False)
-    state = Progress(total=total, description=description, stream=out, bar=bar)
+    state = Progress(total=total, description=description, stream=out, bar=bar, enabled=enabled)
     try:
         yield state
     finally:

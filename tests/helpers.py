@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+"""The project's root (tests sit in per-package folders below ``tests/``)."""
+
 
 def supportrl(
     output_dir: Path, *args: str, timeout: float = 300

@@ -295,7 +295,8 @@ def timed(timings: dict[str, float], name: str):
         try:
             yield
         finally:
-            timings[name] = round(time.perf_counter() - start, 3)
+            elapsed = time.perf_counter() - start
+            timings[name] = round(timings.get(name, 0.0) + elapsed, 3)
 
     return block()
 

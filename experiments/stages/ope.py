@@ -205,6 +205,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             min_support=settings.min_support,
             material_support=settings.material_support,
             refit_turns=settings.refit_turns,
+            progress=settings.progress,
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc

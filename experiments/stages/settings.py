@@ -130,7 +130,7 @@ class EnvSettings:
 
 
 @dataclass(frozen=True)
-class OPESettings:
+class OPESection:
     """Group ``ope/``: estimators, intervals and the headline estimator ``select``. Field
     names are the keys; ``n_bootstrap`` and ``n_refit`` are two bootstraps: fixed-model on
     generic bandit feedback, every nuisance model refitted on conversation logs."""
@@ -160,6 +160,14 @@ class OPESettings:
     material_support: float
     min_ess: float
     min_support: float
+
+
+@dataclass(frozen=True)
+class OPESettings(OPESection):
+    """:class:`OPESection` with what OPE reads outside ``ope``: ``logger.progress``."""
+
+    progress: bool
+    """Report long loops (resample fits, partitions) on stderr."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +252,8 @@ def ope_settings(cfg: DictConfig) -> OPESettings:
             f"ope.{idle} does nothing on {data}: their bootstrap resamples are "
             f"ope.{acting} (now {cfg.ope[acting]})"
         )
-    return read_section(OPESettings, cfg.ope)
+    # "auto" is resolved before a command runs
+    return read_section(OPESettings, cfg.ope, progress=cfg.logger.progress is True)
 
 
 def command_line_keys() -> set[str]:

@@ -5,7 +5,7 @@
 coefficients, the same design ``phi(s)`` (:class:`~simulators.fitted.features.Basis`),
 the same support cells, pessimism and CSAT model. It is what ``SupportEnv`` steps over a
 glm simulator; the batched step stays the path of the vector env. The two agree in
-distribution, not draw for draw (tests/test_scalar_env.py).
+distribution, not draw for draw (tests/envs/test_scalar_env.py).
 
 Why it is fast: every response of the model is linear in ``phi(s)`` (outcome logits,
 sentiment mean, log handle-time mean and the state part of the CSAT logits: ``K`` numbers

@@ -5,7 +5,7 @@
 for one conversation so a step costs a few microseconds instead of numpy's per-call
 overhead on 1-row arrays. It is what ``SupportEnv`` steps over the world; the batched
 step stays the path of the vector env. The two agree in distribution, not draw for draw
-(tests/test_scalar_env.py).
+(tests/envs/test_scalar_env.py).
 """
 
 from __future__ import annotations

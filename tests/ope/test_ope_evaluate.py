@@ -24,9 +24,7 @@ from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.logs import LoggedConversations, write_conversations
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
-from tests.helpers import run_dir_of, truth_imputer
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO, run_dir_of, truth_imputer
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import generate_logs
 
-RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+from tests.helpers import REPO
+
+RULES = REPO / "configs" / "rules"
 
 
 @pytest.fixture(scope="module")

@@ -418,3 +418,20 @@ def test_help_lists_the_fit_keys_of_both_commands_that_read_them(name: str) -> N
 
     text = help_text(name)
     assert "holdout: 0.2" in text and "true_value_conversations: 50000" in text
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_logger_progress_reaches_off_policy_evaluation(shown: bool) -> None:
+    """OPE's progress lines follow ``logger.progress`` as training's do."""
+    from supportrl.experiments.stages import off_policy_evaluation, ope_settings
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.synthetic import generate_logs
+
+    settings = ope_settings(composed_cfg(f"logger.progress={str(shown).lower()}"))
+    assert settings.progress is shown
+    logs = generate_logs(50, seed=1).logs
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=0
+    )
+    assert off_policy_evaluation(prepared, settings, seed=0).progress is shown

@@ -27,9 +27,9 @@ from supportrl.simulators.logs import LoggedConversations
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
 from supportrl.outputs import MARKER, write_complete
-from tests.helpers import run_dir_of
+from tests.helpers import REPO, run_dir_of
 
-AGENTS = Path(__file__).resolve().parent.parent / "configs" / "rules"
+AGENTS = REPO / "configs" / "rules"
 TINY_ENSEMBLE = {"n_members": 2, "hidden": 16, "epochs": 1, "min_steps": 1, "batch_size": 512}
 
 

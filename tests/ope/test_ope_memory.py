@@ -4,7 +4,6 @@ numbers when the refit subset is all the logs; refits on the subset above ``refi
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,9 @@ from supportrl.ope.results import PolicyEvaluation
 from supportrl.simulators.fitted.csat import CsatImputation
 from supportrl.simulators.synthetic import generate_logs
 
-RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+from tests.helpers import REPO
+
+RULES = REPO / "configs" / "rules"
 POLICIES = ("rules_production", "rules_empathize_negative")
 
 
@@ -108,3 +109,28 @@ def test_progress_writes_a_line_when_not_on_a_terminal(monkeypatch) -> None:
     assert lines and all(line.startswith("OPE nuisance fits: ") for line in lines)
     assert lines[0].startswith("OPE nuisance fits: 1/4 after ")
     assert len(lines) == 3
+
+
+def test_progress_turned_off_writes_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL_S", 0.0)
+    out = io.StringIO()
+    with progress(4, "OPE nuisance fits", stream=out, enabled=False) as bar:
+        for _ in range(4):
+            bar.update(1)
+    assert bar.done == 4
+    assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_evaluate_reports_its_resample_fits_only_when_progress_is_on(
+    prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]],
+    monkeypatch,
+    capsys,
+    shown: bool,
+) -> None:
+    """``logger.progress=false`` reaches OPE as ``progress=False``: no progress lines."""
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL_S", 0.0)
+    prepared, probs = prepared_and_probs
+    OffPolicyEvaluation(prepared=prepared, n_refit=3, seed=2, progress=shown).evaluate(probs)
+    err = capsys.readouterr().err
+    assert ("OPE nuisance fits: " in err) is shown

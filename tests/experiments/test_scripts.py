@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 from supportrl.simulators.logs import load_conversations, load_decisions
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
+ROOT = REPO
 SCRIPTS = ROOT / "scripts"
 
 

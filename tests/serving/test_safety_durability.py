@@ -24,7 +24,7 @@ from supportrl.serving.logger import DecisionLogger, JournalError, recover_journ
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from tests.test_serving_http import STATE, call, free_port
+from tests.serving.test_serving_http import STATE, call, free_port
 
 WORLD = SyntheticWorld()
 

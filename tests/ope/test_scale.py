@@ -27,9 +27,9 @@ from supportrl.simulators.logs.validation import validate_conversations_bounded
 from supportrl.simulators.synthetic import generate_logs
 from supportrl.simulators.synthetic.parts import write_partitioned_logs
 
-from tests.helpers import result_of, supportrl
+from tests.helpers import REPO, result_of, supportrl
 
-RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+RULES = REPO / "configs" / "rules"
 POLICIES = ("rules_production_explore", "rules_empathize_negative", "rules_faq_first")
 N_REFIT = 4
 

@@ -1,6 +1,6 @@
 """OffPolicyEvaluation validates each policy's probabilities once, not per estimator call.
 
-Estimators called directly still validate their inputs (tests/test_ope_estimators.py
+Estimators called directly still validate their inputs (tests/ope/test_ope_estimators.py
 holds those bad-input tables); here the evaluation of logs must check each policy's
 (n_turns, n_actions) matrix a fixed number of times, however many estimators and
 bootstrap replicates run on it, and give the numbers the validating path gives.

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
+ROOT = REPO
 PACKAGES = ("envs", "agents", "simulators", "ope", "serving", "experiments")
 ROOT_MODULES = ("files", "outputs", "policy", "privacy")
 """Modules of the root package ``supportrl`` below every sub-package (one node, ``supportrl``)."""

@@ -32,7 +32,9 @@ from supportrl.agents.rules import (
     rule_policy_from_dict,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
+ROOT = REPO
 RULE_FILES = sorted((ROOT / "configs" / "rules").glob("rules_*.yaml"))
 ACTIONS = ("empathize", "direct_answer", "faq_link", "clarify", "offer_credit", "escalate_human")
 INTENTS = ["billing", "technical", "account", "shipping", "cancel", "other"]

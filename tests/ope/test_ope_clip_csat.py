@@ -12,8 +12,7 @@ from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.fitted import fit_customer_model
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs
 
-from tests.helpers import truth_imputer
-from tests.test_ope_honest import REPO
+from tests.helpers import REPO, truth_imputer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from tests.helpers import run_dir_of
 from tests.helpers import supportrl as run_supportrl
-from tests.test_logs import base_frame
+from tests.simulators.test_logs import base_frame
 
 
 def supportrl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -139,3 +139,8 @@ def test_pipeline_small(tmp_path: Path) -> None:
     assert isinstance(result["production"]["true_value"], float)
     assert Path(result["production"]["experiment"], "experiment.json").is_file()
     assert "[round 1] experiment:" in proc.stdout and "decision:" in proc.stdout
+    # per-round timings: the round's total in timings_s, its stages in its record
+    assert result["timings_s"]["round1"] > 0
+    assert {"truth", "serve", "analysis"} <= set(round_1["timings_s"])
+    assert sum(round_1["timings_s"].values()) <= result["timings_s"]["round1"]
+    assert sum(result["timings_s"].values()) <= result["wall_s"]  # stages do not overlap

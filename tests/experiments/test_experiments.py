@@ -37,11 +37,11 @@ from supportrl.serving.http import create_app
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from tests.helpers import result_of, supportrl
-from tests.test_serving_http import STATE, call, free_port
+from tests.helpers import REPO, result_of, supportrl
+from tests.serving.test_serving_http import STATE, call, free_port
 
 WORLD = SyntheticWorld()
-RULES = Path(__file__).resolve().parents[1] / "configs" / "rules"
+RULES = REPO / "configs" / "rules"
 
 
 def rule_artifact(directory: Path, name: str) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from supportrl.agents.base import ConstantPolicy
@@ -17,9 +15,7 @@ from supportrl.ope.models import balancing_weights, fitted_q_evaluation
 from supportrl.ope.results import format_results
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, generate_logs, true_value
 
-from tests.helpers import truth_imputer
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO, truth_imputer
 
 
 def prepared_logs(n: int, seed: int, config: WorldConfig):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from supportrl.experiments.report import collect, write_report
 
-from tests.test_sweeps import fake_pipeline_run
+from tests.experiments.test_sweeps import fake_pipeline_run
 
 
 def _chromium() -> str:

@@ -17,7 +17,7 @@ from supportrl.experiments.common import UserError
 from supportrl.experiments.sweep import best_trial, trial_metrics
 from supportrl.experiments.sweep_space import Axis, SweepSettings, check_args, grid, parse_space
 
-from tests.helpers import result_of, run_dir_of, supportrl
+from tests.helpers import REPO, result_of, run_dir_of, supportrl
 
 TINY = (
     "train.total_steps=1500",
@@ -100,7 +100,7 @@ def test_grid_draws_intervals_per_trial_from_the_seed() -> None:
 def test_sweep_settings_name_the_wrong_key(kwargs: dict, message: str) -> None:
     import yaml
 
-    grid_yaml = Path(__file__).parent.parent / "configs" / "sweep" / "grid.yaml"
+    grid_yaml = REPO / "configs" / "sweep" / "grid.yaml"
     defaults = yaml.safe_load(grid_yaml.read_text())
     defaults.update(defaults.pop("asha"))
     SweepSettings(**defaults)  # the shipped defaults are valid

@@ -26,7 +26,7 @@ from supportrl.simulators.logs import (
 )
 
 from tests.helpers import result_of, supportrl
-from tests.test_logs import base_frame
+from tests.simulators.test_logs import base_frame
 
 
 def one_turn_conversations(n: int) -> pd.DataFrame:

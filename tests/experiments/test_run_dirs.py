@@ -20,7 +20,7 @@ from supportrl.simulators.synthetic import generate_logs
 from supportrl.files import FileFormatError
 from supportrl.outputs import CREATED, MARKER, check_complete, write_complete
 from tests.helpers import result_of, supportrl
-from tests.test_logs import base_frame
+from tests.simulators.test_logs import base_frame
 
 
 def _not_hydra(path: Path) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from supportrl.privacy import PREFIX, SALT_ENV, id_salt, pseudonymize
 from tests.helpers import result_of, supportrl
-from tests.test_logs import base_frame
+from tests.simulators.test_logs import base_frame
 
 TEXT_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".html", ".log", ".txt", ".md", ".jsonl"}
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from supportrl.serving import DecisionLogger, Predictor
 from supportrl.serving.http import MAX_BODY_BYTES
 
-from tests.test_safety_serving import export_policy_dir, serve
-from tests.test_serving_http import STATE
+from tests.serving.test_safety_serving import export_policy_dir, serve
+from tests.serving.test_serving_http import STATE
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
+ROOT = REPO
 LIBRARY = ("supportrl", "envs", "agents", "simulators", "ope", "serving", "experiments")
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80

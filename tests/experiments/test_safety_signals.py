@@ -18,8 +18,8 @@ from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.experiments.export import export_policy
 from supportrl.simulators.synthetic import SyntheticWorld
 
+from tests.experiments.test_pipeline import SMALL
 from tests.helpers import supportrl
-from tests.test_pipeline import SMALL
 
 WORLD = SyntheticWorld()
 SCRIPT = Path(sys.executable).with_name("supportrl")

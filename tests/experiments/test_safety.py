@@ -368,7 +368,7 @@ def test_result_json_is_strict_json(tmp_path: Path) -> None:
 
 
 def _logs_with(tmp_path: Path, **columns: list[object]) -> Path:
-    from tests.test_logs import base_frame
+    from tests.simulators.test_logs import base_frame
 
     frame = base_frame()
     for name, values in columns.items():
@@ -405,7 +405,7 @@ def test_a_huge_handle_time_fails_validation_by_row(tmp_path: Path) -> None:
     """Issue 22 item 15: ``handle_time_s=1e300`` passed validate, then swamped every estimate."""
     from supportrl.simulators.logs import LogValidationError, load_conversations
 
-    from tests.test_logs import base_frame
+    from tests.simulators.test_logs import base_frame
 
     frame = base_frame()
     frame.loc[3, "handle_time_s"] = 1e300
@@ -490,7 +490,7 @@ def test_a_parquet_metadata_blob_is_refused_from_the_footer(
     from supportrl.simulators import logs as logs_module
     from supportrl.simulators.logs import reading
 
-    from tests.test_logs import base_frame
+    from tests.simulators.test_logs import base_frame
 
     table = pa.Table.from_pandas(base_frame(), preserve_index=False)
     table = table.replace_schema_metadata({"blob": "x" * (2 * 2**20)})

@@ -20,7 +20,7 @@ from supportrl.serving.logger import MAX_ID_LENGTH, LogUnavailable, LogWriteErro
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from tests.test_serving_http import STATE, call, free_port
+from tests.serving.test_serving_http import STATE, call, free_port
 
 WORLD = SyntheticWorld()
 
