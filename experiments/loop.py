@@ -114,7 +114,6 @@ def run_round(
     round's decision log as conversations). ``timings`` gets the wall seconds of the
     round's ``truth``, ``export``, ``serve`` and ``analysis`` (every look) and ``read_log``."""
     from supportrl.experiments.deploy import experiment_clock
-    from supportrl.experiments.export import export_stage
     from supportrl.experiments.stages import timed, value_stage
     from supportrl.serving.experiment import Experiment
     from supportrl.simulators.logs import load_conversations
@@ -134,25 +133,14 @@ def run_round(
         }
         for name in policies
     }
-    print(f"[round {k}] candidates (ope {'estimate':>8}  true value; * shortlisted, control):")
-    for name, row in record["values"].items():
-        mark = "*" if name in names else ("control" if name == production.name else "")
-        ope = row["ope"]["estimate"] if row["ope"] else float("nan")
-        print(f"      {name:<30}{ope:>+9.3f}{row['true_value']:>+12.3f}  {mark}")
+    _print_values(k, record["values"], names, production.name)
     if not names:
         print(f"[round {k}] no candidate left on the shortlist: production stays {production.name}")
         record["production"] = production.name
         return record, production, None  # type: ignore[return-value]
     round_dir = out / "rounds" / f"round-{k}"
-    for cand in [production, *(inputs.candidates[n] for n in names)]:
-        if cand.artifact is None:
-            with timed(timings, "export"):
-                cand.artifact = export_stage(
-                    cand.source,
-                    output(round_dir / "artifacts" / cand.name),
-                    reference=logs,
-                    evaluation={"ope": inputs.selection.get(cand.name)},
-                )
+    with timed(timings, "export"):
+        _export_arms([production, *(inputs.candidates[n] for n in names)], round_dir, logs, inputs)
     treatments = [inputs.candidates[n] for n in names]
     config = experiment_config(production, treatments, settings, name=f"round-{k}")
     experiment = Experiment.load(config, seed=seed, start_time=experiment_clock(0))
@@ -179,6 +167,33 @@ def run_round(
     with timed(timings, "read_log"):
         decided = load_conversations(log, actions=list(logs.actions))
     return record, new, decided
+
+
+def _print_values(
+    k: int, values: Mapping[str, Mapping[str, Any]], names: list[str], production: str
+) -> None:
+    """Round ``k``'s candidates: OPE estimate and true value, shortlist and control marked."""
+    print(f"[round {k}] candidates (ope {'estimate':>8}  true value; * shortlisted, control):")
+    for name, row in values.items():
+        mark = "*" if name in names else ("control" if name == production else "")
+        ope = row["ope"]["estimate"] if row["ope"] else float("nan")
+        print(f"      {name:<30}{ope:>+9.3f}{row['true_value']:>+12.3f}  {mark}")
+
+
+def _export_arms(
+    arms: list[Candidate], round_dir: Path, logs: LoggedConversations, inputs: RoundInputs
+) -> None:
+    """An artifact for each arm that has none yet, under ``round_dir/artifacts``."""
+    from supportrl.experiments.export import export_stage
+
+    for cand in arms:
+        if cand.artifact is None:
+            cand.artifact = export_stage(
+                cand.source,
+                output(round_dir / "artifacts" / cand.name),
+                reference=logs,
+                evaluation={"ope": inputs.selection.get(cand.name)},
+            )
 
 
 def _run_experiment(

@@ -152,8 +152,7 @@ class OffPolicyEvaluation:
     rounding)."""
     seed: int = 0
     progress: bool = True
-    """Report long loops (resample fits, partitions) on stderr (:mod:`ope.progress`);
-    False: silent (the commands' ``logger.progress=false``)."""
+    """Report long loops on stderr (:mod:`ope.progress`); False: ``logger.progress=false``."""
 
     def __post_init__(self) -> None:
         unknown = [

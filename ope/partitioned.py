@@ -285,7 +285,6 @@ def _local_partitions(
     fits: NuisanceFits,
     policies: Mapping[str, Any],
     spill_dir: str | Path | None,
-    *,
     show_progress: bool = True,
 ) -> list[tuple[PartitionSums, tuple[float, ...], dict[str, Any]]]:
     """Every partition's statistics in this process, one after another (``show_progress``:
@@ -451,10 +450,8 @@ def evaluate_partitioned(
             )  # fmt: skip
         else:
             fits = fit_nuisance(ope, probs, names, refit_share=refit_share)
-            fitted = time.perf_counter()
-            pieces = _local_partitions(
-                source, parts, n_partitions, fits, policies, spill_dir, show_progress=ope.progress
-            )
+            fitted, at = time.perf_counter(), (source, parts, n_partitions)
+            pieces = _local_partitions(*at, fits, policies, spill_dir, ope.progress)
     sums = add_sums([p for p, _, _ in pieces])
     summed = time.perf_counter()
     returns = tuple(float(sum(r[j] for _, r, _ in pieces)) for j in range(3))
