@@ -26,11 +26,9 @@ Comparing agents, rewards or simulators is a multirun or a sweep over this comma
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_policy
@@ -50,47 +48,33 @@ from supportrl.experiments.common import (
 )
 from supportrl.experiments.entry import command
 from supportrl.experiments.fit import conversations_loader
-from supportrl.experiments.plots import forest_plot, write_metrics
+from supportrl.experiments.learn import Learned, learn, step
+from supportrl.experiments.plots import forest_plot
 from supportrl.experiments.report import records_of, write_report
 from supportrl.experiments.stages import (
-    LoopSettings,
     OPEResult,
     OPESettings,
-    TrainedAgent,
     agent_spec,
-    evaluate_stage,
-    fidelity_stage,
     fit_data_stage,
     fit_settings_of,
-    fit_stage,
     generate_settings,
     generate_stage,
     loop_settings,
     ope_settings,
     pipeline_settings,
-    prepare_for_ope,
     print_ope,
     ray_settings,
     segment_stage,
     simulator_spec,
     timed,
     train_settings,
-    train_stage,
     value_stage,
     world_config,
 )
 from supportrl.experiments.summary import Interval, Selection, select_winner
-from supportrl.experiments.tracking import report_iteration
 from supportrl.experiments.validate import print_summary
-from supportrl.ope.evaluate import target_probs_of
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
-
-STEPS = 7
-
-
-def step(k: int, text: str) -> None:
-    print(f"[{k}/{STEPS}] {text}", flush=True)
 
 
 def load_baselines(cfg: DictConfig, actions: tuple[str, ...]) -> dict[str, Policy]:
@@ -189,49 +173,10 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
             limits=log_limits(cfg), logs=logs,
         ),
     )  # fmt: skip
-    trained, result, simulated = learned.trained, learned.result, learned.simulated
-    fidelity = learned.fidelity
-    candidates, probs = learned.candidates, learned.probs
-    print_ope(result, ope.alpha)
-    logging = result.logging_value
-    plot_or_warn(lambda _: write_forest(out, result, ope), out / "forest.png")
-
-    segments = {}
-    if cfg.report.segment_by:
-        with timed(timings, "segments"):
-            by = tuple(cfg.report.segment_by)
-            segments = segment_stage(logs, reward, probs, ope, seed=seed, by=by)
-        print_segments(segments, ope.select)
-
-    step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
-    # the honest interval: the select estimator's, widened by the FQE-vs-IS disagreement and
-    # by partial-identification bounds where the logs miss the candidate's actions
-    with timed(timings, "select"):
-        selection = select_winner(
-            {k: Interval.of(result.selection(k, ope.select)) for k in result.policies},
-            logging["estimate"],
-            estimator=ope.select,
-        )
-    print(f"      {selection.reason}")
-
-    with timed(timings, "truth"):
-        truth = ground_truth(world, candidates, reward, fit.true_value_conversations, seed)
-
-    _print_table(candidates, result, simulated, truth, ope.select, selection.winner)
-    payload = _payload(
-        cfg, data, out, spec.kind, trained, result, simulated, truth, ope.select, selection
-    )
-    with timed(timings, "ship"):
-        payload.update(
-            ship(
-                cfg, out, selection, learned.sources, logs, world, reward, result, simulated, truth
-            )
-        )
-    if fidelity is not None:
-        payload["fidelity"] = fidelity
-    if segments:
-        payload["segments"] = segments
+    payload, selection = choose_and_ship(cfg, out, data, logs, world, reward, learned, timings)
     if loop.rounds > 0:  # timings_s gets round1 .. roundR, each round's record its stages
+        from supportrl.experiments.rounds import improvement_rounds
+
         payload.update(
             improvement_rounds(
                 cfg,
@@ -248,13 +193,13 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
                 learned,
                 seed,
                 timings,
-            )
+            )  # fmt: skip
         )
     payload["wall_s"] = round(time.perf_counter() - start, 3)
     payload["timings_s"] = timings
     payload["report"] = own_report(out, payload, ope)
     n_conv = payload["summary"]["conversations"]
-    summary = headline(selection, result, ope)
+    summary = headline(selection, learned.result, ope)
     if "production" in payload:
         prod = payload["production"]
         summary += (
@@ -264,241 +209,59 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
     return finish(payload, f"{summary}; {n_conv} conversations -> {out}")
 
 
-@dataclass
-class Learned:
-    """What one pass of steps 3-5 learned on a set of logs."""
-
-    model: Any
-    trained: TrainedAgent
-    candidates: dict[str, Policy]
-    sources: dict[str, Path]
-    """Candidate -> what export reads (trained agents' checkpoints)."""
-    probs: dict[str, Any]
-    result: OPEResult
-    simulated: dict[str, dict[str, float]]
-    fidelity: dict[str, Any] | None = None
-
-
-def learn(
-    logs: LoggedConversations,
-    baselines: dict[str, Policy],
-    spec: Any,
-    settings: Any,
-    sim_spec: Any,
-    ope: OPESettings,
-    reward: RewardSpec,
-    fit: Any,
-    *,
-    out: Path,
-    seed: int,
-    timings: dict[str, float],
-    name: str,
-    extra: dict[str, Policy] | None = None,
-    fit_data: Any = None,
-    fidelity: bool = True,
-) -> Learned:
-    """Steps 3-5 on ``logs``: fit the simulator (``out/simulator``) on ``fit_data()`` (the
-    ``fit.*`` sample and holdout; default: ``logs`` with ``fit.holdout`` held out), train the
-    agent (``out/agents/<kind>``) as candidate ``name`` (and, with
-    ``train.support_threshold``, ``<name>-supported``, restricted to the actions the logs
-    support), evaluate them, the baselines and ``extra`` (e.g. production) off-policy, and
-    simulate their values. ``fidelity``: score the simulator on the held-out conversations
-    (the first pass reports it; the rounds' re-fits are not reported, so they skip it)."""
-    step(
-        3, f"fit the customer simulator ({sim_spec.family}) on {logs.n_conversations} conversations"
-    )
-    with timed(timings, "fit"):
-        if fit_data is None:  # logs pooled in memory: no file to sample from
-            fitted = fit_data_stage(fit, seed=seed, turns=Path("pooled"), load=None, logs=logs)
-        else:
-            fitted = fit_data()
-        model = fit_stage(
-            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
-        )
-        report = None
-        if fidelity and fitted.test is not None:
-            report = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)
-    print(f"      simulator: {out / 'simulator'} ({timings['fit']:.1f} s)")
-    support_threshold = settings.support_threshold
-
-    step(4, f"train {spec.kind} in the fitted simulator for {settings.total_steps} env steps")
-    agent_dir = out / "agents" / spec.kind
-    with timed(timings, "train"):
-        trained = train_stage(
-            spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator",
-            callback=report_iteration,  # a sweep's Tune trial sees every round (else a no-op)
-        )  # fmt: skip
-    write_metrics(
-        agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})", source="fitted simulator"
-    )
-    print(f"      {spec.kind}: {trained.env_steps} env steps in {trained.wall_s:.1f} s")
-    sources = {name: trained.checkpoint}
-    restricted: dict[str, Policy] = {}
-    if support_threshold is not None and spec.kind not in ("linucb", "lints"):
-        print(f"      train.support_threshold: not applied to {spec.kind} (linear bandits only)")
-    elif support_threshold is not None:
-        with timed(timings, "train"):
-            weights = logging_logit(logs, model.feature_spec, seed=seed)
-            supported = train_stage(
-                spec,
-                model,
-                reward,
-                settings,
-                seed=seed,
-                out=out / "agents" / f"{spec.kind}-supported",
-                model_path=out / "simulator",
-                support=(float(support_threshold), weights),
-            )
-        restricted[f"{name}-supported"] = supported.policy
-        sources[f"{name}-supported"] = supported.checkpoint
-        print(
-            f"      {spec.kind}-supported: actions with estimated logging probability >= "
-            f"{support_threshold:g} only; {supported.env_steps} env steps in {supported.wall_s:.1f} s"
-        )
-
-    step(5, "evaluate the candidates off-policy on the logs, and in the simulator")
-    candidates: dict[str, Policy] = {
-        name: trained.policy,
-        **restricted,
-        **baselines,
-        **(extra or {}),
-    }
-    states = logs.states()
-    with timed(timings, "evaluate"):
-        probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
-        # missing CSAT: the simulator's CSAT model where it was fitted on all the logs, else
-        # the same design refitted on all of them (OPE does not move with fit.holdout)
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole)
-        result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
-        simulated = value_stage(
-            candidates, model, reward, fit.simulated_conversations, seed=seed + 1
-        )
-    return Learned(model, trained, candidates, sources, probs, result, simulated, report)
-
-
-def logging_logit(
-    logs: LoggedConversations, spec: Any, *, seed: int, max_rows: int = 50_000
-) -> Any:
-    """The logging policy's multinomial logit on the agent's design rows (features and an
-    intercept), fitted on up to ``max_rows`` logged decisions: weights (n_actions, dim + 1)."""
-    from supportrl.ope.models import MultinomialLogit
-
-    rows = np.arange(logs.n_turns)
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
-    states = {k: np.asarray(v)[rows] for k, v in logs.states().items()}
-    x = spec.encode(states)
-    return MultinomialLogit.fit(x, logs.action[rows], len(logs.actions)).weights
-
-
-def improvement_rounds(
+def choose_and_ship(
     cfg: DictConfig,
-    loop: LoopSettings,
     out: Path,
+    data: dict[str, Any],
     logs: LoggedConversations,
     world: SyntheticWorld | None,
     reward: RewardSpec,
-    baselines: dict[str, Policy],
-    spec: Any,
-    settings: Any,
-    sim_spec: Any,
-    ope: OPESettings,
-    first: Learned,
-    seed: int,
+    learned: Learned,
     timings: dict[str, float],
-) -> dict[str, Any]:
-    """``loop.rounds`` improvement rounds (:mod:`.loop`); ``{"rounds": [..], "production": {..}}``."""
-    from supportrl.experiments.loop import Candidate, RoundInputs, run_round
+) -> tuple[dict[str, Any], Selection]:
+    """Steps 5 (its report), 6 and 7 of the first pass: print the OPE table and the forest
+    plot, the segments (``report.segment_by``), select the winner, the true values (world
+    known) and ship the winner; (result.json's payload so far, the selection)."""
+    seed, ope, fit = int(cfg.seed), ope_settings(cfg), fit_settings_of(cfg)
+    result, candidates = learned.result, learned.candidates
+    print_ope(result, ope.alpha)
+    plot_or_warn(lambda _: write_forest(out, result, ope), out / "forest.png")
+    segments = {}
+    if cfg.report.segment_by:
+        with timed(timings, "segments"):
+            by = tuple(cfg.report.segment_by)
+            segments = segment_stage(logs, reward, learned.probs, ope, seed=seed, by=by)
+        print_segments(segments, ope.select)
 
-    if world is None:
-        print("[rounds] skipped: the user's logs have no known world to experiment in")
-        return {}
-    select = ope.select
-    fit = fit_settings_of(cfg)
-    sources: dict[str, Path] = {
-        resolve_shipped(p).stem: resolve_shipped(p) for p in pipeline_settings(cfg).baselines
-    }
-    prod_path = resolve_shipped(loop.production)
-    production = Candidate(prod_path.stem, first.candidates[prod_path.stem], prod_path)
-    pool = logs
-    learned, name = first, spec.kind
-    rounds: list[dict[str, Any]] = []
-    best_true = -np.inf
-    trained_sources: dict[str, Path] = {}
-    for k in range(1, loop.rounds + 1):
-        started = time.perf_counter()
-        stages: dict[str, float] = {}  # the round's fit, train, evaluate, truth, experiment
-        if k > 1:
-            name = f"{spec.kind}-r{k}"
-            print(f"[round {k}] learn on the pooled logs ({pool.n_conversations} conversations)")
-            extra = {production.name: production.policy}
-            learned = learn(
-                pool, baselines, spec, settings, sim_spec, ope, reward, fit,
-                out=out / "rounds" / f"round-{k}", seed=seed + 100 * k, timings=stages,
-                name=name, extra=extra, fidelity=False,
-            )  # fmt: skip
-        trained_sources.update(learned.sources)
-        result = learned.result
-        if production.name not in result.policies:
-            raise UserError(f"loop.production: {production.name} was not evaluated")
-        selection = {n: result.selection(n, select) for n in result.policies}
-        candidates = {
-            n: Candidate(n, p, trained_sources.get(n) or sources[n])
-            for n, p in learned.candidates.items()
-            if n != production.name
-        }
-        record, production, decided = run_round(
-            k,
-            RoundInputs(candidates, selection),
-            production,
-            out=out,
-            logs=pool,
-            world=world,
-            reward=reward,
-            settings=loop,
-            true_value_conversations=fit.true_value_conversations,
-            seed=seed + 100 * k,
-            timings=stages,
+    step(6, f"select: highest lower bound of {ope.select}, if above the logging policy")
+    # the honest interval: the select estimator's, widened by the FQE-vs-IS disagreement and
+    # by partial-identification bounds where the logs miss the candidate's actions
+    with timed(timings, "select"):
+        selection = select_winner(
+            {k: Interval.of(result.selection(k, ope.select)) for k in result.policies},
+            result.logging_value["estimate"],
+            estimator=ope.select,
         )
-        if decided is not None:
-            with timed(stages, "pool"):
-                pool = LoggedConversations.concat(
-                    [pool, decided], source=f"{pool.n_conversations}+round {k}"
-                )
-        timings[f"round{k}"] = round(time.perf_counter() - started, 3)
-        record["timings_s"] = stages
-        rounds.append(record)
-        best_true = max(
-            best_true,
-            max(v["true_value"] for n, v in record["values"].items() if n in candidates),
-        )
-    prod_true = rounds[-1]["values"].get(production.name, {}).get("true_value")
-    if prod_true is None:
-        from supportrl.experiments.stages import value_stage
+    print(f"      {selection.reason}")
+    with timed(timings, "truth"):
+        truth = ground_truth(world, candidates, reward, fit.true_value_conversations, seed)
 
-        prod_true = value_stage(
-            {production.name: production.policy},
-            world,
-            reward,
-            fit.true_value_conversations,
-            seed=seed + 1,
-        )[production.name]["value"]
-    experiment = next((r["experiment"]["log"] for r in reversed(rounds) if "experiment" in r), None)
-    summary = {
-        "policy": production.name,
-        "true_value": prod_true,
-        "experiment": experiment,
-        "best_candidate_true_value": best_true,
-        "regret": best_true - prod_true,
-        **({"artifact": str(production.artifact)} if production.artifact else {}),
-    }
-    print(
-        f"[rounds] production after {loop.rounds} round(s): {production.name}, true value "
-        f"{prod_true:+.3f}; best candidate's true value {best_true:+.3f} "
-        f"(regret {best_true - prod_true:+.3f})",
-        flush=True,
-    )
-    return {"rounds": rounds, "production": summary}
+    simulated = learned.simulated
+    _print_table(candidates, result, simulated, truth, ope.select, selection.winner)
+    payload = _payload(
+        cfg, data, out, agent_spec(cfg).kind, learned.trained, result, simulated, truth,
+        ope.select, selection,
+    )  # fmt: skip
+    with timed(timings, "ship"):
+        shipped = ship(
+            cfg, out, selection, learned.sources, logs, world, reward, result, simulated, truth
+        )
+    payload.update(shipped)
+    if learned.fidelity is not None:
+        payload["fidelity"] = learned.fidelity
+    if segments:
+        payload["segments"] = segments
+    return payload, selection
 
 
 def ship(

@@ -288,7 +288,7 @@ class GuardrailSettings:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Section ``loop``: improvement rounds (``experiments.loop``)."""
+    """Section ``loop``: improvement rounds (``experiments.rounds``)."""
 
     rounds: int
     """Rounds after the pipeline's first pass (0: none)."""

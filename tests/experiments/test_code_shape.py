@@ -18,10 +18,6 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
 ALLOWED = {
-    "experiments/pipeline.py",
-    "experiments/pipeline.py::run_pipeline",
-    "experiments/pipeline.py::learn",
-    "experiments/pipeline.py::improvement_rounds",
     "experiments/deploy.py::experiment_stage",
     "serving/artifact.py::read_manifest",
     "serving/http.py::create_app",

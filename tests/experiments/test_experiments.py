@@ -17,7 +17,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.abtest import abtest_stage
 from supportrl.experiments.deploy import experiment_stage
 from supportrl.experiments.export import export_policy
-from supportrl.experiments.loop import shortlist
+from supportrl.experiments.rounds import shortlist
 from supportrl.ope.abtest import (
     ExperimentData,
     analyse,
@@ -393,7 +393,7 @@ def test_support_restricted_linucb_acts_where_the_logs_support_and_exports_the_s
     from supportrl.agents.bandits import make_bandit
     from supportrl.agents.bandits.linear import support_mask
     from supportrl.agents.training import train_bandit
-    from supportrl.experiments.pipeline import logging_logit
+    from supportrl.experiments.learn import logging_logit
     from supportrl.serving import Predictor
 
     logs = small_generated.logs
