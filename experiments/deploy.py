@@ -188,7 +188,7 @@ def experiment_stage(
     one, closed at the end).
     """
     from supportrl.serving import DecisionLogger
-    from supportrl.serving.experiment import mixture_propensities, pseudonym
+    from supportrl.serving.experiment import pseudonym
 
     if n_conversations < 2:
         raise UserError(f"n_conversations={n_conversations}: serve at least 2 conversations")
@@ -203,6 +203,73 @@ def experiment_stage(
     units = ids if experiment.config.unit == "conversation" else np.char.add("customer-", ids)
     assigned = experiment.assign(units.tolist())
     streams = np.random.SeedSequence(seed).spawn(len(experiment.arms) + 1)
+    rec, served, truth = _serve_arms(experiment, assigned, world, reward, streams)
+    order = np.lexsort((rec["turn"], rec["conversation"]))
+    rec = _take(rec, order)
+    conversation = rec["conversation"]
+    rec["timestamp"] = _clock(conversation, rec["handle_time_s"], start)
+    customers = (
+        None
+        if experiment.config.unit == "conversation"
+        else [pseudonym(experiment.config.salt, u) for u in units[conversation].tolist()]
+    )
+    own = logger is None
+    if own:
+        logger = DecisionLogger.for_experiment(
+            log_dir, experiment, part_rows=part_rows, journal=False
+        )
+    answered = world.csat_observed(rec["csat"], np.random.default_rng(streams[-1]))
+    _log_rows(logger, rec, ids[conversation], np.asarray(world.actions), customers, answered)
+    if own:
+        logger.close(censor_open=False)
+    else:
+        logger.flush()
+    experiment.write_description(log_dir)
+    return ExperimentRun(log=log_dir, n_conversations=served, true_value=truth)
+
+
+def _log_rows(
+    logger: Any,
+    rec: dict[str, Any],
+    cids: np.ndarray,
+    labels: np.ndarray,
+    customers: list[str] | None,
+    answered: np.ndarray,
+) -> None:
+    """Every served decision into ``logger`` (rows ordered by conversation and turn), then
+    each conversation's outcome, with CSAT where the customer ``answered``."""
+    logger.log_batch(
+        cids,
+        rec["states"],
+        labels[rec["action"]],
+        rec["propensity"],
+        timestamps=rec["timestamp"],
+        handle_time_s=np.round(rec["handle_time_s"], 2),
+        arms=rec["arm"].tolist(),
+        customer_ids=customers,
+        decision_ids=np.char.add(np.char.add(cids, ":"), rec["turn"].astype(str)).tolist(),
+    )
+    conversation = rec["conversation"]
+    last = np.append(conversation[1:] != conversation[:-1], True)
+    logger.record_outcomes(
+        cids[last],
+        [OUTCOMES[o] for o in rec["outcome"][last].tolist()],
+        np.where(answered[last], rec["csat"][last], np.nan),
+    )
+
+
+def _serve_arms(
+    experiment: Any,
+    assigned: np.ndarray,
+    world: SyntheticWorld,
+    reward: RewardSpec,
+    streams: list[np.random.SeedSequence],
+) -> tuple[dict[str, Any], dict[str, int], dict[str, float]]:
+    """Each arm's assigned conversations served by its Predictor, with the serving
+    mixture's propensities (:func:`mixture_propensities`); (rows of every arm, merged;
+    conversations per arm; each arm's mean true return)."""
+    from supportrl.serving.experiment import mixture_propensities
+
     parts, served, truth = [], {}, {}
     for k, name in enumerate(experiment.arms):
         where = np.flatnonzero(assigned == k)
@@ -220,8 +287,7 @@ def experiment_stage(
         )
         logs = sim.logs
         keep = logs.conversation_index < len(where)  # the 2-conversation minimum of one served
-        returns = sim.returns()[: len(where)]
-        truth[name] = float(returns.mean())
+        truth[name] = float(sim.returns()[: len(where)].mean())
         states = logs.states()
         arm_probs = np.stack([p.action_probs(states) for p in experiment.predictors])
         propensity = mixture_propensities(arm_probs, logs.offsets, logs.action, experiment.shares)
@@ -239,53 +305,18 @@ def experiment_stage(
                 "arm": np.full(len(rows), name, dtype=object),
             }
         )
-    rec = _merge(parts)
-    order = np.lexsort((rec["turn"], rec["conversation"]))
-    rec = _take(rec, order)
-    conversation = rec["conversation"]
+    return _merge(parts), served, truth
+
+
+def _clock(conversation: np.ndarray, handle_time_s: np.ndarray, start: int) -> np.ndarray:
+    """Each row's timestamp: conversations in id order, SECONDS_BETWEEN_CONVERSATIONS apart
+    (from index ``start``), turns within one after the earlier turns' handle times."""
     first = np.flatnonzero(np.append(True, conversation[1:] != conversation[:-1]))
     starts = np.repeat(first, np.diff(np.append(first, len(conversation))))
-    elapsed = np.cumsum(rec["handle_time_s"]) - rec["handle_time_s"]
+    elapsed = np.cumsum(handle_time_s) - handle_time_s
     elapsed -= elapsed[starts]
     seconds = (start + conversation) * SECONDS_BETWEEN_CONVERSATIONS + elapsed
-    timestamps = DEPLOY_START + np.round(seconds * 1e6).astype("timedelta64[us]")
-    last = np.append(conversation[1:] != conversation[:-1], True)
-    rng = np.random.default_rng(streams[-1])
-    answered = world.csat_observed(rec["csat"], rng)
-    labels = np.asarray(world.actions)
-    cids = ids[conversation]
-    customers = (
-        None
-        if experiment.config.unit == "conversation"
-        else [pseudonym(experiment.config.salt, u) for u in units[conversation].tolist()]
-    )
-    own = logger is None
-    if own:
-        logger = DecisionLogger.for_experiment(
-            log_dir, experiment, part_rows=part_rows, journal=False
-        )
-    logger.log_batch(
-        cids,
-        rec["states"],
-        labels[rec["action"]],
-        rec["propensity"],
-        timestamps=timestamps,
-        handle_time_s=np.round(rec["handle_time_s"], 2),
-        arms=rec["arm"].tolist(),
-        customer_ids=customers,
-        decision_ids=np.char.add(np.char.add(cids, ":"), rec["turn"].astype(str)).tolist(),
-    )
-    logger.record_outcomes(
-        cids[last],
-        [OUTCOMES[o] for o in rec["outcome"][last].tolist()],
-        np.where(answered[last], rec["csat"][last], np.nan),
-    )
-    if own:
-        logger.close(censor_open=False)
-    else:
-        logger.flush()
-    experiment.write_description(log_dir)
-    return ExperimentRun(log=log_dir, n_conversations=served, true_value=truth)
+    return DEPLOY_START + np.round(seconds * 1e6).astype("timedelta64[us]")
 
 
 def experiment_clock(index: int) -> str:
