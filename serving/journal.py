@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,35 @@ def encode_columns(chunk: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
         k: (v.astype("datetime64[us]").astype(np.int64) if k == "timestamp" else v).tolist()
         for k, v in chunk.items()
     }
+
+
+def decisions_line(columns: Mapping[str, np.ndarray], *, snapshot: bool = False) -> dict[str, Any]:
+    """The line of logged decisions (``snapshot``: rows held when a segment started)."""
+    return {"e": "d", **({"s": 1} if snapshot else {}), "c": encode_columns(columns)}
+
+
+def outcomes_line(
+    ids: list[str],
+    outcomes: Sequence[str],
+    csat: list[float],
+    handles: Mapping[str, np.ndarray],
+    *,
+    snapshot: bool = False,
+) -> dict[str, Any]:
+    """The line of recorded outcomes: CSAT (NaN for none) and seconds per turn where given."""
+    return {
+        "e": "o",
+        **({"s": 1} if snapshot else {}),
+        "ids": ids,
+        "outcomes": list(outcomes),
+        "csat": csat,
+        "h": {c: h.tolist() for c, h in handles.items()},
+    }
+
+
+def drop_line(conversation_id: str) -> dict[str, Any]:
+    """The line of a conversation left out of the log."""
+    return {"e": "x", "id": conversation_id}
 
 
 class Journal:

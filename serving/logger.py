@@ -41,19 +41,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from supportrl.serving.held_rows import HeldRows
 from supportrl.serving.journal import (
     Event,
     Journal,
     JournalError,
-    encode_columns,
+    decisions_line,
+    drop_line,
+    outcomes_line,
     recover,
 )
 from supportrl.serving.log_rows import (
     MAX_ID_LENGTH,
     LogColumns,
-    check_outcomes,
-    check_turns,
-    completed_rows,
     strings,
 )
 
@@ -172,19 +172,13 @@ class DecisionLogger:
         self.part_rows = int(part_rows)
         self._stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
         self._seq = 0
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._next_turn: dict[str, int] = {}
-        self._done: dict[str, tuple[str, float]] = {}
-        self._handle: dict[str, np.ndarray] = {}
-        self._dropped: set[str] = set()
-        self._done_rows = 0
+        self._held = HeldRows()
         self.parts: list[Path] = []
         """Parts written so far."""
         self.rows_written = 0
         self.flush_interval_s = float(flush_interval_s)
         self.max_open = int(max_open)
         self.max_buffer_rows = int(max_buffer_rows)
-        self._buffered = 0
         self._last_flush = time.monotonic()
         self.error: str | None = None
         """Why the last write failed (None when the last write succeeded)."""
@@ -304,11 +298,11 @@ class DecisionLogger:
         """
         ids = strings(conversation_ids, "conversation_ids", MAX_ID_LENGTH)
         n = len(ids)
-        if self._buffered + n > self.max_buffer_rows:
+        if self._held.rows + n > self.max_buffer_rows:
             self._maybe_flush(force=True)
-            if self._buffered + n > self.max_buffer_rows:
+            if self._held.rows + n > self.max_buffer_rows:
                 raise LogUnavailable(
-                    f"decision log {self.directory}: {self._buffered} rows wait to be written "
+                    f"decision log {self.directory}: {self._held.rows} rows wait to be written "
                     f"({self.error or 'too many open conversations'}); new rows are refused"
                 )
         chunk = self._layout.decision_columns(
@@ -322,64 +316,39 @@ class DecisionLogger:
             customer_ids=customer_ids,
             decision_ids=decision_ids,
         )
-        if self._dropped:
-            keep = np.fromiter(
-                (c not in self._dropped for c in ids.tolist()), dtype=bool, count=len(ids)
-            )
-            chunk = {k: v[keep] for k, v in chunk.items()}
-            ids = chunk["conversation_id"]
-        turns = check_turns(ids, chunk["turn"], self._next_turn, self._done)
-        if len(ids):
-            self._journal_append({"e": "d", "c": encode_columns(chunk)})  # durable, then held
-            self._chunks.append(chunk)
-            self._buffered += len(ids)
-        self._next_turn.update(turns)
-        self._evict_open()
+        chunk = self._held.live(chunk)
+        turns = self._held.check(chunk)
+        if len(chunk["conversation_id"]):
+            self._journal_append(decisions_line(chunk))  # durable, then held
+        self._held.add(chunk, turns)
+        self._held.cut_off_oldest(self.max_open)
         self._maybe_flush()
-        return len(ids)
+        return len(chunk["conversation_id"])
 
     def drop(self, conversation_id: str) -> None:
         """Leave a conversation out of the log (e.g. one of its states was invalid, so its rows
         would not be valid schema v1): rows logged so far are discarded, later decisions and
         its outcome are ignored."""
         cid = str(conversation_id)[:MAX_ID_LENGTH]
-        if cid not in self._dropped:
+        if cid not in self._held.dropped:
             try:  # a drop lost with the journal only leaves its rows in, cut off
-                self._journal_append({"e": "x", "id": cid})
+                self._journal_append(drop_line(cid))
             except LogUnavailable:
                 pass
-        self._dropped.add(cid)  # its held rows are left out when the next part is written
-        if cid in self._done:
-            self._done_rows -= self._next_turn[cid]
-            del self._done[cid]
-        self._next_turn.pop(cid, None)
-        self._handle.pop(cid, None)
+        self._held.drop(cid)
 
     @property
     def dropped(self) -> int:
         """Conversations left out with :meth:`drop`."""
-        return len(self._dropped)
-
-    def _evict_open(self) -> None:
-        """Close the oldest open conversations as cut off while more than ``max_open`` are open."""
-        excess = self.open_conversations - self.max_open
-        if excess <= 0:
-            return
-        for cid in list(self._next_turn):
-            if excess <= 0:
-                break
-            if cid not in self._done:
-                self._done[cid] = ("continue", float("nan"))
-                self._done_rows += self._next_turn[cid]
-                excess -= 1
+        return len(self._held.dropped)
 
     def _maybe_flush(self, *, force: bool = False) -> None:
         """Write completed conversations when ``part_rows`` are ready or the interval passed;
         a failed write is kept in :attr:`error` (rows stay held, tried again later)."""
-        due = self._done_rows >= self.part_rows or (
+        due = self._held.done_rows >= self.part_rows or (
             time.monotonic() - self._last_flush >= self.flush_interval_s
         )
-        if self._done and (due or force):
+        if self._held.done and (due or force):
             try:
                 self.flush()
             except OSError:
@@ -400,7 +369,7 @@ class DecisionLogger:
         try:
             if journal.unlinked:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                journal.start(self._snapshot(full=True))
+                journal.start(self._held.snapshot(full=True))
             journal.append(event)
         except OSError as exc:
             self.error = f"{self.directory}: journal: {exc.strerror or exc}"
@@ -411,37 +380,6 @@ class DecisionLogger:
             ) from None
         if self.error is not None and self.error.startswith(f"{self.directory}: journal:"):
             self.error = None  # the journal is written again (parts report their own errors)
-
-    def _snapshot(self, *, full: bool) -> list[dict[str, Any]]:
-        """Journal lines for the held rows: open conversations only, or (``full``) every held
-        row and the outcomes of completed conversations."""
-        if not self._chunks:
-            return []
-        columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
-        cids = columns["conversation_id"].tolist()
-        keep = np.fromiter(
-            (c not in self._dropped and (full or c not in self._done) for c in cids),
-            dtype=bool,
-            count=len(cids),
-        )
-        lines: list[dict[str, Any]] = []
-        if keep.any():
-            lines.append(
-                {"e": "d", "s": 1, "c": encode_columns({k: v[keep] for k, v in columns.items()})}
-            )
-        if full and self._done:
-            done = list(self._done)
-            lines.append(
-                {
-                    "e": "o",
-                    "s": 1,
-                    "ids": done,
-                    "outcomes": [self._done[c][0] for c in done],
-                    "csat": [self._done[c][1] for c in done],
-                    "h": {c: self._handle[c].tolist() for c in done if c in self._handle},
-                }
-            )
-        return lines
 
     def _replay(self, event: dict[str, Any]) -> None:
         """Apply one journal line (recovery)."""
@@ -487,22 +425,9 @@ class DecisionLogger:
         """
         cid = str(conversation_id)
         handles = {}
-        if handle_time_s is not None and cid not in self._dropped:
-            handles[cid] = self._handle_times(cid, handle_time_s)
+        if handle_time_s is not None and cid not in self._held.dropped:
+            handles[cid] = self._held.handle_times(cid, handle_time_s)
         return 1 == self._record([cid], [outcome], None if csat is None else [csat], handles)
-
-    def _handle_times(self, cid: str, values: Sequence[float] | float) -> np.ndarray:
-        if cid not in self._next_turn:
-            raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
-        turns = self._next_turn[cid]
-        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
-        if arr.ndim != 1 or len(arr) != turns:
-            raise ValueError(
-                f"handle_time_s: expected {turns} number(s), one per logged turn, got {len(arr)}"
-            )
-        if not (np.isfinite(arr) & (arr >= 0)).all():
-            raise ValueError("handle_time_s: every value must be a finite number >= 0")
-        return arr
 
     def record_outcomes(
         self,
@@ -525,36 +450,18 @@ class DecisionLogger:
         scores = np.full(len(ids), np.nan) if csat is None else np.asarray(csat, dtype=np.float64)
         if len(outcomes) != len(ids) or scores.shape != (len(ids),):
             raise ValueError("conversation_ids, outcomes and csat must have the same length")
-        if self._dropped:  # outcomes of dropped conversations are ignored
-            keep = [i for i, c in enumerate(ids) if c not in self._dropped]
-            ids, outcomes, scores = (
-                [ids[i] for i in keep],
-                [outcomes[i] for i in keep],
-                scores[keep],
-            )
-        check_outcomes(ids, outcomes, scores, self._next_turn, self._done)
+        ids, outcomes, scores = self._held.live_outcomes(ids, outcomes, scores)
         handles = {c: h for c, h in handles.items() if c in ids}
         if ids:
-            self._journal_append(
-                {
-                    "e": "o",
-                    "ids": ids,
-                    "outcomes": list(outcomes),
-                    "csat": scores.tolist(),
-                    "h": {c: h.tolist() for c, h in handles.items()},
-                }
-            )
-        self._handle.update(handles)
-        for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
-            self._done[cid] = (outcome, score)
-            self._done_rows += self._next_turn[cid]
+            self._journal_append(outcomes_line(ids, outcomes, scores.tolist(), handles))
+        self._held.complete(ids, outcomes, scores, handles)
         self._maybe_flush()
         return len(ids)
 
     @property
     def open_conversations(self) -> int:
         """Conversations with decisions logged and no outcome yet."""
-        return len(self._next_turn) - len(self._done)
+        return self._held.open
 
     # ------------------------------------------------------------------ writing
 
@@ -565,27 +472,17 @@ class DecisionLogger:
         part cannot be written; the folder is recreated first if it was removed.
         """
         self._last_flush = time.monotonic()
-        if not self._done:
+        if not self._held.done:
             return None
-        columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
-        cids = columns["conversation_id"].tolist()
-        is_done = np.fromiter((c in self._done for c in cids), dtype=bool, count=len(cids))
-        dropped = np.fromiter((c in self._dropped for c in cids), dtype=bool, count=len(cids))
-        rest = {k: v[~is_done & ~dropped] for k, v in columns.items()}
-        rows = {k: v[is_done & ~dropped] for k, v in columns.items()}
-        rows, outcome, csat, ends = completed_rows(rows, self._done, self._handle)
+        rows, outcome, csat, ends, rest = self._held.split()
         self._seq += 1
         path = self.directory / f"part-{self._stamp}-{self._seq:05d}.parquet"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)  # recreated if it was removed
             if self._journal is not None:
                 if self._journal.unlinked:  # removed with its folder: every held row again
-                    self._journal.start(self._snapshot(full=True))
-                held = (
-                    [{"e": "d", "s": 1, "c": encode_columns(rest)}]
-                    if len(rest["conversation_id"])
-                    else []
-                )
+                    self._journal.start(self._held.snapshot(full=True))
+                held = [decisions_line(rest, snapshot=True)] if len(rest["conversation_id"]) else []
                 self._journal.rotate(path.name, held)  # what stays held once the part exists
             self.rows_written += self._layout.write_part(path, rows, outcome, csat)
             self.parts.append(path)
@@ -598,18 +495,13 @@ class DecisionLogger:
         self.error = None
         if self._journal is not None:
             self._journal.retire()
-        for c in ends:
-            del self._done[c], self._next_turn[c]
-            self._handle.pop(c, None)
-        self._done_rows = 0
-        self._chunks = [rest] if len(rest["conversation_id"]) else []
-        self._buffered = len(rest["conversation_id"])
+        self._held.written(ends, rest)
         return path
 
     @property
     def unwritten_rows(self) -> int:
         """Rows held in memory, not yet in a part."""
-        return self._buffered
+        return self._held.rows
 
     def close(self, *, censor_open: bool = True) -> None:
         """Flush; with ``censor_open`` conversations without an outcome are written as cut off
@@ -620,8 +512,7 @@ class DecisionLogger:
         in the journal, so the next logger on the folder writes them).
         """
         if censor_open:
-            for cid in [c for c in self._next_turn if c not in self._done]:
-                self._done[cid] = ("continue", float("nan"))
+            self._held.cut_off_open()
         try:
             self.flush()
         except LogWriteError:
@@ -630,8 +521,7 @@ class DecisionLogger:
             raise
         if self._journal is not None:
             self._journal.close(remove=True)
-        self._chunks, self._next_turn, self._done, self._handle = [], {}, {}, {}
-        self._buffered = 0
+        self._held.clear()
 
     def __enter__(self) -> DecisionLogger:
         return self
