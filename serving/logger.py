@@ -29,7 +29,11 @@ processes that ended without closing into parts (:func:`recover_journals`): comp
 conversations with their outcomes, open ones as cut off. The loaders read only
 ``*.parquet``; the journal is invisible to ``validate``, ``evaluate`` and ``abtest``.
 
-Writing Parquet needs pyarrow (``pip install "./serving[log]"``); nothing else beyond numpy.
+The parts of a logger: the journal's format, its segments and recovery in
+:mod:`supportrl.serving.journal`; the rows' columns, checks and Parquet parts in
+:mod:`supportrl.serving.log_rows`; the conversations held until written in
+:mod:`supportrl.serving.held_rows`. Writing Parquet needs pyarrow (``pip install
+"./serving[log]"``); nothing else beyond numpy.
 """
 
 from __future__ import annotations
