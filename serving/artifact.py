@@ -165,6 +165,20 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """
     directory = Path(directory)
     path = directory / MANIFEST
+    manifest = _verified_manifest(directory, path)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or len(files) > MAX_FILES:
+        raise ArtifactError(f"{path}: 'files' must map at most {MAX_FILES} file names to SHA-256")
+    _check_listed_files(directory, path, files)
+    _check_no_unlisted(directory, set(files))
+    _check_policy_files(path, manifest.get("policy"), files)
+    _check_actions(path, manifest.get("actions"))
+    return manifest
+
+
+def _verified_manifest(directory: Path, path: Path) -> dict[str, Any]:
+    """``manifest.json`` read after its bytes matched ``manifest.sha256``, of this format and
+    schema version."""
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: not an artifact directory (no such directory)")
     if not os.path.lexists(path):
@@ -192,9 +206,11 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: schema_version {_brief(version)}; this build of supportrl.serving reads "
             f"version {SCHEMA_VERSION}"
         )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or len(files) > MAX_FILES:
-        raise ArtifactError(f"{path}: 'files' must map at most {MAX_FILES} file names to SHA-256")
+    return manifest
+
+
+def _check_listed_files(directory: Path, path: Path, files: dict[Any, Any]) -> None:
+    """Every file the manifest lists is a regular file inside ``directory`` with its SHA-256."""
     root = directory.resolve()
     for name, expected in files.items():
         if not name or Path(name).is_absolute() or ".." in Path(name).parts:
@@ -214,8 +230,10 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             raise ArtifactError(
                 f"{file}: SHA-256 differs from the manifest; the file was changed after export"
             )
-    _check_no_unlisted(directory, set(files))
-    policy = manifest.get("policy")
+
+
+def _check_policy_files(path: Path, policy: Any, files: dict[Any, Any]) -> None:
+    """A known policy kind, and the files it reads listed in ``files`` (so verified)."""
     kind = policy.get("kind") if isinstance(policy, dict) else None
     if kind not in POLICY_KINDS:
         raise ArtifactError(
@@ -229,7 +247,11 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             raise ArtifactError(
                 f"{path}: policy file {_brief(name)} is not listed in 'files' (so not verified)"
             )
-    actions = manifest.get("actions")
+
+
+def _check_actions(path: Path, actions: Any) -> None:
+    """1 to :data:`MAX_ACTIONS` unique non-empty labels, each at most
+    :data:`MAX_LABEL_LENGTH` characters."""
     if (
         not isinstance(actions, list)
         or not 1 <= len(actions) <= MAX_ACTIONS
@@ -240,7 +262,6 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path}: 'actions' must be 1 to {MAX_ACTIONS} unique non-empty labels of at most "
             f"{MAX_LABEL_LENGTH} characters"
         )
-    return manifest
 
 
 def _check_no_unlisted(directory: Path, listed: set[str]) -> None:

@@ -25,7 +25,7 @@ events; ``POST /v1/experiment/shares`` ``{"shares": {ARM: x}, "reason"}``,
 A bad request gets a 4xx with ``{"error": message, "field": name}`` (400: not a JSON
 object, or nested deeper than :data:`MAX_DEPTH`; 413: a body over :data:`MAX_BODY_BYTES`,
 refused before it is parsed; 422: a field fails a check, e.g. an id over
-:data:`~supportrl.serving.logger.MAX_ID_LENGTH` characters; 404: an outcome for a
+:data:`~supportrl.serving.log_rows.MAX_ID_LENGTH` characters; 404: an outcome for a
 conversation with no logged decisions; 409: an outcome while no decision log is
 configured); bad input never gets a 5xx. A 5xx is the server's fault: 500 when the
 policy's model gives no distribution (``field: "model"``), 503 ``"not logging"`` while the
@@ -40,6 +40,11 @@ server on the folder recovers them: :mod:`supportrl.serving.logger`); what the j
 cannot hold is refused (``log_error``, 503) rather than acknowledged. ``--log-fsync`` syncs
 each journal line to disk, ``--no-log-journal`` keeps rows only in memory.
 
+This module is the app factory (:func:`create_app`), the server (:func:`run_server`, its
+socket bound first by :func:`bind_socket`) and the command line (:func:`main`); the limits
+and field checks of a request are in :mod:`supportrl.serving.http_requests`, the handlers
+(framework independent) in :mod:`supportrl.serving.service`.
+
 Run it with ``python -m supportrl.serving.http ARTIFACT_DIR --port 8080`` or
 ``supportrl serve artifact=DIR serve.port=8080``; it binds 127.0.0.1 unless told otherwise,
 before anything claims the URL: a port in use is ``error: ...`` and exit code 2.
@@ -50,348 +55,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
-import math
-import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from supportrl.serving.artifact import ArtifactError, redact_paths
-from supportrl.serving.experiment import Experiment, ExperimentError, pseudonym
-from supportrl.serving.features import InvalidStateError
-from supportrl.serving.logger import (
-    MAX_ID_LENGTH,
-    DecisionLogger,
-    JournalError,
-    LogUnavailable,
-    LogWriteError,
+from supportrl.serving.experiment import Experiment
+from supportrl.serving.http_requests import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_DEPTH,
+    BadRequest,
+    json_depth,
+    json_object,
 )
+from supportrl.serving.logger import DecisionLogger, JournalError, LogWriteError
 from supportrl.serving.predictor import Predictor
+from supportrl.serving.service import Service
 
-MAX_BATCH = 10_000
-"""Most states one ``/v1/decide_batch`` request may carry."""
-MAX_BODY_BYTES = 8 * 2**20
-"""Largest request body (bytes), checked before it is read whole or parsed."""
-MAX_DEPTH = 32
-"""Deepest nesting of a request body, checked before it is parsed."""
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+__all__ = [
+    "MAX_BATCH",
+    "MAX_BODY_BYTES",
+    "MAX_DEPTH",
+    "BadRequest",
+    "PortUnavailable",
+    "Service",
+    "bind_socket",
+    "create_app",
+    "json_depth",
+    "main",
+    "run_server",
+]
 
-
-class BadRequest(Exception):
-    """A request the service refuses: HTTP ``status``, ``field`` named in the answer."""
-
-    def __init__(self, status: int, message: str, field: str) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
-
-
-def json_depth(body: bytes) -> int:
-    """Deepest bracket nesting of a JSON body (strings ignored), without parsing it."""
-    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
-    step = (codes == ord("[")).astype(np.int64) + (codes == ord("{"))
-    step -= (codes == ord("]")).astype(np.int64) + (codes == ord("}"))
-    return int(np.cumsum(step).max(initial=0))
-
-
-def _object(body: bytes) -> dict[str, Any]:
-    depth = json_depth(body)
-    if depth > MAX_DEPTH:
-        raise BadRequest(400, f"body: nested {depth} levels deep; at most {MAX_DEPTH}", "body")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, f"body: not valid JSON ({exc})", "body") from None
-    if not isinstance(data, dict):
-        raise BadRequest(400, f"body: expected a JSON object, got {type(data).__name__}", "body")
-    return data
-
-
-def _conversation_id(value: Any, field: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise BadRequest(
-            422,
-            f"{field}: expected a non-empty string of at most {MAX_ID_LENGTH} characters, "
-            f"got {type(value).__name__}{f' of {len(value)} characters' if isinstance(value, str) else ''}",
-            field,
-        )
-    return value
-
-
-class Service:
-    """The request handling, independent of the web framework (plain dicts in and out)."""
-
-    def __init__(
-        self,
-        predictor: Predictor,
-        logger: DecisionLogger | None = None,
-        experiment: Experiment | None = None,
-    ) -> None:
-        self.predictor = predictor
-        self.logger = logger
-        self.experiment = experiment
-
-    def decide(self, body: dict[str, Any]) -> dict[str, Any]:
-        state = body.get("state")
-        if not isinstance(state, dict):
-            raise BadRequest(422, "state: expected a JSON object of state variables", "state")
-        cid = _conversation_id(body.get("conversation_id"), "conversation_id")
-        if self.experiment is not None:
-            return self._decide_in_experiment(state, cid, body.get("customer_id"))
-        try:
-            decision = self.predictor.decide(state)
-        except InvalidStateError as err:
-            raise BadRequest(422, str(err), f"state.{err.field}") from None
-        out = {**decision.to_dict(), "logged": False}
-        if cid is not None and self.logger is not None:
-            if decision.fallback:  # its state is not a valid row: the conversation leaves the log
-                self.logger.drop(cid)
-                out["log_error"] = "conversation left out of the decision log: invalid state"
-                return out
-            try:
-                out["logged"] = self.logger.log(cid, state, decision.action, decision.propensity)
-            except (ValueError, LogUnavailable) as err:
-                out["log_error"] = str(err)
-        return out
-
-    def _decide_in_experiment(
-        self, state: dict[str, Any], cid: str | None, customer: Any
-    ) -> dict[str, Any]:
-        experiment = self.experiment
-        assert experiment is not None
-        if cid is None:
-            raise BadRequest(
-                422,
-                "conversation_id: required in an experiment (arms are sticky)",
-                "conversation_id",
-            )
-        try:
-            decision = experiment.decide(state, conversation_id=cid, customer_id=customer)
-        except ExperimentError as err:
-            raise BadRequest(422, str(err), err.field) from None
-        except InvalidStateError as err:
-            raise BadRequest(422, str(err), f"state.{err.field}") from None
-        out = {**decision.to_dict(), "logged": False}
-        if self.logger is not None:
-            try:
-                out["logged"] = self.logger.log(
-                    cid,
-                    state,
-                    decision.action,
-                    decision.propensity,
-                    arm=decision.arm,
-                    customer_id=None
-                    if customer is None
-                    else pseudonym(experiment.config.salt, customer),
-                    decision_id=decision.decision_id,
-                )
-            except (ValueError, LogUnavailable) as err:
-                out["log_error"] = str(err)
-        return out
-
-    def experiment_info(self) -> dict[str, Any]:
-        if self.experiment is None:
-            raise BadRequest(409, "no experiment is served (serve.experiment=FILE)", "experiment")
-        return _public(self.experiment.describe())
-
-    def change_experiment(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``shares``, ``stop`` or ``promote``, recorded in the log folder's experiment.json."""
-        experiment = self.experiment
-        if experiment is None:
-            raise BadRequest(409, "no experiment is served (serve.experiment=FILE)", "experiment")
-        reason = body.get("reason", action)
-        if not isinstance(reason, str) or len(reason) > 500:
-            raise BadRequest(422, "reason: a string of at most 500 characters", "reason")
-        try:
-            if action == "shares":
-                shares = body.get("shares")
-                if not isinstance(shares, dict):
-                    raise BadRequest(422, "shares: expected an object ARM -> share", "shares")
-                experiment.set_shares(shares, reason)
-            else:
-                arm = body.get("arm")
-                if not isinstance(arm, str):
-                    raise BadRequest(422, "arm: expected an arm name", "arm")
-                (experiment.stop if action == "stop" else experiment.promote)(arm, reason)
-        except ExperimentError as err:
-            raise BadRequest(422, str(err), err.field) from None
-        if self.logger is not None:
-            experiment.write_description(self.logger.directory)
-        return _public(experiment.describe())
-
-    def decide_batch(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self.experiment is not None:
-            raise BadRequest(
-                409, "decide_batch is not available in an experiment: use /v1/decide", "states"
-            )
-        if ("states" in body) == ("columns" in body):
-            raise BadRequest(422, "give exactly one of 'states' (a list) or 'columns'", "states")
-        field = "states" if "states" in body else "columns"
-        states = body[field]
-        if field == "states" and not isinstance(states, list):
-            raise BadRequest(422, "states: expected a list of state objects", "states")
-        if field == "columns" and not isinstance(states, dict):
-            raise BadRequest(422, "columns: expected an object of name -> list", "columns")
-        try:
-            n = len(states) if field == "states" else len(next(iter(states.values()), []))
-        except TypeError:
-            n = 0
-        if n > MAX_BATCH:
-            raise BadRequest(
-                422, f"{field}: at most {MAX_BATCH} states per request, got {n}", field
-            )
-        ids = body.get("conversation_ids")
-        if ids is not None and (
-            not isinstance(ids, list)
-            or len(ids) != n
-            or not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_LENGTH for i in ids)
-        ):
-            raise BadRequest(
-                422,
-                f"conversation_ids: expected {n} non-empty strings of at most {MAX_ID_LENGTH} "
-                "characters",
-                "conversation_ids",
-            )
-        try:
-            batch = self.predictor.decide_batch(states)
-        except InvalidStateError as err:
-            if err.field in ("states", field):
-                name = field
-            else:
-                name = err.field if err.field.startswith(field) else f"{field}.{err.field}"
-            raise BadRequest(422, str(err), name) from None
-        logged = False
-        log_error = None
-        if ids is not None and self.logger is not None:
-            for row in np.flatnonzero(batch.fallback).tolist():  # invalid states: not valid rows
-                self.logger.drop(ids[row])
-            valid = np.flatnonzero(~batch.fallback)
-            try:
-                self.logger.log_batch(
-                    [ids[i] for i in valid.tolist()],
-                    _state_columns(states, self.predictor, valid),
-                    batch.actions[valid].tolist(),
-                    batch.propensity[valid].tolist(),
-                )
-                logged = True
-            except (ValueError, LogUnavailable) as err:
-                log_error = str(err)
-        return {
-            "actions": batch.actions.tolist(),
-            "propensities": batch.propensity.tolist(),
-            "probabilities": batch.probabilities.tolist(),
-            "fallback": batch.fallback.tolist(),
-            "reasons": {str(k): v for k, v in batch.reasons.items()},
-            "logged": logged,
-            **({"log_error": log_error} if log_error else {}),
-        }
-
-    def outcome(self, body: dict[str, Any]) -> dict[str, Any]:
-        cid = _conversation_id(body.get("conversation_id"), "conversation_id")
-        if cid is None:
-            raise BadRequest(422, "conversation_id: required", "conversation_id")
-        outcome = body.get("outcome")
-        if not isinstance(outcome, str):
-            raise BadRequest(422, f"outcome: expected a string, got {outcome!r}", "outcome")
-        csat = body.get("csat")
-        if csat is not None and (
-            isinstance(csat, bool) or not isinstance(csat, int | float) or not math.isfinite(csat)
-        ):
-            raise BadRequest(
-                422, f"csat: expected a number in [1, 5] or null, got {csat!r}", "csat"
-            )
-        handle = body.get("handle_time_s")
-        if handle is not None:
-            values = handle if isinstance(handle, list) else [handle]
-            if (
-                not values
-                or len(values) > 1000
-                or not all(
-                    not isinstance(v, bool)
-                    and isinstance(v, int | float)
-                    and math.isfinite(v)
-                    and v >= 0
-                    for v in values
-                )
-            ):
-                raise BadRequest(
-                    422,
-                    "handle_time_s: expected seconds >= 0 per logged turn (a list, or one number)",
-                    "handle_time_s",
-                )
-            handle = values
-        if self.experiment is not None:
-            self.experiment.end(cid)
-        if self.logger is None:
-            raise BadRequest(
-                409, "no decision log configured (start with a log directory)", "conversation_id"
-            )
-        try:
-            recorded = self.logger.record_outcome(cid, outcome, csat, handle_time_s=handle)
-        except (LogUnavailable, LogWriteError) as err:
-            raise BadRequest(503, f"not logging: {err}", "log") from None
-        except KeyError as err:
-            raise BadRequest(404, str(err.args[0]), "conversation_id") from None
-        except ValueError as err:
-            message = str(err)
-            field = next(
-                (f for f in ("outcome", "csat", "handle_time_s") if message.startswith(f)),
-                "conversation_id",
-            )
-            raise BadRequest(422, message, field) from None
-        if not recorded:
-            return {"recorded": False, "reason": "conversation left out of the decision log"}
-        return {"recorded": True}
-
-    def health(self) -> dict[str, Any]:
-        if self.logger is not None and not self.logger.healthy:
-            raise BadRequest(
-                503,
-                f"not logging: {self.logger.error} ({self.logger.unwritten_rows} rows held)",
-                "log",
-            )
-        return {
-            "status": "ok",
-            "policy": self.predictor.kind,
-            "actions": list(self.predictor.actions),
-            "epsilon": self.predictor.epsilon,
-            "logging": self.logger is not None,
-            **(
-                {
-                    "experiment": {
-                        "arms": list(self.experiment.arms),
-                        "shares": self.experiment.describe()["shares"],
-                    }
-                }
-                if self.experiment is not None
-                else {}
-            ),
-        }
-
-
-def _public(description: dict[str, Any]) -> dict[str, Any]:
-    """An experiment's description as HTTP shows it: artifact folders by name, no absolute
-    paths (the log folder's experiment.json keeps them)."""
-    arms = {
-        name: {**arm, "artifact": str(arm["artifact"]).rstrip("/").rsplit("/", 1)[-1]}
-        for name, arm in description["arms"].items()
-    }
-    return {**description, "arms": arms}
-
-
-def _state_columns(states: Any, predictor: Predictor, rows: np.ndarray) -> dict[str, Any]:
-    """The valid ``rows`` of ``states`` (records or columns) as columns, for the logger."""
-    names, take = predictor.encoder.variables, rows.tolist()
-    if isinstance(states, Mapping):
-        return {name: [states[name][i] for i in take] for name in names}
-    return {name: [states[i][name] for i in take] for name in names}
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+"""A :class:`~supportrl.serving.service.Service` handler: request body -> answer."""
 
 
 async def read_body(request: Request) -> bytes:
@@ -410,6 +111,45 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def answer(handler: Handler, body: bytes) -> JSONResponse:
+    """``handler``'s answer to ``body`` as JSON; a refusal as ``{"error", "field"}`` with its
+    status (a 5xx only for the server's own fault)."""
+    try:
+        return JSONResponse(handler(json_object(body)))
+    except BadRequest as err:
+        return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
+    except ArtifactError as err:  # the policy's model failed: the server's fault
+        return JSONResponse({"error": f"model: {err}", "field": "model"}, status_code=500)
+    except (ValueError, TypeError) as err:  # input the checks above did not foresee
+        field = getattr(err, "field", "body")
+        return JSONResponse({"error": str(err), "field": field}, status_code=422)
+
+
+async def respond(handler: Handler, request: Request) -> JSONResponse:
+    """:func:`answer` to the body of ``request``, read within :data:`MAX_BODY_BYTES`."""
+    try:
+        body = await read_body(request)
+    except BadRequest as err:
+        return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
+    return answer(handler, body)
+
+
+def _closing(logger: DecisionLogger | None) -> Any:
+    """The app's lifespan: on shutdown the decision log is closed (completed conversations
+    reach disk, open ones as cut off); a part it cannot write is reported (``error: ...``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if logger is not None:
+            try:
+                logger.close()
+            except LogWriteError as err:  # reported, and the exit code says so (run_server)
+                print(f"error: {err}", file=sys.stderr, flush=True)
+
+    return lifespan
+
+
 def create_app(
     predictor: Predictor | None = None,
     *,
@@ -425,36 +165,8 @@ def create_app(
     if predictor is None:
         raise ValueError("create_app: give a predictor or an experiment")
     service = Service(predictor, logger, experiment)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if logger is not None:  # completed conversations reach disk; open ones as cut off
-            try:
-                logger.close()
-            except LogWriteError as err:  # reported, and the exit code says so (run_server)
-                print(f"error: {err}", file=sys.stderr, flush=True)
-
-    app = FastAPI(title="supportrl policy", lifespan=lifespan)
+    app = FastAPI(title="supportrl policy", lifespan=_closing(logger))
     app.state.service = service
-
-    def answer(handler: Any, body: bytes) -> JSONResponse:
-        try:
-            return JSONResponse(handler(_object(body)))
-        except BadRequest as err:
-            return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
-        except ArtifactError as err:  # the policy's model failed: the server's fault
-            return JSONResponse({"error": f"model: {err}", "field": "model"}, status_code=500)
-        except (ValueError, TypeError) as err:  # input the checks above did not foresee
-            field = getattr(err, "field", "body")
-            return JSONResponse({"error": str(err), "field": field}, status_code=422)
-
-    async def respond(handler: Any, request: Request) -> JSONResponse:
-        try:
-            body = await read_body(request)
-        except BadRequest as err:
-            return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
-        return answer(handler, body)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

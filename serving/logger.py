@@ -29,34 +29,37 @@ processes that ended without closing into parts (:func:`recover_journals`): comp
 conversations with their outcomes, open ones as cut off. The loaders read only
 ``*.parquet``; the journal is invisible to ``validate``, ``evaluate`` and ``abtest``.
 
-Writing Parquet needs pyarrow (``pip install "./serving[log]"``); nothing else beyond numpy.
+The parts of a logger: the journal's format, its segments and recovery in
+:mod:`supportrl.serving.journal`; the rows' columns, checks and Parquet parts in
+:mod:`supportrl.serving.log_rows`; the conversations held until written in
+:mod:`supportrl.serving.held_rows`. Writing Parquet needs pyarrow (``pip install
+"./serving[log]"``); nothing else beyond numpy.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-OUTCOMES = ("continue", "resolved", "escalated", "abandoned")
-"""Schema-v1 outcomes; ``continue`` on a conversation's last row means it was cut off."""
-STATE_COLUMNS = ("turn", "intent", "sentiment")
-"""Schema-v1 state columns; ``previous_action`` is derived from the actions on reading."""
-MAX_ID_LENGTH = 256
-"""Longest conversation, customer or decision id (characters) a log row may carry."""
-MAX_LABEL_LENGTH = 256
-"""Longest categorical value or action label (characters) a log row may carry."""
-
-
-JOURNAL_VERSION = 1
-"""Version of the journal's line format (its header says which)."""
-_JOURNAL = re.compile(r"^\.journal-(?P<stamp>.+)-(?P<n>\d{5})\.jsonl$")
+from supportrl.serving.held_rows import HeldRows
+from supportrl.serving.journal import (
+    Event,
+    Journal,
+    JournalError,
+    decisions_line,
+    drop_line,
+    outcomes_line,
+    recover,
+)
+from supportrl.serving.log_rows import (
+    MAX_ID_LENGTH,
+    LogColumns,
+    strings,
+)
 
 
 class LogWriteError(OSError):
@@ -66,132 +69,6 @@ class LogWriteError(OSError):
 class LogUnavailable(RuntimeError):
     """The log holds as many unwritten rows as it may (``max_buffer_rows``): new rows are
     refused until a write succeeds."""
-
-
-class JournalError(ValueError):
-    """A journal line that cannot be read back (names the file and the line)."""
-
-
-def _lock(fd: int, *, wait: bool) -> bool:
-    """An exclusive lock on an open journal segment (False: another process holds it)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no flock (Windows): journals are not shared
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _encode(chunk: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
-    """Rows as JSON-ready columns (timestamps as microseconds since the epoch)."""
-    return {
-        k: (v.astype("datetime64[us]").astype(np.int64) if k == "timestamp" else v).tolist()
-        for k, v in chunk.items()
-    }
-
-
-class _Journal:
-    """The append-only journal of one :class:`DecisionLogger` (module doc).
-
-    Segment ``n`` starts with a header line ``{"journal": 1, "columns": {...}, "replaces":
-    [older segments], "part": PART}``: once ``PART`` exists the segments it replaces are
-    obsolete, and its snapshot lines (``"s": 1``, the rows still open when ``PART`` was
-    written) stand for them. Then one line per call: ``{"e": "d", "c": {COLUMN: [...]}}``
-    (decisions), ``{"e": "o", ...}`` (outcomes), ``{"e": "x", "id": ...}`` (a drop).
-    """
-
-    def __init__(self, directory: Path, stamp: str, columns: dict[str, Any], sync: bool) -> None:
-        self.directory, self.stamp, self.columns, self.sync = directory, stamp, columns, sync
-        self.n = 0
-        self.segments: list[Path] = []
-        self.fd = -1
-
-    def _new_segment(self, replaces: list[str], part: str | None, snapshot: list[dict]) -> None:
-        """Write the next segment whole under a temporary name, rename it, append to it."""
-        self.n += 1
-        path = self.directory / f".journal-{self.stamp}-{self.n:05d}.jsonl"
-        tmp = path.with_name(path.name + ".tmp")
-        header = {"journal": JOURNAL_VERSION, "columns": self.columns}
-        lines = [{**header, "replaces": replaces, "part": part}, *snapshot]
-        data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        try:
-            _lock(fd, wait=True)
-            self._write(fd, data)
-            if self.sync:
-                os.fsync(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        if self.fd >= 0:
-            os.close(self.fd)  # its lock goes with it; the file stays until retired
-        self.fd = fd
-        self.segments.append(path)
-
-    @staticmethod
-    def _write(fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-
-    @property
-    def unlinked(self) -> bool:
-        """Whether the current segment was removed from the folder (e.g. the folder was)."""
-        return self.fd < 0 or os.fstat(self.fd).st_nlink == 0
-
-    def append(self, event: dict[str, Any]) -> None:
-        """One line, written before the call that logged it returns (OSError if it cannot)."""
-        self._write(self.fd, (json.dumps(event, separators=(",", ":")) + "\n").encode())
-        if self.sync:
-            os.fsync(self.fd)
-
-    def start(self, snapshot: list[dict]) -> None:
-        """A first segment (or a fresh one when the folder lost the journal): replaces none."""
-        self.segments = [p for p in self.segments if p.exists()]
-        self._new_segment([p.name for p in self.segments], None, snapshot)
-
-    def rotate(self, part: str, snapshot: list[dict]) -> None:
-        """A new segment before ``part`` is written: ``snapshot`` is what stays held after it."""
-        self._new_segment([p.name for p in self.segments], part, snapshot)
-
-    def retire(self) -> None:
-        """``part`` was written: the segments before the newest are obsolete."""
-        for path in self.segments[:-1]:
-            path.unlink(missing_ok=True)
-        self.segments = self.segments[-1:]
-
-    def close(self, *, remove: bool) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if remove:
-            for path in self.segments:
-                path.unlink(missing_ok=True)
-            self.segments = []
-
-
-def _read_journal(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, event) of a segment; a torn last line (killed mid-write) is skipped."""
-    with path.open("rb") as f:
-        lines = f.read().split(b"\n")
-    last = len(lines) - 1
-    for i, raw in enumerate(lines):
-        if not raw:
-            continue
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            if i == last:  # never acknowledged: the call that wrote it did not return
-                return
-            raise JournalError(f"{path}: line {i + 1} is not a journal line") from None
-        if not isinstance(event, dict):
-            raise JournalError(f"{path}: line {i + 1} is not a journal line")
-        yield i + 1, event
 
 
 def recover_journals(directory: str | os.PathLike[str]) -> list[Path]:
@@ -204,56 +81,14 @@ def recover_journals(directory: str | os.PathLike[str]) -> list[Path]:
     removed). Returns the parts written. Raises :class:`JournalError` naming the file and
     line of a journal that cannot be read.
     """
-    directory = Path(directory)
-    groups: dict[str, list[tuple[int, Path]]] = {}
-    for path in directory.glob(".journal-*.jsonl"):
-        m = _JOURNAL.match(path.name)
-        if m:
-            groups.setdefault(m["stamp"], []).append((int(m["n"]), path))
-    written = []
-    for stamp, numbered in sorted(groups.items()):
-        segments = [p for _, p in sorted(numbered)]
-        fds = []
-        try:
-            for path in segments:
-                fds.append(os.open(path, os.O_RDONLY))
-                if not _lock(fds[-1], wait=False):
-                    break  # a running logger's journal
-            else:
-                part = _recover(directory, stamp, segments)
-                if part is not None:
-                    written.append(part)
-                for path in segments:
-                    path.unlink(missing_ok=True)
-        finally:
-            for fd in fds:
-                os.close(fd)
-    return written
+    return recover(Path(directory), _replay_journal)
 
 
-def _recover(directory: Path, stamp: str, segments: list[Path]) -> Path | None:
-    """Replay one logger's journal segments into a part (see :func:`recover_journals`)."""
-    target = directory / f"part-{stamp}-recovered-00001.parquet"
-    if target.exists():
-        return None
-    events = {p: list(_read_journal(p)) for p in segments}
-    headers = {}
-    for path, lines in events.items():
-        if not lines or "journal" not in lines[0][1]:
-            raise JournalError(f"{path}: line 1 is not a journal header")
-        if lines[0][1]["journal"] != JOURNAL_VERSION:
-            raise JournalError(f"{path}: journal version {lines[0][1]['journal']!r} unknown")
-        headers[path.name] = lines[0][1]
-    obsolete = {
-        name
-        for header in headers.values()
-        if header.get("part") and (directory / header["part"]).exists()
-        for name in header["replaces"]
-    }
-    live = [p for p in segments if p.name not in obsolete]
-    if not live:
-        return None
-    columns = headers[live[0].name]["columns"]
+def _replay_journal(
+    directory: Path, stamp: str, columns: dict[str, Any], events: list[Event]
+) -> Path | None:
+    """Replay one logger's journal lines into one part: every conversation, open ones as
+    cut off (:func:`recover_journals`)."""
     logger = DecisionLogger(
         directory,
         categorical=columns["categorical"],
@@ -267,29 +102,14 @@ def _recover(directory: Path, stamp: str, segments: list[Path]) -> Path | None:
         journal=False,
         recover=False,
     )
-    logger._stamp = f"{stamp}-recovered"
-    replayed: set[str] = set()
-    for path in live:
-        skip_snapshot = any(name in replayed for name in headers[path.name]["replaces"])
-        for line, event in events[path][1:]:
-            if skip_snapshot and event.get("s"):
-                continue
-            try:
-                logger._replay(event)
-            except (KeyError, TypeError, ValueError) as err:
-                raise JournalError(f"{path}: line {line}: {err}") from None
-        replayed.add(path.name)
-    logger.close()  # one part: every conversation, open ones as cut off
+    logger._stamp = f"{stamp}-recovered"  # the part recovered_part names
+    for path, line, event in events:
+        try:
+            logger._replay(event)
+        except (KeyError, TypeError, ValueError) as err:
+            raise JournalError(f"{path}: line {line}: {err}") from None
+    logger.close()
     return logger.parts[0] if logger.parts else None
-
-
-def _strings(values: Any, name: str, limit: int) -> np.ndarray:
-    """``values`` as an object array of str, each at most ``limit`` characters (ValueError)."""
-    out = np.fromiter(map(str, values), dtype=object, count=len(values))
-    if len(out) and max(map(len, out)) > limit:
-        row = next(i for i, v in enumerate(out) if len(v) > limit)
-        raise ValueError(f"{name}: row {row} is longer than {limit} characters")
-    return out
 
 
 class DecisionLogger:
@@ -342,43 +162,36 @@ class DecisionLogger:
             raise ValueError("max_open, max_buffer_rows >= 1 and flush_interval_s >= 0 required")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.categorical = tuple(c for c in categorical if c not in ("intent", "previous_action"))
-        self.numeric = tuple(c for c in numeric if c not in ("turn", "sentiment"))
-        self.part_rows = int(part_rows)
-        self.experiment = bool(experiment)
+        self._layout = LogColumns(
+            categorical=tuple(c for c in categorical if c not in ("intent", "previous_action")),
+            numeric=tuple(c for c in numeric if c not in ("turn", "sentiment")),
+            experiment=bool(experiment),
+            customer_column=bool(customer_column),
+        )
+        self.categorical, self.numeric = self._layout.categorical, self._layout.numeric
+        self.experiment = self._layout.experiment
         """Whether rows carry the experiment columns ``arm`` and ``decision_id``."""
-        self.customer_column = bool(customer_column)
+        self.customer_column = self._layout.customer_column
         """Whether rows carry a (pseudonymized) ``customer_id``: every row then needs one."""
+        self.part_rows = int(part_rows)
         self._stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
         self._seq = 0
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._next_turn: dict[str, int] = {}
-        self._done: dict[str, tuple[str, float]] = {}
-        self._handle: dict[str, np.ndarray] = {}
-        self._dropped: set[str] = set()
-        self._done_rows = 0
+        self._held = HeldRows()
         self.parts: list[Path] = []
         """Parts written so far."""
         self.rows_written = 0
         self.flush_interval_s = float(flush_interval_s)
         self.max_open = int(max_open)
         self.max_buffer_rows = int(max_buffer_rows)
-        self._buffered = 0
         self._last_flush = time.monotonic()
         self.error: str | None = None
         """Why the last write failed (None when the last write succeeded)."""
         self.failed_writes = 0
         self.recovered: list[Path] = recover_journals(self.directory) if recover else []
         """Parts written from journals of earlier loggers that did not close."""
-        self._journal: _Journal | None = None
+        self._journal: Journal | None = None
         if journal:
-            columns = {
-                "categorical": list(self.categorical),
-                "numeric": list(self.numeric),
-                "experiment": self.experiment,
-                "customer_column": self.customer_column,
-            }
-            self._journal = _Journal(self.directory, self._stamp, columns, sync)
+            self._journal = Journal(self.directory, self._stamp, self._layout.header(), sync)
             self._journal.start([])
 
     @classmethod
@@ -452,7 +265,7 @@ class DecisionLogger:
     ) -> bool:
         """Log one decision taken in ``state`` (its ``turn`` must be the conversation's next);
         False when the conversation was dropped (:meth:`drop`) and the row left out."""
-        columns = {name: [state[name]] for name in self._state_names() if name in state}
+        columns = {name: [state[name]] for name in self._layout.state_names() if name in state}
         return 1 == self.log_batch(
             [conversation_id],
             columns,
@@ -487,109 +300,59 @@ class DecisionLogger:
         each row's ``arms``, ``customer_ids`` (already pseudonymized; "" when none) and
         ``decision_ids``.
         """
-        ids = _strings(conversation_ids, "conversation_ids", MAX_ID_LENGTH)
+        ids = strings(conversation_ids, "conversation_ids", MAX_ID_LENGTH)
         n = len(ids)
-        if self._buffered + n > self.max_buffer_rows:
+        if self._held.rows + n > self.max_buffer_rows:
             self._maybe_flush(force=True)
-            if self._buffered + n > self.max_buffer_rows:
+            if self._held.rows + n > self.max_buffer_rows:
                 raise LogUnavailable(
-                    f"decision log {self.directory}: {self._buffered} rows wait to be written "
+                    f"decision log {self.directory}: {self._held.rows} rows wait to be written "
                     f"({self.error or 'too many open conversations'}); new rows are refused"
                 )
-        missing = [name for name in self._state_names() if name not in states]
-        if missing:
-            raise ValueError(f"states: missing state variable(s) {missing}")
-        chunk = {"conversation_id": ids}
-        for name in ("intent", *self.categorical):
-            chunk[name] = _strings(states[name], name, MAX_LABEL_LENGTH)
-        for name in ("turn", "sentiment", *self.numeric):
-            chunk[name] = np.asarray(states[name], dtype=np.float64)
-        chunk["action"] = _strings(actions, "actions", MAX_LABEL_LENGTH)
-        chunk["propensity"] = np.asarray(propensities, dtype=np.float64)
-        if timestamps is None:
-            chunk["timestamp"] = np.full(n, np.datetime64(time.time_ns() // 1000, "us"))
-        else:
-            chunk["timestamp"] = np.asarray(timestamps, dtype="datetime64[us]")
-        chunk["handle_time_s"] = (
-            np.full(n, np.nan)
-            if handle_time_s is None
-            else np.asarray(handle_time_s, dtype=np.float64)
+        chunk = self._layout.decision_columns(
+            ids,
+            states,
+            actions,
+            propensities,
+            timestamps=timestamps,
+            handle_time_s=handle_time_s,
+            arms=arms,
+            customer_ids=customer_ids,
+            decision_ids=decision_ids,
         )
-        if self.experiment:
-            if arms is None or decision_ids is None:
-                raise ValueError("arms, decision_ids: an experiment's log needs both")
-            chunk["arm"] = _strings(arms, "arms", MAX_LABEL_LENGTH)
-            chunk["decision_id"] = _strings(decision_ids, "decision_ids", MAX_ID_LENGTH)
-        if self.customer_column:
-            if customer_ids is None or not all(customer_ids):
-                raise ValueError("customer_ids: this log keeps a customer id on every row")
-            chunk["customer_id"] = _strings(customer_ids, "customer_ids", MAX_ID_LENGTH)
-        for name, values in chunk.items():
-            if values.shape != (n,):
-                raise ValueError(f"{name}: expected {n} values, got shape {values.shape}")
-        bad = ~((chunk["propensity"] > 0) & (chunk["propensity"] <= 1))
-        if bad.any():
-            raise ValueError(
-                f"propensities: must be in (0, 1]; rows {np.flatnonzero(bad)[:5].tolist()}"
-            )
-        if self._dropped:
-            keep = np.fromiter(
-                (c not in self._dropped for c in ids.tolist()), dtype=bool, count=len(ids)
-            )
-            chunk = {k: v[keep] for k, v in chunk.items()}
-            ids = chunk["conversation_id"]
-        turns = self._check_turns(ids, chunk["turn"])
-        if len(ids):
-            self._journal_append({"e": "d", "c": _encode(chunk)})  # durable, then held
-            self._chunks.append(chunk)
-            self._buffered += len(ids)
-        self._next_turn.update(turns)
-        self._evict_open()
+        chunk = self._held.live(chunk)
+        turns = self._held.check(chunk)
+        if len(chunk["conversation_id"]):
+            self._journal_append(decisions_line(chunk))  # durable, then held
+        self._held.add(chunk, turns)
+        self._held.cut_off_oldest(self.max_open)
         self._maybe_flush()
-        return len(ids)
+        return len(chunk["conversation_id"])
 
     def drop(self, conversation_id: str) -> None:
         """Leave a conversation out of the log (e.g. one of its states was invalid, so its rows
         would not be valid schema v1): rows logged so far are discarded, later decisions and
         its outcome are ignored."""
         cid = str(conversation_id)[:MAX_ID_LENGTH]
-        if cid not in self._dropped:
+        if cid not in self._held.dropped:
             try:  # a drop lost with the journal only leaves its rows in, cut off
-                self._journal_append({"e": "x", "id": cid})
+                self._journal_append(drop_line(cid))
             except LogUnavailable:
                 pass
-        self._dropped.add(cid)  # its held rows are left out when the next part is written
-        if cid in self._done:
-            self._done_rows -= self._next_turn[cid]
-            del self._done[cid]
-        self._next_turn.pop(cid, None)
-        self._handle.pop(cid, None)
+        self._held.drop(cid)
 
     @property
     def dropped(self) -> int:
         """Conversations left out with :meth:`drop`."""
-        return len(self._dropped)
-
-    def _evict_open(self) -> None:
-        """Close the oldest open conversations as cut off while more than ``max_open`` are open."""
-        excess = self.open_conversations - self.max_open
-        if excess <= 0:
-            return
-        for cid in list(self._next_turn):
-            if excess <= 0:
-                break
-            if cid not in self._done:
-                self._done[cid] = ("continue", float("nan"))
-                self._done_rows += self._next_turn[cid]
-                excess -= 1
+        return len(self._held.dropped)
 
     def _maybe_flush(self, *, force: bool = False) -> None:
         """Write completed conversations when ``part_rows`` are ready or the interval passed;
         a failed write is kept in :attr:`error` (rows stay held, tried again later)."""
-        due = self._done_rows >= self.part_rows or (
+        due = self._held.done_rows >= self.part_rows or (
             time.monotonic() - self._last_flush >= self.flush_interval_s
         )
-        if self._done and (due or force):
+        if self._held.done and (due or force):
             try:
                 self.flush()
             except OSError:
@@ -599,24 +362,6 @@ class DecisionLogger:
     def healthy(self) -> bool:
         """Whether the last write succeeded (or none failed yet)."""
         return self.error is None
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("turn", "intent", "sentiment", *self.categorical, *self.numeric)
-
-    def _check_turns(self, ids: np.ndarray, turns: np.ndarray) -> dict[str, int]:
-        """The conversations' next turns after these rows (ValueError if out of order)."""
-        expected: dict[str, int] = {}
-        for i, (cid, turn) in enumerate(zip(ids.tolist(), turns.tolist(), strict=True)):
-            if cid in self._done:
-                raise ValueError(f"conversation {cid!r}: already completed by record_outcome")
-            want = expected.get(cid, self._next_turn.get(cid, 0))
-            if turn != want:
-                raise ValueError(
-                    f"conversation {cid!r}: row {i} has turn {turn:g}, expected {want} "
-                    "(turns are 0, 1, 2, ... in order)"
-                )
-            expected[cid] = want + 1
-        return expected
 
     def _journal_append(self, event: dict[str, Any]) -> None:
         """Write ``event`` to the journal before the call is acknowledged; a journal that was
@@ -628,7 +373,7 @@ class DecisionLogger:
         try:
             if journal.unlinked:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                journal.start(self._snapshot(full=True))
+                journal.start(self._held.snapshot(full=True))
             journal.append(event)
         except OSError as exc:
             self.error = f"{self.directory}: journal: {exc.strerror or exc}"
@@ -640,35 +385,6 @@ class DecisionLogger:
         if self.error is not None and self.error.startswith(f"{self.directory}: journal:"):
             self.error = None  # the journal is written again (parts report their own errors)
 
-    def _snapshot(self, *, full: bool) -> list[dict[str, Any]]:
-        """Journal lines for the held rows: open conversations only, or (``full``) every held
-        row and the outcomes of completed conversations."""
-        if not self._chunks:
-            return []
-        columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
-        cids = columns["conversation_id"].tolist()
-        keep = np.fromiter(
-            (c not in self._dropped and (full or c not in self._done) for c in cids),
-            dtype=bool,
-            count=len(cids),
-        )
-        lines: list[dict[str, Any]] = []
-        if keep.any():
-            lines.append({"e": "d", "s": 1, "c": _encode({k: v[keep] for k, v in columns.items()})})
-        if full and self._done:
-            done = list(self._done)
-            lines.append(
-                {
-                    "e": "o",
-                    "s": 1,
-                    "ids": done,
-                    "outcomes": [self._done[c][0] for c in done],
-                    "csat": [self._done[c][1] for c in done],
-                    "h": {c: self._handle[c].tolist() for c in done if c in self._handle},
-                }
-            )
-        return lines
-
     def _replay(self, event: dict[str, Any]) -> None:
         """Apply one journal line (recovery)."""
         kind = event["e"]
@@ -676,7 +392,7 @@ class DecisionLogger:
             c = event["c"]
             self.log_batch(
                 c["conversation_id"],
-                {name: c[name] for name in self._state_names()},
+                {name: c[name] for name in self._layout.state_names()},
                 c["action"],
                 c["propensity"],
                 timestamps=np.asarray(c["timestamp"], dtype=np.int64).astype("datetime64[us]"),
@@ -713,22 +429,9 @@ class DecisionLogger:
         """
         cid = str(conversation_id)
         handles = {}
-        if handle_time_s is not None and cid not in self._dropped:
-            handles[cid] = self._handle_times(cid, handle_time_s)
+        if handle_time_s is not None and cid not in self._held.dropped:
+            handles[cid] = self._held.handle_times(cid, handle_time_s)
         return 1 == self._record([cid], [outcome], None if csat is None else [csat], handles)
-
-    def _handle_times(self, cid: str, values: Sequence[float] | float) -> np.ndarray:
-        if cid not in self._next_turn:
-            raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
-        turns = self._next_turn[cid]
-        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
-        if arr.ndim != 1 or len(arr) != turns:
-            raise ValueError(
-                f"handle_time_s: expected {turns} number(s), one per logged turn, got {len(arr)}"
-            )
-        if not (np.isfinite(arr) & (arr >= 0)).all():
-            raise ValueError("handle_time_s: every value must be a finite number >= 0")
-        return arr
 
     def record_outcomes(
         self,
@@ -751,44 +454,18 @@ class DecisionLogger:
         scores = np.full(len(ids), np.nan) if csat is None else np.asarray(csat, dtype=np.float64)
         if len(outcomes) != len(ids) or scores.shape != (len(ids),):
             raise ValueError("conversation_ids, outcomes and csat must have the same length")
-        if self._dropped:  # outcomes of dropped conversations are ignored
-            keep = [i for i, c in enumerate(ids) if c not in self._dropped]
-            ids, outcomes, scores = (
-                [ids[i] for i in keep],
-                [outcomes[i] for i in keep],
-                scores[keep],
-            )
-        for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
-            if cid not in self._next_turn:
-                raise KeyError(f"conversation_id {cid!r}: no decisions logged for it")
-            if cid in self._done:
-                raise ValueError(f"conversation_id {cid!r}: outcome already recorded")
-            if outcome not in OUTCOMES:
-                raise ValueError(f"outcome: {outcome!r} is not one of {list(OUTCOMES)}")
-            if not (np.isnan(score) or 1.0 <= score <= 5.0):
-                raise ValueError(f"csat: must be in [1, 5], got {score}")
+        ids, outcomes, scores = self._held.live_outcomes(ids, outcomes, scores)
         handles = {c: h for c, h in handles.items() if c in ids}
         if ids:
-            self._journal_append(
-                {
-                    "e": "o",
-                    "ids": ids,
-                    "outcomes": list(outcomes),
-                    "csat": scores.tolist(),
-                    "h": {c: h.tolist() for c, h in handles.items()},
-                }
-            )
-        self._handle.update(handles)
-        for cid, outcome, score in zip(ids, outcomes, scores.tolist(), strict=True):
-            self._done[cid] = (outcome, score)
-            self._done_rows += self._next_turn[cid]
+            self._journal_append(outcomes_line(ids, outcomes, scores.tolist(), handles))
+        self._held.complete(ids, outcomes, scores, handles)
         self._maybe_flush()
         return len(ids)
 
     @property
     def open_conversations(self) -> int:
         """Conversations with decisions logged and no outcome yet."""
-        return len(self._next_turn) - len(self._done)
+        return self._held.open
 
     # ------------------------------------------------------------------ writing
 
@@ -799,108 +476,36 @@ class DecisionLogger:
         part cannot be written; the folder is recreated first if it was removed.
         """
         self._last_flush = time.monotonic()
-        if not self._done:
+        if not self._held.done:
             return None
-        columns = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
-        cids = columns["conversation_id"].tolist()
-        is_done = np.fromiter((c in self._done for c in cids), dtype=bool, count=len(cids))
-        dropped = np.fromiter((c in self._dropped for c in cids), dtype=bool, count=len(cids))
-        rest = {k: v[~is_done & ~dropped] for k, v in columns.items()}
-        rows = {k: v[is_done & ~dropped] for k, v in columns.items()}
-        _, codes = np.unique(rows["conversation_id"], return_inverse=True)
-        order = np.lexsort((rows["turn"], codes.reshape(-1)))
-        rows = {k: v[order] for k, v in rows.items()}
-        cid = rows["conversation_id"]
-        last = np.append(cid[1:] != cid[:-1], True)
-        outcome = np.full(len(cid), "continue", dtype=object)
-        csat = np.full(len(cid), np.nan)
-        ends = cid[last].tolist()
-        outcome[last] = [self._done[c][0] for c in ends]
-        csat[last] = [self._done[c][1] for c in ends]
-        if self._handle:
-            starts = np.flatnonzero(np.append(True, cid[1:] != cid[:-1]))
-            for start, c in zip(starts.tolist(), ends, strict=True):
-                given = self._handle.get(c)
-                if given is not None:
-                    rows["handle_time_s"][start : start + len(given)] = given
+        rows, outcome, csat, ends, rest = self._held.split()
         self._seq += 1
         path = self.directory / f"part-{self._stamp}-{self._seq:05d}.parquet"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)  # recreated if it was removed
             if self._journal is not None:
                 if self._journal.unlinked:  # removed with its folder: every held row again
-                    self._journal.start(self._snapshot(full=True))
-                held = (
-                    [{"e": "d", "s": 1, "c": _encode(rest)}] if len(rest["conversation_id"]) else []
-                )
+                    self._journal.start(self._held.snapshot(full=True))
+                held = [decisions_line(rest, snapshot=True)] if len(rest["conversation_id"]) else []
                 self._journal.rotate(path.name, held)  # what stays held once the part exists
-            self._write_part(path, rows, outcome, csat)
+            self.rows_written += self._layout.write_part(path, rows, outcome, csat)
+            self.parts.append(path)
         except OSError as exc:
             self.failed_writes += 1
             self.error = f"{self.directory}: {exc.strerror or exc}"
             raise LogWriteError(
-                exc.errno, f"decision log: {len(cid)} rows not written ({self.error})"
+                exc.errno, f"decision log: {len(outcome)} rows not written ({self.error})"
             ) from None
         self.error = None
         if self._journal is not None:
             self._journal.retire()
-        for c in ends:
-            del self._done[c], self._next_turn[c]
-            self._handle.pop(c, None)
-        self._done_rows = 0
-        self._chunks = [rest] if len(rest["conversation_id"]) else []
-        self._buffered = len(rest["conversation_id"])
+        self._held.written(ends, rest)
         return path
-
-    def _write_part(
-        self, path: Path, rows: dict[str, np.ndarray], outcome: np.ndarray, csat: np.ndarray
-    ) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table(
-            {
-                "conversation_id": pa.array(rows["conversation_id"], pa.string()),
-                "turn": pa.array(rows["turn"].astype(np.int64)),
-                "intent": pa.array(rows["intent"], pa.string()),
-                "sentiment": pa.array(rows["sentiment"]),
-                "action": pa.array(rows["action"], pa.string()),
-                "propensity": pa.array(rows["propensity"]),
-                "outcome": pa.array(outcome.astype(str), pa.string()),
-                "csat": pa.array(csat, pa.float64(), from_pandas=True),
-                "handle_time_s": pa.array(rows["handle_time_s"], pa.float64(), from_pandas=True),
-                "timestamp": pa.array(rows["timestamp"], pa.timestamp("us")),
-                **{c: pa.array(rows[c], pa.string()) for c in self.categorical},
-                **(
-                    {
-                        c: pa.array([v or None for v in rows[c].tolist()], pa.string())
-                        for c in ("arm", "decision_id")
-                    }
-                    if self.experiment
-                    else {}
-                ),
-                **(
-                    {"customer_id": pa.array(rows["customer_id"].tolist(), pa.string())}
-                    if self.customer_column
-                    else {}
-                ),
-                **{c: pa.array(rows[c]) for c in self.numeric},
-            }
-        )
-        tmp = path.with_name("." + path.name + ".tmp")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # no half-written part
-            raise
-        self.parts.append(path)
-        self.rows_written += table.num_rows
 
     @property
     def unwritten_rows(self) -> int:
         """Rows held in memory, not yet in a part."""
-        return self._buffered
+        return self._held.rows
 
     def close(self, *, censor_open: bool = True) -> None:
         """Flush; with ``censor_open`` conversations without an outcome are written as cut off
@@ -911,8 +516,7 @@ class DecisionLogger:
         in the journal, so the next logger on the folder writes them).
         """
         if censor_open:
-            for cid in [c for c in self._next_turn if c not in self._done]:
-                self._done[cid] = ("continue", float("nan"))
+            self._held.cut_off_open()
         try:
             self.flush()
         except LogWriteError:
@@ -921,8 +525,7 @@ class DecisionLogger:
             raise
         if self._journal is not None:
             self._journal.close(remove=True)
-        self._chunks, self._next_turn, self._done, self._handle = [], {}, {}, {}
-        self._buffered = 0
+        self._held.clear()
 
     def __enter__(self) -> DecisionLogger:
         return self

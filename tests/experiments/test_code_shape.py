@@ -8,8 +8,6 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import REPO
 
 ROOT = REPO
@@ -17,11 +15,9 @@ LIBRARY = ("supportrl", "envs", "agents", "simulators", "ope", "serving", "exper
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 
-ALLOWED = {
-    "serving/artifact.py::read_manifest",
-    "serving/http.py::create_app",
-}
-"""Modules (path) and functions (path::name) over the limits, to be split by their owners."""
+ALLOWED: set[str] = set()
+"""Modules (path) and functions (path::name) still over the limits: none left. An entry
+added here must still exceed, or the test below fails."""
 
 
 def oversized(path: Path, rel: str) -> dict[str, int]:
@@ -68,6 +64,6 @@ def test_no_module_or_function_over_the_limits() -> None:
     )
 
 
-@pytest.mark.parametrize("entry", sorted(ALLOWED))
-def test_the_allow_list_names_only_what_still_exceeds(entry: str) -> None:
-    assert entry in library_shape(), f"{entry} is within the limits now: remove it from ALLOWED"
+def test_the_allow_list_names_only_what_still_exceeds() -> None:
+    within = sorted(entry for entry in ALLOWED if entry not in library_shape())
+    assert not within, f"{within} within the limits now: remove them from ALLOWED"

@@ -5,6 +5,7 @@ same log folder: every decision answered ``"logged": true`` and every outcome an
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -100,7 +101,9 @@ def traffic(base: str, experiment: bool, kill_after: int, pid: int) -> tuple[dic
                 outcomes[cid] = outcome
             if len(decisions) + len(outcomes) >= kill_after:
                 acked.set()
-    except OSError:  # the server is gone: calls in flight were never acknowledged
+    # the server is gone (refused, reset, or killed mid-answer): calls in flight were never
+    # acknowledged
+    except (OSError, http.client.HTTPException):
         pass
     killer.join()
     assert decisions and outcomes

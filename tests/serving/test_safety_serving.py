@@ -91,7 +91,7 @@ def test_a_long_conversation_id_is_refused_and_strings_stay_objects(tmp_path: Pa
         logger.log_batch(["x" * 150_000], _states(1), [WORLD.actions[0]], [0.5])
     ids = [f"c{i}" for i in range(1000)]
     logger.log_batch(ids, _states(1000), [WORLD.actions[0]] * 1000, [0.5] * 1000)
-    assert logger._chunks[0]["conversation_id"].dtype == object
+    assert logger._held.chunks[0]["conversation_id"].dtype == object
     logger.record_outcomes(ids, ["resolved"] * 1000)
     logger.close()
     assert load_conversations(tmp_path / "log").n_conversations == 1000
