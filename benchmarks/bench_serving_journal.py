@@ -25,9 +25,7 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_experiments import export_rule
+from benchmarks.bench_serving import start_server
 
 STATE = {
     "previous_action": "none",
@@ -55,24 +54,9 @@ CONFIGS = {
 
 
 def start(artifact: Path, log: Path, extra: list[str] | None) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [sys.executable, "-m", "supportrl.serving.http", str(artifact), "--port", str(port)]
-    if extra is not None:
-        args += ["--log-dir", str(log), *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    """The HTTP server on ``artifact``, logging to ``log`` with ``extra`` flags (None: no log)."""
+    args = [str(artifact)] if extra is None else [str(artifact), "--log-dir", str(log), *extra]
+    return start_server(*args)
 
 
 def load(
