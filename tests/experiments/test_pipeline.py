@@ -218,9 +218,10 @@ def test_stage_timings_recorded(base) -> None:
 def test_a_stage_timed_twice_adds_up(monkeypatch) -> None:
     """``timed`` adds to a stage's seconds: the pipeline times ``train`` once per agent."""
     from supportrl.experiments import stages
+    from supportrl.experiments.stages import data
 
     clock = iter([0.0, 1.0, 10.0, 12.5])
-    monkeypatch.setattr(stages.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(data.time, "perf_counter", lambda: next(clock))
     timings: dict[str, float] = {}
     for _ in range(2):
         with stages.timed(timings, "train"):

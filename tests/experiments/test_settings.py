@@ -425,7 +425,7 @@ def test_logger_progress_reaches_off_policy_evaluation(shown: bool) -> None:
     """OPE's progress lines follow ``logger.progress`` as training's do."""
     from supportrl.experiments.stages import off_policy_evaluation, ope_settings
     from supportrl.ope.evaluate import prepare_conversations
-    from supportrl.simulators.fitted_csat import CsatImputation
+    from supportrl.simulators.fitted.csat import CsatImputation
     from supportrl.simulators.synthetic import generate_logs
 
     settings = ope_settings(composed_cfg(f"logger.progress={str(shown).lower()}"))
