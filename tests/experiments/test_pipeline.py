@@ -175,6 +175,16 @@ def test_misspelt_override_names_the_key(tmp_path: Path) -> None:
         check_overrides(["agent=linucbb"], "pipeline")
 
 
+def test_the_loop_command_asks_for_a_round(tmp_path: Path) -> None:
+    """``supportrl loop`` (its own command module) is the pipeline with at least one round:
+    ``loop.rounds=0`` is a user error naming the key, and the run leaves nothing behind."""
+    proc = supportrl(tmp_path / "outputs", "loop", *SMALL, "loop.rounds=0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "loop.rounds=0: the loop command runs at least 1 round" in proc.stderr
+    left = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert not left, left
+
+
 def test_segment_breakdown(base) -> None:
     result, out = base
     tiers = result["segments"]["tier"]
