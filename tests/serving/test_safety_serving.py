@@ -238,12 +238,9 @@ def test_manifest_serves_no_absolute_path(artifact: Path, tmp_path: Path) -> Non
 
 def test_a_model_fault_is_a_500_naming_the_model(artifact: Path, tmp_path: Path) -> None:
     """Issue 22 item 15: a bad model's NaN probabilities were blamed on the client (422)."""
-    import onnx
     from onnx import TensorProto, helper
 
-    copy = tmp_path / "nan"
-    shutil.copytree(artifact, copy)
-    dim, k = WORLD.feature_spec.dim, len(WORLD.actions)
+    k = len(WORLD.actions)
     # probs = 1/k + 0 * sqrt(5 - max(obs)): a distribution on the load-time probe batch
     # (|obs| <= 1), NaN for a state whose encoding exceeds 5 somewhere
     nodes = [
@@ -258,26 +255,7 @@ def test_a_model_fault_is_a_500_naming_the_model(artifact: Path, tmp_path: Path)
         helper.make_tensor("nought", TensorProto.FLOAT, [], [0.0]),
         helper.make_tensor("uniform", TensorProto.FLOAT, [k], [1.0 / k] * k),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "nan",
-        [
-            helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", dim]),
-            helper.make_tensor_value_info("epsilon", TensorProto.FLOAT, [1]),
-        ],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", k])],
-        initializer=init,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save_model(model, str(copy / "policy.onnx"))
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"]["policy.onnx"] = hashlib.sha256(
-        (copy / "policy.onnx").read_bytes()
-    ).hexdigest()
-    text = json.dumps(manifest)
-    (copy / "manifest.json").write_text(text)
-    (copy / "manifest.sha256").write_text(hashlib.sha256(text.encode()).hexdigest())
+    copy = _with_graph(artifact, tmp_path / "nan", nodes, init)
     predictor = Predictor.load(copy)  # the probe batch passes
     for base in serve(predictor, None):
         assert call(base, "POST", "/v1/decide", {"state": STATE})[0] == 200
