@@ -292,3 +292,27 @@ def test_a_damaged_journal_stops_the_server_naming_the_file_and_line(
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"{segment}: line 2: unknown journal event '?'" in proc.stderr
     assert segment.exists()  # kept for the operator to look at
+
+
+def test_fsync_syncs_every_journal_line_and_no_journal_writes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync=True`` (``--log-fsync``) syncs each acknowledged line to disk, and the rows
+    are recovered as without it; ``journal=False`` (``--no-log-journal``) writes no journal."""
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    log = tmp_path / "synced"
+    logger = _logger(log, sync=True)
+    for i in range(3):
+        logger.log(f"c{i}", STATE, WORLD.actions[0], 0.5)
+        logger.record_outcome(f"c{i}", "resolved")
+    assert len(synced) >= 6  # every decision and every outcome
+    _abandon(logger)
+    assert len(recover_journals(log)) == 1 and len(read_parts(log)) == 3
+
+    plain = tmp_path / "memory"
+    logger = _logger(plain, journal=False)
+    logger.log("c0", STATE, WORLD.actions[0], 0.5)
+    assert not list(plain.glob(".journal-*"))
+    logger.close()
