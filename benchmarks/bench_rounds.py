@@ -52,6 +52,14 @@ def wrong_promotions(result: dict) -> int:
     return wrong
 
 
+def served_decision(experiment: dict) -> str:
+    """A round's decision and the conversations its experiment served (``promote@20000``)."""
+    if not experiment:
+        return "-"
+    served = sum(arm["n_conversations"] for arm in experiment["arms"].values())
+    return f"{experiment['decision']['action']}@{served}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -73,9 +81,7 @@ def main() -> None:
             ours.append(best - prod["true_value"])
             anchor.append(best - before)
             wrong += wrong_promotions(r)
-            decisions = [
-                x.get("experiment", {}).get("decision", {}).get("action", "-") for x in r["rounds"]
-            ]
+            decisions = [served_decision(x.get("experiment", {})) for x in r["rounds"]]
             print(
                 f"seed {seed}: production {prod['policy']} true {prod['true_value']:+.3f}, best "
                 f"candidate {best:+.3f} (regret {ours[-1]:+.3f}); before rounds shipped {shipped} "

@@ -154,7 +154,8 @@ def run_round(
     shown = ", ".join(f"{a.name} {a.share:g}" for a in config.arms)
     print(
         f"[round {k}] experiment: {shown} (epsilon {settings.epsilon:g}), up to "
-        f"{settings.conversations} conversations, analysed every {settings.look_every}",
+        f"{settings.conversations} conversations ({settings.conversations + settings.extend} "
+        f"when about to decide), analysed every {settings.look_every}",
         flush=True,
     )
     log = output(round_dir / "decisions")
@@ -215,7 +216,9 @@ def _run_experiment(
     timings: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Serve the experiment in chunks of ``look_every`` conversations, analysing after each
-    (the confidence sequences allow it), until it decides or ``conversations`` are served.
+    (the confidence sequences allow it), until it decides or has served what
+    :func:`conversations_left` allows (``conversations``, or up to ``extend`` more when a
+    decision is near).
     An arm that breaches its guardrail while others go on is stopped (its share to control,
     recorded at the simulated time). Returns the last analysis and each arm's true value
     (mean conversation return with the true CSAT, over every chunk). ``timings`` gets the
@@ -226,11 +229,11 @@ def _run_experiment(
     from supportrl.serving import DecisionLogger
 
     logger = DecisionLogger.for_experiment(log, experiment, part_rows=50_000, journal=False)
-    width = len(str(settings.conversations - 1))
+    width = len(str(settings.conversations + settings.extend - 1))
     served, sums = 0, {a: [0, 0.0] for a in experiment.arms}
     analysis: dict[str, Any] = {}
-    while served < settings.conversations:
-        n = min(settings.look_every, settings.conversations - served)
+    while (left := conversations_left(served, analysis.get("decision"), settings)) > 0:
+        n = min(settings.look_every, left)
         with timed(timings, "serve"):
             chunk = experiment_stage(
                 experiment, log, world=world, reward=reward, n_conversations=n,
@@ -248,8 +251,6 @@ def _run_experiment(
             f"      after {served} conversations: {decision['action']} ({decision['reason']})",
             flush=True,
         )
-        if decision["action"] in ("promote", "roll_back"):
-            break
         for arm in decision.get("stop", []):
             if experiment.shares[experiment.arms.index(arm)] > 0:
                 experiment.stop(arm, "guardrail breached", at=experiment_clock(served))
@@ -257,6 +258,26 @@ def _run_experiment(
     experiment.write_description(log)
     truth = {a: (total / count if count else float("nan")) for a, (count, total) in sums.items()}
     return analysis, truth
+
+
+def conversations_left(
+    served: int, decision: Mapping[str, Any] | None, settings: LoopSettings
+) -> int:
+    """Conversations an experiment that has served ``served`` and last decided ``decision``
+    (None before its first look) may still serve: none once it promotes or rolls back; up to
+    ``loop.conversations`` otherwise; past that, up to ``loop.extend`` more, but only while
+    the analysis expects to decide within them (its ``conversations_needed`` at the current
+    effect). The confidence sequences are valid at any stopping time, so a stop that
+    depends on the data inflates no error rate."""
+    if decision is not None and decision["action"] in ("promote", "roll_back"):
+        return 0
+    if served < settings.conversations:
+        return settings.conversations - served
+    limit = settings.conversations + settings.extend
+    needed = None if decision is None else decision.get("conversations_needed")
+    if needed is None or served + needed > limit:
+        return 0
+    return limit - served
 
 
 def _print_round(k: int, record: dict[str, Any], control: str) -> None:

@@ -295,7 +295,11 @@ class LoopSettings:
     shortlist: int
     """Candidates per experiment."""
     conversations: int
-    """Most conversations an experiment serves (it stops earlier once it decides)."""
+    """Conversations an experiment serves at most unless it is about to decide (it stops
+    earlier once it decides)."""
+    extend: int
+    """Conversations an experiment still undecided at ``conversations`` may serve past it,
+    while its analysis expects to decide within them (0: never)."""
     look_every: int
     """Conversations between two looks at the experiment (the analysis is always valid)."""
     share: float
@@ -326,6 +330,8 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
         raise UserError(f"loop.shortlist={settings.shortlist}: expected >= 1")
     if settings.conversations < 200:
         raise UserError(f"loop.conversations={settings.conversations}: expected >= 200")
+    if settings.extend < 0:
+        raise UserError(f"loop.extend={settings.extend}: expected >= 0")
     if not 100 <= settings.look_every <= settings.conversations:
         raise UserError(
             f"loop.look_every={settings.look_every}: expected 100 .. loop.conversations"

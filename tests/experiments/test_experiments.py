@@ -17,7 +17,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.abtest import abtest_stage
 from supportrl.experiments.deploy import experiment_stage
 from supportrl.experiments.export import export_policy
-from supportrl.experiments.rounds import shortlist
+from supportrl.experiments.rounds import conversations_left, shortlist
 from supportrl.ope.abtest import (
     ExperimentData,
     analyse,
@@ -233,6 +233,32 @@ def test_shortlist_leaves_out_production_and_clearly_worse_candidates() -> None:
         "ok": {"estimate": 0.05, "ci_low": -0.2, "ci_high": 0.3},
     }
     assert shortlist(sel, "prod", 2) == ["good", "ok"]
+
+
+def test_an_undecided_experiment_runs_past_its_budget_only_when_a_decision_is_near() -> None:
+    from hydra import compose, initialize_config_dir
+    from supportrl.experiments.common import CONFIG_PATH
+    from supportrl.experiments.stages import loop_settings
+
+    def composed_cfg(*overrides: str):
+        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    loop = loop_settings(composed_cfg("loop.conversations=60000", "loop.extend=20000"))
+    undecided = {"action": "continue", "conversations_needed": None}
+    assert conversations_left(0, None, loop) == 60_000
+    assert conversations_left(50_000, undecided, loop) == 10_000
+    assert conversations_left(30_000, {"action": "promote"}, loop) == 0
+    assert conversations_left(30_000, {"action": "roll_back"}, loop) == 0
+    # at the budget: on only while the analysis expects to decide within the extension
+    assert conversations_left(60_000, undecided, loop) == 0
+    near = {"action": "continue", "conversations_needed": 1_937}
+    assert conversations_left(60_000, near, loop) == 20_000
+    assert conversations_left(70_000, near, loop) == 10_000
+    assert conversations_left(60_000, {**near, "conversations_needed": 20_001}, loop) == 0
+    assert conversations_left(80_000, near, loop) == 0
+    never = loop_settings(composed_cfg("loop.extend=0"))
+    assert conversations_left(never.conversations, near, never) == 0
 
 
 # ------------------------------------------------------------------ served in process
