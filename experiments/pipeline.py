@@ -148,15 +148,15 @@ def run_pipeline(cfg: DictConfig, *, min_rounds: int = 0) -> dict[str, Any]:
             f"ope.select={ope.select!r}: the pipeline selects by a conversation-level "
             f"estimator, one of {list(ope.conversation_estimators)}"
         )
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    logs, data, world = obtain_logs(cfg, out, timings)
-    baselines = load_baselines(cfg, logs.actions)  # a bad rule file fails before the fit
-    loop = loop_settings(cfg)
+    loop = loop_settings(cfg)  # every stage's settings are checked before any work
     if loop.rounds < min_rounds:
         raise UserError(
             f"loop.rounds={loop.rounds}: the loop command runs at least {min_rounds} round"
         )
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    logs, data, world = obtain_logs(cfg, out, timings)
+    baselines = load_baselines(cfg, logs.actions)  # a bad rule file fails before the fit
     production = {}
     if loop.rounds > 0 and world is not None:  # production must be evaluated: it is the control
         path = resolve_shipped(loop.production)

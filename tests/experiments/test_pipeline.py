@@ -181,6 +181,7 @@ def test_the_loop_command_asks_for_a_round(tmp_path: Path) -> None:
     proc = supportrl(tmp_path / "outputs", "loop", *SMALL, "loop.rounds=0")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "loop.rounds=0: the loop command runs at least 1 round" in proc.stderr
+    assert "[1/7] generate" not in proc.stdout  # refused before any work
     left = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
     assert not left, left
 
