@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,18 +18,58 @@ REPO = Path(__file__).resolve().parents[1]
 """The project's root (tests sit in per-package folders below ``tests/``)."""
 
 
+ISOLATED_COMMANDS = frozenset({"serve", "sweep"})
+"""Commands a test always runs in a subprocess: a server, and Ray Tune's sweeps."""
+
+ISOLATED_KEYS = ("threads=", "engine=ray", "backend=rllib", "ray.address=")
+"""Overrides that change the process itself (its thread pools) or start Ray in it: such a
+command runs in a subprocess, so that no test's worker is left with its effects."""
+
+
 def supportrl(
-    output_dir: Path, *args: str, timeout: float = 300
+    output_dir: Path, *args: str, timeout: float = 300, isolate: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m supportrl.experiments.cli ARGS paths.output_dir=OUTPUT_DIR``, output captured."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "supportrl.experiments.cli",
-        *args,
-        f"paths.output_dir={output_dir}",
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    """``supportrl ARGS paths.output_dir=OUTPUT_DIR``, its exit code and output captured.
+
+    The command runs in this process, through the same entry point as the console script
+    (:func:`supportrl.experiments.cli.main`: its checks, its ``error: ...`` lines and exit
+    codes), which spares every test the interpreter's start and the imports of torch,
+    pandas and Hydra. ``isolate`` (or a command or override of :data:`ISOLATED_COMMANDS` /
+    :data:`ISOLATED_KEYS`) runs ``python -m supportrl.experiments.cli`` in a subprocess
+    instead, with ``timeout``; ``SUPPORTRL_TEST_SUBPROCESS=1`` does so for every command
+    (what every test did before, the anchor of the fast tier's timing)."""
+    argv = [*args, f"paths.output_dir={output_dir}"]
+    isolate = isolate or os.environ.get("SUPPORTRL_TEST_SUBPROCESS") == "1"
+    isolate = isolate or (bool(args) and args[0] in ISOLATED_COMMANDS)
+    isolate = isolate or any(a.startswith(ISOLATED_KEYS) for a in args)
+    if isolate:
+        cmd = [sys.executable, "-m", "supportrl.experiments.cli", *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return _in_process(argv)
+
+
+def _in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``supportrl ARGV`` in this process as the sweep's in-worker trials do."""
+    from supportrl.experiments import cli
+
+    from supportrl.outputs import CREATED
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_env, known = sys.argv, dict(os.environ), set(CREATED.paths)
+    code: int = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        CREATED.forget([p for p in CREATED.paths if p not in known])
+    return subprocess.CompletedProcess(
+        ["supportrl", *argv], code, stdout=out.getvalue(), stderr=err.getvalue()
+    )
 
 
 def run_dir_of(proc: subprocess.CompletedProcess[str]) -> Path:

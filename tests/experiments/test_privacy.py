@@ -55,6 +55,7 @@ def test_pipeline_outputs_hold_no_raw_customer_id(tmp_path: Path) -> None:
         "loop.rounds=1",
         "loop.conversations=300",
         "loop.look_every=300",
+        "loop.extend=0",
     )
     assert proc.returncode == 0, proc.stderr
     result = result_of(proc)
