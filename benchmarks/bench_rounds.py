@@ -1,6 +1,6 @@
 """Improvement rounds on the synthetic world: how close production gets to the best candidate.
 
-    python -m benchmarks.bench_rounds [--seeds 10] [--first-seed 0] [--conversations 100000] [--rounds 3] [-- OVERRIDES]
+    python -m benchmarks.bench_rounds [--seeds 10] [--first-seed 0 | --seed-list S ..] [--conversations 100000] [--rounds 3] [-- OVERRIDES]
 
 Runs ``supportrl pipeline seed=S loop.rounds=R`` (the default budget otherwise, or the
 overrides given after ``--``) for each seed, in a fresh process, and reads
@@ -66,11 +66,15 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument(
+        "--seed-list", type=int, nargs="+", help="these seeds (instead of --first-seed, --seeds)"
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     ours, anchor, wrong, walls = [], [], 0, []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+        seeds = args.seed_list or range(args.first_seed, args.first_seed + args.seeds)
+        for seed in seeds:
             start = time.perf_counter()
             r = run(seed, args.rounds, args.conversations, args.overrides, Path(tmp))
             walls.append(time.perf_counter() - start)
@@ -90,7 +94,7 @@ def main() -> None:
             )
     ours_a, anchor_a = np.array(ours), np.array(anchor)
     print(
-        f"\n{args.seeds} seeds, {args.rounds} rounds, {args.conversations} conversations: regret "
+        f"\n{len(ours)} seeds, {args.rounds} rounds, {args.conversations} conversations: regret "
         f"after rounds mean {ours_a.mean():.3f} (max {ours_a.max():.3f}; within 0.03 in "
         f"{(ours_a <= 0.03).sum()}/{len(ours_a)}); anchor (best lower bound, no experiment) mean "
         f"{anchor_a.mean():.3f} (max {anchor_a.max():.3f}); wrong promotions {wrong}; "

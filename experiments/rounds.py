@@ -218,10 +218,10 @@ def _run_experiment(
     """Serve the experiment in chunks of ``look_every`` conversations, analysing after each
     (the confidence sequences allow it), until it decides or has served what
     :func:`conversations_left` allows (``conversations``, or up to ``extend`` more when a
-    decision is near).
-    An arm that breaches its guardrail while others go on is stopped (its share to control,
-    recorded at the simulated time). Returns the last analysis and each arm's true value
-    (mean conversation return with the true CSAT, over every chunk). ``timings`` gets the
+    decision is near). Returns the last analysis and each arm's true value (mean
+    conversation return with the true CSAT, over every chunk). A treatment that
+    breaches its guardrail or is dominated by another (:func:`arms_to_stop`) is stopped at
+    the simulated time, its traffic to the treatments still running. ``timings`` gets the
     seconds spent serving (``serve``) and analysing (``analysis``)."""
     from supportrl.experiments.abtest import abtest_stage
     from supportrl.experiments.deploy import experiment_clock, experiment_stage
@@ -251,13 +251,54 @@ def _run_experiment(
             f"      after {served} conversations: {decision['action']} ({decision['reason']})",
             flush=True,
         )
-        for arm in decision.get("stop", []):
-            if experiment.shares[experiment.arms.index(arm)] > 0:
-                experiment.stop(arm, "guardrail breached", at=experiment_clock(served))
+        live = [a for a, share in zip(experiment.arms, experiment.shares, strict=True) if share > 0]
+        stop_arms(experiment, arms_to_stop(analysis, live), at=experiment_clock(served))
     logger.close(censor_open=False)
     experiment.write_description(log)
     truth = {a: (total / count if count else float("nan")) for a, (count, total) in sums.items()}
     return analysis, truth
+
+
+def arms_to_stop(analysis: Mapping[str, Any], live: list[str]) -> dict[str, str]:
+    """Treatments a still undecided experiment stops, with the reason: those that breached
+    their guardrail, and those dominated by the leading treatment (their always-valid
+    interval against control lies wholly below the leader's estimate), so that the
+    leader gets their traffic. Stopping an arm is a change of allocation, which the
+    analysis' per-conversation shares account for: no interval loses its validity."""
+    from supportrl.ope.abtest import MIN_CONVERSATIONS
+
+    decision = analysis["decision"]
+    if decision["action"] != "continue" or analysis["srm"]["flag"]:
+        return {}
+    out = {arm: "guardrail breached" for arm in decision.get("stop", []) if arm in live}
+    rows = {
+        arm: row
+        for arm, row in analysis["differences"].items()
+        if arm in live and arm not in out
+        and analysis["arms"][arm]["n_conversations"] >= MIN_CONVERSATIONS
+    }  # fmt: skip
+    if len(rows) > 1:
+        leader = max(rows, key=lambda arm: rows[arm]["estimate"])
+        best = rows[leader]["estimate"]
+        for arm, row in rows.items():
+            if arm != leader and row["ci_high"] < best:
+                out[arm] = (
+                    f"dominated by {leader} (interval up to {row['ci_high']:+.3f} < {best:+.3f})"
+                )
+    return out
+
+
+def stop_arms(experiment: Any, stops: Mapping[str, str], *, at: str) -> None:
+    """Stop each arm of ``stops``: its share goes to the treatments still running (evenly),
+    to control when none is; each change recorded with its reason at ``at``."""
+    shares = dict(zip(experiment.arms, experiment.shares.tolist(), strict=True))
+    control = experiment.arms[experiment.control]
+    for arm, reason in stops.items():
+        freed, shares[arm] = shares[arm], 0.0
+        running = [a for a, v in shares.items() if v > 0 and a != control and a not in stops]
+        for other in running or [control]:
+            shares[other] += freed / max(len(running), 1)
+        experiment.set_shares(shares, reason=f"stop {arm}: {reason}", at=at)
 
 
 def conversations_left(

@@ -17,7 +17,7 @@ from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.abtest import abtest_stage
 from supportrl.experiments.deploy import experiment_stage
 from supportrl.experiments.export import export_policy
-from supportrl.experiments.rounds import conversations_left, shortlist
+from supportrl.experiments.rounds import arms_to_stop, conversations_left, shortlist, stop_arms
 from supportrl.ope.abtest import (
     ExperimentData,
     analyse,
@@ -233,6 +233,58 @@ def test_shortlist_leaves_out_production_and_clearly_worse_candidates() -> None:
         "ok": {"estimate": 0.05, "ci_low": -0.2, "ci_high": 0.3},
     }
     assert shortlist(sel, "prod", 2) == ["good", "ok"]
+
+
+def _analysis(action: str = "continue", flag: bool = False, **diffs: tuple) -> dict:
+    """An analysis with ``arm=(estimate, ci_low, ci_high, n_conversations)`` differences."""
+    return {
+        "decision": {"action": action, "stop": []},
+        "srm": {"flag": flag},
+        "differences": {
+            a: {"estimate": e, "ci_low": lo, "ci_high": hi} for a, (e, lo, hi, _) in diffs.items()
+        },
+        "arms": {a: {"n_conversations": n} for a, (*_, n) in diffs.items()},
+    }
+
+
+def test_a_dominated_treatment_is_stopped_and_its_traffic_goes_to_the_leader(
+    artifacts, tmp_path
+) -> None:
+    live = ["a", "b", "c"]
+    # b's interval lies wholly below a's estimate: dominated; c's reaches above it: kept
+    analysis = _analysis(
+        a=(0.03, -0.01, 0.07, 5000), b=(-0.02, -0.06, 0.02, 5000), c=(0.0, -0.04, 0.04, 5000)
+    )
+    assert list(arms_to_stop(analysis, live)) == ["b"]
+    assert "dominated by a" in arms_to_stop(analysis, live)["b"]
+    assert arms_to_stop(analysis, ["a", "c"]) == {}  # b already stopped
+    assert arms_to_stop({**analysis, "decision": {"action": "promote"}}, live) == {}
+    assert (
+        arms_to_stop(
+            _analysis(flag=True, a=(0.03, -0.01, 0.07, 5000), b=(-0.02, -0.06, 0.02, 5000)), live
+        )
+        == {}
+    )
+    assert (
+        arms_to_stop(_analysis(a=(0.03, -0.01, 0.07, 5000), b=(-0.02, -0.06, 0.02, 50)), live) == {}
+    )
+    breached = _analysis(a=(0.03, -0.01, 0.07, 5000), c=(-0.09, -0.12, -0.05, 5000))
+    breached["decision"]["stop"] = ["c"]
+    assert arms_to_stop(breached, live) == {"c": "guardrail breached"}
+    # the freed share goes to the treatments still running, to control when none is
+    path = tmp_path / "three.json"
+    spec = json.loads(write_experiment(path, artifacts).read_text())
+    spec["arms"]["control"]["share"] = 0.5
+    spec["arms"]["empathy"]["share"] = 0.25
+    spec["arms"]["again"] = {**spec["arms"]["empathy"], "share": 0.25}
+    path.write_text(json.dumps(spec))
+    exp = Experiment.load(path, seed=0)
+    stop_arms(exp, {"again": "dominated by empathy"}, at="2026-01-01T00:00:00Z")
+    assert exp.shares.tolist() == [0.5, 0.5, 0.0]
+    assert exp.events[-1]["reason"] == "stop again: dominated by empathy"
+    assert exp.events[-1]["time"] == "2026-01-01T00:00:00Z"
+    stop_arms(exp, {"empathy": "guardrail breached"}, at="2026-01-01T01:00:00Z")
+    assert exp.shares.tolist() == [1.0, 0.0, 0.0]
 
 
 def test_an_undecided_experiment_runs_past_its_budget_only_when_a_decision_is_near() -> None:
