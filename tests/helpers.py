@@ -56,6 +56,7 @@ def _in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
     out, err = io.StringIO(), io.StringIO()
     saved_argv, saved_env, known = sys.argv, dict(os.environ), set(CREATED.paths)
+    shielded = _shield_handler_streams()
     code: int = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -63,6 +64,8 @@ def _in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
+        for handler, stream in shielded:
+            handler.stream = stream
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
@@ -70,6 +73,39 @@ def _in_process(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(
         ["supportrl", *argv], code, stdout=out.getvalue(), stderr=err.getvalue()
     )
+
+
+class _Unclosable(io.TextIOBase):
+    """A stream that writes through to another and never closes it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _shield_handler_streams() -> list[tuple[Any, Any]]:
+    """Hydra configures logging on every run, which closes every live handler; a handler
+    such as absl's closes its stream too, and a stream a library bound at import is the
+    test runner's own capture file. The command sees each such stream through
+    :class:`_Unclosable`; returns ``(handler, stream)`` pairs to restore afterwards."""
+    import logging
+
+    pairs = []
+    for ref in list(logging._handlerList):  # type: ignore[attr-defined]
+        handler = ref()
+        stream = handler.__dict__.get("stream") if handler is not None else None
+        if stream is not None and not isinstance(stream, _Unclosable):
+            pairs.append((handler, stream))
+            handler.stream = _Unclosable(stream)  # type: ignore[union-attr]
+    return pairs
 
 
 def run_dir_of(proc: subprocess.CompletedProcess[str]) -> Path:
