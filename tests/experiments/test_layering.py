@@ -1,7 +1,8 @@
 """Layering of the library, read from the source files' imports (AST; nothing is imported).
 
 Bottom to top: the root package's modules ``supportrl.files``, ``supportrl.outputs``,
-``supportrl.policy`` (the Policy protocol) and ``supportrl.privacy``; then ``envs``
+``supportrl.policy`` (the Policy protocol), ``supportrl.privacy`` and ``supportrl.ray_runtime``
+(the one Ray start-up); then ``envs``
 (customer-model protocol, env, collector) and ``agents.base`` (shared policy parts); then
 ``simulators``, ``agents`` and ``ope``; then ``experiments`` and ``serving``. A package
 imports only its own layer or lower ones, the package graph has no cycle, no module
@@ -24,7 +25,7 @@ from tests.helpers import REPO
 
 ROOT = REPO
 PACKAGES = ("envs", "agents", "simulators", "ope", "serving", "experiments")
-ROOT_MODULES = ("files", "outputs", "policy", "privacy")
+ROOT_MODULES = ("files", "outputs", "policy", "privacy", "ray_runtime")
 """Modules of the root package ``supportrl`` below every sub-package (one node, ``supportrl``)."""
 LAYER = {
     "supportrl": -1,
