@@ -77,7 +77,8 @@ def default_config(backend: str = "native", **overrides: Any) -> DQNConfig:
 
 
 class Tracker:
-    """Evaluation callback: true value of the greedy policy; first time it reaches the bar."""
+    """Evaluation callback: true value of the greedy policy every ``interval`` env steps;
+    first time it reaches the bar."""
 
     def __init__(self, world: SyntheticWorld, bar: float, n: int) -> None:
         self.world, self.bar, self.n = world, bar, n
@@ -85,10 +86,22 @@ class Tracker:
         self.hit: tuple[int, float] | None = None
         self.eval_s = 0.0
         self.started = time.perf_counter()
+        self.policy_of: Any = None
+        """The policy being trained, when asked (set by :meth:`watch`)."""
+        self.interval = 0
+        self._next = 0
 
-    def __call__(self, env_steps: int, policy: Any) -> None:
+    def watch(self, policy_of: Any, interval: int) -> None:
+        """Evaluate ``policy_of()`` every ``interval`` env steps from now on."""
+        self.policy_of, self.interval, self._next = policy_of, interval, interval
+        self.started = time.perf_counter()
+
+    def __call__(self, env_steps: int, metrics: Any) -> None:
+        if self.interval <= 0 or env_steps < self._next:
+            return
+        self._next = (env_steps // self.interval + 1) * self.interval
         tick = time.perf_counter()
-        value = true_value(policy, self.n, world=self.world, seed=EVAL_SEED).value
+        value = true_value(self.policy_of(), self.n, world=self.world, seed=EVAL_SEED).value
         self.evals.append((env_steps, value))
         if self.hit is None and value >= self.bar:
             # training seconds so far: wall since start minus evaluation time
@@ -103,10 +116,12 @@ def run_native(
     interval: int,
     env_class: type = SupportVectorEnv,
 ):
+    if tracker is not None:  # a learning-curve row, hence a callback, every `interval` steps
+        config = dataclasses.replace(config, log_interval=interval)
     learner = DQNLearner(config=config, env=env_class(config.num_envs, model=world), seed=0)
     if tracker is not None:
-        tracker.started = time.perf_counter()
-    result = learner.train(progress=False, callback=tracker, callback_interval=interval)
+        tracker.watch(lambda: learner.policy, interval)
+    result = learner.train(callback=tracker, progress=False)
     return result, learner.policy
 
 
@@ -150,30 +165,29 @@ def median_sps(runs: list[Any]) -> float:
 
 def run_rllib(config: DQNConfig, world: SyntheticWorld, tracker: Tracker | None, interval: int):
     import ray
-    from supportrl.agents.rllib import support_env_config, train_rllib
+    from supportrl.agents.rllib import RLlibTrainer, support_env_config
 
     tick = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        if tracker is not None:
-            tracker.started = time.perf_counter()
-        result = train_rllib(
+        with RLlibTrainer(
             config,
             env_config=support_env_config(world=WorldConfig()),
             actions=world.actions,
             feature_spec=world.feature_spec,
             seed=0,
-            callback=tracker,
-            callback_interval=interval,
             progress=False,
-        )
+        ) as trainer:
+            if tracker is not None:  # the policy exists once train() has built the algorithm
+                tracker.watch(lambda: trainer.policy, interval)
+            result = trainer.train(callback=tracker)
     finally:
         ray.shutdown()
     overhead = time.perf_counter() - tick - result.wall_s - (tracker.eval_s if tracker else 0.0)
     if tracker is not None and tracker.hit is not None:
         # the tracker's clock started before the algorithm was built: count training only
         steps, seconds = tracker.hit
-        tracker.hit = (steps, seconds - result.build_s)
+        tracker.hit = (steps, seconds - (result.build_s or 0.0))
     return result, result.policy.to_q_policy(), overhead
 
 

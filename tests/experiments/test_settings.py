@@ -19,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from supportrl.agents.bandits import make_bandit
-from supportrl.agents.training import train_bandit
+from supportrl.agents.training import BanditTrainer, train_bandit
 from supportrl.envs.rewards import RewardSpec
 from supportrl.experiments.common import CONFIG_PATH
 from supportrl.experiments.entry import check_overrides
@@ -76,13 +76,14 @@ def test_env_penalized_reaches_bandit_training(
         seed=0,
         progress=False,
     )
-    np.testing.assert_array_equal(direct.curve.episodic_return, curves[False])
+    np.testing.assert_array_equal(direct.curve["charts/episodic_return"], curves[False])
 
 
 def test_reward_mode_default_is_the_configs() -> None:
     configured = staged()["train"].reward_mode
     assert configured == "return"
     assert inspect.signature(train_bandit).parameters["reward_mode"].default == configured
+    assert inspect.signature(BanditTrainer).parameters["reward_mode"].default == configured
 
 
 def test_fit_settings_reach_the_fit_data(small_log_files: tuple[Path, Path]) -> None:
