@@ -51,8 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from supportrl.experiments.common import UserError, finish, run_dir
 from supportrl.experiments.entry import command, help_text, precheck_argv
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import run_dir
 from supportrl.experiments.sweep_space import (
     Axis,
     SweepSettings,

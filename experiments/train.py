@@ -28,18 +28,13 @@ from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import REWARD_MODES, reward_to_go
 from supportrl.envs.model import CustomerModel
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    load_data,
-    output,
-    resolve_shipped,
-    reward_from_cfg,
-    run_dir,
-    world_from_cfg,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import load_data, reward_from_cfg, world_from_cfg
 from supportrl.experiments.plots import write_metrics
+from supportrl.experiments.repo_files import resolve_shipped
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import output, run_dir
 from supportrl.experiments.stages import (
     AgentSpec,
     agent_spec,

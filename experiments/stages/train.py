@@ -15,7 +15,8 @@ from supportrl.agents.base import Policy
 from supportrl.agents.trainer import TrainCallback, TrainResult
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import UserError, output
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.run_dirs import output
 from supportrl.experiments.stages.settings import (
     AgentSpec,
     TrainSettings,
@@ -177,7 +178,7 @@ def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, callback
         config.num_envs, model=model, reward=reward, penalized=settings.penalized
     )
     if settings.resume:
-        from supportrl.experiments.common import resolve_shipped
+        from supportrl.experiments.repo_files import resolve_shipped
 
         # The checkpoint's hyperparameters, trained on up to train.total_steps.
         learner = DQNLearner.load(resolve_shipped(settings.resume), env)

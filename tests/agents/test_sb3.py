@@ -20,7 +20,7 @@ sb3 = pytest.importorskip("stable_baselines3")  # a dev dependency: `make setup`
 def _config(*overrides: str):
     """The composed config (the shipped defaults plus ``overrides``)."""
     from hydra import compose, initialize_config_dir
-    from supportrl.experiments.common import CONFIG_PATH
+    from supportrl.experiments.repo_files import CONFIG_PATH
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         return compose("config", overrides=list(overrides))

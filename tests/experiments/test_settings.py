@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from supportrl.agents.bandits import make_bandit
 from supportrl.agents.training import BanditTrainer, train_bandit
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import CONFIG_PATH
 from supportrl.experiments.entry import check_overrides
+from supportrl.experiments.repo_files import CONFIG_PATH
 from supportrl.experiments.schema import ConfigError
 from supportrl.experiments.stages import (
     fit_data_stage,
@@ -164,7 +164,7 @@ and ``ray``; the tracking settings read ``logger.tensorboard`` and ``logger.mlfl
 every other node's keys show in the settings of the same name."""
 
 NOT_A_STAGE = {
-    "data": "the logs every command loads (experiments.common.load_data, validate, "
+    "data": "the logs every command loads (experiments.from_config.load_data, validate, "
     "evaluate engine=local|ray): the loaders' input, read by name there, not a stage setting",
     "policies": "rule policies / checkpoints / artifacts to evaluate or value (evaluate, fit)",
     "target_probs": "evaluate's per-row target probabilities",
