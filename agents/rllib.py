@@ -2,7 +2,7 @@
 
 :func:`to_rllib_config` translates a :class:`~agents.dqn.DQNConfig` into RLlib's
 ``DQNConfig`` on the new API stack (RLModule + Learner + EnvRunner) for
-``SupportEnv-v0``; :class:`RLlibTrainer` runs it locally or on an existing cluster
+``supportrl/SupportEnv-v1``; :class:`RLlibTrainer` runs it locally or on an existing cluster
 (``address=...``, Ray started by :func:`supportrl.ray_runtime.start_ray`) through the one
 training shape, ``train(total_steps, callback) -> TrainResult``, whose ``policy`` is the
 trained RLModule behind the Policy protocol. Both backends train the same network: RLlib's default DQN module
@@ -59,10 +59,12 @@ from supportrl.agents.trainer import TrainCallback, TrainResult, curve_arrays, g
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import RewardSpec
 
+from supportrl import ENV_ID
 from supportrl.ray_runtime import start_ray
 
-ENV_NAME = "SupportEnv-v0"
-"""Name under which the env creator is registered in Ray's tune registry."""
+ENV_NAME = ENV_ID
+"""Name under which the env creator is registered in Ray's tune registry (the env id: RLlib
+builds the v1 env, the scalar path included)."""
 
 
 WORLD_FACTORY = "supportrl.simulators.synthetic:world_from_config"
@@ -130,7 +132,7 @@ def make_support_env(env_config: Mapping[str, Any]) -> Any:
 
 
 def register_support_env() -> None:
-    """Register :func:`make_support_env` as ``SupportEnv-v0`` in Ray's tune registry."""
+    """Register :func:`make_support_env` as :data:`ENV_NAME` in Ray's tune registry."""
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, make_support_env)

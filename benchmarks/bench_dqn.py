@@ -22,9 +22,8 @@ target and epsilon schedule, and the same budget of env steps. Measured:
 
 A second speed row uses the setting of the issue's reference figures: one update of batch
 32 per env step, one env (``num_envs=1``, ``updates_per_step=1``, ``batch_size=32``). There
-the native learner steps a :class:`~supportrl.envs.ScalarVectorEnv` (one conversation
-through the world's scalar sim; a third row keeps the numpy ``SupportVectorEnv`` of one),
-Stable-Baselines3 and RLlib step ``gymnasium.make("supportrl/SupportEnv-v0")`` envs (the
+the native learner steps ``SupportVectorEnv(1)`` (what ``supportrl train agent=dqn
+agent.num_envs=1`` runs), Stable-Baselines3 and RLlib step ``gymnasium.make("supportrl/SupportEnv-v1")`` envs (the
 same scalar path). Stable-Baselines3 (``pip install -e ".[bench]"``; skipped with a message
 when absent) runs its own DQN with the same network widths, learning rate, batch, buffer,
 updates per env step, target interval, epsilon schedule and gradient clipping; it has no
@@ -55,7 +54,7 @@ from supportrl.agents.bandits import make_bandit
 from supportrl.agents.dqn import DQNConfig, DQNLearner
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import train_bandit
-from supportrl.envs import ENV_ID, RewardSpec, ScalarVectorEnv, SupportVectorEnv
+from supportrl.envs import ENV_ID, RewardSpec, SupportVectorEnv
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
@@ -114,11 +113,10 @@ def run_native(
     world: SyntheticWorld,
     tracker: Tracker | None,
     interval: int,
-    env_class: type = SupportVectorEnv,
 ):
     if tracker is not None:  # a learning-curve row, hence a callback, every `interval` steps
         config = dataclasses.replace(config, log_interval=interval)
-    learner = DQNLearner(config=config, env=env_class(config.num_envs, model=world), seed=0)
+    learner = DQNLearner(config=config, env=SupportVectorEnv(config.num_envs, model=world), seed=0)
     if tracker is not None:
         tracker.watch(lambda: learner.policy, interval)
     result = learner.train(callback=tracker, progress=False)
@@ -295,22 +293,17 @@ def main() -> None:
         learning_starts=min(200, args.reference_steps // 2),
         log_interval=500,
     )
-    fast, batched, sb3 = [], [], []
+    one_env, sb3 = [], []
     for _ in range(args.repeats):  # interleaved: each backend sees the same machine load
-        fast.append(run_native(reference, world, None, 0, env_class=ScalarVectorEnv)[0].sps)
-        batched.append(run_native(reference, world, None, 0)[0].sps)
+        one_env.append(run_native(reference, world, None, 0)[0].sps)
         sb3.append(run_sb3(reference, args.reference_steps))
     ref_rl_sps = float("nan")
     if not args.skip_rllib:
         rl_reference = dataclasses.replace(reference, n_step=default_config("rllib").n_step)
         ref_rl_sps = run_rllib(rl_reference, world, None, 0)[0].sps
     rows.append(
-        ("1 upd/step, batch 32, 1 env", median_sps(fast), median_sps(sb3), ref_rl_sps, "-", "-")
+        ("1 upd/step, batch 32, 1 env", median_sps(one_env), median_sps(sb3), ref_rl_sps, "-", "-")
     )
-    rows.append(
-        ("  same, native on SupportVectorEnv(1)", median_sps(batched), float("nan"), float("nan"),
-         "-", "-")
-    )  # fmt: skip
 
     print()
     print(f"{'setting':<38}{'native st/s':>12}{'SB3 st/s':>10}{'RLlib st/s':>11}"

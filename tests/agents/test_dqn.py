@@ -600,20 +600,3 @@ def test_rllib_env_creator_builds_the_fast_single_env() -> None:
         env.reset(seed=0)
         assert env.uses_scalar_path is scalar
         assert env.step(1)[0].shape == env.observation_space.shape
-
-
-def test_dqn_trains_on_one_conversation_through_the_scalar_vector_env() -> None:
-    """num_envs=1 (one update per env step, as SB3 runs): the scalar-sim vector env."""
-    from supportrl.envs import ScalarVectorEnv
-
-    config = small_config(num_envs=1, total_steps=600, learning_starts=100, batch_size=16)
-
-    def run() -> tuple[DQNLearner, object]:
-        learner = DQNLearner(config=config, env=ScalarVectorEnv(1, model=SyntheticWorld()), seed=2)
-        return learner, learner.train(progress=False)
-
-    (a, ra), (b, rb) = run(), run()
-    assert ra.updates == 501 and ra.episodes > 100  # an update per step from step 100 on
-    np.testing.assert_array_equal(ra.curve["losses/td_loss"], rb.curve["losses/td_loss"])
-    for x, y in zip(a.network.parameters(), b.network.parameters(), strict=True):
-        torch.testing.assert_close(x, y, rtol=0, atol=0)

@@ -304,13 +304,14 @@ def test_one_namespace_and_no_generic_top_level_modules(tmp_path: Path) -> None:
         "generic = [m for m in ('envs', 'agents', 'ope', 'serving', 'experiments', 'simulators')"
         " if importlib.util.find_spec(m) is not None]\n"
         "assert not generic, generic\n"
-        "env = gym.make('supportrl/SupportEnv-v0')\n"
+        "env = gym.make('supportrl/SupportEnv-v1')\n"
         "assert type(env.unwrapped).__module__ == 'supportrl.envs.support_env'\n"
         "assert gym.make('SupportEnv-v0').spec.id == 'SupportEnv-v0'\n"
+        "assert gym.make('supportrl/SupportEnv-v0').spec.kwargs == {'scalar': False}\n"
         "print(supportrl.envs.ENV_ID, supportrl.SUBPACKAGES)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert "supportrl/SupportEnv-v0" in proc.stdout
+    assert "supportrl/SupportEnv-v1" in proc.stdout
