@@ -14,6 +14,7 @@ the best known policy value is given, cumulative regret.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from supportrl.agents.bandits import Bandit
@@ -143,24 +144,9 @@ def train_bandit(
     reward: RewardSpec,
     *,
     total_steps: int,
-    conversations_per_round: int = 256,
-    reward_mode: str = "return",
-    penalized: bool = True,
-    seed: int = 0,
-    best_value: float | None = None,
-    progress: bool = True,
     callback: TrainCallback | None = None,
+    **settings: Any,
 ) -> TrainResult:
-    """``BanditTrainer(bandit, model, reward, ...).train(total_steps, callback)`` in one call."""
-    trainer = BanditTrainer(
-        bandit,
-        model,
-        reward,
-        conversations_per_round=conversations_per_round,
-        reward_mode=reward_mode,
-        penalized=penalized,
-        seed=seed,
-        best_value=best_value,
-        progress=progress,
-    )
-    return trainer.train(total_steps, callback)
+    """``BanditTrainer(bandit, model, reward, **settings).train(total_steps, callback)`` in
+    one call (``settings``: :class:`BanditTrainer`'s keywords)."""
+    return BanditTrainer(bandit, model, reward, **settings).train(total_steps, callback)
