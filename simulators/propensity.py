@@ -45,9 +45,11 @@ class MultinomialLogit:
         """Fit on design rows ``x`` (n, d) and logged action indices ``actions`` (n,);
         ``sample_weight`` (n,) row weights (e.g. bootstrap counts).
 
-        L-BFGS in preconditioned coordinates: ``weights[a] = T @ beta[a]`` with ``T`` the
-        inverse Cholesky factor of the weighted Gram matrix, where the curvature is
-        roughly isotropic (~10x fewer, cheaper iterations than on the raw weights).
+        L-BFGS (the tolerances of :func:`~supportrl.simulators.fitted.glm.fit_softmax`) in
+        preconditioned coordinates: ``weights[a] = T @ beta[a]`` with ``T`` the inverse
+        Cholesky factor of the weighted Gram matrix, where the curvature is roughly
+        isotropic: it reaches a lower objective than L-BFGS on the raw weights in 5-10x
+        less time (``benchmarks/bench_propensity.py``).
         """
         xi = np.column_stack([np.asarray(x, dtype=np.float64), np.ones(len(x))])
         n, d = xi.shape
@@ -85,7 +87,7 @@ class MultinomialLogit:
             np.zeros(d * n_actions),
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": max_iter, "maxcor": 20, "ftol": 1e-10, "gtol": 1e-6},
+            options={"maxiter": max_iter, "maxcor": 20, "ftol": 1e-9, "gtol": 1e-5},
         )
         coef = t @ res.x.reshape(d, n_actions)
         return cls(weights=np.ascontiguousarray(coef.T))
