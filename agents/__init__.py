@@ -2,7 +2,9 @@
 
 Modules: :mod:`supportrl.agents.base` (the protocol), :mod:`supportrl.agents.rules`,
 :mod:`supportrl.agents.bandits`, :mod:`supportrl.agents.dqn`, :mod:`supportrl.agents.rllib`
-(imports Ray on use), :mod:`supportrl.agents.training` (online bandit training).
+(imports Ray on use), :mod:`supportrl.agents.training` (online bandit training) and
+:mod:`supportrl.agents.trainer` (the one training shape: ``train(total_steps, callback) ->
+TrainResult`` for bandits, native DQN and RLlib).
 """
 
 from supportrl.agents.base import Policy, States

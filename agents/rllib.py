@@ -2,9 +2,10 @@
 
 :func:`to_rllib_config` translates a :class:`~agents.dqn.DQNConfig` into RLlib's
 ``DQNConfig`` on the new API stack (RLModule + Learner + EnvRunner) for
-``SupportEnv-v0``; :func:`train_rllib` runs it locally (``ray.init`` with this
-machine's cores) or on an existing cluster (``address=...``) and hands back the trained
-RLModule as a Policy. Both backends train the same network: RLlib's default DQN module
+``supportrl/SupportEnv-v1``; :class:`RLlibTrainer` runs it locally or on an existing cluster
+(``address=...``, Ray started by :func:`supportrl.ray_runtime.start_ray`) through the one
+training shape, ``train(total_steps, callback) -> TrainResult``, whose ``policy`` is the
+trained RLModule behind the Policy protocol. Both backends train the same network: RLlib's default DQN module
 with ``fcnet_hiddens=hidden_sizes`` (ReLU) and no hidden layers in the heads is
 :class:`~agents.dqn.QNetwork` with the same layer sizes, so :meth:`RLModulePolicy.to_q_policy`
 copies the weights into a :class:`~agents.dqn.QPolicy` (checkpoint, OPE and export then
@@ -44,9 +45,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
@@ -55,11 +55,16 @@ from supportrl.agents.base import BasePolicy, States, batch_size, greedy_probs
 from supportrl.agents.dqn.config import DQNConfig
 from supportrl.agents.dqn.network import QNetwork
 from supportrl.agents.dqn.policy import QPolicy
+from supportrl.agents.trainer import TrainCallback, TrainResult, curve_arrays, go_on
 from supportrl.envs.features import FeatureSpec
 from supportrl.envs.rewards import RewardSpec
 
-ENV_NAME = "SupportEnv-v0"
-"""Name under which the env creator is registered in Ray's tune registry."""
+from supportrl import ENV_ID
+from supportrl.ray_runtime import start_ray
+
+ENV_NAME = ENV_ID
+"""Name under which the env creator is registered in Ray's tune registry (the env id: RLlib
+builds the v1 env, the scalar path included)."""
 
 
 WORLD_FACTORY = "supportrl.simulators.synthetic:world_from_config"
@@ -127,7 +132,7 @@ def make_support_env(env_config: Mapping[str, Any]) -> Any:
 
 
 def register_support_env() -> None:
-    """Register :func:`make_support_env` as ``SupportEnv-v0`` in Ray's tune registry."""
+    """Register :func:`make_support_env` as :data:`ENV_NAME` in Ray's tune registry."""
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, make_support_env)
@@ -268,79 +273,8 @@ class RLModulePolicy(BasePolicy):
         return policy
 
 
-def _package_dirs() -> list[str]:
-    """The ``supportrl`` package, staged as one folder the cluster's workers import.
-
-    The project's top-level folders install as ``supportrl.envs``, ``supportrl.agents``, ...
-    through a package-dir mapping, so no single source folder holds the package; Ray ships
-    ``py_modules`` as folders, hence a staged copy (only the library folders, no Hydra).
-    """
-    import shutil
-    import tempfile
-
-    import supportrl
-
-    staging = Path(tempfile.mkdtemp(prefix="supportrl-py-module-")) / "supportrl"
-    staging.mkdir()
-    shutil.copy2(Path(supportrl.__file__), staging / "__init__.py")
-    for name in ("envs", "agents", "simulators", "ope"):
-        package = importlib.import_module(f"supportrl.{name}")
-        shutil.copytree(
-            Path(package.__file__).resolve().parent,
-            staging / name,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-    return [str(staging)]
-
-
 def _linear_layers(module: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-
-
-@dataclass(frozen=True)
-class RLlibTrainResult:
-    """What :func:`train_rllib` did."""
-
-    env_steps: int
-    """Env steps sampled (RLlib's ``num_env_steps_sampled_lifetime``)."""
-    updates: int
-    """Gradient updates (learner batches)."""
-    wall_s: float
-    """Seconds spent in ``algo.train()`` (building the algorithm and callbacks excluded)."""
-    build_s: float
-    """Seconds to build the algorithm (env runners, learner, replay buffer)."""
-    policy: RLModulePolicy
-    """The trained module behind the Policy protocol."""
-    curve: dict[str, np.ndarray]
-    """``env_steps``, ``charts/episodic_return``, ``losses/td_loss``, ``charts/SPS`` per iteration."""
-
-    @property
-    def sps(self) -> float:
-        return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
-
-
-def _start_ray(address: str | None, num_cpus: int | None) -> bool:
-    """Start Ray (a cluster at ``address``, else locally) unless it runs; True if started here."""
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(
-            address=address,
-            runtime_env={"py_modules": _package_dirs()},
-            log_to_driver=False,
-        )
-    else:
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    return True
 
 
 def _append_row(
@@ -362,94 +296,139 @@ def _append_row(
     return new_steps, updates
 
 
-def train_rllib(
-    config: DQNConfig,
-    *,
-    env_config: Mapping[str, Any],
-    actions: tuple[str, ...],
-    feature_spec: FeatureSpec,
-    total_steps: int | None = None,
-    seed: int = 0,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    num_env_runners: int = 0,
-    callback: Callable[[int, RLModulePolicy], None] | None = None,
-    callback_interval: int = 0,
-    progress: bool = True,
-) -> RLlibTrainResult:
-    """Train DQN with RLlib for ``total_steps`` env steps (default ``config.total_steps``).
+class RLlibTrainer:
+    """Trains DQN with RLlib, the one training shape of :mod:`supportrl.agents.trainer`.
 
-    Starts Ray locally (``num_cpus`` default: this machine's cores, no dashboard) unless
-    it is already running or ``address`` names a cluster (then the package is shipped to
-    the workers as ``py_modules``). Ray is shut down at the end if this call started it.
-    ``callback(env_steps, policy)`` runs about every ``callback_interval`` env steps,
-    outside the timed part.
+    The first :meth:`train` call starts Ray (:func:`~supportrl.ray_runtime.start_ray`: a
+    local Ray of ``num_cpus`` CPUs unless Ray already runs, or the cluster at ``address``
+    with the package shipped to its workers) and builds the algorithm; later calls go on
+    training it. :meth:`close` (or leaving the ``with`` block) stops the algorithm, and Ray
+    if this trainer started it.
     """
-    from tqdm.auto import tqdm
 
-    total = int(total_steps if total_steps is not None else config.total_steps)
-    rl_config = to_rllib_config(
-        config, env_config=env_config, seed=seed, num_env_runners=num_env_runners
-    )
-    started_ray = _start_ray(address, num_cpus)
-    try:
+    def __init__(
+        self,
+        config: DQNConfig,
+        *,
+        env_config: Mapping[str, Any],
+        actions: tuple[str, ...],
+        feature_spec: FeatureSpec,
+        seed: int = 0,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        num_env_runners: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.rl_config = to_rllib_config(
+            config, env_config=env_config, seed=seed, num_env_runners=num_env_runners
+        )
+        self.actions = tuple(actions)
+        self.feature_spec = feature_spec
+        self.address, self.num_cpus, self.progress = address, num_cpus, progress
+        self.algo: Any = None
+        self.policy: RLModulePolicy | None = None
+        self.env_steps = 0
+        """Env steps sampled over the trainer's life (RLlib's ``num_env_steps_sampled_lifetime``)."""
+        self.updates = 0
+        """Gradient updates (learner batches) over the trainer's life."""
+        self._started_ray = False
+
+    def _build(self) -> float:
+        """Start Ray and build the algorithm; the seconds the build took."""
+        self._started_ray = start_ray(self.address, num_cpus=self.num_cpus)
         register_support_env()
         tick = time.perf_counter()
-        algo = rl_config.build_algo()
+        self.algo = self.rl_config.build_algo()
         build_s = time.perf_counter() - tick
-        policy = RLModulePolicy(
-            algo.get_module(),
-            actions=tuple(actions),
-            feature_spec=feature_spec,
-            hidden_sizes=config.hidden_sizes,
-            dueling=config.dueling,
+        self.policy = RLModulePolicy(
+            self.algo.get_module(),
+            actions=self.actions,
+            feature_spec=self.feature_spec,
+            hidden_sizes=self.config.hidden_sizes,
+            dueling=self.config.dueling,
         )
+        return build_s
+
+    def train(
+        self, total_steps: int | None = None, callback: TrainCallback | None = None
+    ) -> TrainResult:
+        """Train for ``total_steps`` more env steps (default ``config.total_steps``).
+
+        ``callback(env_steps, metrics)`` runs after every ``algo.train()`` iteration with
+        its learning-curve row, outside the timed part; it stops the training by returning
+        False. ``build_s`` of the result is the algorithm's build time (0 after the first
+        call).
+        """
+        from tqdm.auto import tqdm
+
+        total = int(total_steps if total_steps is not None else self.config.total_steps)
+        if total < 1:
+            raise ValueError(f"total_steps: must be >= 1, got {total}")
+        build_s = self._build() if self.algo is None else 0.0
         rows: dict[str, list[float]] = {
             k: [] for k in ("env_steps", "charts/episodic_return", "losses/td_loss", "charts/SPS")
         }
-        steps, updates, wall, next_callback = 0, 0, 0.0, callback_interval
-        bar = tqdm(total=total, desc="train dqn (rllib)", unit="step", disable=not progress)
+        start, start_updates, wall, stopped = self.env_steps, self.updates, 0.0, False
+        bar = tqdm(total=total, desc="train dqn (rllib)", unit="step", disable=not self.progress)
         try:
-            while steps < total:
+            while self.env_steps - start < total:
                 tick = time.perf_counter()
-                result = algo.train()
+                result = self.algo.train()
                 elapsed = time.perf_counter() - tick
                 wall += elapsed
-                new_steps, updates = _append_row(rows, result, steps, elapsed, config.batch_size)
-                bar.update(new_steps - steps)
-                steps = new_steps
-                if callback is not None and callback_interval > 0 and steps >= next_callback:
-                    callback(steps, policy)
-                    next_callback = (steps // callback_interval + 1) * callback_interval
+                steps, self.updates = _append_row(
+                    rows, result, self.env_steps, elapsed, self.config.batch_size
+                )
+                bar.update(steps - self.env_steps)
+                self.env_steps = steps
+                point = {k: v[-1] for k, v in rows.items() if k != "env_steps"}
+                if not go_on(callback, self.env_steps, point):
+                    stopped = self.env_steps - start < total
+                    break
         finally:
             bar.close()
         # The learner holds the trained weights; the local module may lag by one sync.
-        policy.module = algo.get_module()
-        algo.stop()
-    finally:
-        if started_ray:
-            import ray
+        assert self.policy is not None
+        self.policy.module = self.algo.get_module()
+        return TrainResult(
+            env_steps=self.env_steps - start,
+            wall_s=wall,
+            curve=curve_arrays(rows),
+            policy=self.policy,
+            total_env_steps=self.env_steps,
+            stopped=stopped,
+            updates=self.updates - start_updates,
+            build_s=build_s,
+        )
 
-            ray.shutdown()
-    return RLlibTrainResult(
-        env_steps=steps,
-        updates=updates,
-        wall_s=wall,
-        build_s=build_s,
-        policy=policy,
-        curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
-    )
+    def close(self) -> None:
+        """Stop the algorithm, and Ray if this trainer started it."""
+        try:
+            if self.algo is not None:
+                self.algo.stop()
+        finally:
+            if self._started_ray:
+                import ray
+
+                ray.shutdown()
+                self._started_ray = False
+
+    def __enter__(self) -> RLlibTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 __all__ = [
     "ENV_NAME",
     "RLModulePolicy",
-    "RLlibTrainResult",
+    "RLlibTrainer",
     "SIMULATOR_FACTORY",
     "WORLD_FACTORY",
     "make_support_env",
     "register_support_env",
     "support_env_config",
     "to_rllib_config",
-    "train_rllib",
 ]

@@ -22,9 +22,8 @@ target and epsilon schedule, and the same budget of env steps. Measured:
 
 A second speed row uses the setting of the issue's reference figures: one update of batch
 32 per env step, one env (``num_envs=1``, ``updates_per_step=1``, ``batch_size=32``). There
-the native learner steps a :class:`~supportrl.envs.ScalarVectorEnv` (one conversation
-through the world's scalar sim; a third row keeps the numpy ``SupportVectorEnv`` of one),
-Stable-Baselines3 and RLlib step ``gymnasium.make("supportrl/SupportEnv-v0")`` envs (the
+the native learner steps ``SupportVectorEnv(1)`` (what ``supportrl train agent=dqn
+agent.num_envs=1`` runs), Stable-Baselines3 and RLlib step ``gymnasium.make("supportrl/SupportEnv-v1")`` envs (the
 same scalar path). Stable-Baselines3 (``pip install -e ".[bench]"``; skipped with a message
 when absent) runs its own DQN with the same network widths, learning rate, batch, buffer,
 updates per env step, target interval, epsilon schedule and gradient clipping; it has no
@@ -55,7 +54,7 @@ from supportrl.agents.bandits import make_bandit
 from supportrl.agents.dqn import DQNConfig, DQNLearner
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import train_bandit
-from supportrl.envs import ENV_ID, RewardSpec, ScalarVectorEnv, SupportVectorEnv
+from supportrl.envs import ENV_ID, RewardSpec, SupportVectorEnv
 from supportrl.simulators.synthetic import SyntheticWorld, WorldConfig, true_value
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "agent"
@@ -77,7 +76,8 @@ def default_config(backend: str = "native", **overrides: Any) -> DQNConfig:
 
 
 class Tracker:
-    """Evaluation callback: true value of the greedy policy; first time it reaches the bar."""
+    """Evaluation callback: true value of the greedy policy every ``interval`` env steps;
+    first time it reaches the bar."""
 
     def __init__(self, world: SyntheticWorld, bar: float, n: int) -> None:
         self.world, self.bar, self.n = world, bar, n
@@ -85,10 +85,22 @@ class Tracker:
         self.hit: tuple[int, float] | None = None
         self.eval_s = 0.0
         self.started = time.perf_counter()
+        self.policy_of: Any = None
+        """The policy being trained, when asked (set by :meth:`watch`)."""
+        self.interval = 0
+        self._next = 0
 
-    def __call__(self, env_steps: int, policy: Any) -> None:
+    def watch(self, policy_of: Any, interval: int) -> None:
+        """Evaluate ``policy_of()`` every ``interval`` env steps from now on."""
+        self.policy_of, self.interval, self._next = policy_of, interval, interval
+        self.started = time.perf_counter()
+
+    def __call__(self, env_steps: int, metrics: Any) -> None:
+        if self.interval <= 0 or env_steps < self._next:
+            return
+        self._next = (env_steps // self.interval + 1) * self.interval
         tick = time.perf_counter()
-        value = true_value(policy, self.n, world=self.world, seed=EVAL_SEED).value
+        value = true_value(self.policy_of(), self.n, world=self.world, seed=EVAL_SEED).value
         self.evals.append((env_steps, value))
         if self.hit is None and value >= self.bar:
             # training seconds so far: wall since start minus evaluation time
@@ -101,12 +113,13 @@ def run_native(
     world: SyntheticWorld,
     tracker: Tracker | None,
     interval: int,
-    env_class: type = SupportVectorEnv,
 ):
-    learner = DQNLearner(config=config, env=env_class(config.num_envs, model=world), seed=0)
+    if tracker is not None:  # a learning-curve row, hence a callback, every `interval` steps
+        config = dataclasses.replace(config, log_interval=interval)
+    learner = DQNLearner(config=config, env=SupportVectorEnv(config.num_envs, model=world), seed=0)
     if tracker is not None:
-        tracker.started = time.perf_counter()
-    result = learner.train(progress=False, callback=tracker, callback_interval=interval)
+        tracker.watch(lambda: learner.policy, interval)
+    result = learner.train(callback=tracker, progress=False)
     return result, learner.policy
 
 
@@ -150,30 +163,29 @@ def median_sps(runs: list[Any]) -> float:
 
 def run_rllib(config: DQNConfig, world: SyntheticWorld, tracker: Tracker | None, interval: int):
     import ray
-    from supportrl.agents.rllib import support_env_config, train_rllib
+    from supportrl.agents.rllib import RLlibTrainer, support_env_config
 
     tick = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        if tracker is not None:
-            tracker.started = time.perf_counter()
-        result = train_rllib(
+        with RLlibTrainer(
             config,
             env_config=support_env_config(world=WorldConfig()),
             actions=world.actions,
             feature_spec=world.feature_spec,
             seed=0,
-            callback=tracker,
-            callback_interval=interval,
             progress=False,
-        )
+        ) as trainer:
+            if tracker is not None:  # the policy exists once train() has built the algorithm
+                tracker.watch(lambda: trainer.policy, interval)
+            result = trainer.train(callback=tracker)
     finally:
         ray.shutdown()
     overhead = time.perf_counter() - tick - result.wall_s - (tracker.eval_s if tracker else 0.0)
     if tracker is not None and tracker.hit is not None:
         # the tracker's clock started before the algorithm was built: count training only
         steps, seconds = tracker.hit
-        tracker.hit = (steps, seconds - result.build_s)
+        tracker.hit = (steps, seconds - (result.build_s or 0.0))
     return result, result.policy.to_q_policy(), overhead
 
 
@@ -281,22 +293,17 @@ def main() -> None:
         learning_starts=min(200, args.reference_steps // 2),
         log_interval=500,
     )
-    fast, batched, sb3 = [], [], []
+    one_env, sb3 = [], []
     for _ in range(args.repeats):  # interleaved: each backend sees the same machine load
-        fast.append(run_native(reference, world, None, 0, env_class=ScalarVectorEnv)[0].sps)
-        batched.append(run_native(reference, world, None, 0)[0].sps)
+        one_env.append(run_native(reference, world, None, 0)[0].sps)
         sb3.append(run_sb3(reference, args.reference_steps))
     ref_rl_sps = float("nan")
     if not args.skip_rllib:
         rl_reference = dataclasses.replace(reference, n_step=default_config("rllib").n_step)
         ref_rl_sps = run_rllib(rl_reference, world, None, 0)[0].sps
     rows.append(
-        ("1 upd/step, batch 32, 1 env", median_sps(fast), median_sps(sb3), ref_rl_sps, "-", "-")
+        ("1 upd/step, batch 32, 1 env", median_sps(one_env), median_sps(sb3), ref_rl_sps, "-", "-")
     )
-    rows.append(
-        ("  same, native on SupportVectorEnv(1)", median_sps(batched), float("nan"), float("nan"),
-         "-", "-")
-    )  # fmt: skip
 
     print()
     print(f"{'setting':<38}{'native st/s':>12}{'SB3 st/s':>10}{'RLlib st/s':>11}"

@@ -21,9 +21,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import supportrl.envs  # noqa: F401  (registers SupportEnv-v0)
-
-ENV_ID = "supportrl/SupportEnv-v0"
+from supportrl.envs import ENV_ID  # importing supportrl.envs registers it
 
 
 def single_sps(env_id: str, steps: int, **kwargs: Any) -> float:

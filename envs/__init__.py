@@ -1,12 +1,17 @@
-"""Simulation: the customer-model protocol, SupportEnv (Gymnasium), the batched vector env
-(the one stepping engine), the collector, reward v1, observation encoding and the per-turn
-conversations type.
+"""Simulation: the customer-model protocol, SupportEnv (Gymnasium), the batched vector env,
+the collector, reward v1, observation encoding and the per-turn conversations type.
 
-``import supportrl`` registers ``supportrl/SupportEnv-v0`` (alias ``SupportEnv-v0``):
-``gymnasium.make("supportrl/SupportEnv-v0")``
-gives one conversation at a time and ``gymnasium.make_vec("supportrl/SupportEnv-v0", num_envs=N)``
-the numpy-batched :class:`SupportVectorEnv`. :class:`ScalarVectorEnv` steps a few
-conversations through the model's scalar sims (faster than numpy for one to a few dozen).
+Two ways to step a model, no more: :class:`SupportVectorEnv` steps ``N`` conversations at
+once in numpy, and every command steps it (through the :class:`Collector`: training,
+evaluation, log generation, true values); :class:`SupportEnv` steps one conversation, in
+the model's scalar sim when it has one, for Gymnasium users, Stable-Baselines3 and RLlib.
+Tests hold the two equal in distribution.
+
+``import supportrl`` registers ``supportrl/SupportEnv-v1``: ``gymnasium.make(ENV_ID)`` gives
+one conversation at a time and ``gymnasium.make_vec(ENV_ID, num_envs=N)`` the numpy-batched
+:class:`SupportVectorEnv`. The v0 ids (``supportrl/SupportEnv-v0``, alias ``SupportEnv-v0``)
+stay registered with the behaviour they had: the single env steps the batched model
+(``scalar=False``), so a seeded v0 run gives its old numbers.
 """
 
 from supportrl.envs.collect import (
@@ -21,15 +26,15 @@ from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import FeatureSpec, build_feature_spec
 from supportrl.envs.model import CustomerModel, Transition
 from supportrl.envs.rewards import DEFAULT_MAX_TURNS, OUTCOMES, RewardSpec
-from supportrl.envs.scalar_vector import ScalarVectorEnv
 from supportrl.envs.support_env import SupportEnv
 from supportrl.envs.vector import SupportVectorEnv
 
-from supportrl import ENV_ID, LEGACY_ENV_ID  # importing supportrl registers both ids
+from supportrl import ENV_ID, ENV_ID_V0, LEGACY_ENV_ID  # importing supportrl registers them
 
 __all__ = [
     "DEFAULT_MAX_TURNS",
     "ENV_ID",
+    "ENV_ID_V0",
     "LEGACY_ENV_ID",
     "OUTCOMES",
     "Collector",
@@ -38,7 +43,6 @@ __all__ = [
     "LoggedConversations",
     "PolicyValue",
     "RewardSpec",
-    "ScalarVectorEnv",
     "SimulatedConversations",
     "StepBatch",
     "SupportEnv",

@@ -1,4 +1,5 @@
-"""The customer-model protocol: what the env (the one stepping engine) needs from any model.
+"""The customer-model protocol: what the envs (the batched vector env, and SupportEnv) need
+from any model.
 
 The ground-truth world (:mod:`supportrl.simulators.synthetic`) and the simulators fitted
 from logs (:mod:`supportrl.simulators.fitted`) implement it, so agents train on either

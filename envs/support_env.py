@@ -32,7 +32,7 @@ def check_model(model: Any) -> None:
     if model is None:
         raise TypeError(
             "model: required (a CustomerModel: e.g. supportrl.simulators.synthetic.SyntheticWorld() "
-            "or a fitted simulator); gymnasium.make('supportrl/SupportEnv-v0') gives the "
+            "or a fitted simulator); gymnasium.make('supportrl/SupportEnv-v1') gives the "
             "ground-truth world"
         )
     if not isinstance(model, CustomerModel):
@@ -56,7 +56,7 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
     model answers with an outcome (the conversation goes on, is resolved, is escalated to
     a human, or the customer abandons), a new sentiment, a handle time and, at the end, a
     CSAT score. The customer model is given by the caller: the ground-truth synthetic
-    world (what ``gymnasium.make("supportrl/SupportEnv-v0")`` builds when no ``model`` is
+    world (what ``gymnasium.make("supportrl/SupportEnv-v1")`` builds when no ``model`` is
     passed) or a simulator fitted from logs (:mod:`supportrl.simulators.fitted`).
 
     ## Action Space
@@ -117,8 +117,10 @@ class SupportEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
-    * v0: initial version. Since the scalar path, a seeded single env draws other random
-      numbers than before (same dynamics); the vector env's numbers are unchanged.
+    * v1: a model with a scalar sim (the world, glm simulators) is stepped through it
+      (``scalar=True``): same dynamics, other random draws, so a seeded single env gives
+      other numbers than v0; the vector env's numbers are unchanged.
+    * v0: initial version (still registered, as ``scalar=False``: its seeded numbers).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}

@@ -1,8 +1,9 @@
 """SupportVectorEnv: N conversations stepped at once in numpy, with same-step autoreset.
 
-This is the project's one stepping engine: DQN trains on it, and the collector
-(:mod:`supportrl.envs.collect`) drives it for bandit training, true and simulated policy
-values, the fidelity report and log generation.
+Every command steps it: DQN trains on it, and the collector (:mod:`supportrl.envs.collect`)
+drives it for bandit training, true and simulated policy values, the fidelity report and
+log generation. (The single :class:`~supportrl.envs.support_env.SupportEnv` is the other way
+to step a model, for Gymnasium users, Stable-Baselines3 and RLlib.)
 """
 
 from __future__ import annotations

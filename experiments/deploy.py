@@ -24,16 +24,11 @@ from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.envs.collect import SimulatedConversations, simulate
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    output,
-    reward_from_cfg,
-    run_dir,
-    to_plain,
-    world_from_cfg,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import reward_from_cfg, to_plain, world_from_cfg
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import output, run_dir
 from supportrl.simulators.logs import LoggedConversations, load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 

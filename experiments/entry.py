@@ -25,13 +25,9 @@ from typing import Any, TextIO
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-from supportrl.experiments.common import (
-    CONFIG_PATH,
-    RESUMABLE_COMMANDS,
-    UserError,
-    run_dir,
-    user_errors,
-)
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.repo_files import CONFIG_PATH
+from supportrl.experiments.run_dirs import RESUMABLE_COMMANDS, run_dir, user_errors
 from supportrl.experiments.schema import (
     ConfigError,
     check_config,

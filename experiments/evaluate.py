@@ -19,20 +19,14 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    load_data,
-    output,
-    plot_or_warn,
-    resolve_shipped,
-    reward_from_cfg,
-    run_dir,
-    to_plain,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import load_data, reward_from_cfg, to_plain
 from supportrl.experiments.loading import load_policy, policy_name
 from supportrl.experiments.plots import forest_plot
+from supportrl.experiments.repo_files import resolve_shipped
+from supportrl.experiments.results import finish, plot_or_warn
+from supportrl.experiments.run_dirs import output, run_dir
 from supportrl.experiments.scale import evaluate_in_partitions
 from supportrl.experiments.stages import evaluate_stage, ope_settings, print_ope
 from supportrl.ope.evaluate import load_target_probs, target_probs_of

@@ -26,17 +26,12 @@ import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.envs.features import FeatureSpec
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    load_data,
-    output,
-    resolve_shipped,
-    run_dir,
-    to_plain,
-    world_from_cfg,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import load_data, to_plain, world_from_cfg
+from supportrl.experiments.repo_files import resolve_shipped
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import output, run_dir
 from supportrl.serving.artifact import FORMAT, SCHEMA_VERSION, redact_paths, write_manifest
 from supportrl.simulators.logs import LoggedConversations
 

@@ -37,19 +37,18 @@ from typing import Any
 from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel, load_rule_policy
-from supportrl.experiments.common import (
-    REPO_ROOT,
-    UserError,
-    finish,
+from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import (
     load_data,
     log_limits,
-    resolve_shipped,
     reward_from_cfg,
-    run_dir,
     to_plain,
     world_from_cfg,
 )
-from supportrl.experiments.entry import command
+from supportrl.experiments.repo_files import REPO_ROOT, resolve_shipped
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import run_dir
 from supportrl.experiments.stages import (
     fidelity_stage,
     fit_data_stage,

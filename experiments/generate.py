@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from supportrl.experiments.common import finish, run_dir, world_from_cfg
 from supportrl.experiments.entry import command
+from supportrl.experiments.from_config import world_from_cfg
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import run_dir
 from supportrl.experiments.stages import generate_settings, generate_stage, ray_settings
 
 

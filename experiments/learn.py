@@ -134,7 +134,7 @@ def _train(
     with timed(timings, "train"):
         trained = train_stage(
             spec, model, reward, settings, seed=seed, out=agent_dir, model_path=out / "simulator",
-            callback=report_iteration,  # a sweep's Tune trial sees every round (else a no-op)
+            callback=report_iteration,  # a sweep's Tune trial sees every curve point (else a no-op)
         )  # fmt: skip
     write_metrics(
         agent_dir, trained.curve, title=f"{spec.kind} (seed {seed})", source="fitted simulator"

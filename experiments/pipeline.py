@@ -34,23 +34,16 @@ from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_policy
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    load_data,
-    log_limits,
-    output,
-    plot_or_warn,
-    resolve_shipped,
-    reward_from_cfg,
-    run_dir,
-    to_plain,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
 from supportrl.experiments.fit import conversations_loader
+from supportrl.experiments.from_config import load_data, log_limits, reward_from_cfg, to_plain
 from supportrl.experiments.learn import Learned, learn, step
 from supportrl.experiments.plots import forest_plot
+from supportrl.experiments.repo_files import resolve_shipped
 from supportrl.experiments.report import records_of, write_report
+from supportrl.experiments.results import finish, plot_or_warn
+from supportrl.experiments.run_dirs import output, run_dir
 from supportrl.experiments.stages import (
     OPEResult,
     OPESettings,

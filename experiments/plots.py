@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from supportrl.experiments.common import output
+from supportrl.experiments.run_dirs import output
 
 VALUE_LABEL = "value (reward per conversation)"
 METRIC_LABELS = {

@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from supportrl.experiments.common import UserError, finish, run_dir
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
 from supportrl.experiments.plots import agreement_scatter, forest_plot, learning_curves
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import run_dir
 from supportrl.experiments.summary import (
     Interval,
     RunRecord,

@@ -12,14 +12,10 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from supportrl.experiments.common import (
-    UserError,
-    log_limits,
-    resolve_shipped,
-    reward_from_cfg,
-    to_plain,
-)
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import log_limits, reward_from_cfg, to_plain
 from supportrl.experiments.loading import load_policy, policy_name
+from supportrl.experiments.repo_files import resolve_shipped
 from supportrl.experiments.stages import (
     OPEResult,
     OPESettings,

@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    to_plain,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import to_plain
+from supportrl.experiments.results import finish
 
 
 @command

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import math
 import os
 import subprocess
@@ -52,8 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from supportrl.experiments.common import UserError, finish, run_dir
 from supportrl.experiments.entry import command, help_text, precheck_argv
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import run_dir
 from supportrl.experiments.sweep_space import (
     Axis,
     SweepSettings,
@@ -68,6 +69,8 @@ from supportrl.experiments.sweep_space import (
     sweep_settings,
     trial_name,
 )
+
+from supportrl.ray_runtime import start_ray
 
 # --- the search space: Hydra's sweep grammar -> Tune's ------------------------------------------
 
@@ -345,24 +348,6 @@ def _row(
     return {"trial": trial, "metrics": metrics}
 
 
-def _start_ray(cfg: DictConfig) -> bool:
-    """Start Ray for the sweep unless it runs (the cluster at ``ray.address``, else a local
-    Ray of ``ray.num_cpus``); whether this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": logging.WARNING,
-    }
-    if cfg.ray.address is None:
-        kwargs["num_cpus"] = cfg.ray.num_cpus
-    ray.init(address=cfg.ray.address, **kwargs)
-    return True
-
-
 def run_on_tune(
     settings: SweepSettings,
     cfg: DictConfig,
@@ -397,7 +382,7 @@ def run_on_tune(
     if tracking is not None:
         callbacks.append(tracking)
     storage = (out / "tune").resolve()
-    started = _start_ray(cfg)
+    started = start_ray(cfg.ray.address, num_cpus=cfg.ray.num_cpus)
     try:
         run_config = tune.RunConfig(
             name="tune", storage_path=str(storage), verbose=0, callbacks=callbacks

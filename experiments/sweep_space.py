@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
-from supportrl.experiments.common import UserError
+from supportrl.experiments.errors import UserError
 
 SWEEP_KEYS = ("sweep.", "ray.", "paths.", "hydra.", "threads", "logger.")
 """Overrides that configure the sweep itself rather than its trials."""
@@ -114,7 +114,7 @@ def experiment_params(trial_args: list[str]) -> list[str]:
     """The ``hydra.sweeper.params`` of the chosen experiment, as overrides (user's win)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from supportrl.experiments.common import CONFIG_PATH
+    from supportrl.experiments.repo_files import CONFIG_PATH
 
     parsed = OverridesParser.create().parse_overrides(trial_args)
     fixed = [a for a, o in zip(trial_args, parsed, strict=True) if not o.is_sweep_override()]

@@ -16,9 +16,8 @@ One :class:`RunTracker` per command run (``train``, ``evaluate``) fans every met
   is reported with :func:`ray.tune.report` (``return``, ``regret`` where the world is
   known, ``env_steps``) so schedulers such as ASHA can stop a trial early.
 
-Only ``experiments/`` uses this module; library learners see it as a
-``SummaryWriter``-like object (``add_scalar(name, value, step)``) or a per-iteration
-callback ``(env_steps, {name: value})``.
+Only ``experiments/`` uses this module; every library learner sees it as its training
+callback ``(env_steps, {name: value})`` (:meth:`RunTracker.log_iteration`).
 """
 
 from __future__ import annotations
@@ -127,8 +126,7 @@ def open_mlflow_experiment(settings: TrackingSettings) -> str:
 class RunTracker:
     """TensorBoard + MLflow (+ Tune in a sweep) for one command run.
 
-    Use as a context manager; pass it as the ``writer`` of a learner (it has
-    ``add_scalar``) or its :meth:`log_iteration` as the per-iteration callback.
+    Use as a context manager; pass its :meth:`log_iteration` as the training callback.
     """
 
     def __init__(
@@ -163,11 +161,11 @@ class RunTracker:
     # -- per step ----------------------------------------------------------------------------
 
     def add_scalar(self, name: str, value: float, step: int) -> None:
-        """One scalar (the ``SummaryWriter`` interface the DQN learner writes to)."""
+        """One scalar (a ``SummaryWriter``'s interface); non-finite values are skipped."""
         value = float(value)
-        if self.writer is not None:
-            self.writer.add_scalar(name, value, int(step))
-        if math.isfinite(value):
+        if math.isfinite(value):  # e.g. no TD loss before learning starts: nothing to draw
+            if self.writer is not None:
+                self.writer.add_scalar(name, value, int(step))
             self._metrics.append((name, value, int(step)))
         if self._pending_step is not None and step != self._pending_step:
             self._flush_iteration()

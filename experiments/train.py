@@ -22,28 +22,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig
 from supportrl.agents.bandits import BANDITS, make_bandit
 from supportrl.agents.base import Policy
 from supportrl.agents.rules import load_rule_panel
 from supportrl.agents.training import REWARD_MODES, reward_to_go
 from supportrl.envs.model import CustomerModel
-from supportrl.experiments.common import (
-    UserError,
-    finish,
-    load_data,
-    output,
-    resolve_shipped,
-    reward_from_cfg,
-    run_dir,
-    world_from_cfg,
-)
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import load_data, reward_from_cfg, world_from_cfg
 from supportrl.experiments.plots import write_metrics
+from supportrl.experiments.repo_files import resolve_shipped
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import output, run_dir
 from supportrl.experiments.stages import (
     AgentSpec,
-    TrainedAgent,
     agent_spec,
     env_settings,
     train_settings,
@@ -205,7 +198,6 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
     model_path = Path(str(env.path)) if env.model == "fitted" else None
     tracker = command_tracker(cfg, out, "train", f"{spec.kind} seed={seed}")
     with tracker:
-        live = spec.kind != "dqn" or settings.backend == "native"
         trained = train_stage(
             spec,
             model,
@@ -215,11 +207,8 @@ def online_command(cfg: DictConfig, out: Path, spec: AgentSpec) -> dict[str, Any
             out=out,
             best_value=best_value if spec.kind != "dqn" else None,
             model_path=model_path,
-            writer=tracker if spec.kind == "dqn" and settings.backend == "native" else None,
-            callback=tracker.log_iteration,
+            callback=tracker.log_iteration,  # every learning-curve point, every backend
         )
-        if not live:
-            log_curve(tracker, trained)  # RLlib's curve, once it is done
         summary = _online_summary(settings, env.model, out, spec, trained, model, reward, seed)
         if best_value is not None:
             summary.update(
@@ -277,17 +266,6 @@ def _online_summary(settings, env_model, out, spec, trained, model, reward, seed
         "seed": seed,
         **trained.extra,
     }
-
-
-def log_curve(writer: Any, trained: TrainedAgent) -> None:
-    """Every finite curve point to TensorBoard under its fixed metric name."""
-    steps = np.asarray(trained.curve["env_steps"])
-    for name, values in trained.curve.items():
-        if name == "env_steps":
-            continue
-        for step, value in zip(steps, np.asarray(values, dtype=float), strict=True):
-            if np.isfinite(value):
-                writer.add_scalar(name, float(value), int(step))
 
 
 @command

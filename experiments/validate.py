@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from supportrl.experiments.common import finish, load_data, log_limits, to_plain
 from supportrl.experiments.entry import command
+from supportrl.experiments.from_config import load_data, log_limits, to_plain
+from supportrl.experiments.results import finish
 from supportrl.simulators.logs import (
     LoggedConversations,
     all_propensities_one,

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import logsumexp
 from supportrl.simulators.logs import PROPENSITY_FLOOR
+from supportrl.simulators.propensity import MultinomialLogit
 
 
 def add_intercept(x: np.ndarray) -> np.ndarray:
@@ -106,56 +105,6 @@ def cross_fit_reward(
         )
         out[test] = model.predict(x[test])
     return out
-
-
-@dataclass(frozen=True)
-class MultinomialLogit:
-    """P(a | x) = softmax([x, 1] @ weights.T), weights shape (n_actions, d + 1)."""
-
-    weights: np.ndarray
-
-    @classmethod
-    def fit(
-        cls,
-        x: np.ndarray,
-        actions: np.ndarray,
-        n_actions: int,
-        *,
-        l2: float = 1.0,
-        sample_weight: np.ndarray | None = None,
-    ) -> MultinomialLogit:
-        """L2-regularised maximum likelihood by L-BFGS; ``sample_weight`` (n,) row weights
-        (e.g. bootstrap counts)."""
-        xi = add_intercept(x)
-        n, d = xi.shape
-        onehot = np.zeros((n, n_actions))
-        onehot[np.arange(n), actions] = 1.0
-        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        total = max(float(sw.sum()), 1e-300)
-        wonehot = onehot * sw[:, None]
-
-        def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            w = flat.reshape(n_actions, d)
-            # log-softmax by hand: scipy's logsumexp costs several times this per call
-            logits = xi @ w.T
-            logits -= logits.max(axis=1, keepdims=True)
-            e = np.exp(logits)
-            total_e = e.sum(axis=1, keepdims=True)
-            logp = logits - np.log(total_e)
-            value = -(wonehot * logp).sum() / total + 0.5 * l2 * (w[:, :-1] ** 2).sum() / total
-            grad = ((e / total_e) * sw[:, None] - wonehot).T @ xi / total
-            grad[:, :-1] += l2 * w[:, :-1] / total
-            return value, grad.ravel()
-
-        res = minimize(
-            loss, np.zeros(n_actions * d), jac=True, method="L-BFGS-B", options={"maxiter": 300}
-        )
-        return cls(weights=res.x.reshape(n_actions, d))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Action probabilities, shape (n, n_actions)."""
-        logits = add_intercept(x) @ self.weights.T
-        return np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
 
 
 def cross_fit_propensity(

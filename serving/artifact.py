@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
+from supportrl.serving.json_limits import json_depth
+
 FORMAT = "supportrl.artifact"
 """Value of ``format`` in ``manifest.json``."""
 SCHEMA_VERSION = 1
@@ -87,18 +89,6 @@ POLICY_FILES = {
     "rules": ("rules.json",),
 }
 """Files each policy kind reads: they must be listed in the manifest (and so checked)."""
-
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def json_depth(text: str) -> int:
-    """Deepest bracket nesting of JSON ``text`` (strings ignored); no recursion."""
-    depth = deepest = 0
-    for match in _BRACKETS.finditer(_JSON_STRING.sub('""', text)):
-        depth += 1 if match.group() in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
 
 
 def read_json_bounded(path: Path, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
-import numpy as np
+from supportrl.serving.json_limits import json_depth
 from supportrl.serving.log_rows import MAX_ID_LENGTH
 
 MAX_BATCH = 10_000
@@ -26,7 +25,6 @@ MAX_DEPTH = 32
 """Deepest nesting of a request body, checked before it is parsed."""
 MAX_TURNS = 1000
 """Most per-turn handle times one ``/v1/outcome`` request may carry."""
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class BadRequest(Exception):
@@ -35,14 +33,6 @@ class BadRequest(Exception):
     def __init__(self, status: int, message: str, field: str) -> None:
         super().__init__(message)
         self.status, self.message, self.field = status, message, field
-
-
-def json_depth(body: bytes) -> int:
-    """Deepest bracket nesting of a JSON body (strings ignored), without parsing it."""
-    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
-    step = (codes == ord("[")).astype(np.int64) + (codes == ord("{"))
-    step -= (codes == ord("]")).astype(np.int64) + (codes == ord("}"))
-    return int(np.cumsum(step).max(initial=0))
 
 
 def json_object(body: bytes) -> dict[str, Any]:

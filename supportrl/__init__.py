@@ -3,8 +3,8 @@
 The project's top-level folders install under this one namespace: ``supportrl.simulators``,
 ``supportrl.envs``, ``supportrl.agents``, ``supportrl.ope``, ``supportrl.serving`` and
 ``supportrl.experiments`` (the Hydra commands). Importing ``supportrl`` registers the
-environment ids (``gymnasium.make("supportrl/SupportEnv-v0")``; the old id ``SupportEnv-v0``
-stays as an alias) when Gymnasium is installed, and nothing heavier: the subpackages load on
+environment ids (``gymnasium.make("supportrl/SupportEnv-v1")``; the v0 ids
+``supportrl/SupportEnv-v0`` and ``SupportEnv-v0`` stay, with the v0 behaviour) when Gymnasium is installed, and nothing heavier: the subpackages load on
 first use, so ``from supportrl.serving import Predictor`` never pulls torch, Ray or Hydra.
 """
 
@@ -39,8 +39,12 @@ from typing import Any  # noqa: E402
 
 __version__ = "0.1.0"
 
-ENV_ID = "supportrl/SupportEnv-v0"
+ENV_ID = "supportrl/SupportEnv-v1"
+"""The env id: SupportEnv over the ground-truth world (a model's scalar sim when it has one)."""
+ENV_ID_V0 = "supportrl/SupportEnv-v0"
 LEGACY_ENV_ID = "SupportEnv-v0"
+"""The v0 ids, kept with their behaviour: the single env steps the batched model
+(``scalar=False``), so a seeded v0 run gives the numbers it gave before the scalar path."""
 SUBPACKAGES = ("simulators", "envs", "agents", "ope", "serving", "experiments")
 
 
@@ -50,12 +54,14 @@ def _register_env_ids() -> None:
         from gymnasium.envs.registration import register, registry
     except ImportError:  # a serving-only install has no Gymnasium, and needs no env ids
         return
-    for env_id in (ENV_ID, LEGACY_ENV_ID):
+    versions = ((ENV_ID, {}), (ENV_ID_V0, {"scalar": False}), (LEGACY_ENV_ID, {"scalar": False}))
+    for env_id, kwargs in versions:
         if env_id not in registry:
             register(
                 id=env_id,
                 entry_point="supportrl.simulators.synthetic:make_env",
                 vector_entry_point="supportrl.simulators.synthetic:make_vector_env",
+                kwargs=kwargs,
             )
 
 
@@ -68,4 +74,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'supportrl' has no attribute {name!r}")
 
 
-__all__ = ["ENV_ID", "LEGACY_ENV_ID", "SUBPACKAGES", "__version__", *SUBPACKAGES]
+__all__ = ["ENV_ID", "ENV_ID_V0", "LEGACY_ENV_ID", "SUBPACKAGES", "__version__", *SUBPACKAGES]

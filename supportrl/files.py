@@ -1,8 +1,9 @@
 """Safe reading and writing of the files supportrl makes and reads back.
 
-The bottom layer of the package: it imports only the standard library, numpy and yaml,
-so every other package (``envs``, ``simulators``, ``agents``, ``ope``, ``serving``,
-``experiments``) may use it without import cycles.
+The bottom layer of the package: it imports only the standard library, numpy, yaml and
+the leaf :mod:`supportrl.serving.json_limits` (the one JSON nesting check), so every other
+package (``envs``, ``simulators``, ``agents``, ``ope``, ``serving``, ``experiments``) may
+use it without import cycles.
 
 What it guards against, for files that may come from anywhere (a colleague, a download,
 an interrupted run):
@@ -30,7 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +39,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import yaml
+
+from supportrl.serving.json_limits import json_depth
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,18 +89,6 @@ def brief(value: Any, limit: int = 60) -> str:
 
 
 # --- JSON -----------------------------------------------------------------------------------
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def json_depth(raw: bytes) -> int:
-    """Deepest bracket nesting of JSON text ``raw`` (strings ignored); no recursion."""
-    stripped = _JSON_STRING.sub(b'""', raw)
-    codes = np.frombuffer(stripped, dtype=np.uint8)
-    step = np.zeros(codes.shape, dtype=np.int64)
-    step[(codes == ord("[")) | (codes == ord("{"))] = 1
-    step[(codes == ord("]")) | (codes == ord("}"))] = -1
-    return int(np.cumsum(step).max(initial=0))
 
 
 def read_json(

@@ -3,7 +3,8 @@
 Read top to bottom: :func:`dqn_targets` (Double DQN, masked), then :class:`DQNLearner`
 with ``_act`` (epsilon-greedy on the batch of conversations), ``update`` (one gradient
 step on a replay batch: n-step targets, Huber loss, importance weights, gradient
-clipping, priority update), ``train`` (the collection loop with metrics), and the
+clipping, priority update), ``train`` (the collection loop with metrics; the one
+training shape of :mod:`supportrl.agents.trainer`), and the
 checkpoint methods.
 
 Algorithm: DQN (Mnih et al. 2015) with Double DQN targets (van Hasselt et al. 2016), a
@@ -24,10 +25,9 @@ import copy
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from supportrl.agents.dqn.policy import (
     write_npz,
 )
 from supportrl.agents.dqn.replay import ReplayBuffer
+from supportrl.agents.trainer import TrainCallback, TrainResult, curve_arrays, go_on
 from supportrl.envs.collect import Collector
 from supportrl.envs.features import FeatureSpec
 from threadpoolctl import threadpool_limits
@@ -68,12 +69,6 @@ METRICS: tuple[str, ...] = (
     "charts/SPS",
 )
 """Metric names of every learning-curve row, besides ``env_steps``."""
-
-
-class ScalarWriter(Protocol):
-    """What the training loop needs from a TensorBoard ``SummaryWriter``."""
-
-    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> Any: ...
 
 
 def dqn_targets(
@@ -105,29 +100,6 @@ def td_loss(
     if weights is None:
         return F.huber_loss(q, targets, delta=delta)
     return (weights * F.huber_loss(q, targets, reduction="none", delta=delta)).mean()
-
-
-@dataclass(frozen=True)
-class DQNTrainResult:
-    """What one :meth:`DQNLearner.train` call did."""
-
-    env_steps: int
-    """Env steps (decisions) collected in this call."""
-    total_env_steps: int
-    """Env steps of the learner's whole life, after this call."""
-    updates: int
-    """Gradient updates in this call."""
-    episodes: int
-    """Conversations that ended in this call."""
-    wall_s: float
-    """Seconds of training (collection + updates), callbacks excluded."""
-    curve: dict[str, np.ndarray]
-    """``env_steps`` and every name in :data:`METRICS` -> values per logged row."""
-
-    @property
-    def sps(self) -> float:
-        """Env steps per second."""
-        return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
 
 
 class DQNLearner:
@@ -267,66 +239,66 @@ class DQNLearner:
 
     def train(
         self,
-        steps: int | None = None,
+        total_steps: int | None = None,
+        callback: TrainCallback | None = None,
         *,
         progress: bool = True,
-        writer: ScalarWriter | None = None,
-        callback: Callable[[int, QPolicy], None] | None = None,
-        callback_interval: int = 0,
-    ) -> DQNTrainResult:
-        """Collect and learn for ``steps`` more env steps (default: up to config.total_steps).
+    ) -> TrainResult:
+        """Collect and learn for ``total_steps`` more env steps (default: up to
+        ``config.total_steps``), the one training shape of :mod:`supportrl.agents.trainer`.
 
         Steps come in vector steps of ``num_envs``, so a call may run up to ``num_envs - 1``
-        env steps past ``steps``.
+        env steps past ``total_steps``.
 
         Every call starts fresh conversations (the env is reset with a seed derived from
         ``seed`` and the step count), so a run resumed from a checkpoint continues exactly
-        like the run that wrote it. ``callback(env_steps, policy)`` runs every
-        ``callback_interval`` env steps (e.g. an evaluation); its time is not counted in
-        ``wall_s`` and ``charts/SPS``. ``writer`` (a tensorboardX ``SummaryWriter``) gets
-        every metric row. numpy's BLAS runs on one thread during the call.
+        like the run that wrote it. ``callback(env_steps, metrics)`` runs after every
+        learning-curve row (every ``config.log_interval`` env steps, and at the end) with
+        that row's metrics (:data:`METRICS`), e.g. to write them to TensorBoard or to
+        evaluate the policy; it stops the training by returning False. Its time is not
+        counted in ``wall_s`` and ``charts/SPS``. numpy's BLAS runs on one thread during the
+        call.
         """
         cfg = self.config
-        if steps is None:
-            steps = cfg.total_steps - self.env_steps
-        if steps < 1:
-            raise ValueError(f"steps: must be >= 1, got {steps}")
-        end = self.env_steps + int(steps)
+        if total_steps is None:
+            total_steps = cfg.total_steps - self.env_steps
+        if total_steps < 1:
+            raise ValueError(f"total_steps: must be >= 1, got {total_steps}")
+        end = self.env_steps + int(total_steps)
         self.replay.mark_cut()
         self.collector.reset(seed=self._segment_seed())
         rows: dict[str, list[float]] = {"env_steps": [], **{m: [] for m in METRICS}}
         start_steps, start_updates = self.env_steps, self.updates
-        bar = tqdm(total=int(steps), desc="train dqn", unit="step", disable=not progress)
+        bar = tqdm(total=int(total_steps), desc="train dqn", unit="step", disable=not progress)
         # one BLAS thread for the numpy update: its matrices are small, and a BLAS pool
         # contending for busy cores makes them ~30x slower (results do not change)
         limiter = threadpool_limits(limits=1, user_api="blas")
         try:
-            train_time, episodes = self._train_loop(
-                end, rows, writer, callback, callback_interval, bar
-            )
+            train_time, episodes = self._train_loop(end, rows, callback, bar)
         finally:
             limiter.restore_original_limits()
         bar.update(self.env_steps - start_steps - bar.n)
         bar.close()
-        return DQNTrainResult(
+        return TrainResult(
             env_steps=self.env_steps - start_steps,
-            total_env_steps=self.env_steps,
-            updates=self.updates - start_updates,
-            episodes=episodes,
             wall_s=train_time,
-            curve={k: np.asarray(v, dtype=np.float64) for k, v in rows.items()},
+            curve=curve_arrays(rows),
+            policy=self.policy,
+            total_env_steps=self.env_steps,
+            stopped=self.env_steps < end,
+            episodes=episodes,
+            updates=self.updates - start_updates,
         )
 
     def _train_loop(
         self,
         end: int,
         rows: dict[str, list[float]],
-        writer: ScalarWriter | None,
-        callback: Callable[[int, QPolicy], None] | None,
-        callback_interval: int,
+        callback: TrainCallback | None,
         bar: Any,
     ) -> tuple[float, int]:
-        """Collect and learn until ``end`` env steps; returns (training seconds, episodes)."""
+        """Collect and learn until ``end`` env steps or until ``callback`` says stop;
+        returns (training seconds, episodes)."""
         cfg, n = self.config, self.config.num_envs
         start_steps = self.env_steps
         window = _Window()
@@ -338,20 +310,16 @@ class DQNLearner:
                 window.returns.append(ended_returns)
                 episodes += len(ended_returns)
             window.steps += n
-            crossed_log = _crossed(self.env_steps, n, cfg.log_interval)
-            crossed_cb = callback is not None and _crossed(self.env_steps, n, callback_interval)
-            if crossed_log or crossed_cb or self.env_steps >= end:
+            if _crossed(self.env_steps, n, cfg.log_interval) or self.env_steps >= end:
                 now = time.perf_counter()
                 train_time += now - tick
                 window.seconds += now - tick
-                if crossed_log or (self.env_steps >= end and window.steps):
-                    self._log_row(window, rows, writer)
-                    bar.set_postfix(ret=f"{rows['charts/episodic_return'][-1]:+.3f}", refresh=False)
-                    bar.update(self.env_steps - start_steps - bar.n)
-                    window = _Window()
-                if crossed_cb:
-                    assert callback is not None
-                    callback(self.env_steps, self.policy)
+                row = self._log_row(window, rows)
+                bar.set_postfix(ret=f"{row['charts/episodic_return']:+.3f}", refresh=False)
+                bar.update(self.env_steps - start_steps - bar.n)
+                window = _Window()
+                if not go_on(callback, self.env_steps, row):
+                    break
                 tick = time.perf_counter()
         return train_time, episodes
 
@@ -386,10 +354,8 @@ class DQNLearner:
             self._last_target_update = self.env_steps
         return batch.ended_returns
 
-    def _log_row(
-        self, window: _Window, rows: dict[str, list[float]], writer: ScalarWriter | None
-    ) -> None:
-        """Append one learning-curve row (the metrics of ``window``) and send it to ``writer``."""
+    def _log_row(self, window: _Window, rows: dict[str, list[float]]) -> dict[str, float]:
+        """Append one learning-curve row (the metrics of ``window``) and return it."""
         ended = np.concatenate(window.returns) if window.returns else np.empty(0)
         row = {
             "charts/episodic_return": float(ended.mean()) if len(ended) else float("nan"),
@@ -401,8 +367,7 @@ class DQNLearner:
         rows["env_steps"].append(self.env_steps)
         for name, value in row.items():
             rows[name].append(value)
-            if writer is not None and np.isfinite(value):
-                writer.add_scalar(name, value, self.env_steps)
+        return row
 
     def _segment_seed(self) -> int:
         """Env reset seed of the training call starting at the current step count."""

@@ -15,7 +15,8 @@ import numpy as np
 from supportrl.agents.base import Policy
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import UserError, output
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.run_dirs import output
 from supportrl.experiments.stages.ope import evaluate_stage
 from supportrl.experiments.stages.settings import (
     FitSettings,

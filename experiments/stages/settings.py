@@ -15,7 +15,8 @@ from typing import Any, Literal, TypeVar
 from omegaconf import DictConfig
 from supportrl.agents.bandits import BANDITS
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import UserError, to_plain
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import to_plain
 from supportrl.simulators.synthetic import WorldConfig
 
 T = TypeVar("T")

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 from supportrl.agents.bandits import make_bandit
 from supportrl.agents.base import Policy
+from supportrl.agents.trainer import TrainCallback, TrainResult
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import UserError, output
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.run_dirs import output
 from supportrl.experiments.stages.settings import (
     AgentSpec,
     TrainSettings,
@@ -24,21 +26,37 @@ from supportrl.simulators.synthetic import SyntheticWorld
 
 @dataclass(frozen=True)
 class TrainedAgent:
-    """What :func:`train_stage` returns: the policy, its checkpoint and its learning curve."""
+    """What :func:`train_stage` returns: the one training result
+    (:class:`~supportrl.agents.trainer.TrainResult`) with the agent's kind, backend and
+    checkpoint."""
 
     kind: str
     backend: str
-    policy: Policy
     checkpoint: Path
-    env_steps: int
-    wall_s: float
-    curve: Mapping[str, np.ndarray]
-    """Metric columns, ``env_steps`` first (fixed names: ``charts/episodic_return``, ...)."""
+    result: TrainResult
+    """Its ``policy`` is what was saved at ``checkpoint`` (RLlib's module as a QPolicy)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def policy(self) -> Policy:
+        return self.result.policy
+
+    @property
+    def env_steps(self) -> int:
+        return self.result.env_steps
+
+    @property
+    def wall_s(self) -> float:
+        return self.result.wall_s
+
+    @property
     def sps(self) -> float:
-        return self.env_steps / self.wall_s if self.wall_s > 0 else float("inf")
+        return self.result.sps
+
+    @property
+    def curve(self) -> Mapping[str, np.ndarray]:
+        """Metric columns, ``env_steps`` first (fixed names: ``charts/episodic_return``, ...)."""
+        return self.result.curve
 
 
 def train_stage(
@@ -51,18 +69,18 @@ def train_stage(
     out: Path,
     best_value: float | None = None,
     model_path: Path | None = None,
-    writer: Any = None,
     support: tuple[float, np.ndarray] | None = None,
-    callback: Any = None,
+    callback: TrainCallback | None = None,
 ) -> TrainedAgent:
     """Train ``spec`` online in ``model`` for ``settings.total_steps`` env steps.
 
     Writes the checkpoint to ``out/checkpoint``. ``model_path`` (a saved fitted model) is
-    needed for ``backend=rllib`` outside the synthetic world; ``writer`` is an optional
-    TensorBoard writer (DQN). ``support``: ``(threshold, weights)`` restricts a linear
-    bandit to the actions the logs support (``LinUCB.support_threshold``, ``set_support``).
-    ``callback(env_steps, metrics)`` gets each bandit round's learning-curve point
-    (tracking, Tune trials).
+    needed for ``backend=rllib`` outside the synthetic world. ``support``:
+    ``(threshold, weights)`` restricts a linear bandit to the actions the logs support
+    (``LinUCB.support_threshold``, ``set_support``). Every backend trains through the one
+    shape ``train(total_steps, callback)`` (:mod:`supportrl.agents.trainer`):
+    ``callback(env_steps, metrics)`` gets each learning-curve point as it is made
+    (tracking, Tune trials) and may stop the training by returning False.
     """
     if settings.total_steps < 1:
         raise UserError(f"train.total_steps must be >= 1, got {settings.total_steps}")
@@ -81,14 +99,14 @@ def train_stage(
     if support is not None:
         raise UserError("train.support_threshold: only linear bandits (linucb, lints) take it")
     return _train_dqn(
-        spec, model, reward, settings, seed=seed, out=out, model_path=model_path, writer=writer
+        spec, model, reward, settings, seed=seed, out=out, model_path=model_path, callback=callback
     )
 
 
 def _train_bandit(
     spec, model, reward, settings, *, seed, out, best_value, support=None, callback=None
 ) -> TrainedAgent:
-    from supportrl.agents.training import REWARD_MODES, train_bandit
+    from supportrl.agents.training import REWARD_MODES, BanditTrainer
 
     if settings.backend != "native":
         raise UserError(f"backend={settings.backend}: bandits train natively only (backend=native)")
@@ -106,34 +124,24 @@ def _train_bandit(
     agent = make_bandit(spec.kind, model.actions, model.feature_spec, seed=seed, **params)
     if support is not None:
         agent.set_support(support[1])
-    result = train_bandit(
+    trainer = BanditTrainer(
         agent,
         model,
         reward,
-        total_steps=settings.total_steps,
         conversations_per_round=settings.conversations_per_round,
         reward_mode=settings.reward_mode,
         penalized=settings.penalized,
         seed=seed,
         best_value=best_value,
         progress=settings.progress,
-        callback=callback,
     )
+    result = trainer.train(settings.total_steps, callback)
     checkpoint = agent.save(output(out / "checkpoint"))
-    curve = {
-        "env_steps": result.curve.env_steps,
-        "charts/episodic_return": result.curve.episodic_return,
-    }
-    if result.curve.cumulative_regret is not None:
-        curve["charts/cumulative_regret"] = result.curve.cumulative_regret
     return TrainedAgent(
         kind=spec.kind,
         backend="native",
-        policy=agent,
         checkpoint=Path(checkpoint),
-        env_steps=result.env_steps,
-        wall_s=result.wall_s,
-        curve=curve,
+        result=result,
         extra={"reward_mode": settings.reward_mode},
     )
 
@@ -153,7 +161,7 @@ def dqn_config(spec: AgentSpec, settings: TrainSettings):
     return DQNConfig.from_dict(params)
 
 
-def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, writer) -> TrainedAgent:
+def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, callback) -> TrainedAgent:
     from supportrl.agents.dqn import DQNLearner
     from supportrl.envs import SupportVectorEnv
 
@@ -161,15 +169,16 @@ def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, writer) 
     extra: dict[str, Any] = {}
     if settings.backend == "rllib":
         return _train_rllib(
-            config, model, reward, settings, seed=seed, out=out, model_path=model_path
-        )
+            config, model, reward, settings, seed=seed, out=out, model_path=model_path,
+            callback=callback,
+        )  # fmt: skip
     if settings.backend != "native":
         raise UserError(f"backend={settings.backend!r}: expected 'native' or 'rllib'")
     env = SupportVectorEnv(
         config.num_envs, model=model, reward=reward, penalized=settings.penalized
     )
     if settings.resume:
-        from supportrl.experiments.common import resolve_shipped
+        from supportrl.experiments.repo_files import resolve_shipped
 
         # The checkpoint's hyperparameters, trained on up to train.total_steps.
         learner = DQNLearner.load(resolve_shipped(settings.resume), env)
@@ -182,7 +191,7 @@ def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, writer) 
         extra.update(resumed_from=settings.resume, resumed_at_env_steps=learner.env_steps)
     else:
         learner = DQNLearner(config=config, env=env, seed=seed)
-    result = learner.train(progress=settings.progress, writer=writer)
+    result = learner.train(callback=callback, progress=settings.progress)
     checkpoint = learner.save(output(out / "checkpoint"), include_replay=settings.save_replay)
     import torch
 
@@ -194,19 +203,14 @@ def _train_dqn(spec, model, reward, settings, *, seed, out, model_path, writer) 
         n_step=learner.config.n_step,
     )
     return TrainedAgent(
-        kind="dqn",
-        backend="native",
-        policy=learner.policy,
-        checkpoint=Path(checkpoint),
-        env_steps=int(result.env_steps),
-        wall_s=float(result.wall_s),
-        curve=result.curve,
-        extra=extra,
+        kind="dqn", backend="native", checkpoint=Path(checkpoint), result=result, extra=extra
     )
 
 
-def _train_rllib(config, model, reward, settings, *, seed, out, model_path) -> TrainedAgent:
-    from supportrl.agents.rllib import support_env_config, train_rllib
+def _train_rllib(
+    config, model, reward, settings, *, seed, out, model_path, callback
+) -> TrainedAgent:
+    from supportrl.agents.rllib import RLlibTrainer, support_env_config
 
     if settings.resume:
         raise UserError("train.resume: resuming is supported with backend=native only")
@@ -220,7 +224,7 @@ def _train_rllib(config, model, reward, settings, *, seed, out, model_path) -> T
         )
     else:
         raise UserError("backend=rllib needs the synthetic world or a saved simulator (env.path)")
-    rl = train_rllib(
+    with RLlibTrainer(
         config,
         env_config=env_config,
         actions=model.actions,
@@ -230,19 +234,17 @@ def _train_rllib(config, model, reward, settings, *, seed, out, model_path) -> T
         num_cpus=settings.ray.num_cpus,
         num_env_runners=settings.ray.num_env_runners,
         progress=settings.progress,
-    )
+    ) as trainer:
+        rl = trainer.train(settings.total_steps, callback)
     policy = rl.policy.to_q_policy()
     checkpoint = policy.save(output(out / "checkpoint"))
     return TrainedAgent(
         kind="dqn",
         backend="rllib",
-        policy=policy,
         checkpoint=Path(checkpoint),
-        env_steps=int(rl.env_steps),
-        wall_s=float(rl.wall_s),
-        curve=rl.curve,
+        result=dataclasses.replace(rl, policy=policy),
         extra={
-            "updates": int(rl.updates),
+            "updates": int(rl.updates or 0),
             "n_step": config.n_step,
             "ray_address": settings.ray.address,
         },

@@ -8,24 +8,30 @@ from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.features import build_feature_spec
 from supportrl.envs.rewards import DEFAULT_MAX_TURNS
 from supportrl.simulators.fitted.features import Basis
-from supportrl.simulators.fitted.glm import SoftmaxFit, fit_softmax
+from supportrl.simulators.propensity import MultinomialLogit
 
 
 class BehaviourPolicy(BasePolicy):
-    """A behaviour-cloned logging policy: a multinomial logit of the logged action on ``phi(s)``.
+    """A behaviour-cloned logging policy: the one logging-policy model
+    (:class:`~supportrl.simulators.propensity.MultinomialLogit`) of the logged action on
+    the simulator's state basis ``phi(s)``.
 
     It sees only the logged state, so it reproduces the logger's action frequencies per
     observed state but none of its dependence on unlogged variables. Used to estimate
     missing propensities and to replay the logger in the fidelity report.
     """
 
-    def __init__(self, basis: Basis, fit: SoftmaxFit) -> None:
+    def __init__(self, basis: Basis, model: MultinomialLogit) -> None:
         self.basis = basis
-        self.fit = fit
+        self.model = model
         self.actions = basis.actions
 
+    def probs_of_design(self, phi: np.ndarray) -> np.ndarray:
+        """Action probabilities of design rows ``phi`` (n, basis.dim), shape (n, n_actions)."""
+        return self.model.predict(phi[:, 1:])  # phi's column 0 is its intercept
+
     def action_probs(self, states: States) -> np.ndarray:
-        return self.fit.probs(self.basis.phi(self.basis.state_from_named(states)))
+        return self.probs_of_design(self.basis.phi(self.basis.state_from_named(states)))
 
 
 def fit_behaviour_policy(
@@ -34,17 +40,14 @@ def fit_behaviour_policy(
     *,
     l2: float = 1.0,
     max_iter: int = 300,
-    threads: int = 1,
 ) -> BehaviourPolicy:
     """Clone the logging policy from ``logs`` (see :class:`BehaviourPolicy`)."""
     basis = basis or logs_basis(logs)
     phi = basis.phi(basis.state_from_named(logs.states()))
-    n_actions = len(logs.actions)
-    targets = np.zeros((logs.n_turns, n_actions))
-    targets[np.arange(logs.n_turns), logs.action] = 1.0
-    return BehaviourPolicy(
-        basis, fit_softmax(phi, targets, l2=l2, max_iter=max_iter, threads=threads)
+    model = MultinomialLogit.fit(
+        phi[:, 1:], logs.action, len(logs.actions), l2=l2, max_iter=max_iter
     )
+    return BehaviourPolicy(basis, model)
 
 
 def logs_basis(logs: LoggedConversations, max_turns: int = DEFAULT_MAX_TURNS) -> Basis:

@@ -111,9 +111,7 @@ def _fit(
         "basis": list(basis.names),
     }
     notes = _coverage_notes(logs, basis)
-    weights, turn_sampling = _fit_weights(
-        logs, basis, phi, config, family_params, sampling, info, notes
-    )
+    weights, turn_sampling = _fit_weights(logs, basis, phi, config, sampling, info, notes)
     dynamics, handle_known = _fit_dynamics(
         logs, basis, phi, weights, config, family_params, info, notes
     )
@@ -144,7 +142,6 @@ def _fit_weights(
     basis: Basis,
     phi: np.ndarray,
     config: FitConfig,
-    family_params: FamilyParams,
     sampling: np.ndarray | None,
     info: dict[str, Any],
     notes: list[str],
@@ -152,9 +149,7 @@ def _fit_weights(
     """Each decision's fitting weight, shape (n_turns,): its confounding weight
     (:func:`decision_weights`) times its conversation's sampling weight; and each turn's
     sampling weight (None: all 1). Statistics go to ``info``, notes to ``notes``."""
-    weights, stats, weight_notes = decision_weights(
-        logs, basis, phi, config, threads=family_params.torch_threads
-    )
+    weights, stats, weight_notes = decision_weights(logs, basis, phi, config)
     if stats is not None:
         info["weights"] = stats
     notes.extend(weight_notes)

@@ -61,8 +61,6 @@ def decision_weights(
     basis: Basis,
     phi: np.ndarray,
     config: FitConfig,
-    *,
-    threads: int = 1,
 ) -> tuple[np.ndarray, dict[str, Any] | None, list[str]]:
     """Row weights of the response-model fit under ``config.weighting``, shape (n_turns,).
 
@@ -77,8 +75,8 @@ def decision_weights(
     missing = np.isnan(propensity)
     behaviour = None
     if missing.any() or config.weighting == "sequential":
-        bc = fit_behaviour_policy(logs, basis, threads=threads)
-        cloned = bc.fit.probs(phi)[np.arange(n), action]
+        bc = fit_behaviour_policy(logs, basis)
+        cloned = bc.probs_of_design(phi)[np.arange(n), action]
         behaviour = cloned if config.weighting == "sequential" else None
     if missing.any():
         propensity = propensity.copy()

@@ -15,6 +15,8 @@ from supportrl.simulators.logs.bounded import _pass_table, _small_dictionaries, 
 from supportrl.simulators.logs.reading import _Table
 from supportrl.simulators.logs.schema import LogLimits, LogValidationError
 
+from supportrl.ray_runtime import start_ray
+
 RAY_OBJECT_STORE_MB = 256
 """Object store of a local Ray started here for tasks (results are small summaries and sums)."""
 
@@ -28,31 +30,16 @@ PARTITION_COLUMN = "__supportrl_partition__"
 """Column that Ray Data groups the rows by: the partition of each row (:func:`pass_of`)."""
 
 
-def _start_ray(
-    ray_address: str | None, num_cpus: int, object_store_mb: int = RAY_OBJECT_STORE_MB
-) -> bool:
-    """Start Ray unless it runs (the cluster at ``ray_address``, else a local Ray of
-    ``num_cpus`` CPUs and an object store of ``object_store_mb``); whether this call
-    started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if ray_address is None:
-        kwargs.update(num_cpus=num_cpus, object_store_memory=object_store_mb * 2**20)
-    ray.init(address=ray_address, **kwargs)
-    return True
-
-
 @contextlib.contextmanager
 def ray_session(
     engine: str, ray_address: str | None, num_cpus: int, object_store_mb: int = RAY_OBJECT_STORE_MB
 ) -> Iterator[None]:
-    """Ray started once (``engine="ray"``, see :func:`_start_ray`) for several calls of
+    """Ray started once (``engine="ray"``, see :func:`~supportrl.ray_runtime.start_ray`) for several calls of
     :func:`map_passes` / :func:`map_partitions_ray_data`, and shut down after them if this
     started it; nothing for other engines."""
-    started = engine == "ray" and _start_ray(ray_address, num_cpus, object_store_mb)
+    started = engine == "ray" and start_ray(
+        ray_address, num_cpus=num_cpus, object_store_mb=object_store_mb
+    )
     try:
         yield
     finally:
@@ -106,7 +93,7 @@ def map_passes(
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     import ray
 
-    started = _start_ray(ray_address, num_cpus)
+    started = start_ray(ray_address, num_cpus=num_cpus, object_store_mb=RAY_OBJECT_STORE_MB)
     try:
         task = ray.remote(num_cpus=1)(fn)
         refs = [ray.put(v) for v in shared]
@@ -244,7 +231,7 @@ def map_partitions_ray_data(
         empty = pq.read_schema(parts[0][0]).empty_table().to_pandas()
         table = _Table(frame=empty, path=root, parts=parts, limits=limits)
         return [fn(*shared, k, table) for k in range(n_partitions)]
-    started = _start_ray(ray_address, num_cpus, RAY_DATA_OBJECT_STORE_MB)
+    started = start_ray(ray_address, num_cpus=num_cpus, object_store_mb=RAY_DATA_OBJECT_STORE_MB)
     try:
         with _ray_data_settings(), _task_errors():
             schema = _read_schema(parts)

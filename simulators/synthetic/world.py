@@ -453,7 +453,8 @@ def world_from_config(**config: Any) -> SyntheticWorld:
 
 
 def make_env(model: CustomerModel | None = None, **kwargs: Any) -> SupportEnv:
-    """Entry point of ``supportrl/SupportEnv-v0``: a SupportEnv, over the world unless ``model``.
+    """Entry point of ``supportrl/SupportEnv-v1`` (and v0, with ``scalar=False``): a
+    SupportEnv, over the world unless ``model``.
 
     The env classes take their customer model explicitly; the registered id is the place
     that names the ground-truth world as its default. ``kwargs`` go to SupportEnv.
@@ -462,9 +463,13 @@ def make_env(model: CustomerModel | None = None, **kwargs: Any) -> SupportEnv:
 
 
 def make_vector_env(
-    num_envs: int = 1, model: CustomerModel | None = None, **kwargs: Any
+    num_envs: int = 1, model: CustomerModel | None = None, scalar: bool = True, **kwargs: Any
 ) -> SupportVectorEnv:
-    """Vector entry point of ``supportrl/SupportEnv-v0`` (``gymnasium.make_vec``); see :func:`make_env`."""
+    """Vector entry point of the env ids (``gymnasium.make_vec``); see :func:`make_env`.
+
+    ``scalar`` (SupportEnv's, set by the v0 ids) does not apply: the vector env has one
+    way to step, the same numbers under v0 and v1.
+    """
     return SupportVectorEnv(num_envs, model=SyntheticWorld() if model is None else model, **kwargs)
 
 

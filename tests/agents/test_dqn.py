@@ -13,6 +13,7 @@ import pytest
 import torch
 from supportrl.agents.base import Policy
 from supportrl.agents.dqn import (
+    METRICS,
     DQNConfig,
     DQNLearner,
     QPolicy,
@@ -250,7 +251,7 @@ def test_truncation_stores_final_obs_and_bootstraps() -> None:
     learner = make_learner(small_config(start_epsilon=0.0, end_epsilon=0.0))
     with torch.no_grad():  # always "clarify": conversations run to max_turns often
         learner.network.advantage.bias[:] = torch.tensor([0, 0, 0, 10.0, 0, 0])
-    learner.train(steps=400, progress=False)
+    learner.train(400, progress=False)
     rows = learner.replay.filled
     ended, terminal = learner.replay.ended[:rows], learner.replay.terminal[:rows]
     truncated = ended & ~terminal
@@ -260,7 +261,7 @@ def test_truncation_stores_final_obs_and_bootstraps() -> None:
     # final_obs of a truncated conversation is at turn max_turns (encoded 1.0), not turn 0
     np.testing.assert_allclose(learner.replay.next_obs[:rows][truncated][:, turn_col], 1.0)
     no_bootstrap = make_learner(small_config(bootstrap_on_truncation=False))
-    no_bootstrap.train(steps=2_000, progress=False)
+    no_bootstrap.train(2_000, progress=False)
     r = no_bootstrap.replay
     assert (r.terminal[: r.filled] == r.ended[: r.filled]).sum() > 0
 
@@ -333,35 +334,39 @@ def test_an_env_without_the_reset_infos_needs_actions_and_feature_spec() -> None
 
 
 def test_train_reports_metrics_with_fixed_names() -> None:
+    """The callback gets every learning-curve row, as it is made, under the fixed names."""
     learner = make_learner(small_config())
-    writes: list[tuple[str, float, int]] = []
-
-    class Writer:
-        def add_scalar(self, tag: str, value: float, step: int) -> None:
-            writes.append((tag, value, step))
-
-    seen: list[int] = []
-    result = learner.train(
-        progress=False,
-        writer=Writer(),
-        callback=lambda s, p: seen.append(s),
-        callback_interval=1_000,
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = learner.train(callback=lambda s, m: seen.append((s, dict(m))), progress=False)
+    assert (
+        set(result.curve)
+        == {"env_steps", *METRICS}
+        == {
+            "env_steps",
+            "charts/episodic_return",
+            "losses/td_loss",
+            "losses/q_values",
+            "charts/epsilon",
+            "charts/SPS",
+        }
     )
-    assert set(result.curve) == {
-        "env_steps",
-        "charts/episodic_return",
-        "losses/td_loss",
-        "losses/q_values",
-        "charts/epsilon",
-        "charts/SPS",
-    }
-    assert {tag for tag, _, _ in writes} >= {
-        "charts/episodic_return",
-        "losses/td_loss",
-        "charts/SPS",
-    }
-    assert seen == [1_000, 2_000, 3_000]
-    assert result.sps > 0 and result.episodes > 0
+    assert [s for s, _ in seen] == list(result.curve["env_steps"])
+    assert all(set(m) == set(METRICS) for _, m in seen)
+    np.testing.assert_array_equal(
+        [m["charts/episodic_return"] for _, m in seen], result.curve["charts/episodic_return"]
+    )
+    assert result.sps > 0 and result.episodes > 0 and not result.stopped
+    assert result.policy is learner.policy and result.total_env_steps == learner.env_steps
+
+
+def test_train_callback_stops_training_early() -> None:
+    learner = make_learner(small_config())
+    result = learner.train(callback=lambda steps, m: steps < 1_000, progress=False)
+    # rows every 500 env steps (in vector steps of 8): it stops at the first row past 1,000
+    assert result.stopped and 1_000 <= result.env_steps < 1_504
+    assert list(result.curve["env_steps"])[-1] == result.env_steps == learner.env_steps
+    again = learner.train(500, progress=False)  # it goes on from where it stopped
+    assert again.total_env_steps == learner.env_steps >= result.env_steps + 500
 
 
 def test_target_update_hard_and_polyak() -> None:
@@ -406,7 +411,7 @@ def test_policy_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_resume_with_replay_continues_identically(tmp_path: Path, prioritized: bool) -> None:
     config = small_config(total_steps=2_400, prioritized=prioritized)
     first = make_learner(config, seed=5)
-    first.train(steps=1_200, progress=False)
+    first.train(1_200, progress=False)
     first.save(tmp_path / "ckpt", include_replay=True)
     no_pickle = [np.load(p, allow_pickle=False) for p in (tmp_path / "ckpt").glob("*.npz")]
     assert len(no_pickle) == 3  # policy, learner, replay
@@ -490,25 +495,51 @@ def test_rllib_config_translates_the_dqn_config() -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_rllib_backend_smoke_exposes_a_policy() -> None:
+    """RLlib trains through the one shape (callback per iteration, False stops it), on a
+    Ray it joins as a cluster (``address="local"``: a fresh one), to whose workers
+    ``start_ray`` ships the whole package as ``py_modules``."""
     import ray
-    from supportrl.agents.rllib import support_env_config, train_rllib
+    from supportrl.agents.rllib import RLlibTrainer, support_env_config
     from supportrl.simulators.synthetic import WorldConfig
 
     world = SyntheticWorld()
     config = small_config(total_steps=300, learning_starts=100, num_envs=4, n_step=2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = train_rllib(
-            config,
-            env_config=support_env_config(world=WorldConfig()),
-            actions=world.actions,
-            feature_spec=world.feature_spec,
-            seed=0,
-            progress=False,
-        )
-    finally:
-        ray.shutdown()
-    assert result.env_steps >= 300 and result.updates > 0
+    seen: list[tuple[int, dict[str, float]]] = []
+    with RLlibTrainer(
+        config,
+        env_config=support_env_config(world=WorldConfig()),
+        actions=world.actions,
+        feature_spec=world.feature_spec,
+        seed=0,
+        address="local",
+        progress=False,
+    ) as trainer:
+        result = trainer.train(callback=lambda s, m: seen.append((s, dict(m))))
+        stopped = trainer.train(10_000, callback=lambda s, m: False)
+
+        @ray.remote(num_cpus=0)
+        def shipped_files() -> list[str]:
+            """What the worker got as ``py_modules`` (on its ``sys.path``)."""
+            import sys
+
+            return sorted(
+                path.name
+                for entry in sys.path
+                if "runtime_resources" in entry
+                for path in Path(entry).glob("supportrl/*")
+            )
+
+        shipped = ray.get(shipped_files.remote())
+    assert not ray.is_initialized()  # the trainer started Ray, so it shut it down
+    # the whole package: the root modules and every subpackage, no bytecode caches
+    assert {"__init__.py", "files.py", "outputs.py", "policy.py", "ray_runtime.py"} <= set(shipped)
+    assert {"envs", "agents", "simulators", "ope", "serving", "experiments"} <= set(shipped)
+    assert "__pycache__" not in shipped
+    assert result.env_steps >= 300 and result.updates > 0 and not result.stopped
+    assert [s for s, _ in seen] == list(result.curve["env_steps"])
+    assert set(seen[-1][1]) == {"charts/episodic_return", "losses/td_loss", "charts/SPS"}
+    assert stopped.stopped and len(stopped.curve["env_steps"]) == 1
+    assert stopped.total_env_steps == result.env_steps + stopped.env_steps < 400
     states = world.observe(world.initial_state(32, np.random.default_rng(0)))
     probs = result.policy.action_probs(states)
     assert probs.shape == (32, 6) and np.allclose(probs.sum(axis=1), 1.0)
@@ -569,20 +600,3 @@ def test_rllib_env_creator_builds_the_fast_single_env() -> None:
         env.reset(seed=0)
         assert env.uses_scalar_path is scalar
         assert env.step(1)[0].shape == env.observation_space.shape
-
-
-def test_dqn_trains_on_one_conversation_through_the_scalar_vector_env() -> None:
-    """num_envs=1 (one update per env step, as SB3 runs): the scalar-sim vector env."""
-    from supportrl.envs import ScalarVectorEnv
-
-    config = small_config(num_envs=1, total_steps=600, learning_starts=100, batch_size=16)
-
-    def run() -> tuple[DQNLearner, object]:
-        learner = DQNLearner(config=config, env=ScalarVectorEnv(1, model=SyntheticWorld()), seed=2)
-        return learner, learner.train(progress=False)
-
-    (a, ra), (b, rb) = run(), run()
-    assert ra.updates == 501 and ra.episodes > 100  # an update per step from step 100 on
-    np.testing.assert_array_equal(ra.curve["losses/td_loss"], rb.curve["losses/td_loss"])
-    for x, y in zip(a.network.parameters(), b.network.parameters(), strict=True):
-        torch.testing.assert_close(x, y, rtol=0, atol=0)

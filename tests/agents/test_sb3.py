@@ -12,7 +12,7 @@ from supportrl.experiments.stages import evaluate_stage, ope_settings
 from supportrl.serving import Predictor
 from supportrl.simulators.synthetic import generate_logs
 
-import supportrl  # noqa: F401  (registers the env ids)
+from supportrl import ENV_ID  # importing supportrl registers the env ids
 
 sb3 = pytest.importorskip("stable_baselines3")  # a dev dependency: `make setup` installs it
 
@@ -20,7 +20,7 @@ sb3 = pytest.importorskip("stable_baselines3")  # a dev dependency: `make setup`
 def _config(*overrides: str):
     """The composed config (the shipped defaults plus ``overrides``)."""
     from hydra import compose, initialize_config_dir
-    from supportrl.experiments.common import CONFIG_PATH
+    from supportrl.experiments.repo_files import CONFIG_PATH
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         return compose("config", overrides=list(overrides))
@@ -28,7 +28,7 @@ def _config(*overrides: str):
 
 @pytest.fixture(scope="module")
 def env() -> gym.Env:
-    return gym.make("supportrl/SupportEnv-v0")
+    return gym.make(ENV_ID)
 
 
 @pytest.fixture(scope="module")

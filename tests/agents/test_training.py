@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from supportrl.agents.bandits import load_bandit, make_bandit
 from supportrl.agents.base import UniformPolicy
-from supportrl.agents.training import reward_to_go, train_bandit
+from supportrl.agents.training import BanditTrainer, reward_to_go, train_bandit
 from supportrl.envs.rewards import RewardSpec
 from supportrl.simulators.synthetic import SyntheticWorld, true_value
 
@@ -42,13 +42,31 @@ def test_train_bandit_smoke_and_determinism(mode: str) -> None:
             best_value=0.0,
             progress=False,
         )
-        assert result.env_steps >= 1500 and result.curve.cumulative_regret is not None
+        assert result.env_steps >= 1500 and "charts/cumulative_regret" in result.curve
         probs = agent.action_probs(world.observe(world.initial_state(50, np.random.default_rng(0))))
-        return result.curve.episodic_return, probs
+        return result.curve["charts/episodic_return"], probs
 
     a, b = run(), run()
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_bandit_trainer_callback_sees_each_round_and_can_stop() -> None:
+    """The one training shape: ``callback(env_steps, metrics)`` after each round; False stops."""
+    world = SyntheticWorld()
+    agent = make_bandit("ucb1", world.actions, seed=0)
+    trainer = BanditTrainer(
+        agent, world, RewardSpec(), conversations_per_round=20, best_value=0.0, progress=False
+    )
+    seen: list[tuple[int, dict[str, float]]] = []
+    full = trainer.train(300, lambda s, m: seen.append((s, dict(m))))
+    assert [s for s, _ in seen] == list(full.curve["env_steps"]) and len(seen) > 1
+    assert set(seen[0][1]) == {"charts/episodic_return", "charts/cumulative_regret"}
+    assert full.env_steps >= 300 and not full.stopped and full.policy is agent
+    stopped = trainer.train(10_000, lambda s, m: False)
+    assert stopped.stopped and len(stopped.curve["env_steps"]) == 1
+    assert stopped.episodes == 20 and stopped.env_steps < 300
+    assert stopped.total_env_steps == full.env_steps + stopped.env_steps == trainer.env_steps
 
 
 def test_train_rejects_bad_reward_mode() -> None:

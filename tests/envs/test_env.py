@@ -7,9 +7,9 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import supportrl.envs  # noqa: F401  (registers SupportEnv-v0)
+import supportrl.envs  # noqa: F401  (registers the env ids)
 from gymnasium.utils.env_checker import check_env
-from supportrl.envs import ENV_ID, SupportEnv, SupportVectorEnv
+from supportrl.envs import ENV_ID, ENV_ID_V0, LEGACY_ENV_ID, SupportEnv, SupportVectorEnv
 from supportrl.envs.rewards import RewardSpec
 from supportrl.simulators.synthetic import SyntheticWorld
 
@@ -178,3 +178,21 @@ def test_vector_infos_follow_the_documented_contract() -> None:
         assert (infos["state"]["turn"][done] == 0).all()  # rows already restarted
         saw_autoreset |= bool(done.any())
     assert saw_autoreset
+
+
+def test_the_id_version_names_the_seeded_behaviour() -> None:
+    """v1 steps the world's scalar sim; the v0 ids keep v0's batched step (its seeded
+    numbers), and make_vec works under both (the vector env has one way to step)."""
+    assert ENV_ID == "supportrl/SupportEnv-v1"
+    v1 = gym.make(ENV_ID).unwrapped
+    v1.reset(seed=0)
+    assert v1.uses_scalar_path
+    for old in (ENV_ID_V0, LEGACY_ENV_ID):
+        v0 = gym.make(old).unwrapped
+        v0.reset(seed=0)
+        assert not v0.uses_scalar_path
+        plain = SupportEnv(SyntheticWorld(), scalar=False)
+        np.testing.assert_array_equal(v0.reset(seed=3)[0], plain.reset(seed=3)[0])
+        np.testing.assert_array_equal(v0.step(2)[0], plain.step(2)[0])
+        vec, vec_v1 = gym.make_vec(old, num_envs=4), gym.make_vec(ENV_ID, num_envs=4)
+        np.testing.assert_array_equal(vec.reset(seed=1)[0], vec_v1.reset(seed=1)[0])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from supportrl.envs import ScalarVectorEnv, SupportEnv, SupportVectorEnv
+from supportrl.envs import SupportEnv, SupportVectorEnv
 from supportrl.envs.model import CustomerModel
 from supportrl.envs.rewards import OUTCOMES
 from supportrl.envs.scalar import RandomStream
@@ -83,12 +83,10 @@ def single_episodes(model: CustomerModel, policy: PolicyFn, n: int, seed: int) -
     return Episodes(out[:, 0].astype(int), out[:, 1], out[:, 2])
 
 
-def vector_episodes(
-    model: CustomerModel, policy: PolicyFn, seed: int, env_class: type = SupportVectorEnv
-) -> Episodes:
+def vector_episodes(model: CustomerModel, policy: PolicyFn, seed: int) -> Episodes:
     """The first EPISODES_PER_SLOT episodes of every slot: a fixed count per slot, so long
     episodes are not under-counted (stopping at a total count would cut them off)."""
-    vec = env_class(VECTOR_SLOTS, model=model)
+    vec = SupportVectorEnv(VECTOR_SLOTS, model=model)
     rng = np.random.default_rng(seed)
     obs, _ = vec.reset(seed=seed)
     total, length = np.zeros(VECTOR_SLOTS), np.zeros(VECTOR_SLOTS)
@@ -277,45 +275,7 @@ def test_scalar_false_steps_the_batched_model() -> None:
         assert set(step_info) == {"state", "action_mask", "outcome", "handle_time_s", "csat"}
 
 
-# --------------------------------------------------------------------------- ScalarVectorEnv
-
-
-@pytest.mark.parametrize("which", ["world", "glm"])
-def test_scalar_vector_env_equals_the_batched_vector_env_in_distribution(
-    glm: FittedCustomerModel, which: str
-) -> None:
-    model = SyntheticWorld() if which == "world" else glm.with_pessimism(penalty=0.5, min_support=5)
-    policy = policies(model.feature_spec.names)["rule"]
-    ours = vector_episodes(model, policy, seed=5, env_class=ScalarVectorEnv)
-    batched = vector_episodes(model, policy, seed=6)
-    assert largest_z(ours, batched) < Z_LIMIT
-
-
-def test_scalar_vector_env_keeps_the_vector_info_contract() -> None:
-    world = SyntheticWorld()
-    ours, batched = ScalarVectorEnv(16, model=world), SupportVectorEnv(16, model=world)
-    (o1, i1), (o2, i2) = ours.reset(seed=0), batched.reset(seed=0)
-    assert o1.shape == o2.shape and o1.dtype == o2.dtype and set(i1) == set(i2)
-    for k in i2["state"]:
-        assert i1["state"][k].dtype.kind == i2["state"][k].dtype.kind, k
-    actions = np.full(16, 5)  # escalate: most conversations end at once
-    s1, s2 = ours.step(actions), batched.step(actions)
-    assert set(s1[4]) == set(s2[4])
-    for k in ("outcome", "handle_time_s", "csat", "penalty", "action_mask", "final_obs"):
-        assert s1[4][k].shape == s2[4][k].shape and s1[4][k].dtype == s2[4][k].dtype, k
-    ended = s1[2] | s1[3]
-    turn = list(world.feature_spec.names).index("turn")
-    assert (s1[0][ended, turn] == 0).all() and (s1[4]["final_obs"][ended, turn] > 0).all()
-    np.testing.assert_array_equal(s1[4]["_final_obs"], ended)
-    # seeded: same numbers again
-    again = ScalarVectorEnv(16, model=world)
-    np.testing.assert_array_equal(again.reset(seed=0)[0], o1)
-    np.testing.assert_array_equal(again.step(actions)[1], s1[1])
-    with pytest.raises(ValueError, match=r"actions must be in \[0, 6\)"):
-        again.step(np.full(16, 7))
-
-
-def test_scalar_vector_env_needs_a_model_with_a_scalar_sim(glm: FittedCustomerModel) -> None:
+def test_a_model_without_a_scalar_sim_steps_the_batched_way(glm: FittedCustomerModel) -> None:
     class Batched:  # a CustomerModel with no scalar_sim
         def __init__(self, model: FittedCustomerModel) -> None:
             self.model = model
@@ -334,8 +294,6 @@ def test_scalar_vector_env_needs_a_model_with_a_scalar_sim(glm: FittedCustomerMo
         def action_mask(self, state):
             return self.model.action_mask(state)
 
-    with pytest.raises(TypeError, match="has no scalar_sim; use SupportVectorEnv"):
-        ScalarVectorEnv(2, model=Batched(glm))
     env = SupportEnv(Batched(glm))  # the single env falls back to the batched step
     env.reset(seed=0)
     assert not env.uses_scalar_path and env.step(1)[0].shape == (glm.feature_spec.dim,)

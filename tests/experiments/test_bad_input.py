@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from supportrl.experiments.common import plot_or_warn
 from supportrl.experiments.plots import forest_plot
+from supportrl.experiments.results import plot_or_warn
 from supportrl.experiments.stages import estimate_text
 from supportrl.simulators.logs import (
     LogLimits,

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from supportrl.agents.bandits import make_bandit
 from supportrl.agents.rules import load_rule_panel
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import CONFIG_PATH
 from supportrl.experiments.entry import check_overrides, help_text
+from supportrl.experiments.repo_files import CONFIG_PATH
 from supportrl.experiments.schema import ConfigError, check_config, covering_sets
 from supportrl.experiments.stages import AgentSpec, dqn_config, stage_settings
 from supportrl.simulators.fitted import fit_settings

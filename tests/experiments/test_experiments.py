@@ -289,7 +289,7 @@ def test_a_dominated_treatment_is_stopped_and_its_traffic_goes_to_the_leader(
 
 def test_an_undecided_experiment_runs_past_its_budget_only_when_a_decision_is_near() -> None:
     from hydra import compose, initialize_config_dir
-    from supportrl.experiments.common import CONFIG_PATH
+    from supportrl.experiments.repo_files import CONFIG_PATH
     from supportrl.experiments.stages import loop_settings
 
     def composed_cfg(*overrides: str):

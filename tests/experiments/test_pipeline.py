@@ -207,7 +207,8 @@ def test_segment_breakdown(base) -> None:
 def test_segment_by_a_numeric_feature_is_a_user_error(small_generated) -> None:
     from hydra import compose, initialize_config_dir
     from supportrl.envs.rewards import RewardSpec
-    from supportrl.experiments.common import CONFIG_PATH, UserError
+    from supportrl.experiments.errors import UserError
+    from supportrl.experiments.repo_files import CONFIG_PATH
     from supportrl.experiments.stages import ope_settings, segment_stage
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from supportrl.experiments.common import LOCK_FILE, lock_run_dir, remove_run_outputs
+from supportrl.experiments.run_dirs import LOCK_FILE, lock_run_dir, remove_run_outputs
 from supportrl.simulators.synthetic import generate_logs
 
 from supportrl.files import FileFormatError
@@ -201,7 +201,7 @@ def test_sigint_exits_130_and_removes_only_its_outputs(tmp_path: Path) -> None:
 
 def test_resuming_commands_may_reuse_a_finished_run_dir(tmp_path: Path) -> None:
     """A sweep run again in its run dir skips finished trials: user_errors(allow_finished=True)."""
-    from supportrl.experiments.common import UserError
+    from supportrl.experiments.errors import UserError
 
     (tmp_path / "result.json").write_text("{}")
     with pytest.raises(UserError, match="already holds a finished run"):

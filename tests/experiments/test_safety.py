@@ -16,8 +16,9 @@ import pytest
 from supportrl.agents.bandits import make_bandit
 from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.agents.rules import load_rule_policy
-from supportrl.experiments.common import REPO_ROOT, lock_run_dir, remove_run_outputs
 from supportrl.experiments.export import export_policy
+from supportrl.experiments.repo_files import REPO_ROOT
+from supportrl.experiments.run_dirs import lock_run_dir, remove_run_outputs
 from supportrl.experiments.sweep import Trial, set_aside_failed_attempt
 from supportrl.serving import ArtifactError, Predictor
 from supportrl.serving.artifact import redact_paths
@@ -347,7 +348,7 @@ def test_report_csv_and_markdown_escape_user_text(tmp_path: Path) -> None:
 
 def test_result_json_is_strict_json(tmp_path: Path) -> None:
     """Issue 22 item 15: an overflowing estimate wrote non-standard ``Infinity``."""
-    from supportrl.experiments.common import write_json
+    from supportrl.experiments.results import write_json
 
     path = write_json(
         tmp_path / "result.json",
@@ -564,7 +565,7 @@ def test_export_reads_the_runs_hydra_config_bounded(tmp_path: Path) -> None:
 
 def test_export_of_a_run_whose_result_is_a_list_names_the_file(tmp_path: Path) -> None:
     """Issue 22 item 16: ``export run=DIR`` with a list ``result.json`` gave a traceback."""
-    from supportrl.experiments.common import UserError
+    from supportrl.experiments.errors import UserError
     from supportrl.experiments.export import resolve_source
 
     run = _train_run(tmp_path, [1, 2, 3])
@@ -577,9 +578,9 @@ def test_a_failed_run_leaves_no_folder_from_figures_reports_or_empty_subfolders(
 ) -> None:
     """Issue 22 item 16: Ctrl-C late in the pipeline left a run folder behind: figures and
     the report were never recorded, and intermediate folders (``agents/dqn/``) stayed."""
-    from supportrl.experiments.common import plot_or_warn
     from supportrl.experiments.plots import forest_plot
     from supportrl.experiments.report import collect, write_report
+    from supportrl.experiments.results import plot_or_warn
 
     outputs = tmp_path / "outputs"
     run = outputs / "run"

@@ -19,10 +19,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from supportrl.agents.bandits import make_bandit
-from supportrl.agents.training import train_bandit
+from supportrl.agents.training import BanditTrainer, train_bandit
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import CONFIG_PATH
 from supportrl.experiments.entry import check_overrides
+from supportrl.experiments.repo_files import CONFIG_PATH
 from supportrl.experiments.schema import ConfigError
 from supportrl.experiments.stages import (
     fit_data_stage,
@@ -76,13 +76,13 @@ def test_env_penalized_reaches_bandit_training(
         seed=0,
         progress=False,
     )
-    np.testing.assert_array_equal(direct.curve.episodic_return, curves[False])
+    np.testing.assert_array_equal(direct.curve["charts/episodic_return"], curves[False])
 
 
 def test_reward_mode_default_is_the_configs() -> None:
     configured = staged()["train"].reward_mode
     assert configured == "return"
-    assert inspect.signature(train_bandit).parameters["reward_mode"].default == configured
+    assert inspect.signature(BanditTrainer).parameters["reward_mode"].default == configured
 
 
 def test_fit_settings_reach_the_fit_data(small_log_files: tuple[Path, Path]) -> None:
@@ -163,7 +163,7 @@ and ``ray``; the tracking settings read ``logger.tensorboard`` and ``logger.mlfl
 every other node's keys show in the settings of the same name."""
 
 NOT_A_STAGE = {
-    "data": "the logs every command loads (experiments.common.load_data, validate, "
+    "data": "the logs every command loads (experiments.from_config.load_data, validate, "
     "evaluate engine=local|ray): the loaders' input, read by name there, not a stage setting",
     "policies": "rule policies / checkpoints / artifacts to evaluate or value (evaluate, fit)",
     "target_probs": "evaluate's per-row target probabilities",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from supportrl.experiments.common import UserError
+from supportrl.experiments.errors import UserError
 from supportrl.experiments.sweep import best_trial, trial_metrics
 from supportrl.experiments.sweep_space import Axis, SweepSettings, check_args, grid, parse_space
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from supportrl.agents.bandits import make_bandit
 from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.agents.rules import load_rule_policy
-from supportrl.experiments.common import REPO_ROOT
 from supportrl.experiments.export import export_policy
+from supportrl.experiments.repo_files import REPO_ROOT
 from supportrl.serving import InvalidStateError, Predictor
 from supportrl.simulators.synthetic import SyntheticWorld
 

@@ -16,8 +16,8 @@ from supportrl.agents.dqn import QPolicy, build_q_network
 from supportrl.agents.rules import load_rule_policy
 from supportrl.agents.training import train_bandit
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import REPO_ROOT
 from supportrl.experiments.export import export_policy
+from supportrl.experiments.repo_files import REPO_ROOT
 from supportrl.serving import ArtifactError, DecisionLogger, InvalidStateError, Predictor
 from supportrl.simulators.logs import load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld, generate_logs

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from supportrl.agents.rules import load_rule_policy
-from supportrl.experiments.common import REPO_ROOT
 from supportrl.experiments.export import export_policy
+from supportrl.experiments.repo_files import REPO_ROOT
 from supportrl.simulators.synthetic import SyntheticWorld
 
 DECIDE = """
