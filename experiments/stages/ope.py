@@ -184,6 +184,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
     ``select``, ``params``).
     """
     from supportrl.ope.meta import OffPolicyEvaluation
+    from supportrl.workers import n_workers
 
     try:
         return OffPolicyEvaluation(
@@ -206,6 +207,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             material_support=settings.material_support,
             refit_turns=settings.refit_turns,
             progress=settings.progress,
+            workers=n_workers(settings.workers),
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc

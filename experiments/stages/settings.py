@@ -160,6 +160,10 @@ class OPESection:
     material_support: float
     min_ess: float
     min_support: float
+    workers: int | Literal["auto"]
+    """Worker processes for the resamples' refits (``auto``: one per core when there are
+    several; 0: in the command's process). The numbers are those of one process with one
+    BLAS thread (:class:`supportrl.ope.OffPolicyEvaluation` ``workers``)."""
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,7 @@ ALTERNATIVE = {
     "ope.max_weight": 50.0,
     "ope.interval": "percentile",
     "ope.selection_interval": "auto",
+    "ope.workers": 0,
     "fit.sample_turns": 1000,
     "ray.address": "auto",
     "ray.num_cpus": 3,
@@ -435,3 +436,23 @@ def test_logger_progress_reaches_off_policy_evaluation(shown: bool) -> None:
         logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=0
     )
     assert off_policy_evaluation(prepared, settings, seed=0).progress is shown
+
+
+@pytest.mark.parametrize(("value", "workers"), [("0", 0), ("2", 2), ("auto", None)])
+def test_ope_workers_reach_off_policy_evaluation(value: str, workers: int | None) -> None:
+    """``ope.workers``: the processes the resamples' refits run on (``auto``: one per core
+    when there are several, none with one)."""
+    from supportrl.experiments.stages import off_policy_evaluation, ope_settings
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.simulators.fitted.csat import CsatImputation
+    from supportrl.simulators.synthetic import generate_logs
+    from supportrl.workers import available_cores
+
+    settings = ope_settings(composed_cfg(f"ope.workers={value}"))
+    logs = generate_logs(50, seed=1).logs
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=0
+    )
+    cores = available_cores()
+    expected = workers if workers is not None else (cores if cores > 1 else 0)
+    assert off_policy_evaluation(prepared, settings, seed=0).workers == expected
