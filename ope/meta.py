@@ -157,7 +157,8 @@ class OffPolicyEvaluation:
     workers: int = 0
     """Worker processes (:mod:`supportrl.workers`) for the resamples' refits and their
     statistics, split into that many chunks of consecutive fits; 0 or 1: in this process.
-    The numbers do not depend on it: every fit's counts and seeds are fixed before the split."""
+    The numbers do not depend on it: every fit's counts and seeds are fixed before the
+    split, and workers run with this process's BLAS and torch thread counts."""
 
     def __post_init__(self) -> None:
         unknown = [

@@ -1,9 +1,10 @@
 """Worker processes for independent pieces of work (e.g. OPE's resample refits).
 
-A pool of ``n`` spawned processes, one BLAS and one torch thread each, started on first
-use and kept for the life of this process, so each worker imports the libraries once. A
-piece of work gives the same numbers in a worker as in this process: every random choice
-comes from its arguments (seeds, resample counts), never from the worker.
+A pool of ``n`` spawned processes, started on first use and kept for the life of this
+process, so each worker imports the libraries once. A piece of work gives the same numbers
+in a worker as in this process, bit for bit: every random choice comes from its arguments
+(seeds, resample counts), never from the worker, and a worker runs with this process's
+BLAS and torch thread counts (one each under the commands' default ``threads: 1``).
 
 The bottom layer of the package: standard library only at import (numpy, torch and
 threadpoolctl are imported in the workers), so ``ope`` and ``simulators`` may use it.
@@ -22,7 +23,7 @@ __all__ = ["WORKERS_AUTO", "map_calls", "n_workers"]
 WORKERS_AUTO = "auto"
 """``workers: auto``: one worker per core this process may run on, or none with one core."""
 
-_POOLS: dict[int, Any] = {}
+_POOLS: dict[tuple[int, int, int], Any] = {}
 
 
 def available_cores() -> int:
@@ -45,21 +46,38 @@ def n_workers(workers: int | Literal["auto"]) -> int:
     return workers
 
 
-def _init_worker() -> None:
-    """One BLAS and one torch thread per worker (the cores are shared by the workers), and
-    Ctrl-C left to the parent, which stops the pool."""
+def _init_worker(blas: int, torch_threads: int) -> None:
+    """The BLAS and torch threads of the parent (a reduction splits its sums by thread
+    count, so other counts would move the last digits), and Ctrl-C left to the parent,
+    which stops the pool."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:  # the environment variables set at spawn already say 1
+        threadpool_limits(blas)
+    except ImportError:  # the environment variables set at spawn already say so
         pass
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads)
+
+
+def _parent_threads() -> tuple[int, int]:
+    """(BLAS/OpenMP threads, torch threads) of this process as it runs now: the largest
+    pool threadpoolctl sees (1 without it), and torch's (the same when torch is not loaded)."""
+    import sys
+
+    blas = 1
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = max([int(p.get("num_threads", 1)) for p in threadpool_info()] or [1])
+    except ImportError:
+        blas = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    torch = sys.modules.get("torch")
+    return blas, (torch.get_num_threads() if torch is not None else blas)
 
 
 def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType:
@@ -72,28 +90,30 @@ def _reduce_mapping_proxy(proxy: MappingProxyType) -> tuple[Any, tuple[dict[Any,
 
 def _pool(n: int) -> Any:
     """The pool of ``n`` workers, started on first use (spawned: a fresh interpreter, no
-    inherited threads or locks) with one BLAS thread in each from the start."""
-    pool = _POOLS.get(n)
+    inherited threads or locks) with this process's BLAS and torch thread counts (one
+    each under the commands' default ``threads: 1``), so a piece of work gives the same
+    bits in a worker as here. A new pool when those counts changed."""
+    key = (n, *_parent_threads())
+    pool = _POOLS.get(key)
     if pool is None:
         import multiprocessing
         from multiprocessing.reduction import ForkingPickler
 
         # read-only mappings (e.g. RewardSpec.action_costs) travel as a copy, read-only again
         ForkingPickler.register(MappingProxyType, _reduce_mapping_proxy)
-
         threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
         saved = {k: os.environ.get(k) for k in threads}
-        os.environ.update(dict.fromkeys(threads, "1"))  # read by numpy at import in the child
+        os.environ.update(dict.fromkeys(threads, str(key[1])))  # read by numpy at import
         try:
             ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(n, initializer=_init_worker)
+            pool = ctx.Pool(n, initializer=_init_worker, initargs=key[1:])
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        _POOLS[n] = pool
+        _POOLS[key] = pool
     return pool
 
 

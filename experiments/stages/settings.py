@@ -162,8 +162,8 @@ class OPESection:
     min_support: float
     workers: int | Literal["auto"]
     """Worker processes for the resamples' refits (``auto``: one per core when there are
-    several; 0: in the command's process). The numbers are those of one process with one
-    BLAS thread (:class:`supportrl.ope.OffPolicyEvaluation` ``workers``)."""
+    several; 0: in the command's process). Workers run with the command's ``threads``, so
+    the numbers do not move with it."""
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,8 @@ def test_worker_processes_give_the_numbers_of_this_process_bit_for_bit(
     prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]], refit_quarter: bool
 ) -> None:
     """``workers=2``: the resamples' refits and their statistics run in two worker
-    processes (``supportrl.workers``, one BLAS thread each), every number equal to the
-    in-process run's with one BLAS thread (more threads move the last digits)."""
-    from threadpoolctl import threadpool_limits
+    processes (``supportrl.workers``, with this process's BLAS thread count), every number
+    equal to the in-process run's."""
 
     prepared, probs = prepared_and_probs
     turns = prepared.logs.n_turns // 4 if refit_quarter else None
@@ -103,9 +102,7 @@ def test_worker_processes_give_the_numbers_of_this_process_bit_for_bit(
         prepared=prepared, n_refit=5, seed=2, refit_turns=turns, workers=2
     )
     assert (plain.refit_share() < 1.0) == refit_quarter
-    with threadpool_limits(1):
-        a = plain.evaluate(probs)
-    b = on_workers.evaluate(probs)
+    a, b = plain.evaluate(probs), on_workers.evaluate(probs)
     for name in POLICIES:
         np.testing.assert_array_equal(_numbers(a[name]), _numbers(b[name]))
         assert a[name].diagnostics.warnings == b[name].diagnostics.warnings
