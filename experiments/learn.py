@@ -25,12 +25,15 @@ from supportrl.experiments.stages import (
     fit_data_stage,
     fit_stage,
     prepare_for_ope,
+    start_csat_fit,
     timed,
     train_stage,
     value_stage,
 )
 from supportrl.experiments.tracking import report_iteration
 from supportrl.ope.evaluate import target_probs_of
+
+from supportrl.workers import n_workers
 
 STEPS = 7
 """The pipeline's numbered steps (:mod:`.pipeline`)."""
@@ -88,6 +91,11 @@ def learn(
             fitted = fit_data_stage(fit, seed=seed, turns=Path("pooled"), load=None, logs=logs)
         else:
             fitted = fit_data()
+        # fitted on part of the logs, the simulator's CSAT model cannot serve OPE: OPE's own
+        # is fitted on a worker while the simulator is fitted and the agents trained
+        csat_fit = None
+        if not fitted.whole:
+            csat_fit = start_csat_fit(logs, reward, workers=n_workers(ope.workers))
         model = fit_stage(
             fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
         )
@@ -108,7 +116,9 @@ def learn(
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
         # missing CSAT: the simulator's CSAT model where it was fitted on all the logs, else
         # the same design refitted on all of them (OPE does not move with fit.holdout)
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole)
+        prepared = prepare_for_ope(
+            logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole, csat_fit=csat_fit
+        )
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(
             candidates, model, reward, fit.simulated_conversations, seed=seed + 1

@@ -16,9 +16,9 @@ import atexit
 import os
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-__all__ = ["WORKERS_AUTO", "map_calls", "n_workers"]
+__all__ = ["WORKERS_AUTO", "Pending", "map_calls", "n_workers", "submit"]
 
 WORKERS_AUTO = "auto"
 """``workers: auto``: one worker per core this process may run on, or none with one core."""
@@ -138,3 +138,28 @@ def map_calls(
     if workers <= 1 or len(args) <= 1:
         return [fn(*shared, *a) for a in args]
     return _pool(workers).starmap(fn, [(*shared, *a) for a in args], chunksize=1)
+
+
+class Pending(Protocol):
+    """A call started by :func:`submit`; ``get()`` waits for its result (or raises its error)."""
+
+    def get(self) -> Any: ...
+
+
+class _Deferred:
+    """:func:`submit` without workers: the call runs when its result is asked for."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._fn, self._args = fn, args
+
+    def get(self) -> Any:
+        return self._fn(*self._args)
+
+
+def submit(fn: Callable[..., Any], args: tuple[Any, ...], *, workers: int) -> Pending:
+    """Start ``fn(*args)`` on one of ``workers`` worker processes (``workers`` > 1), so this
+    process can do other work meanwhile; with fewer, it runs in this process at ``get()``.
+    ``fn`` and ``args`` must pickle (``fn`` a module-level function)."""
+    if workers <= 1:
+        return _Deferred(fn, args)
+    return _pool(workers).apply_async(fn, args)

@@ -1,0 +1,53 @@
+"""Work moved to worker processes (issue 23) gives the numbers of the plain path, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from supportrl.envs.rewards import RewardSpec
+from supportrl.simulators.synthetic import GeneratedLogs
+
+from supportrl.workers import map_calls, n_workers, submit
+
+
+def _square_plus(offset: float, x: float) -> float:
+    return x * x + offset
+
+
+def test_map_calls_and_submit_give_the_results_of_this_process_in_order() -> None:
+    args = [(float(x),) for x in range(5)]
+    assert map_calls(_square_plus, args, (0.5,), workers=2) == [x * x + 0.5 for x in range(5)]
+    assert map_calls(_square_plus, args, (0.5,), workers=0) == [x * x + 0.5 for x in range(5)]
+    assert submit(_square_plus, (1.0, 3.0), workers=2).get() == 10.0
+    assert submit(_square_plus, (1.0, 3.0), workers=0).get() == 10.0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "all"])
+def test_workers_is_auto_or_a_count(bad: object) -> None:
+    with pytest.raises(ValueError, match="workers must be 'auto' or an int >= 0"):
+        n_workers(bad)  # type: ignore[arg-type]
+    assert n_workers(3) == 3 and n_workers("auto") in (0, *range(2, 1025))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ope_csat_fitted_on_a_worker_gives_the_same_rewards(
+    small_generated: GeneratedLogs, workers: int
+) -> None:
+    """learn() starts OPE's CSAT fit (the simulator fitted on part of the logs cannot serve)
+    on a worker while the simulator is fitted: the prepared rewards and the CSAT model are
+    those prepare_for_ope fits itself."""
+    from supportrl.experiments.stages import prepare_for_ope, split_conversations, start_csat_fit
+    from supportrl.simulators.fitted import fit_customer_model
+
+    logs = small_generated.logs
+    train, _ = split_conversations(logs, 0.2, seed=0)
+    model = fit_customer_model(train, "glm", seed=0, max_iter=30)
+    reward = RewardSpec()
+    job = start_csat_fit(logs, reward, workers=workers)
+    assert job is not None and np.isnan(logs.csat).any()
+    plain = prepare_for_ope(logs, reward, seed=0, model=model, fitted_on_all=False)
+    early = prepare_for_ope(logs, reward, seed=0, model=model, fitted_on_all=False, csat_fit=job)
+    np.testing.assert_array_equal(early.reward, plain.reward)
+    np.testing.assert_array_equal(early.csat_model.model.fit.coef, plain.csat_model.model.fit.coef)
+    np.testing.assert_array_equal(early.csat_model.psi, plain.csat_model.psi)
+    assert start_csat_fit(logs, RewardSpec(csat_weight=0.0), workers=workers) is None
