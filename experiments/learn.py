@@ -97,8 +97,9 @@ def learn(
         if not fitted.whole:
             csat_fit = start_csat_fit(logs, reward, workers=n_workers(ope.workers))
         model = fit_stage(
-            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
-        )
+            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights,
+            workers=n_workers(fit.workers),
+        )  # fmt: skip
         report = None
         if fidelity and fitted.test is not None:
             report = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)

@@ -243,10 +243,11 @@ def fit_stage(
     seed: int,
     out: Path,
     conversation_weights: np.ndarray | None = None,
+    workers: int = 0,
 ):
     """Fit the customer model of ``spec`` on ``logs`` and save it to ``out/simulator``
-    (``conversation_weights``: a sample's weights per conversation, see
-    ``fit_customer_model``).
+    (``conversation_weights``: a sample's weights per conversation, ``workers``: worker
+    processes, see ``fit_customer_model``).
 
     Returns the fitted model (:class:`simulators.fitted.FittedCustomerModel`); its
     warnings are printed.
@@ -263,6 +264,7 @@ def fit_stage(
             spec.family,
             seed=seed,
             conversation_weights=conversation_weights,
+            workers=workers,
             **spec.params,
         )
     for note in model.warnings:

@@ -78,6 +78,10 @@ class FitSettings:
     """Monte Carlo conversations per true value (the synthetic world only)."""
     plots: bool
     """Fidelity plots into ``RUN_DIR/plots/``."""
+    workers: int | Literal["auto"]
+    """Worker processes for the simulator fit: its CSAT model is fitted on one meanwhile
+    (``auto``: when there are several cores; 0: in the command's process). The simulator
+    does not move with it."""
 
 
 @dataclass(frozen=True)

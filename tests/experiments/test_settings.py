@@ -196,6 +196,7 @@ ALTERNATIVE = {
     "ope.interval": "percentile",
     "ope.selection_interval": "auto",
     "ope.workers": 0,
+    "fit.workers": 0,
     "fit.sample_turns": 1000,
     "ray.address": "auto",
     "ray.num_cpus": 3,

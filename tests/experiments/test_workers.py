@@ -51,3 +51,26 @@ def test_ope_csat_fitted_on_a_worker_gives_the_same_rewards(
     np.testing.assert_array_equal(early.csat_model.model.fit.coef, plain.csat_model.model.fit.coef)
     np.testing.assert_array_equal(early.csat_model.psi, plain.csat_model.psi)
     assert start_csat_fit(logs, RewardSpec(csat_weight=0.0), workers=workers) is None
+
+
+def test_a_simulator_fitted_with_a_worker_is_the_one_fitted_in_process(
+    small_generated: GeneratedLogs,
+) -> None:
+    """``fit.workers``: the CSAT model is fitted on a worker while the response models are
+    fitted here; every coefficient, note and statistic is the in-process fit's."""
+    from supportrl.simulators.fitted import fit_customer_model
+
+    logs = small_generated.logs
+    weights = np.linspace(0.5, 1.5, logs.n_conversations)  # sampling weights reach the CSAT fit
+    here, there = (
+        fit_customer_model(
+            logs, "glm", seed=0, max_iter=30, conversation_weights=weights, workers=w
+        )
+        for w in (0, 2)
+    )
+    np.testing.assert_array_equal(here.csat.fit.coef, there.csat.fit.coef)
+    np.testing.assert_array_equal(here.csat.response, there.csat.response)
+    np.testing.assert_array_equal(here.dynamics.outcome.coef, there.dynamics.outcome.coef)
+    assert here.warnings == there.warnings and here.info == there.info
+    with pytest.raises(ValueError, match="workers must be an int >= 0"):
+        fit_customer_model(logs, "glm", seed=0, workers=-1)
