@@ -31,7 +31,6 @@ world (``benchmarks/bench_ope_calibration.py``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,11 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import norm
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
-from supportrl.ope.diagnostics import (
-    effective_sample_size,
-    support_warning,
-    weight_statistics,
-)
+from supportrl.ope.diagnostics import effective_sample_size, support_warning, weight_statistics
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import (
     CONVERSATION_ESTIMATORS,
@@ -154,11 +149,8 @@ class OffPolicyEvaluation:
     seed: int = 0
     progress: bool = True
     """Report long loops on stderr (:mod:`ope.progress`); False: ``logger.progress=false``."""
-    workers: int = 0
-    """Worker processes (:mod:`supportrl.workers`) for the resamples' refits and their
-    statistics, split into that many chunks of consecutive fits; 0 or 1: in this process.
-    The numbers do not depend on it: every fit's counts and seeds are fixed before the
-    split, and workers run with this process's BLAS and torch thread counts."""
+    workers: int | Literal["auto"] = 0
+    """Processes for the resamples' refits and statistics (:mod:`supportrl.workers`): same numbers."""
 
     def __post_init__(self) -> None:
         unknown = [
@@ -194,8 +186,6 @@ class OffPolicyEvaluation:
             isinstance(self.refit_turns, bool) or int(self.refit_turns) < 1
         ):
             raise ValueError(f"refit_turns must be an int >= 1 or None, got {self.refit_turns!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be an int >= 0, got {self.workers!r}")
 
     @property
     def clip(self) -> float | None:
@@ -349,9 +339,7 @@ class OffPolicyEvaluation:
         names = list(policies)
         probs = self._target_probs(policies)
         share = self.refit_share()
-        on_workers = self._map_calls()
-        chunks = {"map_fits": on_workers, "n_chunks": self.workers} if on_workers else {}
-        fits = fit_nuisance(self, probs, names, resamples=share >= 1.0, **chunks)
+        fits = fit_nuisance(self, probs, names, resamples=share >= 1.0)
         supported = support_mask(
             fits.behaviour.predict(self.prepared.x),
             self.prepared.logs.action,
@@ -367,25 +355,13 @@ class OffPolicyEvaluation:
             sub_ope = dataclasses.replace(self, prepared=sub_prep, max_weight=self.clip)
             turns = keep[logs.conversation_index]
             sub_fits = fit_nuisance(
-                sub_ope, probs[:, turns], names, refit_point=True, behaviour=fits.behaviour,
-                **chunks,
-            )  # fmt: skip
+                sub_ope, probs[:, turns], names, refit_point=True, behaviour=fits.behaviour
+            )
             sub_fits = dataclasses.replace(sub_fits, return_range=fits.return_range)
             subset = (sub_fits, sub_prep, turns)
             fits = dataclasses.replace(fits, refit_share=share, refit_scale=float(np.sqrt(share)))
-        sums = memory_sums(
-            fits, self.prepared, probs, supported, subset, map_calls=on_workers,
-            n_chunks=self.workers,
-        )  # fmt: skip
+        sums = memory_sums(fits, self.prepared, probs, supported, subset, workers=self.workers)
         return finish(self, fits, probs, sums, whole_logs=True)
-
-    def _map_calls(self) -> Callable[..., list[Any]] | None:
-        """``map_fits(fn, args, shared)`` on :attr:`workers` processes; None: in this one."""
-        if self.workers <= 1:
-            return None
-        from supportrl.workers import map_calls
-
-        return functools.partial(map_calls, workers=self.workers)
 
     def _target_probs(self, policies: Mapping[str, np.ndarray]) -> np.ndarray:
         """Every policy's validated target probabilities, (m, n_turns, n_actions)."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from supportrl.envs.rewards import CONTINUE
@@ -69,6 +69,8 @@ from supportrl.ope.support import (
 )
 from supportrl.simulators.logs import LoggedConversations
 from supportrl.simulators.logs.bounded import find_sorted
+
+from supportrl.workers import worker_map
 
 __all__ = [
     "memory_sums",
@@ -521,8 +523,7 @@ def memory_sums(
     supported: np.ndarray,
     subset: tuple[NuisanceFits, PreparedConversations, np.ndarray] | None = None,
     *,
-    map_calls: Callable[..., list[Any]] | None = None,
-    n_chunks: int = 1,
+    workers: int | Literal["auto"] = 0,
 ) -> PartitionSums:
     """:func:`partition_sums` of logs held in memory that are the sample itself
     (``probs`` (m, n_turns, K) the policies' target probabilities, ``supported``
@@ -530,10 +531,11 @@ def memory_sums(
     mask) of a refit subset whose resamples' models were fitted on it; then the whole
     logs' resamples hold ``fits`` (the point fit) and the subset adds what refitting
     changes (keys ``refit:`` and ``fixed:``, both under the subset's own fits).
-    ``map_calls``: the resamples' statistics in ``n_chunks`` chunks by it (:func:`_refit_sums`)."""
+    ``workers``: processes for the resamples' statistics (:func:`supportrl.workers.worker_map`)."""
     part = _part_of_prepared(fits, prep)
     sums = _log_totals(part, len(fits.actions))
-    mapped = {"map_calls": map_calls, "n_chunks": n_chunks}
+    map_fits, n_chunks = worker_map(workers)
+    mapped = {"map_calls": map_fits, "n_chunks": n_chunks}
     if subset is None:
         _refit_sums(sums, fits, part, probs, supported, **mapped)
     else:

@@ -13,12 +13,13 @@ threadpoolctl are imported in the workers), so ``ope`` and ``simulators`` may us
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
-__all__ = ["WORKERS_AUTO", "Pending", "map_calls", "n_workers", "submit"]
+__all__ = ["WORKERS_AUTO", "Pending", "map_calls", "n_workers", "submit", "worker_map"]
 
 WORKERS_AUTO = "auto"
 """``workers: auto``: one worker per core this process may run on, or none with one core."""
@@ -138,6 +139,17 @@ def map_calls(
     if workers <= 1 or len(args) <= 1:
         return [fn(*shared, *a) for a in args]
     return _pool(workers).starmap(fn, [(*shared, *a) for a in args], chunksize=1)
+
+
+def worker_map(workers: int | Literal["auto"]) -> tuple[Callable[..., list[Any]] | None, int]:
+    """``(map_fits, n_chunks)`` that spread the chunks of a piece of work over the workers
+    ``workers`` asks for (:func:`n_workers`): ``map_fits(fn, args, shared)`` is
+    :func:`map_calls` on them; ``(None, 1)`` with at most one (in this process). The hook
+    of ``ope.nuisance.fit_nuisance`` and ``ope.streaming.memory_sums``."""
+    n = n_workers(workers)
+    if n <= 1:
+        return None, 1
+    return functools.partial(map_calls, workers=n), n
 
 
 class Pending(Protocol):

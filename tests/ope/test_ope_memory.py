@@ -111,10 +111,10 @@ def test_worker_processes_give_the_numbers_of_this_process_bit_for_bit(
 def test_workers_must_be_a_count(
     prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]],
 ) -> None:
-    prepared, _ = prepared_and_probs
-    for bad in (-1, 1.5, True, "auto"):
-        with pytest.raises(ValueError, match="workers must be an int >= 0"):
-            OffPolicyEvaluation(prepared=prepared, workers=bad)
+    prepared, probs = prepared_and_probs
+    for bad in (-1, 1.5, True, "all"):
+        with pytest.raises(ValueError, match="workers must be 'auto' or an int >= 0"):
+            OffPolicyEvaluation(prepared=prepared, n_refit=2, workers=bad).evaluate(probs)
 
 
 def test_a_refit_subset_too_small_names_the_setting(
