@@ -65,8 +65,6 @@ from supportrl.simulators.fitted import FAMILIES, FittedCustomerModel, fit_setti
 from supportrl.simulators.logs import LoggedConversations, load_conversations
 from supportrl.simulators.synthetic import SyntheticWorld
 
-from supportrl.workers import n_workers
-
 
 def load_policies(paths: list[str], actions: tuple[str, ...]) -> dict[str, Policy]:
     """Rule policies by file stem."""
@@ -204,7 +202,7 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
     )
     model: FittedCustomerModel = fit_stage(
         train, spec, seed=seed, out=out, conversation_weights=fitted.weights,
-        workers=n_workers(settings.workers),
+        workers=settings.workers,
     )  # fmt: skip
     path = out / "simulator"
     print(f"simulator: {path}")

@@ -33,8 +33,6 @@ from supportrl.experiments.stages import (
 from supportrl.experiments.tracking import report_iteration
 from supportrl.ope.evaluate import target_probs_of
 
-from supportrl.workers import n_workers
-
 STEPS = 7
 """The pipeline's numbered steps (:mod:`.pipeline`)."""
 
@@ -95,10 +93,10 @@ def learn(
         # is fitted on a worker while the simulator is fitted and the agents trained
         csat_fit = None
         if not fitted.whole:
-            csat_fit = start_csat_fit(logs, reward, workers=n_workers(ope.workers))
+            csat_fit = start_csat_fit(logs, reward, workers=ope.workers)
         model = fit_stage(
             fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights,
-            workers=n_workers(fit.workers),
+            workers=fit.workers,
         )  # fmt: skip
         report = None
         if fidelity and fitted.test is not None:

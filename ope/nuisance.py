@@ -321,7 +321,7 @@ def fit_nuisance(
     logs = prep.logs
     assert prep.reward_spec is not None
     if map_fits is None:
-        map_fits, n_chunks = worker_map(ope.workers)
+        map_fits, n_chunks = worker_map(ope.workers, turns=logs.n_turns)
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
     counts = poisson_weights(logs.conversation_id, ope.n_refit, ope.seed, hashes=hashes)

@@ -534,16 +534,15 @@ def memory_sums(
     ``workers``: processes for the resamples' statistics (:func:`supportrl.workers.worker_map`)."""
     part = _part_of_prepared(fits, prep)
     sums = _log_totals(part, len(fits.actions))
-    map_fits, n_chunks = worker_map(workers)
-    mapped = {"map_calls": map_fits, "n_chunks": n_chunks}
     if subset is None:
-        _refit_sums(sums, fits, part, probs, supported, **mapped)
+        on = worker_map(workers, turns=part.logs.n_turns)
+        _refit_sums(sums, fits, part, probs, supported, "", *on)
     else:
         sub_fits, sub_prep, turns = subset
         sub = _part_of_prepared(sub_fits, sub_prep)
         _fixed_sums(sums, fits, part, probs, supported)
         args = (sub_fits, sub, probs[:, turns], supported[turns])
-        _refit_sums(sums, *args, prefix=REFIT_PREFIX, **mapped)
+        _refit_sums(sums, *args, REFIT_PREFIX, *worker_map(workers, turns=sub.logs.n_turns))
         _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
     # no diagnostics' sums: finish(whole_logs=True) reads the diagnostics off the rows
     return sums

@@ -19,7 +19,15 @@ from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
-__all__ = ["WORKERS_AUTO", "Pending", "map_calls", "n_workers", "submit", "worker_map"]
+__all__ = [
+    "AUTO_MIN_TURNS",
+    "WORKERS_AUTO",
+    "Pending",
+    "map_calls",
+    "n_workers",
+    "submit",
+    "worker_map",
+]
 
 WORKERS_AUTO = "auto"
 """``workers: auto``: one worker per core this process may run on, or none with one core."""
@@ -35,13 +43,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def n_workers(workers: int | Literal["auto"]) -> int:
-    """Worker processes that ``workers`` asks for: ``auto``, the cores available when there
-    are more than one, else 0; an int as it is (0 or 1: run in this process).
-    ValueError (naming the argument) for anything else."""
+AUTO_MIN_TURNS = 10_000
+"""``workers: auto`` starts workers only for fits on logs of at least this many turns (the
+refit subset's, for OPE's refits): on fewer the fits take seconds, about what starting the
+workers costs (each imports numpy, scipy and torch)."""
+
+
+def n_workers(workers: int | Literal["auto"], *, turns: int | None = None) -> int:
+    """Worker processes that ``workers`` asks for, for fits on logs of ``turns`` turns:
+    ``auto``, the cores available when there are more than one and ``turns`` is at least
+    :data:`AUTO_MIN_TURNS` (None: whatever the size), else 0; an int as it is (0 or 1: run
+    in this process). ValueError (naming the argument) for anything else."""
     if workers == WORKERS_AUTO:
         cores = available_cores()
-        return cores if cores > 1 else 0
+        small = turns is not None and turns < AUTO_MIN_TURNS
+        return cores if cores > 1 and not small else 0
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be 'auto' or an int >= 0, got {workers!r}")
     return workers
@@ -141,12 +157,15 @@ def map_calls(
     return _pool(workers).starmap(fn, [(*shared, *a) for a in args], chunksize=1)
 
 
-def worker_map(workers: int | Literal["auto"]) -> tuple[Callable[..., list[Any]] | None, int]:
-    """``(map_fits, n_chunks)`` that spread the chunks of a piece of work over the workers
-    ``workers`` asks for (:func:`n_workers`): ``map_fits(fn, args, shared)`` is
-    :func:`map_calls` on them; ``(None, 1)`` with at most one (in this process). The hook
-    of ``ope.nuisance.fit_nuisance`` and ``ope.streaming.memory_sums``."""
-    n = n_workers(workers)
+def worker_map(
+    workers: int | Literal["auto"], *, turns: int | None = None
+) -> tuple[Callable[..., list[Any]] | None, int]:
+    """``(map_fits, n_chunks)`` that spread the chunks of fits on logs of ``turns`` turns
+    over the workers ``workers`` asks for (:func:`n_workers`):
+    ``map_fits(fn, args, shared)`` is :func:`map_calls` on them; ``(None, 1)`` with at most
+    one (in this process). The hook of ``ope.nuisance.fit_nuisance`` and
+    ``ope.streaming.memory_sums``."""
+    n = n_workers(workers, turns=turns)
     if n <= 1:
         return None, 1
     return functools.partial(map_calls, workers=n), n

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from supportrl.envs.rewards import CONTINUE, RewardSpec
@@ -128,19 +128,21 @@ def evaluate_stage(
     return OPEResult(results, diagnostics, notes, table, logging_value, return_range, evaluated)
 
 
-def start_csat_fit(logs: LoggedConversations, reward: RewardSpec, *, workers: int) -> Any:
+def start_csat_fit(
+    logs: LoggedConversations, reward: RewardSpec, *, workers: int | Literal["auto"]
+) -> Any:
     """Start fitting the CSAT model that :func:`prepare_for_ope` fits on ``logs`` when it
     cannot reuse the simulator's (``fitted_on_all=False``), on a worker process
     (:func:`supportrl.workers.submit`), so the simulator fit and training run meanwhile;
     pass the result as ``prepare_for_ope(..., csat_fit=)``. None when the reward does not
     count CSAT or none is missing (nothing to fit)."""
-    from supportrl.workers import submit
+    from supportrl.workers import n_workers, submit
 
     terminal = logs.outcome != CONTINUE
     if reward.csat_weight == 0 or not (terminal & np.isnan(logs.csat)).any():
         return None
     cut = logs.truncate(reward.max_turns)[0] if (logs.lengths > reward.max_turns).any() else logs
-    return submit(_ope_csat_model, (cut,), workers=workers)
+    return submit(_ope_csat_model, (cut,), workers=n_workers(workers, turns=cut.n_turns))
 
 
 def _ope_csat_model(cut: LoggedConversations) -> Any:
@@ -217,6 +219,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
     from supportrl.workers import n_workers
 
     try:
+        n_workers(settings.workers)  # a bad value stops here, before any work
         return OffPolicyEvaluation(
             prepared=prepared,
             conversation_estimators=settings.conversation_estimators,
@@ -237,7 +240,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             material_support=settings.material_support,
             refit_turns=settings.refit_turns,
             progress=settings.progress,
-            workers=n_workers(settings.workers),
+            workers=settings.workers,
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from supportrl.envs.conversations import LoggedConversations
@@ -32,6 +32,8 @@ from supportrl.simulators.fitted.glm import GaussianFit
 from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.fitted.weights import decision_weights
 
+from supportrl.workers import n_workers, submit
+
 
 def fit_customer_model(
     logs: LoggedConversations,
@@ -45,7 +47,7 @@ def fit_customer_model(
     weight_clip: float = 50.0,
     csat_missing: str = "selection",
     conversation_weights: np.ndarray | None = None,
-    workers: int = 0,
+    workers: int | Literal["auto"] = 0,
     **params: Any,
 ) -> FittedCustomerModel:
     """Fit a customer model of ``family`` (``glm`` or ``ensemble``) to logged conversations.
@@ -69,7 +71,8 @@ def fit_customer_model(
             turn by its conversation's weight, and the pool of first states is redrawn in
             proportion to them, so the model describes the logs the sample was drawn from.
             ``None``: all 1.
-        workers: worker processes (:mod:`supportrl.workers`); above 1, the CSAT model is
+        workers: worker processes (:func:`supportrl.workers.n_workers`; ``auto``: one per
+            core on logs of at least ``AUTO_MIN_TURNS`` turns); above 1, the CSAT model is
             fitted on one while this process fits the response models (the same model:
             nothing of the fit depends on where it runs). 0 or 1: all in this process.
         **params: the family's hyperparameters (:class:`GLMParams` or
@@ -93,9 +96,9 @@ def fit_customer_model(
         raise TypeError(f"logs must be LoggedConversations, got {type(logs).__name__}")
     if logs.n_turns == 0:
         raise ValueError("logs: no turns to fit")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be an int >= 0, got {workers!r}")
-    return _fit(logs, config, family_params, conversation_weights, workers)
+    return _fit(
+        logs, config, family_params, conversation_weights, n_workers(workers, turns=logs.n_turns)
+    )
 
 
 def _fit(
@@ -107,7 +110,6 @@ def _fit(
 ) -> FittedCustomerModel:
     """:func:`fit_customer_model` on checked arguments: basis, weights, the response
     models, CSAT, intent changes, the first-state pool and support counts."""
-    from supportrl.workers import submit
 
     sampling = _sampling_weights(logs, conversation_weights)
     basis = logs_basis(logs, config.max_turns)

@@ -7,7 +7,7 @@ import pytest
 from supportrl.envs.rewards import RewardSpec
 from supportrl.simulators.synthetic import GeneratedLogs
 
-from supportrl.workers import map_calls, n_workers, submit
+from supportrl.workers import AUTO_MIN_TURNS, map_calls, n_workers, submit
 
 
 def _square_plus(offset: float, x: float) -> float:
@@ -27,6 +27,10 @@ def test_workers_is_auto_or_a_count(bad: object) -> None:
     with pytest.raises(ValueError, match="workers must be 'auto' or an int >= 0"):
         n_workers(bad)  # type: ignore[arg-type]
     assert n_workers(3) == 3 and n_workers("auto") in (0, *range(2, 1025))
+    # auto starts no worker for fits on small logs (starting them costs what they save)
+    assert n_workers("auto", turns=AUTO_MIN_TURNS - 1) == 0
+    assert n_workers("auto", turns=AUTO_MIN_TURNS) == n_workers("auto")
+    assert n_workers(2, turns=10) == 2
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -72,5 +76,5 @@ def test_a_simulator_fitted_with_a_worker_is_the_one_fitted_in_process(
     np.testing.assert_array_equal(here.csat.response, there.csat.response)
     np.testing.assert_array_equal(here.dynamics.outcome.coef, there.dynamics.outcome.coef)
     assert here.warnings == there.warnings and here.info == there.info
-    with pytest.raises(ValueError, match="workers must be an int >= 0"):
+    with pytest.raises(ValueError, match="workers must be 'auto' or an int >= 0"):
         fit_customer_model(logs, "glm", seed=0, workers=-1)
