@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
