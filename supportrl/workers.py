@@ -106,14 +106,16 @@ def _reduce_mapping_proxy(proxy: MappingProxyType) -> tuple[Any, tuple[dict[Any,
 
 
 def _pool(n: int) -> Any:
-    """The pool of ``n`` workers, started on first use (spawned: a fresh interpreter, no
-    inherited threads or locks) with this process's BLAS and torch thread counts (one
-    each under the commands' default ``threads: 1``), so a piece of work gives the same
-    bits in a worker as here. A new pool when those counts changed."""
+    """The pool of ``n`` workers (a ``ProcessPoolExecutor``: a worker that dies, e.g. out
+    of memory, fails the calls instead of hanging them), started on first use (spawned: a
+    fresh interpreter, no inherited threads or locks) with this process's BLAS and torch
+    thread counts (one each under the commands' default ``threads: 1``), so a piece of work
+    gives the same bits in a worker as here. A new pool when those counts changed."""
     key = (n, *_parent_threads())
     pool = _POOLS.get(key)
     if pool is None:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
         from multiprocessing.reduction import ForkingPickler
 
         # read-only mappings (e.g. RewardSpec.action_costs) travel as a copy, read-only again
@@ -123,7 +125,11 @@ def _pool(n: int) -> Any:
         os.environ.update(dict.fromkeys(threads, str(key[1])))  # read by numpy at import
         try:
             ctx = multiprocessing.get_context("spawn")
-            pool = ctx.Pool(n, initializer=_init_worker, initargs=key[1:])
+            pool = ProcessPoolExecutor(
+                n, mp_context=ctx, initializer=_init_worker, initargs=key[1:]
+            )
+            for _ in range(n):  # a submit spawns a worker while none is idle: all n, now
+                pool.submit(int)
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -137,8 +143,26 @@ def _pool(n: int) -> Any:
 @atexit.register
 def _close_pools() -> None:
     for pool in _POOLS.values():
-        pool.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
     _POOLS.clear()
+
+
+def _result(future: Any) -> Any:
+    """``future.result()``; a dead worker (the whole pool is then unusable) as a
+    RuntimeError that says what to do, and the pool dropped so that a later call starts a
+    new one."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        for key, pool in list(_POOLS.items()):
+            if getattr(pool, "_broken", False):
+                del _POOLS[key]
+        raise RuntimeError(
+            "a worker process died (out of memory?); run again with fewer or no workers "
+            "(ope.workers=0 fit.workers=0)"
+        ) from exc
 
 
 def map_calls(
@@ -154,7 +178,8 @@ def map_calls(
     ``args``."""
     if workers <= 1 or len(args) <= 1:
         return [fn(*shared, *a) for a in args]
-    return _pool(workers).starmap(fn, [(*shared, *a) for a in args], chunksize=1)
+    pool = _pool(workers)
+    return [_result(f) for f in [pool.submit(fn, *shared, *a) for a in args]]
 
 
 def worker_map(
@@ -193,4 +218,14 @@ def submit(fn: Callable[..., Any], args: tuple[Any, ...], *, workers: int) -> Pe
     ``fn`` and ``args`` must pickle (``fn`` a module-level function)."""
     if workers <= 1:
         return _Deferred(fn, args)
-    return _pool(workers).apply_async(fn, args)
+    return _Started(_pool(workers).submit(fn, *args))
+
+
+class _Started:
+    """:func:`submit` on a worker: ``get()`` waits for it."""
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def get(self) -> Any:
+        return _result(self._future)

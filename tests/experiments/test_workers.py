@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from supportrl.envs.rewards import RewardSpec
@@ -20,6 +22,18 @@ def test_map_calls_and_submit_give_the_results_of_this_process_in_order() -> Non
     assert map_calls(_square_plus, args, (0.5,), workers=0) == [x * x + 0.5 for x in range(5)]
     assert submit(_square_plus, (1.0, 3.0), workers=2).get() == 10.0
     assert submit(_square_plus, (1.0, 3.0), workers=0).get() == 10.0
+
+
+def _die(code: int) -> None:
+    os._exit(code)
+
+
+def test_a_worker_that_dies_fails_the_call_and_the_next_call_gets_a_new_pool() -> None:
+    """A worker killed mid-call (e.g. out of memory) raises, naming what to do, instead of
+    hanging the command."""
+    with pytest.raises(RuntimeError, match=r"a worker process died .*ope\.workers=0"):
+        map_calls(_die, [(3,), (3,)], workers=2)
+    assert map_calls(_square_plus, [(1.0,), (2.0,)], (0.0,), workers=2) == [1.0, 4.0]
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "all"])
