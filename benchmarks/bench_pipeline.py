@@ -13,7 +13,10 @@ export, serve, analysis of the experiment). Anchors measured in the same run: th
 command with ``loop.rounds=0`` (the first pass alone: what the rounds add), the first
 size's figures (how each grows with the logs) and the peak RSS of a process that only
 imports what the pipeline imports (the fixed cost under every figure).
-``--rounds-only`` skips the first-pass anchor.
+``--rounds-only`` skips the first-pass anchor. ``--one-process`` adds, per size, the same
+command with ``ope.workers=0 fit.workers=0`` (every fit in the command's process: the anchor
+of the worker processes, issue 23): its wall and CPU seconds and stages beside ours, and
+whether every number of ``result.json`` (timings aside) is the same.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ STAGES = ("generate", "validate", "fit", "train", "evaluate", "select", "truth",
 """The pipeline's stages in order, as named in ``result.json``'s ``timings_s``."""
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd``; (wall seconds, peak RSS in MiB, stdout). Raises on a non-zero exit."""
+def run_measured(cmd: list[str]) -> tuple[float, float, str, float]:
+    """Run ``cmd``; (wall seconds, peak RSS in MiB, stdout, CPU seconds of the process and
+    the children it waited for, worker processes included). Raises on a non-zero exit."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
@@ -45,7 +49,8 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout  # Linux: ru_maxrss in KiB
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss / 1024, stdout, cpu  # Linux: ru_maxrss in KiB
 
 
 ROUND_STAGES = (
@@ -73,7 +78,7 @@ def pipeline_run(n: int, overrides: list[str], root: Path) -> dict[str, Any]:
         f"paths.output_dir={root / str(n)}",
         *overrides,
     ]
-    wall, rss, stdout = run_measured(cmd)
+    wall, rss, stdout, cpu = run_measured(cmd)
     run_dir = next(
         line.removeprefix("run_dir: ")
         for line in stdout.splitlines()
@@ -87,7 +92,37 @@ def pipeline_run(n: int, overrides: list[str], root: Path) -> dict[str, Any]:
         "rss": rss,
         "timings": result["timings_s"],
         "rounds": [r.get("timings_s", {}) for r in result.get("rounds", [])],
+        "cpu": cpu,
+        "numbers": numbers_of(result),
     }
+
+
+TIMING_KEYS = ("timings_s", "wall_s", "sps")
+"""result.json keys that hold seconds (they differ from run to run)."""
+
+
+def numbers_of(result: Any, path: str = "") -> dict[str, Any]:
+    """Every leaf of ``result`` by its path, timings and run-directory paths left out."""
+    if isinstance(result, dict):
+        out: dict[str, Any] = {}
+        for key, value in result.items():
+            if key not in TIMING_KEYS:
+                out.update(numbers_of(value, f"{path}/{key}"))
+        return out
+    if isinstance(result, list):
+        out = {}
+        for k, value in enumerate(result):
+            out.update(numbers_of(value, f"{path}[{k}]"))
+        return out
+    if isinstance(result, str) and "/" in result:
+        return {}  # a path under this run's temporary directory
+    return {path: result}
+
+
+def differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Paths whose values differ (NaN equals NaN), or that only one side has."""
+    same = [k for k in a.keys() & b.keys() if a[k] == b[k] or (a[k] != a[k] and b[k] != b[k])]
+    return sorted((a.keys() | b.keys()) - set(same))
 
 
 def stage_table(rows: list[dict[str, Any]], labels: list[str]) -> None:
@@ -104,12 +139,14 @@ def stage_table(rows: list[dict[str, Any]], labels: list[str]) -> None:
     print(f"{'other':<12}{other}   (start-up, imports, report: wall minus the stages)")
 
 
-def round_table(row: dict[str, Any]) -> None:
+def round_table(row: dict[str, Any], label: str = "") -> None:
     """One run's rounds: each round's stages (seconds)."""
     rounds = row["rounds"]
     if not rounds:
         return
-    print(f"\nrounds of the {row['n']:,}-conversation run (s; round 1 reuses the first pass)")
+    print(
+        f"\nrounds of the {row['n']:,}-conversation run{label} (s; round 1 reuses the first pass)"
+    )
     names = [s for s in ROUND_STAGES if any(s in r for r in rounds)]
     names += sorted({k for r in rounds for k in r} - set(names))
     print(f"{'stage':<12}" + "".join(f"{'round ' + str(k + 1):>10}" for k in range(len(rounds))))
@@ -126,18 +163,28 @@ def main() -> None:
     parser.add_argument(
         "--rounds-only", action="store_true", help="skip the loop.rounds=0 anchor runs"
     )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="also run with ope.workers=0 fit.workers=0 (the anchor of the worker processes)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run")
     args = parser.parse_args()
 
     imports = "import supportrl.experiments.pipeline, torch, pandas, pyarrow, scipy"
-    _, base_rss, _ = run_measured([sys.executable, "-c", imports])
-    rows, anchors = [], []
+    base_rss = run_measured([sys.executable, "-c", imports])[1]
+    rows, anchors, single = [], [], []
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.conversations:
             rows.append(pipeline_run(n, list(args.overrides), Path(tmp) / "rounds"))
             print(f"done {n}: {rows[-1]['wall']:.1f} s", file=sys.stderr, flush=True)
             loads.append(os.getloadavg()[0])
+            if args.one_process:
+                plain = [*args.overrides, "ope.workers=0", "fit.workers=0"]
+                single.append(pipeline_run(n, plain, Path(tmp) / "one"))
+                print(f"done {n}, one process: {single[-1]['wall']:.1f} s", file=sys.stderr)
+                loads.append(os.getloadavg()[0])
             if not args.rounds_only:
                 first_pass = [*args.overrides, "loop.rounds=0"]
                 anchors.append(pipeline_run(n, first_pass, Path(tmp) / "first"))
@@ -161,17 +208,30 @@ def main() -> None:
             f"{row['rss'] / first['rss']:>8.2f}x{anchor:>22.1f}{row['wall'] - anchor:>12.1f}"
         )
     print(f"anchor: a process importing the pipeline's modules peaks at {base_rss:,.0f} MiB")
+    for row, plain in zip(rows, single, strict=False):
+        diff = differing(row["numbers"], plain["numbers"])
+        print(
+            f"{row['n']:,}: wall {row['wall']:.1f} s, CPU {row['cpu']:.1f} s with workers; "
+            f"anchor, every fit in one process: wall {plain['wall']:.1f} s, CPU {plain['cpu']:.1f} s; "
+            f"result.json: {len(row['numbers'])} numbers, "
+            + ("all the same" if not diff else f"{len(diff)} differ: {diff[:5]}")
+        )
     print()
     runs, labels = [], []
     for k, row in enumerate(rows):
         runs.append(row)
         labels.append(f"{row['n']:,}")
+        if single:
+            runs.append(single[k])
+            labels.append(f"{row['n']:,} 1 proc")
         if anchors:
             runs.append(anchors[k])
             labels.append(f"{row['n']:,} 1st pass")
     stage_table(runs, labels)
     for row in rows:
         round_table(row)
+    for row in single:
+        round_table(row, " with every fit in one process")
 
 
 if __name__ == "__main__":

@@ -200,8 +200,9 @@ def fit(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], str]:
         f"{data['holdout_conversations']} held out"
     )
     model: FittedCustomerModel = fit_stage(
-        train, spec, seed=seed, out=out, conversation_weights=fitted.weights
-    )
+        train, spec, seed=seed, out=out, conversation_weights=fitted.weights,
+        workers=settings.workers,
+    )  # fmt: skip
     path = out / "simulator"
     print(f"simulator: {path}")
 

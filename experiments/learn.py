@@ -25,6 +25,7 @@ from supportrl.experiments.stages import (
     fit_data_stage,
     fit_stage,
     prepare_for_ope,
+    start_csat_fit,
     timed,
     train_stage,
     value_stage,
@@ -88,9 +89,15 @@ def learn(
             fitted = fit_data_stage(fit, seed=seed, turns=Path("pooled"), load=None, logs=logs)
         else:
             fitted = fit_data()
+        # fitted on part of the logs, the simulator's CSAT model cannot serve OPE: OPE's own
+        # is fitted on a worker while the simulator is fitted and the agents trained
+        csat_fit = None
+        if not fitted.whole:
+            csat_fit = start_csat_fit(logs, reward, workers=ope.workers)
         model = fit_stage(
-            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights
-        )
+            fitted.train, sim_spec, seed=seed, out=out, conversation_weights=fitted.weights,
+            workers=fit.workers,
+        )  # fmt: skip
         report = None
         if fidelity and fitted.test is not None:
             report = fidelity_stage(model, fitted, reward, fit, seed=seed, out=out)
@@ -108,7 +115,9 @@ def learn(
         probs = {k: target_probs_of(p, states, logs.actions) for k, p in candidates.items()}
         # missing CSAT: the simulator's CSAT model where it was fitted on all the logs, else
         # the same design refitted on all of them (OPE does not move with fit.holdout)
-        prepared = prepare_for_ope(logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole)
+        prepared = prepare_for_ope(
+            logs, reward, seed=seed, model=model, fitted_on_all=fitted.whole, csat_fit=csat_fit
+        )
         result = evaluate_stage(logs, reward, probs, ope, seed=seed, prepared=prepared)
         simulated = value_stage(
             candidates, model, reward, fit.simulated_conversations, seed=seed + 1

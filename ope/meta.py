@@ -39,11 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import norm
 from supportrl.ope.data import BanditFeedback, SequentialFeedback
-from supportrl.ope.diagnostics import (
-    effective_sample_size,
-    support_warning,
-    weight_statistics,
-)
+from supportrl.ope.diagnostics import effective_sample_size, support_warning, weight_statistics
 from supportrl.ope.estimators import BanditEstimator, check_target_probs
 from supportrl.ope.evaluate import (
     CONVERSATION_ESTIMATORS,
@@ -153,6 +149,8 @@ class OffPolicyEvaluation:
     seed: int = 0
     progress: bool = True
     """Report long loops on stderr (:mod:`ope.progress`); False: ``logger.progress=false``."""
+    workers: int | Literal["auto"] = 0
+    """Processes for the resamples' refits and statistics (:mod:`supportrl.workers`): same numbers."""
 
     def __post_init__(self) -> None:
         unknown = [
@@ -362,7 +360,7 @@ class OffPolicyEvaluation:
             sub_fits = dataclasses.replace(sub_fits, return_range=fits.return_range)
             subset = (sub_fits, sub_prep, turns)
             fits = dataclasses.replace(fits, refit_share=share, refit_scale=float(np.sqrt(share)))
-        sums = memory_sums(fits, self.prepared, probs, supported, subset)
+        sums = memory_sums(fits, self.prepared, probs, supported, subset, workers=self.workers)
         return finish(self, fits, probs, sums, whole_logs=True)
 
     def _target_probs(self, policies: Mapping[str, np.ndarray]) -> np.ndarray:

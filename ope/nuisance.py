@@ -33,6 +33,8 @@ from supportrl.ope.support import (
 )
 from supportrl.simulators.logs import LoggedConversations
 
+from supportrl.workers import worker_map
+
 if TYPE_CHECKING:
     from supportrl.ope.meta import OffPolicyEvaluation
 
@@ -308,8 +310,9 @@ def fit_nuisance(
     ``probs``: the policies' target probabilities on the sample, (m, n_turns, n_actions).
     ``map_fits(fn, args, shared)``: ``[fn(*shared, *a) for a in args]`` somewhere (e.g. as
     Ray tasks, ``simulators.logs.partitioned.map_passes``); the fits are split into ``n_chunks``
-    chunks of consecutive fits (:func:`fit_chunk`). Default: in this process, with a
-    progress report (:func:`ope.progress.progress`). ``resamples=False``: the point fit
+    chunks of consecutive fits (:func:`fit_chunk`). Default: on ``ope.workers`` worker
+    processes (:func:`supportrl.workers.worker_map`), else in this process with a progress
+    report (:func:`ope.progress.progress`). ``resamples=False``: the point fit
     only (the resamples' models are fitted elsewhere, on the refit subset);
     ``refit_point``: see :func:`fit_chunk`; ``behaviour``: the logger's model when already
     fitted.
@@ -317,6 +320,8 @@ def fit_nuisance(
     prep = ope.prepared
     logs = prep.logs
     assert prep.reward_spec is not None
+    if map_fits is None:
+        map_fits, n_chunks = worker_map(ope.workers, turns=logs.n_turns)
     n_actions = len(logs.actions)
     hashes = id_hash(logs.conversation_id)
     counts = poisson_weights(logs.conversation_id, ope.n_refit, ope.seed, hashes=hashes)

@@ -38,9 +38,9 @@ Modules: :mod:`~supportrl.ope.nuisance` (the fit), this module (the sums of one 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from supportrl.envs.rewards import CONTINUE
@@ -69,6 +69,8 @@ from supportrl.ope.support import (
 )
 from supportrl.simulators.logs import LoggedConversations
 from supportrl.simulators.logs.bounded import find_sorted
+
+from supportrl.workers import worker_map
 
 __all__ = [
     "memory_sums",
@@ -319,16 +321,41 @@ def _dense_drop(drop: np.ndarray, horizon: int) -> np.ndarray:
 
 def _refit_sums(
     sums: PartitionSums, fits: NuisanceFits, part: _Part, probs: np.ndarray,
-    supported: np.ndarray, prefix: str = "",
+    supported: np.ndarray, prefix: str = "", map_calls: Callable[..., list[Any]] | None = None,
+    n_chunks: int = 1,
 ) -> None:  # fmt: skip
     """Every fit's statistics, each weighted by its own resample's counts (the refit
-    bootstrap, as in memory): 1 + n_resamples evaluations of every estimator."""
+    bootstrap, as in memory): 1 + n_resamples evaluations of every estimator.
+    ``map_calls(fn, args, shared)``: the fits in ``n_chunks`` chunks by it (e.g. on worker
+    processes); each fit's row of the sums is computed as in this process."""
     n_fits = 1 + fits.n_resamples
-    for i in range(n_fits):
+    if map_calls is None:
+        _refit_rows(fits, part, probs, supported, prefix, range(n_fits), sums)
+        return
+    chunks = [(c.tolist(),) for c in np.array_split(np.arange(n_fits), max(1, n_chunks))]
+    for partial in map_calls(_refit_rows, chunks, (fits, part, probs, supported, prefix)):
+        # every row is filled by one chunk and zero in the others: the sum is exact
+        for key, value in partial.arrays.items():
+            if key in sums.arrays:
+                sums.arrays[key] += value
+            else:
+                sums.arrays[key] = value
+
+
+def _refit_rows(
+    fits: NuisanceFits, part: _Part, probs: np.ndarray, supported: np.ndarray, prefix: str,
+    indices: Iterable[int], sums: PartitionSums | None = None,
+) -> PartitionSums:  # fmt: skip
+    """The rows ``indices`` (fits) of :func:`_refit_sums` added to ``sums`` (new ones by
+    default, zero in the other rows); returns ``sums``."""
+    sums = PartitionSums() if sums is None else sums
+    n_fits = 1 + fits.n_resamples
+    for i in indices:
         c = np.ones(part.logs.n_conversations) if i == 0 else part.counts[i - 1]
         turn_c = c[part.logs.conversation_index]
         for stat in _statistics(fits, part, probs, supported, i):
             _add(sums, stat, turn_c if stat.per_turn else c, i, n_fits, prefix)
+    return sums
 
 
 def _fixed_sums(
@@ -495,23 +522,27 @@ def memory_sums(
     probs: np.ndarray,
     supported: np.ndarray,
     subset: tuple[NuisanceFits, PreparedConversations, np.ndarray] | None = None,
+    *,
+    workers: int | Literal["auto"] = 0,
 ) -> PartitionSums:
     """:func:`partition_sums` of logs held in memory that are the sample itself
     (``probs`` (m, n_turns, K) the policies' target probabilities, ``supported``
     (n_turns, K) the support mask). ``subset``: (its fits, its prepared logs, its turns
     mask) of a refit subset whose resamples' models were fitted on it; then the whole
     logs' resamples hold ``fits`` (the point fit) and the subset adds what refitting
-    changes (keys ``refit:`` and ``fixed:``, both under the subset's own fits)."""
+    changes (keys ``refit:`` and ``fixed:``, both under the subset's own fits).
+    ``workers``: processes for the resamples' statistics (:func:`supportrl.workers.worker_map`)."""
     part = _part_of_prepared(fits, prep)
     sums = _log_totals(part, len(fits.actions))
     if subset is None:
-        _refit_sums(sums, fits, part, probs, supported)
+        on = worker_map(workers, turns=part.logs.n_turns)
+        _refit_sums(sums, fits, part, probs, supported, "", *on)
     else:
         sub_fits, sub_prep, turns = subset
         sub = _part_of_prepared(sub_fits, sub_prep)
         _fixed_sums(sums, fits, part, probs, supported)
         args = (sub_fits, sub, probs[:, turns], supported[turns])
-        _refit_sums(sums, *args, prefix=REFIT_PREFIX)
+        _refit_sums(sums, *args, REFIT_PREFIX, *worker_map(workers, turns=sub.logs.n_turns))
         _fixed_sums(sums, *args, prefix=FIXED_PREFIX)
     # no diagnostics' sums: finish(whole_logs=True) reads the diagnostics off the rows
     return sums

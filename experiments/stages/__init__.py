@@ -34,6 +34,7 @@ from supportrl.experiments.stages.ope import (
     off_policy_evaluation,
     prepare_for_ope,
     print_ope,
+    start_csat_fit,
 )
 from supportrl.experiments.stages.settings import (
     AgentSpec,
@@ -118,6 +119,7 @@ __all__ = [
     "OPEResult",
     "evaluate_stage",
     "prepare_for_ope",
+    "start_csat_fit",
     "off_policy_evaluation",
     "print_ope",
     "estimate_text",

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from supportrl.agents.base import Policy
@@ -244,19 +244,26 @@ def fit_stage(
     seed: int,
     out: Path,
     conversation_weights: np.ndarray | None = None,
+    workers: int | Literal["auto"] = 0,
 ):
     """Fit the customer model of ``spec`` on ``logs`` and save it to ``out/simulator``
-    (``conversation_weights``: a sample's weights per conversation, see
-    ``fit_customer_model``).
+    (``conversation_weights``: a sample's weights per conversation, ``workers``: worker
+    processes, see ``fit_customer_model``).
 
     Returns the fitted model (:class:`simulators.fitted.FittedCustomerModel`); its
     warnings are printed.
     """
     from supportrl.simulators.fitted import FAMILIES, FitWarning, fit_customer_model, fit_settings
 
+    from supportrl.workers import n_workers
+
     if spec.family not in FAMILIES:
         raise UserError(f"simulator={spec.family}: fitting needs one of {list(FAMILIES)}")
     fit_settings(spec.family, seed=seed, **spec.params)  # bad settings fail before any work
+    try:
+        n_workers(workers)
+    except ValueError as exc:
+        raise UserError(f"fit.{exc}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         model = fit_customer_model(
@@ -264,6 +271,7 @@ def fit_stage(
             spec.family,
             seed=seed,
             conversation_weights=conversation_weights,
+            workers=workers,
             **spec.params,
         )
     for note in model.warnings:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from supportrl.envs.rewards import RewardSpec
+from supportrl.envs.rewards import CONTINUE, RewardSpec
 from supportrl.experiments.common import UserError
 from supportrl.experiments.stages.settings import (
     OPESettings,
@@ -128,6 +128,32 @@ def evaluate_stage(
     return OPEResult(results, diagnostics, notes, table, logging_value, return_range, evaluated)
 
 
+def start_csat_fit(
+    logs: LoggedConversations, reward: RewardSpec, *, workers: int | Literal["auto"]
+) -> Any:
+    """Start fitting the CSAT model that :func:`prepare_for_ope` fits on ``logs`` when it
+    cannot reuse the simulator's (``fitted_on_all=False``), on a worker process
+    (:func:`supportrl.workers.submit`), so the simulator fit and training run meanwhile;
+    pass the result as ``prepare_for_ope(..., csat_fit=)``. None when the reward does not
+    count CSAT or none is missing (nothing to fit)."""
+    from supportrl.workers import n_workers, submit
+
+    terminal = logs.outcome != CONTINUE
+    if reward.csat_weight == 0 or not (terminal & np.isnan(logs.csat)).any():
+        return None
+    cut = logs.truncate(reward.max_turns)[0] if (logs.lengths > reward.max_turns).any() else logs
+    return submit(_ope_csat_model, (cut,), workers=n_workers(workers, turns=cut.n_turns))
+
+
+def _ope_csat_model(cut: LoggedConversations) -> Any:
+    """The CSAT model :func:`prepare_for_ope` fits on the logs cut at ``max_turns``."""
+    from supportrl.envs.rewards import DEFAULT_MAX_TURNS
+    from supportrl.simulators.fitted.behaviour import logs_basis
+    from supportrl.simulators.fitted.csat import CsatImputation
+
+    return CsatImputation.from_basis(cut, logs_basis(cut, DEFAULT_MAX_TURNS)).model
+
+
 def prepare_for_ope(
     logs: LoggedConversations,
     reward: RewardSpec,
@@ -135,6 +161,7 @@ def prepare_for_ope(
     seed: int,
     model: Any = None,
     fitted_on_all: bool = True,
+    csat_fit: Any = None,
 ) -> Any:
     """The logs prepared for OPE (:func:`supportrl.ope.evaluate.prepare_conversations`),
     missing CSAT imputed by the MNAR selection model and refitted in every resample.
@@ -147,7 +174,8 @@ def prepare_for_ope(
     settings on the state basis of the logs at the default ``max_turns`` (the design the
     reused model has), so OPE's numbers depend neither on the simulator's settings nor on
     the share it was fitted on. Without ``model``, the per-outcome CSAT model is fitted here
-    (:meth:`CsatImputation.from_logs`).
+    (:meth:`CsatImputation.from_logs`). ``csat_fit``: that refit already started by
+    :func:`start_csat_fit` on these logs (its ``get()`` is the CSAT model).
     """
     from supportrl.envs.rewards import DEFAULT_MAX_TURNS
     from supportrl.ope.evaluate import prepare_conversations
@@ -172,7 +200,10 @@ def prepare_for_ope(
         if same and cut.n_turns == logs.n_turns:
             return CsatImputation.from_model(cut, basis, csat_model)
         # the basis depends on the simulator's max_turns: OPE's is the default one
-        return CsatImputation.from_basis(cut, logs_basis(cut, DEFAULT_MAX_TURNS))
+        ope_basis = logs_basis(cut, DEFAULT_MAX_TURNS)
+        if csat_fit is not None:  # fitted on a worker as from_basis would have here
+            return CsatImputation.from_model(cut, ope_basis, csat_fit.get())
+        return CsatImputation.from_basis(cut, ope_basis)
 
     return prepare_conversations(logs, reward, csat_imputer=imputer, seed=seed)
 
@@ -185,7 +216,10 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
     """
     from supportrl.ope.meta import OffPolicyEvaluation
 
+    from supportrl.workers import n_workers
+
     try:
+        n_workers(settings.workers)  # a bad value stops here, before any work
         return OffPolicyEvaluation(
             prepared=prepared,
             conversation_estimators=settings.conversation_estimators,
@@ -206,6 +240,7 @@ def off_policy_evaluation(prepared: Any, settings: OPESettings, *, seed: int) ->
             material_support=settings.material_support,
             refit_turns=settings.refit_turns,
             progress=settings.progress,
+            workers=settings.workers,
         )
     except ValueError as exc:
         raise UserError(f"ope: {exc}") from exc

@@ -79,6 +79,10 @@ class FitSettings:
     """Monte Carlo conversations per true value (the synthetic world only)."""
     plots: bool
     """Fidelity plots into ``RUN_DIR/plots/``."""
+    workers: int | Literal["auto"]
+    """Worker processes for the simulator fit: its CSAT model is fitted on one meanwhile
+    (``auto``: when there are several cores; 0: in the command's process). The simulator
+    does not move with it."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,10 @@ class OPESection:
     material_support: float
     min_ess: float
     min_support: float
+    workers: int | Literal["auto"]
+    """Worker processes for the resamples' refits (``auto``: one per core when there are
+    several; 0: in the command's process). Workers run with the command's ``threads``, so
+    the numbers do not move with it."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from supportrl.envs.conversations import LoggedConversations
@@ -32,6 +32,8 @@ from supportrl.simulators.fitted.glm import GaussianFit
 from supportrl.simulators.fitted.model import FittedCustomerModel
 from supportrl.simulators.fitted.weights import decision_weights
 
+from supportrl.workers import n_workers, submit
+
 
 def fit_customer_model(
     logs: LoggedConversations,
@@ -45,6 +47,7 @@ def fit_customer_model(
     weight_clip: float = 50.0,
     csat_missing: str = "selection",
     conversation_weights: np.ndarray | None = None,
+    workers: int | Literal["auto"] = 0,
     **params: Any,
 ) -> FittedCustomerModel:
     """Fit a customer model of ``family`` (``glm`` or ``ensemble``) to logged conversations.
@@ -68,6 +71,10 @@ def fit_customer_model(
             turn by its conversation's weight, and the pool of first states is redrawn in
             proportion to them, so the model describes the logs the sample was drawn from.
             ``None``: all 1.
+        workers: worker processes (:func:`supportrl.workers.n_workers`; ``auto``: one per
+            core on logs of at least ``AUTO_MIN_TURNS`` turns); above 1, the CSAT model is
+            fitted on one while this process fits the response models (the same model:
+            nothing of the fit depends on where it runs). 0 or 1: all in this process.
         **params: the family's hyperparameters (:class:`GLMParams` or
             :class:`~supportrl.simulators.fitted.ensemble.EnsembleParams` fields).
 
@@ -89,7 +96,9 @@ def fit_customer_model(
         raise TypeError(f"logs must be LoggedConversations, got {type(logs).__name__}")
     if logs.n_turns == 0:
         raise ValueError("logs: no turns to fit")
-    return _fit(logs, config, family_params, conversation_weights)
+    return _fit(
+        logs, config, family_params, conversation_weights, n_workers(workers, turns=logs.n_turns)
+    )
 
 
 def _fit(
@@ -97,13 +106,22 @@ def _fit(
     config: FitConfig,
     family_params: FamilyParams,
     conversation_weights: np.ndarray | None,
+    workers: int = 0,
 ) -> FittedCustomerModel:
     """:func:`fit_customer_model` on checked arguments: basis, weights, the response
     models, CSAT, intent changes, the first-state pool and support counts."""
+
     sampling = _sampling_weights(logs, conversation_weights)
     basis = logs_basis(logs, config.max_turns)
     state = basis.state_from_named(logs.states())
     phi = basis.phi(state)
+    turn_sampling = None if sampling is None else sampling[logs.conversation_index]
+    # the CSAT model needs neither the weights nor the response models: with workers it
+    # is fitted on one meanwhile
+    csat_job = submit(
+        _csat_model, _csat_inputs(logs, phi, state, config, family_params, turn_sampling),
+        workers=workers,
+    )  # fmt: skip
     info: dict[str, Any] = {
         "source": logs.source,
         "conversations": logs.n_conversations,
@@ -115,9 +133,7 @@ def _fit(
     dynamics, handle_known = _fit_dynamics(
         logs, basis, phi, weights, config, family_params, info, notes
     )
-    csat = _fit_terminal_csat(
-        logs, phi, state, config, family_params, info, notes, sampling=turn_sampling
-    )
+    csat = _fit_terminal_csat(logs, info, notes, csat_job.get())
     trans = _intent_transitions(logs, basis, state, info, notes, sampling=turn_sampling)
     for note in notes:
         warnings.warn(note, FitWarning, stacklevel=3)
@@ -286,25 +302,20 @@ def _fit_dynamics(
     return dynamics, handle_known
 
 
-def _fit_terminal_csat(
+def _csat_inputs(
     logs: LoggedConversations,
     phi: np.ndarray,
     state: FittedState,
     config: FitConfig,
     family_params: FamilyParams,
-    info: dict[str, Any],
-    notes: list[str],
-    sampling: np.ndarray | None = None,
-) -> CsatModel:
-    """The CSAT model on terminal turns (MNAR-corrected unless ``csat_missing`` says not);
-    ``sampling``: per-turn sampling weights (None: all 1)."""
+    sampling: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, float, int]:
+    """The arguments of :func:`_csat_model`: the CSAT design of the terminal turns, their
+    logged CSAT, their sampling weights (``sampling``: per turn, None: all 1), the method,
+    prior precision and torch threads."""
     action = logs.action.astype(np.int64)
     outcome = logs.outcome.astype(np.int64)
     terminal = np.flatnonzero(logs.is_last & (outcome != CONTINUE))
-    if len(terminal) == 0:
-        notes.append(
-            "no conversation ends (all cut off): CSAT cannot be learned and is uniform on 1..5"
-        )
     psi = csat_design(
         phi[terminal],
         state.sentiment[terminal],
@@ -312,25 +323,50 @@ def _fit_terminal_csat(
         outcome[terminal],
         len(logs.actions),
     )
-    csat_obs = logs.csat[terminal]
-    n_answered = int((~np.isnan(csat_obs)).sum())
+    weights = None if sampling is None else sampling[terminal]
+    return (
+        psi,
+        logs.csat[terminal],
+        weights,
+        config.csat_missing,
+        family_params.l2,
+        family_params.torch_threads,
+    )
+
+
+def _csat_model(
+    psi: np.ndarray,
+    csat: np.ndarray,
+    weights: np.ndarray | None,
+    method: str,
+    l2: float,
+    threads: int,
+) -> CsatModel:
+    """The CSAT model on terminal turns (MNAR-corrected unless ``method`` says not).
+
+    Without confounding weights on purpose: the CSAT model conditions on the final state,
+    action and outcome, OPE imputes *logged* rows with it (the observational conditional),
+    and confounding weights make the answer rates g_k poorly identified. Sampling weights
+    only restore the logs' mix of those rows."""
+    return fit_csat(psi, csat, weights=weights, method=method, l2=l2, threads=threads)
+
+
+def _fit_terminal_csat(
+    logs: LoggedConversations, info: dict[str, Any], notes: list[str], csat: CsatModel
+) -> CsatModel:
+    """``csat`` (:func:`_csat_model` on the terminal turns) with its notes and ``info``."""
+    outcome = logs.outcome.astype(np.int64)
+    terminal = np.flatnonzero(logs.is_last & (outcome != CONTINUE))
+    if len(terminal) == 0:
+        notes.append(
+            "no conversation ends (all cut off): CSAT cannot be learned and is uniform on 1..5"
+        )
+    n_answered = int((~np.isnan(logs.csat[terminal])).sum())
     if len(terminal) and n_answered == 0:
         notes.append(
             "no CSAT answer in the logs: CSAT cannot be learned and is uniform on 1..5 (mean 3); "
             "the CSAT part of any value is uninformative"
         )
-    # Without confounding weights on purpose: the CSAT model conditions on the final state,
-    # action and outcome, OPE imputes *logged* rows with it (the observational conditional),
-    # and confounding weights make the answer rates g_k poorly identified. Sampling weights
-    # only restore the logs' mix of those rows.
-    csat = fit_csat(
-        psi,
-        csat_obs,
-        weights=None if sampling is None else sampling[terminal],
-        method=config.csat_missing,
-        l2=family_params.l2,
-        threads=family_params.torch_threads,
-    )
     info["csat"] = {
         "terminal_turns": int(len(terminal)),
         "answered": n_answered,

@@ -195,6 +195,8 @@ ALTERNATIVE = {
     "ope.max_weight": 50.0,
     "ope.interval": "percentile",
     "ope.selection_interval": "auto",
+    "ope.workers": 0,
+    "fit.workers": 0,
     "fit.sample_turns": 1000,
     "ray.address": "auto",
     "ray.num_cpus": 3,
@@ -435,3 +437,24 @@ def test_logger_progress_reaches_off_policy_evaluation(shown: bool) -> None:
         logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=0
     )
     assert off_policy_evaluation(prepared, settings, seed=0).progress is shown
+
+
+@pytest.mark.parametrize(("value", "workers"), [("0", 0), ("2", 2), ("auto", "auto")])
+def test_ope_workers_reach_off_policy_evaluation(value: str, workers: int | str) -> None:
+    """``ope.workers``: the processes the resamples' refits run on (``auto``: resolved by
+    the size of the logs, ``supportrl.workers.n_workers``); a bad one names the key."""
+    from supportrl.experiments.common import UserError
+    from supportrl.experiments.stages import off_policy_evaluation, ope_settings
+    from supportrl.ope.evaluate import prepare_conversations
+    from supportrl.simulators.fitted.csat import CsatImputation
+    from supportrl.simulators.synthetic import generate_logs
+
+    logs = generate_logs(50, seed=1).logs
+    prepared = prepare_conversations(
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=0
+    )
+    settings = ope_settings(composed_cfg(f"ope.workers={value}"))
+    assert off_policy_evaluation(prepared, settings, seed=0).workers == workers
+    bad = ope_settings(composed_cfg("ope.workers=-1"))
+    with pytest.raises(UserError, match="ope: workers must be 'auto' or an int >= 0"):
+        off_policy_evaluation(prepared, bad, seed=0)

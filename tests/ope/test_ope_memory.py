@@ -87,6 +87,36 @@ def test_refits_on_a_subset_keep_the_estimates_and_the_size_of_the_intervals(
             assert 0.5 < a.std_err / b.std_err < 1.8, (name, est, a.std_err, b.std_err)
 
 
+@pytest.mark.parametrize("refit_quarter", [False, True], ids=["all-logs", "refit-subset"])
+def test_worker_processes_give_the_numbers_of_this_process_bit_for_bit(
+    prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]], refit_quarter: bool
+) -> None:
+    """``workers=2``: the resamples' refits and their statistics run in two worker
+    processes (``supportrl.workers``, with this process's BLAS thread count), every number
+    equal to the in-process run's."""
+
+    prepared, probs = prepared_and_probs
+    turns = prepared.logs.n_turns // 4 if refit_quarter else None
+    plain = OffPolicyEvaluation(prepared=prepared, n_refit=5, seed=2, refit_turns=turns)
+    on_workers = OffPolicyEvaluation(
+        prepared=prepared, n_refit=5, seed=2, refit_turns=turns, workers=2
+    )
+    assert (plain.refit_share() < 1.0) == refit_quarter
+    a, b = plain.evaluate(probs), on_workers.evaluate(probs)
+    for name in POLICIES:
+        np.testing.assert_array_equal(_numbers(a[name]), _numbers(b[name]))
+        assert a[name].diagnostics.warnings == b[name].diagnostics.warnings
+
+
+def test_workers_must_be_a_count(
+    prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]],
+) -> None:
+    prepared, probs = prepared_and_probs
+    for bad in (-1, 1.5, True, "all"):
+        with pytest.raises(ValueError, match="workers must be 'auto' or an int >= 0"):
+            OffPolicyEvaluation(prepared=prepared, n_refit=2, workers=bad).evaluate(probs)
+
+
 def test_a_refit_subset_too_small_names_the_setting(
     prepared_and_probs: tuple[PreparedConversations, dict[str, np.ndarray]],
 ) -> None:
