@@ -26,8 +26,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 from supportrl.envs.rewards import OUTCOMES, RewardSpec
-from supportrl.experiments.common import UserError, finish, reward_from_cfg, run_dir, to_plain
 from supportrl.experiments.entry import command
+from supportrl.experiments.errors import UserError
+from supportrl.experiments.from_config import reward_from_cfg, to_plain
+from supportrl.experiments.results import finish
+from supportrl.experiments.run_dirs import run_dir
 from supportrl.ope.abtest import T_STAR, ExperimentData, analyse, segment_breakdown
 from supportrl.simulators.logs import LoggedConversations, load_conversations
 

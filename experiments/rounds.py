@@ -36,8 +36,10 @@ from omegaconf import DictConfig
 from supportrl.agents.base import Policy
 from supportrl.envs.conversations import LoggedConversations
 from supportrl.envs.rewards import RewardSpec
-from supportrl.experiments.common import UserError, output, resolve_shipped
+from supportrl.experiments.errors import UserError
 from supportrl.experiments.learn import Learned, learn
+from supportrl.experiments.repo_files import resolve_shipped
+from supportrl.experiments.run_dirs import output
 from supportrl.experiments.stages import (
     LoopSettings,
     OPESettings,

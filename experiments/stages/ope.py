@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 from supportrl.envs.rewards import CONTINUE, RewardSpec
-from supportrl.experiments.common import UserError
+from supportrl.experiments.errors import UserError
 from supportrl.experiments.stages.settings import (
     OPESettings,
 )

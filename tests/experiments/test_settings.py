@@ -443,7 +443,7 @@ def test_logger_progress_reaches_off_policy_evaluation(shown: bool) -> None:
 def test_ope_workers_reach_off_policy_evaluation(value: str, workers: int | str) -> None:
     """``ope.workers``: the processes the resamples' refits run on (``auto``: resolved by
     the size of the logs, ``supportrl.workers.n_workers``); a bad one names the key."""
-    from supportrl.experiments.common import UserError
+    from supportrl.experiments.errors import UserError
     from supportrl.experiments.stages import off_policy_evaluation, ope_settings
     from supportrl.ope.evaluate import prepare_conversations
     from supportrl.simulators.fitted.csat import CsatImputation
