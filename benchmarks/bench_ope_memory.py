@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from supportrl.agents.rules import load_rule_policy
@@ -37,17 +38,12 @@ POLICIES = (
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=25_000)
-    parser.add_argument("--refits", type=int, default=50)
-    parser.add_argument("--refit-turns", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    logs = generate_logs(args.conversations, seed=args.seed).logs
+def ope_inputs(conversations: int, seed: int) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """Generated logs, prepared for OPE (CSAT imputed by the refittable selection model,
+    as ``evaluate`` does), and the target probabilities of :data:`POLICIES` on them."""
+    logs = generate_logs(conversations, seed=seed).logs
     prepared = prepare_conversations(
-        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=args.seed
+        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=seed
     )
     states = logs.states()
     probs = {
@@ -56,6 +52,18 @@ def main() -> None:
         )
         for n in POLICIES
     }
+    return logs, prepared, probs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=25_000)
+    parser.add_argument("--refits", type=int, default=50)
+    parser.add_argument("--refit-turns", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    logs, prepared, probs = ope_inputs(args.conversations, args.seed)
     ope = OffPolicyEvaluation(
         prepared=prepared,
         n_refit=args.refits,

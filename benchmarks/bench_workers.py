@@ -31,23 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from supportrl.agents.rules import load_rule_policy
-from supportrl.envs.rewards import RewardSpec
-from supportrl.ope.evaluate import prepare_conversations, target_probs_of
 from supportrl.ope.meta import OffPolicyEvaluation
 from supportrl.simulators.fitted import FitWarning, fit_customer_model
-from supportrl.simulators.fitted.csat import CsatImputation
-from supportrl.simulators.synthetic import generate_logs
 
+from benchmarks.bench_ope_memory import ope_inputs
 from supportrl.workers import map_calls
-
-RULES = Path(__file__).resolve().parent.parent / "configs" / "rules"
-POLICIES = (
-    "rules_production",
-    "rules_empathize_negative",
-    "rules_clarify_first",
-    "rules_faq_first",
-)
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -108,17 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore", FitWarning)  # what the logs cannot teach: the same both ways
 
-    logs = generate_logs(args.conversations, seed=args.seed).logs
-    prepared = prepare_conversations(
-        logs, RewardSpec(), csat_imputer=CsatImputation.from_logs, seed=args.seed
-    )
-    states = logs.states()
-    probs = {
-        n: target_probs_of(
-            load_rule_policy(RULES / f"{n}.yaml", logs.actions), states, logs.actions
-        )
-        for n in POLICIES
-    }
+    logs, prepared, probs = ope_inputs(args.conversations, args.seed)
     start_s = timed(lambda: map_calls(_square, [(1.0,), (2.0,)], workers=args.workers))[1]
     loads = [os.getloadavg()[0]]
     runs: dict[str, list[tuple[float, ...]]] = {}
