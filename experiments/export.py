@@ -16,7 +16,6 @@ Options: ``export.epsilon`` (exploration the artifact applies; null keeps the po
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,8 +216,7 @@ def export_policy(
     directory = Path(directory)
     spec, actions = _checked_export(policy, directory, feature_spec, fallback_action)
     records = {"training": training, "evaluation": evaluation, "training_data": training_data}
-    tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
-    try:
+    with CREATED.new_directory(directory, "export into a new directory") as tmp:
         info = write_policy_files(policy, tmp, spec, rule_file)
         own = float(getattr(policy, "epsilon", 0.0))
         manifest = {
@@ -239,17 +237,6 @@ def export_policy(
             "files": info["files"],
         }
         write_manifest(tmp, redact_paths(_finite(manifest)))
-        try:
-            tmp.rename(directory)  # refuses a non-empty directory made meanwhile
-        except OSError:
-            raise ValueError(f"{directory}: already exists; export into a new directory") from None
-    except BaseException:
-        # the temporary directory is ours alone (made above): nothing half-written stays
-        shutil.rmtree(tmp, ignore_errors=True)
-        CREATED.forget([tmp])
-        raise
-    CREATED.record(directory)
-    CREATED.forget([tmp])
     return directory
 
 

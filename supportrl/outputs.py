@@ -5,12 +5,13 @@ directory only when it is empty)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -218,6 +219,28 @@ class CreatedPaths:
         self.paths.append(path)
         self.temp_dirs.add(path)
         return path
+
+    @contextlib.contextmanager
+    def new_directory(self, directory: str | os.PathLike[str], hint: str) -> Iterator[Path]:
+        """Write a new ``directory`` whole or not at all: the block writes into a temporary
+        directory beside it (yielded), renamed to ``directory`` when the block ends and
+        recorded as created; if the block fails, the temporary directory goes and nothing
+        that existed is touched. ``directory`` made meanwhile: ValueError ending in ``hint``."""
+        directory = Path(directory)
+        tmp = self.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
+        try:
+            yield tmp
+            try:
+                tmp.rename(directory)  # refuses a non-empty directory made meanwhile
+            except OSError:
+                raise ValueError(f"{directory}: already exists; {hint}") from None
+        except BaseException:
+            # the temporary directory is ours alone (made above): nothing half-written stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.forget([tmp])
+            raise
+        self.record(directory)
+        self.forget([tmp])
 
     def forget(self, paths: Sequence[Path]) -> None:
         """Stop tracking ``paths`` and the files below them (e.g. the run keeps them)."""

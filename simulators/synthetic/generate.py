@@ -82,23 +82,16 @@ class GeneratedLogs:
         directory = Path(directory)
         if os.path.lexists(directory):
             raise ValueError(f"{directory}: already exists; choose a new directory")
-        tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
         turns = self.logs.to_frame().drop(columns=list(CUSTOMER_FEATURES))
         customers = pd.DataFrame(self.customers)
         customers["customer_id"] = customers["customer_id"].astype(object)
         customers["tier"] = customers["tier"].astype(object)
-        for name, frame in (("turns", turns), ("customers", customers)):
-            if fmt == "parquet":
-                frame.to_parquet(tmp / f"{name}.parquet", index=False)
-            else:
-                frame.to_csv(tmp / f"{name}.csv", index=False)
-        try:
-            # rename() refuses a non-empty target, so a directory filled meanwhile is kept
-            tmp.rename(directory)
-        except OSError:
-            raise ValueError(f"{directory}: already exists; choose a new directory") from None
-        CREATED.record(directory)
-        CREATED.forget([tmp])
+        with CREATED.new_directory(directory, "choose a new directory") as tmp:
+            for name, frame in (("turns", turns), ("customers", customers)):
+                if fmt == "parquet":
+                    frame.to_parquet(tmp / f"{name}.parquet", index=False)
+                else:
+                    frame.to_csv(tmp / f"{name}.csv", index=False)
         return directory / f"turns.{fmt}", directory / f"customers.{fmt}"
 
 

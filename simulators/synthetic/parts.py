@@ -12,7 +12,6 @@ files, and memory holds one partition at a time per worker.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +107,7 @@ def write_partitioned_logs(
     if os.path.lexists(directory):
         raise ValueError(f"{directory}: already exists; choose a new directory")
     world = world or SyntheticWorld()
-    tmp = CREATED.make_temp_dir(directory.parent, prefix=f".{directory.name}.")
-    try:
+    with CREATED.new_directory(directory, "choose a new directory") as tmp:
         (tmp / "turns").mkdir()
         (tmp / "customers").mkdir()
         sizes = partition_sizes(n_conversations, partitions)
@@ -122,17 +120,6 @@ def write_partitioned_logs(
             num_cpus=num_cpus,
             shared=(world, seed, customers_per_conversation, tmp),
         )
-        try:
-            tmp.rename(directory)
-        except OSError:
-            raise ValueError(f"{directory}: already exists; choose a new directory") from None
-    except BaseException:
-        # the temporary directory is ours alone (made above): nothing half-written stays
-        shutil.rmtree(tmp, ignore_errors=True)
-        CREATED.forget([tmp])
-        raise
-    CREATED.record(directory)
-    CREATED.forget([tmp])
     return PartitionedLogs(
         turns=directory / "turns",
         customers=directory / "customers",

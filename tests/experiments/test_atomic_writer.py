@@ -33,3 +33,23 @@ def test_a_checkpoint_holds_no_temporary_files(tmp_path: Path) -> None:
     agent = make_bandit("linucb", world.actions, world.feature_spec, seed=0)
     saved = Path(agent.save(tmp_path / "checkpoint"))
     assert not [p for p in saved.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_new_directory_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    from supportrl.outputs import CreatedPaths
+
+    created = CreatedPaths()
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError), created.new_directory(target, "pick another") as tmp:
+        (tmp / "half.txt").write_text("x")
+        raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == [] and not created.paths  # nothing half-written
+    with created.new_directory(target, "pick another") as tmp:
+        (tmp / "whole.txt").write_text("x")
+    assert (target / "whole.txt").read_text() == "x" and created.owns(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with pytest.raises(ValueError, match="out: already exists; pick another"):
+        with created.new_directory(target, "pick another") as tmp:
+            (tmp / "again.txt").write_text("y")
+    assert sorted(p.name for p in target.iterdir()) == ["whole.txt"]  # the existing one kept
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
